@@ -1,0 +1,10 @@
+//! # sockmap-core
+//!
+//! The engine of sockmap: a user-space implementation of Linux's sk_msg
+//! scatter-gather ring, stream parser (strparser) and socket maps, with no
+//! knowledge of JavaScript.
+#![deny(missing_docs)]
+
+pub mod error;
+
+pub use error::Errno;
