@@ -370,7 +370,11 @@ impl SgRing {
     }
 
     /// A new ring sharing bytes `[off, off + len)` of this one, without
-    /// copying (the kernel's `sk_msg_clone`).
+    /// copying (the kernel's `sk_msg_clone`), with the same capacity.
+    ///
+    /// Unlike the kernel, which clones into an existing message and can run
+    /// out of slots there, the result is a fresh ring; it never needs more
+    /// fragments than this one holds.
     ///
     /// # Errors
     ///
@@ -460,7 +464,10 @@ impl SgRing {
         let mut last = first;
         while covered < want {
             last += 1;
-            covered += self.frags.get(last).map_or(0, Bytes::len);
+            let Some(next) = self.frags.get(last) else {
+                return Err(Errno::Inval); // unreachable: `end <= len()`
+            };
+            covered += next.len();
         }
         let total = off + covered;
         let merged = concat(total, self.frags.range(first..=last).map(|f| &f[..]));
