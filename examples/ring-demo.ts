@@ -4,7 +4,9 @@ import { SgRing, nativeVersion } from '../src/index'
 
 const show = (label: string, ring: SgRing): void => {
   const frags = ring.fragmentLengths().join('+')
-  console.log(`${label.padEnd(34)} ${JSON.stringify(ring.toBuffer().toString('latin1'))} (${ring.length} B in ${frags})`)
+  console.log(
+    `${label.padEnd(34)} ${JSON.stringify(ring.toBuffer().toString('latin1'))} (${ring.length} B in ${frags})`,
+  )
 }
 
 console.log(`sockmap native engine ${nativeVersion}`)

@@ -2,7 +2,7 @@
 // compiled code, and writes the ES module entry point that re-exports the CommonJS build.
 import { copyFileSync, existsSync, readdirSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 
 const src = 'src'
 const dist = 'dist'
@@ -13,7 +13,7 @@ for (const file of readdirSync(src)) {
 }
 if (!existsSync(join(dist, 'index.js'))) throw new Error('dist/index.js is missing: run tsc first')
 
-const names = Object.keys(createRequire(import.meta.url)(`./${dist}/index.js`)).filter((n) => n !== 'default')
+const names = Object.keys(createRequire(import.meta.url)(resolve(dist, 'index.js'))).filter((n) => n !== 'default')
 const esm = [
   '// ES module entry point: the same objects as the CommonJS build, so both kinds of consumer share one engine.',
   "import cjs from './index.js'",
