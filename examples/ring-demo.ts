@@ -14,7 +14,7 @@ const ring = new SgRing({ maxFrags: 17 })
 for (const part of ['GET /a HTTP/1.1\r\n', 'Host: example\r\n', '\r\n']) ring.append(Buffer.from(part))
 show('three writes, three fragments', ring)
 
-console.log(`pull(0, 20) spans fragments       ${JSON.stringify(ring.pull(0, 20).toString())}`)
+console.log(`pull(0, 20) spans fragments        ${JSON.stringify(ring.pull(0, 20).toString())}`)
 show('after pull the range is one frag', ring)
 
 ring.pop(4, 2)
