@@ -6,5 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod framer;
+pub mod strparser;
 
 pub use error::Errno;
