@@ -22,6 +22,7 @@
 //! [`Http1`] and [`Raw`] (`parsers.none()`).
 
 mod chunks;
+mod delimiter;
 mod fixed;
 mod length;
 mod none;
@@ -29,6 +30,7 @@ mod none;
 use std::ops::Range;
 
 pub use chunks::Chunks;
+pub use delimiter::{Delimiter, DelimiterOptions};
 pub use fixed::Fixed;
 pub use length::{ByteOrder, LengthField, LengthFieldOptions};
 pub use none::Raw;
