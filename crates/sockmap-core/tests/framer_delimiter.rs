@@ -19,102 +19,197 @@ fn m(b: &[u8]) -> Out {
 
 #[test]
 fn lines_split_on_lf_and_crlf_and_strip() {
-    let (outs, left) = run_whole(Box::new(Delimiter::lines(100)), StrParserConfig::default(), b"a\r\nbb\nc\rd\n\nrest");
+    let (outs, left) = run_whole(
+        Box::new(Delimiter::lines(100)),
+        StrParserConfig::default(),
+        b"a\r\nbb\nc\rd\n\nrest",
+    );
     assert_eq!(outs, vec![m(b"a"), m(b"bb"), m(b"c\rd"), m(b"")]);
     assert_eq!(left, 4);
 }
 
 #[test]
 fn keep_delimiter_when_not_stripping() {
-    let o = DelimiterOptions { strip_delimiter: false, ..Default::default() };
+    let o = DelimiterOptions {
+        strip_delimiter: false,
+        ..Default::default()
+    };
     let (outs, _) = run_whole(delim(o), StrParserConfig::default(), b"a\r\nb\n");
     assert_eq!(msgs(&outs), vec![b"a\r\n".to_vec(), b"b\n".to_vec()]);
 }
 
 #[test]
 fn shortest_frame_wins_among_delimiters() {
-    let o = DelimiterOptions { delimiters: vec![b"END".to_vec(), b";".to_vec()], ..Default::default() };
+    let o = DelimiterOptions {
+        delimiters: vec![b"END".to_vec(), b";".to_vec()],
+        ..Default::default()
+    };
     let (outs, _) = run_whole(delim(o), StrParserConfig::default(), b"a;bENDc;");
-    assert_eq!(msgs(&outs), vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    assert_eq!(
+        msgs(&outs),
+        vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+    );
 }
 
 #[test]
 fn shorter_delimiter_wins_a_tie_at_one_offset() {
-    let o = DelimiterOptions { delimiters: vec![b"\r\n".to_vec(), b"\r".to_vec()], ..Default::default() };
+    let o = DelimiterOptions {
+        delimiters: vec![b"\r\n".to_vec(), b"\r".to_vec()],
+        ..Default::default()
+    };
     // Fed in pieces that end right after '\r': the result must not change.
     for sizes in [vec![], vec![2], vec![1]] {
-        let (outs, left) = run_split(delim(o.clone()), StrParserConfig::default(), b"a\r\nb\rc\r\n", &sizes);
-        assert_eq!(msgs(&outs), vec![b"a".to_vec(), b"\nb".to_vec(), b"c".to_vec()], "sizes {sizes:?}");
+        let (outs, left) = run_split(
+            delim(o.clone()),
+            StrParserConfig::default(),
+            b"a\r\nb\rc\r\n",
+            &sizes,
+        );
+        assert_eq!(
+            msgs(&outs),
+            vec![b"a".to_vec(), b"\nb".to_vec(), b"c".to_vec()],
+            "sizes {sizes:?}"
+        );
         assert_eq!(left, 1);
     }
 }
 
 #[test]
 fn longer_delimiter_undecided_waits_for_more_bytes() {
-    let o = DelimiterOptions { delimiters: vec![b";;".to_vec(), b";x".to_vec()], ..Default::default() };
+    let o = DelimiterOptions {
+        delimiters: vec![b";;".to_vec(), b";x".to_vec()],
+        ..Default::default()
+    };
     for sizes in [vec![], vec![1], vec![2]] {
-        let (outs, _) = run_split(delim(o.clone()), StrParserConfig::default(), b"a;;b;xc;;", &sizes);
-        assert_eq!(msgs(&outs), vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()], "sizes {sizes:?}");
+        let (outs, _) = run_split(
+            delim(o.clone()),
+            StrParserConfig::default(),
+            b"a;;b;xc;;",
+            &sizes,
+        );
+        assert_eq!(
+            msgs(&outs),
+            vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()],
+            "sizes {sizes:?}"
+        );
     }
 }
 
 #[test]
 fn multi_byte_delimiter_across_fragments() {
-    let o = DelimiterOptions { delimiters: vec![b"<EOF>".to_vec()], ..Default::default() };
-    let (outs, _) = run_split(delim(o), StrParserConfig::default(), b"hello<EOF>world<EOF>", &[1, 2, 3]);
+    let o = DelimiterOptions {
+        delimiters: vec![b"<EOF>".to_vec()],
+        ..Default::default()
+    };
+    let (outs, _) = run_split(
+        delim(o),
+        StrParserConfig::default(),
+        b"hello<EOF>world<EOF>",
+        &[1, 2, 3],
+    );
     assert_eq!(msgs(&outs), vec![b"hello".to_vec(), b"world".to_vec()]);
 }
 
 #[test]
 fn line_exactly_max_length_passes() {
-    let (outs, _) = run_whole(Box::new(Delimiter::lines(3)), StrParserConfig::default(), b"abc\n");
+    let (outs, _) = run_whole(
+        Box::new(Delimiter::lines(3)),
+        StrParserConfig::default(),
+        b"abc\n",
+    );
     assert_eq!(outs, vec![m(b"abc")]);
 }
 
 #[test]
 fn over_long_line_is_skipped_to_the_next_delimiter() {
     for sizes in [vec![], vec![1], vec![2, 3]] {
-        let (outs, left) =
-            run_split(Box::new(Delimiter::lines(3)), StrParserConfig::default(), b"ok\nabcdefgh\r\nyes\n", &sizes);
-        assert_eq!(outs, vec![m(b"ok"), Out::Skipped(10), m(b"yes")], "sizes {sizes:?}");
+        let (outs, left) = run_split(
+            Box::new(Delimiter::lines(3)),
+            StrParserConfig::default(),
+            b"ok\nabcdefgh\r\nyes\n",
+            &sizes,
+        );
+        assert_eq!(
+            outs,
+            vec![m(b"ok"), Out::Skipped(10), m(b"yes")],
+            "sizes {sizes:?}"
+        );
         assert_eq!(left, 0);
     }
 }
 
 #[test]
 fn over_long_line_aborts_with_emsgsize_when_not_discarding() {
-    let o = DelimiterOptions { max_length: 3, discard_oversize: false, ..Default::default() };
+    let o = DelimiterOptions {
+        max_length: 3,
+        discard_oversize: false,
+        ..Default::default()
+    };
     for sizes in [vec![], vec![1]] {
-        let (outs, _) = run_split(delim(o.clone()), StrParserConfig::default(), b"ok\nabcdefgh\nyes\n", &sizes);
-        assert_eq!(outs, vec![m(b"ok"), Out::Error(Errno::MsgSize)], "sizes {sizes:?}");
+        let (outs, _) = run_split(
+            delim(o.clone()),
+            StrParserConfig::default(),
+            b"ok\nabcdefgh\nyes\n",
+            &sizes,
+        );
+        assert_eq!(
+            outs,
+            vec![m(b"ok"), Out::Error(Errno::MsgSize)],
+            "sizes {sizes:?}"
+        );
     }
 }
 
 #[test]
 fn endless_line_is_discarded_as_it_arrives() {
     let stream = vec![b'x'; 1 << 20];
-    let (outs, left) = run_split(Box::new(Delimiter::lines(1000)), StrParserConfig::default(), &stream, &[4096]);
-    assert!(matches!(outs.as_slice(), [Out::Skipped(n)] if *n == stream.len()), "{outs:?}");
+    let (outs, left) = run_split(
+        Box::new(Delimiter::lines(1000)),
+        StrParserConfig::default(),
+        &stream,
+        &[4096],
+    );
+    assert!(
+        matches!(outs.as_slice(), [Out::Skipped(n)] if *n == stream.len()),
+        "{outs:?}"
+    );
     assert_eq!(left, 0);
 }
 
 #[test]
 fn unlimited_line_hits_the_strparser_limit() {
-    let cfg = StrParserConfig { max_message_bytes: 1000, ..Default::default() };
-    let (outs, _) = run_split(Box::new(Delimiter::lines(usize::MAX)), cfg, &[b'x'; 5000], &[300]);
+    let cfg = StrParserConfig {
+        max_message_bytes: 1000,
+        ..Default::default()
+    };
+    let (outs, _) = run_split(
+        Box::new(Delimiter::lines(usize::MAX)),
+        cfg,
+        &[b'x'; 5000],
+        &[300],
+    );
     assert_eq!(outs, vec![Out::Error(Errno::MsgSize)]);
 }
 
 #[test]
 fn empty_delimiter_list_or_delimiter_is_einval() {
-    let o = DelimiterOptions { delimiters: vec![], ..Default::default() };
+    let o = DelimiterOptions {
+        delimiters: vec![],
+        ..Default::default()
+    };
     assert_eq!(Delimiter::new(o).err(), Some(Errno::Inval));
-    let o = DelimiterOptions { delimiters: vec![b"\n".to_vec(), vec![]], ..Default::default() };
+    let o = DelimiterOptions {
+        delimiters: vec![b"\n".to_vec(), vec![]],
+        ..Default::default()
+    };
     assert_eq!(Delimiter::new(o).err(), Some(Errno::Inval));
 }
 
 fn stream_bytes() -> impl Strategy<Value = Vec<u8>> {
-    prop::collection::vec(prop::sample::select(vec![b'a', b'b', b'\r', b'\n', b';', b'E', b'N', b'D']), 0..300)
+    prop::collection::vec(
+        prop::sample::select(vec![b'a', b'b', b'\r', b'\n', b';', b'E', b'N', b'D']),
+        0..300,
+    )
 }
 
 proptest! {

@@ -82,7 +82,11 @@ impl Delimiter {
 
     /// A framer with options already checked.
     fn with_valid(opts: DelimiterOptions) -> Self {
-        let mut firsts: Vec<u8> = opts.delimiters.iter().filter_map(|d| d.first().copied()).collect();
+        let mut firsts: Vec<u8> = opts
+            .delimiters
+            .iter()
+            .filter_map(|d| d.first().copied())
+            .collect();
         firsts.sort_unstable();
         firsts.dedup();
         let mut by_len = opts.delimiters.clone();

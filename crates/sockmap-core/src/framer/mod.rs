@@ -26,6 +26,7 @@ mod delimiter;
 mod fixed;
 mod length;
 mod none;
+mod resp;
 
 use std::ops::Range;
 
@@ -34,6 +35,7 @@ pub use delimiter::{Delimiter, DelimiterOptions};
 pub use fixed::Fixed;
 pub use length::{ByteOrder, LengthField, LengthFieldOptions};
 pub use none::Raw;
+pub use resp::{Resp, RespOptions};
 
 use crate::error::Errno;
 
