@@ -24,6 +24,7 @@
 mod chunks;
 mod delimiter;
 mod fixed;
+mod http1;
 mod length;
 mod none;
 mod resp;
@@ -33,6 +34,7 @@ use std::ops::Range;
 pub use chunks::Chunks;
 pub use delimiter::{Delimiter, DelimiterOptions};
 pub use fixed::Fixed;
+pub use http1::{Http1, Http1Options, Http1Role, RequestLog};
 pub use length::{ByteOrder, LengthField, LengthFieldOptions};
 pub use none::Raw;
 pub use resp::{Resp, RespOptions};
