@@ -6,8 +6,10 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod framer;
 pub mod msg;
 pub mod ring;
+pub mod strparser;
 
 pub use error::Errno;
 pub use msg::SkMsg;
