@@ -6,5 +6,17 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod id;
+pub mod key;
+pub mod map;
+pub mod program;
+mod registry;
+pub mod rules;
+pub mod stats;
 
 pub use error::Errno;
+pub use id::{MapId, SockId};
+pub use key::Key;
+pub use map::{MapKind, UpdateFlag};
+pub use registry::SockState;
+pub use rules::{KeySource, Rule, Verdict};
