@@ -9,8 +9,10 @@ pub mod error;
 pub mod id;
 pub mod key;
 pub mod map;
+pub mod msg;
 pub mod program;
 mod registry;
+pub mod ring;
 pub mod rules;
 pub mod stats;
 
@@ -18,5 +20,7 @@ pub use error::Errno;
 pub use id::{MapId, SockId};
 pub use key::Key;
 pub use map::{MapKind, UpdateFlag};
+pub use msg::SkMsg;
 pub use registry::SockState;
+pub use ring::{RingFull, SgRing, IOV_MAX};
 pub use rules::{KeySource, Rule, Verdict};
