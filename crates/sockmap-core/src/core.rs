@@ -289,7 +289,7 @@ impl Core {
         let lost = c.tx.len();
         if lost > 0 {
             c.count(|s| &s.discarded_bytes, lost as u64);
-            c.tx = crate::ring::SgRing::with_max_frags(1);
+            c.tx.clear();
             Stats::set(&c.stats.queued_bytes, 0);
         }
         let acks = std::mem::take(&mut c.send_acks);
@@ -396,8 +396,9 @@ impl Core {
         c.count(|s| &s.sends, 1);
         self.tx_push(slot, data);
         self.after_push(None, slot);
+        let high = self.cfg.send_high_watermark;
         let c = self.at(slot);
-        if c.tx.len() > self.cfg.send_high_watermark || !c.send_acks.is_empty() {
+        if c.tx.len() > high || !c.send_acks.is_empty() {
             c.send_acks.push_back((req, n));
         } else {
             self.events.push_back(Event::SendDone {
@@ -501,7 +502,7 @@ impl Core {
             let total = merged.len();
             c.tx.consume(total);
             let _ = c.tx.push(merged);
-            let _ = c.tx.push(full.into_inner());
+            let _ = c.tx.push(full.0);
         }
     }
 

@@ -15,8 +15,6 @@ pub enum DropReason {
     NoKey,
     /// The redirect target is closed, listening or otherwise unable to take data.
     DeadTarget,
-    /// The target closed with the message still queued for it.
-    TargetClosed,
     /// The parser failed or the socket closed in the middle of a message.
     Parser,
 }
@@ -67,14 +65,14 @@ counters! {
         dropped_no_key,
         /// Messages dropped because the redirect target could not take them.
         dropped_dead_target,
-        /// Messages dropped because their target closed with them queued.
-        dropped_target_closed,
         /// Partial messages dropped by a parser error or a close mid-message.
         dropped_parser,
         /// Bytes of dropped messages.
         dropped_bytes,
         /// Parser errors.
         parser_errors,
+        /// Queued bytes discarded because the socket closed before writing them.
+        discarded_bytes,
         /// Bytes queued in the send ring, waiting to be written (a gauge).
         queued_bytes,
         /// Bytes waiting for an external verdict or parser (a gauge).
@@ -107,7 +105,6 @@ impl Stats {
             DropReason::Verdict => &self.dropped_verdict,
             DropReason::NoKey => &self.dropped_no_key,
             DropReason::DeadTarget => &self.dropped_dead_target,
-            DropReason::TargetClosed => &self.dropped_target_closed,
             DropReason::Parser => &self.dropped_parser,
         };
         Stats::add(field, 1);
