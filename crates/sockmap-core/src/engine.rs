@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -220,10 +220,7 @@ impl Engine {
 
     /// The next event, waiting at most `timeout`.
     pub fn next_event(&self, timeout: Duration) -> Option<Event> {
-        match self.events.recv_timeout(timeout) {
-            Ok(ev) => Some(ev),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.events.recv_timeout(timeout).ok()
     }
 
     /// Shuts the engine down and joins its thread.
@@ -253,7 +250,9 @@ fn io_thread(
     out: EventOut,
     dead: Arc<AtomicBool>,
 ) {
-    let result = catch_unwind(AssertUnwindSafe(|| backend.run(&mut core, &rx, &bell, &out)));
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        backend.run(&mut core, &rx, &bell, &out)
+    }));
     let (code, detail) = match result {
         Ok(Ok(())) => return,
         Ok(Err(e)) => (Errno::from_io(&e), format!("I/O loop failed: {e}")),
@@ -392,7 +391,10 @@ impl EngineHandle {
 
     /// The socket's state as map operations see it.
     pub fn sock_state(&self, sock: SockId) -> SockState {
-        self.shared.lock().sock(sock).map_or(SockState::Free, |e| e.state)
+        self.shared
+            .lock()
+            .sock(sock)
+            .map_or(SockState::Free, |e| e.state)
     }
 
     /// The socket's counters, while it exists.
@@ -423,7 +425,13 @@ impl EngineHandle {
     /// `flag`, `EOPNOTSUPP` for a socket that is not connected or listening,
     /// `EBUSY` when it carries another map's programs, `EINVAL` for a key a
     /// SockMap cannot read as an index, `EBADF` for an unknown map.
-    pub fn map_update(&self, map: MapId, key: &Key, sock: SockId, flag: UpdateFlag) -> Result<(), Errno> {
+    pub fn map_update(
+        &self,
+        map: MapId,
+        key: &Key,
+        sock: SockId,
+        flag: UpdateFlag,
+    ) -> Result<(), Errno> {
         let relink = self.shared.lock().update(map, key, sock, flag)?;
         self.relink(relink);
         Ok(())
@@ -454,7 +462,11 @@ impl EngineHandle {
     pub fn map_entries(&self, map: MapId) -> Result<Vec<(Key, SockId)>, Errno> {
         let reg = self.shared.lock();
         let m = reg.map(map)?;
-        Ok(m.store.entries().into_iter().map(|(slot, s)| (slot.to_key(), s)).collect())
+        Ok(m.store
+            .entries()
+            .into_iter()
+            .map(|(slot, s)| (slot.to_key(), s))
+            .collect())
     }
 
     /// The number of entries.

@@ -11,8 +11,6 @@ use crate::id::SockId;
 pub(crate) enum Timer {
     /// A connect that must finish by then (`ETIMEDOUT`).
     Connect(SockId),
-    /// The open external batch must be handed off by then.
-    Batch,
 }
 
 /// Pending deadlines; an entry whose cause is gone is skipped when it fires.
