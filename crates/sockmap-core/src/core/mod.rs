@@ -33,6 +33,8 @@ use crate::rules::{DerivedKey, MessageView, Rule, Verdict};
 use crate::stats::{DropReason, Stats};
 use crate::timer::{Timer, TimerTable};
 
+mod send;
+
 /// What the core asks its backend to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -310,6 +312,7 @@ impl Core {
         }
         let acks = std::mem::take(&mut c.send_acks);
         let waiters = std::mem::take(&mut c.waiters);
+        let c_cork = c.msg.cork.take().map(|m| m.size());
         {
             let mut reg = self.shared.lock();
             if reg.remove_links(id) {
@@ -317,12 +320,15 @@ impl Core {
             }
             reg.set_state(id, SockState::Closed);
         }
-        for (req, _) in acks {
+        for a in acks {
             self.events.push_back(Event::SendDone {
-                sock: id,
-                req,
+                sock: a.sock,
+                req: a.req,
                 result: Err(Errno::Pipe),
             });
+        }
+        if let Some(cork) = c_cork {
+            self.at(slot).count(|s| &s.discarded_bytes, cork as u64);
         }
         self.release_waiters(waiters);
         self.events.push_back(Event::Closed { sock: id, error });
@@ -399,37 +405,6 @@ impl Core {
         }
     }
 
-    /// An application send on the sk_msg path; `SendDone` reports the outcome.
-    pub fn handle_send(&mut self, id: SockId, data: Bytes, req: u64) {
-        let Some(slot) = self.slot_of(id).filter(|&s| {
-            let c = self.conns[s].as_ref().expect("checked");
-            !c.closing && !c.end_requested && !c.listener
-        }) else {
-            self.events.push_back(Event::SendDone {
-                sock: id,
-                req,
-                result: Err(Errno::Pipe),
-            });
-            return;
-        };
-        let n = data.len();
-        let c = self.at(slot);
-        c.count(|s| &s.sends, 1);
-        self.tx_push(slot, data);
-        self.after_push(None, slot);
-        let high = self.cfg.send_high_watermark;
-        let c = self.at(slot);
-        if c.tx.len() > high || !c.send_acks.is_empty() {
-            c.send_acks.push_back((req, n));
-        } else {
-            self.events.push_back(Event::SendDone {
-                sock: id,
-                req,
-                result: Ok(n),
-            });
-        }
-    }
-
     fn end(&mut self, slot: usize) {
         let c = self.at(slot);
         if c.closing || c.end_requested {
@@ -485,11 +460,11 @@ impl Core {
             let waiters = std::mem::take(&mut c.waiters);
             let acks = std::mem::take(&mut c.send_acks);
             let drained = std::mem::replace(&mut c.above_high, false);
-            for (req, n) in acks {
+            for a in acks {
                 self.events.push_back(Event::SendDone {
-                    sock: id,
-                    req,
-                    result: Ok(n),
+                    sock: a.sock,
+                    req: a.req,
+                    result: a.result,
                 });
             }
             if drained {
@@ -699,7 +674,7 @@ fn offset_in(whole: &Bytes, part: &Bytes) -> Option<usize> {
 
 /// Evaluates a native rule; the flag says the result holds for every message
 /// of the socket until the maps change.
-fn eval_rule(shared: &Shared, rule: &Rule, view: &MessageView<'_>) -> (Resolved, bool) {
+pub(crate) fn eval_rule(shared: &Shared, rule: &Rule, view: &MessageView<'_>) -> (Resolved, bool) {
     match rule {
         Rule::Pass => (Resolved::Pass, true),
         Rule::Drop => (Resolved::Drop(DropReason::Verdict), true),
