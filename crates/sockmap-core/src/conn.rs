@@ -59,8 +59,23 @@ pub(crate) struct Conn {
     pub(crate) send_acks: VecDeque<SendAck>,
     /// The sk_msg state: corked data, cached verdict.
     pub(crate) msg: MsgState,
+    /// Messages awaiting external verdicts (and any behind them), oldest first.
+    pub(crate) awaiting: VecDeque<Awaited>,
+    /// Sequence number of `awaiting`'s front.
+    pub(crate) awaiting_base: u64,
+    pub(crate) awaiting_bytes: usize,
+    /// Too many bytes await verdicts: stop reading.
+    pub(crate) ext_full: bool,
     /// Sockets this one redirected to egress (for FIN propagation).
     pub(crate) egress_peers: SmallVec<[SockId; 2]>,
+}
+
+/// A message whose verdict is awaited (or known, but behind awaited ones).
+#[derive(Debug)]
+pub(crate) struct Awaited {
+    pub(crate) frags: crate::event::Frags,
+    pub(crate) len: usize,
+    pub(crate) answer: Option<crate::core::Resolved>,
 }
 
 /// A send outcome waiting for a ring to drain.
@@ -114,6 +129,10 @@ impl Conn {
             write_shut: false,
             send_acks: VecDeque::new(),
             msg: MsgState::default(),
+            awaiting: VecDeque::new(),
+            awaiting_base: 0,
+            awaiting_bytes: 0,
+            ext_full: false,
             egress_peers: SmallVec::new(),
         }
     }

@@ -12,6 +12,7 @@ pub mod core;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod external;
 pub mod id;
 pub mod key;
 pub mod map;
@@ -24,7 +25,7 @@ pub mod stats;
 mod timer;
 
 pub use config::{BatchConfig, EngineConfig};
-pub use engine::{Engine, EngineHandle};
+pub use engine::{Engine, EngineHandle, Hooks};
 pub use error::Errno;
 pub use event::{Event, Frags};
 pub use id::{MapId, SockId};

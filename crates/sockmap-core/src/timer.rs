@@ -11,6 +11,8 @@ use crate::id::SockId;
 pub(crate) enum Timer {
     /// A connect that must finish by then (`ETIMEDOUT`).
     Connect(SockId),
+    /// The open external batch is due.
+    Batch,
 }
 
 /// Pending deadlines; an entry whose cause is gone is skipped when it fires.

@@ -338,6 +338,9 @@ impl EpollBackend {
                 }
             }
             core.handle_timeout(Instant::now());
+            if self.ready.is_empty() {
+                core.handle_idle();
+            }
             let mut kicked = Vec::new();
             drive_ops(core, &mut self.table, |id| kicked.push(id));
             for id in kicked {

@@ -33,6 +33,7 @@ use crate::rules::{DerivedKey, MessageView, Rule, Verdict};
 use crate::stats::{DropReason, Stats};
 use crate::timer::{Timer, TimerTable};
 
+mod external;
 mod send;
 
 /// What the core asks its backend to do.
@@ -88,6 +89,10 @@ pub struct Core {
     /// The chunk being processed, and the run of it heading to one egress.
     chunk: Bytes,
     run: Option<Run>,
+    /// External verdicts, when installed.
+    ext: Option<external::ExternalState>,
+    /// The time of the latest input.
+    now: Instant,
 }
 
 impl Core {
@@ -101,6 +106,8 @@ impl Core {
             timers: TimerTable::default(),
             chunk: Bytes::new(),
             run: None,
+            ext: None,
+            now: Instant::now(),
         }
     }
 
@@ -313,6 +320,12 @@ impl Core {
         let acks = std::mem::take(&mut c.send_acks);
         let waiters = std::mem::take(&mut c.waiters);
         let c_cork = c.msg.cork.take().map(|m| m.size());
+        let awaited = std::mem::take(&mut c.awaiting_bytes);
+        c.awaiting.clear();
+        if awaited > 0 {
+            c.count(|s| &s.discarded_bytes, awaited as u64);
+            Stats::set(&c.stats.pending_bytes, 0);
+        }
         {
             let mut reg = self.shared.lock();
             if reg.remove_links(id) {
@@ -429,8 +442,15 @@ impl Core {
 
     // ---- timers --------------------------------------------------------------------------
 
+    /// The backend has no more ready work this turn: hand off the open
+    /// external batch rather than let it wait for its timer.
+    pub fn handle_idle(&mut self) {
+        self.dispatch();
+    }
+
     /// Runs the deadlines that have passed.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
         while let Some(t) = self.timers.pop_expired(now) {
             match t {
                 Timer::Connect(id) => {
@@ -438,6 +458,7 @@ impl Core {
                         self.handle_connected(id, Err(Errno::TimedOut));
                     }
                 }
+                Timer::Batch => self.handle_batch_timer(now),
             }
         }
     }
@@ -530,8 +551,9 @@ impl Core {
     // ---- the receive side ----------------------------------------------------------------
 
     /// Bytes were read from the socket.
-    pub fn handle_received(&mut self, id: SockId, data: Bytes, _now: Instant) {
+    pub fn handle_received(&mut self, id: SockId, data: Bytes, now: Instant) {
         let Some(slot) = self.slot_of(id) else { return };
+        self.now = now;
         let len = data.len();
         self.at(slot).count(|s| &s.bytes_in, len as u64);
         self.chunk = data.clone();
@@ -542,7 +564,16 @@ impl Core {
 
     /// One message came out of the socket's parser.
     fn deliver(&mut self, slot: usize, frags: Frags, len: usize) {
-        self.at(slot).count(|s| &s.messages_in, 1);
+        let c = self.at(slot);
+        c.count(|s| &s.messages_in, 1);
+        let ext = match c.progs.verdict.as_deref().map(|p| &p.kind) {
+            Some(VerdictKind::External { tag, peek_bytes }) => Some((*tag, *peek_bytes)),
+            _ => None,
+        };
+        if ext.is_some() || !c.awaiting.is_empty() {
+            let known = ext.is_none().then(|| self.decide(slot, &frags, len));
+            return self.await_message(slot, frags, len, ext, known);
+        }
         let resolved = self.decide(slot, &frags, len);
         self.apply(slot, resolved, frags, len);
     }

@@ -30,7 +30,7 @@ impl Harness {
 
     pub fn with_config(cfg: EngineConfig) -> Harness {
         Harness {
-            engine: Engine::start(cfg, None).expect("engine"),
+            engine: Engine::start(cfg, sockmap_core::Hooks::default()).expect("engine"),
             backlog: VecDeque::new(),
             listener: TcpListener::bind("127.0.0.1:0").expect("bind"),
         }
