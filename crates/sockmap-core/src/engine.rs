@@ -312,6 +312,24 @@ fn io_err(e: &io::Error) -> Errno {
 }
 
 impl EngineHandle {
+    /// A handle whose commands a caller-driven backend drains itself.
+    pub(crate) fn detached(
+        shared: Arc<Shared>,
+        tx: Sender<Command>,
+        bell: Arc<Doorbell>,
+    ) -> EngineHandle {
+        EngineHandle {
+            shared,
+            tx,
+            bell,
+            dead: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     fn command(&self, cmd: Command) {
         if self.tx.send(cmd).is_ok() {
             self.bell.ring();

@@ -280,13 +280,38 @@ impl Core {
     /// The peer shut down its write side (a read returned 0).
     pub fn handle_eof(&mut self, id: SockId) {
         let Some(slot) = self.slot_of(id) else { return };
-        let c = self.at(slot);
+        let shared = &self.shared;
+        let c = self.conns[slot].as_mut().expect("live");
         if c.read_eof {
             return;
         }
         c.read_eof = true;
         let propagate = c.progs.verdict.as_ref().is_some_and(|v| v.propagate_fin);
-        let peers = std::mem::take(&mut c.egress_peers);
+        let mut peers = std::mem::take(&mut c.egress_peers);
+        if propagate {
+            // A partner fixed per socket gets the FIN even if no data went to it.
+            if let Some(VerdictKind::Rule(
+                rule @ Rule::Redirect {
+                    key,
+                    ingress: false,
+                    ..
+                },
+            )) = c.progs.verdict.as_deref().map(|v| &v.kind)
+            {
+                if key.is_per_socket() {
+                    let view = MessageView {
+                        sock: id,
+                        frags: &[],
+                        len: 0,
+                    };
+                    if let (Resolved::Redirect { target, .. }, _) = eval_rule(shared, rule, &view) {
+                        if !peers.contains(&target) {
+                            peers.push(target);
+                        }
+                    }
+                }
+            }
+        }
         let write_shut = c.write_shut;
         self.events.push_back(Event::ReadEnd { sock: id });
         if propagate {
