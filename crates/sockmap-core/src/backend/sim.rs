@@ -1,0 +1,1 @@
+//! A simulated backend: no sockets, a scripted kernel.
