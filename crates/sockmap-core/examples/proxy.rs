@@ -36,7 +36,9 @@ fn parse_args() -> Result<Args, String> {
         let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
             "--listen" => listen = Some(val()?.parse().map_err(|e| format!("--listen: {e}"))?),
-            "--upstream" => upstream = Some(val()?.parse().map_err(|e| format!("--upstream: {e}"))?),
+            "--upstream" => {
+                upstream = Some(val()?.parse().map_err(|e| format!("--upstream: {e}"))?)
+            }
             "--mode" => {
                 frames = match val()?.as_str() {
                     "raw" => false,
@@ -96,23 +98,31 @@ fn main() {
     let mut connecting: HashMap<SockId, SockId> = HashMap::new();
     let mut partner: HashMap<SockId, SockId> = HashMap::new();
     loop {
-        let Some(ev) = engine.next_event(Duration::from_secs(3600)) else { continue };
+        let Some(ev) = engine.next_event(Duration::from_secs(3600)) else {
+            continue;
+        };
         match ev {
-            Event::Accepted { sock: client, .. } => match h.connect(args.upstream, Some(Duration::from_secs(10))) {
-                Ok(up) => {
-                    connecting.insert(up, client);
+            Event::Accepted { sock: client, .. } => {
+                match h.connect(args.upstream, Some(Duration::from_secs(10))) {
+                    Ok(up) => {
+                        connecting.insert(up, client);
+                    }
+                    Err(_) => h.destroy(client),
                 }
-                Err(_) => h.destroy(client),
-            },
+            }
             Event::Connected { sock: up, result } => {
-                let Some(client) = connecting.remove(&up) else { continue };
+                let Some(client) = connecting.remove(&up) else {
+                    continue;
+                };
                 if result.is_err() {
                     h.destroy(client);
                     continue;
                 }
                 let paired = h
                     .map_update(peers, &Key::from(client), up, UpdateFlag::NoExist)
-                    .and_then(|()| h.map_update(peers, &Key::from(up), client, UpdateFlag::NoExist));
+                    .and_then(|()| {
+                        h.map_update(peers, &Key::from(up), client, UpdateFlag::NoExist)
+                    });
                 if paired.is_err() {
                     h.destroy(client);
                     h.destroy(up);
@@ -134,7 +144,11 @@ fn main() {
                     }
                 }
             }
-            Event::Error { fatal: true, detail, .. } => {
+            Event::Error {
+                fatal: true,
+                detail,
+                ..
+            } => {
                 eprintln!("proxy: {detail}");
                 std::process::exit(1);
             }

@@ -105,7 +105,12 @@ impl Conn {
             AppRead::Resumed => true,
             AppRead::Paused => false,
         };
-        enabled && self.blocked == 0 && !self.read_eof && !self.closing && !self.listener && !self.connecting
+        enabled
+            && self.blocked == 0
+            && !self.read_eof
+            && !self.closing
+            && !self.listener
+            && !self.connecting
     }
 
     /// Whether the socket can take redirected bytes on its egress.

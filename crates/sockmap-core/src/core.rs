@@ -152,7 +152,8 @@ impl Core {
 
     /// Whether the socket has bytes waiting to be written.
     pub fn has_tx(&self, id: SockId) -> bool {
-        self.conn(id).is_some_and(|c| !c.tx.is_empty() && !c.closing)
+        self.conn(id)
+            .is_some_and(|c| !c.tx.is_empty() && !c.closing)
     }
 
     /// Whether the socket is a connect in progress.
@@ -176,7 +177,12 @@ impl Core {
     // ---- sockets appearing and going ---------------------------------------------------
 
     /// Registers a socket whose id the registry already allocated.
-    pub fn handle_new_socket(&mut self, id: SockId, kind: NewSock, connect_deadline: Option<Instant>) {
+    pub fn handle_new_socket(
+        &mut self,
+        id: SockId,
+        kind: NewSock,
+        connect_deadline: Option<Instant>,
+    ) {
         let stats = match self.shared.lock().sock(id) {
             Some(e) => e.stats.clone(),
             None => return,
@@ -198,7 +204,11 @@ impl Core {
     pub fn handle_accepted(&mut self, listener: SockId, peer: SocketAddr) -> SockId {
         let id = self.shared.lock().alloc(SockState::Established);
         self.handle_new_socket(id, NewSock::Established, None);
-        self.events.push_back(Event::Accepted { listener, sock: id, peer });
+        self.events.push_back(Event::Accepted {
+            listener,
+            sock: id,
+            peer,
+        });
         id
     }
 
@@ -214,14 +224,20 @@ impl Core {
                 let c = self.at(slot);
                 c.connecting = false;
                 let flush = !c.tx.is_empty();
-                self.events.push_back(Event::Connected { sock: id, result: Ok(()) });
+                self.events.push_back(Event::Connected {
+                    sock: id,
+                    result: Ok(()),
+                });
                 if flush {
                     self.ops.push_back(Op::Flush(id));
                 }
                 self.kick_read(slot);
             }
             Err(e) => {
-                self.events.push_back(Event::Connected { sock: id, result: Err(e) });
+                self.events.push_back(Event::Connected {
+                    sock: id,
+                    result: Err(e),
+                });
                 self.close(slot, Some(e));
             }
         }
@@ -321,7 +337,10 @@ impl Core {
         let (progs, map_stats) = {
             let reg = self.shared.lock();
             let Some(e) = reg.sock(id) else { return };
-            let map_stats = e.verdict_map.and_then(|m| reg.map(m).ok()).map(|m| m.stats.clone());
+            let map_stats = e
+                .verdict_map
+                .and_then(|m| reg.map(m).ok())
+                .map(|m| m.stats.clone());
             (e.programs.clone(), map_stats)
         };
         let c = self.at(slot);
@@ -363,7 +382,9 @@ impl Core {
     /// Closes every socket (engine shutdown): listeners at once, others after their queues drain.
     pub fn handle_shutdown(&mut self) {
         for slot in 0..self.conns.len() {
-            let Some(c) = self.conns[slot].as_ref() else { continue };
+            let Some(c) = self.conns[slot].as_ref() else {
+                continue;
+            };
             if c.listener || c.connecting {
                 self.close(slot, None);
             } else {
@@ -567,7 +588,11 @@ impl Core {
                         return r;
                     }
                 }
-                let view = MessageView { sock: c.id, frags, len };
+                let view = MessageView {
+                    sock: c.id,
+                    frags,
+                    len,
+                };
                 let (resolved, fixed) = eval_rule(shared, rule, &view);
                 if fixed {
                     c.route = RouteCache {
@@ -611,7 +636,8 @@ impl Core {
                     }
                     let c = self.at(slot);
                     c.count(|s| &s.redirected_egress, 1);
-                    if !c.egress_peers.contains(&target) && c.egress_peers.len() < MAX_EGRESS_PEERS {
+                    if !c.egress_peers.contains(&target) && c.egress_peers.len() < MAX_EGRESS_PEERS
+                    {
                         c.egress_peers.push(target);
                     }
                     self.push_egress(slot, ts, frags);
@@ -717,7 +743,9 @@ pub(crate) fn resolve(shared: &Shared, v: &Verdict) -> Resolved {
     match v {
         Verdict::Pass => Resolved::Pass,
         Verdict::Drop => Resolved::Drop(DropReason::Verdict),
-        Verdict::Redirect { map, key, ingress } => lookup(shared, *map, &DerivedKey::from_key(key), *ingress),
+        Verdict::Redirect { map, key, ingress } => {
+            lookup(shared, *map, &DerivedKey::from_key(key), *ingress)
+        }
     }
 }
 

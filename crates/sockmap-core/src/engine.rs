@@ -253,7 +253,9 @@ fn io_thread(
     out: EventOut,
     dead: Arc<AtomicBool>,
 ) {
-    let result = catch_unwind(AssertUnwindSafe(|| backend.run(&mut core, &rx, &bell, &out)));
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        backend.run(&mut core, &rx, &bell, &out)
+    }));
     let (code, detail) = match result {
         Ok(Ok(())) => return,
         Ok(Err(e)) => (Errno::from_io(&e), format!("I/O loop failed: {e}")),
@@ -392,7 +394,10 @@ impl EngineHandle {
 
     /// The socket's state as map operations see it.
     pub fn sock_state(&self, sock: SockId) -> SockState {
-        self.shared.lock().sock(sock).map_or(SockState::Free, |e| e.state)
+        self.shared
+            .lock()
+            .sock(sock)
+            .map_or(SockState::Free, |e| e.state)
     }
 
     /// The socket's counters, while it exists.
@@ -423,7 +428,13 @@ impl EngineHandle {
     /// `flag`, `EOPNOTSUPP` for a socket that is not connected or listening,
     /// `EBUSY` when it carries another map's programs, `EINVAL` for a key a
     /// SockMap cannot read as an index, `EBADF` for an unknown map.
-    pub fn map_update(&self, map: MapId, key: &Key, sock: SockId, flag: UpdateFlag) -> Result<(), Errno> {
+    pub fn map_update(
+        &self,
+        map: MapId,
+        key: &Key,
+        sock: SockId,
+        flag: UpdateFlag,
+    ) -> Result<(), Errno> {
         let relink = self.shared.lock().update(map, key, sock, flag)?;
         self.relink(relink);
         Ok(())
@@ -454,7 +465,11 @@ impl EngineHandle {
     pub fn map_entries(&self, map: MapId) -> Result<Vec<(Key, SockId)>, Errno> {
         let reg = self.shared.lock();
         let m = reg.map(map)?;
-        Ok(m.store.entries().into_iter().map(|(slot, s)| (slot.to_key(), s)).collect())
+        Ok(m.store
+            .entries()
+            .into_iter()
+            .map(|(slot, s)| (slot.to_key(), s))
+            .collect())
     }
 
     /// The number of entries.

@@ -130,9 +130,15 @@ mod tests {
     #[test]
     fn ring_moves_few_keys_when_an_entry_leaves() {
         let socks: Vec<SockId> = (0..8).map(|i| SockId::new(i, 0)).collect();
-        let full = HashRing::build(socks.iter().map(|&s| (stable_hash(&s.as_u64().to_le_bytes()), s)));
+        let full = HashRing::build(
+            socks
+                .iter()
+                .map(|&s| (stable_hash(&s.as_u64().to_le_bytes()), s)),
+        );
         let less = HashRing::build(
-            socks[..7].iter().map(|&s| (stable_hash(&s.as_u64().to_le_bytes()), s)),
+            socks[..7]
+                .iter()
+                .map(|&s| (stable_hash(&s.as_u64().to_le_bytes()), s)),
         );
         let mut moved = 0;
         for k in 0..4000u32 {
@@ -145,7 +151,10 @@ mod tests {
                 moved += 1;
             }
         }
-        assert!(moved > 200 && moved < 900, "entry 7 owned {moved} of 4000 keys");
+        assert!(
+            moved > 200 && moved < 900,
+            "entry 7 owned {moved} of 4000 keys"
+        );
         assert_eq!(HashRing::default().route(1), None);
     }
 }

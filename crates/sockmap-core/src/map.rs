@@ -102,7 +102,9 @@ impl Store {
         match self {
             Store::Array(v) => {
                 let i = key.as_index()?;
-                usize::try_from(i).ok().and_then(|i| v.get(i).copied().flatten())
+                usize::try_from(i)
+                    .ok()
+                    .and_then(|i| v.get(i).copied().flatten())
             }
             Store::Hash { entries, .. } => key.with_hash_bytes(|b| entries.get(b).copied()),
         }
@@ -111,11 +113,13 @@ impl Store {
     /// Looks up a hash key given as bytes, or an index.
     pub(crate) fn lookup_raw(&self, raw: RawKey<'_>) -> Option<SockId> {
         match (self, raw) {
-            (Store::Array(v), RawKey::Num(i)) => {
-                usize::try_from(i).ok().and_then(|i| v.get(i).copied().flatten())
-            }
+            (Store::Array(v), RawKey::Num(i)) => usize::try_from(i)
+                .ok()
+                .and_then(|i| v.get(i).copied().flatten()),
             (Store::Array(_), RawKey::Bytes(b)) => self.lookup(&Key::from(b)),
-            (Store::Hash { entries, .. }, RawKey::Num(n)) => entries.get(&n.to_le_bytes()[..]).copied(),
+            (Store::Hash { entries, .. }, RawKey::Num(n)) => {
+                entries.get(&n.to_le_bytes()[..]).copied()
+            }
             (Store::Hash { entries, .. }, RawKey::Bytes(b)) => entries.get(b).copied(),
         }
     }
@@ -123,7 +127,9 @@ impl Store {
     /// Checks an insertion of a new entry at `slot` against the capacity.
     pub(crate) fn check_room(&self, slot: &Slot) -> Result<(), Errno> {
         match self {
-            Store::Hash { max, entries } if self.get(slot).is_none() && entries.len() as u64 >= u64::from(*max) => {
+            Store::Hash { max, entries }
+                if self.get(slot).is_none() && entries.len() as u64 >= u64::from(*max) =>
+            {
                 Err(Errno::TooBig)
             }
             _ => Ok(()),
@@ -162,7 +168,10 @@ impl Store {
                 .enumerate()
                 .filter_map(|(i, e)| e.map(|s| (Slot::Index(i as u32), s)))
                 .collect(),
-            Store::Hash { entries, .. } => entries.iter().map(|(k, s)| (Slot::Hash(k.clone()), *s)).collect(),
+            Store::Hash { entries, .. } => entries
+                .iter()
+                .map(|(k, s)| (Slot::Hash(k.clone()), *s))
+                .collect(),
         }
     }
 

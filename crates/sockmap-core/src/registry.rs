@@ -157,11 +157,17 @@ impl Registry {
     }
 
     pub(crate) fn map(&self, id: MapId) -> Result<&MapState, Errno> {
-        self.maps.get(id.0 as usize).and_then(Option::as_ref).ok_or(Errno::BadF)
+        self.maps
+            .get(id.0 as usize)
+            .and_then(Option::as_ref)
+            .ok_or(Errno::BadF)
     }
 
     fn map_mut(&mut self, id: MapId) -> Result<&mut MapState, Errno> {
-        self.maps.get_mut(id.0 as usize).and_then(Option::as_mut).ok_or(Errno::BadF)
+        self.maps
+            .get_mut(id.0 as usize)
+            .and_then(Option::as_mut)
+            .ok_or(Errno::BadF)
     }
 
     /// Attaches programs to a map; sockets inserted afterwards take them.
@@ -180,7 +186,13 @@ impl Registry {
     }
 
     /// `bpf_map_update_elem` from user space.
-    pub(crate) fn update(&mut self, map: MapId, key: &Key, sock: SockId, flag: UpdateFlag) -> Result<Relink, Errno> {
+    pub(crate) fn update(
+        &mut self,
+        map: MapId,
+        key: &Key,
+        sock: SockId,
+        flag: UpdateFlag,
+    ) -> Result<Relink, Errno> {
         let m = self.map(map)?;
         let slot = m.store.slot_of(key)?;
         let entry = self.sock(sock).ok_or(Errno::OpNotSupp)?;
@@ -322,15 +334,30 @@ mod tests {
         let c = r.alloc(SockState::Connecting);
         let m = r.create_map(MapKind::SockMap, 2).unwrap();
         let h = r.create_map(MapKind::SockHash, 1).unwrap();
-        assert_eq!(r.update(m, &Key::Num(2), a, UpdateFlag::Any), Err(Errno::TooBig));
-        assert_eq!(r.update(m, &Key::Num(0), c, UpdateFlag::Any), Err(Errno::OpNotSupp));
-        assert_eq!(r.update(m, &Key::Num(0), a, UpdateFlag::Exist), Err(Errno::NoEnt));
+        assert_eq!(
+            r.update(m, &Key::Num(2), a, UpdateFlag::Any),
+            Err(Errno::TooBig)
+        );
+        assert_eq!(
+            r.update(m, &Key::Num(0), c, UpdateFlag::Any),
+            Err(Errno::OpNotSupp)
+        );
+        assert_eq!(
+            r.update(m, &Key::Num(0), a, UpdateFlag::Exist),
+            Err(Errno::NoEnt)
+        );
         r.update(m, &Key::Num(0), a, UpdateFlag::NoExist).unwrap();
-        assert_eq!(r.update(m, &Key::Num(0), b, UpdateFlag::NoExist), Err(Errno::Exist));
+        assert_eq!(
+            r.update(m, &Key::Num(0), b, UpdateFlag::NoExist),
+            Err(Errno::Exist)
+        );
         r.update(m, &Key::Num(0), b, UpdateFlag::Exist).unwrap();
         assert!(r.sock(a).unwrap().links.is_empty());
         r.update(h, &Key::from("x"), a, UpdateFlag::Any).unwrap();
-        assert_eq!(r.update(h, &Key::from("y"), b, UpdateFlag::Any), Err(Errno::TooBig));
+        assert_eq!(
+            r.update(h, &Key::from("y"), b, UpdateFlag::Any),
+            Err(Errno::TooBig)
+        );
         r.update(h, &Key::from("x"), b, UpdateFlag::Any).unwrap();
         assert_eq!(r.delete(h, &Key::from("nope")), Err(Errno::NoEnt));
         assert_eq!(r.delete(m, &Key::Num(1)), Err(Errno::Inval));
@@ -339,7 +366,10 @@ mod tests {
         assert_eq!(r.map(m).unwrap().store.len(), 0);
         assert_eq!(r.map(h).unwrap().store.len(), 0);
         r.set_state(a, SockState::Closed);
-        assert_eq!(r.update(m, &Key::Num(1), a, UpdateFlag::Any), Err(Errno::OpNotSupp));
+        assert_eq!(
+            r.update(m, &Key::Num(1), a, UpdateFlag::Any),
+            Err(Errno::OpNotSupp)
+        );
         r.release(a);
         assert!(r.sock(a).is_none());
         let again = r.alloc(SockState::Established);
@@ -359,7 +389,10 @@ mod tests {
         r.attach(m2, verdict(Rule::Drop)).unwrap();
         r.attach(m3, shared).unwrap();
         r.update(m1, &Key::Num(1), s, UpdateFlag::Any).unwrap();
-        assert_eq!(r.update(m2, &Key::Num(1), s, UpdateFlag::Any), Err(Errno::Busy));
+        assert_eq!(
+            r.update(m2, &Key::Num(1), s, UpdateFlag::Any),
+            Err(Errno::Busy)
+        );
         r.update(m3, &Key::Num(1), s, UpdateFlag::Any).unwrap();
         assert_eq!(r.sock(s).unwrap().verdict_map, Some(m1));
         r.delete(m1, &Key::Num(1)).unwrap();

@@ -49,7 +49,12 @@ impl MessageView<'_> {
 }
 
 /// Copies `len` bytes at `offset` of a fragmented message into `out`.
-pub(crate) fn copy_range(frags: &[Bytes], mut offset: usize, len: usize, out: &mut SmallVec<[u8; 32]>) -> bool {
+pub(crate) fn copy_range(
+    frags: &[Bytes],
+    mut offset: usize,
+    len: usize,
+    out: &mut SmallVec<[u8; 32]>,
+) -> bool {
     out.clear();
     let mut need = len;
     for f in frags {
@@ -166,7 +171,8 @@ impl KeySource {
             KeySource::Socket => Some(DerivedKey::Num(msg.sock.as_u64())),
             KeySource::Range { offset, len } => {
                 let mut out = SmallVec::new();
-                msg.copy_range(*offset, *len, &mut out).then_some(DerivedKey::Owned(out))
+                msg.copy_range(*offset, *len, &mut out)
+                    .then_some(DerivedKey::Owned(out))
             }
         }
     }

@@ -89,7 +89,10 @@ counters! {
 impl Stats {
     #[inline]
     pub(crate) fn add(field: &AtomicU64, n: u64) {
-        field.store(field.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        field.store(
+            field.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
 
     #[inline]

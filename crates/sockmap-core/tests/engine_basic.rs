@@ -84,7 +84,10 @@ fn drop_counts_and_missing_key_drops() {
     h.put(drop_map, "x", a);
     write(&mut pa, b"gone");
     let s = h.stats_until(a, |s| s.bytes_in == 4);
-    assert_eq!((s.dropped, s.dropped_verdict, s.dropped_bytes), (s.messages_in, s.messages_in, 4));
+    assert_eq!(
+        (s.dropped, s.dropped_verdict, s.dropped_bytes),
+        (s.messages_in, s.messages_in, 4)
+    );
 
     let miss = h.hash_with(|m| Rule::Redirect {
         map: m,
@@ -97,7 +100,10 @@ fn drop_counts_and_missing_key_drops() {
     let s = h.stats_until(c, |s| s.bytes_in == 7);
     assert_eq!(s.dropped_no_key, s.messages_in);
     assert_eq!(h.h().map_stats(miss).unwrap().dropped_no_key, s.messages_in);
-    assert!(h.backlog.iter().all(|e| !matches!(e, Event::Message { .. })));
+    assert!(h
+        .backlog
+        .iter()
+        .all(|e| !matches!(e, Event::Message { .. })));
 }
 
 #[test]
@@ -109,12 +115,26 @@ fn map_errors_have_kernel_codes() {
     let arr = hh.create_map(MapKind::SockMap, 4).unwrap();
     let hash = hh.create_map(MapKind::SockHash, 1).unwrap();
     assert_eq!(hh.create_map(MapKind::SockMap, 0), Err(Errno::Inval));
-    assert_eq!(hh.map_update(arr, &Key::Num(4), a, UpdateFlag::Any), Err(Errno::TooBig));
-    assert_eq!(hh.map_update(arr, &Key::Num(1), a, UpdateFlag::Exist), Err(Errno::NoEnt));
-    hh.map_update(arr, &Key::Num(1), a, UpdateFlag::NoExist).unwrap();
-    assert_eq!(hh.map_update(arr, &Key::Num(1), b, UpdateFlag::NoExist), Err(Errno::Exist));
-    hh.map_update(hash, &Key::from("k"), a, UpdateFlag::Any).unwrap();
-    assert_eq!(hh.map_update(hash, &Key::from("k2"), b, UpdateFlag::Any), Err(Errno::TooBig));
+    assert_eq!(
+        hh.map_update(arr, &Key::Num(4), a, UpdateFlag::Any),
+        Err(Errno::TooBig)
+    );
+    assert_eq!(
+        hh.map_update(arr, &Key::Num(1), a, UpdateFlag::Exist),
+        Err(Errno::NoEnt)
+    );
+    hh.map_update(arr, &Key::Num(1), a, UpdateFlag::NoExist)
+        .unwrap();
+    assert_eq!(
+        hh.map_update(arr, &Key::Num(1), b, UpdateFlag::NoExist),
+        Err(Errno::Exist)
+    );
+    hh.map_update(hash, &Key::from("k"), a, UpdateFlag::Any)
+        .unwrap();
+    assert_eq!(
+        hh.map_update(hash, &Key::from("k2"), b, UpdateFlag::Any),
+        Err(Errno::TooBig)
+    );
     assert_eq!(hh.map_delete(hash, &Key::from("k2")), Err(Errno::NoEnt));
     assert_eq!(hh.map_delete(arr, &Key::Num(2)), Err(Errno::Inval));
     assert_eq!(hh.map_lookup(arr, &Key::Num(1)), Ok(Some(a)));
@@ -126,19 +146,28 @@ fn map_errors_have_kernel_codes() {
     };
     let c = hh.connect(refused, None).unwrap();
     assert_eq!(hh.sock_state(c), SockState::Connecting);
-    assert_eq!(hh.map_update(arr, &Key::Num(3), c, UpdateFlag::Any), Err(Errno::OpNotSupp));
+    assert_eq!(
+        hh.map_update(arr, &Key::Num(3), c, UpdateFlag::Any),
+        Err(Errno::OpNotSupp)
+    );
 
     let m1 = h.hash_with(|_| Rule::Pass);
     let m2 = h.hash_with(|_| Rule::Drop);
     hh.map_update(m1, &Key::Num(0), b, UpdateFlag::Any).unwrap();
-    assert_eq!(hh.map_update(m2, &Key::Num(0), b, UpdateFlag::Any), Err(Errno::Busy));
+    assert_eq!(
+        hh.map_update(m2, &Key::Num(0), b, UpdateFlag::Any),
+        Err(Errno::Busy)
+    );
 
     hh.destroy(a);
     let mut h = h;
     assert_eq!(h.closed(a), None);
     assert_eq!(h.h().map_len(arr), Ok(0));
     assert_eq!(h.h().map_len(hash), Ok(0));
-    assert_eq!(h.h().map_update(arr, &Key::Num(0), a, UpdateFlag::Any), Err(Errno::OpNotSupp));
+    assert_eq!(
+        h.h().map_update(arr, &Key::Num(0), a, UpdateFlag::Any),
+        Err(Errno::OpNotSupp)
+    );
 }
 
 #[test]

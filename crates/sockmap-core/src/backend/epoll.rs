@@ -44,11 +44,17 @@ struct IoTable {
 
 impl IoTable {
     fn get(&self, id: SockId) -> Option<&Io> {
-        self.ios.get(id.slot()).and_then(Option::as_ref).filter(|io| io.id == id)
+        self.ios
+            .get(id.slot())
+            .and_then(Option::as_ref)
+            .filter(|io| io.id == id)
     }
 
     fn get_mut(&mut self, id: SockId) -> Option<&mut Io> {
-        self.ios.get_mut(id.slot()).and_then(Option::as_mut).filter(|io| io.id == id)
+        self.ios
+            .get_mut(id.slot())
+            .and_then(Option::as_mut)
+            .filter(|io| io.id == id)
     }
 
     fn stream(&mut self, id: SockId) -> io::Result<&mut TcpStream> {
@@ -122,13 +128,22 @@ impl EpollBackend {
         ))
     }
 
-    fn register(&mut self, core: &mut Core, id: SockId, mut src: IoSource, kind: NewSock, deadline: Option<Instant>) {
+    fn register(
+        &mut self,
+        core: &mut Core,
+        id: SockId,
+        mut src: IoSource,
+        kind: NewSock,
+        deadline: Option<Instant>,
+    ) {
         let token = Token(id.slot());
         let r = match &mut src {
             IoSource::Listener(l) => self.poll.registry().register(l, token, Interest::READABLE),
             IoSource::Stream(s) => {
                 let _ = s.set_nodelay(true);
-                self.poll.registry().register(s, token, Interest::READABLE | Interest::WRITABLE)
+                self.poll
+                    .registry()
+                    .register(s, token, Interest::READABLE | Interest::WRITABLE)
             }
         };
         core.handle_new_socket(id, kind, deadline);
@@ -183,7 +198,11 @@ impl EpollBackend {
     fn register_accepted(&mut self, core: &mut Core, id: SockId, mut stream: TcpStream) {
         let _ = stream.set_nodelay(true);
         let token = Token(id.slot());
-        let r = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE);
+        let r = self.poll.registry().register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        );
         let slot = id.slot();
         if self.table.ios.len() <= slot {
             self.table.ios.resize_with(slot + 1, || None);
@@ -212,7 +231,13 @@ impl EpollBackend {
 
     /// Runs the loop until shutdown. Returns when every socket is closed after
     /// a `Shutdown` command (or the grace period ends).
-    pub(crate) fn run(&mut self, core: &mut Core, rx: &Receiver<Command>, bell: &Doorbell, out: &EventOut) -> io::Result<()> {
+    pub(crate) fn run(
+        &mut self,
+        core: &mut Core,
+        rx: &Receiver<Command>,
+        bell: &Doorbell,
+        out: &EventOut,
+    ) -> io::Result<()> {
         let budget = core.config().read_budget;
         let mut shutdown_at: Option<Instant> = None;
         loop {
@@ -220,9 +245,13 @@ impl EpollBackend {
             let timeout = if !self.ready.is_empty() {
                 Some(Duration::ZERO)
             } else {
-                let t = core.poll_timeout().map(|t| t.saturating_duration_since(now));
+                let t = core
+                    .poll_timeout()
+                    .map(|t| t.saturating_duration_since(now));
                 match shutdown_at {
-                    Some(_) => Some(t.map_or(Duration::from_millis(10), |t| t.min(Duration::from_millis(10)))),
+                    Some(_) => Some(t.map_or(Duration::from_millis(10), |t| {
+                        t.min(Duration::from_millis(10))
+                    })),
                     None => t,
                 }
             };
@@ -244,7 +273,9 @@ impl EpollBackend {
                     self.accept_all(core, id);
                     continue;
                 }
-                if core.is_connecting(id) && (ev.is_writable() || ev.is_error() || ev.is_write_closed()) {
+                if core.is_connecting(id)
+                    && (ev.is_writable() || ev.is_error() || ev.is_write_closed())
+                {
                     self.check_connect(core, id);
                 }
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
@@ -260,7 +291,12 @@ impl EpollBackend {
             bell.clear();
             while let Ok(cmd) = rx.try_recv() {
                 match cmd {
-                    Command::Register { id, src, kind, deadline } => self.register(core, id, src, kind, deadline),
+                    Command::Register {
+                        id,
+                        src,
+                        kind,
+                        deadline,
+                    } => self.register(core, id, src, kind, deadline),
                     Command::Shutdown => {
                         core.handle_shutdown();
                         shutdown_at.get_or_insert_with(Instant::now);
@@ -271,10 +307,16 @@ impl EpollBackend {
 
             let now = Instant::now();
             for _ in 0..self.ready.len() {
-                let Some(id) = self.ready.pop_front() else { break };
-                let Some(io) = self.table.get_mut(id) else { continue };
+                let Some(id) = self.ready.pop_front() else {
+                    break;
+                };
+                let Some(io) = self.table.get_mut(id) else {
+                    continue;
+                };
                 io.queued = false;
-                if drive_read(core, &mut self.table, id, &mut self.rb, budget, now) == ReadEnd::Budget {
+                if drive_read(core, &mut self.table, id, &mut self.rb, budget, now)
+                    == ReadEnd::Budget
+                {
                     self.enqueue(id);
                 }
             }
@@ -297,6 +339,13 @@ impl EpollBackend {
 fn is_transient_accept_error(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::ECONNABORTED | libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EPROTO)
+        Some(
+            libc::ECONNABORTED
+                | libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOBUFS
+                | libc::ENOMEM
+                | libc::EPROTO
+        )
     )
 }

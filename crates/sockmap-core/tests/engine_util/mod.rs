@@ -59,10 +59,12 @@ impl Harness {
         let end = Instant::now() + DEADLINE;
         loop {
             let left = end.saturating_duration_since(Instant::now());
-            let ev = self
-                .engine
-                .next_event(left)
-                .unwrap_or_else(|| panic!("no matching event within {DEADLINE:?}; seen {:?}", self.backlog));
+            let ev = self.engine.next_event(left).unwrap_or_else(|| {
+                panic!(
+                    "no matching event within {DEADLINE:?}; seen {:?}",
+                    self.backlog
+                )
+            });
             if let Some(t) = f(&ev) {
                 return t;
             }
@@ -117,7 +119,9 @@ impl Harness {
     }
 
     pub fn put(&self, map: MapId, key: impl Into<Key>, sock: SockId) {
-        self.h().map_update(map, &key.into(), sock, UpdateFlag::Any).unwrap();
+        self.h()
+            .map_update(map, &key.into(), sock, UpdateFlag::Any)
+            .unwrap();
     }
 }
 
