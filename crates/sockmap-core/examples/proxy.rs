@@ -69,7 +69,8 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let engine = Engine::start(EngineConfig::default(), None).expect("start engine");
+    let engine = Engine::start(EngineConfig::default(), sockmap_core::Hooks::default())
+        .expect("start engine");
     let h = engine.handle().clone();
     let (_listener, _) = h.listen(args.listen, 1024).expect("listen");
     let peers = h.create_map(MapKind::SockHash, 1 << 20).expect("map");

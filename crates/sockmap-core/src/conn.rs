@@ -6,6 +6,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use crate::id::SockId;
+use crate::msg::SkMsg;
 use crate::program::Programs;
 use crate::ring::SgRing;
 use crate::stats::Stats;
@@ -53,10 +54,48 @@ pub(crate) struct Conn {
     pub(crate) waiters: SmallVec<[SockId; 2]>,
     pub(crate) end_requested: bool,
     pub(crate) write_shut: bool,
-    /// Application sends accepted into the ring, acknowledged once it drains.
-    pub(crate) send_acks: VecDeque<(u64, usize)>,
+    /// Outcomes of application sends (of this or another socket) whose bytes
+    /// went into this ring while it was full: reported once it drains.
+    pub(crate) send_acks: VecDeque<SendAck>,
+    /// The sk_msg state: corked data, cached verdict.
+    pub(crate) msg: MsgState,
+    /// Messages awaiting external verdicts (and any behind them), oldest first.
+    pub(crate) awaiting: VecDeque<Awaited>,
+    /// Sequence number of `awaiting`'s front.
+    pub(crate) awaiting_base: u64,
+    pub(crate) awaiting_bytes: usize,
+    /// Too many bytes await verdicts: stop reading.
+    pub(crate) ext_full: bool,
     /// Sockets this one redirected to egress (for FIN propagation).
     pub(crate) egress_peers: SmallVec<[SockId; 2]>,
+}
+
+/// A message whose verdict is awaited (or known, but behind awaited ones).
+#[derive(Debug)]
+pub(crate) struct Awaited {
+    pub(crate) frags: crate::event::Frags,
+    pub(crate) len: usize,
+    pub(crate) answer: Option<crate::core::Resolved>,
+}
+
+/// A send outcome waiting for a ring to drain.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SendAck {
+    pub(crate) sock: SockId,
+    pub(crate) req: u64,
+    pub(crate) result: Result<usize, crate::error::Errno>,
+}
+
+/// The psock's sk_msg state (`psock->cork`, `cork_bytes`, `apply_bytes`,
+/// `eval`, `sk_redir`).
+#[derive(Debug, Default)]
+pub(crate) struct MsgState {
+    /// Data parked by `cork_bytes`, with the size that releases it.
+    pub(crate) cork: Option<SkMsg>,
+    pub(crate) cork_bytes: usize,
+    /// Bytes still covered by the cached verdict.
+    pub(crate) apply_left: usize,
+    pub(crate) cached: Option<crate::core::Resolved>,
 }
 
 /// Most egress peers remembered per socket for FIN propagation.
@@ -89,6 +128,11 @@ impl Conn {
             end_requested: false,
             write_shut: false,
             send_acks: VecDeque::new(),
+            msg: MsgState::default(),
+            awaiting: VecDeque::new(),
+            awaiting_base: 0,
+            awaiting_bytes: 0,
+            ext_full: false,
             egress_peers: SmallVec::new(),
         }
     }

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -25,6 +25,7 @@ use crate::config::EngineConfig;
 use crate::core::{Core, NewSock};
 use crate::error::Errno;
 use crate::event::Event;
+use crate::external::{ExternalVerdicts, Replier};
 use crate::id::{MapId, SockId};
 use crate::key::Key;
 use crate::map::{MapKind, UpdateFlag};
@@ -51,6 +52,10 @@ pub(crate) enum Command {
         data: Bytes,
         req: u64,
     },
+    Answer {
+        batch: u64,
+        answers: Vec<crate::external::Answer>,
+    },
     Shutdown,
 }
 
@@ -64,6 +69,7 @@ impl Command {
             Command::End(id) => core.handle_end(id),
             Command::Destroy(id) => core.handle_destroy(id),
             Command::Send { sock, data, req } => core.handle_send(sock, data, req),
+            Command::Answer { batch, answers } => core.handle_answers(batch, answers),
             Command::Shutdown => core.handle_shutdown(),
             Command::Register { .. } => {}
         }
@@ -111,6 +117,24 @@ impl Doorbell {
 
 /// The callback run when events are ready.
 pub type Notify = Box<dyn Fn() + Send + Sync>;
+
+/// What the application plugs into an engine.
+#[derive(Default)]
+pub struct Hooks {
+    /// Runs on the I/O thread after each loop turn that produced events.
+    pub notify: Option<Notify>,
+    /// Decides external verdicts.
+    pub external: Option<Box<dyn ExternalVerdicts>>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("notify", &self.notify.is_some())
+            .field("external", &self.external.is_some())
+            .finish()
+    }
+}
 
 /// Where the I/O thread publishes events.
 pub(crate) struct EventOut {
@@ -175,20 +199,29 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Starts an engine with the epoll backend. `notify` runs on the I/O
-    /// thread after each loop turn that produced events.
+    /// Starts an engine with the epoll backend.
     ///
     /// # Errors
     /// When the epoll instance or the thread cannot be created.
-    pub fn start(cfg: EngineConfig, notify: Option<Notify>) -> io::Result<Engine> {
+    pub fn start(cfg: EngineConfig, hooks: Hooks) -> io::Result<Engine> {
         let shared = Arc::new(Shared::default());
         let (backend, waker) = EpollBackend::new(cfg.read_buffer)?;
         let bell = Arc::new(Doorbell::new(Box::new(waker)));
         let (cmd_tx, cmd_rx) = channel();
         let (ev_tx, ev_rx) = channel();
         let dead = Arc::new(AtomicBool::new(false));
-        let out = EventOut { tx: ev_tx, notify };
-        let core = Core::new(shared.clone(), cfg);
+        let out = EventOut {
+            tx: ev_tx,
+            notify: hooks.notify,
+        };
+        let mut core = Core::new(shared.clone(), cfg);
+        if let Some(ext) = hooks.external {
+            let replier = Replier {
+                tx: cmd_tx.clone(),
+                bell: bell.clone(),
+            };
+            core.set_external(ext, replier);
+        }
         let thread = {
             let bell = bell.clone();
             let dead = dead.clone();
@@ -220,10 +253,7 @@ impl Engine {
 
     /// The next event, waiting at most `timeout`.
     pub fn next_event(&self, timeout: Duration) -> Option<Event> {
-        match self.events.recv_timeout(timeout) {
-            Ok(ev) => Some(ev),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.events.recv_timeout(timeout).ok()
     }
 
     /// Shuts the engine down and joins its thread.
@@ -282,6 +312,24 @@ fn io_err(e: &io::Error) -> Errno {
 }
 
 impl EngineHandle {
+    /// A handle whose commands a caller-driven backend drains itself.
+    pub(crate) fn detached(
+        shared: Arc<Shared>,
+        tx: Sender<Command>,
+        bell: Arc<Doorbell>,
+    ) -> EngineHandle {
+        EngineHandle {
+            shared,
+            tx,
+            bell,
+            dead: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     fn command(&self, cmd: Command) {
         if self.tx.send(cmd).is_ok() {
             self.bell.ring();

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Errno;
-use crate::rules::Rule;
+use crate::id::SockId;
+use crate::msg::SkMsg;
+use crate::rules::{Rule, Verdict};
 
 /// How a socket's received bytes are cut into messages.
 pub enum ParserKind {
@@ -90,11 +92,42 @@ impl StreamVerdictProg {
     }
 }
 
+/// A Rust function used as a msg verdict: it may edit the message
+/// (`pull`/`push`/`pop`) and set `apply_bytes`/`cork_bytes` on it.
+pub type MsgVerdictFn = Arc<dyn Fn(SockId, &mut SkMsg) -> Verdict + Send + Sync>;
+
+/// Who decides a msg verdict.
+pub enum MsgVerdictKind {
+    /// A native rule (keys from the message bytes see the message as sent).
+    Rule(Rule),
+    /// A Rust function, run inline.
+    Func(MsgVerdictFn),
+    /// An external verdict, answered asynchronously in batches.
+    External {
+        /// Chosen by the application; returned in every batch item.
+        tag: u32,
+        /// How many leading bytes of each message the external side needs to see.
+        peek_bytes: usize,
+    },
+}
+
+impl fmt::Debug for MsgVerdictKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MsgVerdictKind::Rule(r) => write!(f, "Rule({r:?})"),
+            MsgVerdictKind::Func(_) => f.write_str("Func"),
+            MsgVerdictKind::External { tag, peek_bytes } => {
+                write!(f, "External({tag}, peek {peek_bytes})")
+            }
+        }
+    }
+}
+
 /// A msg verdict program: judges the data the application sends.
 #[derive(Debug)]
 pub struct MsgVerdictProg {
     /// The verdict.
-    pub kind: VerdictKind,
+    pub kind: MsgVerdictKind,
 }
 
 /// The programs of a map, or the ones a socket has taken.

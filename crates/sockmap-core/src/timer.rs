@@ -11,7 +11,7 @@ use crate::id::SockId;
 pub(crate) enum Timer {
     /// A connect that must finish by then (`ETIMEDOUT`).
     Connect(SockId),
-    /// The open external batch must be handed off by then.
+    /// The open external batch is due.
     Batch,
 }
 

@@ -78,7 +78,7 @@ fn redirect_ingress_reaches_the_target_application() {
 
 #[test]
 fn drop_counts_and_missing_key_drops() {
-    let mut h = Harness::new();
+    let h = Harness::new();
     let drop_map = h.hash_with(|_| Rule::Drop);
     let (mut pa, a) = h.pair();
     h.put(drop_map, "x", a);

@@ -34,6 +34,8 @@ struct Io {
     src: IoSource,
     /// The socket is in the ready list.
     queued: bool,
+    /// The kernel reported end of stream or an error: read until it shows.
+    hup: bool,
 }
 
 /// The sockets, by slot.
@@ -155,6 +157,7 @@ impl EpollBackend {
             id,
             src,
             queued: false,
+            hup: false,
         });
         if let Err(e) = r {
             core.handle_error(id, Errno::from_io(&e));
@@ -211,6 +214,7 @@ impl EpollBackend {
             id,
             src: IoSource::Stream(stream),
             queued: false,
+            hup: false,
         });
         if let Err(e) = r {
             core.handle_error(id, Errno::from_io(&e));
@@ -278,6 +282,11 @@ impl EpollBackend {
                 {
                     self.check_connect(core, id);
                 }
+                if ev.is_read_closed() || ev.is_error() {
+                    if let Some(io) = self.table.get_mut(id) {
+                        io.hup = true;
+                    }
+                }
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                     self.enqueue(id);
                 }
@@ -314,13 +323,24 @@ impl EpollBackend {
                     continue;
                 };
                 io.queued = false;
-                if drive_read(core, &mut self.table, id, &mut self.rb, budget, now)
-                    == ReadEnd::Budget
+                let short_is_drained = !io.hup;
+                if drive_read(
+                    core,
+                    &mut self.table,
+                    id,
+                    &mut self.rb,
+                    budget,
+                    short_is_drained,
+                    now,
+                ) == ReadEnd::Budget
                 {
                     self.enqueue(id);
                 }
             }
             core.handle_timeout(Instant::now());
+            if self.ready.is_empty() {
+                core.handle_idle();
+            }
             let mut kicked = Vec::new();
             drive_ops(core, &mut self.table, |id| kicked.push(id));
             for id in kicked {

@@ -88,12 +88,18 @@ pub enum ReadEnd {
 }
 
 /// Reads one socket until it is drained, the budget is spent or the core stops wanting data.
+///
+/// With `short_is_drained`, a read that returns less than asked for ends the
+/// pass without the extra `EAGAIN` read; a backend passes it only when the
+/// kernel reports every later arrival (edge-triggered readiness) and no end
+/// of stream is already pending.
 pub fn drive_read<I: SocketIo>(
     core: &mut Core,
     io: &mut I,
     id: SockId,
     rb: &mut ReadBuf,
     budget: usize,
+    short_is_drained: bool,
     now: Instant,
 ) -> ReadEnd {
     let mut total = 0;
@@ -115,7 +121,7 @@ pub fn drive_read<I: SocketIo>(
                 total += n;
                 let chunk = buf.split_to(n).freeze();
                 core.handle_received(id, chunk, now);
-                if n < room {
+                if short_is_drained && n < room {
                     return ReadEnd::Drained;
                 }
             }

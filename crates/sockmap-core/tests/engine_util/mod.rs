@@ -30,7 +30,7 @@ impl Harness {
 
     pub fn with_config(cfg: EngineConfig) -> Harness {
         Harness {
-            engine: Engine::start(cfg, None).expect("engine"),
+            engine: Engine::start(cfg, sockmap_core::Hooks::default()).expect("engine"),
             backlog: VecDeque::new(),
             listener: TcpListener::bind("127.0.0.1:0").expect("bind"),
         }
@@ -142,4 +142,36 @@ pub fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
     let mut v = Vec::new();
     s.read_to_end(&mut v).expect("read_to_end");
     v
+}
+
+impl Harness {
+    /// A SockHash whose sockets take a msg verdict running `f`.
+    pub fn msg_map(&self, f: sockmap_core::program::MsgVerdictFn) -> MapId {
+        use sockmap_core::program::{MsgVerdictKind, MsgVerdictProg};
+        let m = self.h().create_map(MapKind::SockHash, 64).unwrap();
+        let progs = Programs {
+            msg_verdict: Some(Arc::new(MsgVerdictProg {
+                kind: MsgVerdictKind::Func(f),
+            })),
+            ..Programs::default()
+        };
+        self.h().attach(m, progs).unwrap();
+        m
+    }
+
+    /// Sends and waits for the outcome.
+    pub fn send(&mut self, sock: SockId, data: &[u8]) -> Result<usize, sockmap_core::Errno> {
+        static REQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let req = REQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.h()
+            .send(sock, bytes::Bytes::copy_from_slice(data), req);
+        self.wait(|e| match e {
+            Event::SendDone {
+                sock: s,
+                req: r,
+                result,
+            } if *s == sock && *r == req => Some(*result),
+            _ => None,
+        })
+    }
 }

@@ -33,6 +33,9 @@ use crate::rules::{DerivedKey, MessageView, Rule, Verdict};
 use crate::stats::{DropReason, Stats};
 use crate::timer::{Timer, TimerTable};
 
+mod external;
+mod send;
+
 /// What the core asks its backend to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -86,6 +89,10 @@ pub struct Core {
     /// The chunk being processed, and the run of it heading to one egress.
     chunk: Bytes,
     run: Option<Run>,
+    /// External verdicts, when installed.
+    ext: Option<external::ExternalState>,
+    /// The time of the latest input.
+    now: Instant,
 }
 
 impl Core {
@@ -99,6 +106,8 @@ impl Core {
             timers: TimerTable::default(),
             chunk: Bytes::new(),
             run: None,
+            ext: None,
+            now: Instant::now(),
         }
     }
 
@@ -271,13 +280,38 @@ impl Core {
     /// The peer shut down its write side (a read returned 0).
     pub fn handle_eof(&mut self, id: SockId) {
         let Some(slot) = self.slot_of(id) else { return };
-        let c = self.at(slot);
+        let shared = &self.shared;
+        let c = self.conns[slot].as_mut().expect("live");
         if c.read_eof {
             return;
         }
         c.read_eof = true;
         let propagate = c.progs.verdict.as_ref().is_some_and(|v| v.propagate_fin);
-        let peers = std::mem::take(&mut c.egress_peers);
+        let mut peers = std::mem::take(&mut c.egress_peers);
+        if propagate {
+            // A partner fixed per socket gets the FIN even if no data went to it.
+            if let Some(VerdictKind::Rule(
+                rule @ Rule::Redirect {
+                    key,
+                    ingress: false,
+                    ..
+                },
+            )) = c.progs.verdict.as_deref().map(|v| &v.kind)
+            {
+                if key.is_per_socket() {
+                    let view = MessageView {
+                        sock: id,
+                        frags: &[],
+                        len: 0,
+                    };
+                    if let (Resolved::Redirect { target, .. }, _) = eval_rule(shared, rule, &view) {
+                        if !peers.contains(&target) {
+                            peers.push(target);
+                        }
+                    }
+                }
+            }
+        }
         let write_shut = c.write_shut;
         self.events.push_back(Event::ReadEnd { sock: id });
         if propagate {
@@ -310,6 +344,13 @@ impl Core {
         }
         let acks = std::mem::take(&mut c.send_acks);
         let waiters = std::mem::take(&mut c.waiters);
+        let c_cork = c.msg.cork.take().map(|m| m.size());
+        let awaited = std::mem::take(&mut c.awaiting_bytes);
+        c.awaiting.clear();
+        if awaited > 0 {
+            c.count(|s| &s.discarded_bytes, awaited as u64);
+            Stats::set(&c.stats.pending_bytes, 0);
+        }
         {
             let mut reg = self.shared.lock();
             if reg.remove_links(id) {
@@ -317,12 +358,15 @@ impl Core {
             }
             reg.set_state(id, SockState::Closed);
         }
-        for (req, _) in acks {
+        for a in acks {
             self.events.push_back(Event::SendDone {
-                sock: id,
-                req,
+                sock: a.sock,
+                req: a.req,
                 result: Err(Errno::Pipe),
             });
+        }
+        if let Some(cork) = c_cork {
+            self.at(slot).count(|s| &s.discarded_bytes, cork as u64);
         }
         self.release_waiters(waiters);
         self.events.push_back(Event::Closed { sock: id, error });
@@ -399,37 +443,6 @@ impl Core {
         }
     }
 
-    /// An application send on the sk_msg path; `SendDone` reports the outcome.
-    pub fn handle_send(&mut self, id: SockId, data: Bytes, req: u64) {
-        let Some(slot) = self.slot_of(id).filter(|&s| {
-            let c = self.conns[s].as_ref().expect("checked");
-            !c.closing && !c.end_requested && !c.listener
-        }) else {
-            self.events.push_back(Event::SendDone {
-                sock: id,
-                req,
-                result: Err(Errno::Pipe),
-            });
-            return;
-        };
-        let n = data.len();
-        let c = self.at(slot);
-        c.count(|s| &s.sends, 1);
-        self.tx_push(slot, data);
-        self.after_push(None, slot);
-        let high = self.cfg.send_high_watermark;
-        let c = self.at(slot);
-        if c.tx.len() > high || !c.send_acks.is_empty() {
-            c.send_acks.push_back((req, n));
-        } else {
-            self.events.push_back(Event::SendDone {
-                sock: id,
-                req,
-                result: Ok(n),
-            });
-        }
-    }
-
     fn end(&mut self, slot: usize) {
         let c = self.at(slot);
         if c.closing || c.end_requested {
@@ -454,8 +467,15 @@ impl Core {
 
     // ---- timers --------------------------------------------------------------------------
 
+    /// The backend has no more ready work this turn: hand off the open
+    /// external batch rather than let it wait for its timer.
+    pub fn handle_idle(&mut self) {
+        self.dispatch();
+    }
+
     /// Runs the deadlines that have passed.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
         while let Some(t) = self.timers.pop_expired(now) {
             match t {
                 Timer::Connect(id) => {
@@ -463,7 +483,7 @@ impl Core {
                         self.handle_connected(id, Err(Errno::TimedOut));
                     }
                 }
-                Timer::Batch => {}
+                Timer::Batch => self.handle_batch_timer(now),
             }
         }
     }
@@ -486,11 +506,11 @@ impl Core {
             let waiters = std::mem::take(&mut c.waiters);
             let acks = std::mem::take(&mut c.send_acks);
             let drained = std::mem::replace(&mut c.above_high, false);
-            for (req, n) in acks {
+            for a in acks {
                 self.events.push_back(Event::SendDone {
-                    sock: id,
-                    req,
-                    result: Ok(n),
+                    sock: a.sock,
+                    req: a.req,
+                    result: a.result,
                 });
             }
             if drained {
@@ -556,8 +576,9 @@ impl Core {
     // ---- the receive side ----------------------------------------------------------------
 
     /// Bytes were read from the socket.
-    pub fn handle_received(&mut self, id: SockId, data: Bytes, _now: Instant) {
+    pub fn handle_received(&mut self, id: SockId, data: Bytes, now: Instant) {
         let Some(slot) = self.slot_of(id) else { return };
+        self.now = now;
         let len = data.len();
         self.at(slot).count(|s| &s.bytes_in, len as u64);
         self.chunk = data.clone();
@@ -568,7 +589,16 @@ impl Core {
 
     /// One message came out of the socket's parser.
     fn deliver(&mut self, slot: usize, frags: Frags, len: usize) {
-        self.at(slot).count(|s| &s.messages_in, 1);
+        let c = self.at(slot);
+        c.count(|s| &s.messages_in, 1);
+        let ext = match c.progs.verdict.as_deref().map(|p| &p.kind) {
+            Some(VerdictKind::External { tag, peek_bytes }) => Some((*tag, *peek_bytes)),
+            _ => None,
+        };
+        if ext.is_some() || !c.awaiting.is_empty() {
+            let known = ext.is_none().then(|| self.decide(slot, &frags, len));
+            return self.await_message(slot, frags, len, ext, known);
+        }
         let resolved = self.decide(slot, &frags, len);
         self.apply(slot, resolved, frags, len);
     }
@@ -700,7 +730,7 @@ fn offset_in(whole: &Bytes, part: &Bytes) -> Option<usize> {
 
 /// Evaluates a native rule; the flag says the result holds for every message
 /// of the socket until the maps change.
-fn eval_rule(shared: &Shared, rule: &Rule, view: &MessageView<'_>) -> (Resolved, bool) {
+pub(crate) fn eval_rule(shared: &Shared, rule: &Rule, view: &MessageView<'_>) -> (Resolved, bool) {
     match rule {
         Rule::Pass => (Resolved::Pass, true),
         Rule::Drop => (Resolved::Drop(DropReason::Verdict), true),

@@ -1,0 +1,2 @@
+//! Framer throughput benchmark.
+fn main() {}
