@@ -17,7 +17,8 @@ import { messageKeyOf, ruleOf, type RuleInternal } from './rules'
 import { EventKind, Server, Socket, kClose, kEvent, type SocketHost } from './socket'
 import { addStats, socketStats, toPrometheus, zeroStats, type EngineStats, type MapStats } from './stats'
 import { assertIntInRange, assertObject, assertOneOf, assertString } from './validate'
-import { Verdict } from './verdict'
+import { BatchRunner } from './batch'
+import { Verdict, type VerdictFunction } from './verdict'
 
 /** How TypeScript callbacks are batched. */
 export interface BatchOptions {
@@ -95,8 +96,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   readonly #maps: Array<SockMap | SockHash> = []
   #req = 0
   #closing: Promise<void> | undefined
-  #callbackErrors = 0
   readonly #host: SocketHost & MapHost
+  readonly #runner: BatchRunner
 
   constructor(options: EngineOptions = {}) {
     super()
@@ -139,7 +140,11 @@ export class Engine extends EventEmitter<EngineEvents> {
       },
       attachPrograms: (map, id, opts) => self.#attach(map, id, opts),
     }
+    this.#runner = new BatchRunner(this.#host)
+    this.#report = (err) => this.reportError(err)
   }
+
+  readonly #report: (err: SockmapError) => void
 
   /** The backend in use. */
   get backend(): 'epoll' | 'io_uring' {
@@ -236,10 +241,10 @@ export class Engine extends EventEmitter<EngineEvents> {
     return {
       sockets: this.#sockets.size,
       wakeups: this.#binding.wakeups,
-      batches: 0,
-      verdictMessages: 0,
+      batches: this.#runner.counters.batches,
+      verdictMessages: this.#runner.counters.messages,
       parserCalls: 0,
-      callbackErrors: this.#callbackErrors,
+      callbackErrors: this.#runner.counters.errors,
       totals,
       maps,
     }
@@ -300,11 +305,6 @@ export class Engine extends EventEmitter<EngineEvents> {
     else process.emitWarning(err)
   }
 
-  /** Counts a failed callback. @internal */
-  countCallbackError(): void {
-    this.#callbackErrors++
-  }
-
   #drain(): void {
     let events: JsEvent[]
     try {
@@ -312,6 +312,13 @@ export class Engine extends EventEmitter<EngineEvents> {
     } catch (err) {
       this.reportError(fromBinding(err) as SockmapError)
       return
+    }
+    if (this.#runner.active) {
+      try {
+        this.#runner.run(this.#binding, this.#report)
+      } catch (err) {
+        this.reportError(fromBinding(err) as SockmapError)
+      }
     }
     let thrown: { err: unknown } | undefined
     for (const ev of events) {
@@ -358,8 +365,14 @@ export class Engine extends EventEmitter<EngineEvents> {
       throw new RangeError('options.onError must be Verdict.PASS or Verdict.DROP')
     }
     if (opts.parser !== undefined) spec.parser = this.#parserSpec(opts.parser)
-    if (opts.verdict !== undefined) spec.verdict = this.#verdictSpec('options.verdict', opts.verdict)
-    if (opts.msgVerdict !== undefined) spec.msgVerdict = this.#verdictSpec('options.msgVerdict', opts.msgVerdict)
+    const onError = opts.onError ?? Verdict.DROP
+    const peekBytes = opts.peekBytes ?? 65536
+    if (opts.verdict !== undefined) {
+      spec.verdict = this.#verdictSpec('options.verdict', opts.verdict, onError, peekBytes)
+    }
+    if (opts.msgVerdict !== undefined) {
+      spec.msgVerdict = this.#verdictSpec('options.msgVerdict', opts.msgVerdict, onError, peekBytes)
+    }
     void map
     callBinding(() => this.#binding.attach(id, spec))
   }
@@ -373,16 +386,19 @@ export class Engine extends EventEmitter<EngineEvents> {
       return out
     }
     if (typeof p === 'function') {
-      throw new SockmapError('EOPNOTSUPP', 'EOPNOTSUPP: TypeScript parsers need the engine external interface')
+      throw new SockmapError('EOPNOTSUPP', 'EOPNOTSUPP: TypeScript parsers are not available in this build')
     }
     throw new TypeError('options.parser must be a parsers.* framer or a function')
   }
 
-  #verdictSpec(name: string, v: unknown): VerdictSpec {
+  #verdictSpec(name: string, v: unknown, onError: Verdict, peekBytes: number): VerdictSpec {
     const rule = ruleOf(v)
     if (rule) return { kind: 'rule', rule: this.#ruleSpec(name, rule) }
     if (typeof v === 'function') {
-      throw new SockmapError('EOPNOTSUPP', 'EOPNOTSUPP: TypeScript verdicts need the engine external interface')
+      if (name === 'options.msgVerdict') {
+        throw new SockmapError('EOPNOTSUPP', 'EOPNOTSUPP: TypeScript msg verdicts are not available in this build')
+      }
+      return { kind: 'external', tag: this.#runner.register(v as VerdictFunction, onError), peekBytes }
     }
     throw new TypeError(`${name} must be a rules.* rule or a function`)
   }

@@ -8,24 +8,20 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
 use napi::bindgen_prelude::{AsyncTask, Function, ObjectFinalize, Unknown};
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{CleanupEnvHook, Env, Status, Task};
 use napi_derive::napi;
 use sockmap_core::stats::StatsSnapshot;
-use sockmap_core::{Engine, EngineHandle, Errno, MapId, SockId};
+use sockmap_core::{Engine, EngineHandle, Errno, Hooks, MapId, SockId};
 
+use crate::binding_batch::{Inbox, JsVerdicts, Taken, WakeFn, Waker};
 use crate::binding_error::errno_error;
 use crate::binding_event::{js_event, JsEvent};
 use crate::binding_options::{engine_config, EngineOptions};
-
-/// The wake-up function: called with no argument, its return value ignored.
-type WakeFn = ThreadsafeFunction<(), Unknown<'static>, (), Status, false>;
 
 /// The engine, shared with the env cleanup hook so that an env torn down
 /// without `close()` (a terminated worker) still stops the I/O thread.
@@ -142,10 +138,12 @@ pub struct BindingEngine {
     pub(crate) cell: Arc<EngineCell>,
     pub(crate) handle: EngineHandle,
     pub(crate) maps: Mutex<Vec<MapId>>,
-    wake: Mutex<Option<Arc<WakeFn>>>,
-    pending: Arc<AtomicBool>,
+    pub(crate) inbox: Inbox,
+    pub(crate) taken: Mutex<Option<Taken>>,
+    waker: Arc<Waker>,
+    /// Released at close so that nothing keeps the event loop alive.
+    wake: Mutex<Option<Arc<Waker>>>,
     cleanup: Option<CleanupEnvHook<Arc<EngineCell>>>,
-    wakeups: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl BindingEngine {
@@ -154,16 +152,16 @@ impl BindingEngine {
         let Some(t) = wake.as_ref() else {
             return Ok(());
         };
-        if t.aborted() {
+        if t.tsfn.aborted() {
             return Ok(());
         }
         // SAFETY: called on the JS thread of the env that created the function, which is alive (not aborted) and
         // released only when the last `Arc` drops; ref/unref only toggle whether it keeps the event loop alive.
         let status = unsafe {
             if strong {
-                napi::sys::napi_ref_threadsafe_function(env.raw(), t.raw())
+                napi::sys::napi_ref_threadsafe_function(env.raw(), t.tsfn.raw())
             } else {
-                napi::sys::napi_unref_threadsafe_function(env.raw(), t.raw())
+                napi::sys::napi_unref_threadsafe_function(env.raw(), t.tsfn.raw())
             }
         };
         if status == napi::sys::Status::napi_ok {
@@ -213,22 +211,19 @@ impl BindingEngine {
                 .build_threadsafe_function::<()>()
                 .callee_handled::<false>()
                 .build_callback(|_| Ok(()))?;
-            let pending = Arc::new(AtomicBool::new(false));
-            let wakeups = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let tsfn = Arc::new(tsfn);
-            let notify = {
-                let tsfn = tsfn.clone();
-                let pending = pending.clone();
-                let wakeups = wakeups.clone();
-                Box::new(move || {
-                    if !pending.swap(true, Ordering::AcqRel) {
-                        wakeups.fetch_add(1, Ordering::Relaxed);
-                        // Unbounded queue: never QueueFull; Closing after env teardown is fine to ignore.
-                        let _ = tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
-                    }
-                })
+            let waker = Arc::new(Waker::new(tsfn));
+            let inbox = Inbox::default();
+            let hooks = Hooks {
+                notify: Some({
+                    let waker = waker.clone();
+                    Box::new(move || waker.wake())
+                }),
+                external: Some(Box::new(JsVerdicts {
+                    inbox: inbox.clone(),
+                    waker: waker.clone(),
+                })),
             };
-            let engine = Engine::start(engine_config(&options), Some(notify))
+            let engine = Engine::start(engine_config(&options), hooks)
                 .map_err(|e| engine_err(Errno::from_io(&e), "cannot start the engine"))?;
             let handle = engine.handle().clone();
             let cell = Arc::new(EngineCell(Mutex::new(Some(engine))));
@@ -237,10 +232,11 @@ impl BindingEngine {
                 cell,
                 handle,
                 maps: Mutex::new(Vec::new()),
-                wake: Mutex::new(Some(tsfn)),
-                pending,
+                inbox,
+                taken: Mutex::new(None),
+                wake: Mutex::new(Some(waker.clone())),
+                waker,
                 cleanup: Some(cleanup),
-                wakeups,
             })
         })
     }
@@ -249,7 +245,7 @@ impl BindingEngine {
     #[napi]
     pub fn drain(&self) -> napi::Result<Vec<JsEvent>> {
         guarded(|| {
-            self.pending.store(false, Ordering::Release);
+            self.waker.clear();
             let guard = self.cell.lock();
             let mut out = Vec::new();
             if let Some(engine) = guard.as_ref() {
@@ -264,7 +260,7 @@ impl BindingEngine {
     /// Wake-ups of the JS thread so far.
     #[napi(getter)]
     pub fn wakeups(&self) -> f64 {
-        self.wakeups.load(Ordering::Relaxed) as f64
+        self.waker.wakeups() as f64
     }
 
     /// Keeps the Node.js event loop alive while the engine runs.
@@ -377,6 +373,7 @@ impl BindingEngine {
     #[napi(ts_return_type = "Promise<void>")]
     pub fn close(&self) -> AsyncTask<CloseTask> {
         lock(&self.wake).take();
+        lock(&self.inbox).clear();
         AsyncTask::new(CloseTask {
             cell: self.cell.clone(),
         })

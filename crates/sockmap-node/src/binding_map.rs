@@ -18,7 +18,7 @@ pub struct JsEntry {
 }
 
 impl BindingEngine {
-    fn map_id(&self, map: u32) -> napi::Result<MapId> {
+    pub(crate) fn map_id(&self, map: u32) -> napi::Result<MapId> {
         lock(&self.maps)
             .get(map as usize)
             .copied()

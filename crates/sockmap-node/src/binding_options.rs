@@ -10,7 +10,8 @@ use napi::bindgen_prelude::{Buffer, Either};
 use napi_derive::napi;
 use sockmap_core::map::{MapKind, UpdateFlag};
 use sockmap_core::program::{
-    MsgVerdictProg, ParserKind, ParserProg, Programs, StreamVerdictProg, VerdictKind,
+    MsgVerdictKind, MsgVerdictProg, ParserKind, ParserProg, Programs, StreamVerdictProg,
+    VerdictKind,
 };
 use sockmap_core::{BatchConfig, EngineConfig, Errno, Key, KeySource, MapId, Rule};
 
@@ -163,7 +164,13 @@ pub struct ParserSpec {
 fn parser_of(p: &ParserSpec) -> Result<ParserProg, napi::Error> {
     let kind = match p.kind.as_str() {
         "none" => ParserKind::None,
-        "external" => ParserKind::External {
+        "external" => {
+            return Err(errno_error(
+                Errno::OpNotSupp,
+                "TypeScript parsers are not available in this engine build",
+            ))
+        }
+        "externalParser" => ParserKind::External {
             tag: p.tag.unwrap_or(0),
         },
         other => {
@@ -217,6 +224,20 @@ fn verdict_kind_of(
     }
 }
 
+fn msg_verdict_kind_of(
+    v: &VerdictSpec,
+    map_id: &impl Fn(u32) -> napi::Result<MapId>,
+) -> napi::Result<MsgVerdictKind> {
+    match verdict_kind_of(v, map_id)? {
+        VerdictKind::Rule(r) => Ok(MsgVerdictKind::Rule(r)),
+        // The engine defines external msg verdicts but does not answer them yet (it would refuse every send).
+        VerdictKind::External { .. } => Err(errno_error(
+            Errno::OpNotSupp,
+            "TypeScript msg verdicts are not available in this engine build",
+        )),
+    }
+}
+
 /// The programs of `map.attach()`.
 #[napi(object)]
 pub struct ProgramsSpec {
@@ -247,7 +268,7 @@ pub fn programs_of(
     let msg_verdict = p
         .msg_verdict
         .as_ref()
-        .map(|v| verdict_kind_of(v, &map_id).map(|kind| MsgVerdictProg { kind }))
+        .map(|v| msg_verdict_kind_of(v, &map_id).map(|kind| MsgVerdictProg { kind }))
         .transpose()?;
     Ok(Programs {
         parser: parser.map(Into::into),

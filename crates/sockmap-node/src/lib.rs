@@ -4,6 +4,7 @@
 //! owns the threadsafe-function plumbing. Every decision lives in `sockmap-core`.
 #![deny(clippy::all)]
 
+mod binding_batch;
 mod binding_engine;
 mod binding_error;
 mod binding_event;
