@@ -26,17 +26,20 @@ use crate::binding_options::key_of;
 pub(crate) type WakeFn = ThreadsafeFunction<(), Unknown<'static>, (), Status, false>;
 
 /// Wakes the JS thread at most once until it drains.
+///
+/// The flag and the counter outlive the function: `close()` releases the function (so that it no longer keeps the
+/// event loop or the JavaScript callback alive) while `drain()` and `wakeups` keep working.
 pub(crate) struct Waker {
-    pending: AtomicBool,
-    wakeups: AtomicU64,
+    pub(crate) pending: Arc<AtomicBool>,
+    pub(crate) wakeups: Arc<AtomicU64>,
     pub(crate) tsfn: WakeFn,
 }
 
 impl Waker {
     pub(crate) fn new(tsfn: WakeFn) -> Waker {
         Waker {
-            pending: AtomicBool::new(false),
-            wakeups: AtomicU64::new(0),
+            pending: Arc::default(),
+            wakeups: Arc::default(),
             tsfn,
         }
     }
@@ -48,15 +51,6 @@ impl Waker {
             // Unbounded queue: never QueueFull; `Closing` after env teardown needs nothing.
             let _ = self.tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
         }
-    }
-
-    /// Called by JavaScript before it takes events and batches.
-    pub(crate) fn clear(&self) {
-        self.pending.store(false, Ordering::Release);
-    }
-
-    pub(crate) fn wakeups(&self) -> u64 {
-        self.wakeups.load(Ordering::Relaxed)
     }
 }
 

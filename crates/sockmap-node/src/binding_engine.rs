@@ -8,6 +8,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -140,7 +141,10 @@ pub struct BindingEngine {
     pub(crate) maps: Mutex<Vec<MapId>>,
     pub(crate) inbox: Inbox,
     pub(crate) taken: Mutex<Option<Taken>>,
-    waker: Arc<Waker>,
+    /// Set while a wake-up is queued and not yet drained.
+    pending: Arc<AtomicBool>,
+    /// Wake-ups so far.
+    wakeups: Arc<AtomicU64>,
     /// Released at close so that nothing keeps the event loop alive.
     wake: Mutex<Option<Arc<Waker>>>,
     cleanup: Option<CleanupEnvHook<Arc<EngineCell>>>,
@@ -234,8 +238,9 @@ impl BindingEngine {
                 maps: Mutex::new(Vec::new()),
                 inbox,
                 taken: Mutex::new(None),
-                wake: Mutex::new(Some(waker.clone())),
-                waker,
+                pending: waker.pending.clone(),
+                wakeups: waker.wakeups.clone(),
+                wake: Mutex::new(Some(waker)),
                 cleanup: Some(cleanup),
             })
         })
@@ -245,7 +250,8 @@ impl BindingEngine {
     #[napi]
     pub fn drain(&self) -> napi::Result<Vec<JsEvent>> {
         guarded(|| {
-            self.waker.clear();
+            // Cleared before taking: an event published meanwhile is either taken here or rings again.
+            self.pending.store(false, Ordering::Release);
             let guard = self.cell.lock();
             let mut out = Vec::new();
             if let Some(engine) = guard.as_ref() {
@@ -260,7 +266,7 @@ impl BindingEngine {
     /// Wake-ups of the JS thread so far.
     #[napi(getter)]
     pub fn wakeups(&self) -> f64 {
-        self.waker.wakeups() as f64
+        self.wakeups.load(Ordering::Relaxed) as f64
     }
 
     /// Keeps the Node.js event loop alive while the engine runs.
@@ -383,7 +389,8 @@ impl BindingEngine {
 impl ObjectFinalize for BindingEngine {
     fn finalize(mut self, env: Env) -> napi::Result<()> {
         if let Some(hook) = self.cleanup.take() {
-            env.remove_env_cleanup_hook(hook)?;
+            // During env teardown the hook may already be gone; nothing else to do then.
+            let _ = env.remove_env_cleanup_hook(hook);
         }
         lock(&self.wake).take();
         self.cell.stop();
