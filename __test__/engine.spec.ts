@@ -3,13 +3,13 @@ import type net from 'node:net'
 
 import { afterEach, describe, expect, it } from 'vitest'
 
-import { Engine, SockmapError, Verdict, rules } from '../src/index'
+import { Engine, SockmapError, Verdict, rules, type EngineOptions } from '../src/index'
 import { clientOf, deadline, listening, messagesN, netServer, portOf, readN, until } from './helpers'
 
 const engines: Engine[] = []
 const clients: net.Socket[] = []
-function newEngine(): Engine {
-  const e = new Engine()
+function newEngine(options: EngineOptions = {}): Engine {
+  const e = new Engine(options)
   engines.push(e)
   return e
 }
@@ -195,5 +195,31 @@ describe('Maps and native rules', () => {
     expect(() => engine.sockHash({ maxEntries: 0 })).toThrow(/options.maxEntries/)
     expect(() => map.attach({ onError: 7 as Verdict })).toThrow(/options.onError/)
     await expect(engine.listen({ port: 70000 })).rejects.toThrow(/options.port/)
+  })
+})
+
+describe('Backpressure', () => {
+  it('send() resolves only once the ring is below its high watermark', async () => {
+    const engine = newEngine({ sendHighWatermark: 64 << 10, sendLowWatermark: 16 << 10 })
+    const server = await listening(engine)
+    const { client, sock } = await clientOf(server)
+    clients.push(client)
+    client.pause() // the peer stops reading: kernel buffers fill, then the engine's ring
+    const chunk = Buffer.alloc(64 << 10, 7)
+    let sent = 0
+    let pending: Promise<number> | undefined
+    const timeout = (ms: number) => new Promise<'pending'>((r) => setTimeout(() => r('pending'), ms))
+    for (let i = 0; i < 1024 && !pending; i++) {
+      const p = sock.send(chunk)
+      if ((await Promise.race([p, timeout(100)])) === 'pending') pending = p
+      else sent += chunk.length
+    }
+    expect(pending).toBeDefined()
+    expect(sock.stats().queuedBytes).toBeGreaterThan(64 << 10)
+    let received = 0
+    client.on('data', (d: Buffer) => (received += d.length))
+    client.resume()
+    await expect(deadline(pending!, 10_000, 'pending send')).resolves.toBe(chunk.length)
+    await until(() => received === sent + chunk.length, 10_000, 'all bytes received')
   })
 })

@@ -179,4 +179,43 @@ describe('TypeScript stream verdicts', () => {
     a!.client.write('abc')
     expect(Buffer.concat(await got).toString()).toBe('abc')
   })
+
+  it('shows a verdict only the first peekBytes of a large message, and moves the whole message', async () => {
+    const engine = newEngine()
+    const [src, sink] = await connections(engine, 2)
+    const out = engine.sockHash({ maxEntries: 2 })
+    out.set('sink', sink!.sock)
+    const seen: Array<[number, number]> = []
+    const map = engine.sockMap({ maxEntries: 1 })
+    map.attach({
+      verdict: (msg) => {
+        seen.push([msg.length, msg.data.length])
+        return msg.redirect(out, 'sink')
+      },
+      peekBytes: 8,
+    })
+    map.set(0, src!.sock)
+    const big = Buffer.alloc(3000, 0x5a)
+    big.write('HEADER--', 0)
+    src!.client.write(big)
+    expect((await readN(sink!.client, big.length)).equals(big)).toBe(true)
+    expect(seen.reduce((n, [len]) => n + len, 0)).toBe(big.length)
+    for (const [len, copied] of seen) expect(copied).toBe(Math.min(len, 8))
+  })
+
+  it('holds messages while paused and delivers them, in order, on resume', async () => {
+    const engine = newEngine()
+    const [a] = await connections(engine, 1)
+    const got: string[] = []
+    a!.sock.on('message', (m) => got.push(m.toString()))
+    a!.client.write('one')
+    await until(() => got.join('') === 'one', 5000, 'first message')
+    a!.sock.pause()
+    expect(a!.sock.isPaused).toBe(true)
+    a!.client.write('two')
+    await new Promise((r) => setTimeout(r, 50))
+    expect(got.join('')).toBe('one')
+    a!.sock.resume()
+    await until(() => got.join('') === 'onetwo', 5000, 'resumed message')
+  })
 })

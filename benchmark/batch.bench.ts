@@ -76,7 +76,7 @@ async function runOnce(maxMessages: number): Promise<Row> {
 
 async function main(): Promise<void> {
   const rows: Row[] = []
-  for (const size of [1, 16, 256, 1024]) rows.push(await runOnce(size))
+  for (const size of (process.env.BATCH_SIZES ?? '1,16,256,1024').split(',').map(Number)) rows.push(await runOnce(size))
   console.log(`TypeScript verdict, ${conns} connections × 1 frame in flight, ${seconds} s per row`)
   console.table(rows)
 }

@@ -1,10 +1,14 @@
-import type { BindingEngine, JsTarget } from './binding.cjs'
+import type { BindingEngine } from './binding.cjs'
 import { SockmapError } from './errors'
 import { hashKey, mapRef, SockMap, type MapHost, type SockHash } from './map'
 import { Verdict, type MapKey, type RedirectOptions, type StreamMessage, type VerdictFunction } from './verdict'
 
 /** Numbers per message in the descriptor array (see `binding_batch.rs`): socket, tag, offset, copied, length. */
 const STRIDE = 5
+/** Numbers per redirect target: map, key (or index into the key Buffers), flags. */
+const TARGET_STRIDE = 3
+const TARGET_INGRESS = 1
+const TARGET_BYTES_KEY = 2
 
 /** One TypeScript callback registered with the engine. */
 interface Callback {
@@ -52,8 +56,12 @@ export class BatchRunner {
   #payload: Buffer = Buffer.allocUnsafeSlow(64 << 10)
   #descs = new Float64Array(STRIDE * 1024)
   #answers = new Int32Array(1024)
-  #targets: JsTarget[] = []
-  #targetCache = new Map<string, number>()
+  /** Redirect targets chosen in the current batch, 3 numbers each; Buffer keys live in `#keys`. */
+  #targets = new Float64Array(TARGET_STRIDE * 64)
+  #targetCount = 0
+  #keys: Buffer[] = []
+  /** Target index by (map, ingress) and then by key, for number and string keys. */
+  #targetCache = new Map<number, Map<number | string, number>>()
   #chosen = -1
 
   constructor(host: MapHost) {
@@ -75,16 +83,19 @@ export class BatchRunner {
   chooseTarget(target: SockMap | SockHash, key: MapKey, ingress: boolean): void {
     const ref = mapRef(target)
     if (ref.host !== this.#host) throw new TypeError('redirect target belongs to another engine')
-    let cacheKey: string | undefined
+    const slot = ref.id * 2 + (ingress ? 1 : 0)
+    let cache: Map<number | string, number> | undefined
     if (typeof key === 'number' || typeof key === 'string') {
-      cacheKey = `${ref.id}:${ingress ? 1 : 0}:${typeof key === 'number' ? 'n' : 's'}${key}`
-      const hit = this.#targetCache.get(cacheKey)
+      cache = this.#targetCache.get(slot)
+      if (cache === undefined) this.#targetCache.set(slot, (cache = new Map()))
+      const hit = cache.get(key)
       if (hit !== undefined) {
         this.#chosen = hit
         return
       }
     }
-    let k: number | Buffer
+    let flags = ingress ? TARGET_INGRESS : 0
+    let k: number
     if (target instanceof SockMap) {
       if (typeof key !== 'number' || !Number.isInteger(key) || key < 0) {
         throw new TypeError('a SockMap key must be a non-negative integer')
@@ -92,12 +103,27 @@ export class BatchRunner {
       k = key
     } else {
       const h = hashKey('key', key)
-      // The message view is reused: a Buffer key taken from it must be copied.
-      k = typeof h === 'number' ? h : key instanceof Uint8Array ? Buffer.from(h) : h
+      if (typeof h === 'number') {
+        k = h
+      } else {
+        // The message view is reused: a Buffer key (perhaps a slice of msg.data) is copied.
+        this.#keys.push(typeof key === 'string' ? h : Buffer.from(h))
+        k = this.#keys.length - 1
+        flags |= TARGET_BYTES_KEY
+      }
     }
-    this.#targets.push({ map: ref.id, key: k, ingress })
-    this.#chosen = this.#targets.length - 1
-    if (cacheKey !== undefined) this.#targetCache.set(cacheKey, this.#chosen)
+    const t = this.#targetCount++
+    if ((t + 1) * TARGET_STRIDE > this.#targets.length) {
+      const grown = new Float64Array(this.#targets.length * 2)
+      grown.set(this.#targets)
+      this.#targets = grown
+    }
+    const at = t * TARGET_STRIDE
+    this.#targets[at] = ref.id
+    this.#targets[at + 1] = k
+    this.#targets[at + 2] = flags
+    this.#chosen = t
+    cache?.set(key as number | string, t)
   }
 
   /** Takes and answers every batch waiting; `report` gets one error per batch that had failing calls. */
@@ -131,8 +157,9 @@ export class BatchRunner {
     const callbacks = this.#callbacks
     let failures = 0
     let firstCause: unknown
-    this.#targets = []
-    this.#targetCache.clear()
+    this.#targetCount = 0
+    this.#keys = []
+    for (const c of this.#targetCache.values()) c.clear()
     for (let i = 0, d = 0; i < n; i++, d += STRIDE) {
       const cb = callbacks[descs[d + 1] as number]
       if (cb === undefined) {
@@ -160,7 +187,11 @@ export class BatchRunner {
     this.counters.batches++
     this.counters.messages += n
     view.data = payload.subarray(0, 0)
-    binding.answerBatch(answers.subarray(0, n), this.#targets)
+    binding.answerBatch(
+      answers.subarray(0, n),
+      this.#targets.subarray(0, this.#targetCount * TARGET_STRIDE),
+      this.#keys,
+    )
     if (failures > 0) {
       this.counters.errors += failures
       const detail = firstCause instanceof Error ? firstCause.message : String(firstCause)

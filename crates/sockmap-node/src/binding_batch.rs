@@ -11,16 +11,16 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use napi::bindgen_prelude::{Buffer, Either, Float64ArraySlice, Uint8ArraySlice, Unknown};
+use bytes::Bytes;
+use napi::bindgen_prelude::{Buffer, Float64ArraySlice, Uint8ArraySlice, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
 use sockmap_core::external::{Answer, Batch, ExternalVerdicts, ItemDesc, Replier};
-use sockmap_core::{Errno, Verdict};
+use sockmap_core::{Errno, Key, Verdict};
 
 use crate::binding_engine::{guarded, lock, BindingEngine};
 use crate::binding_error::errno_error;
-use crate::binding_options::key_of;
 
 /// The wake-up function: called with no argument, its return value ignored.
 pub(crate) type WakeFn = ThreadsafeFunction<(), Unknown<'static>, (), Status, false>;
@@ -80,16 +80,12 @@ pub(crate) struct Taken {
 /// Numbers per message in the descriptor array: socket, tag, offset, bytes copied, full length.
 pub const DESC_STRIDE: usize = 5;
 
-/// A redirect target chosen by a TypeScript verdict.
-#[napi(object)]
-pub struct JsTarget {
-    /// The map's number.
-    pub map: u32,
-    /// The key.
-    pub key: Either<f64, Buffer>,
-    /// Deliver to the target's application.
-    pub ingress: bool,
-}
+/// Numbers per redirect target in the target table: map, key (a number, or an index into the key Buffers), flags.
+pub const TARGET_STRIDE: usize = 3;
+/// Target flag: deliver to the target's application.
+const TARGET_INGRESS: u32 = 1;
+/// Target flag: the key is `keys[key]`, not the number itself.
+const TARGET_BYTES_KEY: u32 = 2;
 
 fn payload_bytes(batch: &Batch) -> usize {
     batch.items.iter().map(|it| it.len.min(it.peek_bytes)).sum()
@@ -139,20 +135,35 @@ impl BindingEngine {
         })
     }
 
-    /// Answers the batch last taken: `answers[i]` is 0 (DROP), 1 (PASS), or `2 + t` (REDIRECT to `targets[t]`).
+    /// Answers the batch last taken: `answers[i]` is 0 (DROP), 1 (PASS), or `2 + t` (REDIRECT to target `t` of
+    /// `targets`, 3 numbers each: map, key, flags; flag 1 = ingress, flag 2 = the key is `keys[key]`).
     #[napi]
-    pub fn answer_batch(&self, answers: &[i32], targets: Vec<JsTarget>) -> napi::Result<()> {
+    pub fn answer_batch(
+        &self,
+        answers: &[i32],
+        targets: &[f64],
+        keys: Vec<Buffer>,
+    ) -> napi::Result<()> {
         guarded(|| {
             let taken = lock(&self.taken)
                 .take()
                 .ok_or_else(|| errno_error(Errno::Inval, "no batch is being answered"))?;
             let resolved: Vec<Verdict> = targets
-                .iter()
+                .chunks_exact(TARGET_STRIDE)
                 .map(|t| {
+                    let flags = t[2] as u32;
+                    let key = if flags & TARGET_BYTES_KEY != 0 {
+                        let b = keys.get(t[1] as usize).ok_or_else(|| {
+                            errno_error(Errno::Inval, "redirect key index out of range")
+                        })?;
+                        Key::Bytes(Bytes::copy_from_slice(b))
+                    } else {
+                        Key::Num(t[1] as u64)
+                    };
                     Ok(Verdict::Redirect {
-                        map: self.map_id(t.map)?,
-                        key: key_of(&t.key),
-                        ingress: t.ingress,
+                        map: self.map_id(t[0] as u32)?,
+                        key,
+                        ingress: flags & TARGET_INGRESS != 0,
                     })
                 })
                 .collect::<napi::Result<_>>()?;
