@@ -4,14 +4,15 @@
 //!
 //! # Rules
 //!
-//! * The message ends at the delimiter that gives the shortest frame (the
-//!   earliest match). When two delimiters match at the same offset (one is a
-//!   prefix of the other, like `"\r"` and `"\r\n"`), the shorter wins: it can
-//!   be decided without waiting for more bytes, so the result never depends on
-//!   how the stream was split (and a message never ends inside bytes the
-//!   framer had already seen, which the strparser rejects with `EPROTO`). So
-//!   `["\r\n", "\r"]` ends `"a\r\n"` at `"a"` and leaves `"\n"` to the next
-//!   message; list `"\r\n"` and `"\n"` for lines.
+//! * The message ends at the first complete delimiter, the one that ends
+//!   earliest; when several end at the same byte (`"\r\n"` and `"\n"`), the
+//!   longest wins (the shortest frame). Deciding by where a delimiter ends
+//!   needs no byte beyond it, so the result never depends on how the stream
+//!   was split, and a message never ends inside bytes the framer had already
+//!   seen (which the strparser rejects with `EPROTO`). For ordinary delimiter
+//!   sets this is Netty's "shortest frame"; with overlapping ones it differs:
+//!   `["\r\n", "\r"]` ends `"a\r\n"` at `"a"` + `"\r"` and leaves `"\n"` to the next
+//!   message (list `"\r\n"` and `"\n"` for lines).
 //! * `strip_delimiter`: the delivered message excludes the delimiter.
 //! * `max_length` counts the bytes before the delimiter. A longer frame is
 //!   discarded up to and including the next delimiter and reported as skipped
@@ -55,11 +56,14 @@ impl Default for DelimiterOptions {
 #[derive(Clone, Debug)]
 pub struct Delimiter {
     opts: DelimiterOptions,
-    /// Distinct first bytes of the delimiters (the search set).
-    firsts: Vec<u8>,
-    /// The delimiters, shortest first (list order among equal lengths).
+    /// Distinct last bytes of the delimiters (the search set).
+    lasts: Vec<u8>,
+    /// The delimiters, longest first (list order among equal lengths).
     by_len: Vec<Vec<u8>>,
-    /// No delimiter starts before this offset of the current message.
+    /// Longest delimiter length minus one: bytes at the end of the data that
+    /// may still begin a delimiter.
+    keep: usize,
+    /// No delimiter ends before this offset of the current message.
     searched_to: usize,
     /// Discarding an over-long frame up to its delimiter.
     discarding: bool,
@@ -82,19 +86,21 @@ impl Delimiter {
 
     /// A framer with options already checked.
     fn with_valid(opts: DelimiterOptions) -> Self {
-        let mut firsts: Vec<u8> = opts
+        let mut lasts: Vec<u8> = opts
             .delimiters
             .iter()
-            .filter_map(|d| d.first().copied())
+            .filter_map(|d| d.last().copied())
             .collect();
-        firsts.sort_unstable();
-        firsts.dedup();
+        lasts.sort_unstable();
+        lasts.dedup();
         let mut by_len = opts.delimiters.clone();
-        by_len.sort_by_key(Vec::len);
+        by_len.sort_by_key(|d| std::cmp::Reverse(d.len()));
+        let keep = by_len.first().map_or(0, |d| d.len().saturating_sub(1));
         Delimiter {
             opts,
-            firsts,
+            lasts,
             by_len,
+            keep,
             searched_to: 0,
             discarding: false,
             found_len: 0,
@@ -115,24 +121,19 @@ impl Delimiter {
         &self.opts
     }
 
-    /// The earliest delimiter at or after `searched_to`: `Ok((offset, len))`,
-    /// or `Err(())` after moving `searched_to` as far as the data allows.
+    /// The delimiter that ends earliest at or after `searched_to`:
+    /// `Ok((offset, len))`, or `Err(())` after moving `searched_to` to the end.
     #[inline]
     fn search(&mut self, data: &Chunks<'_>) -> Result<(usize, usize), ()> {
         let mut pos = self.searched_to;
-        while let Some(p) = data.find_any_byte(&self.firsts, pos) {
+        while let Some(q) = data.find_any_byte(&self.lasts, pos) {
+            let end = q + 1;
             for d in &self.by_len {
-                match data.matches_at(p, d) {
-                    Some(true) => return Ok((p, d.len())),
-                    Some(false) => {}
-                    None => {
-                        // Undecidable until more bytes arrive.
-                        self.searched_to = p;
-                        return Err(());
-                    }
+                if d.len() <= end && data.matches_at(end - d.len(), d) == Some(true) {
+                    return Ok((end - d.len(), d.len()));
                 }
             }
-            pos = p + 1;
+            pos = end;
         }
         self.searched_to = data.len();
         Err(())
@@ -163,10 +164,11 @@ impl Framer for Delimiter {
                 Parse::Length(p + dlen)
             }
             Err(()) => {
-                if self.discarding || self.searched_to > self.opts.max_length {
+                // Bytes that can no longer be followed by a delimiter start.
+                let settled = data.len().saturating_sub(self.keep);
+                if self.discarding || settled > self.opts.max_length {
                     self.discarding = self.opts.discard_oversize;
-                    let skip = self.searched_to;
-                    return self.oversize(skip);
+                    return self.oversize(settled);
                 }
                 Parse::NeedMore { hint: None }
             }

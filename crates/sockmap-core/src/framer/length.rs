@@ -122,16 +122,18 @@ impl LengthField {
     fn field(&self, data: &Chunks<'_>) -> Option<u64> {
         let w = self.opts.length_field_length;
         let mut raw = [0u8; 8];
-        let ok = match self.opts.byte_order {
-            ByteOrder::BigEndian => data.copy_to(self.opts.length_field_offset, &mut raw[8 - w..]),
-            ByteOrder::LittleEndian => data.copy_to(self.opts.length_field_offset, &mut raw[..w]),
+        let bytes = match data.contiguous(self.opts.length_field_offset, w) {
+            Some(s) => s,
+            None => {
+                if !data.copy_to(self.opts.length_field_offset, &mut raw[..w]) {
+                    return None;
+                }
+                &raw[..w]
+            }
         };
-        if !ok {
-            return None;
-        }
         Some(match self.opts.byte_order {
-            ByteOrder::BigEndian => u64::from_be_bytes(raw),
-            ByteOrder::LittleEndian => u64::from_le_bytes(raw),
+            ByteOrder::BigEndian => bytes.iter().fold(0, |v, &b| (v << 8) | u64::from(b)),
+            ByteOrder::LittleEndian => bytes.iter().rev().fold(0, |v, &b| (v << 8) | u64::from(b)),
         })
     }
 }
