@@ -17,8 +17,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sockmap_core::framer::LengthFieldOptions;
 use sockmap_core::map::{MapKind, UpdateFlag};
-use sockmap_core::program::{ParserProg, Programs, StreamVerdictProg};
+use sockmap_core::program::{ParserKind, ParserProg, Programs, StreamVerdictProg};
 use sockmap_core::{Engine, EngineConfig, Event, Key, KeySource, Rule, SockId};
 
 struct Args {
@@ -56,9 +57,13 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
+/// The 4-byte big-endian length-prefixed framer in `frames` mode.
 fn parser(frames: bool) -> Option<Arc<ParserProg>> {
-    let _ = frames;
-    None
+    frames.then(|| {
+        Arc::new(ParserProg::new(ParserKind::LengthField(
+            LengthFieldOptions::default(),
+        )))
+    })
 }
 
 fn main() {

@@ -38,6 +38,14 @@ pub struct EngineConfig {
     pub max_pending_bytes: usize,
     /// External verdict batching.
     pub batch: BatchConfig,
+    /// Bounds each socket's application queue: above this many bytes
+    /// delivered to the application ([`Event::Message`](crate::Event::Message))
+    /// and not yet acknowledged with
+    /// [`EngineHandle::ack`](crate::EngineHandle::ack), the sockets feeding it
+    /// (itself for PASS, the sources of ingress redirects) stop being read;
+    /// they resume once acknowledgements bring it to half this. `None` (the
+    /// default): unbounded, no acknowledgement needed.
+    pub app_high_watermark: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -49,6 +57,7 @@ impl Default for EngineConfig {
             read_buffer: 64 << 10,
             max_pending_bytes: 1 << 20,
             batch: BatchConfig::default(),
+            app_high_watermark: None,
         }
     }
 }

@@ -2,14 +2,18 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use smallvec::SmallVec;
 
+use crate::framer::Parse;
 use crate::id::SockId;
 use crate::msg::SkMsg;
+use crate::program::ParserProg;
 use crate::program::Programs;
 use crate::ring::SgRing;
 use crate::stats::Stats;
+use crate::strparser::StrParser;
 
 /// Whether the application wants the socket read (`strp_pause`/`strp_unpause`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +72,42 @@ pub(crate) struct Conn {
     pub(crate) ext_full: bool,
     /// Sockets this one redirected to egress (for FIN propagation).
     pub(crate) egress_peers: SmallVec<[SockId; 2]>,
+    /// The stream parser, when the socket's parser program frames messages.
+    pub(crate) strp: Option<Box<StrParser>>,
+    /// The parser program `strp` runs.
+    pub(crate) strp_prog: Option<Arc<ParserProg>>,
+    /// The parser handed the stream back: later bytes go to the application as they come.
+    pub(crate) handed_back: bool,
+    /// The deadline a parser timer is set for.
+    pub(crate) strp_timer: Option<Instant>,
+    /// The parser holds too many bytes (an external answer is awaited): stop reading.
+    pub(crate) rx_full: bool,
+    /// The external parser's state.
+    pub(crate) xparse: ExternalParse,
+    /// Bytes delivered to the application and not yet acknowledged.
+    pub(crate) app_queued: usize,
+    /// Sources stopped until the application acknowledges enough bytes.
+    pub(crate) app_waiters: SmallVec<[SockId; 2]>,
+    /// The send waiting for an external msg verdict.
+    pub(crate) send_parked: Option<Box<ParkedSend>>,
+    /// Numbers parked sends.
+    pub(crate) send_seq: u64,
+    /// Sends behind the parked one, in order.
+    pub(crate) send_backlog: VecDeque<(bytes::Bytes, u64)>,
+}
+
+/// A socket's conversation with its external parser.
+#[derive(Debug, Default)]
+pub(crate) struct ExternalParse {
+    /// The request in flight: its number and the bytes it carried.
+    pub(crate) asked: Option<(u64, usize)>,
+    /// Numbers requests (answers to older ones are ignored).
+    pub(crate) next_req: u64,
+    /// Answers not yet given to the strparser, with the bytes the parser
+    /// had seen for each (for `NeedMore`).
+    pub(crate) answers: VecDeque<(Parse, usize)>,
+    /// After a `NeedMore`: ask again once this many bytes are buffered.
+    pub(crate) wait_for: Option<usize>,
 }
 
 /// A message whose verdict is awaited (or known, but behind awaited ones).
@@ -76,6 +116,39 @@ pub(crate) struct Awaited {
     pub(crate) frags: crate::event::Frags,
     pub(crate) len: usize,
     pub(crate) answer: Option<crate::core::Resolved>,
+}
+
+/// What became of one application send.
+#[derive(Debug, Default)]
+pub(crate) struct SendOutcome {
+    /// Bytes transmitted, redirected or parked by a cork.
+    pub(crate) accepted: usize,
+    /// Bytes refused.
+    pub(crate) refused: usize,
+    /// The refusal was a dead redirect target (EPIPE) rather than a DROP (EACCES).
+    pub(crate) pipe: bool,
+    /// The ring the last accepted bytes went to (the send is acknowledged when it drains).
+    pub(crate) ring: Option<usize>,
+}
+
+/// A send going through the msg verdict loop.
+#[derive(Debug)]
+pub(crate) struct SendJob {
+    /// What is left to judge.
+    pub(crate) msg: SkMsg,
+    /// The ring filled up: the cork is forced open.
+    pub(crate) forced: bool,
+    pub(crate) out: SendOutcome,
+    /// Bytes of the application's send.
+    pub(crate) len: usize,
+    pub(crate) req: u64,
+}
+
+/// A send waiting for its external msg verdict.
+#[derive(Debug)]
+pub(crate) struct ParkedSend {
+    pub(crate) seq: u64,
+    pub(crate) job: SendJob,
 }
 
 /// A send outcome waiting for a ring to drain.
@@ -134,6 +207,17 @@ impl Conn {
             awaiting_bytes: 0,
             ext_full: false,
             egress_peers: SmallVec::new(),
+            strp: None,
+            strp_prog: None,
+            handed_back: false,
+            strp_timer: None,
+            rx_full: false,
+            xparse: ExternalParse::default(),
+            app_queued: 0,
+            app_waiters: SmallVec::new(),
+            send_parked: None,
+            send_seq: 0,
+            send_backlog: VecDeque::new(),
         }
     }
 
@@ -151,6 +235,7 @@ impl Conn {
         };
         enabled
             && self.blocked == 0
+            && !self.rx_full
             && !self.read_eof
             && !self.closing
             && !self.listener

@@ -56,6 +56,7 @@ pub(crate) enum Command {
         batch: u64,
         answers: Vec<crate::external::Answer>,
     },
+    Ack(SockId, usize),
     Shutdown,
 }
 
@@ -70,6 +71,7 @@ impl Command {
             Command::Destroy(id) => core.handle_destroy(id),
             Command::Send { sock, data, req } => core.handle_send(sock, data, req),
             Command::Answer { batch, answers } => core.handle_answers(batch, answers),
+            Command::Ack(sock, bytes) => core.handle_ack(sock, bytes),
             Command::Shutdown => core.handle_shutdown(),
             Command::Register { .. } => {}
         }
@@ -420,6 +422,13 @@ impl EngineHandle {
         self.command(Command::Send { sock, data, req });
     }
 
+    /// The application consumed `bytes` of the messages delivered to `sock`
+    /// (with [`EngineConfig::app_high_watermark`] set; ignored otherwise).
+    /// Acknowledge in any grouping, e.g. once per batch of events.
+    pub fn ack(&self, sock: SockId, bytes: usize) {
+        self.command(Command::Ack(sock, bytes));
+    }
+
     /// Starts (or restarts) reading and delivering messages.
     pub fn resume(&self, sock: SockId) {
         self.command(Command::Resume(sock));
@@ -464,7 +473,7 @@ impl EngineHandle {
     /// Attaches programs to a map: sockets inserted afterwards take them.
     ///
     /// # Errors
-    /// `EBADF` for an unknown map.
+    /// `EBADF` for an unknown map, `EINVAL` for parser options its framer rejects.
     pub fn attach(&self, map: MapId, programs: Programs) -> Result<(), Errno> {
         self.shared.lock().attach(map, programs)
     }

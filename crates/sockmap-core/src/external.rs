@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use crate::engine::{Command, Doorbell};
 use crate::event::Frags;
+use crate::framer::Parse;
 use crate::id::SockId;
 use crate::rules::Verdict;
 
@@ -30,13 +31,31 @@ pub trait ExternalVerdicts: Send + 'static {
     fn submit(&mut self, batch: Batch);
 }
 
-/// One message awaiting an external verdict.
+/// What a batch item asks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ItemKind {
+    /// A stream verdict on a received message: answer with [`Answer::verdict`].
+    #[default]
+    StreamVerdict,
+    /// A parse of a socket's buffered bytes, starting at its current message:
+    /// answer with [`Answer::parse`], one result per consecutive message
+    /// (`Length` of the first, then of the one after it, ... ending with
+    /// `NeedMore` if the bytes end inside a message).
+    Parse,
+    /// A msg verdict on data the application sends: answer with
+    /// [`Answer::verdict`] and [`Answer::edits`].
+    MsgVerdict,
+}
+
+/// One message (or, for a parse, the buffered bytes) awaiting an external answer.
 #[derive(Clone, Debug)]
 pub struct BatchItem {
     /// The socket the message came from.
     pub sock: SockId,
     /// The program's tag (which external function to run).
     pub tag: u32,
+    /// What is asked.
+    pub kind: ItemKind,
     /// The full message length.
     pub len: usize,
     /// How many leading bytes the program wants to see.
@@ -52,6 +71,8 @@ pub struct ItemDesc {
     pub sock: SockId,
     /// The program's tag.
     pub tag: u32,
+    /// What is asked.
+    pub kind: ItemKind,
     /// Offset of the copied bytes in the buffer.
     pub offset: usize,
     /// Bytes copied (`min(len, peek_bytes)`).
@@ -78,10 +99,34 @@ pub enum MsgEdit {
 /// The answer for one item.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
-    /// The verdict.
+    /// The verdict (verdict items; ignored for parse items).
     pub verdict: Verdict,
-    /// Edits (msg verdicts only; ignored for stream verdicts).
+    /// Edits (msg verdicts only; ignored otherwise).
     pub edits: Vec<MsgEdit>,
+    /// Parse results (parse items only): one per consecutive message from the
+    /// current one. `Length(n)` frames `n` bytes (the next result starts after
+    /// them); `NeedMore { hint }` waits for more bytes (`hint`: the total the
+    /// current message needs); `Handback`, `Skip` and `Error` as for native
+    /// framers. Results past the bytes the item carried are ignored; an empty
+    /// list aborts the socket with `EINVAL`.
+    pub parse: Vec<Parse>,
+}
+
+impl Default for Answer {
+    /// DROP, no edits, no parse results.
+    fn default() -> Answer {
+        Answer::from(Verdict::Drop)
+    }
+}
+
+impl Answer {
+    /// The answer to a parse item.
+    pub fn parsed(parse: Vec<Parse>) -> Answer {
+        Answer {
+            parse,
+            ..Answer::default()
+        }
+    }
 }
 
 impl From<Verdict> for Answer {
@@ -89,6 +134,7 @@ impl From<Verdict> for Answer {
         Answer {
             verdict,
             edits: Vec::new(),
+            parse: Vec::new(),
         }
     }
 }
@@ -159,6 +205,7 @@ impl Batch {
             descs.push(ItemDesc {
                 sock: it.sock,
                 tag: it.tag,
+                kind: it.kind,
                 offset: off,
                 copied: want,
                 len: it.len,

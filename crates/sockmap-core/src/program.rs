@@ -7,14 +7,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Errno;
+use crate::framer::{
+    Chunks, Delimiter, DelimiterOptions, Fixed, Framer, Http1, Http1Options, LengthField,
+    LengthFieldOptions, Parse, Resp, RespOptions,
+};
 use crate::id::SockId;
 use crate::msg::SkMsg;
 use crate::rules::{Rule, Verdict};
+use crate::strparser::StrParserConfig;
+
+/// Builds a fresh framer for each socket that takes a parser program.
+pub type FramerFactory = Arc<dyn Fn() -> Box<dyn Framer> + Send + Sync>;
 
 /// How a socket's received bytes are cut into messages.
+#[derive(Clone)]
 pub enum ParserKind {
     /// No parser: each chunk read is one message (the kernel's `read_skb` mode).
     None,
+    /// `parsers.lengthField(...)`.
+    LengthField(LengthFieldOptions),
+    /// `parsers.delimiter(...)` and `parsers.lines(...)`.
+    Delimiter(DelimiterOptions),
+    /// `parsers.fixed(n)`.
+    Fixed(usize),
+    /// `parsers.resp(...)`: also gives rules the command's first key.
+    Resp(RespOptions),
+    /// `parsers.http1(...)`: also gives rules the request's Host.
+    Http1(Http1Options),
+    /// A Rust framer, built once per socket.
+    Custom(FramerFactory),
     /// An external parser, answered asynchronously in batches; `tag` tells the
     /// external side which of its parsers to run.
     External {
@@ -23,7 +44,23 @@ pub enum ParserKind {
     },
 }
 
+impl fmt::Debug for ParserKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParserKind::None => f.write_str("None"),
+            ParserKind::LengthField(o) => write!(f, "LengthField({o:?})"),
+            ParserKind::Delimiter(o) => write!(f, "Delimiter({o:?})"),
+            ParserKind::Fixed(n) => write!(f, "Fixed({n})"),
+            ParserKind::Resp(o) => write!(f, "Resp({o:?})"),
+            ParserKind::Http1(o) => write!(f, "Http1({:?})", o.role),
+            ParserKind::Custom(_) => f.write_str("Custom"),
+            ParserKind::External { tag } => write!(f, "External({tag})"),
+        }
+    }
+}
+
 /// A parser program with its strparser limits.
+#[derive(Clone, Debug)]
 pub struct ParserProg {
     /// The framing.
     pub kind: ParserKind,
@@ -42,18 +79,51 @@ impl ParserProg {
             message_timeout: None,
         }
     }
+
+    /// The socket-side framer this program runs, or `None` when each chunk
+    /// read is a message ([`ParserKind::None`]). An external parser runs a
+    /// framer that always answers [`Parse::Pending`].
+    ///
+    /// # Errors
+    /// `EINVAL` for options the framer rejects (a length field width other
+    /// than 1, 2, 3, 4 or 8, an empty delimiter, a fixed size of 0).
+    pub fn framer(&self) -> Result<Option<Box<dyn Framer>>, Errno> {
+        Ok(Some(match &self.kind {
+            ParserKind::None => return Ok(None),
+            ParserKind::LengthField(o) => Box::new(LengthField::new(o.clone())?),
+            ParserKind::Delimiter(o) => Box::new(Delimiter::new(o.clone())?),
+            ParserKind::Fixed(n) => Box::new(Fixed::new(*n)?),
+            ParserKind::Resp(o) => Box::new(Resp::new(*o)),
+            ParserKind::Http1(o) => Box::new(Http1::new(o.clone())),
+            ParserKind::Custom(f) => f(),
+            ParserKind::External { .. } => Box::new(Deferred),
+        }))
+    }
+
+    /// The strparser settings of this program.
+    pub fn strparser_config(&self) -> StrParserConfig {
+        StrParserConfig {
+            max_message_bytes: self.max_message_bytes,
+            message_timeout: self.message_timeout,
+        }
+    }
+
+    /// The external parser's tag, if this program is external.
+    pub fn external_tag(&self) -> Option<u32> {
+        match self.kind {
+            ParserKind::External { tag } => Some(tag),
+            _ => None,
+        }
+    }
 }
 
-impl fmt::Debug for ParserProg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match &self.kind {
-            ParserKind::None => "none".to_string(),
-            ParserKind::External { tag } => format!("external({tag})"),
-        };
-        f.debug_struct("ParserProg")
-            .field("kind", &kind)
-            .field("max_message_bytes", &self.max_message_bytes)
-            .finish()
+/// The framer of an external parser: every answer comes later, through
+/// [`StrParser::handle_deferred`](crate::strparser::StrParser::handle_deferred).
+struct Deferred;
+
+impl Framer for Deferred {
+    fn parse(&mut self, _data: &Chunks<'_>) -> Parse {
+        Parse::Pending
     }
 }
 

@@ -173,6 +173,9 @@ impl Registry {
     /// Attaches programs to a map; sockets inserted afterwards take them.
     pub(crate) fn attach(&mut self, map: MapId, programs: Programs) -> Result<(), Errno> {
         let m = self.map_mut(map)?;
+        if let Some(p) = &programs.parser {
+            p.framer()?;
+        }
         if programs.parser.is_some() {
             m.programs.parser = programs.parser;
         }

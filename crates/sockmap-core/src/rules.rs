@@ -1,11 +1,13 @@
 //! Verdicts and the native rules that produce them without leaving the I/O thread.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use smallvec::SmallVec;
 
+use crate::framer::MessageMeta;
 use crate::id::{MapId, SockId};
 use crate::key::Key;
 use crate::map::RawKey;
@@ -39,9 +41,19 @@ pub struct MessageView<'a> {
     pub frags: &'a [Bytes],
     /// The message length.
     pub len: usize,
+    /// What the parser learned about the message (RESP key, HTTP Host...).
+    pub meta: &'a MessageMeta,
 }
 
 impl MessageView<'_> {
+    /// The bytes in `r` as a derived key.
+    fn owned_range(&self, r: &Range<usize>) -> Option<DerivedKey<'static>> {
+        let mut out = SmallVec::new();
+        let len = r.end.checked_sub(r.start)?;
+        self.copy_range(r.start, len, &mut out)
+            .then_some(DerivedKey::Owned(out))
+    }
+
     /// Copies `len` bytes at `offset` into `out`; false if the message is shorter.
     pub fn copy_range(&self, offset: usize, len: usize, out: &mut SmallVec<[u8; 32]>) -> bool {
         copy_range(self.frags, offset, len, out)
@@ -81,6 +93,12 @@ pub enum KeySource {
     /// The source socket's id, as [`Key::Num`]: a proxy stores each socket's
     /// partner under the socket's own id.
     Socket,
+    /// The first key of a RESP command (`parsers.resp()`); a message without
+    /// one has no key.
+    Resp,
+    /// The `Host` header of an HTTP/1 request (`parsers.http1()`); a message
+    /// without one has no key.
+    HttpHost,
     /// `len` bytes at `offset` of the message (a message shorter than that has no key).
     Range {
         /// First byte.
@@ -174,6 +192,14 @@ impl KeySource {
                 msg.copy_range(*offset, *len, &mut out)
                     .then_some(DerivedKey::Owned(out))
             }
+            KeySource::Resp => match msg.meta {
+                MessageMeta::Resp { key: Some(r), .. } => msg.owned_range(r),
+                _ => None,
+            },
+            KeySource::HttpHost => match msg.meta {
+                MessageMeta::Http { host: Some(r), .. } => msg.owned_range(r),
+                _ => None,
+            },
         }
     }
 

@@ -69,8 +69,16 @@ counters! {
         dropped_parser,
         /// Bytes of dropped messages.
         dropped_bytes,
-        /// Parser errors.
+        /// Parser errors (each one aborted the socket).
         parser_errors,
+        /// Frames (or pieces of frames) the parser skipped.
+        skipped_frames,
+        /// Bytes the parser skipped.
+        skipped_bytes,
+        /// Times the parser handed the stream back to the application.
+        handbacks,
+        /// Bytes delivered to the application and not yet acknowledged (a gauge).
+        app_queued_bytes,
         /// Queued bytes discarded because the socket closed before writing them.
         discarded_bytes,
         /// Bytes queued in the send ring, waiting to be written (a gauge).

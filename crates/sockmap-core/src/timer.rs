@@ -13,6 +13,8 @@ pub(crate) enum Timer {
     Connect(SockId),
     /// The open external batch is due.
     Batch,
+    /// A socket's parser has a message deadline (`ETIMEDOUT`).
+    Parser(SockId),
 }
 
 /// Pending deadlines; an entry whose cause is gone is skipped when it fires.

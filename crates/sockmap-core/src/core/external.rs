@@ -8,13 +8,21 @@ use super::{Core, Resolved};
 use crate::conn::Awaited;
 use crate::error::Errno;
 use crate::event::{Event, Frags};
-use crate::external::{Answer, Batch, BatchItem, ExternalVerdicts, Replier};
+use crate::external::{Answer, Batch, BatchItem, ExternalVerdicts, ItemKind, Replier};
 use crate::id::SockId;
 use crate::stats::{DropReason, Stats};
 use crate::timer::Timer;
 
-/// A reference to one awaited message: its socket and sequence number.
-type ItemRef = (SockId, u64);
+/// What one batch item refers to: its socket and a sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ItemRef {
+    /// An awaited stream verdict: the message's number in the socket's queue.
+    Verdict(SockId, u64),
+    /// A parse request: its number.
+    Parse(SockId, u64),
+    /// A msg verdict: the parked send's number.
+    Msg(SockId, u64),
+}
 
 /// The external-verdict state of a core.
 pub(crate) struct ExternalState {
@@ -67,6 +75,7 @@ impl Core {
         let item = ext.map(|(tag, peek_bytes)| BatchItem {
             sock,
             tag,
+            kind: ItemKind::StreamVerdict,
             len,
             peek_bytes,
             frags: frags.clone(),
@@ -82,18 +91,18 @@ impl Core {
             c.ext_full = true;
         }
         match item {
-            Some(item) => self.batch_item((sock, seq), item),
+            Some(item) => self.batch_item(ItemRef::Verdict(sock, seq), item),
             None => self.drain_awaited(slot),
         }
     }
 
-    fn batch_item(&mut self, r: ItemRef, item: BatchItem) {
+    pub(super) fn batch_item(&mut self, r: ItemRef, item: BatchItem) {
         let max = self.cfg.batch.max_messages.max(1);
         let delay = self.cfg.batch.max_delay;
         let now = self.now;
         let Some(ext) = self.ext.as_mut() else {
-            // No external side installed: the error verdict.
-            return self.answer_one(r, Resolved::Drop(DropReason::Verdict));
+            // No external side installed: the error answer.
+            return self.answer_missing(r);
         };
         if ext.open.len() >= max {
             ext.overflow.push_back((r, item));
@@ -166,14 +175,13 @@ impl Core {
         let mut answers = answers.into_iter();
         let mut missing = 0usize;
         for r in refs {
-            let resolved = match answers.next() {
-                Some(a) => super::resolve(&self.shared, &a.verdict),
+            match answers.next() {
+                Some(a) => self.answer_item(r, a),
                 None => {
                     missing += 1;
-                    Resolved::Drop(DropReason::Verdict)
+                    self.answer_missing(r);
                 }
-            };
-            self.answer_one(r, resolved);
+            }
         }
         if missing > 0 {
             self.events.push_back(Event::Error {
@@ -186,7 +194,30 @@ impl Core {
         self.dispatch();
     }
 
-    fn answer_one(&mut self, (sock, seq): ItemRef, resolved: Resolved) {
+    /// Applies one answer.
+    fn answer_item(&mut self, r: ItemRef, a: Answer) {
+        match r {
+            ItemRef::Verdict(sock, seq) => {
+                let resolved = super::resolve(&self.shared, &a.verdict);
+                self.answer_one(sock, seq, resolved);
+            }
+            ItemRef::Parse(sock, req) => self.handle_parse_answer(sock, req, &a.parse),
+            ItemRef::Msg(sock, seq) => self.handle_msg_answer(sock, seq, Some(a)),
+        }
+    }
+
+    /// An item got no answer: the error answer.
+    fn answer_missing(&mut self, r: ItemRef) {
+        match r {
+            ItemRef::Verdict(sock, seq) => {
+                self.answer_one(sock, seq, Resolved::Drop(DropReason::Verdict));
+            }
+            ItemRef::Parse(sock, req) => self.handle_parse_answer(sock, req, &[]),
+            ItemRef::Msg(sock, seq) => self.handle_msg_answer(sock, seq, None),
+        }
+    }
+
+    fn answer_one(&mut self, sock: SockId, seq: u64, resolved: Resolved) {
         let Some(slot) = self.slot_of(sock) else {
             return;
         };

@@ -19,12 +19,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use smallvec::smallvec;
 
 use crate::config::EngineConfig;
 use crate::conn::{AppRead, Conn, RouteCache, MAX_EGRESS_PEERS};
 use crate::error::Errno;
 use crate::event::{Event, Frags};
+use crate::framer::MessageMeta;
 use crate::id::SockId;
 use crate::key::Key;
 use crate::program::VerdictKind;
@@ -34,6 +34,7 @@ use crate::stats::{DropReason, Stats};
 use crate::timer::{Timer, TimerTable};
 
 mod external;
+mod parse;
 mod send;
 
 /// What the core asks its backend to do.
@@ -303,6 +304,7 @@ impl Core {
                         sock: id,
                         frags: &[],
                         len: 0,
+                        meta: &MessageMeta::None,
                     };
                     if let (Resolved::Redirect { target, .. }, _) = eval_rule(shared, rule, &view) {
                         if !peers.contains(&target) {
@@ -343,7 +345,10 @@ impl Core {
             Stats::set(&c.stats.queued_bytes, 0);
         }
         let acks = std::mem::take(&mut c.send_acks);
-        let waiters = std::mem::take(&mut c.waiters);
+        let mut waiters = std::mem::take(&mut c.waiters);
+        waiters.extend(std::mem::take(&mut c.app_waiters));
+        c.app_queued = 0;
+        Stats::set(&c.stats.app_queued_bytes, 0);
         let c_cork = c.msg.cork.take().map(|m| m.size());
         let awaited = std::mem::take(&mut c.awaiting_bytes);
         c.awaiting.clear();
@@ -368,6 +373,8 @@ impl Core {
         if let Some(cork) = c_cork {
             self.at(slot).count(|s| &s.discarded_bytes, cork as u64);
         }
+        self.drop_parser(slot);
+        self.fail_parked_sends(slot);
         self.release_waiters(waiters);
         self.events.push_back(Event::Closed { sock: id, error });
         self.ops.push_back(Op::Close(id));
@@ -391,13 +398,23 @@ impl Core {
         c.progs = progs;
         c.map_stats = map_stats;
         c.route.epoch = u64::MAX;
+        self.relink_parser(slot);
+        self.flush_run();
         self.kick_read(slot);
     }
 
     /// `resume()`: read and deliver.
     pub fn handle_resume(&mut self, id: SockId) {
         if let Some(slot) = self.slot_of(id) {
-            self.at(slot).app = AppRead::Resumed;
+            let c = self.at(slot);
+            c.app = AppRead::Resumed;
+            if let Some(s) = c.strp.as_mut() {
+                if s.is_paused() {
+                    s.unpause();
+                    self.run_parser(slot);
+                    self.flush_run();
+                }
+            }
             self.kick_read(slot);
         }
     }
@@ -405,7 +422,11 @@ impl Core {
     /// `pause()`: stop reading.
     pub fn handle_pause(&mut self, id: SockId) {
         if let Some(slot) = self.slot_of(id) {
-            self.at(slot).app = AppRead::Paused;
+            let c = self.at(slot);
+            c.app = AppRead::Paused;
+            if let Some(s) = c.strp.as_mut() {
+                s.pause();
+            }
         }
     }
 
@@ -484,6 +505,7 @@ impl Core {
                     }
                 }
                 Timer::Batch => self.handle_batch_timer(now),
+                Timer::Parser(id) => self.handle_parser_timer(id),
             }
         }
     }
@@ -562,14 +584,59 @@ impl Core {
             return;
         }
         t.above_high = true;
-        let Some(src) = src else { return };
+        if let Some(src) = src {
+            self.block_on(src, target, false);
+        }
+    }
+
+    /// Stops reading `src` until `target`'s send ring drains (or, with
+    /// `app`, until its application acknowledges enough bytes).
+    fn block_on(&mut self, src: usize, target: usize, app: bool) {
         let src_id = self.at(src).id;
         let t = self.at(target);
-        if !t.waiters.contains(&src_id) {
-            t.waiters.push(src_id);
+        let list = if app {
+            &mut t.app_waiters
+        } else {
+            &mut t.waiters
+        };
+        if !list.contains(&src_id) {
+            list.push(src_id);
             let s = self.at(src);
             s.blocked += 1;
             s.count(|s| &s.backpressure_stalls, 1);
+        }
+    }
+
+    /// Queues a message for `target`'s application; with a bounded
+    /// application queue, `src` stops being read above the high watermark.
+    fn queue_for_app(&mut self, src: Option<usize>, target: usize, data: Frags, len: usize) {
+        let high = self.cfg.app_high_watermark;
+        let t = self.at(target);
+        let sock = t.id;
+        if let Some(high) = high {
+            t.app_queued += len;
+            Stats::set(&t.stats.app_queued_bytes, t.app_queued as u64);
+            if t.app_queued > high {
+                if let Some(src) = src {
+                    self.block_on(src, target, true);
+                }
+            }
+        }
+        self.events.push_back(Event::Message { sock, data });
+    }
+
+    /// The application consumed `bytes` of the messages delivered to it.
+    pub fn handle_ack(&mut self, id: SockId, bytes: usize) {
+        let Some(high) = self.cfg.app_high_watermark else {
+            return;
+        };
+        let Some(slot) = self.slot_of(id) else { return };
+        let c = self.at(slot);
+        c.app_queued = c.app_queued.saturating_sub(bytes);
+        Stats::set(&c.stats.app_queued_bytes, c.app_queued as u64);
+        if c.app_queued <= high / 2 && !c.app_waiters.is_empty() {
+            let waiters = std::mem::take(&mut c.app_waiters);
+            self.release_waiters(waiters);
         }
     }
 
@@ -582,13 +649,13 @@ impl Core {
         let len = data.len();
         self.at(slot).count(|s| &s.bytes_in, len as u64);
         self.chunk = data.clone();
-        self.deliver(slot, smallvec![data], len);
+        self.ingest(slot, data);
         self.flush_run();
         self.chunk = Bytes::new();
     }
 
     /// One message came out of the socket's parser.
-    fn deliver(&mut self, slot: usize, frags: Frags, len: usize) {
+    fn deliver(&mut self, slot: usize, frags: Frags, len: usize, meta: &MessageMeta) {
         let c = self.at(slot);
         c.count(|s| &s.messages_in, 1);
         let ext = match c.progs.verdict.as_deref().map(|p| &p.kind) {
@@ -596,15 +663,15 @@ impl Core {
             _ => None,
         };
         if ext.is_some() || !c.awaiting.is_empty() {
-            let known = ext.is_none().then(|| self.decide(slot, &frags, len));
+            let known = ext.is_none().then(|| self.decide(slot, &frags, len, meta));
             return self.await_message(slot, frags, len, ext, known);
         }
-        let resolved = self.decide(slot, &frags, len);
+        let resolved = self.decide(slot, &frags, len, meta);
         self.apply(slot, resolved, frags, len);
     }
 
     /// Runs the socket's stream verdict.
-    fn decide(&mut self, slot: usize, frags: &[Bytes], len: usize) -> Resolved {
+    fn decide(&mut self, slot: usize, frags: &[Bytes], len: usize, meta: &MessageMeta) -> Resolved {
         let epoch = self.shared.epoch();
         let shared = &self.shared;
         let c = self.conns[slot].as_mut().expect("live");
@@ -622,6 +689,7 @@ impl Core {
                     sock: c.id,
                     frags,
                     len,
+                    meta,
                 };
                 let (resolved, fixed) = eval_rule(shared, rule, &view);
                 if fixed {
@@ -640,10 +708,8 @@ impl Core {
     fn apply(&mut self, slot: usize, resolved: Resolved, frags: Frags, len: usize) {
         match resolved {
             Resolved::Pass => {
-                let c = self.at(slot);
-                c.count(|s| &s.passed, 1);
-                let sock = c.id;
-                self.events.push_back(Event::Message { sock, data: frags });
+                self.at(slot).count(|s| &s.passed, 1);
+                self.queue_for_app(Some(slot), slot, frags, len);
             }
             Resolved::Drop(reason) => self.count_drop(slot, reason, len),
             Resolved::Redirect { target, ingress } => {
@@ -656,10 +722,7 @@ impl Core {
                         return self.count_drop(slot, DropReason::DeadTarget, len);
                     }
                     self.at(slot).count(|s| &s.redirected_ingress, 1);
-                    self.events.push_back(Event::Message {
-                        sock: target,
-                        data: frags,
-                    });
+                    self.queue_for_app(Some(slot), ts, frags, len);
                 } else {
                     if !t.is_egress_target() {
                         return self.count_drop(slot, DropReason::DeadTarget, len);

@@ -7,10 +7,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use bytes::Bytes;
 use smallvec::SmallVec;
 
+use super::external::ItemRef;
 use super::{eval_rule, Core, Resolved};
-use crate::conn::SendAck;
+use crate::conn::{ParkedSend, SendAck, SendJob, SendOutcome};
 use crate::error::Errno;
 use crate::event::{Event, Frags};
+use crate::external::{Answer, BatchItem, ItemKind, MsgEdit};
 use crate::id::SockId;
 use crate::msg::SkMsg;
 use crate::program::MsgVerdictKind;
@@ -22,25 +24,12 @@ use crate::stats::DropReason;
 /// forced (the kernel forces a cork when its 17-slot ring fills).
 const MSG_MAX_FRAGS: usize = 1024;
 
-/// What became of one application send.
-#[derive(Debug, Default)]
-struct Outcome {
-    /// Bytes transmitted, redirected or parked by a cork.
-    accepted: usize,
-    /// Bytes refused.
-    refused: usize,
-    /// The refusal was a dead redirect target (EPIPE) rather than a DROP (EACCES).
-    pipe: bool,
-    /// The ring the last accepted bytes went to (the send is acknowledged when it drains).
-    ring: Option<usize>,
-}
-
 impl Core {
     /// An application send; [`Event::SendDone`] reports the bytes accepted,
     /// `EACCES` when the msg verdict dropped everything, `EPIPE` when the
-    /// socket or its redirect target is gone.
+    /// socket or its redirect target is gone. Sends of a socket whose msg
+    /// verdict awaits an external answer wait behind it, in order.
     pub fn handle_send(&mut self, id: SockId, data: Bytes, req: u64) {
-        let n = data.len();
         let slot = self.slot_of(id).filter(|&s| {
             let c = self.conns[s].as_ref().expect("checked");
             !c.closing && !c.end_requested && !c.listener
@@ -54,31 +43,41 @@ impl Core {
         };
         let c = self.at(slot);
         c.count(|s| &s.sends, 1);
-        let out = if c.progs.msg_verdict.is_none() {
+        if c.send_parked.is_some() {
+            c.send_backlog.push_back((data, req));
+            return;
+        }
+        self.start_send(slot, data, req);
+    }
+
+    fn start_send(&mut self, slot: usize, data: Bytes, req: u64) {
+        let n = data.len();
+        if self.at(slot).progs.msg_verdict.is_none() {
             self.tx_push(slot, data);
             self.after_push(None, slot);
-            Outcome {
+            let out = SendOutcome {
                 accepted: n,
                 ring: Some(slot),
-                ..Outcome::default()
-            }
-        } else {
-            self.run_msg_verdict(slot, data)
-        };
+                ..SendOutcome::default()
+            };
+            return self.finish_send(slot, req, n, out);
+        }
+        if let Some(out) = self.run_msg_verdict(slot, data, req) {
+            self.finish_send(slot, req, n, out);
+        }
+    }
+
+    /// Reports what became of a send of `n` bytes.
+    fn finish_send(&mut self, slot: usize, req: u64, n: usize, out: SendOutcome) {
+        let c = self.at(slot);
+        let sock = c.id;
         let result = if out.refused > 0 && out.accepted == 0 {
-            self.at(slot).count(|s| &s.sends_refused, 1);
+            c.count(|s| &s.sends_refused, 1);
             Err(if out.pipe { Errno::Pipe } else { Errno::Acces })
         } else {
             Ok(n.saturating_sub(out.refused))
         };
-        self.ack(
-            out.ring,
-            SendAck {
-                sock: id,
-                req,
-                result,
-            },
-        );
+        self.ack(out.ring, SendAck { sock, req, result });
     }
 
     /// Reports a send now, or once the ring its bytes went to drains below the low watermark.
@@ -98,16 +97,13 @@ impl Core {
         });
     }
 
-    /// The kernel's `tcp_bpf_send_verdict` loop over one send.
-    fn run_msg_verdict(&mut self, slot: usize, data: Bytes) -> Outcome {
+    /// The kernel's `tcp_bpf_send_verdict` loop over one send; `None` when
+    /// it waits for an external answer.
+    fn run_msg_verdict(&mut self, slot: usize, data: Bytes, req: u64) -> Option<SendOutcome> {
         let c = self.at(slot);
-        let id = c.id;
-        let prog = c.progs.msg_verdict.clone().expect("checked by caller");
-        let mut st = std::mem::take(&mut c.msg);
-        let mut out = Outcome::default();
         let len = data.len();
-
-        let mut msg = st
+        let mut msg = c
+            .msg
             .cork
             .take()
             .unwrap_or_else(|| SkMsg::new(SgRing::with_max_frags(MSG_MAX_FRAGS)));
@@ -122,50 +118,171 @@ impl Core {
                 true
             }
         };
+        let st = &mut c.msg;
         if st.cork_bytes > 0 && msg.size() < st.cork_bytes && !forced {
             st.cork = Some(msg);
-            out.accepted = len;
-            self.at(slot).msg = st;
-            return out;
+            return Some(SendOutcome {
+                accepted: len,
+                ..SendOutcome::default()
+            });
         }
         st.cork_bytes = 0;
+        let job = SendJob {
+            msg,
+            forced,
+            out: SendOutcome::default(),
+            len,
+            req,
+        };
+        self.msg_loop(slot, job, None)
+    }
 
-        while msg.size() > 0 {
+    /// Runs verdicts over the message until it is all transmitted, redirected,
+    /// refused or corked. `answered`: the verdict an external answer gave
+    /// (its edits already applied) for the first part.
+    fn msg_loop(
+        &mut self,
+        slot: usize,
+        mut job: SendJob,
+        mut answered: Option<Resolved>,
+    ) -> Option<SendOutcome> {
+        let c = self.at(slot);
+        let id = c.id;
+        let prog = c.progs.msg_verdict.clone()?;
+        let mut st = std::mem::take(&mut c.msg);
+        while job.msg.size() > 0 {
             let resolved = match st.cached.filter(|_| st.apply_left > 0) {
                 Some(r) => r,
                 None => {
-                    msg.apply_bytes(0);
-                    msg.cork_bytes(0);
-                    let r = self.msg_verdict(&prog.kind, id, &mut msg);
-                    let cork = msg.corked_bytes() as usize;
-                    if cork > msg.size() && !forced {
-                        st.cork = Some(msg);
+                    let r = match answered.take() {
+                        Some(r) => r,
+                        None => {
+                            job.msg.apply_bytes(0);
+                            job.msg.cork_bytes(0);
+                            if let MsgVerdictKind::External { tag, peek_bytes } = prog.kind {
+                                self.at(slot).msg = st;
+                                self.park_send(slot, job, tag, peek_bytes);
+                                return None;
+                            }
+                            self.msg_verdict(&prog.kind, id, &mut job.msg)
+                        }
+                    };
+                    let cork = job.msg.corked_bytes() as usize;
+                    if cork > job.msg.size() && !job.forced {
+                        st.cork = Some(job.msg);
                         st.cork_bytes = cork;
-                        out.accepted = len;
+                        job.out.accepted = job.len;
                         self.at(slot).msg = st;
-                        return out;
+                        return Some(job.out);
                     }
-                    st.apply_left = msg.applied_bytes() as usize;
+                    st.apply_left = job.msg.applied_bytes() as usize;
                     st.cached = (st.apply_left > 0).then_some(r);
                     r
                 }
             };
             let take = if st.apply_left > 0 {
-                st.apply_left.min(msg.size())
+                st.apply_left.min(job.msg.size())
             } else {
-                msg.size()
+                job.msg.size()
             };
-            let part = msg.sg.split_to(take);
+            let part = job.msg.sg.split_to(take);
             if st.apply_left > 0 {
                 st.apply_left -= take;
                 if st.apply_left == 0 {
                     st.cached = None;
                 }
             }
-            self.apply_msg(slot, resolved, part, &mut out);
+            self.apply_msg(slot, resolved, part, &mut job.out);
         }
         self.at(slot).msg = st;
-        out
+        Some(job.out)
+    }
+
+    /// Parks a send until its external msg verdict answers.
+    fn park_send(&mut self, slot: usize, job: SendJob, tag: u32, peek_bytes: usize) {
+        let c = self.at(slot);
+        let sock = c.id;
+        let seq = c.send_seq;
+        c.send_seq += 1;
+        let item = BatchItem {
+            sock,
+            tag,
+            kind: ItemKind::MsgVerdict,
+            len: job.msg.size(),
+            peek_bytes,
+            frags: job.msg.sg.frags().cloned().collect(),
+        };
+        c.send_parked = Some(Box::new(ParkedSend { seq, job }));
+        self.batch_item(ItemRef::Msg(sock, seq), item);
+    }
+
+    /// An external msg verdict answered (`None`: no answer, the error verdict).
+    pub(super) fn handle_msg_answer(&mut self, sock: SockId, seq: u64, answer: Option<Answer>) {
+        let Some(slot) = self.slot_of(sock) else {
+            return;
+        };
+        let c = self.at(slot);
+        if c.send_parked.as_ref().map_or(true, |p| p.seq != seq) {
+            return;
+        }
+        let Some(parked) = c.send_parked.take() else {
+            return;
+        };
+        let mut job = parked.job;
+        let resolved = match answer {
+            None => Resolved::Drop(DropReason::Verdict),
+            Some(a) => match apply_edits(&mut job.msg, &a.edits) {
+                Ok(()) => super::resolve(&self.shared, &a.verdict),
+                Err(code) => {
+                    self.events.push_back(Event::Error {
+                        sock: Some(sock),
+                        code,
+                        detail: format!("msg verdict edits {:?} rejected", a.edits),
+                        fatal: false,
+                    });
+                    Resolved::Drop(DropReason::Verdict)
+                }
+            },
+        };
+        let (req, n) = (job.req, job.len);
+        if let Some(out) = self.msg_loop(slot, job, Some(resolved)) {
+            self.finish_send(slot, req, n, out);
+        }
+        while self.at(slot).send_parked.is_none() {
+            let Some((data, req)) = self.at(slot).send_backlog.pop_front() else {
+                break;
+            };
+            self.start_send(slot, data, req);
+        }
+        self.flush_run();
+    }
+
+    /// Fails the parked and waiting sends of a closing socket with `EPIPE`.
+    pub(super) fn fail_parked_sends(&mut self, slot: usize) {
+        let c = self.at(slot);
+        let sock = c.id;
+        let parked = c.send_parked.take();
+        let backlog = std::mem::take(&mut c.send_backlog);
+        let mut lost = 0;
+        let mut reqs: SmallVec<[u64; 4]> = SmallVec::new();
+        if let Some(p) = parked {
+            lost += p.job.msg.size();
+            reqs.push(p.job.req);
+        }
+        for (data, req) in backlog {
+            lost += data.len();
+            reqs.push(req);
+        }
+        if lost > 0 {
+            c.count(|s| &s.discarded_bytes, lost as u64);
+        }
+        for req in reqs {
+            self.events.push_back(Event::SendDone {
+                sock,
+                req,
+                result: Err(Errno::Pipe),
+            });
+        }
     }
 
     /// Runs a msg verdict program on one message.
@@ -177,6 +294,7 @@ impl Core {
                     sock: id,
                     frags: &frags,
                     len: msg.size(),
+                    meta: &crate::framer::MessageMeta::None,
                 };
                 eval_rule(&self.shared, rule, &view).0
             }
@@ -190,9 +308,9 @@ impl Core {
     }
 
     /// Carries out a msg verdict on the bytes it covers.
-    fn apply_msg(&mut self, slot: usize, resolved: Resolved, part: SgRing, out: &mut Outcome) {
+    fn apply_msg(&mut self, slot: usize, resolved: Resolved, part: SgRing, out: &mut SendOutcome) {
         let len = part.len();
-        let refuse = |core: &mut Core, out: &mut Outcome, reason: DropReason, pipe: bool| {
+        let refuse = |core: &mut Core, out: &mut SendOutcome, reason: DropReason, pipe: bool| {
             core.count_drop(slot, reason, len);
             out.refused += len;
             out.pipe |= pipe;
@@ -224,7 +342,7 @@ impl Core {
                 if ingress {
                     self.at(slot).count(|s| &s.redirected_ingress, 1);
                     let data: Frags = part.frags().cloned().collect();
-                    self.events.push_back(Event::Message { sock: target, data });
+                    self.queue_for_app(None, ts, data, len);
                 } else {
                     self.at(slot).count(|s| &s.redirected_egress, 1);
                     for f in part.frags() {
@@ -236,4 +354,20 @@ impl Core {
             }
         }
     }
+}
+
+/// Applies an external msg verdict's edits in order.
+fn apply_edits(msg: &mut SkMsg, edits: &[MsgEdit]) -> Result<(), Errno> {
+    for e in edits {
+        match *e {
+            MsgEdit::Apply(n) => msg.apply_bytes(n),
+            MsgEdit::Cork(n) => msg.cork_bytes(n),
+            MsgEdit::Pull(start, end) => {
+                msg.pull(start, end)?;
+            }
+            MsgEdit::Push(start, len) => msg.push(start, len)?,
+            MsgEdit::Pop(start, len) => msg.pop(start, len)?,
+        }
+    }
+    Ok(())
 }

@@ -511,6 +511,17 @@ impl StrParser {
         self.drain()
     }
 
+    /// Whether the parser waits for [`handle_deferred`](StrParser::handle_deferred).
+    pub fn is_pending(&self) -> bool {
+        matches!(self.run, Run::Pending(_))
+    }
+
+    /// The buffered fragments, starting at the current message (what an
+    /// external parser is shown while the parser is pending).
+    pub fn buffered(&self) -> impl Iterator<Item = &Bytes> {
+        self.queue.iter()
+    }
+
     /// Bytes received and not yet delivered, skipped or handed back.
     pub fn buffered_bytes(&self) -> usize {
         self.buffered

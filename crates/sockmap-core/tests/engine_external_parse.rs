@@ -1,0 +1,332 @@
+//! External parsers and external msg verdicts, answered by another thread;
+//! bounded application queues.
+
+mod engine_util;
+
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use engine_util::*;
+use sockmap_core::external::{Answer, Batch, ExternalVerdicts, ItemDesc, ItemKind, MsgEdit};
+use sockmap_core::framer::Parse;
+use sockmap_core::map::MapKind;
+use sockmap_core::program::{
+    MsgVerdictKind, MsgVerdictProg, ParserKind, ParserProg, Programs, StreamVerdictProg,
+};
+use sockmap_core::{
+    BatchConfig, Engine, EngineConfig, Errno, Event, Hooks, Key, MapId, Rule, SockId, Verdict,
+};
+
+struct ChanSink(Sender<Batch>);
+
+impl ExternalVerdicts for ChanSink {
+    fn submit(&mut self, batch: Batch) {
+        let _ = self.0.send(batch);
+    }
+}
+
+/// What the responder saw of one item: its kind, length and copied bytes.
+type Seen = Arc<Mutex<Vec<(ItemKind, usize, Vec<u8>)>>>;
+
+/// An engine whose external side is a thread answering every item with
+/// `decide(kind, bytes)`, as a binding would after `copy_into`.
+fn external_harness(
+    cfg: EngineConfig,
+    decide: impl Fn(ItemKind, &[u8]) -> Answer + Send + 'static,
+) -> (Harness, Seen, JoinHandle<()>) {
+    let (tx, rx): (Sender<Batch>, Receiver<Batch>) = channel();
+    let mut h = Harness::with_config(cfg.clone());
+    h.engine = Engine::start(
+        cfg,
+        Hooks {
+            notify: None,
+            external: Some(Box::new(ChanSink(tx))),
+        },
+    )
+    .unwrap();
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    let t = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut descs: Vec<ItemDesc> = Vec::new();
+        while let Ok(batch) = rx.recv() {
+            batch.copy_into(&mut buf, &mut descs);
+            let answers = descs
+                .iter()
+                .map(|d| {
+                    let bytes = &buf[d.offset..d.offset + d.copied];
+                    log.lock().unwrap().push((d.kind, d.len, bytes.to_vec()));
+                    decide(d.kind, bytes)
+                })
+                .collect();
+            batch.reply(answers);
+        }
+    });
+    (h, seen, t)
+}
+
+/// A parse function over a 4-byte big-endian length-prefixed protocol:
+/// the lengths of every whole frame in `data`, then `NeedMore` for a partial one.
+fn parse_frames(data: &[u8]) -> Vec<Parse> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        if data.len() - at < 4 {
+            out.push(Parse::NeedMore { hint: None });
+            return out;
+        }
+        let n = u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as usize + 4;
+        out.push(Parse::Length(n));
+        at += n;
+    }
+    out
+}
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut v = (payload.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+fn take_messages(h: &mut Harness, sock: SockId, n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|_| {
+            h.wait(|e| match e {
+                Event::Message { sock: s, data } if *s == sock => {
+                    Some(sockmap_core::event::frags_to_vec(data))
+                }
+                _ => None,
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn external_parser_frames_many_messages_per_crossing() {
+    let cfg = EngineConfig {
+        batch: BatchConfig {
+            max_messages: 64,
+            max_delay: Duration::from_micros(50),
+            max_in_flight: 2,
+        },
+        ..EngineConfig::default()
+    };
+    let (mut h, seen, _t) = external_harness(cfg, |kind, bytes| {
+        assert_eq!(kind, ItemKind::Parse);
+        Answer::parsed(parse_frames(bytes))
+    });
+    let m = h.h().create_map(MapKind::SockHash, 8).unwrap();
+    let mut prog = ParserProg::new(ParserKind::External { tag: 3 });
+    prog.max_message_bytes = 1 << 16;
+    let progs = Programs {
+        parser: Some(Arc::new(prog)),
+        verdict: Some(Arc::new(StreamVerdictProg::rule(Rule::Pass))),
+        ..Programs::default()
+    };
+    h.h().attach(m, progs).unwrap();
+    let (mut p, s) = h.pair();
+    // 50 frames and 3 bytes of the 51st's header, all waiting before the socket reads.
+    let frames: Vec<Vec<u8>> = (0..51u32)
+        .map(|i| frame(format!("message number {i}").as_bytes()))
+        .collect();
+    let whole: Vec<u8> = frames[..50].concat();
+    write(&mut p, &[whole.clone(), frames[50][..3].to_vec()].concat());
+    h.put(m, "s", s);
+    assert_eq!(take_messages(&mut h, s, 50), frames[..50].to_vec());
+    let crossings = seen.lock().unwrap().len();
+    assert!(crossings <= 3, "50 frames took {crossings} parse crossings");
+    // The 51st header is incomplete (NeedMore): a later read asks again.
+    write(&mut p, &frames[50][3..]);
+    assert_eq!(take_messages(&mut h, s, 1), vec![frames[50].clone()]);
+    let st = h.h().sock_stats(s).unwrap();
+    assert_eq!((st.messages_in, st.passed, st.parser_errors), (51, 51, 0));
+    // The last crossing carried exactly the 51st frame (the bytes from the current message on).
+    assert_eq!(seen.lock().unwrap().last().unwrap().2, frames[50]);
+}
+
+#[test]
+fn external_parser_error_aborts_the_socket() {
+    let (mut h, _seen, _t) = external_harness(EngineConfig::default(), |_, bytes| {
+        Answer::parsed(match bytes.first() {
+            Some(b'!') => vec![Parse::Error(Errno::Proto)],
+            _ => vec![Parse::Length(2)],
+        })
+    });
+    let m = h.h().create_map(MapKind::SockHash, 8).unwrap();
+    let progs = Programs {
+        parser: Some(Arc::new(ParserProg::new(ParserKind::External { tag: 1 }))),
+        verdict: Some(Arc::new(StreamVerdictProg::rule(Rule::Pass))),
+        ..Programs::default()
+    };
+    h.h().attach(m, progs).unwrap();
+    let (mut p, s) = h.pair();
+    h.put(m, "s", s);
+    write(&mut p, b"ok");
+    assert_eq!(take_messages(&mut h, s, 1), vec![b"ok".to_vec()]);
+    write(&mut p, b"!bad");
+    assert_eq!(h.closed(s), Some(Errno::Proto));
+}
+
+fn msg_decide(targets: MapId) -> impl Fn(ItemKind, &[u8]) -> Answer {
+    move |kind, bytes| {
+        assert_eq!(kind, ItemKind::MsgVerdict);
+        let (verdict, edits) = match bytes {
+            b"hello world" => (Verdict::Pass, vec![MsgEdit::Pop(0, 6)]),
+            b"DROPME" => (Verdict::Drop, vec![]),
+            b"xyz123" => (Verdict::Pass, vec![MsgEdit::Apply(3)]),
+            b"123" => (
+                Verdict::Redirect {
+                    map: targets,
+                    key: Key::from("t"),
+                    ingress: true,
+                },
+                vec![],
+            ),
+            b"ab" => (Verdict::Pass, vec![MsgEdit::Cork(10)]),
+            b"abcdefghijkl" => (Verdict::Pass, vec![MsgEdit::Push(2, 1)]),
+            _ => (Verdict::Pass, vec![MsgEdit::Pull(5, 1)]),
+        };
+        Answer {
+            verdict,
+            edits,
+            ..Answer::default()
+        }
+    }
+}
+
+#[test]
+fn external_msg_verdict_with_edits_in_order() {
+    let targets_cell: Arc<Mutex<Option<MapId>>> = Arc::default();
+    let cell = targets_cell.clone();
+    let (mut h, seen, _t) = external_harness(EngineConfig::default(), move |k, b| {
+        msg_decide(cell.lock().unwrap().expect("targets set"))(k, b)
+    });
+    let targets = h.h().create_map(MapKind::SockHash, 8).unwrap();
+    *targets_cell.lock().unwrap() = Some(targets);
+    let m = h.h().create_map(MapKind::SockHash, 8).unwrap();
+    let progs = Programs {
+        msg_verdict: Some(Arc::new(MsgVerdictProg {
+            kind: MsgVerdictKind::External {
+                tag: 9,
+                peek_bytes: 64,
+            },
+        })),
+        ..Programs::default()
+    };
+    h.h().attach(m, progs).unwrap();
+    let (mut p, s) = h.pair();
+    let (_pt, t) = h.pair();
+    h.put(m, "s", s);
+    h.put(targets, "t", t);
+    h.h().resume(t);
+    // Sent back to back: each waits behind the previous one's answer.
+    let sends: [&[u8]; 6] = [
+        b"hello world",
+        b"DROPME",
+        b"xyz123",
+        b"ab",
+        b"cdefghijkl",
+        b"?",
+    ];
+    for (i, d) in sends.iter().enumerate() {
+        h.h()
+            .send(s, bytes::Bytes::copy_from_slice(d), 100 + i as u64);
+    }
+    let mut results = Vec::new();
+    for _ in 0..sends.len() {
+        results.push(h.wait(|e| match e {
+            Event::SendDone { sock, req, result } if *sock == s => Some((*req, *result)),
+            _ => None,
+        }));
+    }
+    assert_eq!(
+        results,
+        vec![
+            (100, Ok(11)),
+            (101, Err(Errno::Acces)),
+            (102, Ok(6)),
+            (103, Ok(2)),
+            (104, Ok(10)),
+            (105, Err(Errno::Acces)),
+        ]
+    );
+    // "hello world" minus its first 6 bytes, "xyz" (apply 3), then the cork
+    // released as "abcdefghijkl" with one zero byte pushed at 2.
+    assert_eq!(read_n(&mut p, 5 + 3 + 13), b"worldxyzab\0cdefghijkl");
+    assert_eq!(take_messages(&mut h, t, 1), vec![b"123".to_vec()]);
+    let kinds: Vec<(usize, Vec<u8>)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, l, b)| (*l, b.clone()))
+        .collect();
+    let asked: Vec<&[u8]> = kinds.iter().map(|(_, b)| &b[..]).collect();
+    assert_eq!(
+        asked,
+        vec![
+            &b"hello world"[..],
+            b"DROPME",
+            b"xyz123",
+            b"123",
+            b"ab",
+            b"abcdefghijkl",
+            b"?"
+        ]
+    );
+    let st = h.h().sock_stats(s).unwrap();
+    assert_eq!(
+        (st.sends, st.sends_refused, st.redirected_ingress),
+        (6, 2, 1)
+    );
+}
+
+#[test]
+fn slow_consumer_stops_reading_until_acknowledged_and_loses_nothing() {
+    const HIGH: usize = 4096;
+    const READ: usize = 1024;
+    let cfg = EngineConfig {
+        app_high_watermark: Some(HIGH),
+        read_buffer: READ,
+        ..EngineConfig::default()
+    };
+    let mut h = Harness::with_config(cfg);
+    let (p, s) = h.pair();
+    h.h().resume(s);
+    let total = 256 * 1024;
+    let data: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+    let writer = {
+        let data = data.clone();
+        let mut p2 = p.try_clone().unwrap();
+        std::thread::spawn(move || write(&mut p2, &data))
+    };
+    let st = h.stats_until(s, |st| st.backpressure_stalls == 1);
+    let first = st.bytes_in as usize;
+    assert!(
+        first > HIGH && first <= HIGH + READ,
+        "read {first} before stopping"
+    );
+    assert_eq!(st.app_queued_bytes as usize, first);
+    // Nothing more is read while nothing is acknowledged.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(h.h().sock_stats(s).unwrap().bytes_in as usize, first);
+    // Consume and acknowledge as a slow consumer would: everything arrives, in order.
+    let mut got = Vec::new();
+    while got.len() < total {
+        let chunk = h.wait(|e| match e {
+            Event::Message { sock, data } if *sock == s => {
+                Some(sockmap_core::event::frags_to_vec(data))
+            }
+            _ => None,
+        });
+        h.h().ack(s, chunk.len());
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got, data);
+    writer.join().unwrap();
+    let st = h.stats_until(s, |st| st.app_queued_bytes == 0);
+    assert_eq!(st.bytes_in as usize, total);
+    assert!(st.backpressure_stalls > 1);
+    drop(p.shutdown(std::net::Shutdown::Both));
+}

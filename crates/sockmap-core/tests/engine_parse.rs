@@ -1,0 +1,295 @@
+//! Framing in the receive path: native framers between read and verdict.
+
+mod engine_util;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine_util::*;
+use sockmap_core::framer::{Http1Options, LengthFieldOptions, RespOptions};
+use sockmap_core::map::MapKind;
+use sockmap_core::program::{ParserKind, ParserProg, Programs, StreamVerdictProg};
+use sockmap_core::rules::MessageView;
+use sockmap_core::{Errno, Event, Key, KeySource, MapId, Rule, Verdict};
+
+/// A frame with a 4-byte big-endian length header.
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut v = (payload.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+/// A SockHash whose sockets take `parser` and a stream verdict running `rule`.
+fn parsed_map(h: &Harness, parser: ParserProg, rule: impl FnOnce(MapId) -> Rule) -> MapId {
+    let m = h.h().create_map(MapKind::SockHash, 64).unwrap();
+    let progs = Programs {
+        parser: Some(Arc::new(parser)),
+        verdict: Some(Arc::new(StreamVerdictProg::rule(rule(m)))),
+        ..Programs::default()
+    };
+    h.h().attach(m, progs).unwrap();
+    m
+}
+
+fn length4() -> ParserProg {
+    ParserProg::new(ParserKind::LengthField(LengthFieldOptions::default()))
+}
+
+/// Collects `n` messages for `sock`, each as one vector.
+fn take_messages(h: &mut Harness, sock: sockmap_core::SockId, n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|_| {
+            h.wait(|e| match e {
+                Event::Message { sock: s, data } if *s == sock => {
+                    Some(sockmap_core::event::frags_to_vec(data))
+                }
+                _ => None,
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn four_byte_header_frames_across_split_reads() {
+    let mut h = Harness::new();
+    let map = parsed_map(&h, length4(), |_| Rule::Pass);
+    let (mut p, s) = h.pair();
+    h.put(map, "s", s);
+    let mut wire = frame(b"hello");
+    wire.extend(frame(b""));
+    wire.extend(frame(&[7u8; 300]));
+    wire.extend(frame(b"end"));
+    // Every split point gets its own read: the engine has counted the bytes
+    // before the next piece is written.
+    let cuts = [1, 3, 4, 6, 9, 10, 12, 13, 200, 313, 317, 320, wire.len()];
+    let mut at = 0;
+    for &cut in &cuts {
+        write(&mut p, &wire[at..cut]);
+        h.stats_until(s, |st| st.bytes_in == cut as u64);
+        at = cut;
+    }
+    let got = take_messages(&mut h, s, 4);
+    assert_eq!(
+        got,
+        vec![
+            frame(b"hello"),
+            frame(b""),
+            frame(&[7u8; 300]),
+            frame(b"end")
+        ]
+    );
+    let st = h.h().sock_stats(s).unwrap();
+    assert_eq!((st.messages_in, st.passed, st.parser_errors), (4, 4, 0));
+}
+
+#[test]
+fn hundred_frames_in_one_send_redirected_in_order() {
+    let h = Harness::new();
+    let map = parsed_map(&h, length4(), |m| Rule::Redirect {
+        map: m,
+        key: KeySource::Socket,
+        ingress: false,
+    });
+    let (mut pa, a) = h.pair();
+    let (mut pb, b) = h.pair();
+    h.put(map, a, b);
+    h.put(map, b, a);
+    let mut wire = Vec::new();
+    for i in 0..100u32 {
+        wire.extend(frame(format!("frame-{i:03}").as_bytes()));
+    }
+    write(&mut pa, &wire);
+    assert_eq!(read_n(&mut pb, wire.len()), wire);
+    let st = h.stats_until(a, |st| st.messages_in == 100);
+    assert_eq!((st.redirected_egress, st.dropped), (100, 0));
+    assert_eq!(
+        h.stats_until(b, |st| st.bytes_out == wire.len() as u64)
+            .queued_bytes,
+        0
+    );
+}
+
+#[test]
+fn dispatch_framed_messages_by_size_to_two_targets() {
+    let h = Harness::new();
+    let targets = h.h().create_map(MapKind::SockHash, 8).unwrap();
+    let by_size: sockmap_core::rules::VerdictFn =
+        Arc::new(move |m: &MessageView<'_>| Verdict::Redirect {
+            map: targets,
+            key: Key::from(if m.len > 20 { "big" } else { "small" }),
+            ingress: false,
+        });
+    let src = parsed_map(&h, length4(), |_| Rule::Func(by_size));
+    let (mut ps, s) = h.pair();
+    let (mut pbig, big) = h.pair();
+    let (mut psmall, small) = h.pair();
+    h.put(targets, "big", big);
+    h.put(targets, "small", small);
+    h.put(src, "s", s);
+    let (f1, f2, f3, f4) = (
+        frame(b"tiny"),
+        frame(&[b'B'; 40]),
+        frame(b"x"),
+        frame(&[b'C'; 17]),
+    );
+    let wire = [f1.clone(), f2.clone(), f3.clone(), f4.clone()].concat();
+    write(&mut ps, &wire);
+    assert_eq!(read_n(&mut pbig, f2.len() + f4.len()), [f2, f4].concat());
+    assert_eq!(read_n(&mut psmall, f1.len() + f3.len()), [f1, f3].concat());
+    let st = h.stats_until(s, |st| st.messages_in == 4);
+    assert_eq!(st.redirected_egress, 4);
+}
+
+#[test]
+fn resp_first_key_routes_commands() {
+    let h = Harness::new();
+    let shards = h.h().create_map(MapKind::SockHash, 8).unwrap();
+    let src = parsed_map(
+        &h,
+        ParserProg::new(ParserKind::Resp(RespOptions::default())),
+        |_| Rule::Redirect {
+            map: shards,
+            key: KeySource::Resp,
+            ingress: false,
+        },
+    );
+    let (mut pc, c) = h.pair();
+    let (mut p1, s1) = h.pair();
+    let (mut p2, s2) = h.pair();
+    h.put(shards, "user:1", s1);
+    h.put(shards, "user:2", s2);
+    h.put(src, "client", c);
+    let set1 = b"*3\r\n$3\r\nSET\r\n$6\r\nuser:1\r\n$5\r\nalice\r\n".to_vec();
+    let get2 = b"*2\r\n$3\r\nGET\r\n$6\r\nuser:2\r\n".to_vec();
+    let get1 = b"*2\r\n$3\r\nGET\r\n$6\r\nuser:1\r\n".to_vec();
+    let ping = b"*1\r\n$4\r\nPING\r\n".to_vec();
+    let other = b"*2\r\n$3\r\nGET\r\n$6\r\nuser:9\r\n".to_vec();
+    write(
+        &mut pc,
+        &[set1.clone(), get2.clone(), ping, other, get1.clone()].concat(),
+    );
+    assert_eq!(
+        read_n(&mut p1, set1.len() + get1.len()),
+        [set1, get1].concat()
+    );
+    assert_eq!(read_n(&mut p2, get2.len()), get2);
+    let st = h.stats_until(c, |st| st.messages_in == 5);
+    assert_eq!((st.redirected_egress, st.dropped_no_key), (3, 2));
+}
+
+#[test]
+fn http_host_routes_requests() {
+    let h = Harness::new();
+    let vhosts = h.h().create_map(MapKind::SockHash, 8).unwrap();
+    let src = parsed_map(
+        &h,
+        ParserProg::new(ParserKind::Http1(Http1Options::default())),
+        |_| Rule::Redirect {
+            map: vhosts,
+            key: KeySource::HttpHost,
+            ingress: false,
+        },
+    );
+    let (mut pc, c) = h.pair();
+    let (mut pa, a) = h.pair();
+    let (mut pb, b) = h.pair();
+    h.put(vhosts, "a.test", a);
+    h.put(vhosts, "b.test", b);
+    h.put(src, "client", c);
+    let r1 = b"POST /x HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nhello".to_vec();
+    let r2 = b"GET /y HTTP/1.1\r\nHost: b.test\r\n\r\n".to_vec();
+    let r3 = b"GET /z HTTP/1.1\r\nHost: a.test\r\n\r\n".to_vec();
+    write(&mut pc, &[r1.clone(), r2.clone(), r3.clone()].concat());
+    assert_eq!(read_n(&mut pa, r1.len() + r3.len()), [r1, r3].concat());
+    assert_eq!(read_n(&mut pb, r2.len()), r2);
+    assert_eq!(
+        h.stats_until(c, |st| st.messages_in == 3).redirected_egress,
+        3
+    );
+}
+
+#[test]
+fn oversize_frame_aborts_with_emsgsize_after_earlier_frames() {
+    let mut h = Harness::new();
+    let mut prog = length4();
+    prog.max_message_bytes = 64;
+    let map = parsed_map(&h, prog, |_| Rule::Pass);
+    let (mut p, s) = h.pair();
+    h.put(map, "s", s);
+    write(&mut p, &[frame(b"ok"), frame(&[0u8; 100])].concat());
+    assert_eq!(take_messages(&mut h, s, 1), vec![frame(b"ok")]);
+    assert_eq!(h.closed(s), Some(Errno::MsgSize));
+    assert_eq!(read_to_end(&mut p), b"");
+    assert_eq!(h.h().map_len(map), Ok(0));
+}
+
+#[test]
+fn incomplete_message_times_out_with_etimedout() {
+    let mut h = Harness::new();
+    let mut prog = length4();
+    prog.message_timeout = Some(Duration::from_millis(30));
+    let map = parsed_map(&h, prog, |_| Rule::Pass);
+    let (mut p, s) = h.pair();
+    h.put(map, "s", s);
+    write(&mut p, &frame(b"whole"));
+    write(&mut p, &frame(b"cut short")[..6]);
+    assert_eq!(take_messages(&mut h, s, 1), vec![frame(b"whole")]);
+    assert_eq!(h.closed(s), Some(Errno::TimedOut));
+}
+
+#[test]
+fn oversize_frames_are_skipped_and_counted() {
+    let mut h = Harness::new();
+    let opts = LengthFieldOptions {
+        max_frame_length: 16,
+        discard_oversize: true,
+        ..LengthFieldOptions::default()
+    };
+    let map = parsed_map(&h, ParserProg::new(ParserKind::LengthField(opts)), |_| {
+        Rule::Pass
+    });
+    let (mut p, s) = h.pair();
+    h.put(map, "s", s);
+    write(
+        &mut p,
+        &[frame(b"a"), frame(&[9u8; 50]), frame(b"b")].concat(),
+    );
+    assert_eq!(take_messages(&mut h, s, 2), vec![frame(b"a"), frame(b"b")]);
+    let st = h.h().sock_stats(s).unwrap();
+    assert_eq!(
+        (st.skipped_frames, st.skipped_bytes, st.messages_in),
+        (1, 54, 2)
+    );
+}
+
+#[test]
+fn upgrade_hands_the_rest_of_the_stream_back_raw() {
+    let mut h = Harness::new();
+    let map = parsed_map(
+        &h,
+        ParserProg::new(ParserKind::Http1(Http1Options::default())),
+        |_| Rule::Pass,
+    );
+    let (mut p, s) = h.pair();
+    h.put(map, "s", s);
+    let plain = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n".to_vec();
+    let upgrade =
+        b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+            .to_vec();
+    // Not HTTP: after the upgrade the framer would reject these bytes.
+    let tail = b"\x81\x05hello raw bytes\r\n\r\n".to_vec();
+    write(
+        &mut p,
+        &[plain.clone(), upgrade.clone(), tail[..4].to_vec()].concat(),
+    );
+    h.stats_until(s, |st| st.handbacks == 1);
+    write(&mut p, &tail[4..]);
+    assert_eq!(take_messages(&mut h, s, 2), vec![plain, upgrade]);
+    let (got, _) = h.messages(s, tail.len());
+    assert_eq!(got, tail);
+    let st = h.h().sock_stats(s).unwrap();
+    assert_eq!(
+        (st.messages_in, st.passed, st.handbacks, st.parser_errors),
+        (2, 2, 1, 0)
+    );
+}
