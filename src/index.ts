@@ -7,6 +7,36 @@ import { engineVersion } from './binding.cjs'
 
 export { SgRing, type SgRingOptions } from './ring'
 export { SockmapError, type SockmapErrorCode } from './errors'
+export {
+  Engine,
+  type BatchOptions,
+  type ConnectOptions,
+  type EngineEvents,
+  type EngineOptions,
+  type ListenOptions,
+} from './engine'
+export { Socket, Server, type AddressInfo, type ServerEvents, type SocketEvents } from './socket'
+export { SockMap, SockHash, type AttachOptions, type SetOptions, type UpdateFlag } from './map'
+export {
+  Verdict,
+  Parse,
+  type MapKey,
+  type MsgVerdictFunction,
+  type ParseFunction,
+  type RedirectOptions,
+  type SendMessage,
+  type StreamMessage,
+  type VerdictFunction,
+} from './verdict'
+export {
+  parsers,
+  type DelimiterOptions,
+  type LengthFieldOptions,
+  type NativeParser,
+  type ParserLimits,
+} from './parsers'
+export { rules, type MessageKey, type NativeRule } from './rules'
+export type { EngineStats, MapStats, SocketStats } from './stats'
 
 /** Version of the native engine loaded. */
 export const nativeVersion: string = engineVersion()

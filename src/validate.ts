@@ -25,3 +25,34 @@ export function assertBytes(name: string, value: unknown): asserts value is Uint
     throw new TypeError(`${name} must be a Buffer or Uint8Array, got ${value === null ? 'null' : typeof value}`)
   }
 }
+
+/** Checks that `value` is a plain object (or undefined, when `optional`). */
+export function assertObject(name: string, value: unknown): asserts value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new TypeError(`${name} must be an object, got ${value === null ? 'null' : typeof value}`)
+  }
+}
+
+/** Checks that `value` is a function. */
+export function assertFunction(name: string, value: unknown): asserts value is (...args: never[]) => unknown {
+  if (typeof value !== 'function') throw new TypeError(`${name} must be a function, got ${typeof value}`)
+}
+
+/** Checks that `value` is a non-empty string. */
+export function assertString(name: string, value: unknown): asserts value is string {
+  if (typeof value !== 'string') throw new TypeError(`${name} must be a string, got ${typeof value}`)
+  if (value.length === 0) throw new RangeError(`${name} must not be empty`)
+}
+
+/** Checks that `value` is one of `choices`. */
+export function assertOneOf<T extends string>(name: string, value: unknown, choices: readonly T[]): asserts value is T {
+  if (typeof value !== 'string') throw new TypeError(`${name} must be a string, got ${typeof value}`)
+  if (!(choices as readonly string[]).includes(value)) {
+    throw new RangeError(`${name} must be one of ${choices.map((c) => `'${c}'`).join(', ')}, got '${value}'`)
+  }
+}
+
+/** Checks that `value` is a boolean. */
+export function assertBoolean(name: string, value: unknown): asserts value is boolean {
+  if (typeof value !== 'boolean') throw new TypeError(`${name} must be a boolean, got ${typeof value}`)
+}

@@ -4,7 +4,12 @@
 //! owns the threadsafe-function plumbing. Every decision lives in `sockmap-core`.
 #![deny(clippy::all)]
 
+mod binding_batch;
+mod binding_engine;
 mod binding_error;
+mod binding_event;
+mod binding_map;
+mod binding_options;
 mod binding_ring;
 
 use napi_derive::napi;

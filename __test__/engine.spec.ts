@@ -1,0 +1,225 @@
+import { once } from 'node:events'
+import type net from 'node:net'
+
+import { afterEach, describe, expect, it } from 'vitest'
+
+import { Engine, SockmapError, Verdict, rules, type EngineOptions } from '../src/index'
+import { clientOf, deadline, listening, messagesN, netServer, portOf, readN, until } from './helpers'
+
+const engines: Engine[] = []
+const clients: net.Socket[] = []
+function newEngine(options: EngineOptions = {}): Engine {
+  const e = new Engine(options)
+  engines.push(e)
+  return e
+}
+afterEach(async () => {
+  for (const c of clients.splice(0)) c.destroy()
+  await Promise.all(engines.splice(0).map((e) => deadline(e.close(), 5000, 'engine close')))
+})
+
+async function pair(engine: Engine) {
+  const server = await listening(engine)
+  const a = await clientOf(server)
+  const b = await clientOf(server)
+  clients.push(a.client, b.client)
+  return { server, a, b }
+}
+
+function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn()
+  } catch (err) {
+    expect(err).toBeInstanceOf(SockmapError)
+    return (err as SockmapError).code
+  }
+  return undefined
+}
+
+describe('Engine sockets', () => {
+  it('connects, receives in order after resume, sends, and reports ECONNREFUSED', async () => {
+    const engine = newEngine()
+    let peer: net.Socket | undefined
+    const srv = await netServer((s) => (peer = s))
+    const sock = await deadline(engine.connect({ port: portOf(srv) }), 5000, 'connect')
+    await until(() => peer !== undefined, 5000, 'peer accepted')
+    peer!.write('before-')
+    await new Promise((r) => setTimeout(r, 20))
+    expect(sock.stats().bytesIn).toBe(0) // paused until someone reads
+    const got = messagesN(sock, 12)
+    peer!.write('after')
+    expect(Buffer.concat(await got).toString()).toBe('before-after')
+    await expect(sock.send('pong')).resolves.toBe(4)
+    expect((await readN(peer!, 4)).toString()).toBe('pong')
+    // The peer's FIN half-closes; ending our side completes the close.
+    sock.once('end', () => sock.end())
+    const closedPort = portOf(srv)
+    peer!.destroy()
+    srv.close()
+    await deadline(once(sock, 'close'), 5000, 'close')
+    expect(sock.closed).toBe(true)
+    const refused = engine.connect({ port: closedPort })
+    await expect(refused).rejects.toMatchObject({ code: 'ECONNREFUSED' })
+  })
+
+  it('iterates messages and ends on FIN', async () => {
+    const engine = newEngine()
+    const server = await listening(engine)
+    const { client, sock } = await clientOf(server)
+    clients.push(client)
+    client.end('one-two-three')
+    const parts: string[] = []
+    await deadline(
+      (async () => {
+        for await (const m of sock) parts.push(m.toString())
+      })(),
+      5000,
+      'iterate',
+    )
+    expect(parts.join('')).toBe('one-two-three')
+  })
+
+  it('adopts a node:net socket', async () => {
+    const engine = newEngine()
+    let adopted: ReturnType<Engine['adopt']> | undefined
+    const srv = await netServer((s) => (adopted = engine.adopt(s)))
+    const { connect } = await import('node:net')
+    const client = connect({ host: '127.0.0.1', port: portOf(srv) })
+    clients.push(client)
+    await until(() => adopted !== undefined, 5000, 'adopted')
+    const got = messagesN(adopted!, 5)
+    client.write('hello')
+    expect(Buffer.concat(await got).toString()).toBe('hello')
+    await adopted!.send('back')
+    expect((await readN(client, 4)).toString()).toBe('back')
+    srv.close()
+  })
+})
+
+describe('Maps and native rules', () => {
+  it('redirects egress between paired sockets (rules.key.socket)', async () => {
+    const engine = newEngine()
+    const { a, b } = await pair(engine)
+    const peers = engine.sockHash({ maxEntries: 16 })
+    peers.attach({ verdict: rules.redirect(peers, rules.key.socket) })
+    a.client.write('early')
+    peers.set(a.sock.id, b.sock).set(b.sock.id, a.sock)
+    expect((await readN(b.client, 5)).toString()).toBe('early')
+    b.client.write('pong!')
+    expect((await readN(a.client, 5)).toString()).toBe('pong!')
+    await until(() => a.sock.stats().redirectedEgress >= 1, 5000, 'stats')
+    expect(a.sock.stats().passed).toBe(0)
+    expect(peers.size).toBe(2)
+  })
+
+  it('redirects ingress to the target application', async () => {
+    const engine = newEngine()
+    const { a, b } = await pair(engine)
+    const apps = engine.sockHash({ maxEntries: 4 })
+    apps.attach({ verdict: rules.redirect(apps, 'app', { ingress: true }) })
+    apps.set('app', b.sock)
+    apps.set('src', a.sock)
+    const got = messagesN(b.sock, 10)
+    a.client.write('to-b-s-app')
+    expect(Buffer.concat(await got).toString()).toBe('to-b-s-app')
+  })
+
+  it('drops and counts; a missing key drops', async () => {
+    const engine = newEngine()
+    const { a, b } = await pair(engine)
+    const drops = engine.sockMap({ maxEntries: 4 })
+    drops.attach({ verdict: rules.drop() })
+    drops.set(0, a.sock)
+    a.client.write('gone')
+    await until(() => a.sock.stats().droppedVerdict >= 1, 5000, 'dropped')
+    const nokey = engine.sockHash({ maxEntries: 4 })
+    nokey.attach({ verdict: rules.redirect(nokey, 'absent') })
+    nokey.set('b', b.sock)
+    b.client.write('x')
+    await until(() => b.sock.stats().droppedNoKey >= 1, 5000, 'no key')
+    expect(engine.stats().totals.dropped).toBe(2)
+    expect(engine.metrics()).toContain('sockmap_map_dropped_total{map="0",kind="sockmap"} 1')
+  })
+
+  it('reports the kernel error codes', async () => {
+    const engine = newEngine()
+    const { a, b } = await pair(engine)
+    const map = engine.sockMap({ maxEntries: 2 })
+    const hash = engine.sockHash({ maxEntries: 1 })
+    expect(codeOf(() => map.set(2, a.sock))).toBe('E2BIG')
+    map.set(0, a.sock)
+    expect(codeOf(() => map.set(0, b.sock, { flag: 'noexist' }))).toBe('EEXIST')
+    expect(codeOf(() => map.set(1, b.sock, { flag: 'exist' }))).toBe('ENOENT')
+    hash.set('k', a.sock)
+    expect(codeOf(() => hash.set('other', b.sock))).toBe('E2BIG')
+    expect(codeOf(() => hash.delete('absent'))).toBe('ENOENT')
+    const m1 = engine.sockHash({ maxEntries: 4 })
+    const m2 = engine.sockHash({ maxEntries: 4 })
+    m1.attach({ verdict: rules.pass() })
+    m2.attach({ verdict: rules.drop() })
+    m1.set('x', b.sock)
+    expect(codeOf(() => m2.set('x', b.sock))).toBe('EBUSY')
+    expect(map.get(0)).toBe(a.sock)
+    expect(map.has(1)).toBe(false)
+    expect(map.keys()).toEqual([0])
+    expect(hash.keys().map((k) => k.toString())).toEqual(['k'])
+    b.sock.destroy()
+    await deadline(once(b.sock, 'close'), 5000, 'close')
+    expect(codeOf(() => m2.set('y', b.sock))).toBe('EOPNOTSUPP')
+  })
+
+  it('removes a closed socket from every map', async () => {
+    const engine = newEngine()
+    const { a } = await pair(engine)
+    const map = engine.sockMap({ maxEntries: 4 })
+    const hash = engine.sockHash({ maxEntries: 4 })
+    map.set(1, a.sock)
+    hash.set('a', a.sock)
+    const closed = once(a.sock, 'close')
+    a.sock.once('end', () => a.sock.end())
+    a.client.destroy()
+    a.sock.resume()
+    await deadline(closed, 5000, 'close')
+    expect(map.size).toBe(0)
+    expect(hash.size).toBe(0)
+    expect(map.has(1)).toBe(false)
+  })
+
+  it('rejects bad arguments with TypeError / RangeError naming them', async () => {
+    const engine = newEngine()
+    const map = engine.sockMap({ maxEntries: 2 })
+    expect(() => new Engine({ shards: 0 })).toThrow(/options.shards/)
+    expect(() => new Engine({ backend: 'x' as 'epoll' })).toThrow(RangeError)
+    expect(() => map.set(-1, {} as never)).toThrow(/key must be/)
+    expect(() => map.get('a' as unknown as number)).toThrow(TypeError)
+    expect(() => engine.sockHash({ maxEntries: 0 })).toThrow(/options.maxEntries/)
+    expect(() => map.attach({ onError: 7 as Verdict })).toThrow(/options.onError/)
+    await expect(engine.listen({ port: 70000 })).rejects.toThrow(/options.port/)
+  })
+})
+
+describe('Backpressure', () => {
+  it('send() resolves only once the ring is below its high watermark', async () => {
+    const engine = newEngine({ sendHighWatermark: 64 << 10, sendLowWatermark: 16 << 10 })
+    const server = await listening(engine)
+    const { client, sock } = await clientOf(server)
+    clients.push(client)
+    client.pause() // the peer stops reading: kernel buffers fill, then the engine's ring
+    const chunk = Buffer.alloc(64 << 10, 7)
+    let sent = 0
+    let pending: Promise<number> | undefined
+    const timeout = (ms: number) => new Promise<'pending'>((r) => setTimeout(() => r('pending'), ms))
+    for (let i = 0; i < 1024 && !pending; i++) {
+      const p = sock.send(chunk)
+      if ((await Promise.race([p, timeout(100)])) === 'pending') pending = p
+      else sent += chunk.length
+    }
+    expect(pending).toBeDefined()
+    expect(sock.stats().queuedBytes).toBeGreaterThan(64 << 10)
+    let received = 0
+    client.on('data', (d: Buffer) => (received += d.length))
+    client.resume()
+    await expect(deadline(pending!, 10_000, 'pending send')).resolves.toBe(chunk.length)
+    await until(() => received === sent + chunk.length, 10_000, 'all bytes received')
+  })
+})

@@ -1,0 +1,104 @@
+// Shared test helpers: loopback peers and deadlines. Every wait here is bounded.
+import { once } from 'node:events'
+import net from 'node:net'
+
+import type { Engine, Server, Socket } from '../src/index'
+
+/** Rejects if `p` does not settle within `ms`. */
+export function deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`deadline: ${what} not within ${ms} ms`)), ms)
+  })
+  return Promise.race([p, limit]).finally(() => clearTimeout(timer))
+}
+
+/** Waits until `cond()` holds, polling every few ms; fails after `ms`. */
+export async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`deadline: ${what} not within ${ms} ms`)
+    await new Promise((r) => setTimeout(r, 2))
+  }
+}
+
+/** Reads exactly `n` bytes from a node:net socket. */
+export function readN(sock: net.Socket, n: number, ms = 5000): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  let have = 0
+  return deadline(
+    new Promise<Buffer>((resolve, reject) => {
+      const onData = (d: Buffer): void => {
+        chunks.push(d)
+        have += d.length
+        if (have >= n) {
+          sock.off('data', onData)
+          const all = Buffer.concat(chunks)
+          if (all.length > n) sock.unshift(all.subarray(n))
+          resolve(all.subarray(0, n))
+        }
+      }
+      sock.on('data', onData)
+      sock.once('error', reject)
+    }),
+    ms,
+    `reading ${n} bytes`,
+  )
+}
+
+/** Collects `n` bytes of 'message' events from an engine socket. */
+export function messagesN(sock: Socket, n: number, ms = 5000): Promise<Buffer[]> {
+  const got: Buffer[] = []
+  let have = 0
+  return deadline(
+    new Promise<Buffer[]>((resolve) => {
+      const onMessage = (m: Buffer): void => {
+        got.push(Buffer.from(m))
+        have += m.length
+        if (have >= n) {
+          sock.off('message', onMessage)
+          resolve(got)
+        }
+      }
+      sock.on('message', onMessage)
+    }),
+    ms,
+    `${n} bytes of messages`,
+  )
+}
+
+/** A node:net client connected to `server`, with the engine socket the server accepted for it. */
+export async function clientOf(server: Server, ms = 5000): Promise<{ client: net.Socket; sock: Socket }> {
+  const accepted = once(server, 'connection') as Promise<[Socket]>
+  const client = net.connect({ host: '127.0.0.1', port: server.address().port })
+  client.setNoDelay(true)
+  await deadline(once(client, 'connect'), ms, 'client connect')
+  const [sock] = await deadline(accepted, ms, 'accept')
+  return { client, sock }
+}
+
+/** A node:net server on loopback; `onConn` gets each connection. */
+export async function netServer(onConn: (s: net.Socket) => void = () => {}): Promise<net.Server> {
+  const srv = net.createServer(onConn)
+  srv.listen(0, '127.0.0.1')
+  await deadline(once(srv, 'listening'), 5000, 'net listen')
+  return srv
+}
+
+/** The port of a node:net server. */
+export function portOf(srv: net.Server): number {
+  return (srv.address() as net.AddressInfo).port
+}
+
+/** An engine listening on loopback. */
+export async function listening(engine: Engine): Promise<Server> {
+  return engine.listen({ host: '127.0.0.1', port: 0 })
+}
+
+/** Length-prefixed frame (4-byte big-endian length, then the payload). */
+export function frame(payload: string | Buffer): Buffer {
+  const p = typeof payload === 'string' ? Buffer.from(payload) : payload
+  const h = Buffer.alloc(4)
+  h.writeUInt32BE(p.length)
+  return Buffer.concat([h, p])
+}

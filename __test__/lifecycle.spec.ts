@@ -1,0 +1,56 @@
+import { execFile, spawn } from 'node:child_process'
+import { resolve } from 'node:path'
+
+import { describe, expect, it } from 'vitest'
+
+const fixtures = resolve(__dirname, 'fixtures')
+
+/** Runs a fixture in a child process; rejects if it has not exited within `ms`. */
+function run(args: string[], ms: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((done, fail) => {
+    execFile(process.execPath, args, { cwd: fixtures, timeout: ms, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
+      const e = err as (Error & { killed?: boolean; code?: number | string }) | null
+      if (e?.killed) fail(new Error(`deadline: ${args.join(' ')} still running after ${ms} ms\n${stderr}`))
+      else done({ code: typeof e?.code === 'number' ? e.code : e ? 1 : 0, stdout: stdout.trim(), stderr })
+    })
+  })
+}
+
+describe('process lifetime', () => {
+  it('an unref’d engine lets the process exit', async () => {
+    const r = await run(['exit.cjs', 'unref'], 10_000)
+    expect(r).toMatchObject({ code: 0, stdout: 'unref' })
+  })
+
+  it('await engine.close() lets the process exit; sockets report closed', async () => {
+    const r = await run(['exit.cjs', 'close'], 10_000)
+    expect(r).toMatchObject({ code: 0, stdout: 'closed true' })
+  })
+
+  it('a listening engine keeps the process alive (ref)', async () => {
+    const child = spawn(process.execPath, ['exit.cjs', 'ref'], { cwd: fixtures, stdio: 'ignore' })
+    const exited = new Promise<boolean>((r) => child.once('exit', () => r(true)))
+    const alive = await Promise.race([exited, new Promise<boolean>((r) => setTimeout(() => r(false), 700))])
+    child.kill('SIGKILL')
+    expect(alive).toBe(false)
+  })
+})
+
+describe('worker_threads', () => {
+  it('runs engines in several workers; terminating one stops its I/O thread while the others go on', async () => {
+    const r = await run(['workers.cjs'], 20_000)
+    expect(r.code).toBe(0)
+    const out = JSON.parse(r.stdout) as { before: number; afterOne: number; afterAll: number; echoed: number[] }
+    expect(out.before).toBe(3)
+    expect(out.afterOne).toBe(2)
+    expect(out.afterAll).toBe(0)
+  })
+})
+
+describe('garbage collection', () => {
+  it('collects engines, servers, maps and sockets after close', async () => {
+    const r = await run(['--expose-gc', 'gc.cjs'], 20_000)
+    expect(r.code).toBe(0)
+    expect(JSON.parse(r.stdout)).toEqual({ total: 12, alive: 0 })
+  })
+})

@@ -1,0 +1,119 @@
+//! Engine events as plain JS objects, drained in one call per wake-up.
+
+use napi::bindgen_prelude::Buffer;
+use napi_derive::napi;
+use sockmap_core::event::frags_to_vec;
+use sockmap_core::{Errno, Event};
+
+/// Event kinds, in the `kind` field of [`JsEvent`].
+pub mod kind {
+    /// A listener accepted a connection (`sock` listener, `other` the new socket).
+    pub const ACCEPTED: u32 = 1;
+    /// A connect finished (`code` set on failure).
+    pub const CONNECTED: u32 = 2;
+    /// A message for the socket's application (`data`).
+    pub const MESSAGE: u32 = 3;
+    /// The peer shut down its write side.
+    pub const READ_END: u32 = 4;
+    /// A send finished (`other` the request, `bytes` accepted or `code`).
+    pub const SEND_DONE: u32 = 5;
+    /// The send ring drained below its low watermark.
+    pub const DRAINED: u32 = 6;
+    /// The socket closed (`code` set when an error closed it).
+    pub const CLOSED: u32 = 7;
+    /// An engine error (`sock` may be -1, `fatal`).
+    pub const ERROR: u32 = 8;
+}
+
+/// One engine event.
+#[napi(object)]
+pub struct JsEvent {
+    /// One of the `kind` constants.
+    pub kind: u32,
+    /// The socket concerned (-1: none).
+    pub sock: f64,
+    /// A second number: the accepted socket, or the send request.
+    pub other: f64,
+    /// Bytes accepted by a send.
+    pub bytes: f64,
+    /// The error code name, when the event carries one.
+    pub code: Option<String>,
+    /// A human-readable detail (errors), or the peer address (accepted).
+    pub detail: Option<String>,
+    /// The peer port (accepted).
+    pub port: Option<u32>,
+    /// The message bytes (copied into a JS-owned buffer).
+    pub data: Option<Buffer>,
+    /// The engine's I/O thread stopped.
+    pub fatal: bool,
+}
+
+fn base(kind: u32, sock: f64) -> JsEvent {
+    JsEvent {
+        kind,
+        sock,
+        other: 0.0,
+        bytes: 0.0,
+        code: None,
+        detail: None,
+        port: None,
+        data: None,
+        fatal: false,
+    }
+}
+
+fn code(e: Option<Errno>) -> Option<String> {
+    e.map(|e| e.name().to_string())
+}
+
+/// Converts an engine event (copying message bytes into a Buffer).
+pub fn js_event(ev: Event) -> JsEvent {
+    match ev {
+        Event::Accepted {
+            listener,
+            sock,
+            peer,
+        } => JsEvent {
+            other: sock.as_u64() as f64,
+            detail: Some(peer.ip().to_string()),
+            port: Some(u32::from(peer.port())),
+            ..base(kind::ACCEPTED, listener.as_u64() as f64)
+        },
+        Event::Connected { sock, result } => JsEvent {
+            code: code(result.err()),
+            ..base(kind::CONNECTED, sock.as_u64() as f64)
+        },
+        Event::Message { sock, data } => JsEvent {
+            bytes: data.iter().map(|f| f.len()).sum::<usize>() as f64,
+            data: Some(Buffer::from(frags_to_vec(&data))),
+            ..base(kind::MESSAGE, sock.as_u64() as f64)
+        },
+        Event::ReadEnd { sock } => base(kind::READ_END, sock.as_u64() as f64),
+        Event::SendDone { sock, req, result } => JsEvent {
+            other: req as f64,
+            bytes: result.as_ref().map_or(0.0, |n| *n as f64),
+            code: code(result.err()),
+            ..base(kind::SEND_DONE, sock.as_u64() as f64)
+        },
+        Event::Drained { sock } => base(kind::DRAINED, sock.as_u64() as f64),
+        Event::Closed { sock, error } => JsEvent {
+            code: code(error),
+            ..base(kind::CLOSED, sock.as_u64() as f64)
+        },
+        Event::Error {
+            sock,
+            code,
+            detail,
+            fatal,
+        } => JsEvent {
+            code: Some(if fatal && detail.contains("panicked") {
+                "ERR_ENGINE_PANIC".to_string()
+            } else {
+                code.name().to_string()
+            }),
+            detail: Some(detail),
+            fatal,
+            ..base(kind::ERROR, sock.map_or(-1.0, |s| s.as_u64() as f64))
+        },
+    }
+}

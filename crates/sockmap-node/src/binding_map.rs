@@ -1,0 +1,149 @@
+//! Maps of a `BindingEngine`: SockMap / SockHash updates, lookups and programs.
+
+use napi::bindgen_prelude::{Buffer, Either};
+use napi_derive::napi;
+use sockmap_core::{Errno, MapId};
+
+use crate::binding_engine::{guarded, lock, sock_id, BindingEngine, JsStats};
+use crate::binding_error::errno_error;
+use crate::binding_options::{flag_of, key_of, map_kind_of, programs_of, ProgramsSpec};
+
+/// One entry of a map.
+#[napi(object)]
+pub struct JsEntry {
+    /// The key: a number for a SockMap, the key bytes for a SockHash.
+    pub key: Either<f64, Buffer>,
+    /// The socket stored under it.
+    pub sock: f64,
+}
+
+impl BindingEngine {
+    pub(crate) fn map_id(&self, map: u32) -> napi::Result<MapId> {
+        lock(&self.maps)
+            .get(map as usize)
+            .copied()
+            .ok_or_else(|| errno_error(Errno::BadF, "unknown map"))
+    }
+}
+
+fn map_err(e: Errno, what: &str) -> napi::Error {
+    errno_error(e, what)
+}
+
+#[napi]
+impl BindingEngine {
+    /// Creates a map (`'sockmap' | 'sockhash'`); returns its number.
+    #[napi]
+    pub fn create_map(&self, kind: String, max_entries: u32) -> napi::Result<u32> {
+        guarded(|| {
+            let id = self
+                .handle
+                .create_map(map_kind_of(&kind)?, max_entries)
+                .map_err(|e| map_err(e, "cannot create the map"))?;
+            let mut maps = lock(&self.maps);
+            maps.push(id);
+            Ok((maps.len() - 1) as u32)
+        })
+    }
+
+    /// Stores `sock` under `key`.
+    #[napi]
+    pub fn map_update(
+        &self,
+        map: u32,
+        key: Either<f64, Buffer>,
+        sock: f64,
+        flag: String,
+    ) -> napi::Result<()> {
+        guarded(|| {
+            let id = self.map_id(map)?;
+            self.handle
+                .map_update(id, &key_of(&key), sock_id(sock), flag_of(&flag)?)
+                .map_err(|e| map_err(e, "map update failed"))
+        })
+    }
+
+    /// Removes the entry under `key`.
+    #[napi]
+    pub fn map_delete(&self, map: u32, key: Either<f64, Buffer>) -> napi::Result<()> {
+        guarded(|| {
+            let id = self.map_id(map)?;
+            self.handle
+                .map_delete(id, &key_of(&key))
+                .map_err(|e| map_err(e, "map delete failed"))
+        })
+    }
+
+    /// The socket under `key`, or -1.
+    #[napi]
+    pub fn map_lookup(&self, map: u32, key: Either<f64, Buffer>) -> napi::Result<f64> {
+        guarded(|| {
+            let id = self.map_id(map)?;
+            let found = self
+                .handle
+                .map_lookup(id, &key_of(&key))
+                .map_err(|e| map_err(e, "map lookup failed"))?;
+            Ok(found.map_or(-1.0, |s| s.as_u64() as f64))
+        })
+    }
+
+    /// Every entry.
+    #[napi]
+    pub fn map_entries(&self, map: u32) -> napi::Result<Vec<JsEntry>> {
+        guarded(|| {
+            let id = self.map_id(map)?;
+            let entries = self
+                .handle
+                .map_entries(id)
+                .map_err(|e| map_err(e, "map entries failed"))?;
+            Ok(entries
+                .into_iter()
+                .map(|(k, s)| JsEntry {
+                    key: match k {
+                        sockmap_core::Key::Num(n) => Either::A(n as f64),
+                        sockmap_core::Key::Bytes(b) => Either::B(b.to_vec().into()),
+                    },
+                    sock: s.as_u64() as f64,
+                })
+                .collect())
+        })
+    }
+
+    /// The number of entries.
+    #[napi]
+    pub fn map_len(&self, map: u32) -> napi::Result<u32> {
+        guarded(|| {
+            let id = self.map_id(map)?;
+            let n = self
+                .handle
+                .map_len(id)
+                .map_err(|e| map_err(e, "map size failed"))?;
+            Ok(n as u32)
+        })
+    }
+
+    /// The counters of the sockets that took this map's stream verdict.
+    #[napi]
+    pub fn map_stats(&self, map: u32) -> napi::Result<JsStats> {
+        guarded(|| {
+            let id = self.map_id(map)?;
+            let s = self
+                .handle
+                .map_stats(id)
+                .map_err(|e| map_err(e, "map stats failed"))?;
+            Ok(s.into())
+        })
+    }
+
+    /// Attaches programs to a map.
+    #[napi]
+    pub fn attach(&self, map: u32, programs: ProgramsSpec) -> napi::Result<()> {
+        guarded(|| {
+            let id = self.map_id(map)?;
+            let progs = programs_of(&programs, |m| self.map_id(m))?;
+            self.handle
+                .attach(id, progs)
+                .map_err(|e| map_err(e, "attach failed"))
+        })
+    }
+}

@@ -1,0 +1,428 @@
+import { EventEmitter } from 'node:events'
+import type { Socket as NetSocket } from 'node:net'
+
+import {
+  BindingEngine,
+  type JsEvent,
+  type KeySpec,
+  type ParserSpec,
+  type ProgramsSpec,
+  type RuleSpec,
+  type VerdictSpec,
+} from './binding.cjs'
+import { SockmapError, callBinding, fromBinding, type SockmapErrorCode } from './errors'
+import { SockHash, SockMap, hashKey, mapRef, type AttachOptions, type MapHost } from './map'
+import { parserSpecOf } from './parsers'
+import { messageKeyOf, ruleOf, type RuleInternal } from './rules'
+import { EventKind, Server, Socket, kClose, kEvent, type SocketHost } from './socket'
+import { addStats, socketStats, toPrometheus, zeroStats, type EngineStats, type MapStats } from './stats'
+import { assertIntInRange, assertObject, assertOneOf, assertString } from './validate'
+import { BatchRunner } from './batch'
+import { Verdict, type VerdictFunction } from './verdict'
+
+/** How TypeScript callbacks are batched. */
+export interface BatchOptions {
+  /** Most messages handed to JavaScript in one batch (one boundary crossing). Default: `1024`. */
+  maxMessages?: number
+  /** Longest a message waits for its batch to be handed over, in microseconds. Default: `50`. */
+  maxDelayMicros?: number
+  /** Most batches awaiting answers at once. Default: `4`. */
+  maxInFlight?: number
+}
+
+/** Options of {@link Engine}. */
+export interface EngineOptions {
+  /** `'auto'` (default: io_uring if usable, else epoll), `'epoll'` or `'io_uring'`. */
+  backend?: 'auto' | 'epoll' | 'io_uring'
+  /** I/O threads. Default: `1`. */
+  shards?: number
+  /** How TypeScript callbacks are batched. */
+  batch?: BatchOptions
+  /** Send ring high watermark in bytes: above it, sources feeding the socket stop being read. Default: 1 MiB. */
+  sendHighWatermark?: number
+  /** Sources stopped by a full send ring resume once it drains to this many bytes. Default: 256 KiB. */
+  sendLowWatermark?: number
+}
+
+/** Options of {@link Engine.listen}. */
+export interface ListenOptions {
+  /** The address to bind. Default: `'127.0.0.1'`. */
+  host?: string
+  /** The port; `0` picks a free one. */
+  port: number
+  /** The accept backlog. Default: `1024`. */
+  backlog?: number
+}
+
+/** Options of {@link Engine.connect}. */
+export interface ConnectOptions {
+  /** The host to connect to. Default: `'127.0.0.1'`. */
+  host?: string
+  /** The port. */
+  port: number
+  /** Give up with `ETIMEDOUT` after this many milliseconds. Default: no limit beyond the kernel's. */
+  timeoutMs?: number
+}
+
+/** Events of an {@link Engine}. */
+export interface EngineEvents {
+  /**
+   * An error not tied to one call: a TypeScript verdict or parser that threw or returned garbage (code
+   * `'ERR_CALLBACK'`, with the thrown value as `cause`), or the I/O thread failing (`'ERR_ENGINE_PANIC'`). Without a
+   * listener, the error is emitted as a process warning instead, and the engine keeps running.
+   */
+  error: [err: SockmapError]
+}
+
+/**
+ * The engine: owns the native I/O thread, the sockets and the maps.
+ *
+ * @example
+ * ```ts
+ * const engine = new Engine()
+ * const peers = engine.sockHash({ maxEntries: 1024 })
+ * peers.attach({ verdict: rules.redirect(peers, rules.key.socket) })
+ * const server = await engine.listen({ port: 0 })
+ * server.on('connection', async (client) => {
+ *   const upstream = await engine.connect({ port: 6379 })
+ *   peers.set(client.id, upstream).set(upstream.id, client)
+ * })
+ * ```
+ */
+export class Engine extends EventEmitter<EngineEvents> {
+  readonly #binding: BindingEngine
+  readonly #sockets = new Map<number, Socket | Server>()
+  readonly #connecting = new Map<number, { resolve: (s: Socket) => void; reject: (e: unknown) => void }>()
+  readonly #maps: Array<SockMap | SockHash> = []
+  #req = 0
+  #closing: Promise<void> | undefined
+  readonly #host: SocketHost & MapHost
+  readonly #runner: BatchRunner
+
+  constructor(options: EngineOptions = {}) {
+    super()
+    assertObject('options', options)
+    const backend = options.backend ?? 'auto'
+    assertOneOf('options.backend', backend, ['auto', 'epoll', 'io_uring'])
+    if (backend === 'io_uring') {
+      throw new SockmapError('EOPNOTSUPP', "EOPNOTSUPP: the 'io_uring' backend is not available in this build")
+    }
+    const shards = options.shards ?? 1
+    assertIntInRange('options.shards', shards, 1, 1)
+    const batch = options.batch ?? {}
+    assertObject('options.batch', batch)
+    const maxMessages = batch.maxMessages ?? 1024
+    assertIntInRange('options.batch.maxMessages', maxMessages, 1, 1 << 20)
+    const maxDelayMicros = batch.maxDelayMicros ?? 50
+    assertIntInRange('options.batch.maxDelayMicros', maxDelayMicros, 0, 1_000_000)
+    const maxInFlight = batch.maxInFlight ?? 4
+    assertIntInRange('options.batch.maxInFlight', maxInFlight, 1, 1024)
+    const high = options.sendHighWatermark ?? 0
+    assertIntInRange('options.sendHighWatermark', high, 0, 2 ** 40)
+    const low = options.sendLowWatermark ?? 0
+    assertIntInRange('options.sendLowWatermark', low, 0, 2 ** 40)
+    const wake = (): void => this.#drain()
+    this.#binding = callBinding(
+      () =>
+        new BindingEngine(
+          { maxMessages, maxDelayMicros, maxInFlight, sendHighWatermark: high, sendLowWatermark: low },
+          wake,
+        ),
+    )
+    const self = this
+    this.#host = {
+      binding: this.#binding,
+      nextRequest: () => ++self.#req,
+      forget: (id) => self.#sockets.delete(id),
+      socketById: (id) => {
+        const s = self.#sockets.get(id)
+        return s instanceof Socket ? s : undefined
+      },
+      attachPrograms: (map, id, opts) => self.#attach(map, id, opts),
+    }
+    this.#runner = new BatchRunner(this.#host)
+    this.#report = (err) => this.reportError(err)
+  }
+
+  readonly #report: (err: SockmapError) => void
+
+  /** The backend in use. */
+  get backend(): 'epoll' | 'io_uring' {
+    return 'epoll'
+  }
+
+  /** Listens for TCP connections; accepted sockets arrive as the server's `'connection'` event, paused. */
+  async listen(options: ListenOptions): Promise<Server> {
+    assertObject('options', options)
+    const host = options.host ?? '127.0.0.1'
+    assertString('options.host', host)
+    assertIntInRange('options.port', options.port, 0, 65535)
+    const backlog = options.backlog ?? 1024
+    assertIntInRange('options.backlog', backlog, 1, 65535)
+    this.#checkOpen()
+    const r = callBinding(() => this.#binding.listen(host, options.port, backlog))
+    const server = new Server(this.#host, r.id, { address: r.address, port: r.port, family: r.family }, (id, remote) =>
+      this.#newSocket(id, remote),
+    )
+    this.#sockets.set(r.id, server)
+    return server
+  }
+
+  /**
+   * Connects to `host:port`.
+   * @throws {SockmapError} `ECONNREFUSED`, `ETIMEDOUT`...
+   */
+  connect(options: ConnectOptions): Promise<Socket> {
+    assertObject('options', options)
+    const host = options.host ?? '127.0.0.1'
+    assertString('options.host', host)
+    assertIntInRange('options.port', options.port, 1, 65535)
+    const timeoutMs = options.timeoutMs ?? 0
+    assertIntInRange('options.timeoutMs', timeoutMs, 0, 2 ** 31)
+    this.#checkOpen()
+    const id = callBinding(() => this.#binding.connect(host, options.port, timeoutMs))
+    const sock = this.#newSocket(id)
+    return new Promise((resolve, reject) => this.#connecting.set(id, { resolve: () => resolve(sock), reject }))
+  }
+
+  /**
+   * Takes over a connected `node:net` socket: Node stops reading it and closes its handle, and the engine owns the
+   * connection from then on. Call it before Node has read from the socket (e.g. in the server's `'connection'`
+   * handler): bytes Node had already buffered are delivered first as `'message'` events.
+   * @throws {TypeError} when `netSocket` is not a connected TCP socket.
+   */
+  adopt(netSocket: NetSocket): Socket {
+    const handle = (netSocket as unknown as { _handle?: { fd?: number; readStop?: () => void } } | null)?._handle
+    if (!handle || typeof handle.fd !== 'number' || handle.fd < 0) {
+      throw new TypeError('netSocket must be a connected node:net Socket')
+    }
+    this.#checkOpen()
+    handle.readStop?.()
+    netSocket.pause()
+    const buffered: Buffer[] = []
+    for (let chunk = netSocket.read() as Buffer | null; chunk !== null; chunk = netSocket.read() as Buffer | null) {
+      buffered.push(chunk)
+    }
+    const id = callBinding(() => this.#binding.adopt(handle.fd as number))
+    netSocket.destroy()
+    const sock = this.#newSocket(id)
+    for (const b of buffered)
+      sock[kEvent]({ kind: EventKind.MESSAGE, sock: id, other: 0, bytes: b.length, data: b, fatal: false })
+    return sock
+  }
+
+  /** Creates a SOCKMAP: sockets under integer indexes `0..maxEntries-1`. */
+  sockMap(options: { maxEntries: number }): SockMap {
+    assertObject('options', options)
+    assertIntInRange('options.maxEntries', options.maxEntries, 1, 1 << 24)
+    this.#checkOpen()
+    const id = callBinding(() => this.#binding.createMap('sockmap', options.maxEntries))
+    const map = new SockMap(this.#host, id, options.maxEntries)
+    this.#maps.push(map)
+    return map
+  }
+
+  /** Creates a SOCKHASH: sockets under string, Buffer or number keys. */
+  sockHash(options: { maxEntries: number }): SockHash {
+    assertObject('options', options)
+    assertIntInRange('options.maxEntries', options.maxEntries, 1, 1 << 24)
+    this.#checkOpen()
+    const id = callBinding(() => this.#binding.createMap('sockhash', options.maxEntries))
+    const map = new SockHash(this.#host, id, options.maxEntries)
+    this.#maps.push(map)
+    return map
+  }
+
+  /** Totals, boundary crossings and per-map counters. */
+  stats(): EngineStats {
+    const maps: MapStats[] = this.#maps.map((m) => m.stats())
+    const totals = zeroStats()
+    for (const m of maps) addStats(totals, m)
+    return {
+      sockets: this.#sockets.size,
+      wakeups: this.#binding.wakeups,
+      batches: this.#runner.counters.batches,
+      verdictMessages: this.#runner.counters.messages,
+      parserCalls: 0,
+      callbackErrors: this.#runner.counters.errors,
+      totals,
+      maps,
+    }
+  }
+
+  /** The same as {@link Engine.stats}, in the Prometheus text exposition format. */
+  metrics(): string {
+    return toPrometheus(this.stats())
+  }
+
+  /** Makes the engine keep the Node.js process alive (the default), like `net.Server.ref()`. */
+  ref(): this {
+    if (!this.#closing) this.#binding.ref()
+    return this
+  }
+
+  /** Lets the Node.js process exit while the engine runs, like `net.Server.unref()`. */
+  unref(): this {
+    if (!this.#closing) this.#binding.unref()
+    return this
+  }
+
+  /**
+   * Flushes what is queued, closes every socket and stops the I/O thread. Sockets still open emit `'close'`; pending
+   * connects and sends reject with `EPIPE`. Always lets the process exit afterwards.
+   */
+  close(): Promise<void> {
+    if (this.#closing) return this.#closing
+    this.#drain()
+    this.#closing = this.#binding.close().then(() => {
+      for (const [id, p] of this.#connecting) {
+        this.#connecting.delete(id)
+        p.reject(new SockmapError('EPIPE', 'EPIPE: the engine closed'))
+      }
+      for (const s of [...this.#sockets.values()]) s[kClose](undefined)
+    })
+    return this.#closing
+  }
+
+  /** `await using engine = new Engine()` closes it at the end of the scope. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+
+  #checkOpen(): void {
+    if (this.#closing) throw new SockmapError('EPIPE', 'EPIPE: the engine is closed')
+  }
+
+  #newSocket(id: number, remote?: { address: string; port: number; family: string }): Socket {
+    const s = new Socket(this.#host, id, remote)
+    this.#sockets.set(id, s)
+    return s
+  }
+
+  /** Reports an error on the engine: to 'error' listeners, else as a process warning. @internal */
+  reportError(err: SockmapError): void {
+    if (this.listenerCount('error') > 0) this.emit('error', err)
+    else process.emitWarning(err)
+  }
+
+  #drain(): void {
+    let events: JsEvent[]
+    try {
+      events = this.#binding.drain()
+    } catch (err) {
+      this.reportError(fromBinding(err) as SockmapError)
+      return
+    }
+    if (this.#runner.active) {
+      try {
+        this.#runner.run(this.#binding, this.#report)
+      } catch (err) {
+        this.reportError(fromBinding(err) as SockmapError)
+      }
+    }
+    let thrown: { err: unknown } | undefined
+    for (const ev of events) {
+      try {
+        this.#dispatch(ev)
+      } catch (err) {
+        thrown ??= { err }
+      }
+    }
+    // A listener that threw must not cost the other events: rethrow once they are all delivered.
+    if (thrown) {
+      const { err } = thrown
+      process.nextTick(() => {
+        throw err
+      })
+    }
+  }
+
+  #dispatch(ev: JsEvent): void {
+    if (ev.kind === EventKind.CONNECTED) {
+      const p = this.#connecting.get(ev.sock)
+      if (!p) return
+      this.#connecting.delete(ev.sock)
+      if (ev.code) {
+        const code = ev.code as SockmapErrorCode
+        p.reject(new SockmapError(code, `${code}: connect failed`))
+      } else {
+        p.resolve(this.#sockets.get(ev.sock) as Socket)
+      }
+      return
+    }
+    if (ev.kind === EventKind.ERROR && (ev.sock < 0 || ev.fatal)) {
+      const code = (ev.code ?? 'EIO') as SockmapErrorCode
+      this.reportError(new SockmapError(code, `${code}: ${ev.detail ?? 'engine error'}`))
+      return
+    }
+    this.#sockets.get(ev.sock)?.[kEvent](ev)
+  }
+
+  #attach(map: SockMap | SockHash, id: number, opts: AttachOptions): void {
+    const spec: ProgramsSpec = {}
+    if (opts.peekBytes !== undefined) assertIntInRange('options.peekBytes', opts.peekBytes, 1, 1 << 30)
+    if (opts.onError !== undefined && opts.onError !== Verdict.PASS && opts.onError !== Verdict.DROP) {
+      throw new RangeError('options.onError must be Verdict.PASS or Verdict.DROP')
+    }
+    if (opts.parser !== undefined) spec.parser = this.#parserSpec(opts.parser)
+    const onError = opts.onError ?? Verdict.DROP
+    const peekBytes = opts.peekBytes ?? 65536
+    if (opts.verdict !== undefined) {
+      spec.verdict = this.#verdictSpec('options.verdict', opts.verdict, onError, peekBytes)
+    }
+    if (opts.msgVerdict !== undefined) {
+      spec.msgVerdict = this.#verdictSpec('options.msgVerdict', opts.msgVerdict, onError, peekBytes)
+    }
+    void map
+    callBinding(() => this.#binding.attach(id, spec))
+  }
+
+  #parserSpec(p: unknown): ParserSpec {
+    const native = parserSpecOf(p)
+    if (native) {
+      const out: ParserSpec = { kind: native.kind }
+      if (native.maxMessageBytes !== undefined) out.maxMessageBytes = native.maxMessageBytes
+      if (native.messageTimeoutMs !== undefined) out.messageTimeoutMs = native.messageTimeoutMs
+      return out
+    }
+    if (typeof p === 'function') {
+      throw new SockmapError('EOPNOTSUPP', 'EOPNOTSUPP: TypeScript parsers are not available in this build')
+    }
+    throw new TypeError('options.parser must be a parsers.* framer or a function')
+  }
+
+  #verdictSpec(name: string, v: unknown, onError: Verdict, peekBytes: number): VerdictSpec {
+    const rule = ruleOf(v)
+    if (rule) return { kind: 'rule', rule: this.#ruleSpec(name, rule) }
+    if (typeof v === 'function') {
+      if (name === 'options.msgVerdict') {
+        throw new SockmapError('EOPNOTSUPP', 'EOPNOTSUPP: TypeScript msg verdicts are not available in this build')
+      }
+      return { kind: 'external', tag: this.#runner.register(v as VerdictFunction, onError), peekBytes }
+    }
+    throw new TypeError(`${name} must be a rules.* rule or a function`)
+  }
+
+  #ruleSpec(name: string, r: RuleInternal): RuleSpec {
+    if (r.kind === 'pass' || r.kind === 'drop') return { kind: r.kind }
+    const target = mapRef(r.map as SockMap)
+    if (target.host !== this.#host) throw new TypeError(`${name}: the rule's map belongs to another engine`)
+    return { kind: r.kind, map: target.id, key: this.#keySpec(r.key, r.map instanceof SockMap), ingress: !!r.ingress }
+  }
+
+  #keySpec(key: unknown, indexed: boolean): KeySpec {
+    const mk = messageKeyOf(key)
+    if (mk) {
+      const out: KeySpec = { kind: mk.kind }
+      if (mk.offset !== undefined) out.offset = mk.offset
+      if (mk.length !== undefined) out.length = mk.length
+      return out
+    }
+    if (indexed) {
+      if (typeof key !== 'number') throw new TypeError('key must be a number for a SockMap')
+      assertIntInRange('key', key, 0, 2 ** 32 - 1)
+      return { kind: 'fixed', value: key }
+    }
+    return { kind: 'fixed', value: hashKey('key', key) }
+  }
+}

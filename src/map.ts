@@ -1,0 +1,198 @@
+import type { BindingEngine } from './binding.cjs'
+
+/** A key as the binding takes it. */
+type JsKey = number | Buffer
+import { callBinding } from './errors'
+import type { NativeParser } from './parsers'
+import type { NativeRule } from './rules'
+import { hostOf, type Socket } from './socket'
+import { socketStats, type MapStats } from './stats'
+import { assertIntInRange, assertObject, assertOneOf } from './validate'
+import type { MapKey, MsgVerdictFunction, ParseFunction, Verdict, VerdictFunction } from './verdict'
+
+/** How {@link SockMap.set} treats an existing entry (the kernel's `BPF_ANY`, `BPF_NOEXIST`, `BPF_EXIST`). */
+export type UpdateFlag = 'any' | 'noexist' | 'exist'
+
+/** Options of {@link SockMap.set}. */
+export interface SetOptions {
+  /** `'any'` (default): create or replace; `'noexist'`: `EEXIST` if present; `'exist'`: `ENOENT` if absent. */
+  flag?: UpdateFlag
+}
+
+/** The programs of {@link SockMap.attach}: they apply to each socket inserted after the call. */
+export interface AttachOptions {
+  /** How received bytes are cut into messages: a native framer from `parsers`, or a TypeScript function. */
+  parser?: NativeParser | ParseFunction
+  /** The stream verdict for received messages: a native rule from `rules`, or a TypeScript function. */
+  verdict?: NativeRule | VerdictFunction
+  /** The sk_msg verdict for data the application sends: a native rule, or a TypeScript function. */
+  msgVerdict?: NativeRule | MsgVerdictFunction
+  /**
+   * How much of each message a TypeScript verdict sees in `msg.data` (like the kernel's linear data); larger messages
+   * are judged on their head. Default: `65536`.
+   */
+  peekBytes?: number
+  /** The verdict a message gets when its verdict or parser throws or returns garbage. Default: `Verdict.DROP`. */
+  onError?: Verdict
+}
+
+/** What a map needs from its engine. @internal */
+export interface MapHost {
+  readonly binding: BindingEngine
+  socketById(id: number): Socket | undefined
+  attachPrograms(map: SockMap | SockHash, id: number, options: AttachOptions): void
+}
+
+const mapIds = new WeakMap<object, { host: MapHost; id: number }>()
+
+/** The engine and number of a map. @internal */
+export function mapRef(map: SockMap | SockHash): { host: MapHost; id: number } {
+  const r = mapIds.get(map)
+  if (!r) throw new TypeError('not a SockMap or SockHash of this package')
+  return r
+}
+
+abstract class BaseMap {
+  /** Most entries. */
+  readonly maxEntries: number
+  readonly #host: MapHost
+  readonly #id: number
+
+  /** @internal */
+  constructor(host: MapHost, id: number, maxEntries: number) {
+    this.#host = host
+    this.#id = id
+    this.maxEntries = maxEntries
+    mapIds.set(this, { host, id })
+  }
+
+  /** @internal */
+  protected abstract key(name: string, key: unknown): JsKey
+
+  /** @internal */
+  protected abstract get kind(): 'sockmap' | 'sockhash'
+
+  /**
+   * Stores `sock` under `key` (`bpf_map_update_elem`); the socket takes the map's programs.
+   * @throws {SockmapError} `E2BIG` (index beyond the map, or a full hash), `EEXIST` / `ENOENT` per `flag`,
+   * `EBUSY` (the socket carries another map's programs), `EOPNOTSUPP` (the socket is closed).
+   */
+  set(key: MapKey, sock: Socket, options: SetOptions = {}): this {
+    const k = this.key('key', key)
+    if (hostOf(sock) !== (this.#host as unknown)) throw new TypeError('sock must be a Socket of this engine')
+    assertObject('options', options)
+    const flag = options.flag ?? 'any'
+    assertOneOf('options.flag', flag, ['any', 'noexist', 'exist'])
+    callBinding(() => this.#host.binding.mapUpdate(this.#id, k, sock.id, flag))
+    return this
+  }
+
+  /** The socket stored under `key`, if any. */
+  get(key: MapKey): Socket | undefined {
+    const k = this.key('key', key)
+    const id = callBinding(() => this.#host.binding.mapLookup(this.#id, k))
+    return id < 0 ? undefined : this.#host.socketById(id)
+  }
+
+  /** Whether `key` holds a socket. */
+  has(key: MapKey): boolean {
+    const k = this.key('key', key)
+    return callBinding(() => this.#host.binding.mapLookup(this.#id, k)) >= 0
+  }
+
+  /**
+   * Removes the entry under `key` (`bpf_map_delete_elem`).
+   * @throws {SockmapError} when the key is absent: `ENOENT` in a SockHash, `EINVAL` in a SockMap (as the kernel).
+   */
+  delete(key: MapKey): void {
+    const k = this.key('key', key)
+    callBinding(() => this.#host.binding.mapDelete(this.#id, k))
+  }
+
+  /** The number of entries. */
+  get size(): number {
+    return callBinding(() => this.#host.binding.mapLen(this.#id))
+  }
+
+  /** The counters of the sockets that took this map's stream verdict. */
+  stats(): MapStats {
+    const raw = callBinding(() => this.#host.binding.mapStats(this.#id))
+    return { ...socketStats(raw), map: this.#id, kind: this.kind, size: this.size }
+  }
+
+  /**
+   * Attaches programs: each socket inserted afterwards takes them (sockets already in the map keep theirs).
+   * @throws {SockmapError} `EOPNOTSUPP` when a native framer is not available in this build.
+   */
+  attach(options: AttachOptions): void {
+    assertObject('options', options)
+    this.#host.attachPrograms(this as unknown as SockMap, this.#id, options)
+  }
+
+  /** @internal */
+  protected entries(): Array<{ key: JsKey; sock: number }> {
+    return callBinding(() => this.#host.binding.mapEntries(this.#id))
+  }
+}
+
+/**
+ * A SOCKMAP: sockets stored under integer indexes `0..maxEntries-1`. Create one with `engine.sockMap()`.
+ */
+export class SockMap extends BaseMap {
+  /** @internal */
+  protected get kind(): 'sockmap' {
+    return 'sockmap'
+  }
+
+  /** @internal */
+  protected key(name: string, key: unknown): JsKey {
+    if (typeof key !== 'number') throw new TypeError(`${name} must be a number (a SockMap index), got ${typeof key}`)
+    assertIntInRange(name, key, 0, 2 ** 32 - 1)
+    return key
+  }
+
+  /** The indexes present, in order. */
+  keys(): number[] {
+    return this.entries()
+      .map((e) => e.key as number)
+      .sort((a, b) => a - b)
+  }
+}
+
+/**
+ * A SOCKHASH: sockets stored under byte-string keys (a string is its UTF-8 bytes; a number is its 8 little-endian
+ * bytes, the form `rules.key.socket` produces). Create one with `engine.sockHash()`.
+ */
+export class SockHash extends BaseMap {
+  /** @internal */
+  protected get kind(): 'sockhash' {
+    return 'sockhash'
+  }
+
+  /** @internal */
+  protected key(name: string, key: unknown): JsKey {
+    return hashKey(name, key)
+  }
+
+  /** The keys present, as Buffers (in no particular order). */
+  keys(): Buffer[] {
+    return this.entries().map((e) => e.key as Buffer)
+  }
+}
+
+/** Normalises a SockHash key for the binding. @internal */
+export function hashKey(name: string, key: unknown): JsKey {
+  if (typeof key === 'number') {
+    if (!Number.isSafeInteger(key) || key < 0) throw new RangeError(`${name} must be a non-negative integer`)
+    return key
+  }
+  if (typeof key === 'string') {
+    if (key.length === 0) throw new RangeError(`${name} must not be empty`)
+    return Buffer.from(key)
+  }
+  if (key instanceof Uint8Array) {
+    if (key.length === 0) throw new RangeError(`${name} must not be empty`)
+    return Buffer.from(key.buffer, key.byteOffset, key.byteLength)
+  }
+  throw new TypeError(`${name} must be a string, Buffer or number, got ${key === null ? 'null' : typeof key}`)
+}

@@ -1,0 +1,354 @@
+import { EventEmitter } from 'node:events'
+
+import type { BindingEngine, JsEvent } from './binding.cjs'
+import { SockmapError, type SockmapErrorCode } from './errors'
+import { socketStats, zeroStats, type SocketStats } from './stats'
+import { assertBytes } from './validate'
+
+/** Event kinds of the binding (see `binding_event.rs`). @internal */
+export const EventKind = {
+  ACCEPTED: 1,
+  CONNECTED: 2,
+  MESSAGE: 3,
+  READ_END: 4,
+  SEND_DONE: 5,
+  DRAINED: 6,
+  CLOSED: 7,
+  ERROR: 8,
+} as const
+
+/** What sockets and servers need from their engine. @internal */
+export interface SocketHost {
+  readonly binding: BindingEngine
+  nextRequest(): number
+  forget(id: number): void
+}
+
+/** @internal */
+export const kEvent = Symbol('sockmap.event')
+/** @internal */
+export const kClose = Symbol('sockmap.close')
+
+/** An address, as `server.address()` and `socket.remoteAddress` give it. */
+export interface AddressInfo {
+  /** The IP address. */
+  address: string
+  /** The port. */
+  port: number
+  /** `'IPv4'` or `'IPv6'`. */
+  family: string
+}
+
+/** Events of a {@link Socket}. */
+export interface SocketEvents {
+  /** A message: passed by the socket's verdict, redirected here with `{ ingress: true }`, or read without programs. */
+  message: [data: Buffer]
+  /** The peer shut down its write side: no more messages will come. */
+  end: []
+  /** The send ring drained below its low watermark after being above the high one. */
+  drain: []
+  /** An error concerning this socket. */
+  error: [err: SockmapError]
+  /** The socket closed and left every map; `hadError` when an error closed it. */
+  close: [hadError: boolean]
+}
+
+/** Events of a {@link Server}. */
+export interface ServerEvents {
+  /** A connection was accepted: the new socket starts paused. */
+  connection: [socket: Socket]
+  /** The server stopped listening. */
+  close: []
+  /** An error concerning the listener. */
+  error: [err: SockmapError]
+}
+
+function sockError(code: string | undefined, what: string): SockmapError {
+  const c = (code ?? 'EIO') as SockmapErrorCode
+  return new SockmapError(c, `${c}: ${what}`)
+}
+
+const hosts = new WeakMap<Socket, SocketHost>()
+
+/** The engine a socket belongs to. @internal */
+export function hostOf(sock: unknown): SocketHost | undefined {
+  return typeof sock === 'object' && sock !== null ? hosts.get(sock as Socket) : undefined
+}
+
+/** Messages queued in a paused socket or an async iterator before reading is stopped. */
+const QUEUE_HIGH = 64
+
+/**
+ * A TCP socket owned by the engine. It starts paused: it reads nothing until it is inserted into a map with
+ * programs, or a `'message'` listener is added, it is iterated, or {@link Socket.resume} is called.
+ *
+ * @example
+ * ```ts
+ * const sock = await engine.connect({ host: '127.0.0.1', port: 6379 })
+ * sock.on('message', (buf) => console.log(buf.toString()))
+ * await sock.send('PING\r\n')
+ * ```
+ */
+export class Socket extends EventEmitter<SocketEvents> {
+  /** Stable number, unique within the engine. */
+  readonly id: number
+  /** The peer's address, when known (accepted sockets). */
+  readonly remoteAddress: AddressInfo | undefined
+  readonly #host: SocketHost
+  #paused = true
+  #resumedOnce = false
+  #closed = false
+  #ended = false
+  #held: Buffer[] = []
+  #sends = new Map<number, { resolve: (n: number) => void; reject: (e: unknown) => void }>()
+  #lastStats: SocketStats = zeroStats()
+
+  /** @internal */
+  constructor(host: SocketHost, id: number, remote?: AddressInfo) {
+    super()
+    this.#host = host
+    this.id = id
+    this.remoteAddress = remote
+    hosts.set(this, host)
+    ;(this as EventEmitter).on('newListener', (event: string | symbol) => {
+      if (event === 'message' && !this.#resumedOnce) queueMicrotask(() => this.resume())
+    })
+  }
+
+  /** Whether the socket is closed. */
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  /** Whether message delivery is paused. */
+  get isPaused(): boolean {
+    return this.#paused
+  }
+
+  /**
+   * Sends `data` on the sk_msg path: the attached msg verdict runs, then the data is transmitted, redirected or
+   * dropped. Resolves with the bytes accepted once they are queued below the send ring's high watermark (so a caller
+   * that awaits each send never makes memory grow without bound).
+   * @throws {SockmapError} `EACCES` when the msg verdict drops it, `EPIPE` when the socket or redirect target is gone.
+   */
+  send(data: Uint8Array | string): Promise<number> {
+    const bytes = typeof data === 'string' ? Buffer.from(data) : data
+    assertBytes('data', bytes)
+    if (this.#closed || this.#ended) return Promise.reject(sockError('EPIPE', 'the socket is closed or ended'))
+    const req = this.#host.nextRequest()
+    return new Promise<number>((resolve, reject) => {
+      this.#sends.set(req, { resolve, reject })
+      this.#host.binding.send(this.id, bytes, req)
+    })
+  }
+
+  /** Stops delivering messages and stops reading (`strp_pause`). */
+  pause(): this {
+    this.#paused = true
+    if (!this.#closed) this.#host.binding.pause(this.id)
+    return this
+  }
+
+  /** Delivers messages again and reads (`strp_unpause`). */
+  resume(): this {
+    this.#resumedOnce = true
+    this.#paused = false
+    if (!this.#closed) this.#host.binding.resume(this.id)
+    const held = this.#held
+    this.#held = []
+    for (const m of held) {
+      if (this.#paused) {
+        this.#held.push(m)
+      } else {
+        this.emit('message', m)
+      }
+    }
+    return this
+  }
+
+  /** Half-closes: writes everything queued, then shuts down the write side. */
+  end(): void {
+    if (this.#closed || this.#ended) return
+    this.#ended = true
+    this.#host.binding.end(this.id)
+  }
+
+  /** Closes at once; queued bytes are discarded. */
+  destroy(): void {
+    if (this.#closed) return
+    this.#host.binding.destroy(this.id)
+  }
+
+  /** The socket's counters (the last ones seen, once it is closed). */
+  stats(): SocketStats {
+    if (!this.#closed) {
+      const raw = this.#host.binding.sockStats(this.id)
+      if (raw) this.#lastStats = socketStats(raw)
+    }
+    return { ...this.#lastStats }
+  }
+
+  /** Iterates over the messages; ends when the peer ends or the socket closes, throws on a socket error. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<Buffer, void, undefined> {
+    const queue: Buffer[] = []
+    let done = false
+    let failure: unknown
+    let wake: (() => void) | undefined
+    const poke = (): void => {
+      const w = wake
+      wake = undefined
+      w?.()
+    }
+    const onMessage = (m: Buffer): void => {
+      queue.push(m)
+      if (queue.length >= QUEUE_HIGH) this.pause()
+      poke()
+    }
+    const onEnd = (): void => {
+      done = true
+      poke()
+    }
+    const onError = (e: unknown): void => {
+      failure = e
+      poke()
+    }
+    this.on('message', onMessage)
+    this.on('end', onEnd)
+    this.on('close', onEnd)
+    this.on('error', onError)
+    this.resume()
+    try {
+      for (;;) {
+        const m = queue.shift()
+        if (m !== undefined) {
+          if (queue.length === 0 && this.#paused && !this.#closed) this.resume()
+          yield m
+          continue
+        }
+        if (failure !== undefined) throw failure
+        if (done || this.#closed) return
+        await new Promise<void>((resolve) => {
+          wake = resolve
+        })
+      }
+    } finally {
+      this.off('message', onMessage)
+      this.off('end', onEnd)
+      this.off('close', onEnd)
+      this.off('error', onError)
+    }
+  }
+
+  /** Handles one engine event for this socket. @internal */
+  [kEvent](ev: JsEvent): void {
+    switch (ev.kind) {
+      case EventKind.MESSAGE:
+        if (this.#paused) this.#held.push(ev.data as Buffer)
+        else this.emit('message', ev.data as Buffer)
+        return
+      case EventKind.READ_END:
+        this.emit('end')
+        return
+      case EventKind.SEND_DONE: {
+        const p = this.#sends.get(ev.other)
+        if (!p) return
+        this.#sends.delete(ev.other)
+        if (ev.code) p.reject(sockError(ev.code, 'send failed'))
+        else p.resolve(ev.bytes)
+        return
+      }
+      case EventKind.DRAINED:
+        this.emit('drain')
+        return
+      case EventKind.ERROR:
+        this.emit('error', sockError(ev.code, ev.detail ?? 'socket error'))
+        return
+      case EventKind.CLOSED:
+        this[kClose](ev.code)
+        return
+    }
+  }
+
+  /** Marks the socket closed (an engine event or the engine's close). @internal */
+  [kClose](code: string | undefined): void {
+    if (this.#closed) return
+    this.stats()
+    this.#closed = true
+    this.#host.forget(this.id)
+    for (const p of this.#sends.values()) p.reject(sockError('EPIPE', 'the socket closed'))
+    this.#sends.clear()
+    // Messages held by a pause are still the application's: deliver them before 'close'.
+    const held = this.#held
+    this.#held = []
+    for (const m of held) this.emit('message', m)
+    if (code && this.listenerCount('error') > 0) this.emit('error', sockError(code, 'the socket closed on an error'))
+    this.emit('close', code !== undefined)
+  }
+}
+
+/**
+ * A listening socket owned by the engine. Create one with `engine.listen()`.
+ */
+export class Server extends EventEmitter<ServerEvents> {
+  /** The listener's socket id. */
+  readonly id: number
+  readonly #host: SocketHost
+  readonly #address: AddressInfo
+  readonly #make: (id: number, remote: AddressInfo) => Socket
+  #closed = false
+  #onClosed: Array<() => void> = []
+
+  /** @internal */
+  constructor(host: SocketHost, id: number, address: AddressInfo, make: (id: number, r: AddressInfo) => Socket) {
+    super()
+    this.#host = host
+    this.id = id
+    this.#address = address
+    this.#make = make
+  }
+
+  /** The bound address. */
+  address(): AddressInfo {
+    return { ...this.#address }
+  }
+
+  /** Whether the server stopped listening. */
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  /** Stops listening; resolves once the listener is closed. Accepted sockets stay open. */
+  close(): Promise<void> {
+    if (this.#closed) return Promise.resolve()
+    return new Promise((resolve) => {
+      this.#onClosed.push(resolve)
+      this.#host.binding.destroy(this.id)
+    })
+  }
+
+  /** Handles one engine event for this listener. @internal */
+  [kEvent](ev: JsEvent): void {
+    if (ev.kind === EventKind.ACCEPTED) {
+      const sock = this.#make(ev.other, {
+        address: ev.detail ?? '',
+        port: ev.port ?? 0,
+        family: (ev.detail ?? '').includes(':') ? 'IPv6' : 'IPv4',
+      })
+      this.emit('connection', sock)
+    } else if (ev.kind === EventKind.ERROR) {
+      this.emit('error', sockError(ev.code, ev.detail ?? 'listener error'))
+    } else if (ev.kind === EventKind.CLOSED) {
+      this[kClose](ev.code)
+    }
+  }
+
+  /** @internal */
+  [kClose](_code: string | undefined): void {
+    if (this.#closed) return
+    this.#closed = true
+    this.#host.forget(this.id)
+    for (const f of this.#onClosed) f()
+    this.#onClosed = []
+    this.emit('close')
+  }
+}

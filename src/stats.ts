@@ -1,0 +1,142 @@
+/** Counters of one socket, or of the sockets that took one map's stream verdict. */
+export interface SocketStats {
+  /** Bytes read from the socket. */
+  bytesIn: number
+  /** Bytes written to the socket. */
+  bytesOut: number
+  /** Messages framed from what was read. */
+  messagesIn: number
+  /** Messages passed to the application. */
+  passed: number
+  /** Messages dropped, for any reason. */
+  dropped: number
+  /** Messages redirected (egress + ingress). */
+  redirected: number
+  /** Messages redirected to another socket's egress. */
+  redirectedEgress: number
+  /** Messages redirected to another socket's application. */
+  redirectedIngress: number
+  /** Messages dropped by a DROP verdict. */
+  droppedVerdict: number
+  /** Messages dropped because the redirect key was absent. */
+  droppedNoKey: number
+  /** Messages dropped because the redirect target could not take them. */
+  droppedDeadTarget: number
+  /** Partial messages dropped by a parser error or a close mid-message. */
+  droppedParser: number
+  /** Bytes of dropped messages. */
+  droppedBytes: number
+  /** Parser errors. */
+  parserErrors: number
+  /** Queued bytes discarded because the socket closed before writing them. */
+  discardedBytes: number
+  /** Bytes waiting in the send ring (a gauge). */
+  queuedBytes: number
+  /** Bytes waiting for a TypeScript verdict or parser (a gauge). */
+  pendingBytes: number
+  /** Application sends accepted. */
+  sends: number
+  /** Application sends refused (`EACCES`, `EPIPE`). */
+  sendsRefused: number
+  /** Times reading stopped because a redirect target was full. */
+  backpressureStalls: number
+}
+
+/** Counters of one map. */
+export interface MapStats extends SocketStats {
+  /** The map's number within the engine. */
+  map: number
+  /** `'sockmap'` or `'sockhash'`. */
+  kind: 'sockmap' | 'sockhash'
+  /** Entries stored. */
+  size: number
+}
+
+/** What the engine did so far: totals, the boundary crossings of TypeScript callbacks, and per-map counters. */
+export interface EngineStats {
+  /** Sockets open (listeners included). */
+  sockets: number
+  /** Times the I/O thread woke the JavaScript thread. */
+  wakeups: number
+  /** Batches of TypeScript verdicts and parsers run (one boundary crossing each). */
+  batches: number
+  /** Messages judged by TypeScript verdicts. */
+  verdictMessages: number
+  /** Parser calls made by TypeScript parsers. */
+  parserCalls: number
+  /** Callbacks that threw or returned something that is not a verdict (each counted, each reported). */
+  callbackErrors: number
+  /** Totals over every map. */
+  totals: SocketStats
+  /** Per-map counters. */
+  maps: MapStats[]
+}
+
+const keys: Array<keyof SocketStats> = [
+  'bytesIn',
+  'bytesOut',
+  'messagesIn',
+  'passed',
+  'dropped',
+  'redirected',
+  'redirectedEgress',
+  'redirectedIngress',
+  'droppedVerdict',
+  'droppedNoKey',
+  'droppedDeadTarget',
+  'droppedParser',
+  'droppedBytes',
+  'parserErrors',
+  'discardedBytes',
+  'queuedBytes',
+  'pendingBytes',
+  'sends',
+  'sendsRefused',
+  'backpressureStalls',
+]
+
+const gauges = new Set<keyof SocketStats>(['queuedBytes', 'pendingBytes'])
+
+/** @internal */
+export function zeroStats(): SocketStats {
+  const s = {} as SocketStats
+  for (const k of keys) s[k] = 0
+  return s
+}
+
+/** @internal */
+export function socketStats(raw: Omit<SocketStats, 'redirected'>): SocketStats {
+  return { ...raw, redirected: raw.redirectedEgress + raw.redirectedIngress }
+}
+
+/** @internal */
+export function addStats(into: SocketStats, s: SocketStats): void {
+  for (const k of keys) into[k] += s[k]
+}
+
+function snake(k: string): string {
+  return k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)
+}
+
+/** @internal Renders engine stats in the Prometheus text exposition format. */
+export function toPrometheus(s: EngineStats): string {
+  const out: string[] = []
+  const engine: Array<[string, number, string, string]> = [
+    ['sockmap_sockets', s.sockets, 'gauge', 'Sockets open.'],
+    ['sockmap_js_wakeups_total', s.wakeups, 'counter', 'Times the I/O thread woke the JavaScript thread.'],
+    ['sockmap_batches_total', s.batches, 'counter', 'Batches of TypeScript callbacks run.'],
+    ['sockmap_verdict_messages_total', s.verdictMessages, 'counter', 'Messages judged by TypeScript verdicts.'],
+    ['sockmap_parser_calls_total', s.parserCalls, 'counter', 'Calls of TypeScript parsers.'],
+    ['sockmap_callback_errors_total', s.callbackErrors, 'counter', 'TypeScript callbacks that failed.'],
+  ]
+  for (const [name, value, type, help] of engine) {
+    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, `${name} ${value}`)
+  }
+  for (const k of keys) {
+    const gauge = gauges.has(k)
+    const name = `sockmap_map_${snake(k)}${gauge ? '' : '_total'}`
+    out.push(`# TYPE ${name} ${gauge ? 'gauge' : 'counter'}`)
+    for (const m of s.maps) out.push(`${name}{map="${m.map}",kind="${m.kind}"} ${m[k]}`)
+  }
+  return out.join('\n') + '\n'
+}

@@ -1,0 +1,85 @@
+import type { SockHash, SockMap } from './map'
+
+/**
+ * What a verdict decides for a message, as in the kernel (`SK_DROP` = 0, `SK_PASS` = 1). A redirect is made with
+ * {@link StreamMessage.redirect}, which returns {@link Verdict.REDIRECT}; returning `REDIRECT` without calling it is
+ * an error (the message gets the map's `onError` verdict).
+ */
+export const Verdict = {
+  /** Discard the message, counted in stats. */
+  DROP: 0,
+  /** Deliver to the source socket's application (stream verdict), or transmit on it (msg verdict). */
+  PASS: 1,
+  /** Send to the target chosen by {@link StreamMessage.redirect}. */
+  REDIRECT: 2,
+} as const
+
+/** A verdict value: {@link Verdict.PASS}, {@link Verdict.DROP} or {@link Verdict.REDIRECT}. */
+export type Verdict = (typeof Verdict)[keyof typeof Verdict]
+
+/** Special results of a TypeScript parser (besides a positive message length). */
+export const Parse = {
+  /** Not enough bytes yet for a whole message: call again when more arrive. */
+  NEED_MORE: 0,
+  /**
+   * Hand the socket back to the application (the kernel's `-ESTRPIPE`): the socket leaves the parser and the
+   * application reads the rest of the stream itself.
+   */
+  HANDBACK: -86,
+} as const
+
+/** A map key: an index for a {@link SockMap}, a string, Buffer or number for a {@link SockHash}. */
+export type MapKey = number | string | Uint8Array
+
+/** Options of {@link StreamMessage.redirect}. */
+export interface RedirectOptions {
+  /** Deliver to the target's application (`'message'` event) instead of transmitting out of it. Default: `false`. */
+  ingress?: boolean
+}
+
+/**
+ * A received message, as a stream verdict sees it. The library reuses one view for every message of a batch: keep
+ * neither the view nor `data` after the verdict returns (copy what you need).
+ */
+export interface StreamMessage {
+  /** Id of the source socket. */
+  readonly socket: number
+  /** The full message length in bytes. */
+  readonly length: number
+  /** The message bytes, or their first `peekBytes`; a view valid only during the call. */
+  readonly data: Buffer
+  /**
+   * Chooses a redirect target: the socket stored under `key` in `target`. Returns {@link Verdict.REDIRECT}, which the
+   * verdict returns. A missing key or a dead target drops the message (counted), as in the kernel.
+   */
+  redirect(target: SockMap | SockHash, key: MapKey, opts?: RedirectOptions): Verdict
+}
+
+/**
+ * Data the application sends, as a msg verdict sees it (the kernel's `sk_msg_md` and `bpf_msg_*` helpers).
+ */
+export interface SendMessage extends StreamMessage {
+  /** This verdict covers the next `n` bytes (`bpf_msg_apply_bytes`). */
+  applyBytes(n: number): void
+  /** Hold the data until `n` bytes are buffered, then run the verdict again (`bpf_msg_cork_bytes`). */
+  corkBytes(n: number): void
+  /** Makes `[start, end)` the bytes `data` shows (`bpf_msg_pull_data`); RangeError (code `EINVAL`) on bad bounds. */
+  pull(start: number, end: number): void
+  /** Inserts `len` zero bytes at `start` (`bpf_msg_push_data`). */
+  push(start: number, len: number): void
+  /** Removes `len` bytes at `start` (`bpf_msg_pop_data`). */
+  pop(start: number, len: number): void
+}
+
+/** A stream verdict written in TypeScript: called once per received message, in batches. */
+export type VerdictFunction = (msg: StreamMessage) => Verdict
+
+/** A msg verdict written in TypeScript: called once per send. */
+export type MsgVerdictFunction = (msg: SendMessage) => Verdict
+
+/**
+ * A parser written in TypeScript: called with the buffered bytes of a socket, starting at the current message.
+ * Returns the message length (> 0), {@link Parse.NEED_MORE}, {@link Parse.HANDBACK}, or a negative errno (or
+ * throws) to abort the socket. `data` is a view valid only during the call.
+ */
+export type ParseFunction = (data: Buffer) => number
