@@ -44,6 +44,8 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
+use memchr::memmem;
+
 use super::{Chunks, Framer, MessageMeta, Parse};
 use crate::error::Errno;
 
@@ -182,6 +184,8 @@ pub struct Http1 {
     handed_back: bool,
     until_close: bool,
     scratch: Vec<u8>,
+    /// Finds the blank line ending a head.
+    blank_line: memmem::Finder<'static>,
 }
 
 impl Http1 {
@@ -208,6 +212,7 @@ impl Http1 {
             handed_back: false,
             until_close: false,
             scratch: Vec::new(),
+            blank_line: memmem::Finder::new(b"\r\n\r\n"),
         }
     }
 
@@ -255,7 +260,14 @@ impl Http1 {
                 return Err(Errno::MsgSize);
             }
         }
-        let Some(p) = data.find(b"\r\n\r\n", self.head_scan.max(lead)) else {
+        let from = self.head_scan.max(lead);
+        // Search the first fragment in place, then only what may span past it.
+        let first = data.first();
+        let found = match first.get(from..).and_then(|hay| self.blank_line.find(hay)) {
+            Some(i) => Some(from + i),
+            None => data.find(b"\r\n\r\n", from.max(first.len().saturating_sub(3))),
+        };
+        let Some(p) = found else {
             return self.head_wait(data);
         };
         let end = p + 4;
@@ -541,13 +553,17 @@ impl Iterator for Lines<'_> {
             return None;
         }
         let rest = &self.h[self.at..];
-        let nl = memchr::memchr(b'\n', rest)?;
+        // The line must end at its first CR or LF, with CR LF.
+        let cr = memchr::memchr2(b'\r', b'\n', rest)?;
         let start = self.at;
-        self.at += nl + 1;
-        if nl == 0 || rest[nl - 1] != b'\r' || rest[..nl - 1].contains(&b'\r') {
+        if rest[cr] != b'\r' || rest.get(cr + 1) != Some(&b'\n') {
+            // A bare CR or LF. (A head always ends with CR LF CR LF: there
+            // is a later LF, which the line would otherwise run to.)
+            self.at = self.h.len();
             return Some(Err(Errno::Proto));
         }
-        Some(Ok(start..start + nl - 1))
+        self.at += cr + 2;
+        Some(Ok(start..start + cr))
     }
 }
 
@@ -569,16 +585,19 @@ impl Fields {
     /// Takes in one field line.
     fn add(&mut self, h: &[u8], line: Range<usize>) -> Result<(), Errno> {
         let l = &h[line.clone()];
-        if l[0] == b' ' || l[0] == b'\t' {
-            return Err(Errno::Proto); // obs-fold
-        }
-        let colon = l.iter().position(|&b| b == b':').ok_or(Errno::Proto)?;
-        let name = &l[..colon];
-        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+        // A token then a colon; a leading space or tab (obs-fold), a space
+        // before the colon or an empty name is not one.
+        let colon = l.iter().position(|&b| !is_tchar(b)).unwrap_or(l.len());
+        if colon == 0 || l.get(colon) != Some(&b':') {
             return Err(Errno::Proto);
         }
+        let name = &l[..colon];
         let raw = &l[colon + 1..];
-        if raw.iter().any(|&b| (b < b' ' && b != b'\t') || b == 0x7f) {
+        // No early exit: a whole-value pass the compiler can vectorise.
+        let bad = raw.iter().fold(false, |bad, &b| {
+            bad | ((b < b' ' && b != b'\t') || b == 0x7f)
+        });
+        if bad {
             return Err(Errno::Proto);
         }
         let lead = raw.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
@@ -681,9 +700,39 @@ fn parse_version(v: &[u8]) -> Result<bool, Errno> {
     }
 }
 
+/// RFC 9110 token characters, by byte value.
+static TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    t
+};
+
 /// RFC 9110 token character.
+#[inline]
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
 }
 
 /// The size of the chunk-size line `pos..cr`: 1 to 16 hex digits, then
