@@ -315,15 +315,12 @@ impl Http1 {
     /// Parses a complete head `h` (ending with the blank line) whose start
     /// line begins at `lead`.
     fn parse_head_bytes(&self, h: &[u8], lead: usize) -> Result<Head, Errno> {
-        let mut lines = Lines { h, at: lead };
-        let start = lines.next().ok_or(Errno::Proto)??;
+        let start = start_line(h, lead)?;
         let mut fields = Fields::default();
-        for line in &mut lines {
-            let line = line?;
-            if line.is_empty() {
-                break;
-            }
-            fields.add(h, line)?;
+        let mut at = start.end + 2;
+        // Field lines up to the blank line (a head ends with the first one).
+        while h.get(at..at + 2) != Some(b"\r\n") {
+            at = fields.add(h, at)?;
         }
         match self.role {
             Http1Role::Request => self.request_head(h, start, &fields),
@@ -538,33 +535,16 @@ impl Framer for Http1 {
     }
 }
 
-/// Header lines of a head: yields each line's range (CRLF excluded), and an
-/// error for a bare CR or LF.
-struct Lines<'h> {
-    h: &'h [u8],
-    at: usize,
-}
-
-impl Iterator for Lines<'_> {
-    type Item = Result<Range<usize>, Errno>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.at >= self.h.len() {
-            return None;
-        }
-        let rest = &self.h[self.at..];
-        // The line must end at its first CR or LF, with CR LF.
-        let cr = memchr::memchr2(b'\r', b'\n', rest)?;
-        let start = self.at;
-        if rest[cr] != b'\r' || rest.get(cr + 1) != Some(&b'\n') {
-            // A bare CR or LF. (A head always ends with CR LF CR LF: there
-            // is a later LF, which the line would otherwise run to.)
-            self.at = self.h.len();
-            return Some(Err(Errno::Proto));
-        }
-        self.at += cr + 2;
-        Some(Ok(start..start + cr))
+/// The start line of a head at `at` (CRLF excluded); a bare CR or LF in it
+/// is `EPROTO`.
+fn start_line(h: &[u8], at: usize) -> Result<Range<usize>, Errno> {
+    let rest = h.get(at..).ok_or(Errno::Proto)?;
+    // The line must end at its first CR or LF, with CR LF.
+    let cr = memchr::memchr2(b'\r', b'\n', rest).ok_or(Errno::Proto)?;
+    if rest[cr] != b'\r' || rest.get(cr + 1) != Some(&b'\n') {
+        return Err(Errno::Proto);
     }
+    Ok(at..at + cr)
 }
 
 /// What the header fields say about framing and routing.
@@ -582,24 +562,23 @@ struct Fields {
 }
 
 impl Fields {
-    /// Takes in one field line.
-    fn add(&mut self, h: &[u8], line: Range<usize>) -> Result<(), Errno> {
-        let l = &h[line.clone()];
+    /// Takes in the field line at `at`: the offset after its CRLF.
+    fn add(&mut self, h: &[u8], at: usize) -> Result<usize, Errno> {
+        let l = h.get(at..).ok_or(Errno::Proto)?;
         // A token then a colon; a leading space or tab (obs-fold), a space
-        // before the colon or an empty name is not one.
+        // before the colon, an empty name or a CR/LF is not one.
         let colon = l.iter().position(|&b| !is_tchar(b)).unwrap_or(l.len());
         if colon == 0 || l.get(colon) != Some(&b':') {
             return Err(Errno::Proto);
         }
         let name = &l[..colon];
-        let raw = &l[colon + 1..];
-        // No early exit: a whole-value pass the compiler can vectorise.
-        let bad = raw.iter().fold(false, |bad, &b| {
-            bad | ((b < b' ' && b != b'\t') || b == 0x7f)
-        });
-        if bad {
+        // The value runs to the first control byte, which must start CRLF.
+        let after = &l[colon + 1..];
+        let cr = after.iter().position(|&b| is_ctl(b)).ok_or(Errno::Proto)?;
+        if after[cr] != b'\r' || after.get(cr + 1) != Some(&b'\n') {
             return Err(Errno::Proto);
         }
+        let raw = &after[..cr];
         let lead = raw.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
         let trail = raw[lead..]
             .iter()
@@ -607,7 +586,7 @@ impl Fields {
             .take_while(|&&b| b == b' ' || b == b'\t')
             .count();
         let value = &raw[lead..raw.len() - trail];
-        let v0 = line.start + colon + 1 + lead;
+        let v0 = at + colon + 1 + lead;
         let value_range = v0..v0 + value.len();
         if name.eq_ignore_ascii_case(b"content-length") {
             if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
@@ -646,7 +625,7 @@ impl Fields {
             }
             self.host = Some(value_range);
         }
-        Ok(())
+        Ok(at + colon + 1 + cr + 2)
     }
 
     /// How the body is delimited.
@@ -698,6 +677,13 @@ fn parse_version(v: &[u8]) -> Result<bool, Errno> {
         b"HTTP/1.0" => Ok(true),
         _ => Err(Errno::Proto),
     }
+}
+
+/// Whether `b` may not appear in a field value: a control byte other than
+/// tab, or DEL.
+#[inline]
+fn is_ctl(b: u8) -> bool {
+    (b < b' ' && b != b'\t') || b == 0x7f
 }
 
 /// RFC 9110 token characters, by byte value.
