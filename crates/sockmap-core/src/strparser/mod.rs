@@ -595,3 +595,6 @@ impl StrParser {
         &self.stats
     }
 }
+
+#[cfg(test)]
+mod fast_path_tests;
