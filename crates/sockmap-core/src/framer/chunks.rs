@@ -37,6 +37,17 @@ impl<'a> Chunks<'a> {
         }
     }
 
+    /// A view over one fragment.
+    #[inline]
+    pub(crate) fn single(frag: &'a Bytes) -> Self {
+        Chunks {
+            a: std::slice::from_ref(frag),
+            b: &[],
+            len: frag.len(),
+            cursor: Cell::new((0, 0)),
+        }
+    }
+
     /// A view over two runs of fragments (the halves of a ring), with a
     /// known total length and a cursor remembered from an earlier view.
     pub(crate) fn from_parts(
@@ -184,15 +195,7 @@ impl<'a> Chunks<'a> {
         let mut base = start;
         let mut skip = from - start;
         while let Some(f) = self.frag(i) {
-            let hay = &f[skip..];
-            let hit = match *set {
-                [] => None,
-                [a] => memchr::memchr(a, hay),
-                [a, b] => memchr::memchr2(a, b, hay),
-                [a, b, c] => memchr::memchr3(a, b, c, hay),
-                _ => hay.iter().position(|x| set.contains(x)),
-            };
-            if let Some(p) = hit {
+            if let Some(p) = find_byte_of(set, &f[skip..]) {
                 if base > self.cursor.get().1 {
                     self.cursor.set((i, base));
                 }
@@ -237,5 +240,18 @@ impl<'a> Chunks<'a> {
                 None => return None,
             }
         }
+    }
+}
+
+/// The index of the first byte of `hay` that is one of `set` (vectorised for
+/// a `set` of 1 to 3 bytes).
+#[inline]
+pub(crate) fn find_byte_of(set: &[u8], hay: &[u8]) -> Option<usize> {
+    match *set {
+        [] => None,
+        [a] => memchr::memchr(a, hay),
+        [a, b] => memchr::memchr2(a, b, hay),
+        [a, b, c] => memchr::memchr3(a, b, c, hay),
+        _ => hay.iter().position(|x| set.contains(x)),
     }
 }

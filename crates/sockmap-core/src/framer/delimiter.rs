@@ -22,6 +22,7 @@
 //!
 //! The search is incremental: each call resumes where the last one stopped.
 
+use super::chunks::find_byte_of;
 use super::{Chunks, Framer, Parse, Trim};
 use crate::error::Errno;
 
@@ -125,7 +126,22 @@ impl Delimiter {
     /// `Ok((offset, len))`, or `Err(())` after moving `searched_to` to the end.
     #[inline]
     fn search(&mut self, data: &Chunks<'_>) -> Result<(usize, usize), ()> {
+        // The first fragment holds the start of the message: delimiters
+        // ending there are matched on the slice itself.
+        let first = data.first();
         let mut pos = self.searched_to;
+        while let Some(hay) = first.get(pos..) {
+            let Some(q) = find_byte_of(&self.lasts, hay) else {
+                pos = first.len();
+                break;
+            };
+            let end = pos + q + 1;
+            let upto = &first[..end];
+            if let Some(d) = self.by_len.iter().find(|d| upto.ends_with(d)) {
+                return Ok((end - d.len(), d.len()));
+            }
+            pos = end;
+        }
         while let Some(q) = data.find_any_byte(&self.lasts, pos) {
             let end = q + 1;
             for d in &self.by_len {

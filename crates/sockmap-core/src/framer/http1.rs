@@ -44,6 +44,8 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
+use memchr::memmem;
+
 use super::{Chunks, Framer, MessageMeta, Parse};
 use crate::error::Errno;
 
@@ -182,6 +184,8 @@ pub struct Http1 {
     handed_back: bool,
     until_close: bool,
     scratch: Vec<u8>,
+    /// Finds the blank line ending a head.
+    blank_line: memmem::Finder<'static>,
 }
 
 impl Http1 {
@@ -208,6 +212,7 @@ impl Http1 {
             handed_back: false,
             until_close: false,
             scratch: Vec::new(),
+            blank_line: memmem::Finder::new(b"\r\n\r\n"),
         }
     }
 
@@ -255,7 +260,14 @@ impl Http1 {
                 return Err(Errno::MsgSize);
             }
         }
-        let Some(p) = data.find(b"\r\n\r\n", self.head_scan.max(lead)) else {
+        let from = self.head_scan.max(lead);
+        // Search the first fragment in place, then only what may span past it.
+        let first = data.first();
+        let found = match first.get(from..).and_then(|hay| self.blank_line.find(hay)) {
+            Some(i) => Some(from + i),
+            None => data.find(b"\r\n\r\n", from.max(first.len().saturating_sub(3))),
+        };
+        let Some(p) = found else {
             return self.head_wait(data);
         };
         let end = p + 4;
@@ -303,15 +315,12 @@ impl Http1 {
     /// Parses a complete head `h` (ending with the blank line) whose start
     /// line begins at `lead`.
     fn parse_head_bytes(&self, h: &[u8], lead: usize) -> Result<Head, Errno> {
-        let mut lines = Lines { h, at: lead };
-        let start = lines.next().ok_or(Errno::Proto)??;
+        let start = start_line(h, lead)?;
         let mut fields = Fields::default();
-        for line in &mut lines {
-            let line = line?;
-            if line.is_empty() {
-                break;
-            }
-            fields.add(h, line)?;
+        let mut at = start.end + 2;
+        // Field lines up to the blank line (a head ends with the first one).
+        while h.get(at..at + 2) != Some(b"\r\n") {
+            at = fields.add(h, at)?;
         }
         match self.role {
             Http1Role::Request => self.request_head(h, start, &fields),
@@ -526,29 +535,16 @@ impl Framer for Http1 {
     }
 }
 
-/// Header lines of a head: yields each line's range (CRLF excluded), and an
-/// error for a bare CR or LF.
-struct Lines<'h> {
-    h: &'h [u8],
-    at: usize,
-}
-
-impl Iterator for Lines<'_> {
-    type Item = Result<Range<usize>, Errno>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.at >= self.h.len() {
-            return None;
-        }
-        let rest = &self.h[self.at..];
-        let nl = memchr::memchr(b'\n', rest)?;
-        let start = self.at;
-        self.at += nl + 1;
-        if nl == 0 || rest[nl - 1] != b'\r' || rest[..nl - 1].contains(&b'\r') {
-            return Some(Err(Errno::Proto));
-        }
-        Some(Ok(start..start + nl - 1))
+/// The start line of a head at `at` (CRLF excluded); a bare CR or LF in it
+/// is `EPROTO`.
+fn start_line(h: &[u8], at: usize) -> Result<Range<usize>, Errno> {
+    let rest = h.get(at..).ok_or(Errno::Proto)?;
+    // The line must end at its first CR or LF, with CR LF.
+    let cr = memchr::memchr2(b'\r', b'\n', rest).ok_or(Errno::Proto)?;
+    if rest[cr] != b'\r' || rest.get(cr + 1) != Some(&b'\n') {
+        return Err(Errno::Proto);
     }
+    Ok(at..at + cr)
 }
 
 /// What the header fields say about framing and routing.
@@ -566,21 +562,23 @@ struct Fields {
 }
 
 impl Fields {
-    /// Takes in one field line.
-    fn add(&mut self, h: &[u8], line: Range<usize>) -> Result<(), Errno> {
-        let l = &h[line.clone()];
-        if l[0] == b' ' || l[0] == b'\t' {
-            return Err(Errno::Proto); // obs-fold
+    /// Takes in the field line at `at`: the offset after its CRLF.
+    fn add(&mut self, h: &[u8], at: usize) -> Result<usize, Errno> {
+        let l = h.get(at..).ok_or(Errno::Proto)?;
+        // A token then a colon; a leading space or tab (obs-fold), a space
+        // before the colon, an empty name or a CR/LF is not one.
+        let colon = l.iter().position(|&b| !is_tchar(b)).unwrap_or(l.len());
+        if colon == 0 || l.get(colon) != Some(&b':') {
+            return Err(Errno::Proto);
         }
-        let colon = l.iter().position(|&b| b == b':').ok_or(Errno::Proto)?;
         let name = &l[..colon];
-        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+        // The value runs to the first control byte, which must start CRLF.
+        let after = &l[colon + 1..];
+        let cr = after.iter().position(|&b| is_ctl(b)).ok_or(Errno::Proto)?;
+        if after[cr] != b'\r' || after.get(cr + 1) != Some(&b'\n') {
             return Err(Errno::Proto);
         }
-        let raw = &l[colon + 1..];
-        if raw.iter().any(|&b| (b < b' ' && b != b'\t') || b == 0x7f) {
-            return Err(Errno::Proto);
-        }
+        let raw = &after[..cr];
         let lead = raw.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
         let trail = raw[lead..]
             .iter()
@@ -588,7 +586,7 @@ impl Fields {
             .take_while(|&&b| b == b' ' || b == b'\t')
             .count();
         let value = &raw[lead..raw.len() - trail];
-        let v0 = line.start + colon + 1 + lead;
+        let v0 = at + colon + 1 + lead;
         let value_range = v0..v0 + value.len();
         if name.eq_ignore_ascii_case(b"content-length") {
             if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
@@ -627,7 +625,7 @@ impl Fields {
             }
             self.host = Some(value_range);
         }
-        Ok(())
+        Ok(at + colon + 1 + cr + 2)
     }
 
     /// How the body is delimited.
@@ -681,9 +679,46 @@ fn parse_version(v: &[u8]) -> Result<bool, Errno> {
     }
 }
 
+/// Whether `b` may not appear in a field value: a control byte other than
+/// tab, or DEL.
+#[inline]
+fn is_ctl(b: u8) -> bool {
+    (b < b' ' && b != b'\t') || b == 0x7f
+}
+
+/// RFC 9110 token characters, by byte value.
+static TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    t
+};
+
 /// RFC 9110 token character.
+#[inline]
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
 }
 
 /// The size of the chunk-size line `pos..cr`: 1 to 16 hex digits, then

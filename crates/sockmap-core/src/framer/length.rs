@@ -118,23 +118,49 @@ impl LengthField {
         &self.opts
     }
 
+    /// The length field's value, once its bytes are buffered.
     #[inline]
     fn field(&self, data: &Chunks<'_>) -> Option<u64> {
         let w = self.opts.length_field_length;
+        let off = self.opts.length_field_offset;
+        // Usually the field lies in the first fragment: read it in place.
+        if let Some(bytes) = data.first().get(off..self.header_end) {
+            return Some(self.decode(bytes));
+        }
         let mut raw = [0u8; 8];
-        let bytes = match data.contiguous(self.opts.length_field_offset, w) {
-            Some(s) => s,
-            None => {
-                if !data.copy_to(self.opts.length_field_offset, &mut raw[..w]) {
-                    return None;
+        if !data.copy_to(off, &mut raw[..w]) {
+            return None;
+        }
+        Some(self.decode(&raw[..w]))
+    }
+
+    /// Decodes the `length_field_length` bytes of a length field.
+    #[inline]
+    fn decode(&self, bytes: &[u8]) -> u64 {
+        let be = self.opts.byte_order == ByteOrder::BigEndian;
+        match *bytes {
+            [a] => u64::from(a),
+            [a, b] => u64::from(if be {
+                u16::from_be_bytes([a, b])
+            } else {
+                u16::from_le_bytes([a, b])
+            }),
+            [a, b, c, d] => u64::from(if be {
+                u32::from_be_bytes([a, b, c, d])
+            } else {
+                u32::from_le_bytes([a, b, c, d])
+            }),
+            [a, b, c, d, e, f, g, h] => {
+                let raw = [a, b, c, d, e, f, g, h];
+                if be {
+                    u64::from_be_bytes(raw)
+                } else {
+                    u64::from_le_bytes(raw)
                 }
-                &raw[..w]
             }
-        };
-        Some(match self.opts.byte_order {
-            ByteOrder::BigEndian => bytes.iter().fold(0, |v, &b| (v << 8) | u64::from(b)),
-            ByteOrder::LittleEndian => bytes.iter().rev().fold(0, |v, &b| (v << 8) | u64::from(b)),
-        })
+            _ if be => bytes.iter().fold(0, |v, &b| (v << 8) | u64::from(b)),
+            _ => bytes.iter().rev().fold(0, |v, &b| (v << 8) | u64::from(b)),
+        }
     }
 }
 

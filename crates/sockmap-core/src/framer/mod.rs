@@ -72,6 +72,17 @@ pub trait Framer: Send + 'static {
     /// Not called after [`Parse::Skip`]: a framer that skips restarts its own
     /// scan state and may keep "discarding" state across skips.
     fn reset(&mut self) {}
+
+    /// [`trim`](Framer::trim), [`meta`](Framer::meta) then
+    /// [`reset`](Framer::reset) in one call: what the strparser does after a
+    /// complete message. Override only to do the same thing faster.
+    #[inline]
+    fn finish(&mut self) -> (Trim, MessageMeta) {
+        let trim = self.trim();
+        let meta = self.meta();
+        self.reset();
+        (trim, meta)
+    }
 }
 
 /// A framer's answer for the current message.

@@ -351,6 +351,42 @@ impl Resp {
         }
     }
 
+    /// The common request, an array of bulk strings, when it lies whole in
+    /// `buf` (the start of the message): its length, the command and key
+    /// recorded. `None` for anything else, malformed or incomplete there; the
+    /// general parser then decides, and would answer the same for this one.
+    #[inline]
+    fn whole_request(&mut self, buf: &[u8]) -> Option<usize> {
+        // Lines of up to 20 bytes and one level of nesting are always allowed.
+        if buf.first() != Some(&b'*') || self.opts.max_line_length < 20 || self.opts.max_depth == 0
+        {
+            return None;
+        }
+        let (count, mut at) = digits_line(buf, 1)?;
+        if count == 0 || count > buf.len() {
+            return None;
+        }
+        let mut names = [0..0, 0..0];
+        for i in 0..count {
+            if buf.get(at) != Some(&b'$') {
+                return None;
+            }
+            let (len, start) = digits_line(buf, at + 1)?;
+            let end = start.checked_add(len)?;
+            if buf.get(end..end.checked_add(2)?) != Some(b"\r\n") {
+                return None;
+            }
+            if let Some(slot) = names.get_mut(i) {
+                *slot = start..end;
+            }
+            at = end + 2;
+        }
+        let [command, key] = names;
+        self.command = Some(command);
+        self.key = (count > 1).then_some(key);
+        Some(at)
+    }
+
     /// An inline command: a line ended by `\n`.
     fn inline(&mut self, data: &Chunks<'_>) -> Step {
         let from = self.line_scan;
@@ -386,6 +422,28 @@ impl Resp {
     }
 }
 
+/// A decimal of 1 to 18 digits at `at`, ended by `\r\n`: (value, offset
+/// after the `\n`).
+#[inline]
+fn digits_line(buf: &[u8], at: usize) -> Option<(usize, usize)> {
+    let mut v: u64 = 0;
+    let mut i = at;
+    while let Some(&b) = buf.get(i) {
+        if !b.is_ascii_digit() {
+            break;
+        }
+        v = v * 10 + u64::from(b - b'0');
+        i += 1;
+        if i - at > 18 {
+            return None;
+        }
+    }
+    if i == at || buf.get(i..i + 2) != Some(b"\r\n") {
+        return None;
+    }
+    Some((usize::try_from(v).ok()?, i + 2))
+}
+
 impl Default for Resp {
     fn default() -> Self {
         Resp::new(RespOptions::default())
@@ -394,6 +452,11 @@ impl Default for Resp {
 
 impl Framer for Resp {
     fn parse(&mut self, data: &Chunks<'_>) -> Parse {
+        if self.pos == 0 {
+            if let Some(n) = self.whole_request(data.first()) {
+                return Parse::Length(n);
+            }
+        }
         loop {
             match self.step(data) {
                 Step::Continue => {}

@@ -223,7 +223,83 @@ impl StrParser {
 
     /// The next message, skip, hand-back or error; `None` when more input is
     /// needed or the parser is paused, pending or stopped.
+    #[inline]
     pub fn poll_event(&mut self, now: Instant) -> Option<Event> {
+        if self.queue.len() == 1 && self.at_fresh_message() {
+            return self.poll_front(now);
+        }
+        self.poll_slow(now)
+    }
+
+    /// Whether the next step is calling the framer for a message not yet
+    /// looked at: nothing queued, deferred, skipped or known about it.
+    #[inline]
+    fn at_fresh_message(&self) -> bool {
+        self.run == Run::Active
+            && !self.paused
+            && self.queued.is_none()
+            && self.deferred.is_none()
+            && (self.skip | self.target | self.need) == 0
+    }
+
+    /// [`poll_event`](StrParser::poll_event) when every buffered byte is in
+    /// one fragment and a new message starts at its front: a message the
+    /// framer finds complete there is cut straight out of that fragment.
+    #[inline(always)]
+    fn poll_front(&mut self, now: Instant) -> Option<Event> {
+        let front = &self.queue[0];
+        let seen_now = front.len();
+        let answer = self.framer.parse(&Chunks::single(front));
+        match answer {
+            // `seen` is 0 at a fresh message: any non-zero length is new.
+            Parse::Length(n) if n != 0 && n <= seen_now && n <= self.config.max_message_bytes => {
+                Some(self.complete_front(n))
+            }
+            _ => match self.apply(answer, seen_now, now) {
+                Some(ev) => Some(ev),
+                None => self.poll_slow(now),
+            },
+        }
+    }
+
+    /// Delivers the `n`-byte message at the front of the only fragment.
+    #[inline(always)]
+    fn complete_front(&mut self, n: usize) -> Event {
+        let (Trim { head, tail }, meta) = self.framer.finish();
+        let body = match head.checked_add(tail) {
+            Some(t) if t <= n => n - t,
+            _ => return self.fail(Errno::Proto),
+        };
+        self.deadline = None;
+        let mut frags = SmallVec::new();
+        if n == self.buffered {
+            // The whole fragment: hand it over without touching its refcount.
+            if let Some(mut f) = self.queue.pop_front() {
+                if body > 0 {
+                    f.truncate(n - tail);
+                    f.advance(head);
+                    frags.push(f);
+                }
+            }
+        } else if let Some(front) = self.queue.front_mut() {
+            if body > 0 {
+                frags.push(front.slice(head..n - tail));
+            }
+            front.advance(n);
+        }
+        self.buffered -= n;
+        self.cursor = (0, 0);
+        self.stats.messages += 1;
+        self.stats.bytes += n as u64;
+        Event::Message(Message {
+            frags,
+            len: body,
+            meta,
+        })
+    }
+
+    /// The general [`poll_event`](StrParser::poll_event).
+    fn poll_slow(&mut self, now: Instant) -> Option<Event> {
         if let Some(ev) = self.queued.take() {
             return Some(ev);
         }
@@ -331,9 +407,7 @@ impl StrParser {
     /// Delivers the current message (`target` bytes are buffered).
     fn complete(&mut self) -> Event {
         let n = self.target;
-        let Trim { head, tail } = self.framer.trim();
-        let meta = self.framer.meta();
-        self.framer.reset();
+        let (Trim { head, tail }, meta) = self.framer.finish();
         let body = match head.checked_add(tail) {
             Some(t) if t <= n => n - t,
             _ => return self.fail(Errno::Proto),
@@ -532,3 +606,6 @@ impl StrParser {
         &self.stats
     }
 }
+
+#[cfg(test)]
+mod fast_path_tests;
