@@ -1,0 +1,28 @@
+//! # sockmap-bench
+//!
+//! Small native load generators for the sockmap benchmarks. Each program in
+//! `src/bin/` is a thin `main` over the pieces here, uses plain blocking
+//! sockets on one thread per connection, talks to loopback addresses only and
+//! exits by itself (every loop is bounded by a duration or a count).
+//!
+//! The framed programs speak 4-byte big-endian length-prefixed frames: the
+//! length field counts the payload only, and the payload starts with the
+//! frame's 64-bit big-endian sequence number on its connection:
+//!
+//! ```text
+//! +----------+-------------+---------------+
+//! | len: u32 | seq: u64 BE | filler ...    |   total = 4 + len bytes
+//! +----------+-------------+---------------+
+//! ```
+#![deny(missing_docs)]
+
+pub mod args;
+pub mod frame;
+pub mod histogram;
+pub mod net;
+pub mod report;
+
+pub use args::Args;
+pub use frame::{FrameBatch, FrameChecker};
+pub use histogram::Histogram;
+pub use report::Report;
