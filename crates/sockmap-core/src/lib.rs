@@ -6,5 +6,9 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod msg;
+pub mod ring;
 
 pub use error::Errno;
+pub use msg::SkMsg;
+pub use ring::{RingFull, SgRing, IOV_MAX};

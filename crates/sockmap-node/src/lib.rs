@@ -4,6 +4,9 @@
 //! owns the threadsafe-function plumbing. Every decision lives in `sockmap-core`.
 #![deny(clippy::all)]
 
+mod binding_error;
+mod binding_ring;
+
 use napi_derive::napi;
 
 /// Version of the native engine.

@@ -1,0 +1,108 @@
+//! `BindingRing`: the scatter-gather ring, exposed for inspection and tests.
+
+use bytes::Bytes;
+use napi::bindgen_prelude::Buffer;
+use napi_derive::napi;
+use sockmap_core::ring::SgRing;
+
+use crate::binding_error::errno_error;
+
+/// A scatter-gather ring of byte fragments (the engine's `sk_msg`).
+#[napi]
+pub struct BindingRing {
+    inner: SgRing,
+}
+
+#[napi]
+impl BindingRing {
+    /// Creates an empty ring holding at most `max_frags` fragments.
+    #[napi(constructor)]
+    pub fn new(max_frags: u32) -> Self {
+        BindingRing {
+            inner: SgRing::with_max_frags(max_frags as usize),
+        }
+    }
+
+    /// Appends a copy of `data` as one fragment; returns false when the ring is full.
+    #[napi]
+    pub fn append(&mut self, data: &[u8]) -> bool {
+        self.inner.push(Bytes::copy_from_slice(data)).is_ok()
+    }
+
+    /// Total bytes held.
+    #[napi(getter)]
+    pub fn length(&self) -> u32 {
+        self.inner.len() as u32
+    }
+
+    /// Number of fragments held.
+    #[napi(getter)]
+    pub fn frag_count(&self) -> u32 {
+        self.inner.frag_count() as u32
+    }
+
+    /// Maximum number of fragments.
+    #[napi(getter)]
+    pub fn max_frags(&self) -> u32 {
+        self.inner.max_frags() as u32
+    }
+
+    /// Drops `n` bytes from the head (as after a partial write); returns the bytes dropped.
+    #[napi]
+    pub fn consume(&mut self, n: f64) -> u32 {
+        self.inner.consume(clamp_len(n)) as u32
+    }
+
+    /// Keeps only the first `len` bytes.
+    #[napi]
+    pub fn trim(&mut self, len: f64) {
+        self.inner.trim(clamp_len(len));
+    }
+
+    /// Makes `[start, end)` contiguous and returns a copy of it.
+    #[napi]
+    pub fn pull(&mut self, start: f64, end: f64) -> napi::Result<Buffer> {
+        self.inner
+            .pull(clamp_len(start), clamp_len(end))
+            .map(|b| Buffer::from(b.to_vec()))
+            .map_err(|e| errno_error(e, "pull: bad range"))
+    }
+
+    /// Inserts `len` zero bytes at `start`.
+    #[napi]
+    pub fn push(&mut self, start: f64, len: f64) -> napi::Result<()> {
+        self.inner
+            .push_zeroed(clamp_len(start), clamp_len(len))
+            .map_err(|e| errno_error(e, "push: bad range"))
+    }
+
+    /// Removes `len` bytes at `start`.
+    #[napi]
+    pub fn pop(&mut self, start: f64, len: f64) -> napi::Result<()> {
+        self.inner
+            .pop(clamp_len(start), clamp_len(len))
+            .map_err(|e| errno_error(e, "pop: bad range"))
+    }
+
+    /// Copies every byte held into one Buffer.
+    #[napi]
+    pub fn to_buffer(&self) -> Buffer {
+        Buffer::from(self.inner.to_vec())
+    }
+
+    /// The fragment lengths, in order.
+    #[napi]
+    pub fn fragment_lengths(&self) -> Vec<u32> {
+        self.inner.frags().map(|f| f.len() as u32).collect()
+    }
+}
+
+/// Converts a JS number already validated by the TypeScript layer to a length;
+/// anything out of range saturates so that the engine reports the error.
+fn clamp_len(n: f64) -> usize {
+    if n.is_nan() || n < 0.0 {
+        usize::MAX
+    } else {
+        n.min(usize::MAX as f64) as usize
+    }
+}

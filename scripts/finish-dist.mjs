@@ -1,0 +1,25 @@
+// Completes dist/ after `tsc`: copies the generated native loader (and the local addon, when built) next to the
+// compiled code, and writes the ES module entry point that re-exports the CommonJS build.
+import { copyFileSync, existsSync, readdirSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { join, resolve } from 'node:path'
+
+const src = 'src'
+const dist = 'dist'
+for (const file of readdirSync(src)) {
+  if (file === 'binding.cjs' || file === 'binding.d.cts' || file.endsWith('.node')) {
+    copyFileSync(join(src, file), join(dist, file))
+  }
+}
+if (!existsSync(join(dist, 'index.js'))) throw new Error('dist/index.js is missing: run tsc first')
+
+const names = Object.keys(createRequire(import.meta.url)(resolve(dist, 'index.js'))).filter((n) => n !== 'default')
+const esm = [
+  '// ES module entry point: the same objects as the CommonJS build, so both kinds of consumer share one engine.',
+  "import cjs from './index.js'",
+  `export const { ${names.join(', ')} } = cjs`,
+  'export default cjs',
+  '',
+].join('\n')
+writeFileSync(join(dist, 'index.mjs'), esm)
+writeFileSync(join(dist, 'index.d.mts'), "export * from './index.js'\n")
