@@ -5,142 +5,147 @@
 //   --mode coalesce  frames bound for one target are gathered and written once per tick
 //                    (consecutive frames of one read stay one zero-copy slice)
 //   --mode naive     one socket.write() per frame
-import net from 'node:net';
-import { pair, proxyArgs, serve } from './cli.mjs';
+import net from 'node:net'
+import { pair, proxyArgs, serve } from './cli.mjs'
 
-const HEADER = 4;
-const MAX_FRAME = 64 * 1024;
-const DROP = -1;
+const HEADER = 4
+const MAX_FRAME = 64 * 1024
+const DROP = -1
 
-const { listen, upstream, mode } = proxyArgs('coalesce');
+const { listen, upstream, mode } = proxyArgs('coalesce')
 if (mode !== 'coalesce' && mode !== 'naive') {
-  throw new RangeError(`--mode must be coalesce or naive, got ${mode}`);
+  throw new RangeError(`--mode must be coalesce or naive, got ${mode}`)
 }
 
 /** The routing decision for one frame: the index of its target, or DROP. */
 function verdict(frame) {
-  return frame.length > HEADER ? 0 : DROP;
+  return frame.length > HEADER ? 0 : DROP
 }
 
 /** Per target: slices waiting for this tick's flush. */
 class Outbox {
   constructor(socket, source) {
-    this.socket = socket;
-    this.source = source;
-    this.slices = [];
-    this.bytes = 0;
-    this.waitingDrain = false;
+    this.socket = socket
+    this.source = source
+    this.slices = []
+    this.bytes = 0
+    this.waitingDrain = false
   }
 
   /** Queues `frame`, merging it into the previous slice when it directly follows it. */
   push(frame) {
-    const last = this.slices[this.slices.length - 1];
+    const last = this.slices[this.slices.length - 1]
     if (last && last.buffer === frame.buffer && last.byteOffset + last.length === frame.byteOffset) {
-      this.slices[this.slices.length - 1] = new Uint8Array(
-        last.buffer, last.byteOffset, last.length + frame.length);
+      this.slices[this.slices.length - 1] = new Uint8Array(last.buffer, last.byteOffset, last.length + frame.length)
     } else {
-      this.slices.push(frame);
+      this.slices.push(frame)
     }
-    this.bytes += frame.length;
+    this.bytes += frame.length
   }
 
   flush() {
-    if (this.bytes === 0) return;
-    const out = this.slices.length === 1 ? this.slices[0] : Buffer.concat(this.slices, this.bytes);
-    this.slices = [];
-    this.bytes = 0;
-    send(this, out);
+    if (this.bytes === 0) return
+    const out = this.slices.length === 1 ? this.slices[0] : Buffer.concat(this.slices, this.bytes)
+    this.slices = []
+    this.bytes = 0
+    send(this, out)
   }
 }
 
 /** Writes `data` to the outbox's socket and pauses its source while the socket is full. */
 function send(box, data) {
   if (!box.socket.write(data) && !box.waitingDrain) {
-    box.waitingDrain = true;
-    box.source.pause();
+    box.waitingDrain = true
+    box.source.pause()
     box.socket.once('drain', () => {
-      box.waitingDrain = false;
-      box.source.resume();
-    });
+      box.waitingDrain = false
+      box.source.resume()
+    })
   }
 }
 
-const dirty = new Set();
-let flushScheduled = false;
+const dirty = new Set()
+let flushScheduled = false
 function flushAll() {
-  flushScheduled = false;
-  for (const box of dirty) box.flush();
-  dirty.clear();
+  flushScheduled = false
+  for (const box of dirty) box.flush()
+  dirty.clear()
 }
 
 /** Routes one whole frame from the source whose targets are `targets`. */
 function route(targets, frame) {
-  const to = verdict(frame);
-  const box = targets[to];
-  if (box === undefined) return;
+  const to = verdict(frame)
+  const box = targets[to]
+  if (box === undefined) return
   if (mode === 'naive') {
-    send(box, frame);
-    return;
+    send(box, frame)
+    return
   }
-  box.push(frame);
-  dirty.add(box);
+  box.push(frame)
+  dirty.add(box)
   if (!flushScheduled) {
-    flushScheduled = true;
-    setImmediate(flushAll);
+    flushScheduled = true
+    setImmediate(flushAll)
   }
 }
 
 /** Splits `source`'s byte stream into frames and routes each. */
 function frameStream(source, targets) {
-  let rest = null; // bytes of an incomplete frame
+  let rest = null // bytes of an incomplete frame
   source.on('data', (chunk) => {
-    let pos = 0;
+    let pos = 0
     if (rest !== null) {
       if (rest.length < HEADER) {
-        const take = Math.min(HEADER - rest.length, chunk.length);
-        rest = Buffer.concat([rest, chunk.subarray(0, take)]);
-        pos = take;
-        if (rest.length < HEADER) return;
+        const take = Math.min(HEADER - rest.length, chunk.length)
+        rest = Buffer.concat([rest, chunk.subarray(0, take)])
+        pos = take
+        if (rest.length < HEADER) return
       }
-      const total = HEADER + rest.readUInt32BE(0);
-      if (total > MAX_FRAME) { source.destroy(new Error('frame too long')); return; }
-      const need = total - rest.length;
+      const total = HEADER + rest.readUInt32BE(0)
+      if (total > MAX_FRAME) {
+        source.destroy(new Error('frame too long'))
+        return
+      }
+      const need = total - rest.length
       if (chunk.length - pos < need) {
-        rest = Buffer.concat([rest, chunk.subarray(pos)]);
-        return;
+        rest = Buffer.concat([rest, chunk.subarray(pos)])
+        return
       }
-      route(targets, Buffer.concat([rest, chunk.subarray(pos, pos + need)]));
-      pos += need;
-      rest = null;
+      route(targets, Buffer.concat([rest, chunk.subarray(pos, pos + need)]))
+      pos += need
+      rest = null
     }
     while (chunk.length - pos >= HEADER) {
-      const total = HEADER + chunk.readUInt32BE(pos);
-      if (total > MAX_FRAME) { source.destroy(new Error('frame too long')); return; }
-      if (chunk.length - pos < total) break;
-      route(targets, chunk.subarray(pos, pos + total));
-      pos += total;
+      const total = HEADER + chunk.readUInt32BE(pos)
+      if (total > MAX_FRAME) {
+        source.destroy(new Error('frame too long'))
+        return
+      }
+      if (chunk.length - pos < total) break
+      route(targets, chunk.subarray(pos, pos + total))
+      pos += total
     }
-    if (pos < chunk.length) rest = Buffer.from(chunk.subarray(pos));
-  });
+    if (pos < chunk.length) rest = Buffer.from(chunk.subarray(pos))
+  })
 }
 
 /** Ends `target` after this tick's pending frames were flushed. */
 function endAfterFlush(box) {
   setImmediate(() => {
-    box.flush();
-    box.socket.end();
-  });
+    box.flush()
+    box.socket.end()
+  })
 }
 
 const server = net.createServer({ noDelay: true }, (client) => {
-  const up = net.connect({ ...upstream, noDelay: true });
-  const toUp = new Outbox(up, client);
-  const toClient = new Outbox(client, up);
-  frameStream(client, [toUp]);
-  frameStream(up, [toClient]);
-  client.on('end', () => endAfterFlush(toUp));
-  up.on('end', () => endAfterFlush(toClient));
-  pair(client, up);
-});
+  const up = net.connect({ ...upstream, noDelay: true })
+  const toUp = new Outbox(up, client)
+  const toClient = new Outbox(client, up)
+  frameStream(client, [toUp])
+  frameStream(up, [toClient])
+  client.on('end', () => endAfterFlush(toUp))
+  up.on('end', () => endAfterFlush(toClient))
+  pair(client, up)
+})
 
-serve(server, listen);
+serve(server, listen)
