@@ -17,34 +17,46 @@ if (mode !== 'coalesce' && mode !== 'naive') {
   throw new RangeError(`--mode must be coalesce or naive, got ${mode}`)
 }
 
-/** The routing decision for one frame: the index of its target, or DROP. */
-function verdict(frame) {
-  return frame.length > HEADER ? 0 : DROP
+/** The routing decision for the frame at `buf[start, end)`: the index of its target, or DROP. */
+function verdict(buf, start, end) {
+  return end - start > HEADER ? 0 : DROP
 }
 
-/** Per target: slices waiting for this tick's flush. */
+/** Per target: byte ranges waiting for this tick's flush. Consecutive frames of one buffer
+ * extend one open run, so a read full of frames for one target is written as one slice. */
 class Outbox {
   constructor(socket, source) {
     this.socket = socket
     this.source = source
     this.slices = []
     this.bytes = 0
+    this.run = null // buffer of the open run
+    this.runStart = 0
+    this.runEnd = 0
     this.waitingDrain = false
   }
 
-  /** Queues `frame`, merging it into the previous slice when it directly follows it. */
-  push(frame) {
-    const last = this.slices[this.slices.length - 1]
-    if (last && last.buffer === frame.buffer && last.byteOffset + last.length === frame.byteOffset) {
-      this.slices[this.slices.length - 1] = new Uint8Array(last.buffer, last.byteOffset, last.length + frame.length)
+  /** Queues `buf[start, end)`. */
+  push(buf, start, end) {
+    if (this.run === buf && this.runEnd === start) {
+      this.runEnd = end
     } else {
-      this.slices.push(frame)
+      this.closeRun()
+      this.run = buf
+      this.runStart = start
+      this.runEnd = end
     }
-    this.bytes += frame.length
+    this.bytes += end - start
+  }
+
+  closeRun() {
+    if (this.run !== null) this.slices.push(this.run.subarray(this.runStart, this.runEnd))
+    this.run = null
   }
 
   flush() {
     if (this.bytes === 0) return
+    this.closeRun()
     const out = this.slices.length === 1 ? this.slices[0] : Buffer.concat(this.slices, this.bytes)
     this.slices = []
     this.bytes = 0
@@ -72,16 +84,15 @@ function flushAll() {
   dirty.clear()
 }
 
-/** Routes one whole frame from the source whose targets are `targets`. */
-function route(targets, frame) {
-  const to = verdict(frame)
-  const box = targets[to]
+/** Routes the whole frame `buf[start, end)` from the source whose targets are `targets`. */
+function route(targets, buf, start, end) {
+  const box = targets[verdict(buf, start, end)]
   if (box === undefined) return
   if (mode === 'naive') {
-    send(box, frame)
+    send(box, buf.subarray(start, end))
     return
   }
-  box.push(frame)
+  box.push(buf, start, end)
   dirty.add(box)
   if (!flushScheduled) {
     flushScheduled = true
@@ -111,7 +122,8 @@ function frameStream(source, targets) {
         rest = Buffer.concat([rest, chunk.subarray(pos)])
         return
       }
-      route(targets, Buffer.concat([rest, chunk.subarray(pos, pos + need)]))
+      const frame = Buffer.concat([rest, chunk.subarray(pos, pos + need)])
+      route(targets, frame, 0, frame.length)
       pos += need
       rest = null
     }
@@ -122,7 +134,7 @@ function frameStream(source, targets) {
         return
       }
       if (chunk.length - pos < total) break
-      route(targets, chunk.subarray(pos, pos + total))
+      route(targets, chunk, pos, pos + total)
       pos += total
     }
     if (pos < chunk.length) rest = Buffer.from(chunk.subarray(pos))
