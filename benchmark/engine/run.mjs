@@ -3,7 +3,7 @@
 // builds the native tools first:
 //
 //   benchmark/engine/run.sh [--quick] [--reps N] [--only raw,framed,latency,memory]
-//                           [--framed-conns C] [--proxy PATH] [--json FILE]
+//                           [--framed-conns C] [--idle-conns N] [--proxy PATH] [--json FILE]
 //
 // Scenarios (see BENCHMARKS.md "## Engine"):
 //   raw      iperf3 1 and 4 streams: direct, HAProxy (TCP mode, nbthread 1), Node pipe proxy,
@@ -31,7 +31,8 @@ const { values: opt } = parseArgs({
     reps: { type: 'string' },
     only: { type: 'string', default: 'raw,framed,latency,memory' },
     'framed-conns': { type: 'string', default: '1' },
-    proxy: { type: 'string', default: path.join(BIN, 'examples/proxy') },
+    'idle-conns': { type: 'string' },
+    proxy: { type: 'string' },
     json: { type: 'string' },
   },
 })
@@ -43,7 +44,7 @@ const CFG = {
   framedConns: Number(opt['framed-conns']),
   pingIters: Q ? 5000 : 100000,
   pingWarmup: Q ? 500 : 2000,
-  idleConns: idleConnCount(Q ? 1000 : 10000),
+  idleConns: idleConnCount(Number(opt['idle-conns'] ?? (Q ? 1000 : 10000))),
   floodSecs: Q ? 3 : 10,
   floodBytes: 1e9,
   slowRate: 1e6,
@@ -67,11 +68,17 @@ function idleConnCount(wanted) {
 // ---------------------------------------------------------------- proxies under test
 
 const ENGINE_SRC = path.join(ROOT, 'crates/sockmap-core/examples/proxy.rs')
-const engineMissing = !existsSync(ENGINE_SRC)
-  ? 'n/a: proxy example missing'
-  : !existsSync(opt.proxy)
-    ? 'n/a: proxy example failed to build'
-    : null
+// The engine's proxy: the example built from this checkout, or a binary given with --proxy.
+const PROXY_BIN = opt.proxy ?? path.join(BIN, 'examples/proxy')
+const engineMissing = opt.proxy
+  ? existsSync(opt.proxy)
+    ? null
+    : `n/a: ${opt.proxy} not found`
+  : !existsSync(ENGINE_SRC)
+    ? 'n/a: proxy example missing'
+    : !existsSync(PROXY_BIN)
+      ? 'n/a: proxy example failed to build'
+      : null
 const have = (cmd) => {
   try {
     execFileSync('bash', ['-c', `command -v ${cmd}`])
@@ -168,7 +175,7 @@ function engine(label, mode) {
     async start(listen, upstream, { pin }) {
       const p = new Proc(
         label,
-        opt.proxy,
+        PROXY_BIN,
         ['--listen', `127.0.0.1:${listen}`, '--upstream', `127.0.0.1:${upstream}`, '--mode', mode],
         { pin },
       )
@@ -201,20 +208,21 @@ function median(xs) {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
 }
 
-function num(v, digits) {
+function num(v, digits, plain = false) {
+  if (plain) return v.toFixed(digits)
   if (Math.abs(v) >= 1e6) return `${(v / 1e6).toFixed(2)} M`
   if (Math.abs(v) >= 1e4) return `${(v / 1e3).toFixed(0)} k`
   return v.toFixed(digits)
 }
 
 /** "median (min–max)" of a row's metric, its error, or its reason to be missing. */
-function cell(key, digits = 2, { sign = false } = {}) {
+function cell(key, digits = 2, { plain = false } = {}) {
   const xs = results[key]
   if (!xs || xs.length === 0) {
     const rowKey = key.slice(0, key.lastIndexOf('/'))
     return results[`${rowKey}/missing`] ?? (results[`${rowKey}/error`] ? `error: ${results[`${rowKey}/error`]}` : '—')
   }
-  const f = (v) => (sign && v >= 0 ? '+' : '') + num(v, digits)
+  const f = (v) => num(v, digits, plain)
   const lo = Math.min(...xs)
   const hi = Math.max(...xs)
   const m = f(median(xs))
@@ -553,6 +561,7 @@ async function memoryScenario() {
         started.push(proxy)
         await sleep(300)
         const before = proxy.mem().rss
+        const opening = Date.now()
         const client = new Proc('idle-conns connect', bin('idle-conns'), [
           'connect',
           '--connect',
@@ -565,10 +574,12 @@ async function memoryScenario() {
         started.push(client)
         const opened = JSON.parse(await client.waitLine((l) => l.startsWith('{'), 60000))
         if (opened.connected !== N) throw new Error(`only ${opened.connected}/${N} connected: ${opened.last_error}`)
-        await back.waitLine((l) => l.includes('"accepted"'), 30000)
+        await back.waitLine((l) => l.includes('"accepted"'), 60000)
+        note(`${key}/openSecs`, (Date.now() - opening) / 1000)
         await sleep(500)
         const after = proxy.mem().rss
         note(`${key}/perConn`, (after - before) / N)
+        note(`${key}/perSock`, (after - before) / N / 2)
         note(`${key}/rss`, after / 2 ** 20)
       })
     }
@@ -626,8 +637,20 @@ async function memoryScenario() {
 
 function memoryTables() {
   const idle = table(
-    ['proxy', `RSS after ${CFG.idleConns} idle connections, MiB`, 'RSS per proxied connection (2 sockets), bytes'],
-    IDLE_ROWS.map(([name, k]) => [PROXIES[k].label, cell(`idle/${name}/rss`, 1), cell(`idle/${name}/perConn`, 0)]),
+    [
+      'proxy',
+      `RSS after ${CFG.idleConns} idle connections, MiB`,
+      'RSS per proxied connection (client + upstream socket), bytes',
+      'per socket, bytes',
+      'seconds until all were proxied',
+    ],
+    IDLE_ROWS.map(([name, k]) => [
+      PROXIES[k].label,
+      cell(`idle/${name}/rss`, 1),
+      cell(`idle/${name}/perConn`, 0, { plain: true }),
+      cell(`idle/${name}/perSock`, 0, { plain: true }),
+      cell(`idle/${name}/openSecs`, 2),
+    ]),
   )
   const flood = table(
     ['proxy', 'RSS at start, MiB', 'peak RSS, MiB', 'growth, MiB', 'client sent, MB', 'sink read, MB'],
@@ -669,7 +692,7 @@ function machine() {
 
 const t0 = Date.now()
 const header = machine()
-log(`engine proxy: ${engineMissing ?? opt.proxy}`)
+log(`engine proxy: ${engineMissing ?? PROXY_BIN}`)
 if (only.has('raw')) await rawScenario()
 if (only.has('framed')) await framedScenario()
 if (only.has('latency')) await latencyScenario()

@@ -3,7 +3,7 @@
 # generators and the engine's proxy example, raises the open-file limit, then runs run.mjs.
 #
 #   benchmark/engine/run.sh [--quick] [--reps N] [--only raw,framed,latency,memory]
-#                           [--framed-conns C] [--proxy PATH] [--json FILE]
+#                           [--framed-conns C] [--idle-conns N] [--proxy PATH] [--json FILE]
 #
 # Prints markdown tables on stdout (progress on stderr) and keeps the raw samples in
 # benchmark/results/. Every process it starts is stopped when it ends.
