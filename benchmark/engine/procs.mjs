@@ -28,7 +28,10 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 /** A running child: its pid, its stdout lines, and a promise of its exit. */
 export class Proc {
   constructor(name, cmd, args, { pin = false } = {}) {
-    const argv = pin ? ['taskset', ['-c', '0', cmd, ...args]] : [cmd, args]
+    // setpriv makes the child die with this process even if it is killed outright;
+    // taskset pins it (all its threads) to CPU 0. Both exec, so the pid is the program's.
+    const pinned = pin ? ['taskset', '-c', '0'] : []
+    const argv = ['setpriv', ['--pdeathsig', 'KILL', ...pinned, cmd, ...args]]
     this.name = name
     this.lines = []
     this.stderr = ''

@@ -11,11 +11,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 missing=()
-for tool in iperf3 haproxy sockperf taskset; do
-  command -v "$tool" >/dev/null || missing+=("$tool")
+for pair in iperf3:iperf3 haproxy:haproxy sockperf:sockperf taskset:util-linux setpriv:util-linux; do
+  command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 if ((${#missing[@]})); then
-  pkgs=("${missing[@]/taskset/util-linux}")
+  mapfile -t pkgs < <(printf '%s\n' "${missing[@]}" | sort -u)
   echo "installing ${pkgs[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
