@@ -5,10 +5,35 @@
 //! knowledge of JavaScript.
 #![deny(missing_docs)]
 
+pub mod backend;
+pub mod config;
+mod conn;
+pub mod core;
+pub mod engine;
 pub mod error;
+pub mod event;
+pub mod external;
+pub mod framer;
+pub mod id;
+pub mod key;
+pub mod map;
 pub mod msg;
+pub mod program;
+mod registry;
 pub mod ring;
+pub mod rules;
+pub mod stats;
+pub mod strparser;
+mod timer;
 
+pub use config::{BatchConfig, EngineConfig};
+pub use engine::{Engine, EngineHandle, Hooks};
 pub use error::Errno;
+pub use event::{Event, Frags};
+pub use id::{MapId, SockId};
+pub use key::Key;
+pub use map::{MapKind, UpdateFlag};
 pub use msg::SkMsg;
+pub use registry::SockState;
 pub use ring::{RingFull, SgRing, IOV_MAX};
+pub use rules::{KeySource, Rule, Verdict};

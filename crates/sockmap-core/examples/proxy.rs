@@ -1,0 +1,159 @@
+//! A TCP proxy on the sockmap engine, used by the benchmarks.
+//!
+//! ```text
+//! proxy --listen 127.0.0.1:PORT --upstream 127.0.0.1:PORT --mode raw|frames
+//! ```
+//!
+//! For each accepted client it connects the upstream and stores the pair in a
+//! SockHash, each socket under its partner's id; a native rule redirects
+//! every message to the socket stored under the source's id (egress). `raw`
+//! forwards each chunk read as it is; `frames` cuts the stream into 4-byte
+//! big-endian length-prefixed frames first. Prints `ready` once listening and
+//! runs until SIGTERM/SIGINT or end of standard input.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sockmap_core::map::{MapKind, UpdateFlag};
+use sockmap_core::program::{ParserProg, Programs, StreamVerdictProg};
+use sockmap_core::{Engine, EngineConfig, Event, Key, KeySource, Rule, SockId};
+
+struct Args {
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    frames: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut listen = None;
+    let mut upstream = None;
+    let mut frames = false;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--listen" => listen = Some(val()?.parse().map_err(|e| format!("--listen: {e}"))?),
+            "--upstream" => {
+                upstream = Some(val()?.parse().map_err(|e| format!("--upstream: {e}"))?)
+            }
+            "--mode" => {
+                frames = match val()?.as_str() {
+                    "raw" => false,
+                    "frames" => true,
+                    m => return Err(format!("--mode: unknown mode {m:?} (raw|frames)")),
+                }
+            }
+            _ => return Err(format!("unknown argument {a:?}")),
+        }
+    }
+    Ok(Args {
+        listen: listen.ok_or("--listen is required")?,
+        upstream: upstream.ok_or("--upstream is required")?,
+        frames,
+    })
+}
+
+fn parser(frames: bool) -> Option<Arc<ParserProg>> {
+    let _ = frames;
+    None
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("proxy: {e}\nusage: proxy --listen ADDR --upstream ADDR --mode raw|frames");
+            std::process::exit(2);
+        }
+    };
+    let engine = Engine::start(EngineConfig::default(), sockmap_core::Hooks::default())
+        .expect("start engine");
+    let h = engine.handle().clone();
+    let (_listener, _) = h.listen(args.listen, 1024).expect("listen");
+    let peers = h.create_map(MapKind::SockHash, 1 << 20).expect("map");
+    let redirect = Rule::Redirect {
+        map: peers,
+        key: KeySource::Socket,
+        ingress: false,
+    };
+    h.attach(
+        peers,
+        Programs {
+            parser: parser(args.frames),
+            verdict: Some(Arc::new(StreamVerdictProg::rule(redirect))),
+            msg_verdict: None,
+        },
+    )
+    .expect("attach");
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    std::thread::spawn(|| {
+        let mut sink = [0u8; 256];
+        while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
+
+    let mut connecting: HashMap<SockId, SockId> = HashMap::new();
+    let mut partner: HashMap<SockId, SockId> = HashMap::new();
+    loop {
+        let Some(ev) = engine.next_event(Duration::from_secs(3600)) else {
+            continue;
+        };
+        match ev {
+            Event::Accepted { sock: client, .. } => {
+                match h.connect(args.upstream, Some(Duration::from_secs(10))) {
+                    Ok(up) => {
+                        connecting.insert(up, client);
+                    }
+                    Err(_) => h.destroy(client),
+                }
+            }
+            Event::Connected { sock: up, result } => {
+                let Some(client) = connecting.remove(&up) else {
+                    continue;
+                };
+                if result.is_err() {
+                    h.destroy(client);
+                    continue;
+                }
+                let paired = h
+                    .map_update(peers, &Key::from(client), up, UpdateFlag::NoExist)
+                    .and_then(|()| {
+                        h.map_update(peers, &Key::from(up), client, UpdateFlag::NoExist)
+                    });
+                if paired.is_err() {
+                    h.destroy(client);
+                    h.destroy(up);
+                    continue;
+                }
+                partner.insert(client, up);
+                partner.insert(up, client);
+            }
+            Event::Closed { sock, error } => {
+                if let Some(client) = connecting.remove(&sock) {
+                    h.destroy(client);
+                }
+                if let Some(p) = partner.remove(&sock) {
+                    partner.remove(&p);
+                    if error.is_some() {
+                        h.destroy(p);
+                    } else {
+                        h.end(p);
+                    }
+                }
+            }
+            Event::Error {
+                fatal: true,
+                detail,
+                ..
+            } => {
+                eprintln!("proxy: {detail}");
+                std::process::exit(1);
+            }
+            _ => {}
+        }
+    }
+}

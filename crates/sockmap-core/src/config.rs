@@ -1,0 +1,54 @@
+//! Engine settings.
+
+use std::time::Duration;
+
+/// How external verdicts and parsers are batched.
+#[derive(Clone, Debug)]
+pub struct BatchConfig {
+    /// A batch is handed off once it holds this many messages.
+    pub max_messages: usize,
+    /// ...or once its oldest message has waited this long.
+    pub max_delay: Duration,
+    /// At most this many batches are awaiting answers at once.
+    pub max_in_flight: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> BatchConfig {
+        BatchConfig {
+            max_messages: 1024,
+            max_delay: Duration::from_micros(50),
+            max_in_flight: 4,
+        }
+    }
+}
+
+/// Engine settings; the defaults suit a proxy on loopback.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Above this many queued bytes a send ring stops the sources feeding it.
+    pub send_high_watermark: usize,
+    /// Sources stopped by a full ring resume once it drains to this many bytes.
+    pub send_low_watermark: usize,
+    /// Bytes read from one socket per loop turn before others get a turn.
+    pub read_budget: usize,
+    /// Size of the buffers reads land in.
+    pub read_buffer: usize,
+    /// Bytes one socket may hold awaiting external verdicts before it stops being read.
+    pub max_pending_bytes: usize,
+    /// External verdict batching.
+    pub batch: BatchConfig,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig {
+            send_high_watermark: 1 << 20,
+            send_low_watermark: 256 << 10,
+            read_budget: 256 << 10,
+            read_buffer: 64 << 10,
+            max_pending_bytes: 1 << 20,
+            batch: BatchConfig::default(),
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Per-socket state: the user-space psock.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use crate::id::SockId;
+use crate::msg::SkMsg;
+use crate::program::Programs;
+use crate::ring::SgRing;
+use crate::stats::Stats;
+
+/// Whether the application wants the socket read (`strp_pause`/`strp_unpause`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AppRead {
+    /// Never resumed nor paused: read only once the socket has programs.
+    Initial,
+    /// Resumed by the application: read.
+    Resumed,
+    /// Paused by the application: don't read.
+    Paused,
+}
+
+/// The verdict a socket's rule gave for every message, valid while the map
+/// epoch is unchanged (only for rules whose key does not depend on the bytes).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RouteCache {
+    pub(crate) epoch: u64,
+    pub(crate) resolved: Option<crate::core::Resolved>,
+}
+
+/// One socket's state on the I/O thread.
+pub(crate) struct Conn {
+    pub(crate) id: SockId,
+    pub(crate) listener: bool,
+    pub(crate) connecting: bool,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) map_stats: Option<Arc<Stats>>,
+    pub(crate) progs: Programs,
+    pub(crate) route: RouteCache,
+    pub(crate) app: AppRead,
+    /// How many full targets this socket is waiting on.
+    pub(crate) blocked: u32,
+    pub(crate) read_eof: bool,
+    pub(crate) closing: bool,
+    /// Bytes waiting to be written.
+    pub(crate) tx: SgRing,
+    /// A flush is queued or waits for the socket to become writable.
+    pub(crate) flush_pending: bool,
+    /// The ring went above its high watermark; `Drained` is owed.
+    pub(crate) above_high: bool,
+    /// Sources stopped until this ring drains.
+    pub(crate) waiters: SmallVec<[SockId; 2]>,
+    pub(crate) end_requested: bool,
+    pub(crate) write_shut: bool,
+    /// Outcomes of application sends (of this or another socket) whose bytes
+    /// went into this ring while it was full: reported once it drains.
+    pub(crate) send_acks: VecDeque<SendAck>,
+    /// The sk_msg state: corked data, cached verdict.
+    pub(crate) msg: MsgState,
+    /// Messages awaiting external verdicts (and any behind them), oldest first.
+    pub(crate) awaiting: VecDeque<Awaited>,
+    /// Sequence number of `awaiting`'s front.
+    pub(crate) awaiting_base: u64,
+    pub(crate) awaiting_bytes: usize,
+    /// Too many bytes await verdicts: stop reading.
+    pub(crate) ext_full: bool,
+    /// Sockets this one redirected to egress (for FIN propagation).
+    pub(crate) egress_peers: SmallVec<[SockId; 2]>,
+}
+
+/// A message whose verdict is awaited (or known, but behind awaited ones).
+#[derive(Debug)]
+pub(crate) struct Awaited {
+    pub(crate) frags: crate::event::Frags,
+    pub(crate) len: usize,
+    pub(crate) answer: Option<crate::core::Resolved>,
+}
+
+/// A send outcome waiting for a ring to drain.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SendAck {
+    pub(crate) sock: SockId,
+    pub(crate) req: u64,
+    pub(crate) result: Result<usize, crate::error::Errno>,
+}
+
+/// The psock's sk_msg state (`psock->cork`, `cork_bytes`, `apply_bytes`,
+/// `eval`, `sk_redir`).
+#[derive(Debug, Default)]
+pub(crate) struct MsgState {
+    /// Data parked by `cork_bytes`, with the size that releases it.
+    pub(crate) cork: Option<SkMsg>,
+    pub(crate) cork_bytes: usize,
+    /// Bytes still covered by the cached verdict.
+    pub(crate) apply_left: usize,
+    pub(crate) cached: Option<crate::core::Resolved>,
+}
+
+/// Most egress peers remembered per socket for FIN propagation.
+pub(crate) const MAX_EGRESS_PEERS: usize = 4;
+
+/// Fragments a send ring holds before it coalesces.
+pub(crate) const TX_MAX_FRAGS: usize = 1024;
+
+impl Conn {
+    pub(crate) fn new(id: SockId, stats: Arc<Stats>) -> Conn {
+        Conn {
+            id,
+            listener: false,
+            connecting: false,
+            stats,
+            map_stats: None,
+            progs: Programs::default(),
+            route: RouteCache {
+                epoch: u64::MAX,
+                resolved: None,
+            },
+            app: AppRead::Initial,
+            blocked: 0,
+            read_eof: false,
+            closing: false,
+            tx: SgRing::with_max_frags(TX_MAX_FRAGS),
+            flush_pending: false,
+            above_high: false,
+            waiters: SmallVec::new(),
+            end_requested: false,
+            write_shut: false,
+            send_acks: VecDeque::new(),
+            msg: MsgState::default(),
+            awaiting: VecDeque::new(),
+            awaiting_base: 0,
+            awaiting_bytes: 0,
+            ext_full: false,
+            egress_peers: SmallVec::new(),
+        }
+    }
+
+    /// Whether the socket's programs make it read without the application.
+    pub(crate) fn has_rx_programs(&self) -> bool {
+        self.progs.parser.is_some() || self.progs.verdict.is_some()
+    }
+
+    /// Whether the socket should be read now.
+    pub(crate) fn wants_read(&self) -> bool {
+        let enabled = match self.app {
+            AppRead::Initial => self.has_rx_programs(),
+            AppRead::Resumed => true,
+            AppRead::Paused => false,
+        };
+        enabled
+            && self.blocked == 0
+            && !self.read_eof
+            && !self.closing
+            && !self.listener
+            && !self.connecting
+    }
+
+    /// Whether the socket can take redirected bytes on its egress.
+    pub(crate) fn is_egress_target(&self) -> bool {
+        !self.listener && !self.closing && !self.end_requested
+    }
+
+    /// Adds to one counter of the socket and of its verdict map.
+    #[inline]
+    pub(crate) fn count(&self, field: impl Fn(&Stats) -> &std::sync::atomic::AtomicU64, n: u64) {
+        Stats::add(field(&self.stats), n);
+        if let Some(m) = &self.map_stats {
+            Stats::add(field(m), n);
+        }
+    }
+}

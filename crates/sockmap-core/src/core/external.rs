@@ -1,0 +1,225 @@
+//! External verdicts on the I/O thread: batching, the in-flight bound,
+//! per-socket ordering, answers.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::{Core, Resolved};
+use crate::conn::Awaited;
+use crate::error::Errno;
+use crate::event::{Event, Frags};
+use crate::external::{Answer, Batch, BatchItem, ExternalVerdicts, Replier};
+use crate::id::SockId;
+use crate::stats::{DropReason, Stats};
+use crate::timer::Timer;
+
+/// A reference to one awaited message: its socket and sequence number.
+type ItemRef = (SockId, u64);
+
+/// The external-verdict state of a core.
+pub(crate) struct ExternalState {
+    sink: Box<dyn ExternalVerdicts>,
+    replier: Replier,
+    open: Vec<BatchItem>,
+    open_refs: Vec<ItemRef>,
+    open_since: Option<Instant>,
+    /// Messages that found the open batch full while `max_in_flight` batches were out.
+    overflow: VecDeque<(ItemRef, BatchItem)>,
+    in_flight: std::collections::HashMap<u64, Vec<ItemRef>>,
+    next_id: u64,
+}
+
+impl ExternalState {
+    pub(crate) fn new(sink: Box<dyn ExternalVerdicts>, replier: Replier) -> ExternalState {
+        ExternalState {
+            sink,
+            replier,
+            open: Vec::new(),
+            open_refs: Vec::new(),
+            open_since: None,
+            overflow: VecDeque::new(),
+            in_flight: std::collections::HashMap::new(),
+            next_id: 1,
+        }
+    }
+}
+
+impl Core {
+    /// Installs the application's external verdicts.
+    pub(crate) fn set_external(&mut self, sink: Box<dyn ExternalVerdicts>, replier: Replier) {
+        self.ext = Some(ExternalState::new(sink, replier));
+    }
+
+    /// Queues a message behind the socket's awaited ones. `resolved` is set
+    /// when its verdict is already known (a native verdict behind external ones).
+    pub(super) fn await_message(
+        &mut self,
+        slot: usize,
+        frags: Frags,
+        len: usize,
+        ext: Option<(u32, usize)>,
+        resolved: Option<Resolved>,
+    ) {
+        let max_pending = self.cfg.max_pending_bytes;
+        let c = self.at(slot);
+        let sock = c.id;
+        let seq = c.awaiting_base + c.awaiting.len() as u64;
+        let item = ext.map(|(tag, peek_bytes)| BatchItem {
+            sock,
+            tag,
+            len,
+            peek_bytes,
+            frags: frags.clone(),
+        });
+        c.awaiting.push_back(Awaited {
+            frags,
+            len,
+            answer: resolved,
+        });
+        c.awaiting_bytes += len;
+        Stats::set(&c.stats.pending_bytes, c.awaiting_bytes as u64);
+        if c.awaiting_bytes > max_pending {
+            c.ext_full = true;
+        }
+        match item {
+            Some(item) => self.batch_item((sock, seq), item),
+            None => self.drain_awaited(slot),
+        }
+    }
+
+    fn batch_item(&mut self, r: ItemRef, item: BatchItem) {
+        let max = self.cfg.batch.max_messages.max(1);
+        let delay = self.cfg.batch.max_delay;
+        let now = self.now;
+        let Some(ext) = self.ext.as_mut() else {
+            // No external side installed: the error verdict.
+            return self.answer_one(r, Resolved::Drop(DropReason::Verdict));
+        };
+        if ext.open.len() >= max {
+            ext.overflow.push_back((r, item));
+            return;
+        }
+        if ext.open.is_empty() {
+            ext.open_since = Some(now);
+            self.timers.set(now + delay, Timer::Batch);
+        }
+        let ext = self.ext.as_mut().expect("checked");
+        ext.open.push(item);
+        ext.open_refs.push(r);
+        if ext.open.len() >= max {
+            self.dispatch();
+        }
+    }
+
+    /// Hands the open batch off if fewer than `max_in_flight` are out.
+    pub(super) fn dispatch(&mut self) {
+        let max = self.cfg.batch.max_messages.max(1);
+        let k = self.cfg.batch.max_in_flight.max(1);
+        let now = self.now;
+        let delay = self.cfg.batch.max_delay;
+        let Some(ext) = self.ext.as_mut() else { return };
+        while !ext.open.is_empty() && ext.in_flight.len() < k {
+            let id = ext.next_id;
+            ext.next_id += 1;
+            let items = std::mem::take(&mut ext.open);
+            let refs = std::mem::take(&mut ext.open_refs);
+            ext.in_flight.insert(id, refs);
+            ext.open_since = None;
+            let batch = Batch {
+                id,
+                items,
+                replier: ext.replier.clone(),
+            };
+            ext.sink.submit(batch);
+            while ext.open.len() < max {
+                let Some((r, item)) = ext.overflow.pop_front() else {
+                    break;
+                };
+                ext.open.push(item);
+                ext.open_refs.push(r);
+            }
+            if !ext.open.is_empty() {
+                ext.open_since = Some(now);
+                self.timers.set(now + delay, Timer::Batch);
+                if ext.open.len() < max {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The batch timer fired: hand the open batch off if it is old enough.
+    pub(super) fn handle_batch_timer(&mut self, now: Instant) {
+        let delay = self.cfg.batch.max_delay;
+        if let Some(since) = self.ext.as_ref().and_then(|e| e.open_since) {
+            if now >= since + delay {
+                self.dispatch();
+            }
+        }
+    }
+
+    /// Answers came back for a batch.
+    pub fn handle_answers(&mut self, batch: u64, answers: Vec<Answer>) {
+        let Some(refs) = self.ext.as_mut().and_then(|e| e.in_flight.remove(&batch)) else {
+            return;
+        };
+        let mut answers = answers.into_iter();
+        let mut missing = 0usize;
+        for r in refs {
+            let resolved = match answers.next() {
+                Some(a) => super::resolve(&self.shared, &a.verdict),
+                None => {
+                    missing += 1;
+                    Resolved::Drop(DropReason::Verdict)
+                }
+            };
+            self.answer_one(r, resolved);
+        }
+        if missing > 0 {
+            self.events.push_back(Event::Error {
+                sock: None,
+                code: Errno::Inval,
+                detail: format!("batch {batch}: {missing} messages had no answer and were dropped"),
+                fatal: false,
+            });
+        }
+        self.dispatch();
+    }
+
+    fn answer_one(&mut self, (sock, seq): ItemRef, resolved: Resolved) {
+        let Some(slot) = self.slot_of(sock) else {
+            return;
+        };
+        let c = self.at(slot);
+        let Some(i) = seq.checked_sub(c.awaiting_base) else {
+            return;
+        };
+        if let Some(a) = c.awaiting.get_mut(i as usize) {
+            a.answer = Some(resolved);
+        }
+        self.drain_awaited(slot);
+    }
+
+    /// Applies the socket's answered messages from the front, in order.
+    fn drain_awaited(&mut self, slot: usize) {
+        loop {
+            let c = self.at(slot);
+            if !c.awaiting.front().is_some_and(|a| a.answer.is_some()) {
+                break;
+            }
+            let a = c.awaiting.pop_front().expect("checked");
+            c.awaiting_base += 1;
+            c.awaiting_bytes -= a.len;
+            Stats::set(&c.stats.pending_bytes, c.awaiting_bytes as u64);
+            let resolved = a.answer.expect("checked");
+            self.apply(slot, resolved, a.frags, a.len);
+        }
+        self.flush_run();
+        let max_pending = self.cfg.max_pending_bytes;
+        let c = self.at(slot);
+        if c.ext_full && c.awaiting_bytes <= max_pending / 2 {
+            c.ext_full = false;
+            self.kick_read(slot);
+        }
+    }
+}

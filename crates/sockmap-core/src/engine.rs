@@ -1,0 +1,548 @@
+//! The engine: an I/O thread running the core over a backend, and a
+//! thread-safe handle to command it.
+//!
+//! Commands travel to the I/O thread through a channel and a wake-up;
+//! events come back through a channel, and a notify callback (the Node
+//! binding turns it into a threadsafe-function call) runs once per loop turn
+//! that produced events. Map operations run on the calling thread under the
+//! registry's short-held lock and return at once: no call on the handle waits
+//! for the I/O loop.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::backend::epoll::{EpollBackend, IoSource};
+use crate::config::EngineConfig;
+use crate::core::{Core, NewSock};
+use crate::error::Errno;
+use crate::event::Event;
+use crate::external::{ExternalVerdicts, Replier};
+use crate::id::{MapId, SockId};
+use crate::key::Key;
+use crate::map::{MapKind, UpdateFlag};
+use crate::program::Programs;
+use crate::registry::{Relink, Shared, SockState};
+use crate::stats::StatsSnapshot;
+
+/// A command for the I/O thread.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Register {
+        id: SockId,
+        src: IoSource,
+        kind: NewSock,
+        deadline: Option<Instant>,
+    },
+    Relink(SockId),
+    Resume(SockId),
+    Pause(SockId),
+    End(SockId),
+    Destroy(SockId),
+    Send {
+        sock: SockId,
+        data: Bytes,
+        req: u64,
+    },
+    Answer {
+        batch: u64,
+        answers: Vec<crate::external::Answer>,
+    },
+    Shutdown,
+}
+
+impl Command {
+    /// Applies a command that needs no I/O object.
+    pub(crate) fn apply(self, core: &mut Core) {
+        match self {
+            Command::Relink(id) => core.handle_relink(id),
+            Command::Resume(id) => core.handle_resume(id),
+            Command::Pause(id) => core.handle_pause(id),
+            Command::End(id) => core.handle_end(id),
+            Command::Destroy(id) => core.handle_destroy(id),
+            Command::Send { sock, data, req } => core.handle_send(sock, data, req),
+            Command::Answer { batch, answers } => core.handle_answers(batch, answers),
+            Command::Shutdown => core.handle_shutdown(),
+            Command::Register { .. } => {}
+        }
+    }
+}
+
+/// Something that wakes the I/O thread.
+pub(crate) trait Wake: Send + Sync {
+    fn wake(&self);
+}
+
+impl Wake for mio::Waker {
+    fn wake(&self) {
+        let _ = mio::Waker::wake(self);
+    }
+}
+
+/// Wakes the I/O thread once per batch of commands: only the first command
+/// after the loop last drained its queue rings.
+pub(crate) struct Doorbell {
+    waker: Box<dyn Wake>,
+    pending: AtomicBool,
+}
+
+impl Doorbell {
+    pub(crate) fn new(waker: Box<dyn Wake>) -> Doorbell {
+        Doorbell {
+            waker,
+            pending: AtomicBool::new(false),
+        }
+    }
+
+    /// Rings after a command was queued.
+    pub(crate) fn ring(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            self.waker.wake();
+        }
+    }
+
+    /// Called by the I/O thread before it drains the command queue.
+    pub(crate) fn clear(&self) {
+        self.pending.store(false, Ordering::Release);
+    }
+}
+
+/// The callback run when events are ready.
+pub type Notify = Box<dyn Fn() + Send + Sync>;
+
+/// What the application plugs into an engine.
+#[derive(Default)]
+pub struct Hooks {
+    /// Runs on the I/O thread after each loop turn that produced events.
+    pub notify: Option<Notify>,
+    /// Decides external verdicts.
+    pub external: Option<Box<dyn ExternalVerdicts>>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("notify", &self.notify.is_some())
+            .field("external", &self.external.is_some())
+            .finish()
+    }
+}
+
+/// Where the I/O thread publishes events.
+pub(crate) struct EventOut {
+    tx: Sender<Event>,
+    notify: Option<Notify>,
+}
+
+impl EventOut {
+    /// Moves the core's events out; notifies once if there were any.
+    pub(crate) fn publish(&self, core: &mut Core) {
+        let mut any = false;
+        while let Some(ev) = core.poll_event() {
+            let _ = self.tx.send(ev);
+            any = true;
+        }
+        if any {
+            self.emit_notify();
+        }
+    }
+
+    fn send(&self, ev: Event) {
+        let _ = self.tx.send(ev);
+        self.emit_notify();
+    }
+
+    fn emit_notify(&self) {
+        if let Some(n) = &self.notify {
+            n();
+        }
+    }
+}
+
+/// A thread-safe handle to an engine: sockets, maps, commands.
+#[derive(Clone)]
+pub struct EngineHandle {
+    shared: Arc<Shared>,
+    tx: Sender<Command>,
+    bell: Arc<Doorbell>,
+    dead: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for EngineHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineHandle").finish_non_exhaustive()
+    }
+}
+
+/// An engine running on its own I/O thread.
+///
+/// Dropping it shuts the engine down: queued bytes get a short grace period
+/// to drain, then every socket is closed and the thread joined.
+pub struct Engine {
+    handle: EngineHandle,
+    events: Receiver<Event>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Starts an engine with the epoll backend.
+    ///
+    /// # Errors
+    /// When the epoll instance or the thread cannot be created.
+    pub fn start(cfg: EngineConfig, hooks: Hooks) -> io::Result<Engine> {
+        let shared = Arc::new(Shared::default());
+        let (backend, waker) = EpollBackend::new(cfg.read_buffer)?;
+        let bell = Arc::new(Doorbell::new(Box::new(waker)));
+        let (cmd_tx, cmd_rx) = channel();
+        let (ev_tx, ev_rx) = channel();
+        let dead = Arc::new(AtomicBool::new(false));
+        let out = EventOut {
+            tx: ev_tx,
+            notify: hooks.notify,
+        };
+        let mut core = Core::new(shared.clone(), cfg);
+        if let Some(ext) = hooks.external {
+            let replier = Replier {
+                tx: cmd_tx.clone(),
+                bell: bell.clone(),
+            };
+            core.set_external(ext, replier);
+        }
+        let thread = {
+            let bell = bell.clone();
+            let dead = dead.clone();
+            std::thread::Builder::new()
+                .name("sockmap-io".into())
+                .spawn(move || io_thread(backend, core, cmd_rx, bell, out, dead))?
+        };
+        Ok(Engine {
+            handle: EngineHandle {
+                shared,
+                tx: cmd_tx,
+                bell,
+                dead,
+            },
+            events: ev_rx,
+            thread: Some(thread),
+        })
+    }
+
+    /// The handle (clone it to share it between threads).
+    pub fn handle(&self) -> &EngineHandle {
+        &self.handle
+    }
+
+    /// The next event, if one is ready.
+    pub fn try_event(&self) -> Option<Event> {
+        self.events.try_recv().ok()
+    }
+
+    /// The next event, waiting at most `timeout`.
+    pub fn next_event(&self, timeout: Duration) -> Option<Event> {
+        self.events.recv_timeout(timeout).ok()
+    }
+
+    /// Shuts the engine down and joins its thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.handle.command(Command::Shutdown);
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn io_thread(
+    mut backend: EpollBackend,
+    mut core: Core,
+    rx: Receiver<Command>,
+    bell: Arc<Doorbell>,
+    out: EventOut,
+    dead: Arc<AtomicBool>,
+) {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        backend.run(&mut core, &rx, &bell, &out)
+    }));
+    let (code, detail) = match result {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => (Errno::from_io(&e), format!("I/O loop failed: {e}")),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            (Errno::Io, format!("I/O thread panicked: {msg}"))
+        }
+    };
+    dead.store(true, Ordering::Release);
+    out.send(Event::Error {
+        sock: None,
+        code,
+        detail,
+        fatal: true,
+    });
+}
+
+fn io_err(e: &io::Error) -> Errno {
+    Errno::from_io(e)
+}
+
+impl EngineHandle {
+    /// A handle whose commands a caller-driven backend drains itself.
+    pub(crate) fn detached(
+        shared: Arc<Shared>,
+        tx: Sender<Command>,
+        bell: Arc<Doorbell>,
+    ) -> EngineHandle {
+        EngineHandle {
+            shared,
+            tx,
+            bell,
+            dead: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    fn command(&self, cmd: Command) {
+        if self.tx.send(cmd).is_ok() {
+            self.bell.ring();
+        }
+    }
+
+    fn check_alive(&self) -> Result<(), Errno> {
+        if self.dead.load(Ordering::Acquire) {
+            Err(Errno::Io)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn relink(&self, relink: Relink) {
+        if !relink.is_empty() {
+            self.shared.bump();
+        }
+        for id in relink {
+            self.command(Command::Relink(id));
+        }
+    }
+
+    /// Listens on `addr` (port 0 picks one); returns the listener and its address.
+    /// Accepted sockets arrive as [`Event::Accepted`], paused.
+    ///
+    /// # Errors
+    /// The bind or listen error (`EADDRINUSE` shows as `EIO`...).
+    pub fn listen(&self, addr: SocketAddr, backlog: u32) -> Result<(SockId, SocketAddr), Errno> {
+        self.check_alive()?;
+        let l = std::net::TcpListener::bind(addr).map_err(|e| io_err(&e))?;
+        let backlog = i32::try_from(backlog.max(1)).unwrap_or(i32::MAX);
+        // SAFETY: `listen` on a valid, owned, bound socket descriptor; it only
+        // adjusts the accept backlog of a socket that is already listening.
+        if unsafe { libc::listen(l.as_raw_fd(), backlog) } != 0 {
+            return Err(io_err(&io::Error::last_os_error()));
+        }
+        l.set_nonblocking(true).map_err(|e| io_err(&e))?;
+        let local = l.local_addr().map_err(|e| io_err(&e))?;
+        let id = self.shared.lock().alloc(SockState::Listening);
+        self.command(Command::Register {
+            id,
+            src: IoSource::Listener(mio::net::TcpListener::from_std(l)),
+            kind: NewSock::Listener,
+            deadline: None,
+        });
+        Ok((id, local))
+    }
+
+    /// Starts a non-blocking connect; [`Event::Connected`] reports the outcome
+    /// (`ECONNREFUSED`, or `ETIMEDOUT` after `timeout`).
+    ///
+    /// # Errors
+    /// Errors the connect reports at once (e.g. `ENETUNREACH` as `EIO`).
+    pub fn connect(&self, addr: SocketAddr, timeout: Option<Duration>) -> Result<SockId, Errno> {
+        self.check_alive()?;
+        let s = mio::net::TcpStream::connect(addr).map_err(|e| io_err(&e))?;
+        let id = self.shared.lock().alloc(SockState::Connecting);
+        self.command(Command::Register {
+            id,
+            src: IoSource::Stream(s),
+            kind: NewSock::Connecting,
+            deadline: timeout.map(|t| Instant::now() + t),
+        });
+        Ok(id)
+    }
+
+    /// Takes over a connected stream; it starts paused.
+    ///
+    /// # Errors
+    /// `ENOTCONN` if the stream is not connected.
+    pub fn adopt(&self, stream: std::net::TcpStream) -> Result<SockId, Errno> {
+        self.check_alive()?;
+        stream.peer_addr().map_err(|_| Errno::NotConn)?;
+        stream.set_nonblocking(true).map_err(|e| io_err(&e))?;
+        let id = self.shared.lock().alloc(SockState::Established);
+        self.command(Command::Register {
+            id,
+            src: IoSource::Stream(mio::net::TcpStream::from_std(stream)),
+            kind: NewSock::Established,
+            deadline: None,
+        });
+        Ok(id)
+    }
+
+    /// Sends `data` on the sk_msg path; [`Event::SendDone`] with `req` reports the outcome.
+    pub fn send(&self, sock: SockId, data: Bytes, req: u64) {
+        self.command(Command::Send { sock, data, req });
+    }
+
+    /// Starts (or restarts) reading and delivering messages.
+    pub fn resume(&self, sock: SockId) {
+        self.command(Command::Resume(sock));
+    }
+
+    /// Stops reading.
+    pub fn pause(&self, sock: SockId) {
+        self.command(Command::Pause(sock));
+    }
+
+    /// Writes what is queued, then shuts down the write side.
+    pub fn end(&self, sock: SockId) {
+        self.command(Command::End(sock));
+    }
+
+    /// Closes at once (for a listener: stops listening).
+    pub fn destroy(&self, sock: SockId) {
+        self.command(Command::Destroy(sock));
+    }
+
+    /// The socket's state as map operations see it.
+    pub fn sock_state(&self, sock: SockId) -> SockState {
+        self.shared
+            .lock()
+            .sock(sock)
+            .map_or(SockState::Free, |e| e.state)
+    }
+
+    /// The socket's counters, while it exists.
+    pub fn sock_stats(&self, sock: SockId) -> Option<StatsSnapshot> {
+        self.shared.lock().sock(sock).map(|e| e.stats.snapshot())
+    }
+
+    /// Creates a map.
+    ///
+    /// # Errors
+    /// `EINVAL` when `max_entries` is 0.
+    pub fn create_map(&self, kind: MapKind, max_entries: u32) -> Result<MapId, Errno> {
+        self.shared.lock().create_map(kind, max_entries)
+    }
+
+    /// Attaches programs to a map: sockets inserted afterwards take them.
+    ///
+    /// # Errors
+    /// `EBADF` for an unknown map.
+    pub fn attach(&self, map: MapId, programs: Programs) -> Result<(), Errno> {
+        self.shared.lock().attach(map, programs)
+    }
+
+    /// Stores `sock` under `key` (`bpf_map_update_elem`).
+    ///
+    /// # Errors
+    /// `E2BIG` (index beyond the map, or a full hash), `EEXIST`/`ENOENT` per
+    /// `flag`, `EOPNOTSUPP` for a socket that is not connected or listening,
+    /// `EBUSY` when it carries another map's programs, `EINVAL` for a key a
+    /// SockMap cannot read as an index, `EBADF` for an unknown map.
+    pub fn map_update(
+        &self,
+        map: MapId,
+        key: &Key,
+        sock: SockId,
+        flag: UpdateFlag,
+    ) -> Result<(), Errno> {
+        let relink = self.shared.lock().update(map, key, sock, flag)?;
+        self.relink(relink);
+        Ok(())
+    }
+
+    /// Removes the entry under `key`.
+    ///
+    /// # Errors
+    /// An absent key: `EINVAL` in a SockMap, `ENOENT` in a SockHash (as the kernel).
+    pub fn map_delete(&self, map: MapId, key: &Key) -> Result<(), Errno> {
+        let relink = self.shared.lock().delete(map, key)?;
+        self.relink(relink);
+        Ok(())
+    }
+
+    /// The socket under `key`.
+    ///
+    /// # Errors
+    /// `EBADF` for an unknown map.
+    pub fn map_lookup(&self, map: MapId, key: &Key) -> Result<Option<SockId>, Errno> {
+        Ok(self.shared.lock().map(map)?.store.lookup(key))
+    }
+
+    /// The keys present, with their sockets.
+    ///
+    /// # Errors
+    /// `EBADF` for an unknown map.
+    pub fn map_entries(&self, map: MapId) -> Result<Vec<(Key, SockId)>, Errno> {
+        let reg = self.shared.lock();
+        let m = reg.map(map)?;
+        Ok(m.store
+            .entries()
+            .into_iter()
+            .map(|(slot, s)| (slot.to_key(), s))
+            .collect())
+    }
+
+    /// The number of entries.
+    ///
+    /// # Errors
+    /// `EBADF` for an unknown map.
+    pub fn map_len(&self, map: MapId) -> Result<usize, Errno> {
+        Ok(self.shared.lock().map(map)?.store.len())
+    }
+
+    /// The counters of the sockets that took this map's stream verdict.
+    ///
+    /// # Errors
+    /// `EBADF` for an unknown map.
+    pub fn map_stats(&self, map: MapId) -> Result<StatsSnapshot, Errno> {
+        Ok(self.shared.lock().map(map)?.stats.snapshot())
+    }
+
+    /// Destroys a map; its sockets leave it.
+    ///
+    /// # Errors
+    /// `EBADF` for an unknown map.
+    pub fn destroy_map(&self, map: MapId) -> Result<(), Errno> {
+        let relink = self.shared.lock().destroy_map(map)?;
+        self.relink(relink);
+        Ok(())
+    }
+}

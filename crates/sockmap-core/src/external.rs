@@ -1,0 +1,170 @@
+//! External verdicts: decisions made outside the I/O thread (the TypeScript
+//! callbacks), answered asynchronously in batches.
+//!
+//! The engine collects the messages whose socket has an external verdict into
+//! a [`Batch`] (at most `max_messages`, handed off at the latest `max_delay`
+//! after its first message), gives it to the application's
+//! [`ExternalVerdicts`] and goes on with other sockets. The answer comes back
+//! through [`Batch::reply`] (or a [`Replier`] kept after the batch was
+//! dropped) from any thread, and wakes the I/O thread. At most
+//! `max_in_flight` batches await answers; a socket's later messages wait
+//! behind its unanswered ones, so per-socket order holds.
+//!
+//! A binding copies the batch into one buffer it owns with
+//! [`Batch::copy_into`] (the first `peek_bytes` of each message, and one
+//! [`ItemDesc`] per message), runs the callbacks, and answers with one
+//! [`Answer`] per item, in item order.
+
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use crate::engine::{Command, Doorbell};
+use crate::event::Frags;
+use crate::id::SockId;
+use crate::rules::Verdict;
+
+/// The application's side of external verdicts.
+pub trait ExternalVerdicts: Send + 'static {
+    /// Takes a batch. Runs on the I/O thread: hand the batch off and return
+    /// at once (never block, never wait for an answer here).
+    fn submit(&mut self, batch: Batch);
+}
+
+/// One message awaiting an external verdict.
+#[derive(Clone, Debug)]
+pub struct BatchItem {
+    /// The socket the message came from.
+    pub sock: SockId,
+    /// The program's tag (which external function to run).
+    pub tag: u32,
+    /// The full message length.
+    pub len: usize,
+    /// How many leading bytes the program wants to see.
+    pub peek_bytes: usize,
+    /// The message bytes (shared with the engine, not copied).
+    pub frags: Frags,
+}
+
+/// Where one item's bytes sit in the buffer filled by [`Batch::copy_into`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ItemDesc {
+    /// The source socket.
+    pub sock: SockId,
+    /// The program's tag.
+    pub tag: u32,
+    /// Offset of the copied bytes in the buffer.
+    pub offset: usize,
+    /// Bytes copied (`min(len, peek_bytes)`).
+    pub copied: usize,
+    /// The full message length.
+    pub len: usize,
+}
+
+/// A msg verdict's edits, applied in order before its verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsgEdit {
+    /// `apply_bytes(n)`.
+    Apply(u32),
+    /// `cork_bytes(n)`.
+    Cork(u32),
+    /// `pull(start, end)`.
+    Pull(u32, u32),
+    /// `push(start, len)`.
+    Push(u32, u32),
+    /// `pop(start, len)`.
+    Pop(u32, u32),
+}
+
+/// The answer for one item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Edits (msg verdicts only; ignored for stream verdicts).
+    pub edits: Vec<MsgEdit>,
+}
+
+impl From<Verdict> for Answer {
+    fn from(verdict: Verdict) -> Answer {
+        Answer {
+            verdict,
+            edits: Vec::new(),
+        }
+    }
+}
+
+/// Sends answers back to the I/O thread; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct Replier {
+    pub(crate) tx: Sender<Command>,
+    pub(crate) bell: Arc<Doorbell>,
+}
+
+impl std::fmt::Debug for Replier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Replier")
+    }
+}
+
+impl Replier {
+    /// Answers batch `batch`: one answer per item, in item order. Missing
+    /// answers get the error verdict (DROP) and an error event.
+    pub fn reply(&self, batch: u64, answers: Vec<Answer>) {
+        if self.tx.send(Command::Answer { batch, answers }).is_ok() {
+            self.bell.ring();
+        }
+    }
+}
+
+/// Messages awaiting external verdicts.
+#[derive(Debug)]
+pub struct Batch {
+    /// The batch number, to answer with.
+    pub id: u64,
+    /// The messages, oldest first per socket.
+    pub items: Vec<BatchItem>,
+    pub(crate) replier: Replier,
+}
+
+impl Batch {
+    /// A handle to answer this batch after dropping it.
+    pub fn replier(&self) -> Replier {
+        self.replier.clone()
+    }
+
+    /// Answers the batch.
+    pub fn reply(self, answers: Vec<Answer>) {
+        self.replier.reply(self.id, answers);
+    }
+
+    /// Copies each item's first `peek_bytes` into `buf`, back to back, and
+    /// describes each in `descs` (cleared first). Returns the bytes used;
+    /// items that don't fit get `copied` shortened (possibly to 0).
+    pub fn copy_into(&self, buf: &mut [u8], descs: &mut Vec<ItemDesc>) -> usize {
+        descs.clear();
+        let mut off = 0;
+        for it in &self.items {
+            let want = it.len.min(it.peek_bytes).min(buf.len() - off);
+            let mut left = want;
+            let mut at = off;
+            for f in &it.frags {
+                if left == 0 {
+                    break;
+                }
+                let n = left.min(f.len());
+                buf[at..at + n].copy_from_slice(&f[..n]);
+                at += n;
+                left -= n;
+            }
+            descs.push(ItemDesc {
+                sock: it.sock,
+                tag: it.tag,
+                offset: off,
+                copied: want,
+                len: it.len,
+            });
+            off += want;
+        }
+        off
+    }
+}

@@ -1,0 +1,138 @@
+//! Framers: the message parsers a [`StrParser`](crate::strparser::StrParser) drives.
+//!
+//! A framer plays the role of the kernel strparser's `parse_msg` callback. It is
+//! called at the start of the current message with every byte buffered so far
+//! (a [`Chunks`] view, never copied) and answers with a [`Parse`]:
+//!
+//! | Answer | Kernel equivalent | The strparser then... |
+//! |---|---|---|
+//! | `Length(n)` | `> 0` | waits for `n` bytes (parse is not called again) and delivers them |
+//! | `NeedMore { hint }` | `0` | calls parse again when more bytes (at least `hint` in all) are buffered |
+//! | `Handback` | `-ESTRPIPE` | stops and gives every unconsumed byte back |
+//! | `Skip(n)` | — | discards `n` bytes (streaming, nothing buffered), counts them, goes on |
+//! | `Pending` | — | waits for [`StrParser::handle_deferred`](crate::strparser::StrParser::handle_deferred) |
+//! | `Error(e)` | `< 0` | aborts with `e` |
+//!
+//! After the message is complete the strparser asks [`Framer::trim`] which
+//! leading/trailing bytes to leave out of the delivered message (a stripped
+//! header, a delimiter) and [`Framer::meta`] for routing metadata, then calls
+//! [`Framer::reset`].
+//!
+//! Native framers: [`LengthField`], [`Delimiter`], [`Fixed`], [`Resp`],
+//! [`Http1`] and [`Raw`] (`parsers.none()`).
+
+mod chunks;
+mod delimiter;
+mod fixed;
+mod http1;
+mod length;
+mod none;
+mod resp;
+
+use std::ops::Range;
+
+pub use chunks::Chunks;
+pub use delimiter::{Delimiter, DelimiterOptions};
+pub use fixed::Fixed;
+pub use http1::{Http1, Http1Options, Http1Role, RequestLog};
+pub use length::{ByteOrder, LengthField, LengthFieldOptions};
+pub use none::Raw;
+pub use resp::{Resp, RespOptions};
+
+use crate::error::Errno;
+
+/// A message parser driven by a [`StrParser`](crate::strparser::StrParser).
+///
+/// See the [module documentation](self) for the protocol.
+pub trait Framer: Send + 'static {
+    /// Called at the start of the current message with every byte buffered for
+    /// it so far (and possibly bytes of following messages).
+    ///
+    /// A framer may keep incremental scan state between calls for the same
+    /// message (it is called again only with more bytes, starting at the same
+    /// message start); [`reset`](Framer::reset) clears it.
+    fn parse(&mut self, data: &Chunks<'_>) -> Parse;
+
+    /// Routing metadata of the message just completed. Ranges index the
+    /// delivered message bytes (after [`trim`](Framer::trim)).
+    /// Default: [`MessageMeta::None`].
+    fn meta(&self) -> MessageMeta {
+        MessageMeta::None
+    }
+
+    /// Bytes of the message just completed to leave out of the delivered
+    /// message (a stripped header, a delimiter). Default: none.
+    fn trim(&self) -> Trim {
+        Trim::NONE
+    }
+
+    /// Called after each completed message, hand-back or error so incremental
+    /// state restarts.
+    ///
+    /// Not called after [`Parse::Skip`]: a framer that skips restarts its own
+    /// scan state and may keep "discarding" state across skips.
+    fn reset(&mut self) {}
+}
+
+/// A framer's answer for the current message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parse {
+    /// The full message length on the wire, trimmed bytes included. Must be
+    /// greater than 0 and than the bytes the framer had seen when it last
+    /// answered `NeedMore` for this message (else `EPROTO`).
+    Length(usize),
+    /// The message is not complete. `hint`: total bytes needed before parse is
+    /// worth calling again (the kernel's `need_bytes`); `None` = any more byte.
+    NeedMore {
+        /// Total buffered bytes needed before the next call.
+        hint: Option<usize>,
+    },
+    /// The kernel's `-ESTRPIPE`: stop parsing and give the stream back with
+    /// every unconsumed byte intact.
+    Handback,
+    /// Discard this many bytes and continue (oversize-frame recovery); counted.
+    Skip(usize),
+    /// The answer comes later (an external parser); the strparser waits for
+    /// [`handle_deferred`](crate::strparser::StrParser::handle_deferred).
+    Pending,
+    /// Abort the stream with this error.
+    Error(Errno),
+}
+
+/// Leading and trailing bytes of a message that are not delivered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Trim {
+    /// Bytes dropped from the start (e.g. a length header).
+    pub head: usize,
+    /// Bytes dropped from the end (e.g. a delimiter).
+    pub tail: usize,
+}
+
+impl Trim {
+    /// Nothing trimmed.
+    pub const NONE: Trim = Trim { head: 0, tail: 0 };
+}
+
+/// Routing metadata of a message: byte ranges into the delivered message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum MessageMeta {
+    /// No metadata.
+    #[default]
+    None,
+    /// A RESP request.
+    Resp {
+        /// The command name (first element).
+        command: Range<usize>,
+        /// The first key (second element), if any.
+        key: Option<Range<usize>>,
+    },
+    /// An HTTP/1 request.
+    Http {
+        /// The method token.
+        method: Range<usize>,
+        /// The request target.
+        path: Range<usize>,
+        /// The value of the `Host` header, if present.
+        host: Option<Range<usize>>,
+    },
+}

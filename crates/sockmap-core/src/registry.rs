@@ -1,0 +1,403 @@
+//! The registry: sockets' identities and states, and the maps they sit in.
+//!
+//! It is shared by the application's threads and the I/O thread behind one
+//! short-held mutex, so map operations return their result at once without
+//! waiting for the I/O loop. Every change to a map bumps an epoch the I/O
+//! thread reads without the lock to validate what it has cached.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use smallvec::SmallVec;
+
+use crate::error::Errno;
+use crate::id::{MapId, SockId};
+use crate::key::{HashRing, Key};
+use crate::map::{MapKind, RawKey, Slot, Store, UpdateFlag};
+use crate::program::Programs;
+use crate::stats::Stats;
+
+/// Where a socket is in its life, as map operations see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SockState {
+    /// The slot is unused.
+    Free,
+    /// A connect is in progress.
+    Connecting,
+    /// Connected: it can join maps and carry data.
+    Established,
+    /// Listening for connections.
+    Listening,
+    /// Closed (or half-closed before joining a map): it can no longer join maps.
+    Closed,
+}
+
+#[derive(Debug)]
+pub(crate) struct SockEntry {
+    pub(crate) gen: u32,
+    pub(crate) state: SockState,
+    pub(crate) links: SmallVec<[(MapId, Slot); 2]>,
+    pub(crate) programs: Programs,
+    /// The map whose stream verdict the socket took, for per-map counters.
+    pub(crate) verdict_map: Option<MapId>,
+    pub(crate) stats: Arc<Stats>,
+}
+
+#[derive(Debug)]
+pub(crate) struct MapState {
+    pub(crate) store: Store,
+    pub(crate) programs: Programs,
+    pub(crate) stats: Arc<Stats>,
+    ring: Option<HashRing>,
+}
+
+/// Socket slots and maps.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    pub(crate) socks: Vec<SockEntry>,
+    free: Vec<u32>,
+    pub(crate) maps: Vec<Option<MapState>>,
+}
+
+/// The registry and the epoch of its maps.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    registry: Mutex<Registry>,
+    epoch: AtomicU64,
+}
+
+impl Shared {
+    /// Locks the registry. A panic elsewhere never makes it unusable: the
+    /// registry is left consistent by every operation before it can panic.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current map epoch.
+    #[inline]
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn bump(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// What a registry change asks the I/O thread to refresh.
+pub(crate) type Relink = SmallVec<[SockId; 2]>;
+
+impl Registry {
+    /// Allocates a socket id in `state`.
+    pub(crate) fn alloc(&mut self, state: SockState) -> SockId {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.socks.push(SockEntry {
+                    gen: 0,
+                    state: SockState::Free,
+                    links: SmallVec::new(),
+                    programs: Programs::default(),
+                    verdict_map: None,
+                    stats: Arc::default(),
+                });
+                (self.socks.len() - 1) as u32
+            }
+        };
+        let e = &mut self.socks[slot as usize];
+        e.state = state;
+        e.stats = Arc::default();
+        SockId::new(slot, e.gen)
+    }
+
+    pub(crate) fn sock(&self, id: SockId) -> Option<&SockEntry> {
+        self.socks
+            .get(id.slot())
+            .filter(|e| e.gen == id.gen() && e.state != SockState::Free)
+    }
+
+    fn sock_mut(&mut self, id: SockId) -> Option<&mut SockEntry> {
+        self.socks
+            .get_mut(id.slot())
+            .filter(|e| e.gen == id.gen() && e.state != SockState::Free)
+    }
+
+    /// Sets a live socket's state.
+    pub(crate) fn set_state(&mut self, id: SockId, state: SockState) {
+        if let Some(e) = self.sock_mut(id) {
+            e.state = state;
+        }
+    }
+
+    /// Returns a closed socket's slot for reuse.
+    pub(crate) fn release(&mut self, id: SockId) {
+        if let Some(e) = self.sock_mut(id) {
+            e.state = SockState::Free;
+            e.gen = (e.gen + 1) % crate::id::GEN_LIMIT;
+            e.links.clear();
+            e.programs = Programs::default();
+            e.verdict_map = None;
+            self.free.push(id.slot() as u32);
+        }
+    }
+
+    pub(crate) fn create_map(&mut self, kind: MapKind, max_entries: u32) -> Result<MapId, Errno> {
+        if max_entries == 0 {
+            return Err(Errno::Inval);
+        }
+        let state = MapState {
+            store: Store::new(kind, max_entries),
+            programs: Programs::default(),
+            stats: Arc::default(),
+            ring: None,
+        };
+        let id = MapId(self.maps.len() as u32);
+        self.maps.push(Some(state));
+        Ok(id)
+    }
+
+    pub(crate) fn map(&self, id: MapId) -> Result<&MapState, Errno> {
+        self.maps
+            .get(id.0 as usize)
+            .and_then(Option::as_ref)
+            .ok_or(Errno::BadF)
+    }
+
+    fn map_mut(&mut self, id: MapId) -> Result<&mut MapState, Errno> {
+        self.maps
+            .get_mut(id.0 as usize)
+            .and_then(Option::as_mut)
+            .ok_or(Errno::BadF)
+    }
+
+    /// Attaches programs to a map; sockets inserted afterwards take them.
+    pub(crate) fn attach(&mut self, map: MapId, programs: Programs) -> Result<(), Errno> {
+        let m = self.map_mut(map)?;
+        if programs.parser.is_some() {
+            m.programs.parser = programs.parser;
+        }
+        if programs.verdict.is_some() {
+            m.programs.verdict = programs.verdict;
+        }
+        if programs.msg_verdict.is_some() {
+            m.programs.msg_verdict = programs.msg_verdict;
+        }
+        Ok(())
+    }
+
+    /// `bpf_map_update_elem` from user space.
+    pub(crate) fn update(
+        &mut self,
+        map: MapId,
+        key: &Key,
+        sock: SockId,
+        flag: UpdateFlag,
+    ) -> Result<Relink, Errno> {
+        let m = self.map(map)?;
+        let slot = m.store.slot_of(key)?;
+        let entry = self.sock(sock).ok_or(Errno::OpNotSupp)?;
+        if !matches!(entry.state, SockState::Established | SockState::Listening) {
+            return Err(Errno::OpNotSupp);
+        }
+        let old = m.store.get(&slot);
+        match (flag, old) {
+            (UpdateFlag::NoExist, Some(_)) => return Err(Errno::Exist),
+            (UpdateFlag::Exist, None) => return Err(Errno::NoEnt),
+            _ => {}
+        }
+        if old == Some(sock) {
+            return Ok(Relink::new());
+        }
+        m.store.check_room(&slot)?;
+        entry.programs.check_link(&m.programs)?;
+        let progs = m.programs.clone();
+        let map_has_verdict = progs.verdict.is_some();
+        let mut relink = Relink::new();
+        if let Some(old) = old {
+            self.unlink(old, map, &slot);
+            relink.push(old);
+        }
+        let e = self.sock_mut(sock).ok_or(Errno::OpNotSupp)?;
+        e.programs.link(&progs);
+        if map_has_verdict && e.verdict_map.is_none() {
+            e.verdict_map = Some(map);
+        }
+        e.links.push((map, slot.clone()));
+        let m = self.map_mut(map)?;
+        m.store.set(slot, sock);
+        m.ring = None;
+        relink.push(sock);
+        Ok(relink)
+    }
+
+    /// Removes one link from a socket's records; drops its programs with the last link.
+    fn unlink(&mut self, sock: SockId, map: MapId, slot: &Slot) {
+        if let Some(e) = self.sock_mut(sock) {
+            if let Some(i) = e.links.iter().position(|(m, s)| *m == map && s == slot) {
+                e.links.swap_remove(i);
+            }
+            if e.links.is_empty() {
+                e.programs = Programs::default();
+                e.verdict_map = None;
+            }
+        }
+    }
+
+    /// `bpf_map_delete_elem`: absent keys give `EINVAL` in a SockMap and
+    /// `ENOENT` in a SockHash, as in the kernel.
+    pub(crate) fn delete(&mut self, map: MapId, key: &Key) -> Result<Relink, Errno> {
+        let m = self.map_mut(map)?;
+        let kind = m.store.kind();
+        let absent = match kind {
+            MapKind::SockMap => Errno::Inval,
+            MapKind::SockHash => Errno::NoEnt,
+        };
+        let slot = m.store.slot_of(key).map_err(|_| absent)?;
+        let sock = m.store.remove(&slot).ok_or(absent)?;
+        m.ring = None;
+        self.unlink(sock, map, &slot);
+        Ok(SmallVec::from_elem(sock, 1))
+    }
+
+    /// Removes a socket from every map (on close).
+    pub(crate) fn remove_links(&mut self, sock: SockId) -> bool {
+        let links = match self.sock_mut(sock) {
+            Some(e) => std::mem::take(&mut e.links),
+            None => return false,
+        };
+        let any = !links.is_empty();
+        for (map, slot) in links {
+            if let Ok(m) = self.map_mut(map) {
+                if m.store.get(&slot) == Some(sock) {
+                    m.store.remove(&slot);
+                    m.ring = None;
+                }
+            }
+        }
+        if let Some(e) = self.sock_mut(sock) {
+            e.programs = Programs::default();
+            e.verdict_map = None;
+        }
+        any
+    }
+
+    /// Destroys a map, unlinking its sockets.
+    pub(crate) fn destroy_map(&mut self, map: MapId) -> Result<Relink, Errno> {
+        let m = self.map(map)?;
+        let entries = m.store.entries();
+        let mut relink = Relink::new();
+        for (slot, sock) in entries {
+            self.unlink(sock, map, &slot);
+            relink.push(sock);
+        }
+        self.maps[map.0 as usize] = None;
+        Ok(relink)
+    }
+
+    /// Looks up a redirect target.
+    #[inline]
+    pub(crate) fn lookup_raw(&self, map: MapId, key: RawKey<'_>) -> Option<SockId> {
+        self.map(map).ok()?.store.lookup_raw(key)
+    }
+
+    /// Routes a key hash through the map's consistent-hash ring.
+    pub(crate) fn route(&mut self, map: MapId, hash: u64) -> Option<SockId> {
+        let m = self.map_mut(map).ok()?;
+        if m.ring.is_none() {
+            m.ring = Some(m.store.build_ring());
+        }
+        m.ring.as_ref().and_then(|r| r.route(hash))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::program::{StreamVerdictProg, VerdictKind};
+    use crate::rules::Rule;
+
+    fn verdict(rule: Rule) -> Programs {
+        Programs {
+            verdict: Some(Arc::new(StreamVerdictProg {
+                kind: VerdictKind::Rule(rule),
+                propagate_fin: false,
+            })),
+            ..Programs::default()
+        }
+    }
+
+    #[test]
+    fn update_flags_and_errors_match_the_kernel() {
+        let mut r = Registry::default();
+        let a = r.alloc(SockState::Established);
+        let b = r.alloc(SockState::Established);
+        let c = r.alloc(SockState::Connecting);
+        let m = r.create_map(MapKind::SockMap, 2).unwrap();
+        let h = r.create_map(MapKind::SockHash, 1).unwrap();
+        assert_eq!(
+            r.update(m, &Key::Num(2), a, UpdateFlag::Any),
+            Err(Errno::TooBig)
+        );
+        assert_eq!(
+            r.update(m, &Key::Num(0), c, UpdateFlag::Any),
+            Err(Errno::OpNotSupp)
+        );
+        assert_eq!(
+            r.update(m, &Key::Num(0), a, UpdateFlag::Exist),
+            Err(Errno::NoEnt)
+        );
+        r.update(m, &Key::Num(0), a, UpdateFlag::NoExist).unwrap();
+        assert_eq!(
+            r.update(m, &Key::Num(0), b, UpdateFlag::NoExist),
+            Err(Errno::Exist)
+        );
+        r.update(m, &Key::Num(0), b, UpdateFlag::Exist).unwrap();
+        assert!(r.sock(a).unwrap().links.is_empty());
+        r.update(h, &Key::from("x"), a, UpdateFlag::Any).unwrap();
+        assert_eq!(
+            r.update(h, &Key::from("y"), b, UpdateFlag::Any),
+            Err(Errno::TooBig)
+        );
+        r.update(h, &Key::from("x"), b, UpdateFlag::Any).unwrap();
+        assert_eq!(r.delete(h, &Key::from("nope")), Err(Errno::NoEnt));
+        assert_eq!(r.delete(m, &Key::Num(1)), Err(Errno::Inval));
+        assert_eq!(r.sock(b).unwrap().links.len(), 2);
+        assert!(r.remove_links(b));
+        assert_eq!(r.map(m).unwrap().store.len(), 0);
+        assert_eq!(r.map(h).unwrap().store.len(), 0);
+        r.set_state(a, SockState::Closed);
+        assert_eq!(
+            r.update(m, &Key::Num(1), a, UpdateFlag::Any),
+            Err(Errno::OpNotSupp)
+        );
+        r.release(a);
+        assert!(r.sock(a).is_none());
+        let again = r.alloc(SockState::Established);
+        assert_eq!(again.slot(), a.slot());
+        assert_ne!(again, a);
+    }
+
+    #[test]
+    fn a_second_verdict_from_another_map_is_busy() {
+        let mut r = Registry::default();
+        let s = r.alloc(SockState::Established);
+        let m1 = r.create_map(MapKind::SockHash, 8).unwrap();
+        let m2 = r.create_map(MapKind::SockHash, 8).unwrap();
+        let m3 = r.create_map(MapKind::SockHash, 8).unwrap();
+        let shared = verdict(Rule::Pass);
+        r.attach(m1, shared.clone()).unwrap();
+        r.attach(m2, verdict(Rule::Drop)).unwrap();
+        r.attach(m3, shared).unwrap();
+        r.update(m1, &Key::Num(1), s, UpdateFlag::Any).unwrap();
+        assert_eq!(
+            r.update(m2, &Key::Num(1), s, UpdateFlag::Any),
+            Err(Errno::Busy)
+        );
+        r.update(m3, &Key::Num(1), s, UpdateFlag::Any).unwrap();
+        assert_eq!(r.sock(s).unwrap().verdict_map, Some(m1));
+        r.delete(m1, &Key::Num(1)).unwrap();
+        assert!(r.sock(s).unwrap().programs.verdict.is_some());
+        r.delete(m3, &Key::Num(1)).unwrap();
+        assert!(r.sock(s).unwrap().programs.is_empty());
+    }
+}

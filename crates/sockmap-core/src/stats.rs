@@ -1,0 +1,115 @@
+//! Counters per socket and per map.
+//!
+//! Each counter has one writer, the I/O thread, which adds with a plain load
+//! and store (no locked instruction on the hot path); any thread may read a
+//! [`StatsSnapshot`] at any time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a message was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The verdict said DROP.
+    Verdict,
+    /// The redirect key is absent from the map.
+    NoKey,
+    /// The redirect target is closed, listening or otherwise unable to take data.
+    DeadTarget,
+    /// The parser failed or the socket closed in the middle of a message.
+    Parser,
+}
+
+macro_rules! counters {
+    ($(#[$m:meta])* $name:ident / $snap:ident { $($(#[$fm:meta])* $field:ident,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Default)]
+        pub struct $name {
+            $($(#[$fm])* pub(crate) $field: AtomicU64,)*
+        }
+
+        /// A copy of the counters at one moment.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct $snap {
+            $($(#[$fm])* pub $field: u64,)*
+        }
+
+        impl $name {
+            /// Reads every counter.
+            pub fn snapshot(&self) -> $snap {
+                $snap { $($field: self.$field.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// The counters of one socket, or of the sockets that took one map's programs.
+    Stats / StatsSnapshot {
+        /// Bytes read from the socket.
+        bytes_in,
+        /// Bytes written to the socket.
+        bytes_out,
+        /// Messages framed from what was read.
+        messages_in,
+        /// Messages passed to the application.
+        passed,
+        /// Messages redirected to another socket's egress.
+        redirected_egress,
+        /// Messages redirected to another socket's application (ingress).
+        redirected_ingress,
+        /// Messages dropped, for any reason.
+        dropped,
+        /// Messages dropped by a DROP verdict.
+        dropped_verdict,
+        /// Messages dropped because the redirect key was absent.
+        dropped_no_key,
+        /// Messages dropped because the redirect target could not take them.
+        dropped_dead_target,
+        /// Partial messages dropped by a parser error or a close mid-message.
+        dropped_parser,
+        /// Bytes of dropped messages.
+        dropped_bytes,
+        /// Parser errors.
+        parser_errors,
+        /// Queued bytes discarded because the socket closed before writing them.
+        discarded_bytes,
+        /// Bytes queued in the send ring, waiting to be written (a gauge).
+        queued_bytes,
+        /// Bytes waiting for an external verdict or parser (a gauge).
+        pending_bytes,
+        /// Application sends accepted (sk_msg path).
+        sends,
+        /// Application sends refused (EACCES, EPIPE).
+        sends_refused,
+        /// Times reading stopped because a redirect target was full.
+        backpressure_stalls,
+    }
+}
+
+impl Stats {
+    #[inline]
+    pub(crate) fn add(field: &AtomicU64, n: u64) {
+        field.store(
+            field.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    #[inline]
+    pub(crate) fn set(field: &AtomicU64, n: u64) {
+        field.store(n, Ordering::Relaxed);
+    }
+
+    /// Counts one dropped message of `bytes` for `reason`.
+    pub(crate) fn count_drop(&self, reason: DropReason, bytes: usize) {
+        Stats::add(&self.dropped, 1);
+        Stats::add(&self.dropped_bytes, bytes as u64);
+        let field = match reason {
+            DropReason::Verdict => &self.dropped_verdict,
+            DropReason::NoKey => &self.dropped_no_key,
+            DropReason::DeadTarget => &self.dropped_dead_target,
+            DropReason::Parser => &self.dropped_parser,
+        };
+        Stats::add(field, 1);
+    }
+}

@@ -1,0 +1,205 @@
+//! External verdicts answered asynchronously in batches by another thread.
+
+mod engine_util;
+
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine_util::*;
+use sockmap_core::external::{Answer, Batch, ExternalVerdicts, ItemDesc};
+use sockmap_core::map::MapKind;
+use sockmap_core::program::{Programs, StreamVerdictProg, VerdictKind};
+use sockmap_core::{BatchConfig, Engine, EngineConfig, Event, Hooks, Key, MapId, Verdict};
+
+struct ChanSink(Sender<Batch>);
+
+impl ExternalVerdicts for ChanSink {
+    fn submit(&mut self, batch: Batch) {
+        let _ = self.0.send(batch);
+    }
+}
+
+fn harness(batch: BatchConfig) -> (Harness, Receiver<Batch>) {
+    let (tx, rx) = channel();
+    let cfg = EngineConfig {
+        batch,
+        ..EngineConfig::default()
+    };
+    let mut h = Harness::with_config(cfg.clone());
+    h.engine = Engine::start(
+        cfg,
+        Hooks {
+            notify: None,
+            external: Some(Box::new(ChanSink(tx))),
+        },
+    )
+    .unwrap();
+    (h, rx)
+}
+
+fn external_map(h: &Harness, tag: u32) -> MapId {
+    let m = h.h().create_map(MapKind::SockHash, 64).unwrap();
+    let progs = Programs {
+        verdict: Some(Arc::new(StreamVerdictProg {
+            kind: VerdictKind::External { tag, peek_bytes: 4 },
+            propagate_fin: false,
+        })),
+        ..Programs::default()
+    };
+    h.h().attach(m, progs).unwrap();
+    m
+}
+
+fn next_batch(rx: &Receiver<Batch>) -> Batch {
+    rx.recv_timeout(DEADLINE).expect("a batch")
+}
+
+/// The "JS side": copy the batch into one buffer and decide from the bytes.
+fn decide(batch: &Batch, targets: MapId) -> Vec<Answer> {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut descs: Vec<ItemDesc> = Vec::new();
+    batch.copy_into(&mut buf, &mut descs);
+    descs
+        .iter()
+        .map(|d| {
+            let head = &buf[d.offset..d.offset + d.copied];
+            match head.first() {
+                Some(b'P') => Verdict::Pass,
+                Some(b'D') => Verdict::Drop,
+                _ => Verdict::Redirect {
+                    map: targets,
+                    key: Key::from("t"),
+                    ingress: false,
+                },
+            }
+            .into()
+        })
+        .collect()
+}
+
+#[test]
+fn answers_out_of_order_keep_per_socket_order() {
+    let (mut h, rx) = harness(BatchConfig {
+        max_messages: 64,
+        max_delay: Duration::from_micros(50),
+        max_in_flight: 4,
+    });
+    let map = external_map(&h, 7);
+    let targets = h.h().create_map(MapKind::SockHash, 4).unwrap();
+    let (mut pa, a) = h.pair();
+    let (mut pt, t) = h.pair();
+    h.put(map, "a", a);
+    h.put(targets, "t", t);
+    write(&mut pa, b"R-first;");
+    let b1 = next_batch(&rx);
+    assert_eq!(b1.items.len(), 1);
+    assert_eq!(
+        (b1.items[0].sock, b1.items[0].tag, b1.items[0].len),
+        (a, 7, 8)
+    );
+    write(&mut pa, b"R-second");
+    let b2 = next_batch(&rx);
+    let st = h.h().sock_stats(a).unwrap();
+    assert_eq!(st.pending_bytes, 16);
+    // Answer the later batch first: nothing may overtake the first message.
+    let a2 = decide(&b2, targets);
+    b2.reply(a2);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(h.h().sock_stats(t).unwrap().bytes_out, 0);
+    let a1 = decide(&b1, targets);
+    b1.reply(a1);
+    assert_eq!(read_n(&mut pt, 16), b"R-first;R-second");
+    let st = h.stats_until(a, |s| s.redirected_egress == 2);
+    assert_eq!(st.pending_bytes, 0);
+    // PASS and DROP from the external side.
+    write(&mut pa, b"Pass");
+    let b = next_batch(&rx);
+    let ans = decide(&b, targets);
+    b.reply(ans);
+    let (got, _) = h.messages(a, 4);
+    assert_eq!(got, b"Pass");
+    write(&mut pa, b"Drop");
+    let b = next_batch(&rx);
+    let ans = decide(&b, targets);
+    b.reply(ans);
+    h.stats_until(a, |s| s.dropped_verdict == 1);
+}
+
+#[test]
+fn batches_are_bounded_in_flight_and_collect_many_messages() {
+    let (h, rx) = harness(BatchConfig {
+        max_messages: 1000,
+        max_delay: Duration::from_micros(50),
+        max_in_flight: 1,
+    });
+    let map = external_map(&h, 1);
+    let targets = h.h().create_map(MapKind::SockHash, 4).unwrap();
+    let (mut pt, t) = h.pair();
+    h.put(targets, "t", t);
+    let mut peers = Vec::new();
+    for i in 0..8u32 {
+        let (p, s) = h.pair();
+        h.put(map, i as u64, s);
+        peers.push((p, s));
+    }
+    // The first message opens batch 1; while it is out, everything else collects.
+    write(&mut peers[0].0, b"R0");
+    let first = next_batch(&rx);
+    assert_eq!(first.items.iter().map(|i| i.len).sum::<usize>(), 2);
+    for round in 0..5u8 {
+        for (p, _) in peers.iter_mut() {
+            write(p, &[b'R', b'a' + round]);
+        }
+    }
+    for (i, (_, s)) in peers.iter().enumerate() {
+        let want = if i == 0 { 12 } else { 10 };
+        h.stats_until(*s, |st| st.bytes_in == want);
+    }
+    assert!(
+        rx.try_recv().is_err(),
+        "a second batch went out while one was in flight"
+    );
+    let ans = decide(&first, targets);
+    first.reply(ans);
+    let second = next_batch(&rx);
+    let total: usize = second.items.iter().map(|i| i.len).sum();
+    assert_eq!(total, 80, "everything else came in one batch");
+    assert!(second.items.len() >= 8);
+    // Within the batch each socket's bytes are in order.
+    for (_, s) in &peers {
+        let mine: Vec<u8> = second
+            .items
+            .iter()
+            .filter(|i| i.sock == *s)
+            .flat_map(|i| sockmap_core::event::frags_to_vec(&i.frags))
+            .collect();
+        let expect: Vec<u8> = (0..5u8).flat_map(|r| [b'R', b'a' + r]).collect();
+        assert_eq!(mine, expect);
+    }
+    let ans = decide(&second, targets);
+    second.reply(ans);
+    assert_eq!(read_n(&mut pt, 82).len(), 82);
+}
+
+#[test]
+fn missing_answers_drop_and_report() {
+    let (mut h, rx) = harness(BatchConfig::default());
+    let map = external_map(&h, 3);
+    let (mut pa, a) = h.pair();
+    h.put(map, "a", a);
+    write(&mut pa, b"xyz");
+    let b = next_batch(&rx);
+    b.reply(Vec::new());
+    let detail = h.wait(|e| match e {
+        Event::Error {
+            detail,
+            fatal: false,
+            ..
+        } => Some(detail.clone()),
+        _ => None,
+    });
+    assert!(detail.contains("no answer"), "{detail}");
+    let st = h.stats_until(a, |s| s.dropped == 1);
+    assert_eq!((st.dropped_verdict, st.pending_bytes), (1, 0));
+}

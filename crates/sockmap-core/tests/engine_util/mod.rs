@@ -1,0 +1,177 @@
+//! Shared helpers for the engine's loopback tests.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sockmap_core::event::frags_to_vec;
+use sockmap_core::map::{MapKind, UpdateFlag};
+use sockmap_core::program::{Programs, StreamVerdictProg};
+use sockmap_core::stats::StatsSnapshot;
+use sockmap_core::{Engine, EngineConfig, EngineHandle, Event, Key, MapId, Rule, SockId};
+
+/// Every wait in the tests ends by then.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// An engine plus the events the test has seen but not consumed.
+pub struct Harness {
+    pub engine: Engine,
+    pub backlog: VecDeque<Event>,
+    listener: TcpListener,
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        Harness::with_config(EngineConfig::default())
+    }
+
+    pub fn with_config(cfg: EngineConfig) -> Harness {
+        Harness {
+            engine: Engine::start(cfg, sockmap_core::Hooks::default()).expect("engine"),
+            backlog: VecDeque::new(),
+            listener: TcpListener::bind("127.0.0.1:0").expect("bind"),
+        }
+    }
+
+    pub fn h(&self) -> &EngineHandle {
+        self.engine.handle()
+    }
+
+    /// A connected pair: the test's end (blocking, with timeouts) and the engine's end.
+    pub fn pair(&self) -> (TcpStream, SockId) {
+        let peer = TcpStream::connect(self.listener.local_addr().unwrap()).unwrap();
+        let (mine, _) = self.listener.accept().unwrap();
+        peer.set_read_timeout(Some(DEADLINE)).unwrap();
+        peer.set_nodelay(true).unwrap();
+        let id = self.h().adopt(mine).expect("adopt");
+        (peer, id)
+    }
+
+    /// Waits for the first event matching `f` (others are kept for later).
+    pub fn wait<T>(&mut self, mut f: impl FnMut(&Event) -> Option<T>) -> T {
+        if let Some(i) = self.backlog.iter().position(|e| f(e).is_some()) {
+            let ev = self.backlog.remove(i).unwrap();
+            return f(&ev).unwrap();
+        }
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let ev = self.engine.next_event(left).unwrap_or_else(|| {
+                panic!(
+                    "no matching event within {DEADLINE:?}; seen {:?}",
+                    self.backlog
+                )
+            });
+            if let Some(t) = f(&ev) {
+                return t;
+            }
+            self.backlog.push_back(ev);
+        }
+    }
+
+    /// Collects message bytes for `sock` until `len` bytes arrived; returns them and the message count.
+    pub fn messages(&mut self, sock: SockId, len: usize) -> (Vec<u8>, usize) {
+        let mut got = Vec::new();
+        let mut n = 0;
+        while got.len() < len {
+            let data = self.wait(|e| match e {
+                Event::Message { sock: s, data } if *s == sock => Some(frags_to_vec(data)),
+                _ => None,
+            });
+            got.extend_from_slice(&data);
+            n += 1;
+        }
+        (got, n)
+    }
+
+    pub fn closed(&mut self, sock: SockId) -> Option<sockmap_core::Errno> {
+        self.wait(|e| match e {
+            Event::Closed { sock: s, error } if *s == sock => Some(*error),
+            _ => None,
+        })
+    }
+
+    /// Waits until `f` holds for the socket's counters.
+    pub fn stats_until(&self, sock: SockId, f: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let s = self.h().sock_stats(sock).expect("socket exists");
+            if f(&s) {
+                return s;
+            }
+            assert!(Instant::now() < end, "counters never matched: {s:?}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A SockHash with a stream verdict running `rule`.
+    pub fn hash_with(&self, rule: impl FnOnce(MapId) -> Rule) -> MapId {
+        let m = self.h().create_map(MapKind::SockHash, 64).unwrap();
+        let progs = Programs {
+            verdict: Some(Arc::new(StreamVerdictProg::rule(rule(m)))),
+            ..Programs::default()
+        };
+        self.h().attach(m, progs).unwrap();
+        m
+    }
+
+    pub fn put(&self, map: MapId, key: impl Into<Key>, sock: SockId) {
+        self.h()
+            .map_update(map, &key.into(), sock, UpdateFlag::Any)
+            .unwrap();
+    }
+}
+
+/// Reads exactly `n` bytes.
+pub fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut v = vec![0; n];
+    s.read_exact(&mut v).expect("read_exact");
+    v
+}
+
+/// Writes all of `data`.
+pub fn write(s: &mut TcpStream, data: &[u8]) {
+    s.write_all(data).expect("write_all");
+}
+
+/// Reads until end of stream.
+pub fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
+    let mut v = Vec::new();
+    s.read_to_end(&mut v).expect("read_to_end");
+    v
+}
+
+impl Harness {
+    /// A SockHash whose sockets take a msg verdict running `f`.
+    pub fn msg_map(&self, f: sockmap_core::program::MsgVerdictFn) -> MapId {
+        use sockmap_core::program::{MsgVerdictKind, MsgVerdictProg};
+        let m = self.h().create_map(MapKind::SockHash, 64).unwrap();
+        let progs = Programs {
+            msg_verdict: Some(Arc::new(MsgVerdictProg {
+                kind: MsgVerdictKind::Func(f),
+            })),
+            ..Programs::default()
+        };
+        self.h().attach(m, progs).unwrap();
+        m
+    }
+
+    /// Sends and waits for the outcome.
+    pub fn send(&mut self, sock: SockId, data: &[u8]) -> Result<usize, sockmap_core::Errno> {
+        static REQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let req = REQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.h()
+            .send(sock, bytes::Bytes::copy_from_slice(data), req);
+        self.wait(|e| match e {
+            Event::SendDone {
+                sock: s,
+                req: r,
+                result,
+            } if *s == sock && *r == req => Some(*result),
+            _ => None,
+        })
+    }
+}

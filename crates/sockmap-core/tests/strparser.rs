@@ -1,0 +1,534 @@
+//! The strparser state machine: kernel edge cases, each a named test, and a
+//! check against a simple reference model.
+
+mod framer_common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use framer_common::{out, Out};
+use proptest::prelude::*;
+use sockmap_core::framer::{
+    Chunks, Fixed, Framer, LengthField, LengthFieldOptions, MessageMeta, Parse,
+};
+use sockmap_core::strparser::{Event, StrParser, StrParserConfig};
+use sockmap_core::Errno;
+
+/// A framer answering with a closure.
+struct Script<F>(F);
+
+impl<F: FnMut(&Chunks<'_>) -> Parse + Send + 'static> Framer for Script<F> {
+    fn parse(&mut self, data: &Chunks<'_>) -> Parse {
+        (self.0)(data)
+    }
+}
+
+fn parser<F: FnMut(&Chunks<'_>) -> Parse + Send + 'static>(
+    f: F,
+    config: StrParserConfig,
+) -> StrParser {
+    StrParser::new(Box::new(Script(f)), config)
+}
+
+/// 1-byte length prefix, length counts the prefix too.
+fn len1() -> StrParser {
+    let o = LengthFieldOptions {
+        length_field_length: 1,
+        length_adjustment: -1,
+        ..Default::default()
+    };
+    StrParser::new(
+        Box::new(LengthField::new(o).unwrap()),
+        StrParserConfig::default(),
+    )
+}
+
+fn drain(p: &mut StrParser, now: Instant) -> Vec<Out> {
+    std::iter::from_fn(|| p.poll_event(now)).map(out).collect()
+}
+
+fn msg(b: &[u8]) -> Out {
+    Out::Msg(b.to_vec(), MessageMeta::None)
+}
+
+#[test]
+fn length_zero_answer_is_eproto() {
+    let now = Instant::now();
+    let mut p = parser(|_| Parse::Length(0), StrParserConfig::default());
+    p.handle_data(Bytes::from_static(b"abc"), now);
+    assert_eq!(drain(&mut p, now), vec![Out::Error(Errno::Proto)]);
+    assert_eq!(p.buffered_bytes(), 0);
+    assert_eq!(p.stats().proto_errors, 1);
+}
+
+#[test]
+fn length_not_beyond_seen_bytes_is_eproto() {
+    let now = Instant::now();
+    let mut p = parser(
+        |c| {
+            if c.len() < 5 {
+                Parse::NeedMore { hint: None }
+            } else {
+                Parse::Length(3)
+            }
+        },
+        StrParserConfig::default(),
+    );
+    p.handle_data(Bytes::from_static(b"abc"), now);
+    assert_eq!(drain(&mut p, now), vec![]);
+    p.handle_data(Bytes::from_static(b"de"), now);
+    assert_eq!(drain(&mut p, now), vec![Out::Error(Errno::Proto)]);
+}
+
+#[test]
+fn length_beyond_seen_bytes_is_accepted() {
+    let now = Instant::now();
+    let mut p = parser(
+        |c| {
+            if c.len() < 5 {
+                Parse::NeedMore { hint: None }
+            } else {
+                Parse::Length(4)
+            }
+        },
+        StrParserConfig::default(),
+    );
+    p.handle_data(Bytes::from_static(b"abc"), now);
+    p.handle_data(Bytes::from_static(b"de"), now);
+    assert_eq!(drain(&mut p, now), vec![msg(b"abcd")]);
+    assert_eq!(p.buffered_bytes(), 1);
+}
+
+#[test]
+fn message_exactly_at_limit_passes_and_one_more_byte_is_emsgsize() {
+    let now = Instant::now();
+    let cfg = StrParserConfig {
+        max_message_bytes: 8,
+        ..Default::default()
+    };
+    let mut p = StrParser::new(Box::new(Fixed::new(8).unwrap()), cfg);
+    p.handle_data(Bytes::from_static(b"12345678"), now);
+    assert_eq!(drain(&mut p, now), vec![msg(b"12345678")]);
+
+    let mut p = StrParser::new(Box::new(Fixed::new(9).unwrap()), cfg);
+    p.handle_data(Bytes::from_static(b"123"), now);
+    assert_eq!(drain(&mut p, now), vec![Out::Error(Errno::MsgSize)]);
+    assert_eq!(p.stats().msg_too_big, 1);
+    assert_eq!(p.buffered_bytes(), 0, "the partial message is freed");
+}
+
+#[test]
+fn unframed_bytes_reaching_limit_is_emsgsize() {
+    let now = Instant::now();
+    let cfg = StrParserConfig {
+        max_message_bytes: 4,
+        ..Default::default()
+    };
+    let mut p = parser(|_| Parse::NeedMore { hint: None }, cfg);
+    p.handle_data(Bytes::from_static(b"123"), now);
+    assert_eq!(drain(&mut p, now), vec![]);
+    p.handle_data(Bytes::from_static(b"4"), now);
+    assert_eq!(drain(&mut p, now), vec![Out::Error(Errno::MsgSize)]);
+}
+
+#[test]
+fn hint_above_limit_is_emsgsize() {
+    let now = Instant::now();
+    let cfg = StrParserConfig {
+        max_message_bytes: 4,
+        ..Default::default()
+    };
+    let mut p = parser(|_| Parse::NeedMore { hint: Some(5) }, cfg);
+    p.handle_data(Bytes::from_static(b"1"), now);
+    assert_eq!(drain(&mut p, now), vec![Out::Error(Errno::MsgSize)]);
+}
+
+#[test]
+fn hint_defers_the_next_parse_call() {
+    let now = Instant::now();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c2 = calls.clone();
+    let mut p = parser(
+        move |c| {
+            c2.fetch_add(1, Ordering::Relaxed);
+            if c.len() < 10 {
+                Parse::NeedMore { hint: Some(10) }
+            } else {
+                Parse::Length(10)
+            }
+        },
+        StrParserConfig::default(),
+    );
+    for _ in 0..9 {
+        p.handle_data(Bytes::from_static(b"x"), now);
+        assert_eq!(drain(&mut p, now), vec![]);
+    }
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+    p.handle_data(Bytes::from_static(b"x"), now);
+    assert_eq!(drain(&mut p, now), vec![msg(b"xxxxxxxxxx")]);
+    assert_eq!(calls.load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn timeout_aborts_an_incomplete_message() {
+    let t0 = Instant::now();
+    let cfg = StrParserConfig {
+        message_timeout: Some(Duration::from_millis(10)),
+        ..Default::default()
+    };
+    let mut p = StrParser::new(Box::new(Fixed::new(4).unwrap()), cfg);
+    assert_eq!(p.poll_timeout(), None);
+    p.handle_data(Bytes::from_static(b"12"), t0);
+    assert_eq!(drain(&mut p, t0), vec![]);
+    assert_eq!(p.poll_timeout(), Some(t0 + Duration::from_millis(10)));
+    p.handle_timeout(t0 + Duration::from_millis(9));
+    assert_eq!(drain(&mut p, t0), vec![]);
+    p.handle_timeout(t0 + Duration::from_millis(10));
+    assert_eq!(drain(&mut p, t0), vec![Out::Error(Errno::TimedOut)]);
+    assert_eq!(p.stats().timeouts, 1);
+    assert_eq!(p.buffered_bytes(), 0);
+    p.handle_data(Bytes::from_static(b"34"), t0);
+    assert_eq!(drain(&mut p, t0), vec![], "an aborted parser stays aborted");
+}
+
+#[test]
+fn timer_stops_when_the_message_completes() {
+    let t0 = Instant::now();
+    let cfg = StrParserConfig {
+        message_timeout: Some(Duration::from_millis(10)),
+        ..Default::default()
+    };
+    let mut p = StrParser::new(Box::new(Fixed::new(4).unwrap()), cfg);
+    p.handle_data(Bytes::from_static(b"12"), t0);
+    assert_eq!(drain(&mut p, t0), vec![]);
+    p.handle_data(Bytes::from_static(b"34"), t0);
+    assert_eq!(drain(&mut p, t0), vec![msg(b"1234")]);
+    assert_eq!(p.poll_timeout(), None);
+    p.handle_timeout(t0 + Duration::from_secs(1));
+    assert_eq!(drain(&mut p, t0), vec![]);
+}
+
+#[test]
+fn pause_in_the_middle_of_a_batch_then_unpause() {
+    let now = Instant::now();
+    let mut p = len1();
+    p.handle_data(Bytes::from_static(b"\x02a\x02b\x02c\x02d\x03e"), now);
+    assert_eq!(p.poll_event(now).map(out), Some(msg(b"\x02a")));
+    assert_eq!(p.poll_event(now).map(out), Some(msg(b"\x02b")));
+    p.pause();
+    assert!(p.is_paused());
+    assert_eq!(p.poll_event(now), None);
+    p.handle_data(Bytes::from_static(b"f\x02g"), now);
+    assert_eq!(p.poll_event(now), None);
+    p.unpause();
+    assert_eq!(
+        drain(&mut p, now),
+        vec![msg(b"\x02c"), msg(b"\x02d"), msg(b"\x03ef"), msg(b"\x02g")]
+    );
+}
+
+#[test]
+fn many_messages_in_one_chunk_all_delivered_in_order() {
+    let now = Instant::now();
+    let mut p = len1();
+    let mut input = Vec::new();
+    for i in 0..200u8 {
+        input.extend_from_slice(&[2, i]);
+    }
+    p.handle_data(Bytes::from(input), now);
+    let got = drain(&mut p, now);
+    assert_eq!(got.len(), 200);
+    for (i, o) in got.iter().enumerate() {
+        assert_eq!(o, &msg(&[2, i as u8]));
+    }
+}
+
+#[test]
+fn message_spanning_many_chunks_is_zero_copy() {
+    let now = Instant::now();
+    let mut p = StrParser::new(
+        Box::new(Fixed::new(1000).unwrap()),
+        StrParserConfig::default(),
+    );
+    let chunks: Vec<Bytes> = (0..1000u32).map(|i| Bytes::from(vec![i as u8])).collect();
+    for c in &chunks {
+        p.handle_data(c.clone(), now);
+    }
+    match p.poll_event(now) {
+        Some(Event::Message(m)) => {
+            assert_eq!(m.len, 1000);
+            assert_eq!(m.frags.len(), 1000);
+            for (f, c) in m.frags.iter().zip(&chunks) {
+                assert_eq!(f.as_ptr(), c.as_ptr(), "fragments are slices of the input");
+            }
+        }
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+#[test]
+fn messages_in_one_chunk_share_its_memory() {
+    let now = Instant::now();
+    let mut p = len1();
+    let input = Bytes::from_static(b"\x02a\x02b");
+    p.handle_data(input.clone(), now);
+    let Some(Event::Message(m)) = p.poll_event(now) else {
+        panic!("no message")
+    };
+    let Some(Event::Message(n)) = p.poll_event(now) else {
+        panic!("no message")
+    };
+    assert_eq!(m.frags[0].as_ptr(), input.as_ptr());
+    assert_eq!(n.frags[0].as_ptr(), input[2..].as_ptr());
+}
+
+#[test]
+fn handback_before_partial_consumption_returns_everything() {
+    let now = Instant::now();
+    let mut p = parser(
+        |c| {
+            if c.first()[0] == b'!' {
+                Parse::Handback
+            } else {
+                Parse::Length(1)
+            }
+        },
+        StrParserConfig::default(),
+    );
+    p.handle_data(Bytes::from_static(b"ab!cd"), now);
+    p.handle_data(Bytes::from_static(b"ef"), now);
+    assert_eq!(
+        drain(&mut p, now),
+        vec![
+            msg(b"a"),
+            msg(b"b"),
+            Out::Handback(b"!cdef".to_vec(), false)
+        ]
+    );
+    assert_eq!(p.buffered_bytes(), 0);
+    assert_eq!(p.stats().handbacks, 1);
+    p.handle_data(Bytes::from_static(b"gh"), now);
+    assert_eq!(drain(&mut p, now), vec![]);
+    assert_eq!(p.done(), vec![Bytes::from_static(b"gh")]);
+}
+
+#[test]
+fn handback_after_partial_consumption_keeps_the_bytes_and_flags_enodata() {
+    let now = Instant::now();
+    let mut p = parser(
+        |c| {
+            if c.len() < 4 {
+                Parse::NeedMore { hint: None }
+            } else {
+                Parse::Handback
+            }
+        },
+        StrParserConfig::default(),
+    );
+    p.handle_data(Bytes::from_static(b"ab"), now);
+    assert_eq!(drain(&mut p, now), vec![]);
+    p.handle_data(Bytes::from_static(b"cd"), now);
+    assert_eq!(
+        drain(&mut p, now),
+        vec![Out::Handback(b"abcd".to_vec(), true)]
+    );
+}
+
+#[test]
+fn pending_answer_arrives_through_handle_deferred() {
+    let now = Instant::now();
+    let mut p = parser(|_| Parse::Pending, StrParserConfig::default());
+    p.handle_data(Bytes::from_static(b"abc"), now);
+    assert_eq!(drain(&mut p, now), vec![]);
+    p.handle_data(Bytes::from_static(b"def"), now);
+    assert_eq!(
+        drain(&mut p, now),
+        vec![],
+        "still waiting for the deferred answer"
+    );
+    p.handle_deferred(Parse::Pending);
+    assert_eq!(drain(&mut p, now), vec![], "Pending again keeps waiting");
+    p.handle_deferred(Parse::Length(2));
+    assert_eq!(drain(&mut p, now), vec![msg(b"ab")]);
+    p.handle_deferred(Parse::Length(1));
+    assert_eq!(drain(&mut p, now), vec![msg(b"c")]);
+    p.handle_deferred(Parse::Error(Errno::Inval));
+    assert_eq!(drain(&mut p, now), vec![Out::Error(Errno::Inval)]);
+    assert_eq!(p.stats().other_errors, 1);
+}
+
+#[test]
+fn stray_deferred_answer_is_ignored() {
+    let now = Instant::now();
+    let mut p = len1();
+    p.handle_deferred(Parse::Length(5));
+    p.handle_data(Bytes::from_static(b"\x02a"), now);
+    assert_eq!(drain(&mut p, now), vec![msg(b"\x02a")]);
+}
+
+#[test]
+fn skip_discards_across_reads_and_is_counted() {
+    let now = Instant::now();
+    let mut p = parser(
+        |c| {
+            if c.first()[0] == b'S' {
+                Parse::Skip(5)
+            } else {
+                Parse::Length(1)
+            }
+        },
+        StrParserConfig::default(),
+    );
+    p.handle_data(Bytes::from_static(b"aS12"), now);
+    assert_eq!(drain(&mut p, now), vec![msg(b"a"), Out::Skipped(5)]);
+    assert_eq!(p.buffered_bytes(), 0);
+    p.handle_data(Bytes::from_static(b"34b"), now);
+    assert_eq!(drain(&mut p, now), vec![msg(b"b")]);
+    assert_eq!((p.stats().skipped_frames, p.stats().skipped_bytes), (1, 5));
+}
+
+#[test]
+fn skip_zero_is_eproto() {
+    let now = Instant::now();
+    let mut p = parser(|_| Parse::Skip(0), StrParserConfig::default());
+    p.handle_data(Bytes::from_static(b"a"), now);
+    assert_eq!(drain(&mut p, now), vec![Out::Error(Errno::Proto)]);
+}
+
+#[test]
+fn error_frees_the_partial_message_and_later_input() {
+    let now = Instant::now();
+    let mut p = parser(
+        |c| {
+            if c.len() < 3 {
+                Parse::NeedMore { hint: None }
+            } else {
+                Parse::Error(Errno::Inval)
+            }
+        },
+        StrParserConfig::default(),
+    );
+    p.handle_data(Bytes::from_static(b"ab"), now);
+    assert_eq!(drain(&mut p, now), vec![]);
+    assert_eq!(p.buffered_bytes(), 2);
+    p.handle_data(Bytes::from_static(b"c"), now);
+    assert_eq!(drain(&mut p, now), vec![Out::Error(Errno::Inval)]);
+    assert_eq!(p.buffered_bytes(), 0);
+    p.handle_data(Bytes::from_static(b"d"), now);
+    assert_eq!(p.buffered_bytes(), 0);
+    assert!(p.done().is_empty());
+}
+
+#[test]
+fn stop_then_done_returns_the_unparsed_bytes() {
+    let now = Instant::now();
+    let mut p = len1();
+    p.handle_data(Bytes::from_static(b"\x02a\x03b"), now);
+    assert_eq!(p.poll_event(now).map(out), Some(msg(b"\x02a")));
+    p.stop();
+    p.handle_data(Bytes::from_static(b"c"), now);
+    assert_eq!(p.poll_event(now), None);
+    let rest: Vec<u8> = p.done().iter().flat_map(|b| b.to_vec()).collect();
+    assert_eq!(rest, b"\x03bc");
+    assert_eq!(p.buffered_bytes(), 0);
+}
+
+// ── reference model ─────────────────────────────────────────────────────────
+
+/// What a strparser with a 1-byte, prefix-inclusive length framer must do,
+/// written the obvious way over one contiguous buffer.
+#[derive(Default)]
+struct Model {
+    buf: Vec<u8>,
+    paused: bool,
+    dead: bool,
+    skip: usize,
+}
+
+const MODEL_MAX_FRAME: usize = 40;
+
+impl Model {
+    fn poll(&mut self) -> Option<Out> {
+        loop {
+            if self.paused || self.dead {
+                return None;
+            }
+            if self.skip > 0 {
+                let n = self.skip.min(self.buf.len());
+                self.buf.drain(..n);
+                self.skip -= n;
+                if self.skip > 0 {
+                    return None;
+                }
+                continue;
+            }
+            let &len = self.buf.first()?;
+            let len = len as usize;
+            if len == 0 {
+                self.dead = true;
+                self.buf.clear();
+                return Some(Out::Error(Errno::Proto));
+            }
+            if len > MODEL_MAX_FRAME {
+                self.skip = len;
+                return Some(Out::Skipped(len));
+            }
+            if self.buf.len() < len {
+                return None;
+            }
+            return Some(msg(&self.buf.drain(..len).collect::<Vec<u8>>()));
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Data(Vec<u8>),
+    Pause,
+    Unpause,
+    Poll(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => prop::collection::vec(prop_oneof![3 => 1u8..12, 1 => any::<u8>()], 1..12).prop_map(Op::Data),
+        1 => Just(Op::Pause),
+        1 => Just(Op::Unpause),
+        3 => (0usize..5).prop_map(Op::Poll),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+    #[test]
+    fn matches_the_reference_model(ops in prop::collection::vec(op(), 1..60)) {
+        let now = Instant::now();
+        let o = LengthFieldOptions { length_field_length: 1, length_adjustment: -1,
+            max_frame_length: MODEL_MAX_FRAME, discard_oversize: true, ..Default::default() };
+        let mut p = StrParser::new(Box::new(LengthField::new(o).unwrap()), StrParserConfig::default());
+        let mut m = Model::default();
+        for op in ops {
+            match op {
+                Op::Data(d) => {
+                    if !m.dead {
+                        m.buf.extend_from_slice(&d);
+                    }
+                    p.handle_data(Bytes::from(d), now);
+                }
+                Op::Pause => { p.pause(); m.paused = true; }
+                Op::Unpause => { p.unpause(); m.paused = false; }
+                Op::Poll(n) => {
+                    for _ in 0..n {
+                        prop_assert_eq!(p.poll_event(now).map(out), m.poll());
+                    }
+                }
+            }
+            prop_assert_eq!(p.buffered_bytes(), m.buf.len());
+        }
+        p.unpause();
+        m.paused = false;
+        prop_assert_eq!(drain(&mut p, now), std::iter::from_fn(|| m.poll()).collect::<Vec<_>>());
+    }
+}
