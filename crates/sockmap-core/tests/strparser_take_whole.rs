@@ -208,3 +208,62 @@ fn take_whole_takes_every_whole_message_of_the_front_fragment() {
     p.pause();
     assert!(p.take_whole(&mut lens).is_none());
 }
+
+fn options() -> impl Strategy<Value = LengthFieldOptions> {
+    (
+        prop::sample::select(vec![1usize, 2, 3, 4, 8]),
+        prop::bool::ANY,
+        0usize..3,
+        prop_oneof![8 => -12i64..12, 1 => Just(i64::MIN), 1 => Just(i64::MAX)],
+        prop_oneof![Just(8usize << 20), 1usize..300],
+        prop::bool::ANY,
+    )
+        .prop_map(
+            |(width, be, offset, adjustment, max_frame, discard)| LengthFieldOptions {
+                byte_order: if be {
+                    ByteOrder::BigEndian
+                } else {
+                    ByteOrder::LittleEndian
+                },
+                length_field_offset: offset,
+                length_field_length: width,
+                length_adjustment: adjustment,
+                max_frame_length: max_frame,
+                discard_oversize: discard,
+                ..LengthFieldOptions::default()
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// `scan_whole` finds exactly the frames `parse` gives `Length` for, in
+    /// order, stopping where `parse` would answer anything else.
+    #[test]
+    fn length_scan_agrees_with_parse(
+        opts in options(),
+        max in prop_oneof![Just(usize::MAX), 1usize..400],
+        // Small values make many short frames; a few bytes are anything.
+        bytes in prop::collection::vec(prop_oneof![6 => 0u8..6, 1 => any::<u8>()], 0..300),
+    ) {
+        use sockmap_core::framer::{Chunks, Parse};
+        let mut f = LengthField::new(opts).unwrap();
+        let mut lens = Vec::new();
+        let covered = f.scan_whole(&bytes, max, &mut lens);
+        let mut expect = Vec::new();
+        let mut at = 0;
+        loop {
+            let rest = [Bytes::copy_from_slice(&bytes[at..])];
+            match f.parse(&Chunks::new(&rest)) {
+                Parse::Length(n) if n <= max && n <= bytes.len() - at => {
+                    expect.push(n);
+                    at += n;
+                }
+                _ => break,
+            }
+        }
+        prop_assert_eq!(&lens, &expect);
+        prop_assert_eq!(covered, at);
+    }
+}
