@@ -421,7 +421,7 @@ impl Core {
         c.map_stats = map_stats;
         c.route.epoch = u64::MAX;
         self.relink_parser(slot);
-        self.flush_run();
+        self.end_chunk();
         self.kick_read(slot);
     }
 
@@ -434,7 +434,7 @@ impl Core {
                 if s.is_paused() {
                     s.unpause();
                     self.run_parser(slot);
-                    self.flush_run();
+                    self.end_chunk();
                 }
             }
             self.kick_read(slot);
@@ -672,8 +672,7 @@ impl Core {
         self.at(slot).count(|s| &s.bytes_in, len as u64);
         self.chunk = data.clone();
         self.ingest(slot, data);
-        self.flush_run();
-        self.chunk = Bytes::new();
+        self.end_chunk();
     }
 
     /// One message came out of the socket's parser.
@@ -813,6 +812,13 @@ impl Core {
             self.tx_push(target, f);
         }
         self.after_push(Some(src), target);
+    }
+
+    /// Ends the processing of received bytes: the open run goes out and the
+    /// chunk is released.
+    fn end_chunk(&mut self) {
+        self.flush_run();
+        self.chunk = Bytes::new();
     }
 
     fn flush_run(&mut self) {

@@ -154,7 +154,7 @@ impl Core {
         if let Some(s) = c.strp.as_mut() {
             s.handle_timeout(now);
             self.run_parser(slot);
-            self.flush_run();
+            self.end_chunk();
         }
     }
 
@@ -258,7 +258,7 @@ impl Core {
             x.answers.push_back((Parse::Error(Errno::Inval), seen));
         }
         self.run_parser(slot);
-        self.flush_run();
+        self.end_chunk();
     }
 
     /// Frees what the socket's parser holds when the socket closes: a partial
