@@ -226,7 +226,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   /**
    * Takes over a connected `node:net` socket: Node stops reading it and closes its handle, and the engine owns the
    * connection from then on. Call it before Node has read from the socket (e.g. in the server's `'connection'`
-   * handler): bytes Node had already buffered are delivered first as `'message'` events.
+   * handler): bytes Node had already buffered are delivered first as `'message'` events (the engine takes no bytes
+   * from the application on the receive side, so these do not pass through the map's parser and verdict).
    * @throws {TypeError} when `netSocket` is not a connected TCP socket.
    */
   adopt(netSocket: NetSocket): Socket {
