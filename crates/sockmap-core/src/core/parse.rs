@@ -14,7 +14,7 @@ use smallvec::smallvec;
 
 use super::external::ItemRef;
 use super::Core;
-use crate::conn::ExternalParse;
+use crate::conn::{AppRead, ExternalParse};
 use crate::error::Errno;
 use crate::external::{BatchItem, ItemKind};
 use crate::framer::{MessageMeta, Parse};
@@ -40,9 +40,14 @@ impl Core {
         c.handed_back = false;
         c.rx_full = false;
         c.xparse = ExternalParse::default();
+        let paused = c.app == AppRead::Paused;
         c.strp = prog.as_ref().and_then(|p| {
             let framer = p.framer().ok().flatten()?;
-            Some(Box::new(StrParser::new(framer, p.strparser_config())))
+            let mut s = Box::new(StrParser::new(framer, p.strparser_config()));
+            if paused {
+                s.pause();
+            }
+            Some(s)
         });
         c.strp_prog = prog;
         for b in held {
