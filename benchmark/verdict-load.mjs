@@ -11,7 +11,7 @@ import net from 'node:net'
 const FRAME = 64
 const CHUNK = Number(process.env.E2E_CHUNK ?? 256)
 const CONNS = Number(process.env.E2E_CONNS ?? 16)
-const WINDOW = Number(process.env.E2E_WINDOW ?? CONNS * 4 * CHUNK)
+const WINDOW = Number(process.env.E2E_WINDOW ?? CONNS * 16 * CHUNK)
 
 let received = 0
 let sent = 0
