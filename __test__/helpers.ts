@@ -102,3 +102,42 @@ export function frame(payload: string | Buffer): Buffer {
   h.writeUInt32BE(p.length)
   return Buffer.concat([h, p])
 }
+
+/** `n` node:net clients of one engine listener, with the engine sockets accepted for them. */
+export async function connections(
+  engine: Engine,
+  n: number,
+  clients: net.Socket[] = [],
+): Promise<Array<{ client: net.Socket; sock: Socket }>> {
+  const server = await listening(engine)
+  const out = []
+  for (let i = 0; i < n; i++) {
+    const c = await clientOf(server)
+    clients.push(c.client)
+    out.push(c)
+  }
+  return out
+}
+
+/** Writes `data` one byte per turn of the event loop, so that the receiver reads it in many pieces. */
+export async function writeBytewise(sock: net.Socket, data: Buffer): Promise<void> {
+  for (let i = 0; i < data.length; i++) {
+    sock.write(data.subarray(i, i + 1))
+    await new Promise((r) => setImmediate(r))
+  }
+}
+
+/** Waits for a socket's 'error' event and the close after it. */
+export async function errorOf(sock: Socket, ms = 5000): Promise<{ code: string; hadError: boolean }> {
+  return deadline(
+    new Promise((resolve) => {
+      let code = ''
+      sock.once('error', (e) => {
+        code = e.code
+      })
+      sock.once('close', (hadError) => resolve({ code, hadError }))
+    }),
+    ms,
+    'socket error and close',
+  )
+}
