@@ -36,7 +36,7 @@ function percentile(sorted: number[], p: number): number {
 }
 
 function startLoad(): Promise<{ worker: Worker; sinks: { a: number; b: number } }> {
-  const worker = new Worker(join(__dirname, 'gateway-load.ts'), { execArgv: ['--import', 'tsx'] })
+  const worker = new Worker(join(__dirname, 'gateway-load.mjs'))
   return new Promise((resolve, reject) => {
     worker.once('error', reject)
     worker.once('message', (m: LoadMessage) => {
@@ -132,6 +132,7 @@ async function main(): Promise<void> {
   const gw = await sockmapGateway(sinks)
   const r1 = await runLoad(worker, 'sockmap + TS verdict', gw.port)
   const s = gw.engine.stats()
+  if (process.env.DEMO_DEBUG) console.log(JSON.stringify(s, null, 1))
   results.push({
     ...r1,
     verdicts: `${s.totals.redirected} redirected, ${s.totals.dropped} dropped`,
