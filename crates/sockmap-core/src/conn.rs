@@ -46,7 +46,11 @@ pub(crate) struct Conn {
     pub(crate) app: AppRead,
     /// How many full targets this socket is waiting on.
     pub(crate) blocked: u32,
+    /// The peer's FIN was read.
     pub(crate) read_eof: bool,
+    /// Every message received before the FIN was judged and queued: the
+    /// application was told, the FIN forwarded to the partner.
+    pub(crate) read_done: bool,
     pub(crate) closing: bool,
     /// Bytes waiting to be written.
     pub(crate) tx: SgRing,
@@ -70,8 +74,6 @@ pub(crate) struct Conn {
     pub(crate) awaiting_bytes: usize,
     /// Too many bytes await verdicts: stop reading.
     pub(crate) ext_full: bool,
-    /// Sockets this one redirected to egress (for FIN propagation).
-    pub(crate) egress_peers: SmallVec<[SockId; 2]>,
     /// The stream parser, when the socket's parser program frames messages.
     pub(crate) strp: Option<Box<StrParser>>,
     /// The parser program `strp` runs.
@@ -171,9 +173,6 @@ pub(crate) struct MsgState {
     pub(crate) cached: Option<crate::core::Resolved>,
 }
 
-/// Most egress peers remembered per socket for FIN propagation.
-pub(crate) const MAX_EGRESS_PEERS: usize = 4;
-
 /// Fragments a send ring holds before it coalesces.
 pub(crate) const TX_MAX_FRAGS: usize = 1024;
 
@@ -193,6 +192,7 @@ impl Conn {
             app: AppRead::Initial,
             blocked: 0,
             read_eof: false,
+            read_done: false,
             closing: false,
             tx: SgRing::with_max_frags(TX_MAX_FRAGS),
             flush_pending: false,
@@ -206,7 +206,6 @@ impl Conn {
             awaiting_base: 0,
             awaiting_bytes: 0,
             ext_full: false,
-            egress_peers: SmallVec::new(),
             strp: None,
             strp_prog: None,
             handed_back: false,
@@ -240,6 +239,20 @@ impl Conn {
             && !self.closing
             && !self.listener
             && !self.connecting
+    }
+
+    /// Whether every message received so far was judged and queued: none
+    /// awaits an external verdict or parse, and the parser holds no complete
+    /// message it was kept from delivering (paused). Bytes of a message the
+    /// parser has not completed can never complete after end of stream.
+    pub(crate) fn rx_settled(&self) -> bool {
+        self.awaiting.is_empty()
+            && self.xparse.asked.is_none()
+            && self.xparse.answers.is_empty()
+            && !self
+                .strp
+                .as_ref()
+                .is_some_and(|s| s.is_paused() && s.buffered_bytes() > 0)
     }
 
     /// Whether the socket can take redirected bytes on its egress.

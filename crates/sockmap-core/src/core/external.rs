@@ -200,6 +200,9 @@ impl Core {
             ItemRef::Verdict(sock, seq) => {
                 let resolved = super::resolve(&self.shared, &a.verdict);
                 self.answer_one(sock, seq, resolved);
+                if let Some(slot) = self.slot_of(sock) {
+                    self.finish_read(slot);
+                }
             }
             ItemRef::Parse(sock, req) => self.handle_parse_answer(sock, req, &a.parse),
             ItemRef::Msg(sock, seq) => self.handle_msg_answer(sock, seq, Some(a)),

@@ -21,7 +21,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::config::EngineConfig;
-use crate::conn::{AppRead, Conn, RouteCache, MAX_EGRESS_PEERS};
+use crate::conn::{AppRead, Conn, RouteCache};
 use crate::error::Errno;
 use crate::event::{Event, Frags};
 use crate::framer::MessageMeta;
@@ -29,7 +29,7 @@ use crate::id::SockId;
 use crate::key::Key;
 use crate::program::VerdictKind;
 use crate::registry::{Shared, SockState};
-use crate::rules::{DerivedKey, MessageView, Rule, Verdict};
+use crate::rules::{DerivedKey, KeySource, MessageView, Rule, Verdict};
 use crate::stats::{DropReason, Stats};
 use crate::timer::{Timer, TimerTable};
 
@@ -266,7 +266,7 @@ impl Core {
         let Some(slot) = self.slot_of(id) else { return };
         let c = self.at(slot);
         c.write_shut = true;
-        if c.read_eof {
+        if c.read_done {
             self.close(slot, None);
         }
     }
@@ -281,50 +281,68 @@ impl Core {
     /// The peer shut down its write side (a read returned 0).
     pub fn handle_eof(&mut self, id: SockId) {
         let Some(slot) = self.slot_of(id) else { return };
-        let shared = &self.shared;
-        let c = self.conns[slot].as_mut().expect("live");
+        let c = self.at(slot);
         if c.read_eof {
             return;
         }
         c.read_eof = true;
-        let propagate = c.progs.verdict.as_ref().is_some_and(|v| v.propagate_fin);
-        let mut peers = std::mem::take(&mut c.egress_peers);
-        if propagate {
-            // A partner fixed per socket gets the FIN even if no data went to it.
-            if let Some(VerdictKind::Rule(
-                rule @ Rule::Redirect {
-                    key,
-                    ingress: false,
-                    ..
-                },
-            )) = c.progs.verdict.as_deref().map(|v| &v.kind)
-            {
-                if key.is_per_socket() {
-                    let view = MessageView {
-                        sock: id,
-                        frags: &[],
-                        len: 0,
-                        meta: &MessageMeta::None,
-                    };
-                    if let (Resolved::Redirect { target, .. }, _) = eval_rule(shared, rule, &view) {
-                        if !peers.contains(&target) {
-                            peers.push(target);
-                        }
-                    }
-                }
-            }
+        self.finish_read(slot);
+    }
+
+    /// Ends the read side once the peer's FIN was read and every message
+    /// received before it was judged and queued: the application is told
+    /// ([`Event::ReadEnd`]), the FIN goes on to the socket's partner (see
+    /// [`StreamVerdictProg::propagate_fin`](crate::program::StreamVerdictProg::propagate_fin))
+    /// after the bytes queued for it, and a socket whose write side is
+    /// already shut closes.
+    pub(super) fn finish_read(&mut self, slot: usize) {
+        let c = self.at(slot);
+        if !c.read_eof || c.read_done || c.closing || !c.rx_settled() {
+            return;
         }
+        c.read_done = true;
+        let id = c.id;
         let write_shut = c.write_shut;
+        let partner = self.fin_partner(slot);
+        self.flush_run();
         self.events.push_back(Event::ReadEnd { sock: id });
-        if propagate {
-            for p in peers {
-                if let Some(ps) = self.slot_of(p) {
-                    self.end(ps);
-                }
+        if let Some(ps) = partner.and_then(|p| self.slot_of(p)) {
+            if ps != slot {
+                self.end(ps);
             }
         }
         if write_shut {
             self.close(slot, None);
+        }
+    }
+
+    /// The partner a socket's FIN is forwarded to: the target of a native
+    /// egress redirect keyed by the socket's own id (a proxy pairing), when
+    /// its stream verdict propagates FIN. Targets a socket merely sent
+    /// messages to (a shared upstream, a target chosen per message) are
+    /// never ended by it.
+    fn fin_partner(&self, slot: usize) -> Option<SockId> {
+        let c = self.conns[slot].as_ref()?;
+        let prog = c.progs.verdict.as_deref().filter(|v| v.propagate_fin)?;
+        let VerdictKind::Rule(
+            rule @ Rule::Redirect {
+                key: KeySource::Socket,
+                ingress: false,
+                ..
+            },
+        ) = &prog.kind
+        else {
+            return None;
+        };
+        let view = MessageView {
+            sock: c.id,
+            frags: &[],
+            len: 0,
+            meta: &MessageMeta::None,
+        };
+        match eval_rule(&self.shared, rule, &view).0 {
+            Resolved::Redirect { target, .. } => Some(target),
+            _ => None,
         }
     }
 
@@ -400,6 +418,7 @@ impl Core {
         c.route.epoch = u64::MAX;
         self.relink_parser(slot);
         self.flush_run();
+        self.finish_read(slot);
         self.kick_read(slot);
     }
 
@@ -415,6 +434,7 @@ impl Core {
                     self.flush_run();
                 }
             }
+            self.finish_read(slot);
             self.kick_read(slot);
         }
     }
@@ -459,6 +479,7 @@ impl Core {
                     self.close(slot, None);
                 } else {
                     c.read_eof = true;
+                    c.read_done = true;
                 }
             }
         }
@@ -727,12 +748,7 @@ impl Core {
                     if !t.is_egress_target() {
                         return self.count_drop(slot, DropReason::DeadTarget, len);
                     }
-                    let c = self.at(slot);
-                    c.count(|s| &s.redirected_egress, 1);
-                    if !c.egress_peers.contains(&target) && c.egress_peers.len() < MAX_EGRESS_PEERS
-                    {
-                        c.egress_peers.push(target);
-                    }
+                    self.at(slot).count(|s| &s.redirected_egress, 1);
                     self.push_egress(slot, ts, frags);
                 }
             }

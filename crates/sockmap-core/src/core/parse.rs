@@ -250,6 +250,7 @@ impl Core {
         }
         self.run_parser(slot);
         self.flush_run();
+        self.finish_read(slot);
     }
 
     /// Frees what the socket's parser holds when the socket closes: a partial
