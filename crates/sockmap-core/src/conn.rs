@@ -235,6 +235,7 @@ impl Conn {
         enabled
             && self.blocked == 0
             && !self.rx_full
+            && !self.ext_full
             && !self.read_eof
             && !self.closing
             && !self.listener

@@ -21,11 +21,14 @@ impl ExternalVerdicts for ChanSink {
 }
 
 fn harness(batch: BatchConfig) -> (Harness, Receiver<Batch>) {
-    let (tx, rx) = channel();
-    let cfg = EngineConfig {
+    harness_cfg(EngineConfig {
         batch,
         ..EngineConfig::default()
-    };
+    })
+}
+
+fn harness_cfg(cfg: EngineConfig) -> (Harness, Receiver<Batch>) {
+    let (tx, rx) = channel();
     let mut h = Harness::with_config(cfg.clone());
     h.engine = Engine::start(
         cfg,
@@ -291,4 +294,50 @@ fn gateway_clients_ending_keep_the_shared_upstream_open_and_lose_nothing() {
     assert_eq!(h.h().sock_stats(u).unwrap().dropped, 0);
     drop(h);
     verdicts.join().unwrap();
+}
+
+#[test]
+fn a_slow_external_verdict_bounds_the_pending_bytes_and_loses_nothing() {
+    const BOUND: usize = 16 << 10;
+    const CHUNK: usize = 4 << 10;
+    const TOTAL: usize = 1 << 20;
+    let (mut h, rx) = harness_cfg(EngineConfig {
+        max_pending_bytes: BOUND,
+        read_buffer: CHUNK,
+        ..EngineConfig::default()
+    });
+    let gw = external_map(&h, 2);
+    let targets = h.h().create_map(MapKind::SockHash, 4).unwrap();
+    let (mut pt, t) = h.pair();
+    let (pc, c) = h.pair();
+    h.put(targets, "t", t);
+    h.put(gw, "c", c);
+    // The verdict thread looks at the source's pending bytes at every batch.
+    let handle = h.h().clone();
+    let verdicts = std::thread::spawn(move || {
+        let mut peak = 0;
+        while let Ok(b) = rx.recv_timeout(DEADLINE) {
+            std::thread::sleep(Duration::from_micros(500));
+            peak = peak.max(handle.sock_stats(c).map_or(0, |s| s.pending_bytes));
+            let ans = decide(&b, targets);
+            b.reply(ans);
+        }
+        peak
+    });
+    let data: Vec<u8> = (0..TOTAL as u32).map(|i| b'a' + (i % 13) as u8).collect();
+    let writer = {
+        let mut pc = pc;
+        let data = data.clone();
+        std::thread::spawn(move || write(&mut pc, &data))
+    };
+    assert_eq!(read_n(&mut pt, TOTAL), data);
+    writer.join().unwrap();
+    let st = h.stats_until(c, |s| s.redirected_egress == s.messages_in);
+    assert_eq!(
+        (st.bytes_in, st.dropped, st.pending_bytes),
+        (TOTAL as u64, 0, 0)
+    );
+    drop(h);
+    let peak = verdicts.join().unwrap();
+    assert!(peak > 0 && peak <= (BOUND + CHUNK) as u64, "peak {peak}");
 }

@@ -186,3 +186,50 @@ fn a_paired_partner_gets_the_fin_after_externally_parsed_messages() {
     assert_eq!(sim.take_output(a), b"xyz");
     assert!(sim.sock(a).closed && sim.sock(b).closed);
 }
+
+#[test]
+fn bytes_awaiting_external_verdicts_stop_reading_at_the_bound() {
+    const BOUND: usize = 4096;
+    const CHUNK: usize = 1024;
+    let (mut sim, rx) = sim_with_external(EngineConfig {
+        max_pending_bytes: BOUND,
+        read_buffer: CHUNK,
+        ..EngineConfig::default()
+    });
+    let gw = external_verdict_map(&sim);
+    let targets = sim.handle().create_map(MapKind::SockHash, 4).unwrap();
+    let c = sim.add_socket();
+    let t = sim.add_socket();
+    put(&sim, gw, "c", c);
+    put(&sim, targets, "t", t);
+    let data: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 251) as u8).collect();
+    sim.peer_send(c, &data);
+    sim.run(3);
+    // Reading stopped at the first read that took the pending bytes past the bound.
+    let s = sim.handle().sock_stats(c).unwrap();
+    assert!(
+        s.pending_bytes > BOUND as u64 && s.pending_bytes <= (BOUND + CHUNK) as u64,
+        "{s:?}"
+    );
+    assert_eq!(s.bytes_in, s.pending_bytes);
+    // Answers bring the pending bytes down; reading resumes; nothing is lost.
+    let mut peak = s.pending_bytes;
+    let mut out = sim.take_output(t);
+    for _ in 0..1000 {
+        if out.len() == data.len() {
+            break;
+        }
+        answer_all(&rx, targets, "t");
+        sim.step();
+        out.extend(sim.take_output(t));
+        peak = peak.max(sim.handle().sock_stats(c).unwrap().pending_bytes);
+    }
+    assert_eq!(out, data);
+    assert!(peak <= (BOUND + CHUNK) as u64, "peak {peak}");
+    let s = sim.handle().sock_stats(c).unwrap();
+    assert_eq!(
+        (s.bytes_in, s.dropped, s.pending_bytes),
+        (data.len() as u64, 0, 0)
+    );
+    assert_eq!(s.redirected_egress, s.messages_in);
+}
