@@ -301,7 +301,7 @@ fn a_slow_external_verdict_bounds_the_pending_bytes_and_loses_nothing() {
     const BOUND: usize = 16 << 10;
     const CHUNK: usize = 4 << 10;
     const TOTAL: usize = 1 << 20;
-    let (mut h, rx) = harness_cfg(EngineConfig {
+    let (h, rx) = harness_cfg(EngineConfig {
         max_pending_bytes: BOUND,
         read_buffer: CHUNK,
         ..EngineConfig::default()
