@@ -1,0 +1,56 @@
+// Shared command line and lifecycle of the Node baseline proxies: the same CLI and
+// signals as the engine's `proxy` example, so the benchmark drives all of them alike.
+//
+//   node <proxy>.mjs --listen 127.0.0.1:PORT --upstream 127.0.0.1:PORT [--mode M]
+//
+// Prints `ready` once listening; stops on SIGTERM, SIGINT or end of stdin.
+import { parseArgs } from 'node:util'
+
+/** Parses `127.0.0.1:PORT`, refusing anything but a loopback address. */
+export function loopback(name, value) {
+  const m = /^(127\.\d+\.\d+\.\d+|localhost):(\d+)$/.exec(value ?? '')
+  if (!m) {
+    throw new RangeError(`--${name} must be a loopback HOST:PORT, got ${value}`)
+  }
+  return { host: m[1], port: Number(m[2]) }
+}
+
+/** Reads `--listen`, `--upstream` and `--mode` (defaulting to `defaultMode`). */
+export function proxyArgs(defaultMode) {
+  const { values } = parseArgs({
+    options: {
+      listen: { type: 'string' },
+      upstream: { type: 'string' },
+      mode: { type: 'string', default: defaultMode },
+    },
+  })
+  return {
+    listen: loopback('listen', values.listen),
+    upstream: loopback('upstream', values.upstream),
+    mode: values.mode,
+  }
+}
+
+/** Starts `server` on `listen`, prints `ready`, and exits on SIGTERM/SIGINT or stdin EOF. */
+export function serve(server, listen) {
+  const stop = () => process.exit(0)
+  process.on('SIGTERM', stop)
+  process.on('SIGINT', stop)
+  process.stdin.on('end', stop)
+  process.stdin.on('error', stop)
+  process.stdin.resume()
+  server.on('error', (err) => {
+    console.error(`listen ${listen.host}:${listen.port}: ${err.message}`)
+    process.exit(1)
+  })
+  server.listen({ host: listen.host, port: listen.port, backlog: 4096 }, () => {
+    process.stdout.write('ready\n')
+  })
+}
+
+/** Ties the fate of two sockets: an error on one destroys the other (an orderly end is
+ * forwarded by the caller, so queued bytes still reach their destination). */
+export function pair(a, b) {
+  a.on('error', () => b.destroy())
+  b.on('error', () => a.destroy())
+}

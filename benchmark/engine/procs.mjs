@@ -1,0 +1,209 @@
+// Child processes for the benchmark: started, watched, measured through /proc and always
+// stopped (every child is killed when this process exits, however it exits).
+import { spawn, execFileSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import net from 'node:net'
+
+const live = new Set()
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100
+
+function killAll() {
+  for (const p of live) {
+    try {
+      process.kill(p.child.pid, 'SIGKILL')
+    } catch {
+      /* already gone */
+    }
+  }
+  live.clear()
+}
+process.on('exit', killAll)
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, () => {
+    killAll()
+    process.exit(130)
+  })
+}
+
+/** A running child: its pid, its stdout lines, and a promise of its exit. */
+export class Proc {
+  constructor(name, cmd, args, { pin = false } = {}) {
+    // setpriv makes the child die with this process even if it is killed outright;
+    // taskset pins it (all its threads) to CPU 0. Both exec, so the pid is the program's.
+    const pinned = pin ? ['taskset', '-c', '0'] : []
+    const argv = ['setpriv', ['--pdeathsig', 'KILL', ...pinned, cmd, ...args]]
+    this.name = name
+    this.lines = []
+    this.stderr = ''
+    this.waiters = []
+    this.child = spawn(argv[0], argv[1], { stdio: ['pipe', 'pipe', 'pipe'] })
+    live.add(this)
+    let partial = ''
+    this.child.stdout.on('data', (d) => {
+      partial += d.toString()
+      const parts = partial.split('\n')
+      partial = parts.pop()
+      for (const line of parts) {
+        this.lines.push(line)
+        this.waiters = this.waiters.filter((w) => !w(line))
+      }
+    })
+    this.child.stderr.on('data', (d) => {
+      this.stderr = (this.stderr + d.toString()).slice(-4000)
+    })
+    this.child.stdin.on('error', () => {})
+    this.exited = new Promise((resolve) => {
+      this.child.on('exit', (code, signal) => {
+        live.delete(this)
+        this.code = code
+        this.signal = signal
+        if (partial) this.lines.push(partial)
+        resolve(code)
+      })
+      this.child.on('error', (err) => {
+        live.delete(this)
+        this.stderr += String(err)
+        this.code = -1
+        resolve(-1)
+      })
+    })
+  }
+
+  get pid() {
+    return this.child.pid
+  }
+
+  /** Resolves with the first stdout line matching `test`; rejects on exit or timeout. */
+  waitLine(test, timeoutMs) {
+    const found = this.lines.find(test)
+    if (found !== undefined) return Promise.resolve(found)
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`${this.name}: no expected output within ${timeoutMs} ms ${this.stderr.trim()}`)),
+        timeoutMs,
+      )
+      this.waiters.push((line) => {
+        if (!test(line)) return false
+        clearTimeout(timer)
+        resolve(line)
+        return true
+      })
+      this.exited.then(() => {
+        clearTimeout(timer)
+        reject(
+          new Error(
+            `${this.name} exited (${this.code ?? this.signal}): ${this.stderr.trim().split('\n').slice(-3).join(' | ')}`,
+          ),
+        )
+      })
+    })
+  }
+
+  /** Waits for the `ready` line. */
+  ready(timeoutMs = 10000) {
+    return this.waitLine((l) => l.trim() === 'ready', timeoutMs)
+  }
+
+  /** The last stdout line that parses as a JSON object whose prog matches, or undefined. */
+  json(prog) {
+    for (let i = this.lines.length - 1; i >= 0; i--) {
+      try {
+        const v = JSON.parse(this.lines[i])
+        if (!prog || v.prog === prog) return v
+      } catch {
+        /* not JSON */
+      }
+    }
+    return undefined
+  }
+
+  /** Waits for exit, killing the child after `timeoutMs`. */
+  async finish(timeoutMs) {
+    const timer = setTimeout(() => this.kill('SIGKILL'), timeoutMs)
+    await this.exited
+    clearTimeout(timer)
+    return this
+  }
+
+  /** Stops the child: SIGTERM and stdin EOF, then SIGKILL after 3 s. */
+  async stop() {
+    if (!live.has(this)) return this
+    this.kill('SIGTERM')
+    try {
+      this.child.stdin.end()
+    } catch {
+      /* closed */
+    }
+    return this.finish(3000)
+  }
+
+  kill(sig) {
+    try {
+      process.kill(this.child.pid, sig)
+    } catch {
+      /* already gone */
+    }
+  }
+
+  /** utime + stime of the process (all threads, reaped children excluded) in seconds. */
+  cpuSecs() {
+    const stat = readFileSync(`/proc/${this.pid}/stat`, 'utf8')
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return (Number(f[11]) + Number(f[12])) / CLK_TCK // fields 14 and 15 of stat(5)
+  }
+
+  /** VmRSS and VmHWM in bytes. */
+  mem() {
+    const status = readFileSync(`/proc/${this.pid}/status`, 'utf8')
+    const kb = (key) => Number((new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(status) ?? [0, 0])[1]) * 1024
+    return { rss: kb('VmRSS'), hwm: kb('VmHWM') }
+  }
+}
+
+/** Runs a command to completion (killed after `timeoutMs`) and returns the Proc. */
+export function run(name, cmd, args, opts = {}, timeoutMs = 120000) {
+  const p = new Proc(name, cmd, args, opts)
+  try {
+    p.child.stdin.end()
+  } catch {
+    /* closed */
+  }
+  return p.finish(timeoutMs)
+}
+
+let nextPort = 20000 + Math.floor(Math.random() * 8000)
+
+/** A free loopback port below the ephemeral range (so no outgoing connection holds it). */
+export async function freePort() {
+  for (let i = 0; i < 200; i++) {
+    const port = nextPort
+    nextPort = nextPort >= 32000 ? 20000 : nextPort + 1
+    const ok = await new Promise((resolve) => {
+      const s = net.createServer()
+      s.once('error', () => resolve(false))
+      s.listen({ host: '127.0.0.1', port, exclusive: true }, () => s.close(() => resolve(true)))
+    })
+    if (ok) return port
+  }
+  throw new Error('no free loopback port')
+}
+
+/** Resolves once a TCP connect to the loopback `port` succeeds; rejects after `timeoutMs`. */
+export async function waitPort(port, timeoutMs = 10000) {
+  const until = Date.now() + timeoutMs
+  while (Date.now() < until) {
+    const ok = await new Promise((resolve) => {
+      const s = net.connect({ host: '127.0.0.1', port })
+      s.once('connect', () => {
+        s.destroy()
+        resolve(true)
+      })
+      s.once('error', () => resolve(false))
+    })
+    if (ok) return
+    await sleep(50)
+  }
+  throw new Error(`port ${port} not listening after ${timeoutMs} ms`)
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms))

@@ -1,0 +1,743 @@
+// Engine benchmarks, every row side by side in one run, interleaved, repeated; medians with
+// ranges printed as markdown tables. Start it through run.sh, which installs the peers and
+// builds the native tools first:
+//
+//   benchmark/engine/run.sh [--quick] [--reps N] [--only raw,framed,latency,memory]
+//                           [--framed-conns C] [--idle-conns N] [--proxy PATH] [--json FILE]
+//
+// Scenarios (see BENCHMARKS.md "## Engine"):
+//   raw      iperf3 1 and 4 streams: direct, HAProxy (TCP mode, nbthread 1), Node pipe proxy,
+//            engine proxy --mode raw. Gbit/s, proxy CPU-s per GB.
+//   framed   64-byte length-prefixed frames, native client -> sink: direct (the ceiling),
+//            engine --mode frames, Node coalescing router, Node naive router. frames/s,
+//            proxy CPU-s per million frames.
+//   latency  64-byte request/response (native pingpong; sockperf as a cross-check of direct):
+//            direct, HAProxy, Node pipe, engine raw; pinned to CPU 0 and unpinned.
+//   memory   RSS per idle proxied connection (N connections held), peak RSS during a flood
+//            into a consumer reading 1 MB/s.
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { Proc, run, freePort, sleep } from './procs.mjs'
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+const BIN = path.join(ROOT, 'target/release')
+const { values: opt } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    reps: { type: 'string' },
+    only: { type: 'string', default: 'raw,framed,latency,memory' },
+    'framed-conns': { type: 'string', default: '1' },
+    'idle-conns': { type: 'string' },
+    proxy: { type: 'string' },
+    json: { type: 'string' },
+  },
+})
+const Q = opt.quick
+const CFG = {
+  reps: Number(opt.reps ?? (Q ? 2 : 3)),
+  rawSecs: Q ? 2 : 10,
+  framedSecs: Q ? 1 : 5,
+  framedConns: Number(opt['framed-conns']),
+  pingIters: Q ? 5000 : 100000,
+  pingWarmup: Q ? 500 : 2000,
+  idleConns: idleConnCount(Number(opt['idle-conns'] ?? (Q ? 1000 : 10000))),
+  floodSecs: Q ? 3 : 10,
+  floodBytes: 1e9,
+  slowRate: 1e6,
+}
+if (!(CFG.reps >= 1 && CFG.reps <= 20)) throw new RangeError('--reps must be 1..20')
+const only = new Set(opt.only.split(','))
+
+/** Connections held in the memory test: the wanted count, capped so the proxy's two
+ * descriptors per connection fit under the hard open-file limit. */
+function idleConnCount(wanted) {
+  let hard = 1024
+  try {
+    hard = Number(execFileSync('bash', ['-c', 'ulimit -Hn']).toString().trim()) || hard
+  } catch {
+    /* default */
+  }
+  if (!Number.isFinite(hard)) return wanted
+  return Math.min(wanted, Math.floor((hard - 100) / 2 / 100) * 100)
+}
+
+// ---------------------------------------------------------------- proxies under test
+
+const ENGINE_SRC = path.join(ROOT, 'crates/sockmap-core/examples/proxy.rs')
+// The engine's proxy: the example built from this checkout, or a binary given with --proxy.
+const PROXY_BIN = opt.proxy ?? path.join(BIN, 'examples/proxy')
+const engineMissing = opt.proxy
+  ? existsSync(opt.proxy)
+    ? null
+    : `n/a: ${opt.proxy} not found`
+  : !existsSync(ENGINE_SRC)
+    ? 'n/a: proxy example missing'
+    : !existsSync(PROXY_BIN)
+      ? 'n/a: proxy example failed to build'
+      : null
+const have = (cmd) => {
+  try {
+    execFileSync('bash', ['-c', `command -v ${cmd}`])
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** Waits until something listens on the loopback `port` (read from /proc, no connection made). */
+async function waitListen(port, timeoutMs = 10000) {
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')} `
+  const until = Date.now() + timeoutMs
+  while (Date.now() < until) {
+    const table = readFileSync('/proc/net/tcp', 'utf8').split('\n')
+    if (table.some((l) => l.includes(`0100007F${hex}`) && / 0A /.test(l))) return
+    await sleep(20)
+  }
+  throw new Error(`nothing listens on ${port} after ${timeoutMs} ms`)
+}
+
+function haproxyConfig(listen, upstream, maxconn) {
+  return `global
+    nbthread 1
+    maxconn ${maxconn}
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+frontend fe
+    bind 127.0.0.1:${listen}
+    maxconn ${maxconn}
+    default_backend be
+backend be
+    server s1 127.0.0.1:${upstream} maxconn ${maxconn}
+`
+}
+
+let cfgSeq = 0
+const PROXIES = {
+  haproxy: {
+    label: 'HAProxy 2.6 TCP',
+    missing: have('haproxy') ? null : 'n/a: haproxy not installed',
+    async start(listen, upstream, { pin, maxconn = 2000 }) {
+      const file = path.join(tmpdir(), `sockmap-bench-haproxy-${process.pid}-${cfgSeq++}.cfg`)
+      writeFileSync(file, haproxyConfig(listen, upstream, maxconn))
+      const p = new Proc('haproxy', 'haproxy', ['-db', '-f', file], { pin })
+      await waitListen(listen).catch(async (e) => {
+        await p.stop()
+        throw new Error(`${e.message} ${p.stderr}`)
+      })
+      return p
+    },
+  },
+  pipe: node('Node `net` pipe proxy', 'pipe-proxy.mjs', []),
+  coalesce: node('Node router, coalescing writes', 'framed-router.mjs', ['--mode', 'coalesce']),
+  naive: node('Node router, a write per frame', 'framed-router.mjs', ['--mode', 'naive']),
+  engineRaw: engine('engine `proxy --mode raw`', 'raw'),
+  engineFrames: engine('engine `proxy --mode frames`', 'frames'),
+}
+
+function node(label, script, extra) {
+  return {
+    label,
+    missing: null,
+    async start(listen, upstream, { pin }) {
+      const p = new Proc(
+        label,
+        process.execPath,
+        [
+          path.join(ROOT, 'benchmark/baselines', script),
+          '--listen',
+          `127.0.0.1:${listen}`,
+          '--upstream',
+          `127.0.0.1:${upstream}`,
+          ...extra,
+        ],
+        { pin },
+      )
+      await p.ready().catch(async (e) => {
+        await p.stop()
+        throw e
+      })
+      return p
+    },
+  }
+}
+
+function engine(label, mode) {
+  return {
+    label,
+    missing: engineMissing,
+    async start(listen, upstream, { pin }) {
+      const p = new Proc(
+        label,
+        PROXY_BIN,
+        ['--listen', `127.0.0.1:${listen}`, '--upstream', `127.0.0.1:${upstream}`, '--mode', mode],
+        { pin },
+      )
+      await p.ready().catch(async (e) => {
+        await p.stop()
+        throw e
+      })
+      return p
+    },
+  }
+}
+
+const bin = (name) => path.join(BIN, name)
+
+// ---------------------------------------------------------------- results and formatting
+
+const results = {} // "scenario/row/metric" -> samples or error
+const note = (key, value) => {
+  ;(results[key] ??= []).push(value)
+}
+const fail = (key, err) => {
+  results[`${key}/error`] = String(err.message ?? err)
+    .split('\n')[0]
+    .slice(0, 160)
+}
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >> 1
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
+}
+
+function num(v, digits, plain = false) {
+  if (plain) return v.toFixed(digits)
+  if (Math.abs(v) >= 1e6) return `${(v / 1e6).toFixed(2)} M`
+  if (Math.abs(v) >= 1e4) return `${(v / 1e3).toFixed(0)} k`
+  return v.toFixed(digits)
+}
+
+/** "median (min–max)" of a row's metric, its error, or its reason to be missing. */
+function cell(key, digits = 2, { plain = false } = {}) {
+  const xs = results[key]
+  if (!xs || xs.length === 0) {
+    const rowKey = key.slice(0, key.lastIndexOf('/'))
+    return results[`${rowKey}/missing`] ?? (results[`${rowKey}/error`] ? `error: ${results[`${rowKey}/error`]}` : '—')
+  }
+  const f = (v) => num(v, digits, plain)
+  const lo = Math.min(...xs)
+  const hi = Math.max(...xs)
+  const m = f(median(xs))
+  return xs.length > 1 && f(lo) !== f(hi) ? `${m} (${f(lo)}–${f(hi)})` : m
+}
+
+const isReason = (c) => /^(n\/a|error)/.test(c)
+
+function table(head, rows) {
+  const out = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`]
+  for (const r of rows) {
+    // A row that could not run says why once, in its first cell.
+    const rest = r.slice(1)
+    const shown = rest.every((c) => c === rest[0] && isReason(c)) ? [r[0], rest[0], ...rest.slice(1).map(() => '')] : r
+    out.push(`| ${shown.join(' | ')} |`)
+  }
+  return out.join('\n')
+}
+
+/** Runs `body` for one row (retried once on error), recording a missing proxy or the error
+ * instead of numbers. `body` pushes what it starts onto `started`; all of it is stopped. */
+async function row(key, proxyKey, body) {
+  const missing = proxyKey ? PROXIES[proxyKey].missing : null
+  if (missing) {
+    results[`${key}/missing`] = missing
+    return
+  }
+  const started = []
+  for (let attempt = 1; attempt <= 2; attempt++) {
+    try {
+      await body(started)
+      delete results[`${key}/error`]
+      return
+    } catch (e) {
+      fail(key, e)
+      process.stderr.write(`  ${key} (attempt ${attempt}): ${results[`${key}/error`]}\n`)
+    } finally {
+      for (const p of started.splice(0).reverse()) await p.stop()
+    }
+  }
+}
+
+const cpuOf = (proxy) => (proxy ? proxy.cpuSecs() : 0)
+
+// ---------------------------------------------------------------- (a) raw forwarding
+
+const RAW_ROWS = [
+  ['direct', null],
+  ['haproxy', 'haproxy'],
+  ['pipe', 'pipe'],
+  ['engine', 'engineRaw'],
+]
+
+async function rawScenario() {
+  for (let rep = 0; rep < CFG.reps; rep++) {
+    for (const streams of [1, 4]) {
+      for (const [name, proxyKey] of RAW_ROWS) {
+        const key = `raw/${streams}/${name}`
+        log(`raw rep ${rep + 1}: ${streams} stream(s) ${name}`)
+        await row(key, proxyKey, async (started) => {
+          const iperfPort = await freePort()
+          const server = new Proc('iperf3 -s', 'iperf3', ['-s', '-1', '-B', '127.0.0.1', '-p', String(iperfPort)])
+          started.push(server)
+          await waitListen(iperfPort)
+          let port = iperfPort
+          let proxy = null
+          if (proxyKey) {
+            port = await freePort()
+            proxy = await PROXIES[proxyKey].start(port, iperfPort, {})
+            started.push(proxy)
+          }
+          const cpu0 = cpuOf(proxy)
+          const c = await run(
+            'iperf3 -c',
+            'iperf3',
+            [
+              '-c',
+              '127.0.0.1',
+              '-p',
+              String(port),
+              '-t',
+              String(CFG.rawSecs),
+              '-P',
+              String(streams),
+              '-J',
+              '--connect-timeout',
+              '3000',
+            ],
+            {},
+            (CFG.rawSecs + 30) * 1000,
+          )
+          const cpu1 = cpuOf(proxy)
+          let j = {}
+          try {
+            j = JSON.parse(c.lines.join('\n'))
+          } catch {
+            /* reported below */
+          }
+          if (j.error || !j.end?.sum_received) {
+            throw new Error(
+              `iperf3 (exit ${c.code ?? c.signal}): ${j.error ?? (c.stderr.trim() || c.lines.join(' ').slice(0, 120))}`,
+            )
+          }
+          const bytes = j.end.sum_received.bytes
+          note(`${key}/gbps`, j.end.sum_received.bits_per_second / 1e9)
+          if (proxy) note(`${key}/cpuPerGB`, (cpu1 - cpu0) / (bytes / 1e9))
+        })
+      }
+    }
+  }
+}
+
+function rawTable() {
+  const rows = RAW_ROWS.map(([name, proxyKey]) => [
+    proxyKey ? PROXIES[proxyKey].label : 'direct (iperf3 client → server)',
+    ...[1, 4].flatMap((s) => [cell(`raw/${s}/${name}/gbps`, 2), proxyKey ? cell(`raw/${s}/${name}/cpuPerGB`, 3) : '—']),
+  ])
+  return table(
+    ['path', '1 stream Gbit/s', '1 stream proxy CPU-s/GB', '4 streams Gbit/s', '4 streams proxy CPU-s/GB'],
+    rows,
+  )
+}
+
+// ---------------------------------------------------------------- (b) framed routing
+
+const FRAMED_ROWS = [
+  ['direct', null],
+  ['engine', 'engineFrames'],
+  ['coalesce', 'coalesce'],
+  ['naive', 'naive'],
+]
+
+async function framedScenario() {
+  const C = String(CFG.framedConns)
+  for (let rep = 0; rep < CFG.reps; rep++) {
+    for (const [name, proxyKey] of FRAMED_ROWS) {
+      const key = `framed/${name}`
+      log(`framed rep ${rep + 1}: ${name}`)
+      await row(key, proxyKey, async (started) => {
+        const sinkPort = await freePort()
+        const sink = new Proc('framed-sink', bin('framed-sink'), [
+          '--listen',
+          `127.0.0.1:${sinkPort}`,
+          '--conns',
+          C,
+          '--duration',
+          String(CFG.framedSecs + 20),
+        ])
+        started.push(sink)
+        await sink.ready()
+        let port = sinkPort
+        let proxy = null
+        if (proxyKey) {
+          port = await freePort()
+          proxy = await PROXIES[proxyKey].start(port, sinkPort, {})
+          started.push(proxy)
+        }
+        const cpu0 = cpuOf(proxy)
+        const client = await run(
+          'framed-client',
+          bin('framed-client'),
+          ['--connect', `127.0.0.1:${port}`, '--conns', C, '--frame-size', '64', '--duration', String(CFG.framedSecs)],
+          {},
+          (CFG.framedSecs + 20) * 1000,
+        )
+        await sink.finish(20000)
+        const cpu1 = cpuOf(proxy)
+        const s = sink.json('framed-sink')
+        const c = client.json('framed-client')
+        if (!s || !c) throw new Error(`no report: ${client.stderr} ${sink.stderr}`)
+        note(`${key}/fps`, s.frames_per_sec)
+        note(`${key}/errors`, s.seq_errors + s.len_errors + s.resets + c.errors)
+        note(`${key}/lost`, c.frames - s.frames)
+        if (proxy) note(`${key}/cpuPerM`, (cpu1 - cpu0) / (s.frames / 1e6))
+      })
+    }
+  }
+}
+
+function framedTable() {
+  const rows = FRAMED_ROWS.map(([name, proxyKey]) => [
+    proxyKey ? PROXIES[proxyKey].label : 'direct: framed-client → framed-sink (ceiling)',
+    cell(`framed/${name}/fps`, 0),
+    proxyKey ? cell(`framed/${name}/cpuPerM`, 3) : '—',
+    cell(`framed/${name}/errors`, 0),
+    cell(`framed/${name}/lost`, 0),
+  ])
+  return table(['path', 'frames/s', 'proxy CPU-s per M frames', 'seq/len errors', 'frames sent − received'], rows)
+}
+
+// ---------------------------------------------------------------- (c) latency
+
+const LAT_ROWS = [
+  ['direct', null],
+  ['haproxy', 'haproxy'],
+  ['pipe', 'pipe'],
+  ['engine', 'engineRaw'],
+]
+const PCTS = [
+  ['p50_us', 'p50'],
+  ['p99_us', 'p99'],
+  ['p999_us', 'p99.9'],
+]
+
+async function latencyScenario() {
+  for (let rep = 0; rep < CFG.reps; rep++) {
+    for (const pin of [true, false]) {
+      const mode = pin ? 'pinned' : 'unpinned'
+      for (const [name, proxyKey] of LAT_ROWS) {
+        const key = `lat/${mode}/${name}`
+        log(`latency rep ${rep + 1}: ${mode} ${name}`)
+        await row(key, proxyKey, async (started) => {
+          const echoPort = await freePort()
+          const echo = new Proc(
+            'pingpong echo',
+            bin('pingpong'),
+            ['echo', '--listen', `127.0.0.1:${echoPort}`, '--duration', '120'],
+            { pin },
+          )
+          started.push(echo)
+          await echo.ready()
+          let port = echoPort
+          if (proxyKey) {
+            port = await freePort()
+            started.push(await PROXIES[proxyKey].start(port, echoPort, { pin }))
+          }
+          const c = await run(
+            'pingpong client',
+            bin('pingpong'),
+            [
+              'client',
+              '--connect',
+              `127.0.0.1:${port}`,
+              '--iters',
+              String(CFG.pingIters),
+              '--warmup',
+              String(CFG.pingWarmup),
+              '--duration',
+              '60',
+            ],
+            { pin },
+            90000,
+          )
+          const j = c.json('pingpong')
+          if (!j || c.code !== 0) throw new Error(`pingpong failed: ${c.stderr.trim()} ${c.lines.at(-1) ?? ''}`)
+          for (const [f] of PCTS) note(`${key}/${f}`, j[f])
+        })
+      }
+      if (have('sockperf')) {
+        const key = `lat/${mode}/sockperf`
+        log(`latency rep ${rep + 1}: ${mode} sockperf direct`)
+        await row(key, null, async (started) => {
+          const port = await freePort()
+          const server = new Proc('sockperf sr', 'sockperf', ['sr', '--tcp', '-i', '127.0.0.1', '-p', String(port)], {
+            pin,
+          })
+          started.push(server)
+          await waitListen(port)
+          const secs = Math.max(2, Math.round(CFG.pingIters / 20000))
+          const c = await run(
+            'sockperf pp',
+            'sockperf',
+            ['pp', '--tcp', '-i', '127.0.0.1', '-p', String(port), '-m', '64', '-t', String(secs)],
+            { pin },
+            (secs + 30) * 1000,
+          )
+          const text = c.lines.join('\n') + c.stderr
+          const pct = (p) => Number((new RegExp(`percentile ${p} =\\s+([0-9.]+)`).exec(text) ?? [])[1])
+          const vals = { p50_us: pct('50.000'), p99_us: pct('99.000'), p999_us: pct('99.900') }
+          if (!Number.isFinite(vals.p50_us)) throw new Error(`sockperf output not understood: ${text.slice(-200)}`)
+          for (const [f] of PCTS) note(`${key}/${f}`, vals[f])
+        })
+      }
+    }
+  }
+}
+
+function latencyTable(mode) {
+  const label = (name, proxyKey) =>
+    proxyKey ? PROXIES[proxyKey].label : name === 'sockperf' ? 'direct, sockperf (cross-check)' : 'direct, pingpong'
+  const rows = [...LAT_ROWS, ['sockperf', null]]
+    .filter(
+      ([name]) =>
+        name !== 'sockperf' || results[`lat/${mode}/sockperf/p50_us`] || results[`lat/${mode}/sockperf/error`],
+    )
+    .map(([name, proxyKey]) => {
+      const abs = PCTS.map(([f]) => cell(`lat/${mode}/${name}/${f}`, 2))
+      if (isReason(abs[0])) return [label(name, proxyKey), abs[0], abs[0]]
+      const added = PCTS.map(([f]) => {
+        const xs = results[`lat/${mode}/${name}/${f}`]
+        const base = results[`lat/${mode}/direct/${f}`]
+        if (!proxyKey || !xs || !base) return '—'
+        return `${median(xs) - median(base) >= 0 ? '+' : ''}${(median(xs) - median(base)).toFixed(2)}`
+      })
+      return [label(name, proxyKey), abs.join(' / '), added.join(' / ')]
+    })
+  return table(['path', `${mode}: p50 / p99 / p99.9 µs`, 'added vs direct (medians)'], rows)
+}
+
+// ---------------------------------------------------------------- (d) memory
+
+const IDLE_ROWS = [
+  ['haproxy', 'haproxy'],
+  ['pipe', 'pipe'],
+  ['engine', 'engineRaw'],
+]
+const FLOOD_ROWS = [
+  ['haproxy', 'haproxy'],
+  ['pipe', 'pipe'],
+  ['coalesce', 'coalesce'],
+  ['engineRaw', 'engineRaw'],
+  ['engineFrames', 'engineFrames'],
+]
+
+async function memoryScenario() {
+  const N = CFG.idleConns
+  for (let rep = 0; rep < CFG.reps; rep++) {
+    for (const [name, proxyKey] of IDLE_ROWS) {
+      const key = `idle/${name}`
+      log(`idle rep ${rep + 1}: ${N} connections via ${name}`)
+      await row(key, proxyKey, async (started) => {
+        const backPort = await freePort()
+        const back = new Proc('idle-conns serve', bin('idle-conns'), [
+          'serve',
+          '--listen',
+          `127.0.0.1:${backPort}`,
+          '--expect',
+          String(N),
+          '--duration',
+          '120',
+        ])
+        started.push(back)
+        await back.ready()
+        const port = await freePort()
+        const proxy = await PROXIES[proxyKey].start(port, backPort, { maxconn: N + 50 })
+        started.push(proxy)
+        await sleep(300)
+        const before = proxy.mem().rss
+        const opening = Date.now()
+        const client = new Proc('idle-conns connect', bin('idle-conns'), [
+          'connect',
+          '--connect',
+          `127.0.0.1:${port}`,
+          '--conns',
+          String(N),
+          '--hold',
+          '120',
+        ])
+        started.push(client)
+        const opened = JSON.parse(await client.waitLine((l) => l.startsWith('{'), 60000))
+        if (opened.connected !== N) throw new Error(`only ${opened.connected}/${N} connected: ${opened.last_error}`)
+        await back.waitLine((l) => l.includes('"accepted"'), 60000)
+        note(`${key}/openSecs`, (Date.now() - opening) / 1000)
+        await sleep(500)
+        const after = proxy.mem().rss
+        note(`${key}/perConn`, (after - before) / N)
+        note(`${key}/perSock`, (after - before) / N / 2)
+        note(`${key}/rss`, after / 2 ** 20)
+      })
+    }
+    for (const [name, proxyKey] of FLOOD_ROWS) {
+      const key = `flood/${name}`
+      log(`flood rep ${rep + 1}: ${name}`)
+      await row(key, proxyKey, async (started) => {
+        const sinkPort = await freePort()
+        const sink = new Proc('slow-sink', bin('slow-sink'), [
+          '--listen',
+          `127.0.0.1:${sinkPort}`,
+          '--rate',
+          String(CFG.slowRate),
+          '--duration',
+          String(CFG.floodSecs + 1),
+        ])
+        started.push(sink)
+        await sink.ready()
+        const port = await freePort()
+        const proxy = await PROXIES[proxyKey].start(port, sinkPort, {})
+        started.push(proxy)
+        await sleep(200)
+        const start = proxy.mem().rss
+        const client = new Proc('framed-client', bin('framed-client'), [
+          '--connect',
+          `127.0.0.1:${port}`,
+          '--frame-size',
+          '64',
+          '--count',
+          String(Math.floor(CFG.floodBytes / 64)),
+          '--duration',
+          String(CFG.floodSecs),
+        ])
+        started.push(client)
+        let peak = start
+        const until = Date.now() + (CFG.floodSecs + 1) * 1000
+        while (Date.now() < until && client.code === undefined) {
+          peak = Math.max(peak, proxy.mem().rss)
+          await sleep(100)
+        }
+        peak = Math.max(peak, proxy.mem().rss, proxy.mem().hwm)
+        await client.finish(10000)
+        await sink.finish(10000)
+        const c = client.json('framed-client')
+        const s = sink.json('slow-sink')
+        note(`${key}/start`, start / 2 ** 20)
+        note(`${key}/peak`, peak / 2 ** 20)
+        note(`${key}/growth`, (peak - start) / 2 ** 20)
+        if (c) note(`${key}/sentMB`, c.bytes / 1e6)
+        if (s) note(`${key}/readMB`, s.bytes / 1e6)
+      })
+    }
+  }
+}
+
+function memoryTables() {
+  const idle = table(
+    [
+      'proxy',
+      `RSS after ${CFG.idleConns} idle connections, MiB`,
+      'RSS per proxied connection (client + upstream socket), bytes',
+      'per socket, bytes',
+      'seconds until all were proxied',
+    ],
+    IDLE_ROWS.map(([name, k]) => [
+      PROXIES[k].label,
+      cell(`idle/${name}/rss`, 1),
+      cell(`idle/${name}/perConn`, 0, { plain: true }),
+      cell(`idle/${name}/perSock`, 0, { plain: true }),
+      cell(`idle/${name}/openSecs`, 2),
+    ]),
+  )
+  const flood = table(
+    ['proxy', 'RSS at start, MiB', 'peak RSS, MiB', 'growth, MiB', 'client sent, MB', 'sink read, MB'],
+    FLOOD_ROWS.map(([name, k]) => [
+      PROXIES[k].label,
+      cell(`flood/${name}/start`, 1),
+      cell(`flood/${name}/peak`, 1),
+      cell(`flood/${name}/growth`, 1),
+      cell(`flood/${name}/sentMB`, 1),
+      cell(`flood/${name}/readMB`, 1),
+    ]),
+  )
+  return { idle, flood }
+}
+
+// ---------------------------------------------------------------- main
+
+function log(msg) {
+  process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${msg}\n`)
+}
+
+function firstLine(cmd) {
+  try {
+    return execFileSync('bash', ['-c', `${cmd} 2>&1 | head -1`])
+      .toString()
+      .trim()
+  } catch {
+    return 'n/a'
+  }
+}
+
+function machine() {
+  const cpu = (/model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8')) ?? [])[1] ?? '?'
+  return [
+    `CPU: ${cpu} × ${execFileSync('nproc').toString().trim()}; kernel ${firstLine('uname -r')}`,
+    `Node ${process.version}; ${firstLine("haproxy -v | grep -o 'HAProxy version [^ ]*'")}; ${firstLine('iperf3 --version')}; sockperf ${firstLine("sockperf --version 2>&1 | grep -o 'version [^ ]*'")}`,
+  ].join('\n')
+}
+
+const t0 = Date.now()
+const header = machine()
+log(`engine proxy: ${engineMissing ?? PROXY_BIN}`)
+if (only.has('raw')) await rawScenario()
+if (only.has('framed')) await framedScenario()
+if (only.has('latency')) await latencyScenario()
+if (only.has('memory')) await memoryScenario()
+
+const out = []
+out.push(
+  `<!-- ${header.replace(/\n/g, '; ')}; ${CFG.reps} repetitions${Q ? ', --quick' : ''}; ${((Date.now() - t0) / 1000).toFixed(0)} s -->`,
+)
+out.push(
+  header
+    .split('\n')
+    .map((l) => `${l}  `)
+    .join('\n'),
+)
+out.push(`Cells: median of ${CFG.reps} interleaved repetitions (min–max).`)
+if (only.has('raw')) {
+  out.push(`\n### Raw forwarding (iperf3, ${CFG.rawSecs} s per cell)\n`)
+  out.push(rawTable())
+}
+if (only.has('framed')) {
+  out.push(`\n### Framed routing (64-byte frames, ${CFG.framedConns} connection(s), ${CFG.framedSecs} s per cell)\n`)
+  out.push(framedTable())
+}
+if (only.has('latency')) {
+  out.push(`\n### Latency of a 64-byte request/response (half round trip, ${CFG.pingIters} iterations per cell)\n`)
+  out.push(latencyTable('pinned'))
+  out.push('')
+  out.push(latencyTable('unpinned'))
+}
+if (only.has('memory')) {
+  const { idle, flood } = memoryTables()
+  out.push(`\n### Memory: idle connections (${CFG.idleConns} held through the proxy)\n`)
+  out.push(idle)
+  out.push(
+    `\n### Memory: flood into a consumer reading ${CFG.slowRate / 1e6} MB/s (${CFG.floodSecs} s, up to ${CFG.floodBytes / 1e9} GB offered)\n`,
+  )
+  out.push(flood)
+}
+const text = out.join('\n')
+console.log(text)
+
+const jsonFile =
+  opt.json ?? path.join(ROOT, 'benchmark/results', `engine-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
+mkdirSync(path.dirname(jsonFile), { recursive: true })
+writeFileSync(jsonFile, JSON.stringify({ config: CFG, machine: header, results, markdown: text }, null, 1))
+log(`raw results: ${path.relative(ROOT, jsonFile)}`)
+process.exit(0)
