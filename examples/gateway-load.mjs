@@ -7,6 +7,7 @@ import { parentPort } from 'node:worker_threads'
 
 const FRAME_PAYLOAD = 64
 const FRAME_LEN = 4 + FRAME_PAYLOAD
+const WINDOW = 8192
 
 /** A sink that counts frames and samples their latency into `stats`. */
 function sink(stats) {
@@ -36,8 +37,8 @@ async function listen(server) {
   return addr.port
 }
 
-/** Sends frames to `port` for `durationMs`, keeping about `window` bytes in flight per write burst. */
-async function drive(port, durationMs) {
+/** Sends frames to `port` for `durationMs`, at most WINDOW frames ahead of what the sinks received. */
+async function drive(port, durationMs, delivered) {
   const sock = connect(port, '127.0.0.1')
   sock.setNoDelay(true)
   await new Promise((resolve, reject) => {
@@ -49,6 +50,8 @@ async function drive(port, durationMs) {
   let seq = 0
   const deadline = Date.now() + durationMs
   while (Date.now() < deadline) {
+    // Keep at most WINDOW frames in flight, so latency measures the routers, not an unbounded queue.
+    while (seq - delivered() > WINDOW && Date.now() < deadline) await new Promise((r) => setImmediate(r))
     const now = process.hrtime.bigint()
     for (let i = 0; i < framesPerBurst; i++) {
       const off = i * FRAME_LEN
@@ -78,7 +81,7 @@ if (parentPort !== null) {
         sinkA.latenciesNs = []
         sinkB.latenciesNs = []
         const timer = setInterval(() => port.postMessage({ type: 'progress', a: sinkA.frames, b: sinkB.frames }), 250)
-        const sent = await drive(msg.port, msg.durationMs)
+        const sent = await drive(msg.port, msg.durationMs, () => sinkA.frames + sinkB.frames)
         // Let the last frames arrive (bounded wait).
         const settle = Date.now() + 2000
         while (sinkA.frames + sinkB.frames < sent && Date.now() < settle) await new Promise((r) => setTimeout(r, 10))
