@@ -4,14 +4,22 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use smallvec::SmallVec;
+
 use super::{Core, Resolved};
 use crate::conn::Awaited;
 use crate::error::Errno;
 use crate::event::{Event, Frags};
 use crate::external::{Answer, Batch, BatchItem, ExternalVerdicts, ItemKind, Replier};
-use crate::id::SockId;
+use crate::id::{MapId, SockId};
+use crate::key::Key;
+use crate::rules::Verdict;
 use crate::stats::{DropReason, Stats};
 use crate::timer::Timer;
+
+/// Distinct redirect targets remembered while resolving one batch's answers
+/// (further ones are looked up per message, under the same lock).
+const BATCH_TARGETS: usize = 16;
 
 /// What one batch item refers to: its socket and a sequence number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,11 +180,12 @@ impl Core {
         let Some(refs) = self.ext.as_mut().and_then(|e| e.in_flight.remove(&batch)) else {
             return;
         };
-        let mut answers = answers.into_iter();
+        let resolved = self.resolve_answers(&refs, &answers);
+        let mut answers = answers.into_iter().zip(resolved);
         let mut missing = 0usize;
         for r in refs {
             match answers.next() {
-                Some(a) => self.answer_item(r, a),
+                Some((a, v)) => self.answer_item(r, a, v),
                 None => {
                     missing += 1;
                     self.answer_missing(r);
@@ -194,18 +203,58 @@ impl Core {
         self.dispatch();
     }
 
-    /// Applies one answer.
-    fn answer_item(&mut self, r: ItemRef, a: Answer) {
+    /// Resolves the verdicts of a batch's answers (`None` for parse items)
+    /// under one registry lock, looking each distinct redirect target up
+    /// once: a batch redirecting to a few targets costs a lock and a few
+    /// lookups, not one of each per message.
+    fn resolve_answers(&self, refs: &[ItemRef], answers: &[Answer]) -> Vec<Option<Resolved>> {
+        let judged = |r: &ItemRef| !matches!(r, ItemRef::Parse(..));
+        let redirects = refs
+            .iter()
+            .zip(answers)
+            .any(|(r, a)| judged(r) && matches!(a.verdict, Verdict::Redirect { .. }));
+        let reg = redirects.then(|| self.shared.lock());
+        let mut seen: SmallVec<[(MapId, &Key, Option<SockId>); BATCH_TARGETS]> = SmallVec::new();
+        refs.iter()
+            .zip(answers)
+            .map(|(r, a)| {
+                let Verdict::Redirect { map, key, ingress } = &a.verdict else {
+                    return judged(r)
+                        .then(|| super::resolve_local(&a.verdict))
+                        .flatten();
+                };
+                if !judged(r) {
+                    return None;
+                }
+                let found = match seen.iter().find(|(m, k, _)| m == map && *k == key) {
+                    Some(&(_, _, found)) => found,
+                    None => {
+                        let found = reg.as_ref().and_then(|g| {
+                            g.lookup_raw(*map, crate::rules::DerivedKey::from_key(key).raw())
+                        });
+                        if seen.len() < BATCH_TARGETS {
+                            seen.push((*map, key, found));
+                        }
+                        found
+                    }
+                };
+                Some(super::redirect_to(found, *ingress))
+            })
+            .collect()
+    }
+
+    /// Applies one answer; `resolved` is its verdict with the target looked up.
+    fn answer_item(&mut self, r: ItemRef, a: Answer, resolved: Option<Resolved>) {
+        let resolved = resolved.unwrap_or(Resolved::Drop(DropReason::Verdict));
         match r {
             ItemRef::Verdict(sock, seq) => {
-                let resolved = super::resolve(&self.shared, &a.verdict);
                 self.answer_one(sock, seq, resolved);
                 if let Some(slot) = self.slot_of(sock) {
                     self.finish_read(slot);
                 }
             }
             ItemRef::Parse(sock, req) => self.handle_parse_answer(sock, req, &a.parse),
-            ItemRef::Msg(sock, seq) => self.handle_msg_answer(sock, seq, Some(a)),
+            ItemRef::Msg(sock, seq) => self.handle_msg_answer(sock, seq, Some((a, resolved))),
         }
     }
 
@@ -254,6 +303,118 @@ impl Core {
         if c.ext_full && c.awaiting_bytes <= max_pending / 2 {
             c.ext_full = false;
             self.kick_read(slot);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::mpsc::{channel, Sender};
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::config::{BatchConfig, EngineConfig};
+    use crate::core::NewSock;
+    use crate::engine::{Doorbell, Wake};
+    use crate::map::{MapKind, UpdateFlag};
+    use crate::program::{Programs, StreamVerdictProg, VerdictKind};
+    use crate::registry::{Shared, SockState};
+
+    struct Sink(Sender<Batch>);
+
+    impl ExternalVerdicts for Sink {
+        fn submit(&mut self, batch: Batch) {
+            let _ = self.0.send(batch);
+        }
+    }
+
+    struct NoWake;
+
+    impl Wake for NoWake {
+        fn wake(&self) {}
+    }
+
+    #[test]
+    fn a_batch_of_redirects_locks_the_registry_once_not_per_message() {
+        const N: usize = 1024;
+        let shared = Arc::new(Shared::default());
+        let (src, targets, ups) = {
+            let mut reg = shared.lock();
+            let gw = reg.create_map(MapKind::SockHash, 8).unwrap();
+            let ups = reg.create_map(MapKind::SockHash, 8).unwrap();
+            let progs = Programs {
+                verdict: Some(Arc::new(StreamVerdictProg {
+                    kind: VerdictKind::External {
+                        tag: 1,
+                        peek_bytes: 1,
+                    },
+                    propagate_fin: true,
+                })),
+                ..Programs::default()
+            };
+            reg.attach(gw, progs).unwrap();
+            let src = reg.alloc(SockState::Established);
+            let targets = [
+                reg.alloc(SockState::Established),
+                reg.alloc(SockState::Established),
+            ];
+            reg.update(gw, &Key::Num(0), src, UpdateFlag::Any).unwrap();
+            for (i, t) in targets.iter().enumerate() {
+                reg.update(ups, &Key::Num(i as u64), *t, UpdateFlag::Any)
+                    .unwrap();
+            }
+            (src, targets, ups)
+        };
+        let cfg = EngineConfig {
+            batch: BatchConfig {
+                max_messages: N,
+                max_in_flight: 1,
+                ..BatchConfig::default()
+            },
+            ..EngineConfig::default()
+        };
+        let mut core = Core::new(shared.clone(), cfg);
+        let (tx, rx) = channel();
+        let (cmd_tx, _cmd_rx) = channel();
+        let replier = Replier {
+            tx: cmd_tx,
+            bell: Arc::new(Doorbell::new(Box::new(NoWake))),
+        };
+        core.set_external(Box::new(Sink(tx)), replier);
+        for id in [src, targets[0], targets[1]] {
+            core.handle_new_socket(id, NewSock::Established, None);
+        }
+        core.handle_relink(src);
+        let now = Instant::now();
+        for i in 0..N {
+            core.handle_received(src, Bytes::from(vec![(i % 2) as u8]), now);
+        }
+        let batch = rx.try_recv().expect("a full batch was handed off");
+        assert_eq!(batch.items.len(), N);
+        let answers: Vec<Answer> = batch
+            .items
+            .iter()
+            .map(|it| {
+                Answer::from(Verdict::Redirect {
+                    map: ups,
+                    key: Key::Num(u64::from(it.frags[0][0])),
+                    ingress: false,
+                })
+            })
+            .collect();
+        let before = shared.locks.load(Ordering::Relaxed);
+        core.handle_answers(batch.id, answers);
+        let locks = shared.locks.load(Ordering::Relaxed) - before;
+        assert!(locks <= 2, "{locks} registry locks for {N} answers");
+        let reg = shared.lock();
+        let s = reg.sock(src).unwrap().stats.snapshot();
+        assert_eq!((s.redirected_egress, s.dropped), (N as u64, 0));
+        for t in targets {
+            let q = reg.sock(t).unwrap().stats.snapshot().queued_bytes;
+            assert_eq!(q, (N / 2) as u64);
         }
     }
 }

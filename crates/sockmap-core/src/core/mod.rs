@@ -841,20 +841,33 @@ pub(crate) fn eval_rule(shared: &Shared, rule: &Rule, view: &MessageView<'_>) ->
 }
 
 fn lookup(shared: &Shared, map: crate::id::MapId, key: &DerivedKey<'_>, ingress: bool) -> Resolved {
-    match shared.lock().lookup_raw(map, key.raw()) {
+    redirect_to(shared.lock().lookup_raw(map, key.raw()), ingress)
+}
+
+/// A redirect to the socket a key was found under (a missing key drops).
+pub(crate) fn redirect_to(found: Option<SockId>, ingress: bool) -> Resolved {
+    match found {
         Some(target) => Resolved::Redirect { target, ingress },
         None => Resolved::Drop(DropReason::NoKey),
+    }
+}
+
+/// A PASS or DROP verdict (`None` for a redirect, which needs a lookup).
+pub(crate) fn resolve_local(v: &Verdict) -> Option<Resolved> {
+    match v {
+        Verdict::Pass => Some(Resolved::Pass),
+        Verdict::Drop => Some(Resolved::Drop(DropReason::Verdict)),
+        Verdict::Redirect { .. } => None,
     }
 }
 
 /// Resolves a verdict's redirect key to a socket.
 pub(crate) fn resolve(shared: &Shared, v: &Verdict) -> Resolved {
     match v {
-        Verdict::Pass => Resolved::Pass,
-        Verdict::Drop => Resolved::Drop(DropReason::Verdict),
         Verdict::Redirect { map, key, ingress } => {
             lookup(shared, *map, &DerivedKey::from_key(key), *ingress)
         }
+        _ => resolve_local(v).unwrap_or(Resolved::Drop(DropReason::Verdict)),
     }
 }
 

@@ -216,8 +216,14 @@ impl Core {
         self.batch_item(ItemRef::Msg(sock, seq), item);
     }
 
-    /// An external msg verdict answered (`None`: no answer, the error verdict).
-    pub(super) fn handle_msg_answer(&mut self, sock: SockId, seq: u64, answer: Option<Answer>) {
+    /// An external msg verdict answered, with its verdict resolved (`None`:
+    /// no answer, the error verdict).
+    pub(super) fn handle_msg_answer(
+        &mut self,
+        sock: SockId,
+        seq: u64,
+        answer: Option<(Answer, Resolved)>,
+    ) {
         let Some(slot) = self.slot_of(sock) else {
             return;
         };
@@ -231,8 +237,8 @@ impl Core {
         let mut job = parked.job;
         let resolved = match answer {
             None => Resolved::Drop(DropReason::Verdict),
-            Some(a) => match apply_edits(&mut job.msg, &a.edits) {
-                Ok(()) => super::resolve(&self.shared, &a.verdict),
+            Some((a, resolved)) => match apply_edits(&mut job.msg, &a.edits) {
+                Ok(()) => resolved,
                 Err(code) => {
                     self.events.push_back(Event::Error {
                         sock: Some(sock),
