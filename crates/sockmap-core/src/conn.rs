@@ -96,6 +96,9 @@ pub(crate) struct Conn {
     pub(crate) send_seq: u64,
     /// Sends behind the parked one, in order.
     pub(crate) send_backlog: VecDeque<(bytes::Bytes, u64)>,
+    /// Bytes the application read before the engine adopted the socket:
+    /// received first, once the socket starts reading.
+    pub(crate) initial: bytes::Bytes,
 }
 
 /// A socket's conversation with its external parser.
@@ -217,6 +220,7 @@ impl Conn {
             send_parked: None,
             send_seq: 0,
             send_backlog: VecDeque::new(),
+            initial: bytes::Bytes::new(),
         }
     }
 

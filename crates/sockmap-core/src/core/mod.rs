@@ -253,6 +253,31 @@ impl Core {
         }
     }
 
+    /// Bytes the application read from an adopted socket before the engine
+    /// took it: once the socket starts reading (programs, or `resume()`),
+    /// they are received first, before anything read from the socket.
+    pub fn handle_adopted_bytes(&mut self, id: SockId, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        if let Some(slot) = self.slot_of(id) {
+            let c = self.at(slot);
+            c.initial = data;
+            self.take_initial(slot);
+        }
+    }
+
+    /// Receives the adopted socket's initial bytes once it reads.
+    fn take_initial(&mut self, slot: usize) {
+        let c = self.at(slot);
+        if c.initial.is_empty() || !c.wants_read() {
+            return;
+        }
+        let (id, data) = (c.id, std::mem::take(&mut c.initial));
+        let now = self.now;
+        self.handle_received(id, data, now);
+    }
+
     /// The backend closed the socket's I/O object: forget the socket.
     pub fn handle_closed(&mut self, id: SockId) {
         if let Some(slot) = self.slot_of(id) {
@@ -367,6 +392,10 @@ impl Core {
         waiters.extend(std::mem::take(&mut c.app_waiters));
         c.app_queued = 0;
         Stats::set(&c.stats.app_queued_bytes, 0);
+        let unread = std::mem::take(&mut c.initial).len();
+        if unread > 0 {
+            c.count(|s| &s.discarded_bytes, unread as u64);
+        }
         let c_cork = c.msg.cork.take().map(|m| m.size());
         let awaited = std::mem::take(&mut c.awaiting_bytes);
         c.awaiting.clear();
@@ -418,6 +447,7 @@ impl Core {
         c.route.epoch = u64::MAX;
         self.relink_parser(slot);
         self.flush_run();
+        self.take_initial(slot);
         self.finish_read(slot);
         self.kick_read(slot);
     }
@@ -434,6 +464,7 @@ impl Core {
                     self.flush_run();
                 }
             }
+            self.take_initial(slot);
             self.finish_read(slot);
             self.kick_read(slot);
         }
