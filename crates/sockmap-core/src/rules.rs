@@ -203,6 +203,28 @@ impl KeySource {
         }
     }
 
+    /// Takes the key for a message that is the contiguous bytes `msg`, the
+    /// same key [`derive`](KeySource::derive) gives; `None` also for the
+    /// sources that need the parser's metadata (a message framed without
+    /// metadata has none).
+    pub(crate) fn derive_contiguous<'a>(
+        &'a self,
+        sock: SockId,
+        msg: &'a [u8],
+    ) -> Option<DerivedKey<'a>> {
+        match self {
+            KeySource::Fixed(k) => Some(DerivedKey::from_key(k)),
+            KeySource::Socket => Some(DerivedKey::Num(sock.as_u64())),
+            // As `copy_range`: an empty range is found anywhere.
+            KeySource::Range { len: 0, .. } => Some(DerivedKey::Borrowed(&[])),
+            KeySource::Range { offset, len } => offset
+                .checked_add(*len)
+                .and_then(|end| msg.get(*offset..end))
+                .map(DerivedKey::Borrowed),
+            KeySource::Resp | KeySource::HttpHost => None,
+        }
+    }
+
     /// True when the key does not depend on the message bytes.
     pub(crate) fn is_per_socket(&self) -> bool {
         matches!(self, KeySource::Fixed(_) | KeySource::Socket)

@@ -108,9 +108,9 @@ impl Stats {
         field.store(n, Ordering::Relaxed);
     }
 
-    /// Counts one dropped message of `bytes` for `reason`.
-    pub(crate) fn count_drop(&self, reason: DropReason, bytes: usize) {
-        Stats::add(&self.dropped, 1);
+    /// Counts `messages` dropped messages of `bytes` in all for `reason`.
+    pub(crate) fn count_drop(&self, reason: DropReason, messages: u64, bytes: usize) {
+        Stats::add(&self.dropped, messages);
         Stats::add(&self.dropped_bytes, bytes as u64);
         let field = match reason {
             DropReason::Verdict => &self.dropped_verdict,
@@ -118,6 +118,6 @@ impl Stats {
             DropReason::DeadTarget => &self.dropped_dead_target,
             DropReason::Parser => &self.dropped_parser,
         };
-        Stats::add(field, 1);
+        Stats::add(field, messages);
     }
 }

@@ -295,7 +295,7 @@ impl Core {
             c.awaiting_bytes -= a.len;
             Stats::set(&c.stats.pending_bytes, c.awaiting_bytes as u64);
             let resolved = a.answer.expect("checked");
-            self.apply(slot, resolved, a.frags, a.len);
+            self.apply(slot, resolved, super::Body::Frags(a.frags), a.len);
         }
         self.flush_run();
         let max_pending = self.cfg.max_pending_bytes;

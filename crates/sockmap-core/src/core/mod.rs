@@ -33,6 +33,7 @@ use crate::rules::{DerivedKey, KeySource, MessageView, Rule, Verdict};
 use crate::stats::{DropReason, Stats};
 use crate::timer::{Timer, TimerTable};
 
+mod boundary;
 mod external;
 mod parse;
 mod send;
@@ -69,6 +70,24 @@ pub(crate) enum Resolved {
     Redirect { target: SockId, ingress: bool },
 }
 
+/// The bytes of one message: fragments, or a range of the current chunk.
+#[derive(Debug)]
+pub(crate) enum Body {
+    /// Fragments of received buffers.
+    Frags(Frags),
+    /// `start..end` of [`Core`]'s current chunk.
+    Chunk { start: usize, end: usize },
+}
+
+impl Body {
+    fn into_frags(self, chunk: &Bytes) -> Frags {
+        match self {
+            Body::Frags(f) => f,
+            Body::Chunk { start, end } => smallvec::smallvec![chunk.slice(start..end)],
+        }
+    }
+}
+
 /// Consecutive bytes of the current chunk redirected to one target's egress,
 /// pushed as one fragment.
 #[derive(Clone, Copy, Debug)]
@@ -90,6 +109,8 @@ pub struct Core {
     /// The chunk being processed, and the run of it heading to one egress.
     chunk: Bytes,
     run: Option<Run>,
+    /// Lengths of the messages of a block taken by boundaries (reused).
+    lens: Vec<usize>,
     /// External verdicts, when installed.
     ext: Option<external::ExternalState>,
     /// The time of the latest input.
@@ -107,6 +128,7 @@ impl Core {
             timers: TimerTable::default(),
             chunk: Bytes::new(),
             run: None,
+            lens: Vec::new(),
             ext: None,
             now: Instant::now(),
         }
@@ -719,7 +741,7 @@ impl Core {
             return self.await_message(slot, frags, len, ext, known);
         }
         let resolved = self.decide(slot, &frags, len, meta);
-        self.apply(slot, resolved, frags, len);
+        self.apply(slot, resolved, Body::Frags(frags), len);
     }
 
     /// Runs the socket's stream verdict.
@@ -757,10 +779,11 @@ impl Core {
     }
 
     /// Carries out a verdict.
-    fn apply(&mut self, slot: usize, resolved: Resolved, frags: Frags, len: usize) {
+    fn apply(&mut self, slot: usize, resolved: Resolved, body: Body, len: usize) {
         match resolved {
             Resolved::Pass => {
                 self.at(slot).count(|s| &s.passed, 1);
+                let frags = body.into_frags(&self.chunk);
                 self.queue_for_app(Some(slot), slot, frags, len);
             }
             Resolved::Drop(reason) => self.count_drop(slot, reason, len),
@@ -774,47 +797,64 @@ impl Core {
                         return self.count_drop(slot, DropReason::DeadTarget, len);
                     }
                     self.at(slot).count(|s| &s.redirected_ingress, 1);
+                    let frags = body.into_frags(&self.chunk);
                     self.queue_for_app(Some(slot), ts, frags, len);
                 } else {
                     if !t.is_egress_target() {
                         return self.count_drop(slot, DropReason::DeadTarget, len);
                     }
-                    self.at(slot).count(|s| &s.redirected_egress, 1);
-                    self.push_egress(slot, ts, frags);
+                    self.redirect_egress(slot, ts, 1, body);
                 }
             }
         }
+    }
+
+    /// Counts `messages` messages of `slot` redirected to `target`'s egress
+    /// (a live egress target) and appends their bytes to its send ring.
+    fn redirect_egress(&mut self, slot: usize, target: usize, messages: u64, body: Body) {
+        self.at(slot).count(|s| &s.redirected_egress, messages);
+        self.push_egress(slot, target, body);
     }
 
     fn count_drop(&mut self, slot: usize, reason: DropReason, len: usize) {
+        self.count_drops(slot, reason, 1, len);
+    }
+
+    /// Counts `messages` dropped messages of `bytes` in all.
+    fn count_drops(&mut self, slot: usize, reason: DropReason, messages: u64, bytes: usize) {
         let c = self.at(slot);
-        c.stats.count_drop(reason, len);
+        c.stats.count_drop(reason, messages, bytes);
         if let Some(m) = &c.map_stats {
-            m.count_drop(reason, len);
+            m.count_drop(reason, messages, bytes);
         }
     }
 
-    /// Appends a message to a target's send ring, merging it with the previous
-    /// one when both are adjacent bytes of the chunk being processed.
-    fn push_egress(&mut self, src: usize, target: usize, frags: Frags) {
-        if let [f] = frags.as_slice() {
-            if let Some(off) = offset_in(&self.chunk, f) {
-                let end = off + f.len();
-                match &mut self.run {
-                    Some(r) if r.src == src && r.target == target && r.end == off => r.end = end,
-                    _ => {
-                        self.flush_run();
-                        self.run = Some(Run {
-                            src,
-                            target,
-                            start: off,
-                            end,
-                        });
-                    }
+    /// Appends bytes to a target's send ring, merging them with the previous
+    /// ones when both are adjacent bytes of the chunk being processed.
+    fn push_egress(&mut self, src: usize, target: usize, body: Body) {
+        let range = match &body {
+            Body::Chunk { start, end } => Some((*start, *end)),
+            Body::Frags(frags) => match frags.as_slice() {
+                [f] => offset_in(&self.chunk, f).map(|off| (off, off + f.len())),
+                _ => None,
+            },
+        };
+        if let Some((off, end)) = range {
+            match &mut self.run {
+                Some(r) if r.src == src && r.target == target && r.end == off => r.end = end,
+                _ => {
+                    self.flush_run();
+                    self.run = Some(Run {
+                        src,
+                        target,
+                        start: off,
+                        end,
+                    });
                 }
-                return;
             }
+            return;
         }
+        let frags = body.into_frags(&self.chunk);
         self.flush_run();
         for f in frags {
             self.tx_push(target, f);
@@ -842,17 +882,33 @@ fn offset_in(whole: &Bytes, part: &Bytes) -> Option<usize> {
 /// of the socket until the maps change.
 pub(crate) fn eval_rule(shared: &Shared, rule: &Rule, view: &MessageView<'_>) -> (Resolved, bool) {
     match rule {
+        Rule::Func(f) => match catch_unwind(AssertUnwindSafe(|| f(view))) {
+            Ok(v) => (resolve(shared, &v), false),
+            Err(_) => (Resolved::Drop(DropReason::Verdict), false),
+        },
+        _ => eval_keyed(shared, rule, |key| key.derive(view)),
+    }
+}
+
+/// Evaluates a native rule other than [`Rule::Func`], taking its key (when
+/// it has one) from `derive`; the flag as for [`eval_rule`].
+pub(crate) fn eval_keyed<'a>(
+    shared: &Shared,
+    rule: &'a Rule,
+    derive: impl FnOnce(&'a KeySource) -> Option<DerivedKey<'a>>,
+) -> (Resolved, bool) {
+    match rule {
         Rule::Pass => (Resolved::Pass, true),
         Rule::Drop => (Resolved::Drop(DropReason::Verdict), true),
         Rule::Redirect { map, key, ingress } => {
-            let r = match key.derive(view) {
+            let r = match derive(key) {
                 None => Resolved::Drop(DropReason::NoKey),
                 Some(k) => lookup(shared, *map, &k, *ingress),
             };
             (r, key.is_per_socket())
         }
         Rule::HashRoute { map, key, ingress } => {
-            let r = match key.derive(view) {
+            let r = match derive(key) {
                 None => Resolved::Drop(DropReason::NoKey),
                 Some(k) => match shared.lock().route(*map, k.raw().hash()) {
                     Some(target) => Resolved::Redirect {
@@ -864,10 +920,7 @@ pub(crate) fn eval_rule(shared: &Shared, rule: &Rule, view: &MessageView<'_>) ->
             };
             (r, key.is_per_socket())
         }
-        Rule::Func(f) => match catch_unwind(AssertUnwindSafe(|| f(view))) {
-            Ok(v) => (resolve(shared, &v), false),
-            Err(_) => (Resolved::Drop(DropReason::Verdict), false),
-        },
+        Rule::Func(_) => (Resolved::Drop(DropReason::Verdict), false),
     }
 }
 

@@ -79,8 +79,17 @@ impl Core {
         let Some(mut strp) = self.at(slot).strp.take() else {
             return;
         };
+        let by_boundary = self.judges_by_boundary(slot);
         loop {
-            while let Some(ev) = strp.poll_event(now) {
+            loop {
+                if by_boundary {
+                    if let Some(block) = strp.take_whole(&mut self.lens) {
+                        self.deliver_block(slot, block);
+                    }
+                }
+                let Some(ev) = strp.poll_event(now) else {
+                    break;
+                };
                 match ev {
                     StrpEvent::Message(m) => self.deliver(slot, m.frags, m.len, &m.meta),
                     StrpEvent::Skipped(n) => {

@@ -34,4 +34,17 @@ impl Framer for Fixed {
     fn parse(&mut self, _data: &Chunks<'_>) -> Parse {
         Parse::Length(self.len)
     }
+
+    fn can_scan(&self) -> bool {
+        true
+    }
+
+    fn scan_whole(&self, data: &[u8], max: usize, lens: &mut Vec<usize>) -> usize {
+        if self.len > max {
+            return 0;
+        }
+        let n = data.len() / self.len;
+        lens.extend(std::iter::repeat(self.len).take(n));
+        n * self.len
+    }
 }

@@ -164,14 +164,10 @@ impl LengthField {
     }
 }
 
-impl Framer for LengthField {
+impl LengthField {
+    /// The answer for a message whose length field holds `value`.
     #[inline]
-    fn parse(&mut self, data: &Chunks<'_>) -> Parse {
-        let Some(value) = self.field(data) else {
-            return Parse::NeedMore {
-                hint: Some(self.header_end),
-            };
-        };
+    fn frame_of(&self, value: u64) -> Parse {
         if self.opts.length_field_length == 8 && value > i64::MAX as u64 {
             return Parse::Error(Errno::Proto);
         }
@@ -192,6 +188,18 @@ impl Framer for LengthField {
         }
         Parse::Length(frame)
     }
+}
+
+impl Framer for LengthField {
+    #[inline]
+    fn parse(&mut self, data: &Chunks<'_>) -> Parse {
+        match self.field(data) {
+            Some(value) => self.frame_of(value),
+            None => Parse::NeedMore {
+                hint: Some(self.header_end),
+            },
+        }
+    }
 
     #[inline]
     fn trim(&self) -> Trim {
@@ -199,5 +207,30 @@ impl Framer for LengthField {
             head: self.opts.initial_bytes_to_strip,
             tail: 0,
         }
+    }
+
+    fn can_scan(&self) -> bool {
+        self.opts.initial_bytes_to_strip == 0
+    }
+
+    fn scan_whole(&self, data: &[u8], max: usize, lens: &mut Vec<usize>) -> usize {
+        if !self.can_scan() {
+            return 0;
+        }
+        let (off, end) = (self.opts.length_field_offset, self.header_end);
+        let mut at = 0;
+        while let Some(rest) = data.get(at..) {
+            let Some(field) = rest.get(off..end) else {
+                break;
+            };
+            match self.frame_of(self.decode(field)) {
+                Parse::Length(n) if n <= max && n <= rest.len() => {
+                    lens.push(n);
+                    at += n;
+                }
+                _ => break,
+            }
+        }
+        at
     }
 }

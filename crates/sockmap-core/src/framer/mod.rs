@@ -83,6 +83,25 @@ pub trait Framer: Send + 'static {
         self.reset();
         (trim, meta)
     }
+
+    /// Whether [`scan_whole`](Framer::scan_whole) may find messages: the
+    /// framer answers for a message from its bytes alone, keeps no state
+    /// between messages, trims nothing and gives no metadata. Default: false.
+    fn can_scan(&self) -> bool {
+        false
+    }
+
+    /// Boundary-only framing. `data` starts at a fresh message; appends to
+    /// `lens` the wire length of each consecutive message lying whole in
+    /// `data` that [`parse`](Framer::parse) would answer `Length(n)` for
+    /// with `0 < n <= max`, and returns the bytes those messages cover. It
+    /// stops at the first message that is incomplete or that gets any other
+    /// answer (the caller then goes on with `parse`). Leaves the framer as
+    /// [`reset`](Framer::reset) would. Default: finds nothing.
+    fn scan_whole(&self, data: &[u8], max: usize, lens: &mut Vec<usize>) -> usize {
+        let _ = (data, max, lens);
+        0
+    }
 }
 
 /// A framer's answer for the current message.

@@ -171,6 +171,8 @@ pub struct StrParser {
     queued: Option<Event>,
     deadline: Option<Instant>,
     stats: StrParserStats,
+    /// The framer supports [`Framer::scan_whole`].
+    scans: bool,
 }
 
 impl std::fmt::Debug for StrParser {
@@ -189,6 +191,7 @@ impl StrParser {
     /// A parser driving `framer`.
     pub fn new(framer: Box<dyn Framer>, config: StrParserConfig) -> Self {
         StrParser {
+            scans: framer.can_scan(),
             framer,
             config,
             queue: VecDeque::new(),
@@ -296,6 +299,49 @@ impl StrParser {
             len: body,
             meta,
         })
+    }
+
+    /// Boundary-only delivery of the whole messages at the front of the
+    /// buffer, when every buffered byte is in one fragment, a new message
+    /// starts at its front and the framer supports
+    /// [`scan_whole`](Framer::scan_whole).
+    ///
+    /// Returns those messages as one block of consecutive bytes, and their
+    /// lengths in `lens` (cleared first, in order, summing to the block's
+    /// length): exactly the messages, counters and state that as many
+    /// [`poll_event`](StrParser::poll_event) calls would have given (each
+    /// message's bytes are the next `lens[i]` bytes of the block, without
+    /// metadata). `None` when this does not apply or no message is whole;
+    /// then use `poll_event`.
+    pub fn take_whole(&mut self, lens: &mut Vec<usize>) -> Option<Bytes> {
+        lens.clear();
+        if !self.scans || self.queue.len() != 1 || !self.at_fresh_message() {
+            return None;
+        }
+        let front = self.queue.front_mut()?;
+        let n = self
+            .framer
+            .scan_whole(front, self.config.max_message_bytes, lens);
+        // A framer's lengths must add up to what it claims to cover.
+        let consistent = n <= front.len()
+            && lens.iter().try_fold(0usize, |sum, &l| {
+                (l > 0).then(|| sum.checked_add(l)).flatten()
+            }) == Some(n);
+        if n == 0 || !consistent {
+            lens.clear();
+            return None;
+        }
+        let block = if n == front.len() {
+            self.queue.pop_front()?
+        } else {
+            front.split_to(n)
+        };
+        self.buffered -= n;
+        self.cursor = (0, 0);
+        self.deadline = None;
+        self.stats.messages += lens.len() as u64;
+        self.stats.bytes += n as u64;
+        Some(block)
     }
 
     /// The general [`poll_event`](StrParser::poll_event).
