@@ -13,8 +13,8 @@ const npm = (args: string[], cwd: string): string =>
   execFileSync('npm', args, {
     cwd,
     encoding: 'utf8',
+    stdio: 'pipe',
     timeout: 120_000,
-    env: { ...process.env, npm_config_yes: 'true' },
   })
 
 afterAll(() => rmSync(work, { recursive: true, force: true }))
