@@ -3,8 +3,8 @@ import type net from 'node:net'
 
 import { afterEach, describe, expect, it } from 'vitest'
 
-import { Engine, SockmapError, Verdict, rules, type EngineOptions } from '../src/index'
-import { clientOf, deadline, listening, messagesN, netServer, portOf, readN, until } from './helpers'
+import { Engine, SockmapError, Verdict, parsers, rules, type EngineOptions } from '../src/index'
+import { clientOf, deadline, frame, listening, messagesN, netServer, portOf, readN, until } from './helpers'
 
 const engines: Engine[] = []
 const clients: net.Socket[] = []
@@ -79,18 +79,35 @@ describe('Engine sockets', () => {
     expect(parts.join('')).toBe('one-two-three')
   })
 
-  it('adopts a node:net socket', async () => {
+  it('adopts a node:net socket; bytes Node had buffered go through the map first, in order', async () => {
     const engine = newEngine()
     let adopted: ReturnType<Engine['adopt']> | undefined
-    const srv = await netServer((s) => (adopted = engine.adopt(s)))
+    // Adopt once Node holds bytes nobody consumed: a frame and a half.
+    const srv = await netServer((s) => s.once('readable', () => (adopted = engine.adopt(s))))
     const { connect } = await import('node:net')
     const client = connect({ host: '127.0.0.1', port: portOf(srv) })
     clients.push(client)
+    const wire = Buffer.concat([frame('hello'), frame('hi'), frame('there')])
+    client.write(wire.subarray(0, 11))
     await until(() => adopted !== undefined, 5000, 'adopted')
-    const got = messagesN(adopted!, 5)
-    client.write('hello')
-    expect(Buffer.concat(await got).toString()).toBe('hello')
-    await adopted!.send('back')
+    const sock = adopted!
+    client.write(wire.subarray(11))
+    const seen: string[] = []
+    const frames = engine.sockHash({ maxEntries: 4 })
+    frames.attach({
+      parser: parsers.lengthField({ lengthFieldLength: 4, initialBytesToStrip: 4 }),
+      verdict: (msg) => {
+        seen.push(msg.data.toString())
+        return Verdict.PASS
+      },
+    })
+    const got = messagesN(sock, 12)
+    frames.set('client', sock)
+    expect((await got).map((m) => m.toString())).toEqual(['hello', 'hi', 'there'])
+    expect(seen).toEqual(['hello', 'hi', 'there'])
+    const st = sock.stats()
+    expect([st.bytesIn, st.messagesIn, st.passed]).toEqual([wire.length, 3, 3])
+    await sock.send('back')
     expect((await readN(client, 4)).toString()).toBe('back')
     srv.close()
   })

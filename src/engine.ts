@@ -225,9 +225,10 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /**
    * Takes over a connected `node:net` socket: Node stops reading it and closes its handle, and the engine owns the
-   * connection from then on. Call it before Node has read from the socket (e.g. in the server's `'connection'`
-   * handler): bytes Node had already buffered are delivered first as `'message'` events (the engine takes no bytes
-   * from the application on the receive side, so these do not pass through the map's parser and verdict).
+   * connection from then on. Bytes Node had already read and buffered (and nobody consumed) go to the engine with it:
+   * once the socket is inserted into a map with programs (or resumed), they pass through its parser and verdict
+   * first, in order, before anything the engine reads from the connection. Data Node already emitted as `'data'` is
+   * not given back.
    * @throws {TypeError} when `netSocket` is not a connected TCP socket.
    */
   adopt(netSocket: NetSocket): Socket {
@@ -242,12 +243,10 @@ export class Engine extends EventEmitter<EngineEvents> {
     for (let chunk = netSocket.read() as Buffer | null; chunk !== null; chunk = netSocket.read() as Buffer | null) {
       buffered.push(chunk)
     }
-    const id = callBinding(() => this.#binding.adopt(handle.fd as number))
+    const initial = buffered.length > 0 ? Buffer.concat(buffered) : undefined
+    const id = callBinding(() => this.#binding.adopt(handle.fd as number, initial))
     netSocket.destroy()
-    const sock = this.#newSocket(id)
-    for (const b of buffered)
-      sock[kEvent]({ kind: EventKind.MESSAGE, sock: id, other: 0, bytes: b.length, data: b, fatal: false })
-    return sock
+    return this.#newSocket(id)
   }
 
   /** Creates a SOCKMAP: sockets under integer indexes `0..maxEntries-1`. */

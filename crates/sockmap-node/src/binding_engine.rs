@@ -327,8 +327,9 @@ impl BindingEngine {
     }
 
     /// Takes over a connected TCP socket by file descriptor (the fd is duplicated; the caller closes its own).
+    /// `initial`: bytes the application had already read from it, received first once the socket reads.
     #[napi]
-    pub fn adopt(&self, fd: i32) -> napi::Result<f64> {
+    pub fn adopt(&self, fd: i32, initial: Option<&[u8]>) -> napi::Result<f64> {
         guarded(|| {
             // SAFETY: `dup` on a descriptor number only creates a new descriptor (or fails); it touches no memory.
             let dup = unsafe { libc::dup(fd) };
@@ -343,7 +344,10 @@ impl BindingEngine {
             let stream = std::net::TcpStream::from(owned);
             let id = self
                 .handle
-                .adopt(stream)
+                .adopt_with(
+                    stream,
+                    initial.map(Bytes::copy_from_slice).unwrap_or_default(),
+                )
                 .map_err(|e| engine_err(e, "adopt failed"))?;
             Ok(id.as_u64() as f64)
         })
