@@ -211,11 +211,41 @@ describe('Maps and native rules', () => {
     expect(() => map.get('a' as unknown as number)).toThrow(TypeError)
     expect(() => engine.sockHash({ maxEntries: 0 })).toThrow(/options.maxEntries/)
     expect(() => map.attach({ onError: 7 as Verdict })).toThrow(/options.onError/)
+    expect(() => new Engine({ maxPendingBytes: 0 })).toThrow(RangeError)
+    expect(() => new Engine({ maxPendingBytes: 1.5 })).toThrow(/options.maxPendingBytes/)
+    expect(() => new Engine({ readBudget: -1 })).toThrow(RangeError)
+    expect(() => new Engine({ readBudget: '1' as unknown as number })).toThrow(/options.readBudget/)
     await expect(engine.listen({ port: 70000 })).rejects.toThrow(/options.port/)
   })
 })
 
 describe('Backpressure', () => {
+  it('maxPendingBytes bounds the bytes waiting for TypeScript verdicts; nothing is lost', async () => {
+    const bound = 16 << 10
+    const engine = newEngine({ maxPendingBytes: bound, readBudget: 16 << 10 })
+    const { a, b } = await pair(engine)
+    const out = engine.sockHash({ maxEntries: 4 })
+    out.set('b', b.sock)
+    const front = engine.sockHash({ maxEntries: 4 })
+    let peak = 0
+    front.attach({
+      verdict: (msg) => {
+        peak = Math.max(peak, a.sock.stats().pendingBytes)
+        return msg.redirect(out, 'b')
+      },
+    })
+    front.set('a', a.sock)
+    const data = Buffer.alloc(1 << 20)
+    for (let i = 0; i < data.length; i++) data[i] = i % 251
+    const got = readN(b.client, data.length, 10000)
+    a.client.write(data)
+    expect((await got).equals(data)).toBe(true)
+    // At most one read (the engine's 64 KiB read buffer) past the bound.
+    expect(peak).toBeGreaterThan(0)
+    expect(peak).toBeLessThanOrEqual(bound + (64 << 10))
+    expect(a.sock.stats().dropped).toBe(0)
+  })
+
   it('send() resolves only once the ring is below its high watermark', async () => {
     const engine = newEngine({ sendHighWatermark: 64 << 10, sendLowWatermark: 16 << 10 })
     const server = await listening(engine)

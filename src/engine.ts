@@ -49,6 +49,18 @@ export interface EngineOptions {
    * paused socket are not. Default: 1 MiB.
    */
   appHighWatermark?: number
+  /**
+   * Bounds what one socket holds for TypeScript callbacks: above this many bytes of its messages awaiting a
+   * TypeScript verdict (or of its bytes a TypeScript parser has not framed yet), the engine stops reading the socket
+   * (its peer is pushed back by TCP flow control) until half of them are answered. In bytes, at least 1. Default:
+   * 1 MiB (1048576).
+   */
+  maxPendingBytes?: number
+  /**
+   * Fairness: bytes the I/O thread reads from one socket per loop turn before other sockets get a turn. In bytes, at
+   * least 1. Default: 256 KiB (262144).
+   */
+  readBudget?: number
 }
 
 /** Options of {@link Engine.listen}. */
@@ -130,6 +142,10 @@ export class Engine extends EventEmitter<EngineEvents> {
     assertIntInRange('options.sendLowWatermark', low, 0, 2 ** 40)
     const appHigh = options.appHighWatermark ?? 1 << 20
     assertIntInRange('options.appHighWatermark', appHigh, 1, 2 ** 40)
+    const maxPending = options.maxPendingBytes ?? 1 << 20
+    assertIntInRange('options.maxPendingBytes', maxPending, 1, 2 ** 40)
+    const readBudget = options.readBudget ?? 256 << 10
+    assertIntInRange('options.readBudget', readBudget, 1, 2 ** 40)
     const wake = (): void => this.#drain()
     this.#binding = callBinding(
       () =>
@@ -141,6 +157,8 @@ export class Engine extends EventEmitter<EngineEvents> {
             sendHighWatermark: high,
             sendLowWatermark: low,
             appHighWatermark: appHigh,
+            maxPendingBytes: maxPending,
+            readBudget,
           },
           wake,
         ),

@@ -35,6 +35,10 @@ pub struct EngineOptions {
     pub send_low_watermark: f64,
     /// Bytes delivered to a socket's application and not yet acknowledged above which its sources stop being read.
     pub app_high_watermark: f64,
+    /// Bytes one socket may hold awaiting external verdicts and parses before it stops being read (0: engine default).
+    pub max_pending_bytes: f64,
+    /// Bytes read from one socket per I/O loop turn before other sockets get a turn (0: engine default).
+    pub read_budget: f64,
 }
 
 /// Builds the engine configuration.
@@ -55,6 +59,12 @@ pub fn engine_config(o: &EngineOptions) -> EngineConfig {
     }
     if o.app_high_watermark > 0.0 {
         cfg.app_high_watermark = Some(bytes_of(o.app_high_watermark));
+    }
+    if o.max_pending_bytes > 0.0 {
+        cfg.max_pending_bytes = bytes_of(o.max_pending_bytes);
+    }
+    if o.read_budget > 0.0 {
+        cfg.read_budget = bytes_of(o.read_budget);
     }
     cfg
 }
