@@ -36,8 +36,8 @@ pub struct EngineConfig {
     pub read_buffer: usize,
     /// Bytes one socket may hold awaiting external verdicts (or unframed by
     /// an external parser) before it stops being read; it is read again once
-    /// answers bring them to half this. A read may take it past the bound by
-    /// at most one read buffer.
+    /// answers bring them back to half this (verdicts) or under it (parser).
+    /// A read may take it past the bound by at most one read buffer.
     pub max_pending_bytes: usize,
     /// External verdict batching.
     pub batch: BatchConfig,
