@@ -33,6 +33,20 @@ const EDIT_POP = 5
 const EPROTO = 71
 const U32_MAX = 2 ** 32 - 1
 
+/** Number keys below this are cached in an array rather than a Map. */
+const SMALL_KEYS = 64
+
+/** Target indexes chosen in the current batch for one (map, ingress): small integer keys by index, others by value. */
+class TargetCache {
+  readonly small = new Int32Array(SMALL_KEYS).fill(-1)
+  readonly keys = new Map<number | string, number>()
+
+  clear(): void {
+    this.small.fill(-1)
+    this.keys.clear()
+  }
+}
+
 /** One TypeScript callback registered with the engine; its index is the tag the engine returns. */
 type Callback =
   | { type: 'verdict'; fn: VerdictFunction; onError: Verdict }
@@ -179,8 +193,18 @@ export class BatchRunner {
   #targetCount = 0
   #keys: Buffer[] = []
   /** Target index by (map, ingress) and then by key, for number and string keys. */
-  #targetCache = new Map<number, Map<number | string, number>>()
+  #targetCache = new Map<number, TargetCache>()
+  /** The last map redirected to (and whether to ingress), its id and its cache: a batch mostly names the same map. */
+  #lastTarget: SockMap | SockHash | undefined
+  #lastIngress = false
+  #lastId = 0
+  #lastCache: TargetCache | undefined
   #chosen = -1
+  /**
+   * `data` views of the payload by item index, reused from batch to batch while the item's offset and length are the
+   * same (always, for messages of one size): no view is created per message.
+   */
+  #views: Buffer[] = []
 
   constructor(host: MapHost) {
     this.#host = host
@@ -208,14 +232,26 @@ export class BatchRunner {
 
   /** Called by {@link MessageView.redirect}: records the target for the message being judged. */
   chooseTarget(target: SockMap | SockHash, key: MapKey, ingress: boolean): void {
-    const ref = mapRef(target)
-    if (ref.host !== this.#host) throw new TypeError('redirect target belongs to another engine')
-    const slot = ref.id * 2 + (ingress ? 1 : 0)
-    let cache: Map<number | string, number> | undefined
-    if (typeof key === 'number' || typeof key === 'string') {
+    let cache = this.#lastCache
+    if (target !== this.#lastTarget || ingress !== this.#lastIngress || cache === undefined) {
+      const ref = mapRef(target)
+      if (ref.host !== this.#host) throw new TypeError('redirect target belongs to another engine')
+      const slot = ref.id * 2 + (ingress ? 1 : 0)
       cache = this.#targetCache.get(slot)
-      if (cache === undefined) this.#targetCache.set(slot, (cache = new Map()))
-      const hit = cache.get(key)
+      if (cache === undefined) this.#targetCache.set(slot, (cache = new TargetCache()))
+      this.#lastTarget = target
+      this.#lastIngress = ingress
+      this.#lastId = ref.id
+      this.#lastCache = cache
+    }
+    if (typeof key === 'number') {
+      const hit = key >= 0 && key < SMALL_KEYS && (key | 0) === key ? cache.small[key] : cache.keys.get(key)
+      if (hit !== undefined && hit >= 0) {
+        this.#chosen = hit
+        return
+      }
+    } else if (typeof key === 'string') {
+      const hit = cache.keys.get(key)
       if (hit !== undefined) {
         this.#chosen = hit
         return
@@ -246,11 +282,12 @@ export class BatchRunner {
       this.#targets = grown
     }
     const at = t * TARGET_STRIDE
-    this.#targets[at] = ref.id
+    this.#targets[at] = this.#lastId
     this.#targets[at + 1] = k
     this.#targets[at + 2] = flags
     this.#chosen = t
-    cache?.set(key as number | string, t)
+    if (typeof key === 'number' && key >= 0 && key < SMALL_KEYS && (key | 0) === key) cache.small[key] = t
+    else if (typeof key === 'number' || typeof key === 'string') cache.keys.set(key, t)
   }
 
   /** Takes and answers every batch waiting; `report` gets one error per batch that had failing calls. */
@@ -269,6 +306,7 @@ export class BatchRunner {
   #grow(payloadBytes: number): void {
     if (payloadBytes > this.#payload.length) {
       this.#payload = Buffer.allocUnsafeSlow(Math.max(payloadBytes, this.#payload.length * 2))
+      this.#views = [] // views of the old payload
     }
     // The binding also says "grow" when the descriptors are short: make room for twice as many items.
     const items = (this.#descs.length / STRIDE) * 2
@@ -306,6 +344,7 @@ export class BatchRunner {
     this.#targetCount = 0
     this.#keys = []
     for (const c of this.#targetCache.values()) c.clear()
+    const views = this.#views
     for (let i = 0, d = 0; i < n; i++, d += STRIDE) {
       const cb = callbacks[descs[d + 1] as number]
       const kind = descs[d + 2] as number
@@ -318,7 +357,11 @@ export class BatchRunner {
           continue
         }
         view.socket = descs[d] as number
-        view.data = payload.subarray(offset, offset + copied)
+        let data = views[i]
+        if (data === undefined || data.byteOffset !== offset || data.length !== copied) {
+          data = views[i] = payload.subarray(offset, offset + copied)
+        }
+        view.data = data
         view.length = descs[d + 5] as number
         this.#chosen = -1
         try {

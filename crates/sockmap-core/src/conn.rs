@@ -68,7 +68,7 @@ pub(crate) struct Conn {
     /// The sk_msg state: corked data, cached verdict.
     pub(crate) msg: MsgState,
     /// Messages awaiting external verdicts (and any behind them), oldest first.
-    pub(crate) awaiting: VecDeque<Awaited>,
+    pub(crate) awaiting: AwaitQueue,
     /// Sequence number of `awaiting`'s front.
     pub(crate) awaiting_base: u64,
     pub(crate) awaiting_bytes: usize,
@@ -118,9 +118,65 @@ pub(crate) struct ExternalParse {
 /// A message whose verdict is awaited (or known, but behind awaited ones).
 #[derive(Debug)]
 pub(crate) struct Awaited {
-    pub(crate) frags: crate::event::Frags,
+    pub(crate) body: AwaitedBody,
     pub(crate) len: usize,
     pub(crate) answer: Option<crate::core::Resolved>,
+}
+
+/// Where an awaited message's bytes are.
+#[derive(Debug)]
+pub(crate) enum AwaitedBody {
+    /// In these fragments.
+    Frags(crate::event::Frags),
+    /// The next `len` bytes of the queue's front block.
+    InBlock,
+}
+
+/// A socket's awaited messages, oldest first. Messages read together as a
+/// block of whole messages share that block: each costs a length and an
+/// answer, not a buffer reference of its own.
+#[derive(Debug, Default)]
+pub(crate) struct AwaitQueue {
+    pub(crate) items: VecDeque<Awaited>,
+    /// The blocks `InBlock` messages lie in, in order.
+    pub(crate) blocks: VecDeque<bytes::Bytes>,
+    /// Where the front block's first unconsumed message starts.
+    pub(crate) block_off: usize,
+}
+
+impl AwaitQueue {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.items.clear();
+        self.blocks.clear();
+        self.block_off = 0;
+    }
+
+    /// Consumes the front block's next `len` bytes: their range in it
+    /// (`None` if it doesn't hold them). The block leaves the queue with its
+    /// last message: look at it with `blocks.front()` first.
+    pub(crate) fn consume_in_block(&mut self, len: usize) -> Option<(usize, usize)> {
+        let start = self.block_off;
+        let end = start.checked_add(len)?;
+        let block_len = self.blocks.front()?.len();
+        if end > block_len {
+            return None;
+        }
+        if end == block_len {
+            self.blocks.pop_front();
+            self.block_off = 0;
+        } else {
+            self.block_off = end;
+        }
+        Some((start, end))
+    }
 }
 
 /// What became of one application send.
@@ -205,7 +261,7 @@ impl Conn {
             write_shut: false,
             send_acks: VecDeque::new(),
             msg: MsgState::default(),
-            awaiting: VecDeque::new(),
+            awaiting: AwaitQueue::default(),
             awaiting_base: 0,
             awaiting_bytes: 0,
             ext_full: false,

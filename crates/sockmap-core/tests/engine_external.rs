@@ -175,7 +175,7 @@ fn batches_are_bounded_in_flight_and_collect_many_messages() {
             .items
             .iter()
             .filter(|i| i.sock == *s)
-            .flat_map(|i| sockmap_core::event::frags_to_vec(&i.frags))
+            .flat_map(|i| second.bytes(i).flatten().copied().collect::<Vec<u8>>())
             .collect();
         let expect: Vec<u8> = (0..5u8).flat_map(|r| [b'R', b'a' + r]).collect();
         assert_eq!(mine, expect);

@@ -18,9 +18,7 @@ use napi::bindgen_prelude::{Buffer, Float64ArraySlice, Uint8ArraySlice, Unknown}
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
-use sockmap_core::external::{
-    Answer, Batch, ExternalVerdicts, ItemDesc, ItemKind, MsgEdit, Replier,
-};
+use sockmap_core::external::{Answer, Batch, ExternalVerdicts, ItemKind, MsgEdit};
 use sockmap_core::framer::Parse;
 use sockmap_core::{Errno, Key, Verdict};
 
@@ -75,11 +73,9 @@ impl ExternalVerdicts for JsVerdicts {
     }
 }
 
-/// The batch JavaScript is answering.
+/// The batch JavaScript is answering (its items say what each answer is for).
 pub(crate) struct Taken {
-    id: u64,
-    kinds: Vec<ItemKind>,
-    replier: Replier,
+    batch: Batch,
 }
 
 /// Numbers per item in the descriptor array: socket, tag, kind, offset, bytes copied, full length.
@@ -173,21 +169,18 @@ impl BindingEngine {
             }
             let batch = inbox.pop_front().expect("front checked");
             drop(inbox);
-            let mut out: Vec<ItemDesc> = Vec::with_capacity(n);
-            batch.copy_into(payload, &mut out);
-            for (d, slot) in out.iter().zip(descs.chunks_exact_mut(DESC_STRIDE)) {
-                slot[0] = d.sock.as_u64() as f64;
-                slot[1] = f64::from(d.tag);
-                slot[2] = kind_code(d.kind);
-                slot[3] = d.offset as f64;
-                slot[4] = d.copied as f64;
-                slot[5] = d.len as f64;
+            let mut off = 0;
+            for (it, slot) in batch.items.iter().zip(descs.chunks_exact_mut(DESC_STRIDE)) {
+                let copied = batch.copy_item(it, &mut payload[off..]);
+                slot[0] = it.sock.as_u64() as f64;
+                slot[1] = f64::from(it.tag);
+                slot[2] = kind_code(it.kind);
+                slot[3] = off as f64;
+                slot[4] = copied as f64;
+                slot[5] = it.len as f64;
+                off += copied;
             }
-            *lock(&self.taken) = Some(Taken {
-                id: batch.id,
-                kinds: out.iter().map(|d| d.kind).collect(),
-                replier: batch.replier(),
-            });
+            *lock(&self.taken) = Some(Taken { batch });
             Ok(n as f64)
         })
     }
@@ -229,10 +222,11 @@ impl BindingEngine {
                 })
                 .collect::<napi::Result<_>>()?;
             let mut at = 0usize;
+            let batch = taken.batch;
             let out = answers
                 .iter()
-                .zip(&taken.kinds)
-                .map(|(&a, &kind)| {
+                .zip(batch.items.iter().map(|it| it.kind))
+                .map(|(&a, kind)| {
                     let verdict = match a {
                         1 => Verdict::Pass,
                         t if t >= 2 => resolved
@@ -260,7 +254,7 @@ impl BindingEngine {
                     answer
                 })
                 .collect();
-            taken.replier.reply(taken.id, out);
+            batch.reply(out);
             Ok(())
         })
     }

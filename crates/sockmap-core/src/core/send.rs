@@ -12,7 +12,7 @@ use super::{eval_rule, Core, Resolved};
 use crate::conn::{ParkedSend, SendAck, SendJob, SendOutcome};
 use crate::error::Errno;
 use crate::event::{Event, Frags};
-use crate::external::{Answer, BatchItem, ItemKind, MsgEdit};
+use crate::external::{Answer, BatchItem, ItemData, ItemKind, MsgEdit};
 use crate::id::SockId;
 use crate::msg::SkMsg;
 use crate::program::MsgVerdictKind;
@@ -210,7 +210,7 @@ impl Core {
             kind: ItemKind::MsgVerdict,
             len: job.msg.size(),
             peek_bytes,
-            frags: job.msg.sg.frags().cloned().collect(),
+            data: ItemData::Frags(job.msg.sg.frags().cloned().collect()),
         };
         c.send_parked = Some(Box::new(ParkedSend { seq, job }));
         self.batch_item(ItemRef::Msg(sock, seq), item);
