@@ -1,21 +1,9 @@
-import type net from 'node:net'
+import { describe, expect, it } from 'vitest'
 
-import { afterEach, describe, expect, it } from 'vitest'
+import { rules, type Socket } from '../src/index'
+import { connections, deadline, until, engineScope } from './helpers'
 
-import { Engine, rules, type EngineOptions, type Socket } from '../src/index'
-import { connections, deadline, until } from './helpers'
-
-const engines: Engine[] = []
-const clients: net.Socket[] = []
-function newEngine(options: EngineOptions = {}): Engine {
-  const e = new Engine(options)
-  engines.push(e)
-  return e
-}
-afterEach(async () => {
-  for (const c of clients.splice(0)) c.destroy()
-  await Promise.all(engines.splice(0).map((e) => deadline(e.close(), 5000, 'engine close')))
-})
+const { newEngine, clients } = engineScope()
 
 /** More than loopback's socket buffers can absorb, so that a stopped reader shows as a stalled writer. */
 const TOTAL = 24 << 20

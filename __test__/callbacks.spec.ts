@@ -1,30 +1,9 @@
-import type net from 'node:net'
+import { describe, expect, it } from 'vitest'
 
-import { afterEach, describe, expect, it } from 'vitest'
+import { Parse, SockmapError, Verdict, rules, type SendMessage, type Socket } from '../src/index'
+import { connections, deadline, errorOf, frame, readN, until, writeBytewise, engineScope } from './helpers'
 
-import {
-  Engine,
-  Parse,
-  SockmapError,
-  Verdict,
-  rules,
-  type EngineOptions,
-  type SendMessage,
-  type Socket,
-} from '../src/index'
-import { connections, deadline, errorOf, frame, readN, until, writeBytewise } from './helpers'
-
-const engines: Engine[] = []
-const clients: net.Socket[] = []
-function newEngine(options: EngineOptions = {}): Engine {
-  const e = new Engine(options)
-  engines.push(e)
-  return e
-}
-afterEach(async () => {
-  for (const c of clients.splice(0)) c.destroy()
-  await Promise.all(engines.splice(0).map((e) => deadline(e.close(), 5000, 'engine close')))
-})
+const { newEngine, clients } = engineScope()
 
 /** A TypeScript parser of 4-byte big-endian length-prefixed frames. */
 function lengthParser(data: Buffer): number {

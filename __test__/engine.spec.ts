@@ -1,22 +1,23 @@
 import { once } from 'node:events'
 import type net from 'node:net'
 
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 
-import { Engine, SockmapError, Verdict, parsers, rules, type EngineOptions } from '../src/index'
-import { clientOf, deadline, frame, listening, messagesN, netServer, portOf, readN, until } from './helpers'
+import { Engine, SockmapError, Verdict, parsers, rules } from '../src/index'
+import {
+  clientOf,
+  deadline,
+  frame,
+  listening,
+  messagesN,
+  netServer,
+  portOf,
+  readN,
+  until,
+  engineScope,
+} from './helpers'
 
-const engines: Engine[] = []
-const clients: net.Socket[] = []
-function newEngine(options: EngineOptions = {}): Engine {
-  const e = new Engine(options)
-  engines.push(e)
-  return e
-}
-afterEach(async () => {
-  for (const c of clients.splice(0)) c.destroy()
-  await Promise.all(engines.splice(0).map((e) => deadline(e.close(), 5000, 'engine close')))
-})
+const { newEngine, clients } = engineScope()
 
 async function pair(engine: Engine) {
   const server = await listening(engine)

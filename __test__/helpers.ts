@@ -2,7 +2,9 @@
 import { once } from 'node:events'
 import net from 'node:net'
 
-import type { Engine, Server, Socket } from '../src/index'
+import { afterEach } from 'vitest'
+
+import { Engine, type EngineOptions, type Server, type Socket } from '../src/index'
 
 /** Rejects if `p` does not settle within `ms`. */
 export function deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -140,4 +142,25 @@ export async function errorOf(sock: Socket, ms = 5000): Promise<{ code: string; 
     ms,
     'socket error and close',
   )
+}
+
+/**
+ * Engines and Node clients of one test file: `newEngine()` creates an engine, `clients` collects Node sockets; after
+ * each test the clients are destroyed and every engine is closed (with a deadline).
+ */
+export function engineScope(): { newEngine: (options?: EngineOptions) => Engine; clients: net.Socket[] } {
+  const engines: Engine[] = []
+  const clients: net.Socket[] = []
+  afterEach(async () => {
+    for (const c of clients.splice(0)) c.destroy()
+    await Promise.all(engines.splice(0).map((e) => deadline(e.close(), 5000, 'engine close')))
+  })
+  return {
+    newEngine: (options: EngineOptions = {}) => {
+      const e = new Engine(options)
+      engines.push(e)
+      return e
+    },
+    clients,
+  }
 }

@@ -1,21 +1,9 @@
-import type net from 'node:net'
+import { describe, expect, it } from 'vitest'
 
-import { afterEach, describe, expect, it } from 'vitest'
+import { parsers, rules } from '../src/index'
+import { connections, deadline, errorOf, frame, messagesN, readN, until, writeBytewise, engineScope } from './helpers'
 
-import { Engine, parsers, rules, type EngineOptions } from '../src/index'
-import { connections, deadline, errorOf, frame, messagesN, readN, until, writeBytewise } from './helpers'
-
-const engines: Engine[] = []
-const clients: net.Socket[] = []
-function newEngine(options: EngineOptions = {}): Engine {
-  const e = new Engine(options)
-  engines.push(e)
-  return e
-}
-afterEach(async () => {
-  for (const c of clients.splice(0)) c.destroy()
-  await Promise.all(engines.splice(0).map((e) => deadline(e.close(), 5000, 'engine close')))
-})
+const { newEngine, clients } = engineScope()
 
 /** Collects `count` messages (each copied) from an engine socket. */
 function collect(sock: import('../src/index').Socket, count: number, ms = 5000): Promise<string[]> {

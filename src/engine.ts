@@ -15,7 +15,7 @@ import { SockHash, SockMap, hashKey, mapRef, type AttachOptions, type MapHost } 
 import { parserSpecOf } from './parsers'
 import { messageKeyOf, ruleOf, type RuleInternal } from './rules'
 import { EventKind, Server, Socket, kClose, kEvent, type SocketHost } from './socket'
-import { addStats, socketStats, toPrometheus, zeroStats, type EngineStats, type MapStats } from './stats'
+import { addStats, toPrometheus, zeroStats, type EngineStats, type MapStats } from './stats'
 import { assertIntInRange, assertObject, assertOneOf, assertString } from './validate'
 import { BatchRunner } from './batch'
 import { Verdict, type MsgVerdictFunction, type ParseFunction, type VerdictFunction } from './verdict'
