@@ -1,22 +1,23 @@
 import { once } from 'node:events'
 import type net from 'node:net'
 
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 
-import { Engine, SockmapError, Verdict, rules, type EngineOptions } from '../src/index'
-import { clientOf, deadline, listening, messagesN, netServer, portOf, readN, until } from './helpers'
+import { Engine, SockmapError, Verdict, parsers, rules } from '../src/index'
+import {
+  clientOf,
+  deadline,
+  frame,
+  listening,
+  messagesN,
+  netServer,
+  portOf,
+  readN,
+  until,
+  engineScope,
+} from './helpers'
 
-const engines: Engine[] = []
-const clients: net.Socket[] = []
-function newEngine(options: EngineOptions = {}): Engine {
-  const e = new Engine(options)
-  engines.push(e)
-  return e
-}
-afterEach(async () => {
-  for (const c of clients.splice(0)) c.destroy()
-  await Promise.all(engines.splice(0).map((e) => deadline(e.close(), 5000, 'engine close')))
-})
+const { newEngine, clients } = engineScope()
 
 async function pair(engine: Engine) {
   const server = await listening(engine)
@@ -79,18 +80,35 @@ describe('Engine sockets', () => {
     expect(parts.join('')).toBe('one-two-three')
   })
 
-  it('adopts a node:net socket', async () => {
+  it('adopts a node:net socket; bytes Node had buffered go through the map first, in order', async () => {
     const engine = newEngine()
     let adopted: ReturnType<Engine['adopt']> | undefined
-    const srv = await netServer((s) => (adopted = engine.adopt(s)))
+    // Adopt once Node holds bytes nobody consumed: a frame and a half.
+    const srv = await netServer((s) => s.once('readable', () => (adopted = engine.adopt(s))))
     const { connect } = await import('node:net')
     const client = connect({ host: '127.0.0.1', port: portOf(srv) })
     clients.push(client)
+    const wire = Buffer.concat([frame('hello'), frame('hi'), frame('there')])
+    client.write(wire.subarray(0, 11))
     await until(() => adopted !== undefined, 5000, 'adopted')
-    const got = messagesN(adopted!, 5)
-    client.write('hello')
-    expect(Buffer.concat(await got).toString()).toBe('hello')
-    await adopted!.send('back')
+    const sock = adopted!
+    client.write(wire.subarray(11))
+    const seen: string[] = []
+    const frames = engine.sockHash({ maxEntries: 4 })
+    frames.attach({
+      parser: parsers.lengthField({ lengthFieldLength: 4, initialBytesToStrip: 4 }),
+      verdict: (msg) => {
+        seen.push(msg.data.toString())
+        return Verdict.PASS
+      },
+    })
+    const got = messagesN(sock, 12)
+    frames.set('client', sock)
+    expect((await got).map((m) => m.toString())).toEqual(['hello', 'hi', 'there'])
+    expect(seen).toEqual(['hello', 'hi', 'there'])
+    const st = sock.stats()
+    expect([st.bytesIn, st.messagesIn, st.passed]).toEqual([wire.length, 3, 3])
+    await sock.send('back')
     expect((await readN(client, 4)).toString()).toBe('back')
     srv.close()
   })
@@ -194,11 +212,41 @@ describe('Maps and native rules', () => {
     expect(() => map.get('a' as unknown as number)).toThrow(TypeError)
     expect(() => engine.sockHash({ maxEntries: 0 })).toThrow(/options.maxEntries/)
     expect(() => map.attach({ onError: 7 as Verdict })).toThrow(/options.onError/)
+    expect(() => new Engine({ maxPendingBytes: 0 })).toThrow(RangeError)
+    expect(() => new Engine({ maxPendingBytes: 1.5 })).toThrow(/options.maxPendingBytes/)
+    expect(() => new Engine({ readBudget: -1 })).toThrow(RangeError)
+    expect(() => new Engine({ readBudget: '1' as unknown as number })).toThrow(/options.readBudget/)
     await expect(engine.listen({ port: 70000 })).rejects.toThrow(/options.port/)
   })
 })
 
 describe('Backpressure', () => {
+  it('maxPendingBytes bounds the bytes waiting for TypeScript verdicts; nothing is lost', async () => {
+    const bound = 16 << 10
+    const engine = newEngine({ maxPendingBytes: bound, readBudget: 16 << 10 })
+    const { a, b } = await pair(engine)
+    const out = engine.sockHash({ maxEntries: 4 })
+    out.set('b', b.sock)
+    const front = engine.sockHash({ maxEntries: 4 })
+    let peak = 0
+    front.attach({
+      verdict: (msg) => {
+        peak = Math.max(peak, a.sock.stats().pendingBytes)
+        return msg.redirect(out, 'b')
+      },
+    })
+    front.set('a', a.sock)
+    const data = Buffer.alloc(1 << 20)
+    for (let i = 0; i < data.length; i++) data[i] = i % 251
+    const got = readN(b.client, data.length, 10000)
+    a.client.write(data)
+    expect((await got).equals(data)).toBe(true)
+    // At most one read (the engine's 64 KiB read buffer) past the bound.
+    expect(peak).toBeGreaterThan(0)
+    expect(peak).toBeLessThanOrEqual(bound + (64 << 10))
+    expect(a.sock.stats().dropped).toBe(0)
+  })
+
   it('send() resolves only once the ring is below its high watermark', async () => {
     const engine = newEngine({ sendHighWatermark: 64 << 10, sendLowWatermark: 16 << 10 })
     const server = await listening(engine)

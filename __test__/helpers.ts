@@ -2,7 +2,9 @@
 import { once } from 'node:events'
 import net from 'node:net'
 
-import type { Engine, Server, Socket } from '../src/index'
+import { afterEach } from 'vitest'
+
+import { Engine, type EngineOptions, type Server, type Socket } from '../src/index'
 
 /** Rejects if `p` does not settle within `ms`. */
 export function deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -101,4 +103,64 @@ export function frame(payload: string | Buffer): Buffer {
   const h = Buffer.alloc(4)
   h.writeUInt32BE(p.length)
   return Buffer.concat([h, p])
+}
+
+/** `n` node:net clients of one engine listener, with the engine sockets accepted for them. */
+export async function connections(
+  engine: Engine,
+  n: number,
+  clients: net.Socket[] = [],
+): Promise<Array<{ client: net.Socket; sock: Socket }>> {
+  const server = await listening(engine)
+  const out = []
+  for (let i = 0; i < n; i++) {
+    const c = await clientOf(server)
+    clients.push(c.client)
+    out.push(c)
+  }
+  return out
+}
+
+/** Writes `data` one byte per turn of the event loop, so that the receiver reads it in many pieces. */
+export async function writeBytewise(sock: net.Socket, data: Buffer): Promise<void> {
+  for (let i = 0; i < data.length; i++) {
+    sock.write(data.subarray(i, i + 1))
+    await new Promise((r) => setImmediate(r))
+  }
+}
+
+/** Waits for a socket's 'error' event and the close after it. */
+export async function errorOf(sock: Socket, ms = 5000): Promise<{ code: string; hadError: boolean }> {
+  return deadline(
+    new Promise((resolve) => {
+      let code = ''
+      sock.once('error', (e) => {
+        code = e.code
+      })
+      sock.once('close', (hadError) => resolve({ code, hadError }))
+    }),
+    ms,
+    'socket error and close',
+  )
+}
+
+/**
+ * Engines and Node clients of one test file: `newEngine()` creates an engine, `clients` collects Node sockets; after
+ * each test the clients are destroyed and every engine is closed (with a deadline).
+ */
+export function engineScope(): { newEngine: (options?: EngineOptions) => Engine; clients: net.Socket[] } {
+  const engines: Engine[] = []
+  const clients: net.Socket[] = []
+  afterEach(async () => {
+    for (const c of clients.splice(0)) c.destroy()
+    await Promise.all(engines.splice(0).map((e) => deadline(e.close(), 5000, 'engine close')))
+  })
+  return {
+    newEngine: (options: EngineOptions = {}) => {
+      const e = new Engine(options)
+      engines.push(e)
+      return e
+    },
+    clients,
+  }
 }

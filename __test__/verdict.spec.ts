@@ -1,21 +1,9 @@
-import type net from 'node:net'
+import { describe, expect, it } from 'vitest'
 
-import { afterEach, describe, expect, it } from 'vitest'
+import { Engine, SockmapError, Verdict, rules, type StreamMessage } from '../src/index'
+import { clientOf, listening, messagesN, readN, until, engineScope } from './helpers'
 
-import { Engine, SockmapError, Verdict, rules, type EngineOptions, type StreamMessage } from '../src/index'
-import { clientOf, deadline, listening, messagesN, readN, until } from './helpers'
-
-const engines: Engine[] = []
-const clients: net.Socket[] = []
-function newEngine(options: EngineOptions = {}): Engine {
-  const e = new Engine(options)
-  engines.push(e)
-  return e
-}
-afterEach(async () => {
-  for (const c of clients.splice(0)) c.destroy()
-  await Promise.all(engines.splice(0).map((e) => deadline(e.close(), 5000, 'engine close')))
-})
+const { newEngine, clients } = engineScope()
 
 async function connections(engine: Engine, n: number) {
   const server = await listening(engine)

@@ -36,7 +36,7 @@ function percentile(sorted: number[], p: number): number {
 }
 
 function startLoad(): Promise<{ worker: Worker; sinks: { a: number; b: number } }> {
-  const worker = new Worker(join(__dirname, 'gateway-load.ts'), { execArgv: ['--import', 'tsx'] })
+  const worker = new Worker(join(__dirname, 'gateway-load.mjs'))
   return new Promise((resolve, reject) => {
     worker.once('error', reject)
     worker.once('message', (m: LoadMessage) => {
@@ -47,16 +47,17 @@ function startLoad(): Promise<{ worker: Worker; sinks: { a: number; b: number } 
 
 function runLoad(worker: Worker, name: string, port: number): Promise<RunResult> {
   const started = Date.now()
+  let ticks = 0
   return new Promise((resolve) => {
     const onMessage = (m: LoadMessage): void => {
       if (m.type === 'progress') {
         const rate = ((m.a + m.b) / ((Date.now() - started) / 1000) / 1e6).toFixed(2)
-        process.stdout.write(
-          `\r  ${name.padEnd(24)} A ${String(m.a).padStart(10)}  B ${String(m.b).padStart(10)}  ${rate} M msg/s `,
-        )
+        const line = `  ${name.padEnd(24)} A ${String(m.a).padStart(10)}  B ${String(m.b).padStart(10)}  ${rate} M msg/s`
+        if (process.stdout.isTTY) process.stdout.write(`\r${line} `)
+        else if (++ticks % 4 === 0) console.log(line)
       } else if (m.type === 'done') {
         worker.off('message', onMessage)
-        process.stdout.write('\n')
+        if (process.stdout.isTTY) process.stdout.write('\n')
         resolve({ name, ...m, seconds: (Date.now() - started) / 1000 })
       }
     }
@@ -132,6 +133,7 @@ async function main(): Promise<void> {
   const gw = await sockmapGateway(sinks)
   const r1 = await runLoad(worker, 'sockmap + TS verdict', gw.port)
   const s = gw.engine.stats()
+  if (process.env.DEMO_DEBUG) console.log(JSON.stringify(s, null, 1))
   results.push({
     ...r1,
     verdicts: `${s.totals.redirected} redirected, ${s.totals.dropped} dropped`,

@@ -1,68 +1,210 @@
 import type { BindingEngine } from './binding.cjs'
 import { SockmapError } from './errors'
 import { hashKey, mapRef, SockMap, type MapHost, type SockHash } from './map'
-import { Verdict, type MapKey, type RedirectOptions, type StreamMessage, type VerdictFunction } from './verdict'
+import {
+  Parse,
+  Verdict,
+  type MapKey,
+  type MsgVerdictFunction,
+  type ParseFunction,
+  type RedirectOptions,
+  type SendMessage,
+  type StreamMessage,
+  type VerdictFunction,
+} from './verdict'
 
-/** Numbers per message in the descriptor array (see `binding_batch.rs`): socket, tag, offset, copied, length. */
-const STRIDE = 5
+/** Numbers per item in the descriptor array (see `binding_batch.rs`): socket, tag, kind, offset, copied, length. */
+const STRIDE = 6
+/** Item kinds in the descriptor array. */
+const KIND_VERDICT = 0
+const KIND_PARSE = 1
+const KIND_MSG = 2
 /** Numbers per redirect target: map, key (or index into the key Buffers), flags. */
 const TARGET_STRIDE = 3
 const TARGET_INGRESS = 1
 const TARGET_BYTES_KEY = 2
+/** Edit op codes in the extras stream. */
+const EDIT_APPLY = 1
+const EDIT_CORK = 2
+const EDIT_PULL = 3
+const EDIT_PUSH = 4
+const EDIT_POP = 5
+/** The errno a TypeScript parser that throws or returns garbage aborts its socket with (`EPROTO`). */
+const EPROTO = 71
+const U32_MAX = 2 ** 32 - 1
 
-/** One TypeScript callback registered with the engine. */
-interface Callback {
-  fn: VerdictFunction
-  onError: Verdict
+/** Number keys below this are cached in an array rather than a Map. */
+const SMALL_KEYS = 64
+
+/** Target indexes chosen in the current batch for one (map, ingress): small integer keys by index, others by value. */
+class TargetCache {
+  readonly small = new Int32Array(SMALL_KEYS).fill(-1)
+  readonly keys = new Map<number | string, number>()
+
+  clear(): void {
+    this.small.fill(-1)
+    this.keys.clear()
+  }
 }
+
+/** One TypeScript callback registered with the engine; its index is the tag the engine returns. */
+type Callback =
+  | { type: 'verdict'; fn: VerdictFunction; onError: Verdict }
+  | { type: 'msgVerdict'; fn: MsgVerdictFunction; onError: Verdict }
+  | { type: 'parser'; fn: ParseFunction }
 
 /** Counters of the batch runner. */
 export interface BatchCounters {
+  /** Batches taken (one boundary crossing each). */
   batches: number
+  /** Stream and msg verdict calls. */
   messages: number
+  /** Parse requests answered (one per socket per crossing). */
+  parseRequests: number
+  /** Parser function calls. */
+  parserCalls: number
+  /** Callbacks that threw or returned garbage. */
   errors: number
 }
 
 /**
- * The reused message view handed to every verdict call of every batch. `data` is re-pointed at each message's bytes
- * inside the payload buffer; nothing is allocated per message beyond that view.
+ * The reused message view handed to every stream verdict call of every batch. `data` is re-pointed at each message's
+ * bytes inside the payload buffer; nothing is allocated per message beyond that view.
  */
 class MessageView implements StreamMessage {
   socket = 0
   length = 0
   data: Buffer = Buffer.alloc(0)
-  readonly #runner: BatchRunner
+  protected readonly runner: BatchRunner
 
   constructor(runner: BatchRunner) {
-    this.#runner = runner
+    this.runner = runner
   }
 
   redirect(target: SockMap | SockHash, key: MapKey, opts?: RedirectOptions): Verdict {
-    this.#runner.chooseTarget(target, key, opts?.ingress === true)
+    this.runner.chooseTarget(target, key, opts?.ingress === true)
     return Verdict.REDIRECT
   }
 }
 
+function rangeError(message: string): RangeError {
+  return Object.assign(new RangeError(message), { code: 'EINVAL' })
+}
+
+function u32(name: string, v: unknown): number {
+  if (typeof v !== 'number') throw new TypeError(`${name} must be a number, got ${typeof v}`)
+  if (!Number.isInteger(v) || v < 0 || v > U32_MAX) {
+    throw rangeError(`${name} must be an integer from 0 to ${U32_MAX}, got ${v}`)
+  }
+  return v
+}
+
 /**
- * Runs TypeScript verdicts over the batches the engine hands off: one crossing per batch, buffers allocated once
- * and grown when needed, one reused message view, answers written into a reused `Int32Array`.
+ * The reused view of a send judged by a msg verdict. The `bpf_msg_*` helpers are checked here with the kernel's
+ * rules and recorded as edits the engine applies in order; `data` and `length` follow the edits (on the bytes the
+ * view holds: the first `peekBytes` of the send).
+ */
+class SendView extends MessageView implements SendMessage {
+  /** Edits recorded for the current message: op, a, b. */
+  edits: number[] = []
+  /** The bytes known of the message as edited so far (a view of the payload until the first push/pop). */
+  #known: Buffer = Buffer.alloc(0)
+
+  reset(socket: number, length: number, data: Buffer): void {
+    this.socket = socket
+    this.length = length
+    this.data = data
+    this.#known = data
+    this.edits.length = 0
+  }
+
+  applyBytes(n: number): void {
+    this.edits.push(EDIT_APPLY, u32('n', n), 0)
+  }
+
+  corkBytes(n: number): void {
+    this.edits.push(EDIT_CORK, u32('n', n), 0)
+  }
+
+  pull(start: number, end: number): void {
+    u32('start', start)
+    u32('end', end)
+    if (end <= start || start >= this.length || end > this.length) {
+      throw rangeError(`pull(${start}, ${end}): bad range for a ${this.length}-byte message`)
+    }
+    this.edits.push(EDIT_PULL, start, end)
+    const k = this.#known
+    this.data = k.subarray(Math.min(start, k.length), Math.min(end, k.length))
+  }
+
+  push(start: number, len: number): void {
+    u32('start', start)
+    u32('len', len)
+    if (len === 0) return
+    if (start > this.length) throw rangeError(`push(${start}, ${len}): start beyond the ${this.length}-byte message`)
+    this.edits.push(EDIT_PUSH, start, len)
+    this.length += len
+    const k = this.#known
+    if (start <= k.length) {
+      this.#known = Buffer.concat([k.subarray(0, start), Buffer.alloc(len), k.subarray(start)])
+    }
+    this.data = this.#known
+  }
+
+  pop(start: number, len: number): void {
+    u32('start', start)
+    u32('len', len)
+    if (len === 0) return
+    if (start >= this.length || start + len > this.length) {
+      throw rangeError(`pop(${start}, ${len}): bad range for a ${this.length}-byte message`)
+    }
+    this.edits.push(EDIT_POP, start, len)
+    this.length -= len
+    const k = this.#known
+    if (start < k.length) {
+      // Bytes past the view that the pop brings into it are unknown here: the view ends at `start` then.
+      this.#known =
+        start + len <= k.length ? Buffer.concat([k.subarray(0, start), k.subarray(start + len)]) : k.subarray(0, start)
+    }
+    this.data = this.#known
+  }
+}
+
+/**
+ * Runs TypeScript verdicts, msg verdicts and parsers over the batches the engine hands off: one crossing per batch,
+ * buffers allocated once and grown when needed, one reused view per kind, answers written into reused typed arrays.
+ * A parse request carries every byte a socket has buffered from its current message on, and the parser is called
+ * over them repeatedly, so one crossing frames every whole message they hold.
  * @internal
  */
 export class BatchRunner {
-  readonly counters: BatchCounters = { batches: 0, messages: 0, errors: 0 }
+  readonly counters: BatchCounters = { batches: 0, messages: 0, parseRequests: 0, parserCalls: 0, errors: 0 }
   readonly #host: MapHost
   readonly #callbacks: Callback[] = []
   readonly #view = new MessageView(this)
+  readonly #sendView = new SendView(this)
   #payload: Buffer = Buffer.allocUnsafeSlow(64 << 10)
   #descs = new Float64Array(STRIDE * 1024)
   #answers = new Int32Array(1024)
+  /** Parse results and msg edits, in item order (see `answerBatch`). */
+  #extras = new Float64Array(4096)
   /** Redirect targets chosen in the current batch, 3 numbers each; Buffer keys live in `#keys`. */
   #targets = new Float64Array(TARGET_STRIDE * 64)
   #targetCount = 0
   #keys: Buffer[] = []
   /** Target index by (map, ingress) and then by key, for number and string keys. */
-  #targetCache = new Map<number, Map<number | string, number>>()
+  #targetCache = new Map<number, TargetCache>()
+  /** The last map redirected to (and whether to ingress), its id and its cache: a batch mostly names the same map. */
+  #lastTarget: SockMap | SockHash | undefined
+  #lastIngress = false
+  #lastId = 0
+  #lastCache: TargetCache | undefined
   #chosen = -1
+  /**
+   * `data` views of the payload by item index, reused from batch to batch while the item's offset and length are the
+   * same (always, for messages of one size): no view is created per message.
+   */
+  #views: Buffer[] = []
 
   constructor(host: MapHost) {
     this.#host = host
@@ -73,22 +215,43 @@ export class BatchRunner {
     return this.#callbacks.length > 0
   }
 
-  /** Registers a verdict; returns its tag. */
+  /** Registers a stream verdict; returns its tag. */
   register(fn: VerdictFunction, onError: Verdict): number {
-    this.#callbacks.push({ fn, onError })
-    return this.#callbacks.length - 1
+    return this.#callbacks.push({ type: 'verdict', fn, onError }) - 1
+  }
+
+  /** Registers a msg verdict; returns its tag. */
+  registerMsg(fn: MsgVerdictFunction, onError: Verdict): number {
+    return this.#callbacks.push({ type: 'msgVerdict', fn, onError }) - 1
+  }
+
+  /** Registers a parser; returns its tag. */
+  registerParser(fn: ParseFunction): number {
+    return this.#callbacks.push({ type: 'parser', fn }) - 1
   }
 
   /** Called by {@link MessageView.redirect}: records the target for the message being judged. */
   chooseTarget(target: SockMap | SockHash, key: MapKey, ingress: boolean): void {
-    const ref = mapRef(target)
-    if (ref.host !== this.#host) throw new TypeError('redirect target belongs to another engine')
-    const slot = ref.id * 2 + (ingress ? 1 : 0)
-    let cache: Map<number | string, number> | undefined
-    if (typeof key === 'number' || typeof key === 'string') {
+    let cache = this.#lastCache
+    if (target !== this.#lastTarget || ingress !== this.#lastIngress || cache === undefined) {
+      const ref = mapRef(target)
+      if (ref.host !== this.#host) throw new TypeError('redirect target belongs to another engine')
+      const slot = ref.id * 2 + (ingress ? 1 : 0)
       cache = this.#targetCache.get(slot)
-      if (cache === undefined) this.#targetCache.set(slot, (cache = new Map()))
-      const hit = cache.get(key)
+      if (cache === undefined) this.#targetCache.set(slot, (cache = new TargetCache()))
+      this.#lastTarget = target
+      this.#lastIngress = ingress
+      this.#lastId = ref.id
+      this.#lastCache = cache
+    }
+    if (typeof key === 'number') {
+      const hit = key >= 0 && key < SMALL_KEYS && (key | 0) === key ? cache.small[key] : cache.keys.get(key)
+      if (hit !== undefined && hit >= 0) {
+        this.#chosen = hit
+        return
+      }
+    } else if (typeof key === 'string') {
+      const hit = cache.keys.get(key)
       if (hit !== undefined) {
         this.#chosen = hit
         return
@@ -119,11 +282,12 @@ export class BatchRunner {
       this.#targets = grown
     }
     const at = t * TARGET_STRIDE
-    this.#targets[at] = ref.id
+    this.#targets[at] = this.#lastId
     this.#targets[at + 1] = k
     this.#targets[at + 2] = flags
     this.#chosen = t
-    cache?.set(key as number | string, t)
+    if (typeof key === 'number' && key >= 0 && key < SMALL_KEYS && (key | 0) === key) cache.small[key] = t
+    else if (typeof key === 'number' || typeof key === 'string') cache.keys.set(key, t)
   }
 
   /** Takes and answers every batch waiting; `report` gets one error per batch that had failing calls. */
@@ -135,68 +299,153 @@ export class BatchRunner {
         this.#grow(-n)
         continue
       }
-      this.#judge(n, binding, report)
+      this.#answer(n, binding, report)
     }
   }
 
   #grow(payloadBytes: number): void {
     if (payloadBytes > this.#payload.length) {
       this.#payload = Buffer.allocUnsafeSlow(Math.max(payloadBytes, this.#payload.length * 2))
+      this.#views = [] // views of the old payload
     }
-    // The binding also says "grow" when the descriptors are short: make room for twice as many messages.
-    const messages = (this.#descs.length / STRIDE) * 2
-    this.#descs = new Float64Array(STRIDE * messages)
-    this.#answers = new Int32Array(messages)
+    // The binding also says "grow" when the descriptors are short: make room for twice as many items.
+    const items = (this.#descs.length / STRIDE) * 2
+    this.#descs = new Float64Array(STRIDE * items)
+    this.#answers = new Int32Array(items)
   }
 
-  #judge(n: number, binding: BindingEngine, report: (err: SockmapError) => void): void {
+  /** Makes room for `more` numbers at `at` in the extras array. */
+  #reserve(at: number, more: number): Float64Array {
+    if (at + more > this.#extras.length) {
+      const grown = new Float64Array(Math.max(this.#extras.length * 2, at + more + 1024))
+      grown.set(this.#extras.subarray(0, at))
+      this.#extras = grown
+    }
+    return this.#extras
+  }
+
+  /** Runs a verdict; returns its answer code (0 DROP, 1 PASS, 2 + target). Throws what the verdict threw. */
+  #verdictCode(v: unknown): number {
+    if (v === Verdict.PASS || v === Verdict.DROP) return v
+    if (v === Verdict.REDIRECT && this.#chosen >= 0) return 2 + this.#chosen
+    throw new TypeError(`the verdict returned ${describe(v)}, not a Verdict`)
+  }
+
+  #answer(n: number, binding: BindingEngine, report: (err: SockmapError) => void): void {
     const descs = this.#descs
     const answers = this.#answers
     const payload = this.#payload
     const view = this.#view
     const callbacks = this.#callbacks
+    const counters = this.counters
     let failures = 0
     let firstCause: unknown
+    let e = 0
     this.#targetCount = 0
     this.#keys = []
     for (const c of this.#targetCache.values()) c.clear()
+    const views = this.#views
     for (let i = 0, d = 0; i < n; i++, d += STRIDE) {
       const cb = callbacks[descs[d + 1] as number]
-      if (cb === undefined) {
+      const kind = descs[d + 2] as number
+      const offset = descs[d + 3] as number
+      const copied = descs[d + 4] as number
+      if (kind === KIND_VERDICT) {
+        counters.messages++
+        if (cb === undefined || cb.type !== 'verdict') {
+          answers[i] = Verdict.DROP
+          continue
+        }
+        view.socket = descs[d] as number
+        let data = views[i]
+        if (data === undefined || data.byteOffset !== offset || data.length !== copied) {
+          data = views[i] = payload.subarray(offset, offset + copied)
+        }
+        view.data = data
+        view.length = descs[d + 5] as number
+        this.#chosen = -1
+        try {
+          answers[i] = this.#verdictCode(cb.fn(view))
+        } catch (err) {
+          failures++
+          firstCause ??= err
+          answers[i] = cb.onError
+        }
+      } else if (kind === KIND_PARSE) {
+        counters.parseRequests++
         answers[i] = Verdict.DROP
-        continue
+        const fn = cb?.type === 'parser' ? cb.fn : undefined
+        let extras = this.#reserve(e, 2)
+        const countAt = e++
+        let count = 0
+        let off = 0
+        for (;;) {
+          let r: number
+          if (fn === undefined) {
+            r = -EPROTO
+          } else {
+            counters.parserCalls++
+            try {
+              const v: unknown = fn(payload.subarray(offset + off, offset + copied))
+              if (typeof v !== 'number' || !Number.isInteger(v)) {
+                throw new TypeError(`the parser returned ${describe(v)}, not an integer`)
+              }
+              r = v
+            } catch (err) {
+              failures++
+              firstCause ??= err
+              r = -EPROTO
+            }
+          }
+          extras = this.#reserve(e, 2)
+          extras[e++] = r
+          count++
+          if (r <= 0) break // need more, hand back or error: nothing after it counts
+          off += r
+          if (off >= copied) break
+        }
+        extras[countAt] = count
+      } else if (kind === KIND_MSG) {
+        counters.messages++
+        const sv = this.#sendView
+        sv.reset(descs[d] as number, descs[d + 5] as number, payload.subarray(offset, offset + copied))
+        this.#chosen = -1
+        let code: number
+        if (cb === undefined || cb.type !== 'msgVerdict') {
+          code = Verdict.DROP
+        } else {
+          try {
+            code = this.#verdictCode(cb.fn(sv))
+          } catch (err) {
+            failures++
+            firstCause ??= err
+            code = cb.onError
+            sv.edits.length = 0
+          }
+        }
+        answers[i] = code
+        const edits = sv.edits
+        const extras = this.#reserve(e, edits.length + 1)
+        extras[e++] = edits.length / 3
+        for (let j = 0; j < edits.length; j++) extras[e++] = edits[j] as number
+      } else {
+        answers[i] = Verdict.DROP
       }
-      const offset = descs[d + 2] as number
-      view.socket = descs[d] as number
-      view.data = payload.subarray(offset, offset + (descs[d + 3] as number))
-      view.length = descs[d + 4] as number
-      this.#chosen = -1
-      let answer: number
-      try {
-        const v: unknown = cb.fn(view)
-        if (v === Verdict.PASS || v === Verdict.DROP) answer = v
-        else if (v === Verdict.REDIRECT && this.#chosen >= 0) answer = 2 + this.#chosen
-        else throw new TypeError(`the verdict returned ${describe(v)}, not a Verdict`)
-      } catch (err) {
-        failures++
-        firstCause ??= err
-        answer = cb.onError
-      }
-      answers[i] = answer
     }
-    this.counters.batches++
-    this.counters.messages += n
+    counters.batches++
     view.data = payload.subarray(0, 0)
+    this.#sendView.reset(0, 0, view.data)
     binding.answerBatch(
       answers.subarray(0, n),
       this.#targets.subarray(0, this.#targetCount * TARGET_STRIDE),
       this.#keys,
+      this.#extras.subarray(0, e),
     )
     if (failures > 0) {
-      this.counters.errors += failures
+      counters.errors += failures
       const detail = firstCause instanceof Error ? firstCause.message : String(firstCause)
       report(
-        new SockmapError('ERR_CALLBACK', `ERR_CALLBACK: ${failures} verdict call(s) of a batch failed: ${detail}`, {
+        new SockmapError('ERR_CALLBACK', `ERR_CALLBACK: ${failures} callback call(s) of a batch failed: ${detail}`, {
           cause: firstCause,
         }),
       )
@@ -206,6 +455,7 @@ export class BatchRunner {
 
 function describe(v: unknown): string {
   if (v === Verdict.REDIRECT) return 'Verdict.REDIRECT without calling msg.redirect()'
+  if (v === Parse.HANDBACK) return 'Parse.HANDBACK'
   if (typeof v === 'string') return `the string '${v}'`
   return v === null ? 'null' : typeof v === 'object' ? 'an object' : String(v)
 }

@@ -15,10 +15,10 @@ import { SockHash, SockMap, hashKey, mapRef, type AttachOptions, type MapHost } 
 import { parserSpecOf } from './parsers'
 import { messageKeyOf, ruleOf, type RuleInternal } from './rules'
 import { EventKind, Server, Socket, kClose, kEvent, type SocketHost } from './socket'
-import { addStats, socketStats, toPrometheus, zeroStats, type EngineStats, type MapStats } from './stats'
+import { addStats, toPrometheus, zeroStats, type EngineStats, type MapStats } from './stats'
 import { assertIntInRange, assertObject, assertOneOf, assertString } from './validate'
 import { BatchRunner } from './batch'
-import { Verdict, type VerdictFunction } from './verdict'
+import { Verdict, type MsgVerdictFunction, type ParseFunction, type VerdictFunction } from './verdict'
 
 /** How TypeScript callbacks are batched. */
 export interface BatchOptions {
@@ -42,6 +42,25 @@ export interface EngineOptions {
   sendHighWatermark?: number
   /** Sources stopped by a full send ring resume once it drains to this many bytes. Default: 256 KiB. */
   sendLowWatermark?: number
+  /**
+   * Bounds each socket's application queue: above this many bytes delivered to a socket's application (its
+   * `'message'` events) and not yet consumed, the sockets feeding it stop being read until it is half empty. A
+   * message is consumed when its `'message'` event is emitted, or handed out by an async iterator; held messages of a
+   * paused socket are not. Default: 1 MiB.
+   */
+  appHighWatermark?: number
+  /**
+   * Bounds what one socket holds for TypeScript callbacks: above this many bytes of its messages awaiting a
+   * TypeScript verdict (or of its bytes a TypeScript parser has not framed yet), the engine stops reading the socket
+   * (its peer is pushed back by TCP flow control) until half of them are answered. In bytes, at least 1. Default:
+   * 1 MiB (1048576).
+   */
+  maxPendingBytes?: number
+  /**
+   * Fairness: bytes the I/O thread reads from one socket per loop turn before other sockets get a turn. In bytes, at
+   * least 1. Default: 256 KiB (262144).
+   */
+  readBudget?: number
 }
 
 /** Options of {@link Engine.listen}. */
@@ -121,11 +140,26 @@ export class Engine extends EventEmitter<EngineEvents> {
     assertIntInRange('options.sendHighWatermark', high, 0, 2 ** 40)
     const low = options.sendLowWatermark ?? 0
     assertIntInRange('options.sendLowWatermark', low, 0, 2 ** 40)
+    const appHigh = options.appHighWatermark ?? 1 << 20
+    assertIntInRange('options.appHighWatermark', appHigh, 1, 2 ** 40)
+    const maxPending = options.maxPendingBytes ?? 1 << 20
+    assertIntInRange('options.maxPendingBytes', maxPending, 1, 2 ** 40)
+    const readBudget = options.readBudget ?? 256 << 10
+    assertIntInRange('options.readBudget', readBudget, 1, 2 ** 40)
     const wake = (): void => this.#drain()
     this.#binding = callBinding(
       () =>
         new BindingEngine(
-          { maxMessages, maxDelayMicros, maxInFlight, sendHighWatermark: high, sendLowWatermark: low },
+          {
+            maxMessages,
+            maxDelayMicros,
+            maxInFlight,
+            sendHighWatermark: high,
+            sendLowWatermark: low,
+            appHighWatermark: appHigh,
+            maxPendingBytes: maxPending,
+            readBudget,
+          },
           wake,
         ),
     )
@@ -134,6 +168,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       binding: this.#binding,
       nextRequest: () => ++self.#req,
       forget: (id) => self.#sockets.delete(id),
+      ack: (id, bytes) => self.#ack(id, bytes),
       socketById: (id) => {
         const s = self.#sockets.get(id)
         return s instanceof Socket ? s : undefined
@@ -145,6 +180,27 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   readonly #report: (err: SockmapError) => void
+  /** Consumed bytes per socket, sent to the engine once per turn of the JavaScript thread. */
+  readonly #acks = new Map<number, number>()
+  #ackScheduled = false
+
+  #ack(id: number, bytes: number): void {
+    this.#acks.set(id, (this.#acks.get(id) ?? 0) + bytes)
+    if (!this.#ackScheduled) {
+      this.#ackScheduled = true
+      queueMicrotask(() => this.#flushAcks())
+    }
+  }
+
+  #flushAcks(): void {
+    this.#ackScheduled = false
+    if (this.#closing) {
+      this.#acks.clear()
+      return
+    }
+    for (const [id, bytes] of this.#acks) this.#binding.ack(id, bytes)
+    this.#acks.clear()
+  }
 
   /** The backend in use. */
   get backend(): 'epoll' | 'io_uring' {
@@ -187,8 +243,10 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /**
    * Takes over a connected `node:net` socket: Node stops reading it and closes its handle, and the engine owns the
-   * connection from then on. Call it before Node has read from the socket (e.g. in the server's `'connection'`
-   * handler): bytes Node had already buffered are delivered first as `'message'` events.
+   * connection from then on. Bytes Node had already read and buffered (and nobody consumed) go to the engine with it:
+   * once the socket is inserted into a map with programs (or resumed), they pass through its parser and verdict
+   * first, in order, before anything the engine reads from the connection. Data Node already emitted as `'data'` is
+   * not given back.
    * @throws {TypeError} when `netSocket` is not a connected TCP socket.
    */
   adopt(netSocket: NetSocket): Socket {
@@ -203,12 +261,10 @@ export class Engine extends EventEmitter<EngineEvents> {
     for (let chunk = netSocket.read() as Buffer | null; chunk !== null; chunk = netSocket.read() as Buffer | null) {
       buffered.push(chunk)
     }
-    const id = callBinding(() => this.#binding.adopt(handle.fd as number))
+    const initial = buffered.length > 0 ? Buffer.concat(buffered) : undefined
+    const id = callBinding(() => this.#binding.adopt(handle.fd as number, initial))
     netSocket.destroy()
-    const sock = this.#newSocket(id)
-    for (const b of buffered)
-      sock[kEvent]({ kind: EventKind.MESSAGE, sock: id, other: 0, bytes: b.length, data: b, fatal: false })
-    return sock
+    return this.#newSocket(id)
   }
 
   /** Creates a SOCKMAP: sockets under integer indexes `0..maxEntries-1`. */
@@ -243,7 +299,8 @@ export class Engine extends EventEmitter<EngineEvents> {
       wakeups: this.#binding.wakeups,
       batches: this.#runner.counters.batches,
       verdictMessages: this.#runner.counters.messages,
-      parserCalls: 0,
+      parseRequests: this.#runner.counters.parseRequests,
+      parserCalls: this.#runner.counters.parserCalls,
       callbackErrors: this.#runner.counters.errors,
       totals,
       maps,
@@ -380,14 +437,12 @@ export class Engine extends EventEmitter<EngineEvents> {
   #parserSpec(p: unknown): ParserSpec {
     const native = parserSpecOf(p)
     if (native) {
-      const out: ParserSpec = { kind: native.kind }
+      const out: ParserSpec = { ...(native.options as Partial<ParserSpec>), kind: native.kind }
       if (native.maxMessageBytes !== undefined) out.maxMessageBytes = native.maxMessageBytes
       if (native.messageTimeoutMs !== undefined) out.messageTimeoutMs = native.messageTimeoutMs
       return out
     }
-    if (typeof p === 'function') {
-      throw new SockmapError('EOPNOTSUPP', 'EOPNOTSUPP: TypeScript parsers are not available in this build')
-    }
+    if (typeof p === 'function') return { kind: 'external', tag: this.#runner.registerParser(p as ParseFunction) }
     throw new TypeError('options.parser must be a parsers.* framer or a function')
   }
 
@@ -395,10 +450,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     const rule = ruleOf(v)
     if (rule) return { kind: 'rule', rule: this.#ruleSpec(name, rule) }
     if (typeof v === 'function') {
-      if (name === 'options.msgVerdict') {
-        throw new SockmapError('EOPNOTSUPP', 'EOPNOTSUPP: TypeScript msg verdicts are not available in this build')
-      }
-      return { kind: 'external', tag: this.#runner.register(v as VerdictFunction, onError), peekBytes }
+      const tag =
+        name === 'options.msgVerdict'
+          ? this.#runner.registerMsg(v as MsgVerdictFunction, onError)
+          : this.#runner.register(v as VerdictFunction, onError)
+      return { kind: 'external', tag, peekBytes }
     }
     throw new TypeError(`${name} must be a rules.* rule or a function`)
   }

@@ -31,7 +31,10 @@ export {
 export {
   parsers,
   type DelimiterOptions,
+  type Http1Options,
   type LengthFieldOptions,
+  type LinesOptions,
+  type RespOptions,
   type NativeParser,
   type ParserLimits,
 } from './parsers'

@@ -122,7 +122,8 @@ abstract class BaseMap {
 
   /**
    * Attaches programs: each socket inserted afterwards takes them (sockets already in the map keep theirs).
-   * @throws {SockmapError} `EOPNOTSUPP` when a native framer is not available in this build.
+   * @throws {TypeError} / {RangeError} for a bad option, naming it.
+   * @throws {SockmapError} `EINVAL` for parser options the framer rejects.
    */
   attach(options: AttachOptions): void {
     assertObject('options', options)

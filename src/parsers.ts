@@ -43,8 +43,13 @@ export interface LengthFieldOptions extends ParserLimits {
   initialBytesToStrip?: number
   /** A larger frame is an error (`EMSGSIZE`). Default: 8 MiB. */
   maxFrameLength?: number
-  /** Report an oversized frame as soon as its length is read. Default: `true`. */
+  /**
+   * Accepted for Netty compatibility: an oversized frame is always reported as soon as its length field is read
+   * (Netty's fail-fast behaviour). Default: `true`.
+   */
   failFast?: boolean
+  /** Skip an oversized frame (counted in `skippedFrames`) and go on, instead of aborting with `EMSGSIZE`. Default: `false`. */
+  discardOversize?: boolean
 }
 
 /** Options of {@link parsers.delimiter}. */
@@ -55,6 +60,35 @@ export interface DelimiterOptions extends ParserLimits {
   maxLength?: number
   /** Leave the delimiter out of the message. Default: `true`. */
   stripDelimiter?: boolean
+  /**
+   * A message longer than `maxLength` is skipped up to its delimiter (counted in `skippedFrames`) when `true`; when
+   * `false` it aborts the socket with `EMSGSIZE`. Default: `true`.
+   */
+  discardOversize?: boolean
+}
+
+/** Options of {@link parsers.lines}. */
+export interface LinesOptions extends ParserLimits {
+  /** Longest line, line ending excluded. Default: `65536`. */
+  maxLength?: number
+  /** Skip an over-long line (`true`, the default) or abort the socket with `EMSGSIZE` (`false`). */
+  discardOversize?: boolean
+}
+
+/** Options of {@link parsers.resp}. */
+export interface RespOptions extends ParserLimits {
+  /** Deepest aggregate nesting accepted (deeper is `EPROTO`). Default: `64`. */
+  maxDepth?: number
+  /** Longest line (inline command, simple string, header), `\r\n` excluded. Default: `65536`. */
+  maxLineLength?: number
+}
+
+/** Options of {@link parsers.http1}. */
+export interface Http1Options extends ParserLimits {
+  /** `'request'` (a server's input, the default) or `'response'` (a client's input). */
+  role?: 'request' | 'response'
+  /** Largest head (start line, fields, blank line) in bytes; larger is `EMSGSIZE`. Default: `16384`. */
+  maxHeaderBytes?: number
 }
 
 function limits(name: string, o: ParserLimits): Pick<ParserSpecInternal, 'maxMessageBytes' | 'messageTimeoutMs'> {
@@ -106,7 +140,9 @@ export const parsers = {
       assertIntInRange('options.maxFrameLength', options.maxFrameLength, 1, 2 ** 32)
     }
     if (options.failFast !== undefined) assertBoolean('options.failFast', options.failFast)
+    if (options.discardOversize !== undefined) assertBoolean('options.discardOversize', options.discardOversize)
     return make('lengthField', 'options', options, {
+      discardOversize: options.discardOversize ?? false,
       byteOrder: options.byteOrder ?? 'be',
       lengthFieldOffset: options.lengthFieldOffset ?? 0,
       lengthFieldLength: options.lengthFieldLength ?? 4,
@@ -132,18 +168,24 @@ export const parsers = {
     })
     if (options.maxLength !== undefined) assertIntInRange('options.maxLength', options.maxLength, 1, 2 ** 32)
     if (options.stripDelimiter !== undefined) assertBoolean('options.stripDelimiter', options.stripDelimiter)
+    if (options.discardOversize !== undefined) assertBoolean('options.discardOversize', options.discardOversize)
     return make('delimiter', 'options', options, {
       delimiters,
       maxLength: options.maxLength ?? 65536,
       stripDelimiter: options.stripDelimiter ?? true,
+      discardOversize: options.discardOversize ?? true,
     })
   },
 
-  /** Lines ended by `\n` or `\r\n` (delimiter stripped). */
-  lines(options: ParserLimits & { maxLength?: number } = {}): NativeParser {
+  /** Lines ended by `\n` or `\r\n` (line ending stripped). */
+  lines(options: LinesOptions = {}): NativeParser {
     assertObject('options', options)
     if (options.maxLength !== undefined) assertIntInRange('options.maxLength', options.maxLength, 1, 2 ** 32)
-    return make('lines', 'options', options, { maxLength: options.maxLength ?? 65536 })
+    if (options.discardOversize !== undefined) assertBoolean('options.discardOversize', options.discardOversize)
+    return make('lines', 'options', options, {
+      maxLength: options.maxLength ?? 65536,
+      discardOversize: options.discardOversize ?? true,
+    })
   },
 
   /** Messages of exactly `size` bytes. */
@@ -153,17 +195,33 @@ export const parsers = {
     return make('fixed', 'options', options, { size })
   },
 
-  /** Redis RESP2/RESP3 commands and replies, pipelined. */
-  resp(options: ParserLimits = {}): NativeParser {
+  /** Redis RESP2/RESP3 commands and replies, pipelined; gives `rules.key.resp` the command's first key. */
+  resp(options: RespOptions = {}): NativeParser {
     assertObject('options', options)
-    return make('resp', 'options', options, {})
+    if (options.maxDepth !== undefined) assertIntInRange('options.maxDepth', options.maxDepth, 1, 1 << 16)
+    if (options.maxLineLength !== undefined) {
+      assertIntInRange('options.maxLineLength', options.maxLineLength, 1, 2 ** 32)
+    }
+    return make('resp', 'options', options, {
+      maxDepth: options.maxDepth ?? 64,
+      maxLineLength: options.maxLineLength ?? 65536,
+    })
   },
 
-  /** HTTP/1.1 requests or responses: content-length, chunked, pipelining. */
-  http1(options: ParserLimits & { role?: 'request' | 'response' } = {}): NativeParser {
+  /**
+   * HTTP/1.1 requests or responses: content-length, chunked, pipelining; gives `rules.key.httpHost` the request's
+   * Host. A `'response'` parser assumes no response answers a HEAD or CONNECT request.
+   */
+  http1(options: Http1Options = {}): NativeParser {
     assertObject('options', options)
     if (options.role !== undefined) assertOneOf('options.role', options.role, ['request', 'response'])
-    return make('http1', 'options', options, { role: options.role ?? 'request' })
+    if (options.maxHeaderBytes !== undefined) {
+      assertIntInRange('options.maxHeaderBytes', options.maxHeaderBytes, 64, 2 ** 30)
+    }
+    return make('http1', 'options', options, {
+      role: options.role ?? 'request',
+      maxHeaderBytes: options.maxHeaderBytes ?? 16384,
+    })
   },
 
   /** No framing: each chunk received is one message (a verdict without a parser). */

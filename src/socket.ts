@@ -22,6 +22,8 @@ export interface SocketHost {
   readonly binding: BindingEngine
   nextRequest(): number
   forget(id: number): void
+  /** Acknowledges `bytes` of messages the application consumed (grouped, sent soon). */
+  ack(id: number, bytes: number): void
 }
 
 /** @internal */
@@ -75,12 +77,15 @@ export function hostOf(sock: unknown): SocketHost | undefined {
   return typeof sock === 'object' && sock !== null ? hosts.get(sock as Socket) : undefined
 }
 
-/** Messages queued in a paused socket or an async iterator before reading is stopped. */
-const QUEUE_HIGH = 64
-
 /**
  * A TCP socket owned by the engine. It starts paused: it reads nothing until it is inserted into a map with
  * programs, or a `'message'` listener is added, it is iterated, or {@link Socket.resume} is called.
+ *
+ * Messages for the application are bounded: the engine counts the bytes it delivered to this socket's application
+ * and stops reading the sockets feeding it (itself for PASS, the sources of ingress redirects) above the engine's
+ * `appHighWatermark`. Bytes count as consumed when a `'message'` event is emitted, or, while the socket is iterated,
+ * when the iterator hands the message out; so a paused socket or a slow iterator stops its sources instead of
+ * growing memory, and nothing is lost when it goes on.
  *
  * @example
  * ```ts
@@ -100,6 +105,8 @@ export class Socket extends EventEmitter<SocketEvents> {
   #closed = false
   #ended = false
   #held: Buffer[] = []
+  /** Async iterators running: while any is, a message counts as consumed when an iterator hands it out. */
+  #iterators = 0
   #sends = new Map<number, { resolve: (n: number) => void; reject: (e: unknown) => void }>()
   #lastStats: SocketStats = zeroStats()
 
@@ -160,10 +167,16 @@ export class Socket extends EventEmitter<SocketEvents> {
       if (this.#paused) {
         this.#held.push(m)
       } else {
-        this.emit('message', m)
+        this.#deliver(m)
       }
     }
     return this
+  }
+
+  /** Emits a message and counts it as consumed (unless an iterator will). */
+  #deliver(m: Buffer): void {
+    this.emit('message', m)
+    if (this.#iterators === 0 && !this.#closed) this.#host.ack(this.id, m.length)
   }
 
   /** Half-closes: writes everything queued, then shuts down the write side. */
@@ -201,7 +214,6 @@ export class Socket extends EventEmitter<SocketEvents> {
     }
     const onMessage = (m: Buffer): void => {
       queue.push(m)
-      if (queue.length >= QUEUE_HIGH) this.pause()
       poke()
     }
     const onEnd = (): void => {
@@ -216,12 +228,14 @@ export class Socket extends EventEmitter<SocketEvents> {
     this.on('end', onEnd)
     this.on('close', onEnd)
     this.on('error', onError)
+    this.#iterators++
     this.resume()
     try {
       for (;;) {
         const m = queue.shift()
         if (m !== undefined) {
-          if (queue.length === 0 && this.#paused && !this.#closed) this.resume()
+          // Handed out: consumed. Sources stopped by this socket's bounded queue go on.
+          if (!this.#closed) this.#host.ack(this.id, m.length)
           yield m
           continue
         }
@@ -232,6 +246,11 @@ export class Socket extends EventEmitter<SocketEvents> {
         })
       }
     } finally {
+      this.#iterators--
+      // Messages the loop left unread are dropped with the iterator: count them as consumed.
+      let left = 0
+      for (const m of queue) left += m.length
+      if (left > 0 && !this.#closed) this.#host.ack(this.id, left)
       this.off('message', onMessage)
       this.off('end', onEnd)
       this.off('close', onEnd)
@@ -244,7 +263,7 @@ export class Socket extends EventEmitter<SocketEvents> {
     switch (ev.kind) {
       case EventKind.MESSAGE:
         if (this.#paused) this.#held.push(ev.data as Buffer)
-        else this.emit('message', ev.data as Buffer)
+        else this.#deliver(ev.data as Buffer)
         return
       case EventKind.READ_END:
         this.emit('end')

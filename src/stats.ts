@@ -26,8 +26,16 @@ export interface SocketStats {
   droppedParser: number
   /** Bytes of dropped messages. */
   droppedBytes: number
-  /** Parser errors. */
+  /** Parser errors (each one aborted its socket). */
   parserErrors: number
+  /** Frames (or pieces of frames) a parser skipped (`discardOversize`). */
+  skippedFrames: number
+  /** Bytes a parser skipped. */
+  skippedBytes: number
+  /** Times a parser handed the stream back to the application (`Parse.HANDBACK`). */
+  handbacks: number
+  /** Bytes delivered to the application and not yet consumed (a gauge; see `appHighWatermark`). */
+  appQueuedBytes: number
   /** Queued bytes discarded because the socket closed before writing them. */
   discardedBytes: number
   /** Bytes waiting in the send ring (a gauge). */
@@ -60,9 +68,11 @@ export interface EngineStats {
   wakeups: number
   /** Batches of TypeScript verdicts and parsers run (one boundary crossing each). */
   batches: number
-  /** Messages judged by TypeScript verdicts. */
+  /** Messages judged by TypeScript verdicts (stream and msg verdicts). */
   verdictMessages: number
-  /** Parser calls made by TypeScript parsers. */
+  /** Parse requests answered by TypeScript parsers: one per socket per crossing, each framing many messages. */
+  parseRequests: number
+  /** Calls of TypeScript parser functions. */
   parserCalls: number
   /** Callbacks that threw or returned something that is not a verdict (each counted, each reported). */
   callbackErrors: number
@@ -87,6 +97,10 @@ const keys: Array<keyof SocketStats> = [
   'droppedParser',
   'droppedBytes',
   'parserErrors',
+  'skippedFrames',
+  'skippedBytes',
+  'handbacks',
+  'appQueuedBytes',
   'discardedBytes',
   'queuedBytes',
   'pendingBytes',
@@ -95,7 +109,7 @@ const keys: Array<keyof SocketStats> = [
   'backpressureStalls',
 ]
 
-const gauges = new Set<keyof SocketStats>(['queuedBytes', 'pendingBytes'])
+const gauges = new Set<keyof SocketStats>(['queuedBytes', 'pendingBytes', 'appQueuedBytes'])
 
 /** @internal */
 export function zeroStats(): SocketStats {
@@ -126,6 +140,7 @@ export function toPrometheus(s: EngineStats): string {
     ['sockmap_js_wakeups_total', s.wakeups, 'counter', 'Times the I/O thread woke the JavaScript thread.'],
     ['sockmap_batches_total', s.batches, 'counter', 'Batches of TypeScript callbacks run.'],
     ['sockmap_verdict_messages_total', s.verdictMessages, 'counter', 'Messages judged by TypeScript verdicts.'],
+    ['sockmap_parse_requests_total', s.parseRequests, 'counter', 'Parse requests answered by TypeScript parsers.'],
     ['sockmap_parser_calls_total', s.parserCalls, 'counter', 'Calls of TypeScript parsers.'],
     ['sockmap_callback_errors_total', s.callbackErrors, 'counter', 'TypeScript callbacks that failed.'],
   ]

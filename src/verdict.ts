@@ -56,30 +56,46 @@ export interface StreamMessage {
 }
 
 /**
- * Data the application sends, as a msg verdict sees it (the kernel's `sk_msg_md` and `bpf_msg_*` helpers).
+ * Data the application sends, as a msg verdict sees it (the kernel's `sk_msg_md` and `bpf_msg_*` helpers). The
+ * helpers are checked with the kernel's rules and recorded; the engine applies them in order before the verdict.
+ * `length` and `data` follow the edits (`data` holds the first `peekBytes` of the send, so bytes beyond them stay
+ * out of view). Each `send()` is judged on its own unless `corkBytes` holds it for later sends.
  */
 export interface SendMessage extends StreamMessage {
-  /** This verdict covers the next `n` bytes (`bpf_msg_apply_bytes`). */
+  /** This verdict covers the next `n` bytes; the verdict runs again for the bytes after them (`bpf_msg_apply_bytes`). */
   applyBytes(n: number): void
-  /** Hold the data until `n` bytes are buffered, then run the verdict again (`bpf_msg_cork_bytes`). */
+  /** Hold the data until `n` bytes are buffered, then run the verdict again on all of it (`bpf_msg_cork_bytes`). */
   corkBytes(n: number): void
-  /** Makes `[start, end)` the bytes `data` shows (`bpf_msg_pull_data`); RangeError (code `EINVAL`) on bad bounds. */
+  /**
+   * Makes `data` show `[start, end)` (`bpf_msg_pull_data`; the bytes sent are unchanged). RangeError (code `EINVAL`)
+   * when `end <= start`, `start >= length` or `end > length`.
+   */
   pull(start: number, end: number): void
-  /** Inserts `len` zero bytes at `start` (`bpf_msg_push_data`). */
+  /** Inserts `len` zero bytes at `start` (`bpf_msg_push_data`); RangeError (code `EINVAL`) when `start > length`. */
   push(start: number, len: number): void
-  /** Removes `len` bytes at `start` (`bpf_msg_pop_data`). */
+  /**
+   * Removes `len` bytes at `start` (`bpf_msg_pop_data`); RangeError (code `EINVAL`) when `start >= length` or
+   * `start + len > length`.
+   */
   pop(start: number, len: number): void
 }
 
 /** A stream verdict written in TypeScript: called once per received message, in batches. */
 export type VerdictFunction = (msg: StreamMessage) => Verdict
 
-/** A msg verdict written in TypeScript: called once per send. */
+/**
+ * A msg verdict written in TypeScript: called once per send (or per `applyBytes` part, or once per cork), in batches.
+ * `send()` resolves with the bytes accepted, rejects with `EACCES` when they are all dropped (a DROP verdict or a
+ * missing redirect key) and `EPIPE` when the redirect target is closed or ended.
+ */
 export type MsgVerdictFunction = (msg: SendMessage) => Verdict
 
 /**
- * A parser written in TypeScript: called with the buffered bytes of a socket, starting at the current message.
- * Returns the message length (> 0), {@link Parse.NEED_MORE}, {@link Parse.HANDBACK}, or a negative errno (or
- * throws) to abort the socket. `data` is a view valid only during the call.
+ * A parser written in TypeScript: called with the buffered bytes of a socket, starting at the current message
+ * (and possibly holding the messages after it). Returns the message length (> 0, may exceed `data.length`),
+ * {@link Parse.NEED_MORE}, {@link Parse.HANDBACK}, or a negative errno (e.g. `-90`, `EMSGSIZE`) to abort the socket
+ * with that error. A parser that throws or returns a non-integer aborts its socket with `EPROTO` and is reported on
+ * the engine's `'error'` event. The library calls it again after each length over the bytes that follow, so one
+ * boundary crossing frames every whole message a socket has buffered. `data` is a view valid only during the call.
  */
 export type ParseFunction = (data: Buffer) => number

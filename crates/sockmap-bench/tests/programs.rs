@@ -14,18 +14,31 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts a listening program and waits for its `ready` line.
-fn start_server(exe: &str, args: &[&str]) -> (Child, BufReader<std::process::ChildStdout>) {
-    let mut child = Command::new(exe)
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
-    (child, out)
+/// Starts a listening program on a free loopback port (`ADDR` in `args` stands for it) and waits for its `ready`
+/// line; returns the program, its output and the address. A port taken between probe and bind is retried.
+fn start_server(exe: &str, args: &[&str]) -> (Child, BufReader<std::process::ChildStdout>, String) {
+    for _ in 0..5 {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let args: Vec<&str> = args
+            .iter()
+            .map(|a| if *a == "ADDR" { addr.as_str() } else { a })
+            .collect();
+        let mut child = Command::new(exe)
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        if line.trim() == "ready" {
+            return (child, out, addr);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("{exe} never became ready");
 }
 
 /// Runs a program to completion and returns its last stdout line.
@@ -64,10 +77,9 @@ fn field(json: &str, name: &str) -> u64 {
 
 #[test]
 fn client_and_sink_agree_on_an_exact_count() {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let (sink, out) = start_server(
+    let (sink, out, addr) = start_server(
         env!("CARGO_BIN_EXE_framed-sink"),
-        &["--listen", &addr, "--conns", "3", "--duration", "20"],
+        &["--listen", "ADDR", "--conns", "3", "--duration", "20"],
     );
     let client = run(
         env!("CARGO_BIN_EXE_framed-client"),
@@ -107,10 +119,9 @@ fn client_and_sink_agree_on_an_exact_count() {
 
 #[test]
 fn pingpong_round_trips_through_echo() {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let (echo, out) = start_server(
+    let (echo, out, addr) = start_server(
         env!("CARGO_BIN_EXE_pingpong"),
-        &["echo", "--listen", &addr, "--duration", "20"],
+        &["echo", "--listen", "ADDR", "--duration", "20"],
     );
     let client = run(
         env!("CARGO_BIN_EXE_pingpong"),
@@ -134,10 +145,9 @@ fn pingpong_round_trips_through_echo() {
 
 #[test]
 fn slow_sink_never_reads_faster_than_its_rate() {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let (sink, out) = start_server(
+    let (sink, out, addr) = start_server(
         env!("CARGO_BIN_EXE_slow-sink"),
-        &["--listen", &addr, "--rate", "100000", "--duration", "2"],
+        &["--listen", "ADDR", "--rate", "100000", "--duration", "2"],
     );
     // The client's last blocked write gives up 1 s after its 0.3 s, before the sink exits.
     let client = run(
@@ -153,13 +163,12 @@ fn slow_sink_never_reads_faster_than_its_rate() {
 
 #[test]
 fn idle_connections_are_opened_and_accepted() {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let (serve, mut out) = start_server(
+    let (serve, mut out, addr) = start_server(
         env!("CARGO_BIN_EXE_idle-conns"),
         &[
             "serve",
             "--listen",
-            &addr,
+            "ADDR",
             "--expect",
             "200",
             "--duration",

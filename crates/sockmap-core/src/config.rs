@@ -34,7 +34,10 @@ pub struct EngineConfig {
     pub read_budget: usize,
     /// Size of the buffers reads land in.
     pub read_buffer: usize,
-    /// Bytes one socket may hold awaiting external verdicts before it stops being read.
+    /// Bytes one socket may hold awaiting external verdicts (or unframed by
+    /// an external parser) before it stops being read; it is read again once
+    /// answers bring them back to half this (verdicts) or under it (parser).
+    /// A read may take it past the bound by at most one read buffer.
     pub max_pending_bytes: usize,
     /// External verdict batching.
     pub batch: BatchConfig,

@@ -46,7 +46,11 @@ pub(crate) struct Conn {
     pub(crate) app: AppRead,
     /// How many full targets this socket is waiting on.
     pub(crate) blocked: u32,
+    /// The peer's FIN was read.
     pub(crate) read_eof: bool,
+    /// Every message received before the FIN was judged and queued: the
+    /// application was told, the FIN forwarded to the partner.
+    pub(crate) read_done: bool,
     pub(crate) closing: bool,
     /// Bytes waiting to be written.
     pub(crate) tx: SgRing,
@@ -64,14 +68,12 @@ pub(crate) struct Conn {
     /// The sk_msg state: corked data, cached verdict.
     pub(crate) msg: MsgState,
     /// Messages awaiting external verdicts (and any behind them), oldest first.
-    pub(crate) awaiting: VecDeque<Awaited>,
+    pub(crate) awaiting: AwaitQueue,
     /// Sequence number of `awaiting`'s front.
     pub(crate) awaiting_base: u64,
     pub(crate) awaiting_bytes: usize,
     /// Too many bytes await verdicts: stop reading.
     pub(crate) ext_full: bool,
-    /// Sockets this one redirected to egress (for FIN propagation).
-    pub(crate) egress_peers: SmallVec<[SockId; 2]>,
     /// The stream parser, when the socket's parser program frames messages.
     pub(crate) strp: Option<Box<StrParser>>,
     /// The parser program `strp` runs.
@@ -94,6 +96,9 @@ pub(crate) struct Conn {
     pub(crate) send_seq: u64,
     /// Sends behind the parked one, in order.
     pub(crate) send_backlog: VecDeque<(bytes::Bytes, u64)>,
+    /// Bytes the application read before the engine adopted the socket:
+    /// received first, once the socket starts reading.
+    pub(crate) initial: bytes::Bytes,
 }
 
 /// A socket's conversation with its external parser.
@@ -113,9 +118,65 @@ pub(crate) struct ExternalParse {
 /// A message whose verdict is awaited (or known, but behind awaited ones).
 #[derive(Debug)]
 pub(crate) struct Awaited {
-    pub(crate) frags: crate::event::Frags,
+    pub(crate) body: AwaitedBody,
     pub(crate) len: usize,
     pub(crate) answer: Option<crate::core::Resolved>,
+}
+
+/// Where an awaited message's bytes are.
+#[derive(Debug)]
+pub(crate) enum AwaitedBody {
+    /// In these fragments.
+    Frags(crate::event::Frags),
+    /// The next `len` bytes of the queue's front block.
+    InBlock,
+}
+
+/// A socket's awaited messages, oldest first. Messages read together as a
+/// block of whole messages share that block: each costs a length and an
+/// answer, not a buffer reference of its own.
+#[derive(Debug, Default)]
+pub(crate) struct AwaitQueue {
+    pub(crate) items: VecDeque<Awaited>,
+    /// The blocks `InBlock` messages lie in, in order.
+    pub(crate) blocks: VecDeque<bytes::Bytes>,
+    /// Where the front block's first unconsumed message starts.
+    pub(crate) block_off: usize,
+}
+
+impl AwaitQueue {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.items.clear();
+        self.blocks.clear();
+        self.block_off = 0;
+    }
+
+    /// Consumes the front block's next `len` bytes: their range in it
+    /// (`None` if it doesn't hold them). The block leaves the queue with its
+    /// last message: look at it with `blocks.front()` first.
+    pub(crate) fn consume_in_block(&mut self, len: usize) -> Option<(usize, usize)> {
+        let start = self.block_off;
+        let end = start.checked_add(len)?;
+        let block_len = self.blocks.front()?.len();
+        if end > block_len {
+            return None;
+        }
+        if end == block_len {
+            self.blocks.pop_front();
+            self.block_off = 0;
+        } else {
+            self.block_off = end;
+        }
+        Some((start, end))
+    }
 }
 
 /// What became of one application send.
@@ -171,9 +232,6 @@ pub(crate) struct MsgState {
     pub(crate) cached: Option<crate::core::Resolved>,
 }
 
-/// Most egress peers remembered per socket for FIN propagation.
-pub(crate) const MAX_EGRESS_PEERS: usize = 4;
-
 /// Fragments a send ring holds before it coalesces.
 pub(crate) const TX_MAX_FRAGS: usize = 1024;
 
@@ -193,6 +251,7 @@ impl Conn {
             app: AppRead::Initial,
             blocked: 0,
             read_eof: false,
+            read_done: false,
             closing: false,
             tx: SgRing::with_max_frags(TX_MAX_FRAGS),
             flush_pending: false,
@@ -202,11 +261,10 @@ impl Conn {
             write_shut: false,
             send_acks: VecDeque::new(),
             msg: MsgState::default(),
-            awaiting: VecDeque::new(),
+            awaiting: AwaitQueue::default(),
             awaiting_base: 0,
             awaiting_bytes: 0,
             ext_full: false,
-            egress_peers: SmallVec::new(),
             strp: None,
             strp_prog: None,
             handed_back: false,
@@ -218,6 +276,7 @@ impl Conn {
             send_parked: None,
             send_seq: 0,
             send_backlog: VecDeque::new(),
+            initial: bytes::Bytes::new(),
         }
     }
 
@@ -236,10 +295,25 @@ impl Conn {
         enabled
             && self.blocked == 0
             && !self.rx_full
+            && !self.ext_full
             && !self.read_eof
             && !self.closing
             && !self.listener
             && !self.connecting
+    }
+
+    /// Whether every message received so far was judged and queued: none
+    /// awaits an external verdict or parse, and the parser holds no complete
+    /// message it was kept from delivering (paused). Bytes of a message the
+    /// parser has not completed can never complete after end of stream.
+    pub(crate) fn rx_settled(&self) -> bool {
+        self.awaiting.is_empty()
+            && self.xparse.asked.is_none()
+            && self.xparse.answers.is_empty()
+            && !self
+                .strp
+                .as_ref()
+                .is_some_and(|s| s.is_paused() && s.buffered_bytes() > 0)
     }
 
     /// Whether the socket can take redirected bytes on its egress.

@@ -41,6 +41,8 @@ pub(crate) enum Command {
         src: IoSource,
         kind: NewSock,
         deadline: Option<Instant>,
+        /// Bytes the application read from an adopted stream before the engine took it.
+        initial: Bytes,
     },
     Relink(SockId),
     Resume(SockId),
@@ -377,6 +379,7 @@ impl EngineHandle {
             src: IoSource::Listener(mio::net::TcpListener::from_std(l)),
             kind: NewSock::Listener,
             deadline: None,
+            initial: Bytes::new(),
         });
         Ok((id, local))
     }
@@ -395,6 +398,7 @@ impl EngineHandle {
             src: IoSource::Stream(s),
             kind: NewSock::Connecting,
             deadline: timeout.map(|t| Instant::now() + t),
+            initial: Bytes::new(),
         });
         Ok(id)
     }
@@ -404,6 +408,18 @@ impl EngineHandle {
     /// # Errors
     /// `ENOTCONN` if the stream is not connected.
     pub fn adopt(&self, stream: std::net::TcpStream) -> Result<SockId, Errno> {
+        self.adopt_with(stream, Bytes::new())
+    }
+
+    /// Takes over a connected stream from which the application had already
+    /// read `initial` (bytes it buffered and did not consume). Once the socket
+    /// starts reading (inserted into a map with programs, or resumed),
+    /// `initial` goes through its parser and verdict first, in order, before
+    /// anything read from the stream. It starts paused.
+    ///
+    /// # Errors
+    /// `ENOTCONN` if the stream is not connected.
+    pub fn adopt_with(&self, stream: std::net::TcpStream, initial: Bytes) -> Result<SockId, Errno> {
         self.check_alive()?;
         stream.peer_addr().map_err(|_| Errno::NotConn)?;
         stream.set_nonblocking(true).map_err(|e| io_err(&e))?;
@@ -413,6 +429,7 @@ impl EngineHandle {
             src: IoSource::Stream(mio::net::TcpStream::from_std(stream)),
             kind: NewSock::Established,
             deadline: None,
+            initial,
         });
         Ok(id)
     }

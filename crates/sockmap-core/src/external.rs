@@ -60,8 +60,24 @@ pub struct BatchItem {
     pub len: usize,
     /// How many leading bytes the program wants to see.
     pub peek_bytes: usize,
-    /// The message bytes (shared with the engine, not copied).
-    pub frags: Frags,
+    /// Where the message bytes are (shared with the engine, not copied):
+    /// read them with [`Batch::bytes`].
+    pub data: ItemData,
+}
+
+/// Where a batch item's bytes are.
+#[derive(Clone, Debug)]
+pub enum ItemData {
+    /// In these fragments.
+    Frags(Frags),
+    /// At `offset..offset + len` of the batch's block number `block`
+    /// (messages read together share one block).
+    Block {
+        /// Index into the batch's blocks.
+        block: usize,
+        /// Offset of the message in the block.
+        offset: usize,
+    },
 }
 
 /// Where one item's bytes sit in the buffer filled by [`Batch::copy_into`].
@@ -169,6 +185,8 @@ pub struct Batch {
     pub id: u64,
     /// The messages, oldest first per socket.
     pub items: Vec<BatchItem>,
+    /// Received blocks of whole messages that items point into.
+    pub blocks: Vec<bytes::Bytes>,
     pub(crate) replier: Replier,
 }
 
@@ -183,6 +201,22 @@ impl Batch {
         self.replier.reply(self.id, answers);
     }
 
+    /// The bytes of `item` (an item of this batch), in order; a block item
+    /// whose block or range is not in this batch has none.
+    pub fn bytes<'a>(&'a self, item: &'a BatchItem) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let (frags, block): (&[bytes::Bytes], Option<&[u8]>) = match &item.data {
+            ItemData::Frags(f) => (f, None),
+            ItemData::Block { block, offset } => {
+                let b = self
+                    .blocks
+                    .get(*block)
+                    .and_then(|b| b.get(*offset..offset.checked_add(item.len)?));
+                (&[], Some(b.unwrap_or_default()))
+            }
+        };
+        block.into_iter().chain(frags.iter().map(|f| &f[..]))
+    }
+
     /// Copies each item's first `peek_bytes` into `buf`, back to back, and
     /// describes each in `descs` (cleared first). Returns the bytes used;
     /// items that don't fit get `copied` shortened (possibly to 0).
@@ -190,18 +224,7 @@ impl Batch {
         descs.clear();
         let mut off = 0;
         for it in &self.items {
-            let want = it.len.min(it.peek_bytes).min(buf.len() - off);
-            let mut left = want;
-            let mut at = off;
-            for f in &it.frags {
-                if left == 0 {
-                    break;
-                }
-                let n = left.min(f.len());
-                buf[at..at + n].copy_from_slice(&f[..n]);
-                at += n;
-                left -= n;
-            }
+            let want = self.copy_item(it, &mut buf[off..]);
             descs.push(ItemDesc {
                 sock: it.sock,
                 tag: it.tag,
@@ -213,5 +236,21 @@ impl Batch {
             off += want;
         }
         off
+    }
+
+    /// Copies the first `min(len, peek_bytes)` bytes of `it` into `buf`
+    /// (fewer if `buf` is shorter); returns how many.
+    pub fn copy_item(&self, it: &BatchItem, buf: &mut [u8]) -> usize {
+        let want = it.len.min(it.peek_bytes).min(buf.len());
+        let mut at = 0;
+        for f in self.bytes(it) {
+            if at == want {
+                break;
+            }
+            let n = (want - at).min(f.len());
+            buf[at..at + n].copy_from_slice(&f[..n]);
+            at += n;
+        }
+        at
     }
 }

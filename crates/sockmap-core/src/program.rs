@@ -146,9 +146,17 @@ pub enum VerdictKind {
 pub struct StreamVerdictProg {
     /// The verdict.
     pub kind: VerdictKind,
-    /// When the socket reads end of stream, shut down the write side of the
-    /// sockets it redirected to (after their queued bytes), so a proxy pair
-    /// carries half-closes both ways.
+    /// Forward the peer's FIN to the socket's partner, so a proxy pair
+    /// carries half-closes both ways. The kernel's sockmap does not propagate
+    /// FIN; here the partner is the target of a native egress
+    /// [`Rule::Redirect`] keyed by [`KeySource::Socket`](crate::rules::KeySource::Socket)
+    /// (the 1:1 pairing), and only it: sockets the source merely redirected
+    /// messages to (a shared upstream, a fixed key, a target chosen per
+    /// message or by an external verdict) are never ended by it. The FIN goes
+    /// on only after every message the source received before it was judged
+    /// and queued (none awaits an external verdict or parse), and the
+    /// partner shuts its write side only after writing everything queued
+    /// before it.
     pub propagate_fin: bool,
 }
 

@@ -64,12 +64,17 @@ pub(crate) struct Registry {
 pub(crate) struct Shared {
     registry: Mutex<Registry>,
     epoch: AtomicU64,
+    /// Times the registry was locked (unit tests count them).
+    #[cfg(test)]
+    pub(crate) locks: AtomicU64,
 }
 
 impl Shared {
     /// Locks the registry. A panic elsewhere never makes it unusable: the
     /// registry is left consistent by every operation before it can panic.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Registry> {
+        #[cfg(test)]
+        self.locks.fetch_add(1, Ordering::Relaxed);
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -21,11 +21,14 @@ impl ExternalVerdicts for ChanSink {
 }
 
 fn harness(batch: BatchConfig) -> (Harness, Receiver<Batch>) {
-    let (tx, rx) = channel();
-    let cfg = EngineConfig {
+    harness_cfg(EngineConfig {
         batch,
         ..EngineConfig::default()
-    };
+    })
+}
+
+fn harness_cfg(cfg: EngineConfig) -> (Harness, Receiver<Batch>) {
+    let (tx, rx) = channel();
     let mut h = Harness::with_config(cfg.clone());
     h.engine = Engine::start(
         cfg,
@@ -172,7 +175,7 @@ fn batches_are_bounded_in_flight_and_collect_many_messages() {
             .items
             .iter()
             .filter(|i| i.sock == *s)
-            .flat_map(|i| sockmap_core::event::frags_to_vec(&i.frags))
+            .flat_map(|i| second.bytes(i).flatten().copied().collect::<Vec<u8>>())
             .collect();
         let expect: Vec<u8> = (0..5u8).flat_map(|r| [b'R', b'a' + r]).collect();
         assert_eq!(mine, expect);
@@ -202,4 +205,139 @@ fn missing_answers_drop_and_report() {
     assert!(detail.contains("no answer"), "{detail}");
     let st = h.stats_until(a, |s| s.dropped == 1);
     assert_eq!((st.dropped_verdict, st.pending_bytes), (1, 0));
+}
+
+/// A map like [`external_map`] whose verdict propagates FIN (as the Node binding sets it).
+fn external_map_fin(h: &Harness, tag: u32) -> MapId {
+    let m = h.h().create_map(MapKind::SockHash, 64).unwrap();
+    let progs = Programs {
+        verdict: Some(Arc::new(StreamVerdictProg {
+            kind: VerdictKind::External { tag, peek_bytes: 4 },
+            propagate_fin: true,
+        })),
+        ..Programs::default()
+    };
+    h.h().attach(m, progs).unwrap();
+    m
+}
+
+/// A slow external verdict on another thread: each batch waits `delay`,
+/// then every message is redirected to `targets["t"]`. Ends when the engine
+/// stops handing off batches for `DEADLINE`.
+fn slow_verdicts(
+    rx: Receiver<Batch>,
+    targets: MapId,
+    delay: Duration,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while let Ok(b) = rx.recv_timeout(DEADLINE) {
+            std::thread::sleep(delay);
+            let ans = decide(&b, targets);
+            b.reply(ans);
+        }
+    })
+}
+
+#[test]
+fn gateway_clients_ending_keep_the_shared_upstream_open_and_lose_nothing() {
+    const CLIENTS: usize = 4;
+    const PER_CLIENT: usize = 40_000;
+    let (mut h, rx) = harness(BatchConfig {
+        max_messages: 64,
+        max_delay: Duration::from_micros(50),
+        max_in_flight: 2,
+    });
+    let gw = external_map_fin(&h, 5);
+    let targets = h.h().create_map(MapKind::SockHash, 4).unwrap();
+    let (mut pu, u) = h.pair();
+    h.put(targets, "t", u);
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let (p, s) = h.pair();
+        h.put(gw, i as u64, s);
+        clients.push((p, s));
+    }
+    let verdicts = slow_verdicts(rx, targets, Duration::from_millis(5));
+    // Each client's first bytes reach the shared upstream...
+    for (i, (p, _)) in clients.iter_mut().enumerate() {
+        write(p, &[b'a' + i as u8]);
+    }
+    for (_, s) in &clients {
+        h.stats_until(*s, |st| st.redirected_egress == 1);
+    }
+    assert_eq!(read_n(&mut pu, CLIENTS).len(), CLIENTS);
+    // ...then each sends the rest and ends while its verdicts are still out.
+    for (i, (p, _)) in clients.iter_mut().enumerate() {
+        write(p, &vec![b'a' + i as u8; PER_CLIENT - 1]);
+        p.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    let got = read_n(&mut pu, CLIENTS * (PER_CLIENT - 1));
+    for i in 0..CLIENTS {
+        let n = got.iter().filter(|&&b| b == b'a' + i as u8).count();
+        assert_eq!(n, PER_CLIENT - 1, "client {i}");
+    }
+    for (_, s) in &clients {
+        h.wait(|e| matches!(e, Event::ReadEnd { sock } if sock == s).then_some(()));
+        let st = h.h().sock_stats(*s).unwrap();
+        assert_eq!(
+            (st.bytes_in, st.dropped, st.pending_bytes),
+            (PER_CLIENT as u64, 0, 0),
+            "{st:?}"
+        );
+        assert_eq!(st.redirected_egress, st.messages_in);
+    }
+    // The upstream is still open: a new client's bytes still reach it.
+    let (mut pn, n) = h.pair();
+    h.put(gw, 99u64, n);
+    write(&mut pn, b"Znew");
+    assert_eq!(read_n(&mut pu, 4), b"Znew");
+    assert_eq!(h.h().sock_stats(u).unwrap().dropped, 0);
+    drop(h);
+    verdicts.join().unwrap();
+}
+
+#[test]
+fn a_slow_external_verdict_bounds_the_pending_bytes_and_loses_nothing() {
+    const BOUND: usize = 16 << 10;
+    const CHUNK: usize = 4 << 10;
+    const TOTAL: usize = 1 << 20;
+    let (h, rx) = harness_cfg(EngineConfig {
+        max_pending_bytes: BOUND,
+        read_buffer: CHUNK,
+        ..EngineConfig::default()
+    });
+    let gw = external_map(&h, 2);
+    let targets = h.h().create_map(MapKind::SockHash, 4).unwrap();
+    let (mut pt, t) = h.pair();
+    let (pc, c) = h.pair();
+    h.put(targets, "t", t);
+    h.put(gw, "c", c);
+    // The verdict thread looks at the source's pending bytes at every batch.
+    let handle = h.h().clone();
+    let verdicts = std::thread::spawn(move || {
+        let mut peak = 0;
+        while let Ok(b) = rx.recv_timeout(DEADLINE) {
+            std::thread::sleep(Duration::from_micros(500));
+            peak = peak.max(handle.sock_stats(c).map_or(0, |s| s.pending_bytes));
+            let ans = decide(&b, targets);
+            b.reply(ans);
+        }
+        peak
+    });
+    let data: Vec<u8> = (0..TOTAL as u32).map(|i| b'a' + (i % 13) as u8).collect();
+    let writer = {
+        let mut pc = pc;
+        let data = data.clone();
+        std::thread::spawn(move || write(&mut pc, &data))
+    };
+    assert_eq!(read_n(&mut pt, TOTAL), data);
+    writer.join().unwrap();
+    let st = h.stats_until(c, |s| s.redirected_egress == s.messages_in);
+    assert_eq!(
+        (st.bytes_in, st.dropped, st.pending_bytes),
+        (TOTAL as u64, 0, 0)
+    );
+    drop(h);
+    let peak = verdicts.join().unwrap();
+    assert!(peak > 0 && peak <= (BOUND + CHUNK) as u64, "peak {peak}");
 }

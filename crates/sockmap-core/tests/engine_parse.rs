@@ -293,3 +293,47 @@ fn upgrade_hands_the_rest_of_the_stream_back_raw() {
         (2, 2, 1, 0)
     );
 }
+
+#[test]
+fn bytes_read_before_adoption_are_framed_first_in_order() {
+    let mut h = Harness::new();
+    let map = parsed_map(&h, length4(), |_| Rule::Pass);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut mine, _) = listener.accept().unwrap();
+    let mut wire = frame(b"hello");
+    wire.extend(frame(b"hi"));
+    wire.extend(frame(b"there"));
+    // The application read the first 7 bytes (a frame and a half) itself...
+    write(&mut peer, &wire[..12]);
+    let initial = read_n(&mut mine, 7);
+    // ...and the next 5 wait in the kernel when the engine takes the stream.
+    let s = h
+        .h()
+        .adopt_with(mine, bytes::Bytes::from(initial))
+        .expect("adopt");
+    h.put(map, "s", s);
+    write(&mut peer, &wire[12..]);
+    let got = take_messages(&mut h, s, 3);
+    assert_eq!(got, [frame(b"hello"), frame(b"hi"), frame(b"there")]);
+    let st = h.stats_until(s, |st| st.passed == 3);
+    assert_eq!((st.bytes_in, st.messages_in), (wire.len() as u64, 3));
+}
+
+#[test]
+fn bytes_read_before_adoption_wait_for_the_socket_to_read() {
+    let mut h = Harness::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut p2 = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mine, _) = listener.accept().unwrap();
+    let s = h
+        .h()
+        .adopt_with(mine, bytes::Bytes::from_static(b"early:"))
+        .expect("adopt");
+    write(&mut p2, b"later");
+    // Paused: nothing is received until the application resumes.
+    assert_eq!(h.h().sock_stats(s).unwrap().bytes_in, 0);
+    h.h().resume(s);
+    let (got, _) = h.messages(s, 11);
+    assert_eq!(got, b"early:later");
+}

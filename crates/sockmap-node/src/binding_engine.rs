@@ -93,6 +93,14 @@ pub struct JsStats {
     pub dropped_bytes: f64,
     /// Parser errors.
     pub parser_errors: f64,
+    /// Frames (or pieces of frames) the parser skipped.
+    pub skipped_frames: f64,
+    /// Bytes the parser skipped.
+    pub skipped_bytes: f64,
+    /// Times the parser handed the stream back to the application.
+    pub handbacks: f64,
+    /// Bytes delivered to the application and not yet acknowledged.
+    pub app_queued_bytes: f64,
     /// Queued bytes discarded at close.
     pub discarded_bytes: f64,
     /// Bytes waiting in the send ring.
@@ -123,6 +131,10 @@ impl From<StatsSnapshot> for JsStats {
             dropped_parser: s.dropped_parser as f64,
             dropped_bytes: s.dropped_bytes as f64,
             parser_errors: s.parser_errors as f64,
+            skipped_frames: s.skipped_frames as f64,
+            skipped_bytes: s.skipped_bytes as f64,
+            handbacks: s.handbacks as f64,
+            app_queued_bytes: s.app_queued_bytes as f64,
             discarded_bytes: s.discarded_bytes as f64,
             queued_bytes: s.queued_bytes as f64,
             pending_bytes: s.pending_bytes as f64,
@@ -315,8 +327,9 @@ impl BindingEngine {
     }
 
     /// Takes over a connected TCP socket by file descriptor (the fd is duplicated; the caller closes its own).
+    /// `initial`: bytes the application had already read from it, received first once the socket reads.
     #[napi]
-    pub fn adopt(&self, fd: i32) -> napi::Result<f64> {
+    pub fn adopt(&self, fd: i32, initial: Option<&[u8]>) -> napi::Result<f64> {
         guarded(|| {
             // SAFETY: `dup` on a descriptor number only creates a new descriptor (or fails); it touches no memory.
             let dup = unsafe { libc::dup(fd) };
@@ -331,7 +344,10 @@ impl BindingEngine {
             let stream = std::net::TcpStream::from(owned);
             let id = self
                 .handle
-                .adopt(stream)
+                .adopt_with(
+                    stream,
+                    initial.map(Bytes::copy_from_slice).unwrap_or_default(),
+                )
                 .map_err(|e| engine_err(e, "adopt failed"))?;
             Ok(id.as_u64() as f64)
         })
@@ -342,6 +358,14 @@ impl BindingEngine {
     pub fn send(&self, sock: f64, data: &[u8], req: f64) {
         self.handle
             .send(sock_id(sock), Bytes::copy_from_slice(data), req as u64);
+    }
+
+    /// The application consumed `bytes` of the messages delivered to `sock`.
+    #[napi]
+    pub fn ack(&self, sock: f64, bytes: f64) {
+        if bytes > 0.0 {
+            self.handle.ack(sock_id(sock), bytes as usize);
+        }
     }
 
     /// Starts (or restarts) reading and delivering.

@@ -8,6 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use napi::bindgen_prelude::{Buffer, Either};
 use napi_derive::napi;
+use sockmap_core::framer::{
+    ByteOrder, DelimiterOptions, Http1Options, Http1Role, LengthFieldOptions, RespOptions,
+};
 use sockmap_core::map::{MapKind, UpdateFlag};
 use sockmap_core::program::{
     MsgVerdictKind, MsgVerdictProg, ParserKind, ParserProg, Programs, StreamVerdictProg,
@@ -30,6 +33,12 @@ pub struct EngineOptions {
     pub send_high_watermark: f64,
     /// Send ring low watermark in bytes (0: engine default).
     pub send_low_watermark: f64,
+    /// Bytes delivered to a socket's application and not yet acknowledged above which its sources stop being read.
+    pub app_high_watermark: f64,
+    /// Bytes one socket may hold awaiting external verdicts and parses before it stops being read (0: engine default).
+    pub max_pending_bytes: f64,
+    /// Bytes read from one socket per I/O loop turn before other sockets get a turn (0: engine default).
+    pub read_budget: f64,
 }
 
 /// Builds the engine configuration.
@@ -47,6 +56,15 @@ pub fn engine_config(o: &EngineOptions) -> EngineConfig {
     }
     if o.send_low_watermark > 0.0 {
         cfg.send_low_watermark = o.send_low_watermark as usize;
+    }
+    if o.app_high_watermark > 0.0 {
+        cfg.app_high_watermark = Some(bytes_of(o.app_high_watermark));
+    }
+    if o.max_pending_bytes > 0.0 {
+        cfg.max_pending_bytes = bytes_of(o.max_pending_bytes);
+    }
+    if o.read_budget > 0.0 {
+        cfg.read_budget = bytes_of(o.read_budget);
     }
     cfg
 }
@@ -103,9 +121,11 @@ fn key_source_of(k: &KeySpec) -> Result<KeySource, napi::Error> {
             offset: k.offset.unwrap_or(0) as usize,
             len: k.length.unwrap_or(0) as usize,
         }),
+        "resp" => Ok(KeySource::Resp),
+        "httpHost" => Ok(KeySource::HttpHost),
         other => Err(errno_error(
-            Errno::OpNotSupp,
-            &format!("the engine does not yet take a key from '{other}' messages"),
+            Errno::Inval,
+            &format!("unknown message key '{other}'"),
         )),
     }
 }
@@ -148,7 +168,8 @@ pub fn rule_of(r: &RuleSpec, map_id: &impl Fn(u32) -> napi::Result<MapId>) -> na
     }
 }
 
-/// A parser: a native framer with its options, or a TypeScript function (`'external'`).
+/// A parser: a native framer with its options, or a TypeScript function (`'external'`). The TypeScript layer
+/// validated and filled in every option of the framer named by `kind`; the others are absent.
 #[napi(object)]
 pub struct ParserSpec {
     /// `'none' | 'external' | 'lengthField' | 'delimiter' | 'lines' | 'fixed' | 'resp' | 'http1'`.
@@ -159,30 +180,131 @@ pub struct ParserSpec {
     pub max_message_bytes: Option<f64>,
     /// A message not completed within this many milliseconds aborts the socket with `ETIMEDOUT`.
     pub message_timeout_ms: Option<f64>,
+    /// `lengthField`: `'be' | 'le'`.
+    pub byte_order: Option<String>,
+    /// `lengthField`: bytes before the length field.
+    pub length_field_offset: Option<u32>,
+    /// `lengthField`: width of the length field (1, 2, 3, 4, 8).
+    pub length_field_length: Option<u32>,
+    /// `lengthField`: added to the field value.
+    pub length_adjustment: Option<f64>,
+    /// `lengthField`: bytes stripped from the head of each message.
+    pub initial_bytes_to_strip: Option<u32>,
+    /// `lengthField`: largest frame.
+    pub max_frame_length: Option<f64>,
+    /// `lengthField`: report an oversized frame as soon as its length is read.
+    pub fail_fast: Option<bool>,
+    /// `lengthField`, `delimiter`, `lines`: skip oversized frames instead of aborting with `EMSGSIZE`.
+    pub discard_oversize: Option<bool>,
+    /// `delimiter`: the delimiters.
+    pub delimiters: Option<Vec<Buffer>>,
+    /// `delimiter`, `lines`: longest message before its delimiter.
+    pub max_length: Option<f64>,
+    /// `delimiter`: leave the delimiter out of the message.
+    pub strip_delimiter: Option<bool>,
+    /// `fixed`: the message size.
+    pub size: Option<f64>,
+    /// `resp`: deepest aggregate nesting.
+    pub max_depth: Option<u32>,
+    /// `resp`: longest line.
+    pub max_line_length: Option<f64>,
+    /// `http1`: `'request' | 'response'`.
+    pub role: Option<String>,
+    /// `http1`: largest head.
+    pub max_header_bytes: Option<f64>,
+}
+
+/// A JS number (validated by the TypeScript layer) as a byte count; out-of-range values saturate.
+fn bytes_of(n: f64) -> usize {
+    if n.is_nan() || n <= 0.0 {
+        0
+    } else {
+        n.min(usize::MAX as f64) as usize
+    }
+}
+
+fn length_field_of(p: &ParserSpec) -> Result<LengthFieldOptions, napi::Error> {
+    let d = LengthFieldOptions::default();
+    Ok(LengthFieldOptions {
+        byte_order: match p.byte_order.as_deref() {
+            None | Some("be") => ByteOrder::BigEndian,
+            Some("le") => ByteOrder::LittleEndian,
+            Some(_) => return Err(errno_error(Errno::Inval, "unknown byte order")),
+        },
+        length_field_offset: p
+            .length_field_offset
+            .map_or(d.length_field_offset, |v| v as usize),
+        length_field_length: p
+            .length_field_length
+            .map_or(d.length_field_length, |v| v as usize),
+        length_adjustment: p
+            .length_adjustment
+            .map_or(d.length_adjustment, |v| v as i64),
+        initial_bytes_to_strip: p
+            .initial_bytes_to_strip
+            .map_or(d.initial_bytes_to_strip, |v| v as usize),
+        max_frame_length: p.max_frame_length.map_or(d.max_frame_length, bytes_of),
+        fail_fast: p.fail_fast.unwrap_or(d.fail_fast),
+        discard_oversize: p.discard_oversize.unwrap_or(d.discard_oversize),
+    })
+}
+
+fn delimiter_of(p: &ParserSpec, lines: bool) -> DelimiterOptions {
+    let d = DelimiterOptions::default();
+    DelimiterOptions {
+        delimiters: match (&p.delimiters, lines) {
+            (Some(list), false) => list.iter().map(|b| b.to_vec()).collect(),
+            _ => d.delimiters,
+        },
+        max_length: p.max_length.map_or(d.max_length, bytes_of),
+        strip_delimiter: if lines {
+            true
+        } else {
+            p.strip_delimiter.unwrap_or(d.strip_delimiter)
+        },
+        discard_oversize: p.discard_oversize.unwrap_or(d.discard_oversize),
+    }
 }
 
 fn parser_of(p: &ParserSpec) -> Result<ParserProg, napi::Error> {
     let kind = match p.kind.as_str() {
         "none" => ParserKind::None,
-        "external" => {
-            return Err(errno_error(
-                Errno::OpNotSupp,
-                "TypeScript parsers are not available in this engine build",
-            ))
-        }
-        "externalParser" => ParserKind::External {
+        "external" => ParserKind::External {
             tag: p.tag.unwrap_or(0),
         },
+        "lengthField" => ParserKind::LengthField(length_field_of(p)?),
+        "delimiter" => ParserKind::Delimiter(delimiter_of(p, false)),
+        "lines" => ParserKind::Delimiter(delimiter_of(p, true)),
+        "fixed" => ParserKind::Fixed(p.size.map_or(0, bytes_of)),
+        "resp" => {
+            let d = RespOptions::default();
+            ParserKind::Resp(RespOptions {
+                max_depth: p.max_depth.map_or(d.max_depth, |v| v as usize),
+                max_line_length: p.max_line_length.map_or(d.max_line_length, bytes_of),
+            })
+        }
+        "http1" => ParserKind::Http1(Http1Options {
+            role: match p.role.as_deref() {
+                None | Some("request") => Http1Role::Request,
+                Some("response") => Http1Role::Response,
+                Some(_) => return Err(errno_error(Errno::Inval, "unknown HTTP/1 role")),
+            },
+            max_header_bytes: p.max_header_bytes.map_or(0, bytes_of),
+            request_log: None,
+        }),
         other => {
             return Err(errno_error(
-                Errno::OpNotSupp,
-                &format!("the native '{other}' framer is not available in this engine build"),
+                Errno::Inval,
+                &format!("unknown parser kind '{other}'"),
             ))
         }
     };
     let mut prog = ParserProg::new(kind);
+    // Refuse options the framer rejects now, at attach, rather than when the first socket takes the program.
+    prog.framer()
+        .map_err(|e| errno_error(e, "parser options rejected"))?;
     if let Some(max) = p.max_message_bytes {
-        prog.max_message_bytes = max as usize;
+        prog.max_message_bytes = bytes_of(max);
     }
     prog.message_timeout = p
         .message_timeout_ms
@@ -228,14 +350,10 @@ fn msg_verdict_kind_of(
     v: &VerdictSpec,
     map_id: &impl Fn(u32) -> napi::Result<MapId>,
 ) -> napi::Result<MsgVerdictKind> {
-    match verdict_kind_of(v, map_id)? {
-        VerdictKind::Rule(r) => Ok(MsgVerdictKind::Rule(r)),
-        // The engine defines external msg verdicts but does not answer them yet (it would refuse every send).
-        VerdictKind::External { .. } => Err(errno_error(
-            Errno::OpNotSupp,
-            "TypeScript msg verdicts are not available in this engine build",
-        )),
-    }
+    Ok(match verdict_kind_of(v, map_id)? {
+        VerdictKind::Rule(r) => MsgVerdictKind::Rule(r),
+        VerdictKind::External { tag, peek_bytes } => MsgVerdictKind::External { tag, peek_bytes },
+    })
 }
 
 /// The programs of `map.attach()`.

@@ -305,7 +305,11 @@ impl EpollBackend {
                         src,
                         kind,
                         deadline,
-                    } => self.register(core, id, src, kind, deadline),
+                        initial,
+                    } => {
+                        self.register(core, id, src, kind, deadline);
+                        core.handle_adopted_bytes(id, initial);
+                    }
                     Command::Shutdown => {
                         core.handle_shutdown();
                         shutdown_at.get_or_insert_with(Instant::now);

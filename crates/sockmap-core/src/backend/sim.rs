@@ -21,6 +21,7 @@ use crate::config::EngineConfig;
 use crate::core::{Core, NewSock};
 use crate::engine::{Command, Doorbell, EngineHandle, Wake};
 use crate::event::Event;
+use crate::external::{ExternalVerdicts, Replier};
 use crate::id::SockId;
 use crate::registry::SockState;
 
@@ -136,6 +137,7 @@ pub struct Sim {
     /// The simulated sockets.
     pub net: SimNet,
     handle: EngineHandle,
+    replier: Replier,
     rx: Receiver<Command>,
     rb: ReadBuf,
     events: Vec<Event>,
@@ -157,16 +159,27 @@ impl Sim {
         let bell = Arc::new(Doorbell::new(Box::new(NoWake)));
         let shared = Arc::default();
         let rb = ReadBuf::new(cfg.read_buffer);
+        let replier = Replier {
+            tx: tx.clone(),
+            bell: Arc::clone(&bell),
+        };
         let handle = EngineHandle::detached(Arc::clone(&shared), tx, bell);
         Sim {
             core: Core::new(shared, cfg),
             net: SimNet::default(),
             handle,
+            replier,
             rx,
             rb,
             events: Vec::new(),
             now: Instant::now(),
         }
+    }
+
+    /// Installs external verdicts and parsers: batches go to `sink` when the
+    /// core hands them off; their answers run at the next [`Sim::step`].
+    pub fn set_external(&mut self, sink: Box<dyn ExternalVerdicts>) {
+        self.core.set_external(sink, self.replier.clone());
     }
 
     /// The handle: maps and socket commands (commands run at the next [`Sim::step`]).

@@ -10,7 +10,9 @@
 //! the socket (a fixed or per-socket key, PASS, DROP), the rest of the block
 //! is judged once and counted in bulk, and an egress redirect appends the
 //! whole block to the target's send ring as one fragment. Bytes, order,
-//! counters and backpressure are those of the per-message path.
+//! counters and backpressure are those of the per-message path. Under an
+//! external stream verdict the block's messages await their verdicts as
+//! ranges of the block.
 
 use bytes::Bytes;
 
@@ -28,10 +30,15 @@ impl Core {
         let Some(c) = self.conns[slot].as_ref() else {
             return false;
         };
+        let kind = c.progs.verdict.as_deref().map(|p| &p.kind);
+        if matches!(kind, Some(VerdictKind::External { .. })) {
+            // Every message awaits its verdict in order anyway.
+            return !c.closing;
+        }
         if c.closing || !c.awaiting.is_empty() {
             return false;
         }
-        match c.progs.verdict.as_deref().map(|p| &p.kind) {
+        match kind {
             None => true,
             Some(VerdictKind::Rule(Rule::Func(_)) | VerdictKind::External { .. }) => false,
             Some(VerdictKind::Rule(_)) => true,
@@ -41,6 +48,12 @@ impl Core {
     /// Delivers the whole messages of `block`, one after the other, whose
     /// lengths are `self.lens` (filled by the strparser).
     pub(super) fn deliver_block(&mut self, slot: usize, block: Bytes) {
+        if let Some(ext) = self.external_verdict(slot) {
+            let lens = std::mem::take(&mut self.lens);
+            self.await_block(slot, block, &lens, ext);
+            self.lens = lens;
+            return;
+        }
         let base = match offset_in(&self.chunk, &block) {
             Some(off) => off,
             None => {

@@ -21,7 +21,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::config::EngineConfig;
-use crate::conn::{AppRead, Conn, RouteCache, MAX_EGRESS_PEERS};
+use crate::conn::{AppRead, Conn, RouteCache};
 use crate::error::Errno;
 use crate::event::{Event, Frags};
 use crate::framer::MessageMeta;
@@ -275,6 +275,31 @@ impl Core {
         }
     }
 
+    /// Bytes the application read from an adopted socket before the engine
+    /// took it: once the socket starts reading (programs, or `resume()`),
+    /// they are received first, before anything read from the socket.
+    pub fn handle_adopted_bytes(&mut self, id: SockId, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        if let Some(slot) = self.slot_of(id) {
+            let c = self.at(slot);
+            c.initial = data;
+            self.take_initial(slot);
+        }
+    }
+
+    /// Receives the adopted socket's initial bytes once it reads.
+    fn take_initial(&mut self, slot: usize) {
+        let c = self.at(slot);
+        if c.initial.is_empty() || !c.wants_read() {
+            return;
+        }
+        let (id, data) = (c.id, std::mem::take(&mut c.initial));
+        let now = self.now;
+        self.handle_received(id, data, now);
+    }
+
     /// The backend closed the socket's I/O object: forget the socket.
     pub fn handle_closed(&mut self, id: SockId) {
         if let Some(slot) = self.slot_of(id) {
@@ -288,7 +313,7 @@ impl Core {
         let Some(slot) = self.slot_of(id) else { return };
         let c = self.at(slot);
         c.write_shut = true;
-        if c.read_eof {
+        if c.read_done {
             self.close(slot, None);
         }
     }
@@ -303,50 +328,68 @@ impl Core {
     /// The peer shut down its write side (a read returned 0).
     pub fn handle_eof(&mut self, id: SockId) {
         let Some(slot) = self.slot_of(id) else { return };
-        let shared = &self.shared;
-        let c = self.conns[slot].as_mut().expect("live");
+        let c = self.at(slot);
         if c.read_eof {
             return;
         }
         c.read_eof = true;
-        let propagate = c.progs.verdict.as_ref().is_some_and(|v| v.propagate_fin);
-        let mut peers = std::mem::take(&mut c.egress_peers);
-        if propagate {
-            // A partner fixed per socket gets the FIN even if no data went to it.
-            if let Some(VerdictKind::Rule(
-                rule @ Rule::Redirect {
-                    key,
-                    ingress: false,
-                    ..
-                },
-            )) = c.progs.verdict.as_deref().map(|v| &v.kind)
-            {
-                if key.is_per_socket() {
-                    let view = MessageView {
-                        sock: id,
-                        frags: &[],
-                        len: 0,
-                        meta: &MessageMeta::None,
-                    };
-                    if let (Resolved::Redirect { target, .. }, _) = eval_rule(shared, rule, &view) {
-                        if !peers.contains(&target) {
-                            peers.push(target);
-                        }
-                    }
-                }
-            }
+        self.finish_read(slot);
+    }
+
+    /// Ends the read side once the peer's FIN was read and every message
+    /// received before it was judged and queued: the application is told
+    /// ([`Event::ReadEnd`]), the FIN goes on to the socket's partner (see
+    /// [`StreamVerdictProg::propagate_fin`](crate::program::StreamVerdictProg::propagate_fin))
+    /// after the bytes queued for it, and a socket whose write side is
+    /// already shut closes.
+    pub(super) fn finish_read(&mut self, slot: usize) {
+        let c = self.at(slot);
+        if !c.read_eof || c.read_done || c.closing || !c.rx_settled() {
+            return;
         }
+        c.read_done = true;
+        let id = c.id;
         let write_shut = c.write_shut;
+        let partner = self.fin_partner(slot);
+        self.flush_run();
         self.events.push_back(Event::ReadEnd { sock: id });
-        if propagate {
-            for p in peers {
-                if let Some(ps) = self.slot_of(p) {
-                    self.end(ps);
-                }
+        if let Some(ps) = partner.and_then(|p| self.slot_of(p)) {
+            if ps != slot {
+                self.end(ps);
             }
         }
         if write_shut {
             self.close(slot, None);
+        }
+    }
+
+    /// The partner a socket's FIN is forwarded to: the target of a native
+    /// egress redirect keyed by the socket's own id (a proxy pairing), when
+    /// its stream verdict propagates FIN. Targets a socket merely sent
+    /// messages to (a shared upstream, a target chosen per message) are
+    /// never ended by it.
+    fn fin_partner(&self, slot: usize) -> Option<SockId> {
+        let c = self.conns[slot].as_ref()?;
+        let prog = c.progs.verdict.as_deref().filter(|v| v.propagate_fin)?;
+        let VerdictKind::Rule(
+            rule @ Rule::Redirect {
+                key: KeySource::Socket,
+                ingress: false,
+                ..
+            },
+        ) = &prog.kind
+        else {
+            return None;
+        };
+        let view = MessageView {
+            sock: c.id,
+            frags: &[],
+            len: 0,
+            meta: &MessageMeta::None,
+        };
+        match eval_rule(&self.shared, rule, &view).0 {
+            Resolved::Redirect { target, .. } => Some(target),
+            _ => None,
         }
     }
 
@@ -371,6 +414,10 @@ impl Core {
         waiters.extend(std::mem::take(&mut c.app_waiters));
         c.app_queued = 0;
         Stats::set(&c.stats.app_queued_bytes, 0);
+        let unread = std::mem::take(&mut c.initial).len();
+        if unread > 0 {
+            c.count(|s| &s.discarded_bytes, unread as u64);
+        }
         let c_cork = c.msg.cork.take().map(|m| m.size());
         let awaited = std::mem::take(&mut c.awaiting_bytes);
         c.awaiting.clear();
@@ -422,6 +469,8 @@ impl Core {
         c.route.epoch = u64::MAX;
         self.relink_parser(slot);
         self.end_chunk();
+        self.take_initial(slot);
+        self.finish_read(slot);
         self.kick_read(slot);
     }
 
@@ -437,6 +486,8 @@ impl Core {
                     self.end_chunk();
                 }
             }
+            self.take_initial(slot);
+            self.finish_read(slot);
             self.kick_read(slot);
         }
     }
@@ -481,6 +532,7 @@ impl Core {
                     self.close(slot, None);
                 } else {
                     c.read_eof = true;
+                    c.read_done = true;
                 }
             }
         }
@@ -759,12 +811,7 @@ impl Core {
     /// Counts `messages` messages of `slot` redirected to `target`'s egress
     /// (a live egress target) and appends their bytes to its send ring.
     fn redirect_egress(&mut self, slot: usize, target: usize, messages: u64, body: Body) {
-        let target_id = self.at(target).id;
-        let c = self.at(slot);
-        c.count(|s| &s.redirected_egress, messages);
-        if !c.egress_peers.contains(&target_id) && c.egress_peers.len() < MAX_EGRESS_PEERS {
-            c.egress_peers.push(target_id);
-        }
+        self.at(slot).count(|s| &s.redirected_egress, messages);
         self.push_egress(slot, target, body);
     }
 
@@ -884,20 +931,33 @@ pub(crate) fn eval_keyed<'a>(
 }
 
 fn lookup(shared: &Shared, map: crate::id::MapId, key: &DerivedKey<'_>, ingress: bool) -> Resolved {
-    match shared.lock().lookup_raw(map, key.raw()) {
+    redirect_to(shared.lock().lookup_raw(map, key.raw()), ingress)
+}
+
+/// A redirect to the socket a key was found under (a missing key drops).
+pub(crate) fn redirect_to(found: Option<SockId>, ingress: bool) -> Resolved {
+    match found {
         Some(target) => Resolved::Redirect { target, ingress },
         None => Resolved::Drop(DropReason::NoKey),
+    }
+}
+
+/// A PASS or DROP verdict (`None` for a redirect, which needs a lookup).
+pub(crate) fn resolve_local(v: &Verdict) -> Option<Resolved> {
+    match v {
+        Verdict::Pass => Some(Resolved::Pass),
+        Verdict::Drop => Some(Resolved::Drop(DropReason::Verdict)),
+        Verdict::Redirect { .. } => None,
     }
 }
 
 /// Resolves a verdict's redirect key to a socket.
 pub(crate) fn resolve(shared: &Shared, v: &Verdict) -> Resolved {
     match v {
-        Verdict::Pass => Resolved::Pass,
-        Verdict::Drop => Resolved::Drop(DropReason::Verdict),
         Verdict::Redirect { map, key, ingress } => {
             lookup(shared, *map, &DerivedKey::from_key(key), *ingress)
         }
+        _ => resolve_local(v).unwrap_or(Resolved::Drop(DropReason::Verdict)),
     }
 }
 

@@ -16,7 +16,7 @@ use super::external::ItemRef;
 use super::Core;
 use crate::conn::{AppRead, ExternalParse};
 use crate::error::Errno;
-use crate::external::{BatchItem, ItemKind};
+use crate::external::{BatchItem, ItemData, ItemKind};
 use crate::framer::{MessageMeta, Parse};
 use crate::stats::DropReason;
 use crate::strparser::{Event as StrpEvent, StrParser};
@@ -224,7 +224,7 @@ impl Core {
             kind: ItemKind::Parse,
             len,
             peek_bytes: len,
-            frags: strp.buffered().cloned().collect(),
+            data: ItemData::Frags(strp.buffered().cloned().collect()),
         };
         self.batch_item(ItemRef::Parse(sock, req), item);
     }
@@ -259,6 +259,7 @@ impl Core {
         }
         self.run_parser(slot);
         self.end_chunk();
+        self.finish_read(slot);
     }
 
     /// Frees what the socket's parser holds when the socket closes: a partial

@@ -12,7 +12,7 @@ use super::{eval_rule, Core, Resolved};
 use crate::conn::{ParkedSend, SendAck, SendJob, SendOutcome};
 use crate::error::Errno;
 use crate::event::{Event, Frags};
-use crate::external::{Answer, BatchItem, ItemKind, MsgEdit};
+use crate::external::{Answer, BatchItem, ItemData, ItemKind, MsgEdit};
 use crate::id::SockId;
 use crate::msg::SkMsg;
 use crate::program::MsgVerdictKind;
@@ -210,14 +210,20 @@ impl Core {
             kind: ItemKind::MsgVerdict,
             len: job.msg.size(),
             peek_bytes,
-            frags: job.msg.sg.frags().cloned().collect(),
+            data: ItemData::Frags(job.msg.sg.frags().cloned().collect()),
         };
         c.send_parked = Some(Box::new(ParkedSend { seq, job }));
         self.batch_item(ItemRef::Msg(sock, seq), item);
     }
 
-    /// An external msg verdict answered (`None`: no answer, the error verdict).
-    pub(super) fn handle_msg_answer(&mut self, sock: SockId, seq: u64, answer: Option<Answer>) {
+    /// An external msg verdict answered, with its verdict resolved (`None`:
+    /// no answer, the error verdict).
+    pub(super) fn handle_msg_answer(
+        &mut self,
+        sock: SockId,
+        seq: u64,
+        answer: Option<(Answer, Resolved)>,
+    ) {
         let Some(slot) = self.slot_of(sock) else {
             return;
         };
@@ -231,8 +237,8 @@ impl Core {
         let mut job = parked.job;
         let resolved = match answer {
             None => Resolved::Drop(DropReason::Verdict),
-            Some(a) => match apply_edits(&mut job.msg, &a.edits) {
-                Ok(()) => super::resolve(&self.shared, &a.verdict),
+            Some((a, resolved)) => match apply_edits(&mut job.msg, &a.edits) {
+                Ok(()) => resolved,
                 Err(code) => {
                     self.events.push_back(Event::Error {
                         sock: Some(sock),

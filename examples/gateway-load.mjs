@@ -1,22 +1,19 @@
-// Load side of the gateway demo, run in a worker thread so that the main thread does nothing but route: two sinks
+// Load side of the gateway demo (plain JavaScript: it runs in a worker thread), run in a worker thread so that the main thread does nothing but route: two sinks
 // that count frames and measure latency, and a client that sends 4-byte length-prefixed 64-byte frames.
 //
 // Frame payload (64 bytes): [0] route tag 'A' or 'B' · [1..9) send time (ns, BigUInt64) · [9..13) sequence · rest 0.
-import { createServer, connect, type Server, type Socket } from 'node:net'
-import { parentPort, workerData } from 'node:worker_threads'
+import { createServer, connect } from 'node:net'
+import { parentPort } from 'node:worker_threads'
 
-export const FRAME_PAYLOAD = 64
-export const FRAME_LEN = 4 + FRAME_PAYLOAD
+const FRAME_PAYLOAD = 64
+const FRAME_LEN = 4 + FRAME_PAYLOAD
+const WINDOW = 8192
 
-interface SinkStats {
-  frames: number
-  latenciesNs: number[]
-}
-
-function sink(stats: SinkStats): Server {
-  return createServer((sock: Socket) => {
-    let pending: Buffer = Buffer.alloc(0)
-    sock.on('data', (chunk: Buffer) => {
+/** A sink that counts frames and samples their latency into `stats`. */
+function sink(stats) {
+  return createServer((sock) => {
+    let pending = Buffer.alloc(0)
+    sock.on('data', (chunk) => {
       const now = process.hrtime.bigint()
       const buf = pending.length ? Buffer.concat([pending, chunk]) : chunk
       let off = 0
@@ -33,18 +30,18 @@ function sink(stats: SinkStats): Server {
   })
 }
 
-async function listen(server: Server): Promise<number> {
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+async function listen(server) {
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
   const addr = server.address()
   if (addr === null || typeof addr === 'string') throw new Error('sink has no TCP address')
   return addr.port
 }
 
-/** Sends frames to `port` for `durationMs`, keeping about `window` bytes in flight per write burst. */
-async function drive(port: number, durationMs: number): Promise<number> {
+/** Sends frames to `port` for `durationMs`, at most WINDOW frames ahead of what the sinks received. */
+async function drive(port, durationMs, delivered) {
   const sock = connect(port, '127.0.0.1')
   sock.setNoDelay(true)
-  await new Promise<void>((resolve, reject) => {
+  await new Promise((resolve, reject) => {
     sock.once('connect', resolve)
     sock.once('error', reject)
   })
@@ -53,6 +50,8 @@ async function drive(port: number, durationMs: number): Promise<number> {
   let seq = 0
   const deadline = Date.now() + durationMs
   while (Date.now() < deadline) {
+    // Keep at most WINDOW frames in flight, so latency measures the routers, not an unbounded queue.
+    while (seq - delivered() > WINDOW && Date.now() < deadline) await new Promise((r) => setImmediate(r))
     const now = process.hrtime.bigint()
     for (let i = 0; i < framesPerBurst; i++) {
       const off = i * FRAME_LEN
@@ -64,25 +63,25 @@ async function drive(port: number, durationMs: number): Promise<number> {
     }
     if (!sock.write(Buffer.from(burst))) await new Promise((resolve) => sock.once('drain', resolve))
   }
-  await new Promise<void>((resolve) => sock.end(resolve))
+  await new Promise((resolve) => sock.end(resolve))
   return seq
 }
 
 if (parentPort !== null) {
   const port = parentPort
-  const sinkA: SinkStats = { frames: 0, latenciesNs: [] }
-  const sinkB: SinkStats = { frames: 0, latenciesNs: [] }
+  const sinkA = { frames: 0, latenciesNs: [] }
+  const sinkB = { frames: 0, latenciesNs: [] }
   const servers = [sink(sinkA), sink(sinkB)]
   void (async () => {
     const ports = await Promise.all(servers.map(listen))
     port.postMessage({ type: 'sinks', a: ports[0], b: ports[1] })
-    port.on('message', async (msg: { type: string; port: number; durationMs: number }) => {
+    port.on('message', async (msg) => {
       if (msg.type === 'run') {
         sinkA.frames = sinkB.frames = 0
         sinkA.latenciesNs = []
         sinkB.latenciesNs = []
         const timer = setInterval(() => port.postMessage({ type: 'progress', a: sinkA.frames, b: sinkB.frames }), 250)
-        const sent = await drive(msg.port, msg.durationMs)
+        const sent = await drive(msg.port, msg.durationMs, () => sinkA.frames + sinkB.frames)
         // Let the last frames arrive (bounded wait).
         const settle = Date.now() + 2000
         while (sinkA.frames + sinkB.frames < sent && Date.now() < settle) await new Promise((r) => setTimeout(r, 10))
@@ -100,5 +99,4 @@ if (parentPort !== null) {
       }
     })
   })()
-  void workerData
 }
