@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 
-import { Parse, SockmapError, Verdict, rules, type SendMessage, type Socket } from '../src/index'
-import { connections, deadline, errorOf, frame, readN, until, writeBytewise, engineScope } from './helpers'
+import { Parse, SockmapError, Verdict, rules, type SendMessage } from '../src/index'
+import { connections, errorOf, frame, readN, until, writeBytewise, engineScope, collect } from './helpers'
 
 const { newEngine, clients } = engineScope()
 
@@ -9,20 +9,6 @@ const { newEngine, clients } = engineScope()
 function lengthParser(data: Buffer): number {
   if (data.length < 4) return Parse.NEED_MORE
   return 4 + data.readUInt32BE(0)
-}
-
-function collect(sock: Socket, count: number, ms = 5000): Promise<string[]> {
-  const got: string[] = []
-  return deadline(
-    new Promise<string[]>((resolve) => {
-      sock.on('message', (m) => {
-        got.push(m.toString('latin1'))
-        if (got.length === count) resolve(got)
-      })
-    }),
-    ms,
-    `${count} messages`,
-  )
 }
 
 describe('TypeScript parsers', () => {

@@ -164,3 +164,18 @@ export function engineScope(): { newEngine: (options?: EngineOptions) => Engine;
     clients,
   }
 }
+
+/** Collects the next `count` messages of an engine socket as latin1 strings (copied). */
+export function collect(sock: Socket, count: number, ms = 5000): Promise<string[]> {
+  const got: string[] = []
+  return deadline(
+    new Promise<string[]>((resolve) => {
+      sock.on('message', (m) => {
+        got.push(m.toString('latin1'))
+        if (got.length === count) resolve(got)
+      })
+    }),
+    ms,
+    `${count} messages`,
+  )
+}

@@ -1,24 +1,9 @@
 import { describe, expect, it } from 'vitest'
 
 import { parsers, rules } from '../src/index'
-import { connections, deadline, errorOf, frame, messagesN, readN, until, writeBytewise, engineScope } from './helpers'
+import { connections, errorOf, frame, messagesN, readN, until, writeBytewise, engineScope, collect } from './helpers'
 
 const { newEngine, clients } = engineScope()
-
-/** Collects `count` messages (each copied) from an engine socket. */
-function collect(sock: import('../src/index').Socket, count: number, ms = 5000): Promise<string[]> {
-  const got: string[] = []
-  return deadline(
-    new Promise<string[]>((resolve) => {
-      sock.on('message', (m) => {
-        got.push(m.toString('latin1'))
-        if (got.length === count) resolve(got)
-      })
-    }),
-    ms,
-    `${count} messages`,
-  )
-}
 
 describe('native framers', () => {
   it('lengthField frames messages written one byte at a time', async () => {
