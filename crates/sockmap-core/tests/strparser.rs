@@ -2,6 +2,7 @@
 //! check against a simple reference model.
 
 mod framer_common;
+mod strparser_model;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use sockmap_core::framer::{
 };
 use sockmap_core::strparser::{Event, StrParser, StrParserConfig};
 use sockmap_core::Errno;
+use strparser_model::{Harness, Op};
 
 /// A framer answering with a closure.
 struct Script<F>(F);
@@ -437,98 +439,24 @@ fn stop_then_done_returns_the_unparsed_bytes() {
 
 // ── reference model ─────────────────────────────────────────────────────────
 
-/// What a strparser with a 1-byte, prefix-inclusive length framer must do,
-/// written the obvious way over one contiguous buffer.
-#[derive(Default)]
-struct Model {
-    buf: Vec<u8>,
-    paused: bool,
-    dead: bool,
-    skip: usize,
-}
-
-const MODEL_MAX_FRAME: usize = 40;
-
-impl Model {
-    fn poll(&mut self) -> Option<Out> {
-        loop {
-            if self.paused || self.dead {
-                return None;
-            }
-            if self.skip > 0 {
-                let n = self.skip.min(self.buf.len());
-                self.buf.drain(..n);
-                self.skip -= n;
-                if self.skip > 0 {
-                    return None;
-                }
-                continue;
-            }
-            let &len = self.buf.first()?;
-            let len = len as usize;
-            if len == 0 {
-                self.dead = true;
-                self.buf.clear();
-                return Some(Out::Error(Errno::Proto));
-            }
-            if len > MODEL_MAX_FRAME {
-                self.skip = len;
-                return Some(Out::Skipped(len));
-            }
-            if self.buf.len() < len {
-                return None;
-            }
-            return Some(msg(&self.buf.drain(..len).collect::<Vec<u8>>()));
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-enum Op {
-    Data(Vec<u8>),
-    Pause,
-    Unpause,
-    Poll(usize),
-}
-
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => prop::collection::vec(prop_oneof![3 => 1u8..12, 1 => any::<u8>()], 1..12).prop_map(Op::Data),
         1 => Just(Op::Pause),
         1 => Just(Op::Unpause),
-        3 => (0usize..5).prop_map(Op::Poll),
+        3 => (0u8..5).prop_map(Op::Poll),
     ]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+    /// The strparser against the reference model of `strparser_model`.
     #[test]
     fn matches_the_reference_model(ops in prop::collection::vec(op(), 1..60)) {
-        let now = Instant::now();
-        let o = LengthFieldOptions { length_field_length: 1, length_adjustment: -1,
-            max_frame_length: MODEL_MAX_FRAME, discard_oversize: true, ..Default::default() };
-        let mut p = StrParser::new(Box::new(LengthField::new(o).unwrap()), StrParserConfig::default());
-        let mut m = Model::default();
-        for op in ops {
-            match op {
-                Op::Data(d) => {
-                    if !m.dead {
-                        m.buf.extend_from_slice(&d);
-                    }
-                    p.handle_data(Bytes::from(d), now);
-                }
-                Op::Pause => { p.pause(); m.paused = true; }
-                Op::Unpause => { p.unpause(); m.paused = false; }
-                Op::Poll(n) => {
-                    for _ in 0..n {
-                        prop_assert_eq!(p.poll_event(now).map(out), m.poll());
-                    }
-                }
-            }
-            prop_assert_eq!(p.buffered_bytes(), m.buf.len());
+        let mut h = Harness::default();
+        for op in &ops {
+            h.apply(op);
         }
-        p.unpause();
-        m.paused = false;
-        prop_assert_eq!(drain(&mut p, now), std::iter::from_fn(|| m.poll()).collect::<Vec<_>>());
+        h.finish();
     }
 }
