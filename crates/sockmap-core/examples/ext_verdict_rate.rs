@@ -20,7 +20,7 @@ use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sockmap_core::external::{Answer, Batch, ExternalVerdicts};
+use sockmap_core::batch::{Answer, Batch, ExternalVerdicts};
 use sockmap_core::framer::LengthFieldOptions;
 use sockmap_core::map::{MapKind, UpdateFlag};
 use sockmap_core::program::{ParserKind, ParserProg, Programs, StreamVerdictProg, VerdictKind};

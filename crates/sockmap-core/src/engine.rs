@@ -6,121 +6,38 @@
 //! binding turns it into a threadsafe-function call) runs once per loop turn
 //! that produced events. Map operations run on the calling thread under the
 //! registry's short-held lock and return at once: no call on the handle waits
-//! for the I/O loop.
+//! for the I/O loop. The changes they make reach the I/O thread's view of the
+//! maps as commands, queued in the order the registry made them.
+//!
+//! The engine never names a backend's internals: it picks one, and runs the
+//! driver's loop turn ([`crate::driver::turn`]) over it until shutdown.
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::backend::epoll::{EpollBackend, IoSource};
+use crate::backend::epoll::EpollBackend;
+use crate::batch::{ExternalVerdicts, Replier};
 use crate::config::EngineConfig;
-use crate::core::{Core, NewSock};
+pub use crate::driver::Notify;
+use crate::driver::{turn, Command, Doorbell, EventOut, Inbox, LoopState, Source};
 use crate::error::Errno;
 use crate::event::Event;
-use crate::external::{ExternalVerdicts, Replier};
 use crate::id::{MapId, SockId};
 use crate::key::Key;
 use crate::map::{MapKind, UpdateFlag};
 use crate::program::Programs;
-use crate::registry::{Relink, Shared, SockState};
+use crate::psock::{Core, NewSock};
+use crate::registry::{Registry, Relink, Shared, SockState};
 use crate::stats::StatsSnapshot;
-
-/// A command for the I/O thread.
-#[derive(Debug)]
-pub(crate) enum Command {
-    Register {
-        id: SockId,
-        src: IoSource,
-        kind: NewSock,
-        deadline: Option<Instant>,
-        /// Bytes the application read from an adopted stream before the engine took it.
-        initial: Bytes,
-    },
-    Relink(SockId),
-    Resume(SockId),
-    Pause(SockId),
-    End(SockId),
-    Destroy(SockId),
-    Send {
-        sock: SockId,
-        data: Bytes,
-        req: u64,
-    },
-    Answer {
-        batch: u64,
-        answers: Vec<crate::external::Answer>,
-    },
-    Ack(SockId, usize),
-    Shutdown,
-}
-
-impl Command {
-    /// Applies a command that needs no I/O object.
-    pub(crate) fn apply(self, core: &mut Core) {
-        match self {
-            Command::Relink(id) => core.handle_relink(id),
-            Command::Resume(id) => core.handle_resume(id),
-            Command::Pause(id) => core.handle_pause(id),
-            Command::End(id) => core.handle_end(id),
-            Command::Destroy(id) => core.handle_destroy(id),
-            Command::Send { sock, data, req } => core.handle_send(sock, data, req),
-            Command::Answer { batch, answers } => core.handle_answers(batch, answers),
-            Command::Ack(sock, bytes) => core.handle_ack(sock, bytes),
-            Command::Shutdown => core.handle_shutdown(),
-            Command::Register { .. } => {}
-        }
-    }
-}
-
-/// Something that wakes the I/O thread.
-pub(crate) trait Wake: Send + Sync {
-    fn wake(&self);
-}
-
-impl Wake for mio::Waker {
-    fn wake(&self) {
-        let _ = mio::Waker::wake(self);
-    }
-}
-
-/// Wakes the I/O thread once per batch of commands: only the first command
-/// after the loop last drained its queue rings.
-pub(crate) struct Doorbell {
-    waker: Box<dyn Wake>,
-    pending: AtomicBool,
-}
-
-impl Doorbell {
-    pub(crate) fn new(waker: Box<dyn Wake>) -> Doorbell {
-        Doorbell {
-            waker,
-            pending: AtomicBool::new(false),
-        }
-    }
-
-    /// Rings after a command was queued.
-    pub(crate) fn ring(&self) {
-        if !self.pending.swap(true, Ordering::AcqRel) {
-            self.waker.wake();
-        }
-    }
-
-    /// Called by the I/O thread before it drains the command queue.
-    pub(crate) fn clear(&self) {
-        self.pending.store(false, Ordering::Release);
-    }
-}
-
-/// The callback run when events are ready.
-pub type Notify = Box<dyn Fn() + Send + Sync>;
 
 /// What the application plugs into an engine.
 #[derive(Default)]
@@ -137,37 +54,6 @@ impl std::fmt::Debug for Hooks {
             .field("notify", &self.notify.is_some())
             .field("external", &self.external.is_some())
             .finish()
-    }
-}
-
-/// Where the I/O thread publishes events.
-pub(crate) struct EventOut {
-    tx: Sender<Event>,
-    notify: Option<Notify>,
-}
-
-impl EventOut {
-    /// Moves the core's events out; notifies once if there were any.
-    pub(crate) fn publish(&self, core: &mut Core) {
-        let mut any = false;
-        while let Some(ev) = core.poll_event() {
-            let _ = self.tx.send(ev);
-            any = true;
-        }
-        if any {
-            self.emit_notify();
-        }
-    }
-
-    fn send(&self, ev: Event) {
-        let _ = self.tx.send(ev);
-        self.emit_notify();
-    }
-
-    fn emit_notify(&self) {
-        if let Some(n) = &self.notify {
-            n();
-        }
     }
 }
 
@@ -214,11 +100,11 @@ impl Engine {
         let (cmd_tx, cmd_rx) = channel();
         let (ev_tx, ev_rx) = channel();
         let dead = Arc::new(AtomicBool::new(false));
-        let out = EventOut {
+        let out = EventOut::Channel {
             tx: ev_tx,
             notify: hooks.notify,
         };
-        let mut core = Core::new(shared.clone(), cfg);
+        let mut core = Core::new(shared.clone(), cfg, Instant::now());
         if let Some(ext) = hooks.external {
             let replier = Replier {
                 tx: cmd_tx.clone(),
@@ -227,11 +113,14 @@ impl Engine {
             core.set_external(ext, replier);
         }
         let thread = {
-            let bell = bell.clone();
+            let inbox = Inbox {
+                rx: cmd_rx,
+                bell: bell.clone(),
+            };
             let dead = dead.clone();
             std::thread::Builder::new()
                 .name("sockmap-io".into())
-                .spawn(move || io_thread(backend, core, cmd_rx, bell, out, dead))?
+                .spawn(move || io_thread(backend, core, inbox, out, dead))?
         };
         Ok(Engine {
             handle: EngineHandle {
@@ -279,16 +168,31 @@ impl Drop for Engine {
     }
 }
 
+/// Runs the driver's loop turn until the engine shut down and its sockets closed.
+fn run_loop(
+    backend: &mut EpollBackend,
+    core: &mut Core,
+    inbox: &Inbox,
+    out: &mut EventOut,
+) -> io::Result<()> {
+    let mut state = LoopState::default();
+    loop {
+        turn(backend, core, inbox, out, &mut state)?;
+        if state.finished(core, Instant::now()) {
+            return Ok(());
+        }
+    }
+}
+
 fn io_thread(
     mut backend: EpollBackend,
     mut core: Core,
-    rx: Receiver<Command>,
-    bell: Arc<Doorbell>,
-    out: EventOut,
+    inbox: Inbox,
+    mut out: EventOut,
     dead: Arc<AtomicBool>,
 ) {
     let result = catch_unwind(AssertUnwindSafe(|| {
-        backend.run(&mut core, &rx, &bell, &out)
+        run_loop(&mut backend, &mut core, &inbox, &mut out)
     }));
     let (code, detail) = match result {
         Ok(Ok(())) => return,
@@ -348,12 +252,20 @@ impl EngineHandle {
         }
     }
 
-    fn relink(&self, relink: Relink) {
-        if !relink.is_empty() {
-            self.shared.bump();
+    /// Sends the registry's map changes, then the relinks, to the I/O
+    /// thread, while the registry is still locked (so changes of several
+    /// threads arrive in the order the registry made them).
+    fn publish(&self, mut reg: MutexGuard<'_, Registry>, relink: Relink) {
+        let mut any = false;
+        for change in reg.take_changes() {
+            any |= self.tx.send(Command::Map(change)).is_ok();
         }
         for id in relink {
-            self.command(Command::Relink(id));
+            any |= self.tx.send(Command::Relink(id)).is_ok();
+        }
+        drop(reg);
+        if any {
+            self.bell.ring();
         }
     }
 
@@ -376,7 +288,7 @@ impl EngineHandle {
         let id = self.shared.lock().alloc(SockState::Listening);
         self.command(Command::Register {
             id,
-            src: IoSource::Listener(mio::net::TcpListener::from_std(l)),
+            src: Source::Listener(l),
             kind: NewSock::Listener,
             deadline: None,
             initial: Bytes::new(),
@@ -392,10 +304,13 @@ impl EngineHandle {
     pub fn connect(&self, addr: SocketAddr, timeout: Option<Duration>) -> Result<SockId, Errno> {
         self.check_alive()?;
         let s = mio::net::TcpStream::connect(addr).map_err(|e| io_err(&e))?;
+        // SAFETY: `into_raw_fd` gives up mio's ownership of the descriptor;
+        // the std stream takes it over, and nothing else holds it.
+        let s = unsafe { std::net::TcpStream::from_raw_fd(s.into_raw_fd()) };
         let id = self.shared.lock().alloc(SockState::Connecting);
         self.command(Command::Register {
             id,
-            src: IoSource::Stream(s),
+            src: Source::Stream(s),
             kind: NewSock::Connecting,
             deadline: timeout.map(|t| Instant::now() + t),
             initial: Bytes::new(),
@@ -426,7 +341,7 @@ impl EngineHandle {
         let id = self.shared.lock().alloc(SockState::Established);
         self.command(Command::Register {
             id,
-            src: IoSource::Stream(mio::net::TcpStream::from_std(stream)),
+            src: Source::Stream(stream),
             kind: NewSock::Established,
             deadline: None,
             initial,
@@ -484,7 +399,10 @@ impl EngineHandle {
     /// # Errors
     /// `EINVAL` when `max_entries` is 0.
     pub fn create_map(&self, kind: MapKind, max_entries: u32) -> Result<MapId, Errno> {
-        self.shared.lock().create_map(kind, max_entries)
+        let mut reg = self.shared.lock();
+        let id = reg.create_map(kind, max_entries)?;
+        self.publish(reg, Relink::new());
+        Ok(id)
     }
 
     /// Attaches programs to a map: sockets inserted afterwards take them.
@@ -509,8 +427,9 @@ impl EngineHandle {
         sock: SockId,
         flag: UpdateFlag,
     ) -> Result<(), Errno> {
-        let relink = self.shared.lock().update(map, key, sock, flag)?;
-        self.relink(relink);
+        let mut reg = self.shared.lock();
+        let relink = reg.update(map, key, sock, flag)?;
+        self.publish(reg, relink);
         Ok(())
     }
 
@@ -519,8 +438,9 @@ impl EngineHandle {
     /// # Errors
     /// An absent key: `EINVAL` in a SockMap, `ENOENT` in a SockHash (as the kernel).
     pub fn map_delete(&self, map: MapId, key: &Key) -> Result<(), Errno> {
-        let relink = self.shared.lock().delete(map, key)?;
-        self.relink(relink);
+        let mut reg = self.shared.lock();
+        let relink = reg.delete(map, key)?;
+        self.publish(reg, relink);
         Ok(())
     }
 
@@ -567,8 +487,9 @@ impl EngineHandle {
     /// # Errors
     /// `EBADF` for an unknown map.
     pub fn destroy_map(&self, map: MapId) -> Result<(), Errno> {
-        let relink = self.shared.lock().destroy_map(map)?;
-        self.relink(relink);
+        let mut reg = self.shared.lock();
+        let relink = reg.destroy_map(map)?;
+        self.publish(reg, relink);
         Ok(())
     }
 }

@@ -6,34 +6,39 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod batch;
+mod batcher;
 pub mod config;
-mod conn;
-pub mod core;
+mod driver;
 pub mod engine;
 pub mod error;
 pub mod event;
-pub mod external;
 pub mod framer;
+mod hash_ring;
 pub mod id;
 pub mod key;
 pub mod map;
+mod map_view;
 pub mod msg;
 pub mod program;
+pub mod psock;
 mod registry;
 pub mod ring;
 pub mod rules;
 pub mod stats;
 pub mod strparser;
 mod timer;
+mod verdict;
 
 pub use config::{BatchConfig, EngineConfig};
-pub use engine::{Engine, EngineHandle, Hooks};
+pub use engine::{Engine, EngineHandle, Hooks, Notify};
 pub use error::Errno;
 pub use event::{Event, Frags};
 pub use id::{MapId, SockId};
 pub use key::Key;
 pub use map::{MapKind, UpdateFlag};
 pub use msg::SkMsg;
+pub use psock::Core;
 pub use registry::SockState;
 pub use ring::{RingFull, SgRing, IOV_MAX};
 pub use rules::{KeySource, Rule, Verdict};

@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 
 use crate::error::Errno;
+use crate::hash_ring::HashRing;
 use crate::id::SockId;
-use crate::key::{stable_hash, HashRing, Key};
+use crate::key::{stable_hash, Key};
 
 /// How a map update treats an existing entry (`BPF_ANY`, `BPF_NOEXIST`, `BPF_EXIST`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -2,9 +2,13 @@
 //!
 //! It is shared by the application's threads and the I/O thread behind one
 //! short-held mutex, so map operations return their result at once without
-//! waiting for the I/O loop. Every change to a map bumps an epoch the I/O
-//! thread reads without the lock to validate what it has cached.
+//! waiting for the I/O loop. Every change to a map's entries is also
+//! recorded as a [`MapChange`], which the caller takes with
+//! [`Registry::take_changes`] before releasing the lock and sends to the I/O
+//! thread's [`MapView`](crate::map_view::MapView): the per-message path
+//! reads that view and never this lock.
 
+#[cfg(test)]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -12,8 +16,9 @@ use smallvec::SmallVec;
 
 use crate::error::Errno;
 use crate::id::{MapId, SockId};
-use crate::key::{HashRing, Key};
-use crate::map::{MapKind, RawKey, Slot, Store, UpdateFlag};
+use crate::key::Key;
+use crate::map::{MapKind, Slot, Store, UpdateFlag};
+use crate::map_view::MapChange;
 use crate::program::Programs;
 use crate::stats::Stats;
 
@@ -48,7 +53,6 @@ pub(crate) struct MapState {
     pub(crate) store: Store,
     pub(crate) programs: Programs,
     pub(crate) stats: Arc<Stats>,
-    ring: Option<HashRing>,
 }
 
 /// Socket slots and maps.
@@ -57,13 +61,14 @@ pub(crate) struct Registry {
     pub(crate) socks: Vec<SockEntry>,
     free: Vec<u32>,
     pub(crate) maps: Vec<Option<MapState>>,
+    /// Changes to the maps' entries not yet taken by the caller.
+    changes: Vec<MapChange>,
 }
 
-/// The registry and the epoch of its maps.
+/// The registry, shared between threads.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     registry: Mutex<Registry>,
-    epoch: AtomicU64,
     /// Times the registry was locked (unit tests count them).
     #[cfg(test)]
     pub(crate) locks: AtomicU64,
@@ -77,22 +82,17 @@ impl Shared {
         self.locks.fetch_add(1, Ordering::Relaxed);
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
-
-    /// The current map epoch.
-    #[inline]
-    pub(crate) fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn bump(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-    }
 }
 
 /// What a registry change asks the I/O thread to refresh.
 pub(crate) type Relink = SmallVec<[SockId; 2]>;
 
 impl Registry {
+    /// Takes the changes made to the maps' entries since the last call, in order.
+    pub(crate) fn take_changes(&mut self) -> std::vec::Drain<'_, MapChange> {
+        self.changes.drain(..)
+    }
+
     /// Allocates a socket id in `state`.
     pub(crate) fn alloc(&mut self, state: SockState) -> SockId {
         let slot = match self.free.pop() {
@@ -154,10 +154,14 @@ impl Registry {
             store: Store::new(kind, max_entries),
             programs: Programs::default(),
             stats: Arc::default(),
-            ring: None,
         };
         let id = MapId(self.maps.len() as u32);
         self.maps.push(Some(state));
+        self.changes.push(MapChange::Create {
+            map: id,
+            kind,
+            max_entries,
+        });
         Ok(id)
     }
 
@@ -231,9 +235,13 @@ impl Registry {
             e.verdict_map = Some(map);
         }
         e.links.push((map, slot.clone()));
+        self.changes.push(MapChange::Set {
+            map,
+            slot: slot.clone(),
+            sock,
+        });
         let m = self.map_mut(map)?;
         m.store.set(slot, sock);
-        m.ring = None;
         relink.push(sock);
         Ok(relink)
     }
@@ -262,8 +270,8 @@ impl Registry {
         };
         let slot = m.store.slot_of(key).map_err(|_| absent)?;
         let sock = m.store.remove(&slot).ok_or(absent)?;
-        m.ring = None;
         self.unlink(sock, map, &slot);
+        self.changes.push(MapChange::Remove { map, slot });
         Ok(SmallVec::from_elem(sock, 1))
     }
 
@@ -278,7 +286,7 @@ impl Registry {
             if let Ok(m) = self.map_mut(map) {
                 if m.store.get(&slot) == Some(sock) {
                     m.store.remove(&slot);
-                    m.ring = None;
+                    self.changes.push(MapChange::Remove { map, slot });
                 }
             }
         }
@@ -299,22 +307,8 @@ impl Registry {
             relink.push(sock);
         }
         self.maps[map.0 as usize] = None;
+        self.changes.push(MapChange::Destroy(map));
         Ok(relink)
-    }
-
-    /// Looks up a redirect target.
-    #[inline]
-    pub(crate) fn lookup_raw(&self, map: MapId, key: RawKey<'_>) -> Option<SockId> {
-        self.map(map).ok()?.store.lookup_raw(key)
-    }
-
-    /// Routes a key hash through the map's consistent-hash ring.
-    pub(crate) fn route(&mut self, map: MapId, hash: u64) -> Option<SockId> {
-        let m = self.map_mut(map).ok()?;
-        if m.ring.is_none() {
-            m.ring = Some(m.store.build_ring());
-        }
-        m.ring.as_ref().and_then(|r| r.route(hash))
     }
 }
 

@@ -46,14 +46,6 @@ pub struct MessageView<'a> {
 }
 
 impl MessageView<'_> {
-    /// The bytes in `r` as a derived key.
-    fn owned_range(&self, r: &Range<usize>) -> Option<DerivedKey<'static>> {
-        let mut out = SmallVec::new();
-        let len = r.end.checked_sub(r.start)?;
-        self.copy_range(r.start, len, &mut out)
-            .then_some(DerivedKey::Owned(out))
-    }
-
     /// Copies `len` bytes at `offset` into `out`; false if the message is shorter.
     pub fn copy_range(&self, offset: usize, len: usize, out: &mut SmallVec<[u8; 32]>) -> bool {
         copy_range(self.frags, offset, len, out)
@@ -172,7 +164,7 @@ impl DerivedKey<'_> {
         }
     }
 
-    /// Whether the key is the same for every message of a socket.
+    /// A rule's or an answer's key, borrowed.
     pub(crate) fn from_key(key: &Key) -> DerivedKey<'_> {
         match key {
             Key::Num(n) => DerivedKey::Num(*n),
@@ -181,52 +173,64 @@ impl DerivedKey<'_> {
     }
 }
 
-impl KeySource {
-    /// Takes the key for one message; `None` when the message has none.
-    pub(crate) fn derive<'a>(&'a self, msg: &MessageView<'_>) -> Option<DerivedKey<'a>> {
+/// The bytes of a message a key is taken from: its fragments, or one
+/// contiguous range of a received block.
+#[derive(Clone, Copy)]
+pub(crate) enum MsgBytes<'a> {
+    /// Fragments of received buffers.
+    Frags(&'a [Bytes]),
+    /// Contiguous bytes.
+    Slice(&'a [u8]),
+}
+
+impl<'a> MsgBytes<'a> {
+    /// `len` bytes at `offset` as a key (`None` if the message is shorter),
+    /// borrowed when contiguous.
+    fn range(self, offset: usize, len: usize) -> Option<DerivedKey<'a>> {
         match self {
-            KeySource::Fixed(k) => Some(DerivedKey::from_key(k)),
-            KeySource::Socket => Some(DerivedKey::Num(msg.sock.as_u64())),
-            KeySource::Range { offset, len } => {
+            MsgBytes::Slice(s) => offset
+                .checked_add(len)
+                .and_then(|end| s.get(offset..end))
+                .map(DerivedKey::Borrowed),
+            MsgBytes::Frags(f) => {
                 let mut out = SmallVec::new();
-                msg.copy_range(*offset, *len, &mut out)
-                    .then_some(DerivedKey::Owned(out))
+                copy_range(f, offset, len, &mut out).then_some(DerivedKey::Owned(out))
             }
-            KeySource::Resp => match msg.meta {
-                MessageMeta::Resp { key: Some(r), .. } => msg.owned_range(r),
-                _ => None,
-            },
-            KeySource::HttpHost => match msg.meta {
-                MessageMeta::Http { host: Some(r), .. } => msg.owned_range(r),
-                _ => None,
-            },
         }
     }
 
-    /// Takes the key for a message that is the contiguous bytes `msg`, the
-    /// same key [`derive`](KeySource::derive) gives; `None` also for the
-    /// sources that need the parser's metadata (a message framed without
-    /// metadata has none).
-    pub(crate) fn derive_contiguous<'a>(
+    fn meta_range(self, r: &Range<usize>) -> Option<DerivedKey<'a>> {
+        self.range(r.start, r.end.checked_sub(r.start)?)
+    }
+}
+
+impl KeySource {
+    /// Takes the key for one message of `sock`; `None` when the message has
+    /// none (too short, or no key in the parser's metadata).
+    pub(crate) fn derive<'a>(
         &'a self,
         sock: SockId,
-        msg: &'a [u8],
+        msg: MsgBytes<'a>,
+        meta: &MessageMeta,
     ) -> Option<DerivedKey<'a>> {
         match self {
             KeySource::Fixed(k) => Some(DerivedKey::from_key(k)),
             KeySource::Socket => Some(DerivedKey::Num(sock.as_u64())),
-            // As `copy_range`: an empty range is found anywhere.
-            KeySource::Range { len: 0, .. } => Some(DerivedKey::Borrowed(&[])),
-            KeySource::Range { offset, len } => offset
-                .checked_add(*len)
-                .and_then(|end| msg.get(*offset..end))
-                .map(DerivedKey::Borrowed),
-            KeySource::Resp | KeySource::HttpHost => None,
+            KeySource::Range { offset, len } => msg.range(*offset, *len),
+            KeySource::Resp => match meta {
+                MessageMeta::Resp { key: Some(r), .. } => msg.meta_range(r),
+                _ => None,
+            },
+            KeySource::HttpHost => match meta {
+                MessageMeta::Http { host: Some(r), .. } => msg.meta_range(r),
+                _ => None,
+            },
         }
     }
 
-    /// True when the key does not depend on the message bytes.
-    pub(crate) fn is_per_socket(&self) -> bool {
+    /// True when the key is the same for every message of a socket (a fixed
+    /// key, or the socket's own id), so one verdict holds for all of them.
+    pub(crate) fn is_message_independent(&self) -> bool {
         matches!(self, KeySource::Fixed(_) | KeySource::Socket)
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine_util::*;
-use sockmap_core::external::{Answer, Batch, ExternalVerdicts, ItemDesc};
+use sockmap_core::batch::{Answer, Batch, ExternalVerdicts, ItemDesc};
 use sockmap_core::map::MapKind;
 use sockmap_core::program::{Programs, StreamVerdictProg, VerdictKind};
 use sockmap_core::{BatchConfig, Engine, EngineConfig, Event, Hooks, Key, MapId, Verdict};

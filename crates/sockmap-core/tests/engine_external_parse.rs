@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use engine_util::*;
-use sockmap_core::external::{Answer, Batch, ExternalVerdicts, ItemDesc, ItemKind, MsgEdit};
+use sockmap_core::batch::{Answer, Batch, ExternalVerdicts, ItemDesc, ItemKind, MsgEdit};
 use sockmap_core::framer::Parse;
 use sockmap_core::map::MapKind;
 use sockmap_core::program::{

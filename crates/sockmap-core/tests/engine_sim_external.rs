@@ -5,7 +5,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
 use sockmap_core::backend::sim::Sim;
-use sockmap_core::external::{Answer, Batch, ExternalVerdicts, ItemKind};
+use sockmap_core::batch::{Answer, Batch, ExternalVerdicts, ItemKind};
 use sockmap_core::framer::Parse;
 use sockmap_core::map::{MapKind, UpdateFlag};
 use sockmap_core::program::{ParserKind, ParserProg, Programs, StreamVerdictProg, VerdictKind};

@@ -18,7 +18,7 @@ use napi::bindgen_prelude::{Buffer, Float64ArraySlice, Uint8ArraySlice, Unknown}
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
-use sockmap_core::external::{Answer, Batch, ExternalVerdicts, ItemKind, MsgEdit};
+use sockmap_core::batch::{Answer, Batch, ExternalVerdicts, ItemKind, MsgEdit};
 use sockmap_core::framer::Parse;
 use sockmap_core::{Errno, Key, Verdict};
 

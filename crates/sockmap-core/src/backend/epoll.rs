@@ -4,31 +4,29 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::os::fd::AsRawFd;
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::{drive_flush, drive_ops, drive_read, ReadBuf, ReadEnd, SocketIo};
-use crate::core::{Core, NewSock};
-use crate::engine::{Command, Doorbell, EventOut};
+use super::{Backend, SocketIo};
+use crate::driver::{drive_flush, drive_read, ReadBuf, ReadEnd, Source};
 use crate::error::Errno;
 use crate::id::SockId;
+use crate::psock::{Core, NewSock};
 
 /// The token of the cross-thread waker.
-pub(crate) const WAKER: Token = Token(usize::MAX);
+const WAKER: Token = Token(usize::MAX);
 
-/// An I/O object handed to the backend by the application thread.
+/// A registered I/O object.
 #[derive(Debug)]
-pub(crate) enum IoSource {
+enum IoSource {
     /// A listening socket.
     Listener(TcpListener),
     /// A connected or connecting stream.
     Stream(TcpStream),
 }
-
 struct Io {
     id: SockId,
     src: IoSource,
@@ -40,7 +38,7 @@ struct Io {
 
 /// The sockets, by slot.
 #[derive(Default)]
-struct IoTable {
+pub(crate) struct IoTable {
     ios: Vec<Option<Io>>,
 }
 
@@ -110,9 +108,6 @@ pub(crate) struct EpollBackend {
     rb: ReadBuf,
 }
 
-/// How long a shutting-down engine waits for queued bytes to drain.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
 impl EpollBackend {
     /// A backend and the waker other threads ring.
     pub(crate) fn new(read_buffer: usize) -> io::Result<(EpollBackend, Waker)> {
@@ -130,14 +125,8 @@ impl EpollBackend {
         ))
     }
 
-    fn register(
-        &mut self,
-        core: &mut Core,
-        id: SockId,
-        mut src: IoSource,
-        kind: NewSock,
-        deadline: Option<Instant>,
-    ) {
+    /// Registers an I/O object with epoll and the table; a failure closes the socket.
+    fn insert(&mut self, core: &mut Core, id: SockId, mut src: IoSource) {
         let token = Token(id.slot());
         let r = match &mut src {
             IoSource::Listener(l) => self.poll.registry().register(l, token, Interest::READABLE),
@@ -148,7 +137,6 @@ impl EpollBackend {
                     .register(s, token, Interest::READABLE | Interest::WRITABLE)
             }
         };
-        core.handle_new_socket(id, kind, deadline);
         let slot = id.slot();
         if self.table.ios.len() <= slot {
             self.table.ios.resize_with(slot + 1, || None);
@@ -164,15 +152,6 @@ impl EpollBackend {
         }
     }
 
-    fn enqueue(&mut self, id: SockId) {
-        if let Some(io) = self.table.get_mut(id) {
-            if !io.queued {
-                io.queued = true;
-                self.ready.push_back(id);
-            }
-        }
-    }
-
     fn accept_all(&mut self, core: &mut Core, listener: SockId) {
         loop {
             let Some(Io {
@@ -185,7 +164,7 @@ impl EpollBackend {
             match l.accept() {
                 Ok((stream, peer)) => {
                     let id = core.handle_accepted(listener, peer);
-                    self.register_accepted(core, id, stream);
+                    self.insert(core, id, IoSource::Stream(stream));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -195,29 +174,6 @@ impl EpollBackend {
                     return;
                 }
             }
-        }
-    }
-
-    fn register_accepted(&mut self, core: &mut Core, id: SockId, mut stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
-        let token = Token(id.slot());
-        let r = self.poll.registry().register(
-            &mut stream,
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        );
-        let slot = id.slot();
-        if self.table.ios.len() <= slot {
-            self.table.ios.resize_with(slot + 1, || None);
-        }
-        self.table.ios[slot] = Some(Io {
-            id,
-            src: IoSource::Stream(stream),
-            queued: false,
-            hup: false,
-        });
-        if let Err(e) = r {
-            core.handle_error(id, Errno::from_io(&e));
         }
     }
 
@@ -232,131 +188,110 @@ impl EpollBackend {
             },
         }
     }
+}
 
-    /// Runs the loop until shutdown. Returns when every socket is closed after
-    /// a `Shutdown` command (or the grace period ends).
-    pub(crate) fn run(
+impl Backend for EpollBackend {
+    type Io = IoTable;
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn register(
         &mut self,
         core: &mut Core,
-        rx: &Receiver<Command>,
-        bell: &Doorbell,
-        out: &EventOut,
-    ) -> io::Result<()> {
-        let budget = core.config().read_budget;
-        let mut shutdown_at: Option<Instant> = None;
-        loop {
-            let now = Instant::now();
-            let timeout = if !self.ready.is_empty() {
-                Some(Duration::ZERO)
-            } else {
-                let t = core
-                    .poll_timeout()
-                    .map(|t| t.saturating_duration_since(now));
-                match shutdown_at {
-                    Some(_) => Some(t.map_or(Duration::from_millis(10), |t| {
-                        t.min(Duration::from_millis(10))
-                    })),
-                    None => t,
-                }
+        id: SockId,
+        src: Source,
+        kind: NewSock,
+        deadline: Option<Instant>,
+    ) {
+        let src = match src {
+            Source::Listener(l) => IoSource::Listener(TcpListener::from_std(l)),
+            Source::Stream(s) => IoSource::Stream(TcpStream::from_std(s)),
+        };
+        core.handle_new_socket(id, kind, deadline);
+        self.insert(core, id, src);
+    }
+
+    fn wait(&mut self, core: &mut Core, timeout: Option<Duration>) -> io::Result<()> {
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        let mut turn = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        for ev in turn.iter() {
+            if ev.token() == WAKER {
+                continue;
+            }
+            let Some(io) = self.table.ios.get(ev.token().0).and_then(Option::as_ref) else {
+                continue;
             };
-            match self.poll.poll(&mut self.events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+            let id = io.id;
+            if matches!(io.src, IoSource::Listener(_)) {
+                self.accept_all(core, id);
+                continue;
             }
-            let mut turn = std::mem::replace(&mut self.events, Events::with_capacity(0));
-            for ev in turn.iter() {
-                if ev.token() == WAKER {
-                    continue;
-                }
-                let Some(io) = self.table.ios.get(ev.token().0).and_then(Option::as_ref) else {
-                    continue;
-                };
-                let id = io.id;
-                if matches!(io.src, IoSource::Listener(_)) {
-                    self.accept_all(core, id);
-                    continue;
-                }
-                if core.is_connecting(id)
-                    && (ev.is_writable() || ev.is_error() || ev.is_write_closed())
-                {
-                    self.check_connect(core, id);
-                }
-                if ev.is_read_closed() || ev.is_error() {
-                    if let Some(io) = self.table.get_mut(id) {
-                        io.hup = true;
-                    }
-                }
-                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                    self.enqueue(id);
-                }
-                if ev.is_writable() && core.has_tx(id) {
-                    drive_flush(core, &mut self.table, id);
+            if core.is_connecting(id) && (ev.is_writable() || ev.is_error() || ev.is_write_closed())
+            {
+                self.check_connect(core, id);
+            }
+            if ev.is_read_closed() || ev.is_error() {
+                if let Some(io) = self.table.get_mut(id) {
+                    io.hup = true;
                 }
             }
-            turn.clear();
-            self.events = turn;
-
-            bell.clear();
-            while let Ok(cmd) = rx.try_recv() {
-                match cmd {
-                    Command::Register {
-                        id,
-                        src,
-                        kind,
-                        deadline,
-                        initial,
-                    } => {
-                        self.register(core, id, src, kind, deadline);
-                        core.handle_adopted_bytes(id, initial);
-                    }
-                    Command::Shutdown => {
-                        core.handle_shutdown();
-                        shutdown_at.get_or_insert_with(Instant::now);
-                    }
-                    other => other.apply(core),
-                }
+            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                self.mark_ready(id);
             }
-
-            let now = Instant::now();
-            for _ in 0..self.ready.len() {
-                let Some(id) = self.ready.pop_front() else {
-                    break;
-                };
-                let Some(io) = self.table.get_mut(id) else {
-                    continue;
-                };
-                io.queued = false;
-                let short_is_drained = !io.hup;
-                if drive_read(
-                    core,
-                    &mut self.table,
-                    id,
-                    &mut self.rb,
-                    budget,
-                    short_is_drained,
-                    now,
-                ) == ReadEnd::Budget
-                {
-                    self.enqueue(id);
-                }
-            }
-            core.handle_timeout(Instant::now());
-            if self.ready.is_empty() {
-                core.handle_idle();
-            }
-            let mut kicked = Vec::new();
-            drive_ops(core, &mut self.table, |id| kicked.push(id));
-            for id in kicked {
-                self.enqueue(id);
-            }
-            out.publish(core);
-            if let Some(t) = shutdown_at {
-                if core.socket_count() == 0 || t.elapsed() > SHUTDOWN_GRACE {
-                    return Ok(());
-                }
+            if ev.is_writable() && core.has_tx(id) {
+                drive_flush(core, &mut self.table, id);
             }
         }
+        turn.clear();
+        self.events = turn;
+        Ok(())
+    }
+
+    fn read_ready(&mut self, core: &mut Core, now: Instant) {
+        for _ in 0..self.ready.len() {
+            let Some(id) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(io) = self.table.get_mut(id) else {
+                continue;
+            };
+            io.queued = false;
+            let short_is_drained = !io.hup;
+            if drive_read(
+                core,
+                &mut self.table,
+                id,
+                &mut self.rb,
+                short_is_drained,
+                now,
+            ) == ReadEnd::Budget
+            {
+                self.mark_ready(id);
+            }
+        }
+    }
+
+    fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    fn mark_ready(&mut self, id: SockId) {
+        if let Some(io) = self.table.get_mut(id) {
+            if !io.queued {
+                io.queued = true;
+                self.ready.push_back(id);
+            }
+        }
+    }
+
+    fn io(&mut self) -> &mut IoTable {
+        &mut self.table
     }
 }
 

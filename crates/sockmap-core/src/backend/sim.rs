@@ -4,25 +4,29 @@
 //! Each simulated socket has what its peer sent (bytes, then maybe FIN or
 //! RST), and scripts for reads and writes: a step either limits the next
 //! call to some bytes (a short read or write), makes it fail with `EAGAIN`,
-//! or resets the connection. [`Sim::step`] runs one loop turn exactly as the
-//! epoll backend does (commands, reads, ops, timers, events), so every path
-//! of the core can be driven and checked without timing.
+//! or resets the connection. [`Sim::step`] runs the driver's one loop turn
+//! ([`crate::driver::turn`]) over this backend, exactly as the engine runs it
+//! over epoll, so every path of the core can be driven and checked without
+//! timing or sockets.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::channel;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use super::{drive_flush, drive_ops, drive_read, ReadBuf, SocketIo};
+use super::{Backend, SocketIo};
+use crate::batch::{ExternalVerdicts, Replier};
 use crate::config::EngineConfig;
-use crate::core::{Core, NewSock};
-use crate::engine::{Command, Doorbell, EngineHandle, Wake};
+use crate::driver::{
+    drive_flush, drive_read, turn, Doorbell, EventOut, Inbox, LoopState, ReadBuf, Source, Wake,
+};
+use crate::engine::EngineHandle;
 use crate::event::Event;
-use crate::external::{ExternalVerdicts, Replier};
 use crate::id::SockId;
+use crate::psock::{Core, NewSock};
 use crate::registry::SockState;
 
 /// One scripted system-call outcome.
@@ -131,23 +135,89 @@ impl Wake for NoWake {
     fn wake(&self) {}
 }
 
+/// The simulated network as a backend: readable sockets are those whose
+/// peer sent something (or ended, or reset); every socket with queued bytes
+/// is writable.
+struct SimBackend {
+    net: SimNet,
+    rb: ReadBuf,
+    ready: VecDeque<SockId>,
+    now: Instant,
+}
+
+impl Backend for SimBackend {
+    type Io = SimNet;
+
+    fn now(&self) -> Instant {
+        self.now
+    }
+
+    fn register(
+        &mut self,
+        core: &mut Core,
+        id: SockId,
+        _: Source,
+        kind: NewSock,
+        at: Option<Instant>,
+    ) {
+        core.handle_new_socket(id, kind, at);
+        self.net.socks.entry(id).or_default();
+    }
+
+    fn wait(&mut self, core: &mut Core, _timeout: Option<Duration>) -> io::Result<()> {
+        let mut ids: Vec<SockId> = self.net.socks.keys().copied().collect();
+        ids.sort();
+        for id in ids {
+            let s = &self.net.socks[&id];
+            if s.closed {
+                continue;
+            }
+            if !s.inbound.is_empty() || s.fin || s.reset {
+                self.mark_ready(id);
+            }
+            if core.has_tx(id) {
+                drive_flush(core, &mut self.net, id);
+            }
+        }
+        Ok(())
+    }
+
+    fn read_ready(&mut self, core: &mut Core, now: Instant) {
+        while let Some(id) = self.ready.pop_front() {
+            drive_read(core, &mut self.net, id, &mut self.rb, false, now);
+        }
+    }
+
+    fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    fn mark_ready(&mut self, id: SockId) {
+        if !self.ready.contains(&id) {
+            self.ready.push_back(id);
+        }
+    }
+
+    fn io(&mut self) -> &mut SimNet {
+        &mut self.net
+    }
+}
+
 /// A core driven by the simulated network, one turn at a time.
 pub struct Sim {
     core: Core,
-    /// The simulated sockets.
-    pub net: SimNet,
+    backend: SimBackend,
     handle: EngineHandle,
     replier: Replier,
-    rx: Receiver<Command>,
-    rb: ReadBuf,
-    events: Vec<Event>,
-    now: Instant,
+    inbox: Inbox,
+    out: EventOut,
+    state: LoopState,
 }
 
 impl std::fmt::Debug for Sim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sim")
-            .field("net", &self.net)
+            .field("net", &self.backend.net)
             .finish_non_exhaustive()
     }
 }
@@ -158,21 +228,26 @@ impl Sim {
         let (tx, rx) = channel();
         let bell = Arc::new(Doorbell::new(Box::new(NoWake)));
         let shared = Arc::default();
-        let rb = ReadBuf::new(cfg.read_buffer);
+        let now = Instant::now();
+        let backend = SimBackend {
+            net: SimNet::default(),
+            rb: ReadBuf::new(cfg.read_buffer),
+            ready: VecDeque::new(),
+            now,
+        };
         let replier = Replier {
             tx: tx.clone(),
             bell: Arc::clone(&bell),
         };
-        let handle = EngineHandle::detached(Arc::clone(&shared), tx, bell);
+        let handle = EngineHandle::detached(Arc::clone(&shared), tx, Arc::clone(&bell));
         Sim {
-            core: Core::new(shared, cfg),
-            net: SimNet::default(),
+            core: Core::new(shared, cfg, now),
+            backend,
             handle,
             replier,
-            rx,
-            rb,
-            events: Vec::new(),
-            now: Instant::now(),
+            inbox: Inbox { rx, bell },
+            out: EventOut::Collect(Vec::new()),
+            state: LoopState::default(),
         }
     }
 
@@ -192,8 +267,13 @@ impl Sim {
     pub fn add_socket(&mut self) -> SockId {
         let id = self.handle.shared().lock().alloc(SockState::Established);
         self.core.handle_new_socket(id, NewSock::Established, None);
-        self.net.socks.insert(id, SimSocket::default());
+        self.backend.net.socks.insert(id, SimSocket::default());
         id
+    }
+
+    /// The simulated sockets.
+    pub fn net(&mut self) -> &mut SimNet {
+        &mut self.backend.net
     }
 
     /// The simulated socket.
@@ -201,7 +281,11 @@ impl Sim {
     /// # Panics
     /// If `id` was never created by [`Sim::add_socket`].
     pub fn sock(&mut self, id: SockId) -> &mut SimSocket {
-        self.net.socks.get_mut(&id).expect("a simulated socket")
+        self.backend
+            .net
+            .socks
+            .get_mut(&id)
+            .expect("a simulated socket")
     }
 
     /// The peer sends bytes.
@@ -236,50 +320,21 @@ impl Sim {
 
     /// Takes the events produced so far.
     pub fn take_events(&mut self) -> Vec<Event> {
-        std::mem::take(&mut self.events)
+        match &mut self.out {
+            EventOut::Collect(v) => std::mem::take(v),
+            EventOut::Channel { .. } => Vec::new(),
+        }
     }
 
-    /// One loop turn: commands, reads of every readable socket, ops, writes
-    /// of every socket with queued bytes, timers, batch hand-off, events.
+    /// One loop turn of the driver over the simulated network.
     pub fn step(&mut self) {
-        while let Ok(cmd) = self.rx.try_recv() {
-            cmd.apply(&mut self.core);
-        }
-        let budget = self.core.config().read_budget;
-        let ids: Vec<SockId> = self.net.socks.keys().copied().collect();
-        let mut ids = ids;
-        ids.sort();
-        for &id in &ids {
-            let s = &self.net.socks[&id];
-            if !s.closed && (!s.inbound.is_empty() || s.fin || s.reset) {
-                drive_read(
-                    &mut self.core,
-                    &mut self.net,
-                    id,
-                    &mut self.rb,
-                    budget,
-                    false,
-                    self.now,
-                );
-            }
-        }
-        self.drive();
-        for &id in &ids {
-            if self.core.has_tx(id) {
-                drive_flush(&mut self.core, &mut self.net, id);
-            }
-        }
-        self.drive();
-        self.core.handle_timeout(self.now);
-        self.core.handle_idle();
-        self.drive();
-    }
-
-    fn drive(&mut self) {
-        drive_ops(&mut self.core, &mut self.net, |_| {});
-        while let Some(ev) = self.core.poll_event() {
-            self.events.push(ev);
-        }
+        let _ = turn(
+            &mut self.backend,
+            &mut self.core,
+            &self.inbox,
+            &mut self.out,
+            &mut self.state,
+        );
     }
 
     /// Runs `turns` turns.

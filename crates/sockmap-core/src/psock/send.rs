@@ -1,28 +1,104 @@
 //! The sk_msg path: data the application sends runs the msg verdict
 //! (`tcp_bpf_send_verdict`), with `apply_bytes`, `cork_bytes` and the
 //! pull/push/pop edits, then is transmitted, redirected or refused.
+//!
+//! The psock's sk_msg state ([`SendState`]: `psock->cork`, `cork_bytes`,
+//! `apply_bytes`, the cached verdict, the send parked for an external
+//! answer and the sends behind it) lives here and only here.
+//!
+//! Invariants: while a send is parked for its external msg verdict, every
+//! later send of the socket waits in `backlog`, in order; `cached` is set
+//! exactly while `apply_left > 0`; a cork holds fewer than `cork_bytes`
+//! bytes unless it was forced open by a full message ring.
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
 use smallvec::SmallVec;
 
-use super::external::ItemRef;
-use super::{eval_rule, Core, Resolved};
-use crate::conn::{ParkedSend, SendAck, SendJob, SendOutcome};
+use super::state::SendAck;
+use super::{Core, SlotIdx};
+use crate::batch::{Answer, BatchItem, ItemData, ItemKind, MsgEdit};
+use crate::batcher::ItemRef;
 use crate::error::Errno;
 use crate::event::{Event, Frags};
-use crate::external::{Answer, BatchItem, ItemData, ItemKind, MsgEdit};
 use crate::id::SockId;
 use crate::msg::SkMsg;
 use crate::program::MsgVerdictKind;
 use crate::ring::SgRing;
-use crate::rules::MessageView;
 use crate::stats::DropReason;
+use crate::verdict::{eval_rule, resolve, Message, MessageBytes, Resolved};
 
 /// Fragments one message under a msg verdict may hold before its cork is
 /// forced (the kernel forces a cork when its 17-slot ring fills).
 const MSG_MAX_FRAGS: usize = 1024;
+
+/// The psock's sk_msg state.
+#[derive(Debug, Default)]
+pub(crate) struct SendState {
+    /// The cork and the cached verdict.
+    msg: MsgState,
+    /// The send waiting for an external msg verdict.
+    parked: Option<Box<ParkedSend>>,
+    /// Numbers parked sends.
+    seq: u64,
+    /// Sends behind the parked one, in order.
+    backlog: VecDeque<(Bytes, u64)>,
+}
+
+impl SendState {
+    /// Discards the cork (close): the bytes it held.
+    pub(crate) fn discard_cork(&mut self) -> usize {
+        self.msg.cork.take().map_or(0, |m| m.size())
+    }
+}
+
+/// What became of one application send.
+#[derive(Debug, Default)]
+struct SendOutcome {
+    /// Bytes transmitted, redirected or parked by a cork.
+    accepted: usize,
+    /// Bytes refused.
+    refused: usize,
+    /// The refusal was a dead redirect target (EPIPE) rather than a DROP (EACCES).
+    pipe: bool,
+    /// The ring the last accepted bytes went to (the send is acknowledged when it drains).
+    ring: Option<SlotIdx>,
+}
+
+/// A send going through the msg verdict loop.
+#[derive(Debug)]
+struct SendJob {
+    /// What is left to judge.
+    msg: SkMsg,
+    /// The ring filled up: the cork is forced open.
+    forced: bool,
+    out: SendOutcome,
+    /// Bytes of the application's send.
+    len: usize,
+    req: u64,
+}
+
+/// A send waiting for its external msg verdict.
+#[derive(Debug)]
+struct ParkedSend {
+    seq: u64,
+    job: SendJob,
+}
+
+/// The cork and the cached verdict (`psock->cork`, `cork_bytes`,
+/// `apply_bytes`, `eval`, `sk_redir`); the verdict loop takes it out of the
+/// psock while it runs.
+#[derive(Debug, Default)]
+struct MsgState {
+    /// Data parked by `cork_bytes`, with the size that releases it.
+    cork: Option<SkMsg>,
+    cork_bytes: usize,
+    /// Bytes still covered by the cached verdict.
+    apply_left: usize,
+    cached: Option<Resolved>,
+}
 
 impl Core {
     /// An application send; [`Event::SendDone`] reports the bytes accepted,
@@ -30,10 +106,7 @@ impl Core {
     /// socket or its redirect target is gone. Sends of a socket whose msg
     /// verdict awaits an external answer wait behind it, in order.
     pub fn handle_send(&mut self, id: SockId, data: Bytes, req: u64) {
-        let slot = self.slot_of(id).filter(|&s| {
-            let c = self.conns[s].as_ref().expect("checked");
-            !c.closing && !c.end_requested && !c.listener
-        });
+        let slot = self.slot_of(id).filter(|&s| self.at_ref(s).can_send());
         let Some(slot) = slot else {
             return self.events.push_back(Event::SendDone {
                 sock: id,
@@ -43,18 +116,17 @@ impl Core {
         };
         let c = self.at(slot);
         c.count(|s| &s.sends, 1);
-        if c.send_parked.is_some() {
-            c.send_backlog.push_back((data, req));
+        if c.send.parked.is_some() {
+            c.send.backlog.push_back((data, req));
             return;
         }
         self.start_send(slot, data, req);
     }
 
-    fn start_send(&mut self, slot: usize, data: Bytes, req: u64) {
+    fn start_send(&mut self, slot: SlotIdx, data: Bytes, req: u64) {
         let n = data.len();
         if self.at(slot).progs.msg_verdict.is_none() {
-            self.tx_push(slot, data);
-            self.after_push(None, slot);
+            self.push_own(slot, [data]);
             let out = SendOutcome {
                 accepted: n,
                 ring: Some(slot),
@@ -68,9 +140,9 @@ impl Core {
     }
 
     /// Reports what became of a send of `n` bytes.
-    fn finish_send(&mut self, slot: usize, req: u64, n: usize, out: SendOutcome) {
+    fn finish_send(&mut self, slot: SlotIdx, req: u64, n: usize, out: SendOutcome) {
         let c = self.at(slot);
-        let sock = c.id;
+        let sock = c.id();
         let result = if out.refused > 0 && out.accepted == 0 {
             c.count(|s| &s.sends_refused, 1);
             Err(if out.pipe { Errno::Pipe } else { Errno::Acces })
@@ -81,12 +153,12 @@ impl Core {
     }
 
     /// Reports a send now, or once the ring its bytes went to drains below the low watermark.
-    fn ack(&mut self, ring: Option<usize>, ack: SendAck) {
+    fn ack(&mut self, ring: Option<SlotIdx>, ack: SendAck) {
         let high = self.cfg.send_high_watermark;
         if let Some(r) = ring {
             let c = self.at(r);
-            if c.tx.len() > high || !c.send_acks.is_empty() {
-                c.send_acks.push_back(ack);
+            if c.ring.must_defer_ack(high) {
+                c.ring.defer_ack(ack);
                 return;
             }
         }
@@ -99,10 +171,11 @@ impl Core {
 
     /// The kernel's `tcp_bpf_send_verdict` loop over one send; `None` when
     /// it waits for an external answer.
-    fn run_msg_verdict(&mut self, slot: usize, data: Bytes, req: u64) -> Option<SendOutcome> {
+    fn run_msg_verdict(&mut self, slot: SlotIdx, data: Bytes, req: u64) -> Option<SendOutcome> {
         let c = self.at(slot);
         let len = data.len();
         let mut msg = c
+            .send
             .msg
             .cork
             .take()
@@ -118,7 +191,7 @@ impl Core {
                 true
             }
         };
-        let st = &mut c.msg;
+        let st = &mut c.send.msg;
         if st.cork_bytes > 0 && msg.size() < st.cork_bytes && !forced {
             st.cork = Some(msg);
             return Some(SendOutcome {
@@ -142,14 +215,14 @@ impl Core {
     /// (its edits already applied) for the first part.
     fn msg_loop(
         &mut self,
-        slot: usize,
+        slot: SlotIdx,
         mut job: SendJob,
         mut answered: Option<Resolved>,
     ) -> Option<SendOutcome> {
         let c = self.at(slot);
-        let id = c.id;
+        let id = c.id();
         let prog = c.progs.msg_verdict.clone()?;
-        let mut st = std::mem::take(&mut c.msg);
+        let mut st = std::mem::take(&mut c.send.msg);
         while job.msg.size() > 0 {
             let resolved = match st.cached.filter(|_| st.apply_left > 0) {
                 Some(r) => r,
@@ -160,7 +233,7 @@ impl Core {
                             job.msg.apply_bytes(0);
                             job.msg.cork_bytes(0);
                             if let MsgVerdictKind::External { tag, peek_bytes } = prog.kind {
-                                self.at(slot).msg = st;
+                                self.at(slot).send.msg = st;
                                 self.park_send(slot, job, tag, peek_bytes);
                                 return None;
                             }
@@ -172,7 +245,7 @@ impl Core {
                         st.cork = Some(job.msg);
                         st.cork_bytes = cork;
                         job.out.accepted = job.len;
-                        self.at(slot).msg = st;
+                        self.at(slot).send.msg = st;
                         return Some(job.out);
                     }
                     st.apply_left = job.msg.applied_bytes() as usize;
@@ -194,16 +267,16 @@ impl Core {
             }
             self.apply_msg(slot, resolved, part, &mut job.out);
         }
-        self.at(slot).msg = st;
+        self.at(slot).send.msg = st;
         Some(job.out)
     }
 
     /// Parks a send until its external msg verdict answers.
-    fn park_send(&mut self, slot: usize, job: SendJob, tag: u32, peek_bytes: usize) {
+    fn park_send(&mut self, slot: SlotIdx, job: SendJob, tag: u32, peek_bytes: usize) {
         let c = self.at(slot);
-        let sock = c.id;
-        let seq = c.send_seq;
-        c.send_seq += 1;
+        let sock = c.id();
+        let seq = c.send.seq;
+        c.send.seq += 1;
         let item = BatchItem {
             sock,
             tag,
@@ -212,8 +285,8 @@ impl Core {
             peek_bytes,
             data: ItemData::Frags(job.msg.sg.frags().cloned().collect()),
         };
-        c.send_parked = Some(Box::new(ParkedSend { seq, job }));
-        self.batch_item(ItemRef::Msg(sock, seq), item);
+        c.send.parked = Some(Box::new(ParkedSend { seq, job }));
+        self.batch_item(ItemRef::Msg(sock, seq), item, None);
     }
 
     /// An external msg verdict answered, with its verdict resolved (`None`:
@@ -228,10 +301,10 @@ impl Core {
             return;
         };
         let c = self.at(slot);
-        if c.send_parked.as_ref().map_or(true, |p| p.seq != seq) {
+        if c.send.parked.as_ref().map_or(true, |p| p.seq != seq) {
             return;
         }
-        let Some(parked) = c.send_parked.take() else {
+        let Some(parked) = c.send.parked.take() else {
             return;
         };
         let mut job = parked.job;
@@ -254,21 +327,20 @@ impl Core {
         if let Some(out) = self.msg_loop(slot, job, Some(resolved)) {
             self.finish_send(slot, req, n, out);
         }
-        while self.at(slot).send_parked.is_none() {
-            let Some((data, req)) = self.at(slot).send_backlog.pop_front() else {
+        while self.at(slot).send.parked.is_none() {
+            let Some((data, req)) = self.at(slot).send.backlog.pop_front() else {
                 break;
             };
             self.start_send(slot, data, req);
         }
-        self.flush_run();
     }
 
     /// Fails the parked and waiting sends of a closing socket with `EPIPE`.
-    pub(super) fn fail_parked_sends(&mut self, slot: usize) {
+    pub(super) fn fail_parked_sends(&mut self, slot: SlotIdx) {
         let c = self.at(slot);
-        let sock = c.id;
-        let parked = c.send_parked.take();
-        let backlog = std::mem::take(&mut c.send_backlog);
+        let sock = c.id();
+        let parked = c.send.parked.take();
+        let backlog = std::mem::take(&mut c.send.backlog);
         let mut lost = 0;
         let mut reqs: SmallVec<[u64; 4]> = SmallVec::new();
         if let Some(p) = parked {
@@ -296,16 +368,15 @@ impl Core {
         match kind {
             MsgVerdictKind::Rule(rule) => {
                 let frags: SmallVec<[Bytes; 4]> = msg.sg.frags().cloned().collect();
-                let view = MessageView {
-                    sock: id,
-                    frags: &frags,
+                let view = Message {
+                    bytes: MessageBytes::Frags(&frags),
                     len: msg.size(),
                     meta: &crate::framer::MessageMeta::None,
                 };
-                eval_rule(&self.shared, rule, &view).0
+                eval_rule(&mut self.maps, rule, id, &view).0
             }
             MsgVerdictKind::Func(f) => match catch_unwind(AssertUnwindSafe(|| f(id, msg))) {
-                Ok(v) => super::resolve(&self.shared, &v),
+                Ok(v) => resolve(&self.maps, &v),
                 Err(_) => Resolved::Drop(DropReason::Verdict),
             },
             // Answered asynchronously (batches); not decided inline.
@@ -314,19 +385,22 @@ impl Core {
     }
 
     /// Carries out a msg verdict on the bytes it covers.
-    fn apply_msg(&mut self, slot: usize, resolved: Resolved, part: SgRing, out: &mut SendOutcome) {
+    fn apply_msg(
+        &mut self,
+        slot: SlotIdx,
+        resolved: Resolved,
+        part: SgRing,
+        out: &mut SendOutcome,
+    ) {
         let len = part.len();
         let refuse = |core: &mut Core, out: &mut SendOutcome, reason: DropReason, pipe: bool| {
-            core.count_drop(slot, reason, len);
+            core.at(slot).count_drops(reason, 1, len);
             out.refused += len;
             out.pipe |= pipe;
         };
         match resolved {
             Resolved::Pass => {
-                for f in part.frags() {
-                    self.tx_push(slot, f.clone());
-                }
-                self.after_push(None, slot);
+                self.push_own(slot, part.frags().cloned());
                 out.accepted += len;
                 out.ring = Some(slot);
             }
@@ -335,9 +409,9 @@ impl Core {
                 let Some(ts) = self.slot_of(target) else {
                     return refuse(self, out, DropReason::DeadTarget, true);
                 };
-                let t = self.at(ts);
+                let t = self.at_ref(ts);
                 let alive = if ingress {
-                    !t.listener && !t.closing
+                    t.is_ingress_target()
                 } else {
                     t.is_egress_target()
                 };
@@ -351,10 +425,7 @@ impl Core {
                     self.queue_for_app(None, ts, data, len);
                 } else {
                     self.at(slot).count(|s| &s.redirected_egress, 1);
-                    for f in part.frags() {
-                        self.tx_push(ts, f.clone());
-                    }
-                    self.after_push(None, ts);
+                    self.push_own(ts, part.frags().cloned());
                     out.ring = Some(ts);
                 }
             }

@@ -18,7 +18,7 @@
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-use crate::engine::{Command, Doorbell};
+use crate::driver::{Command, Doorbell};
 use crate::event::Frags;
 use crate::framer::Parse;
 use crate::id::SockId;

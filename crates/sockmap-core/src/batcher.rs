@@ -1,0 +1,178 @@
+//! The batcher: collects the items that await an external answer (a
+//! TypeScript verdict, msg verdict or parse) into batches and hands them to
+//! the application's [`ExternalVerdicts`].
+//!
+//! Inputs: [`Batcher::add`] (an item and what it refers to), [`Batcher::dispatch`]
+//! (the loop is idle, or a batch filled), [`Batcher::handle_timer`] and
+//! [`Batcher::answered`] (a batch's answers came back). Outputs: batches
+//! submitted to the sink, deadlines for the core's timer table, and, for an
+//! answered batch, the [`ItemRef`]s its answers belong to, in item order.
+//!
+//! Invariants: at most `max_in_flight` batches await answers; a batch holds
+//! at most `max_messages` items; open batches are handed off oldest first
+//! (all but the newest are full), so the items of one socket reach the
+//! application in the order they were added; the oldest open batch is
+//! handed off at the latest `max_delay` after its first item (when room
+//! allows).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::batch::{Batch, BatchItem, ExternalVerdicts, ItemData, Replier};
+use crate::config::BatchConfig;
+use crate::id::SockId;
+
+/// What one batch item refers to: its socket and a sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ItemRef {
+    /// An awaited stream verdict: the message's number in the socket's queue.
+    Verdict(SockId, u64),
+    /// A parse request: its number.
+    Parse(SockId, u64),
+    /// A msg verdict: the parked send's number.
+    Msg(SockId, u64),
+}
+
+/// A batch being filled (or full, waiting for room among those in flight).
+#[derive(Default)]
+struct OpenBatch {
+    items: Vec<BatchItem>,
+    refs: Vec<ItemRef>,
+    /// The blocks its block items point into.
+    blocks: Vec<Bytes>,
+}
+
+/// Batches of external items on their way to the application and back.
+pub(crate) struct Batcher {
+    sink: Box<dyn ExternalVerdicts>,
+    replier: Replier,
+    cfg: BatchConfig,
+    /// Batches not yet handed off, oldest first.
+    open: VecDeque<OpenBatch>,
+    /// When the oldest open batch got its first item.
+    open_since: Option<Instant>,
+    in_flight: HashMap<u64, Vec<ItemRef>>,
+    next_id: u64,
+    /// Items per batch handed off last: the room a new batch starts with.
+    last_len: usize,
+}
+
+impl Batcher {
+    pub(crate) fn new(
+        sink: Box<dyn ExternalVerdicts>,
+        replier: Replier,
+        cfg: BatchConfig,
+    ) -> Batcher {
+        Batcher {
+            sink,
+            replier,
+            cfg,
+            open: VecDeque::new(),
+            open_since: None,
+            in_flight: HashMap::new(),
+            next_id: 1,
+            last_len: 0,
+        }
+    }
+
+    fn max_messages(&self) -> usize {
+        self.cfg.max_messages.max(1)
+    }
+
+    /// Adds an item. A block item (`block` given) points into the batch's
+    /// copy of that block, added once per batch. Returns a deadline for the
+    /// batch timer when one must be armed.
+    pub(crate) fn add(
+        &mut self,
+        r: ItemRef,
+        mut item: BatchItem,
+        block: Option<&Bytes>,
+        now: Instant,
+    ) -> Option<Instant> {
+        let max = self.max_messages();
+        let mut deadline = None;
+        if self.open.is_empty() {
+            self.open_since = Some(now);
+            deadline = Some(now + self.cfg.max_delay);
+        }
+        if self.open.back().map_or(true, |b| b.items.len() >= max) {
+            let room = self.last_len.clamp(1, max);
+            self.open.push_back(OpenBatch {
+                items: Vec::with_capacity(room),
+                refs: Vec::with_capacity(room),
+                blocks: Vec::new(),
+            });
+        }
+        let open = self.open.back_mut().expect("pushed");
+        if let (Some(b), ItemData::Block { block: at, .. }) = (block, &mut item.data) {
+            let same = open
+                .blocks
+                .last()
+                .is_some_and(|l| l.as_ptr() == b.as_ptr() && l.len() == b.len());
+            if !same {
+                open.blocks.push(b.clone());
+            }
+            *at = open.blocks.len() - 1;
+        }
+        open.items.push(item);
+        open.refs.push(r);
+        if open.items.len() >= max && self.open.len() == 1 {
+            return self.dispatch(now).or(deadline);
+        }
+        deadline
+    }
+
+    /// Hands the oldest open batch off if fewer than `max_in_flight` are
+    /// out, and after it every full one that fits. Returns a deadline for
+    /// the batch timer when one must be armed.
+    pub(crate) fn dispatch(&mut self, now: Instant) -> Option<Instant> {
+        let max = self.max_messages();
+        let k = self.cfg.max_in_flight.max(1);
+        let mut first = true;
+        while self.in_flight.len() < k {
+            let Some(front) = self.open.front() else {
+                break;
+            };
+            if !first && front.items.len() < max {
+                break;
+            }
+            first = false;
+            let open = self.open.pop_front().expect("checked");
+            let id = self.next_id;
+            self.next_id += 1;
+            self.last_len = open.items.len();
+            self.in_flight.insert(id, open.refs);
+            self.sink.submit(Batch {
+                id,
+                items: open.items,
+                blocks: open.blocks,
+                replier: self.replier.clone(),
+            });
+        }
+        if first {
+            return None; // nothing handed off: the oldest batch keeps its age
+        }
+        self.open_since = None;
+        if self.open.is_empty() {
+            return None;
+        }
+        self.open_since = Some(now);
+        Some(now + self.cfg.max_delay)
+    }
+
+    /// The batch timer fired: hands the open batch off if it is old enough.
+    pub(crate) fn handle_timer(&mut self, now: Instant) -> Option<Instant> {
+        match self.open_since {
+            Some(since) if now >= since + self.cfg.max_delay => self.dispatch(now),
+            _ => None,
+        }
+    }
+
+    /// Answers came back for batch `batch`: what its items referred to, in
+    /// order (`None` for a batch that is not in flight).
+    pub(crate) fn answered(&mut self, batch: u64) -> Option<Vec<ItemRef>> {
+        self.in_flight.remove(&batch)
+    }
+}

@@ -1,0 +1,388 @@
+//! The driver: one loop turn, written once, that runs the sans-IO
+//! [`Core`] over any [`Backend`], and what crosses into the I/O thread
+//! (commands and their doorbell) and out of it (events).
+//!
+//! One turn ([`turn`]):
+//! 1. wait for the backend's readiness (or completions), at most until the
+//!    core's next deadline, not at all while sockets are still ready;
+//! 2. feed the commands the application queued (new sockets, map changes,
+//!    sends, answers...), in order;
+//! 3. read the ready sockets (each within its fairness budget);
+//! 4. run the core's deadlines, and hand off the open batch when no socket
+//!    is still ready;
+//! 5. carry out the core's ops (reads, writes, shutdowns, closes);
+//! 6. publish the events.
+//!
+//! Dependencies point one way: `engine` → `driver` → `backend`, `psock`.
+
+use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::backend::{Backend, SocketIo};
+use crate::batch::Answer;
+use crate::error::Errno;
+use crate::event::Event;
+use crate::id::SockId;
+use crate::map_view::MapChange;
+use crate::psock::{Core, NewSock, Op};
+
+/// An I/O object handed to the I/O thread by an application thread.
+#[derive(Debug)]
+pub(crate) enum Source {
+    /// A listening socket (non-blocking).
+    Listener(std::net::TcpListener),
+    /// A connected or connecting stream (non-blocking).
+    Stream(std::net::TcpStream),
+}
+
+/// A command for the I/O thread.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// A socket the registry allocated, with its I/O object.
+    Register {
+        id: SockId,
+        src: Source,
+        kind: NewSock,
+        deadline: Option<Instant>,
+        /// Bytes the application read from an adopted stream before the engine took it.
+        initial: Bytes,
+    },
+    Map(MapChange),
+    Relink(SockId),
+    Resume(SockId),
+    Pause(SockId),
+    End(SockId),
+    Destroy(SockId),
+    Send {
+        sock: SockId,
+        data: Bytes,
+        req: u64,
+    },
+    Answer {
+        batch: u64,
+        answers: Vec<Answer>,
+    },
+    Ack(SockId, usize),
+    Shutdown,
+}
+
+/// Something that wakes the I/O thread.
+pub(crate) trait Wake: Send + Sync {
+    fn wake(&self);
+}
+
+impl Wake for mio::Waker {
+    fn wake(&self) {
+        let _ = mio::Waker::wake(self);
+    }
+}
+
+/// Wakes the I/O thread once per batch of commands: only the first command
+/// after the loop last drained its queue rings.
+pub(crate) struct Doorbell {
+    waker: Box<dyn Wake>,
+    pending: AtomicBool,
+}
+
+impl Doorbell {
+    pub(crate) fn new(waker: Box<dyn Wake>) -> Doorbell {
+        Doorbell {
+            waker,
+            pending: AtomicBool::new(false),
+        }
+    }
+
+    /// Rings after a command was queued.
+    pub(crate) fn ring(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            self.waker.wake();
+        }
+    }
+
+    /// Called by the I/O thread before it drains the command queue.
+    pub(crate) fn clear(&self) {
+        self.pending.store(false, Ordering::Release);
+    }
+}
+
+/// The callback run when events are ready.
+pub type Notify = Box<dyn Fn() + Send + Sync>;
+
+/// Where the I/O thread publishes events.
+pub(crate) enum EventOut {
+    /// To the application's channel, with a notify once per turn that produced events.
+    Channel {
+        tx: Sender<Event>,
+        notify: Option<Notify>,
+    },
+    /// Kept for the caller (the simulation).
+    Collect(Vec<Event>),
+}
+
+impl EventOut {
+    /// Moves the core's events out; notifies once if there were any.
+    fn publish(&mut self, core: &mut Core) {
+        let mut any = false;
+        while let Some(ev) = core.poll_event() {
+            self.push(ev);
+            any = true;
+        }
+        if any {
+            self.notify();
+        }
+    }
+
+    /// Publishes one event now.
+    pub(crate) fn send(&mut self, ev: Event) {
+        self.push(ev);
+        self.notify();
+    }
+
+    fn push(&mut self, ev: Event) {
+        match self {
+            EventOut::Channel { tx, .. } => {
+                let _ = tx.send(ev);
+            }
+            EventOut::Collect(v) => v.push(ev),
+        }
+    }
+
+    fn notify(&self) {
+        if let EventOut::Channel {
+            notify: Some(n), ..
+        } = self
+        {
+            n();
+        }
+    }
+}
+
+/// The I/O thread's side of the command queue.
+pub(crate) struct Inbox {
+    pub(crate) rx: Receiver<Command>,
+    pub(crate) bell: std::sync::Arc<Doorbell>,
+}
+
+/// How long a shutting-down engine waits for queued bytes to drain.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How often a shutting-down loop looks again.
+const SHUTDOWN_TICK: Duration = Duration::from_millis(10);
+
+/// The loop's state between turns.
+#[derive(Default)]
+pub(crate) struct LoopState {
+    /// When shutdown was asked.
+    shutdown_at: Option<Instant>,
+}
+
+impl LoopState {
+    /// Whether the loop is done: shut down and every socket closed (or the grace period over).
+    pub(crate) fn finished(&self, core: &Core, now: Instant) -> bool {
+        self.shutdown_at
+            .is_some_and(|t| core.socket_count() == 0 || now.duration_since(t) > SHUTDOWN_GRACE)
+    }
+}
+
+/// Runs one loop turn. See the module documentation.
+///
+/// # Errors
+/// When waiting on the backend fails (the loop cannot go on).
+pub(crate) fn turn<B: Backend>(
+    backend: &mut B,
+    core: &mut Core,
+    inbox: &Inbox,
+    out: &mut EventOut,
+    state: &mut LoopState,
+) -> io::Result<()> {
+    let now = backend.now();
+    let timeout = if backend.has_ready() {
+        Some(Duration::ZERO)
+    } else {
+        let t = core
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(now));
+        match state.shutdown_at {
+            Some(_) => Some(t.map_or(SHUTDOWN_TICK, |t| t.min(SHUTDOWN_TICK))),
+            None => t,
+        }
+    };
+    backend.wait(core, timeout)?;
+    inbox.bell.clear();
+    while let Ok(cmd) = inbox.rx.try_recv() {
+        match cmd {
+            Command::Register {
+                id,
+                src,
+                kind,
+                deadline,
+                initial,
+            } => {
+                backend.register(core, id, src, kind, deadline);
+                core.handle_adopted_bytes(id, initial);
+            }
+            Command::Shutdown => {
+                core.handle_shutdown();
+                state.shutdown_at.get_or_insert(backend.now());
+            }
+            Command::Map(change) => core.handle_map_change(change),
+            Command::Relink(id) => core.handle_relink(id),
+            Command::Resume(id) => core.handle_resume(id),
+            Command::Pause(id) => core.handle_pause(id),
+            Command::End(id) => core.handle_end(id),
+            Command::Destroy(id) => core.handle_destroy(id),
+            Command::Send { sock, data, req } => core.handle_send(sock, data, req),
+            Command::Answer { batch, answers } => core.handle_answers(batch, answers),
+            Command::Ack(sock, bytes) => core.handle_ack(sock, bytes),
+        }
+    }
+    backend.read_ready(core, backend.now());
+    core.handle_timeout(backend.now());
+    if !backend.has_ready() {
+        core.handle_idle();
+    }
+    drive_ops(backend, core);
+    out.publish(core);
+    Ok(())
+}
+
+/// The buffer reads land in: one per I/O thread, split into refcounted chunks,
+/// so an idle socket holds no read buffer.
+#[derive(Debug)]
+pub(crate) struct ReadBuf {
+    buf: BytesMut,
+    size: usize,
+}
+
+impl ReadBuf {
+    /// A read buffer that allocates `size` bytes at a time.
+    pub(crate) fn new(size: usize) -> ReadBuf {
+        ReadBuf {
+            buf: BytesMut::with_capacity(size),
+            size,
+        }
+    }
+
+    /// Makes room for one read.
+    fn prepare(&mut self) -> &mut BytesMut {
+        if self.buf.capacity() - self.buf.len() < self.size / 4 {
+            self.buf = BytesMut::with_capacity(self.size);
+        }
+        &mut self.buf
+    }
+}
+
+/// How a read pass over one socket ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReadEnd {
+    /// The kernel has nothing more (EAGAIN, or a short read).
+    Drained,
+    /// The budget ran out with data possibly left: read again next turn.
+    Budget,
+    /// The core stopped wanting reads (paused, backpressure, closed).
+    Stopped,
+}
+
+/// Reads one socket until it is drained, the budget is spent or the core stops wanting data.
+///
+/// With `short_is_drained`, a read that returns less than asked for ends the
+/// pass without the extra `EAGAIN` read; a backend passes it only when the
+/// kernel reports every later arrival (edge-triggered readiness) and no end
+/// of stream is already pending.
+pub(crate) fn drive_read<I: SocketIo + ?Sized>(
+    core: &mut Core,
+    io: &mut I,
+    id: SockId,
+    rb: &mut ReadBuf,
+    short_is_drained: bool,
+    now: Instant,
+) -> ReadEnd {
+    let budget = core.config().read_budget;
+    let mut total = 0;
+    loop {
+        if !core.wants_read(id) {
+            return ReadEnd::Stopped;
+        }
+        if total >= budget {
+            return ReadEnd::Budget;
+        }
+        let buf = rb.prepare();
+        let room = buf.capacity() - buf.len();
+        match io.read(id, buf) {
+            Ok(0) => {
+                core.handle_eof(id);
+                return ReadEnd::Stopped;
+            }
+            Ok(n) => {
+                total += n;
+                let chunk = buf.split_to(n).freeze();
+                core.handle_received(id, chunk, now);
+                if short_is_drained && n < room {
+                    return ReadEnd::Drained;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadEnd::Drained,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                core.handle_error(id, Errno::from_io(&e));
+                return ReadEnd::Stopped;
+            }
+        }
+    }
+}
+
+/// Entries of the iovec array one `writev` uses.
+const IOV_BATCH: usize = 64;
+
+/// Writes a socket's send ring until it is empty or the socket is full.
+/// Returns true when bytes remain (wait for writability).
+pub(crate) fn drive_flush<I: SocketIo + ?Sized>(core: &mut Core, io: &mut I, id: SockId) -> bool {
+    loop {
+        let result = {
+            let mut iov = [IoSlice::new(&[]); IOV_BATCH];
+            let n = core.fill_iovec(id, &mut iov);
+            if n == 0 {
+                return false;
+            }
+            let want: usize = iov[..n].iter().map(|s| s.len()).sum();
+            io.writev(id, &iov[..n]).map(|w| (w, want))
+        };
+        match result {
+            Ok((w, want)) => {
+                core.handle_sent(id, w);
+                if w < want {
+                    return core.has_tx(id);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                core.handle_error(id, Errno::from_io(&e));
+                return false;
+            }
+        }
+    }
+}
+
+/// Carries out the core's ops until none is left.
+fn drive_ops<B: Backend>(backend: &mut B, core: &mut Core) {
+    while let Some(op) = core.poll_op() {
+        match op {
+            Op::Read(id) => backend.mark_ready(id),
+            Op::Flush(id) => {
+                drive_flush(core, backend.io(), id);
+            }
+            Op::ShutdownWrite(id) => match backend.io().shutdown_write(id) {
+                Ok(()) => core.handle_write_shut(id),
+                Err(e) => core.handle_error(id, Errno::from_io(&e)),
+            },
+            Op::Close(id) => {
+                backend.io().close(id);
+                core.handle_closed(id);
+            }
+        }
+    }
+}

@@ -1,0 +1,490 @@
+//! External verdicts answered: messages awaiting a TypeScript verdict, and
+//! the answers applied to them in order.
+//!
+//! A socket with an external stream verdict queues every message in its
+//! [`AwaitQueue`](super::state::AwaitQueue) and hands it to the
+//! [`Batcher`](crate::batcher::Batcher); a socket with a native verdict
+//! queues there too while earlier messages await, so its messages keep their
+//! order. Answers are recorded per message and applied from the front of the
+//! queue, as far as they go, through the same [`Core::apply`] as every other
+//! verdict; messages of a shared block are applied as ranges of it.
+
+use bytes::Bytes;
+
+use super::egress::Egress;
+use super::recv::Body;
+use super::state::{Answered, Hold};
+use super::{Core, SlotIdx};
+use crate::batch::{Answer, BatchItem, ItemData, ItemKind};
+use crate::batcher::ItemRef;
+use crate::error::Errno;
+use crate::event::{Event, Frags};
+use crate::id::SockId;
+use crate::stats::DropReason;
+use crate::timer::Timer;
+use crate::verdict::{resolve_batch, Resolved};
+
+impl Core {
+    /// Queues a message behind the socket's awaited ones. `resolved` is set
+    /// when its verdict is already known (a native verdict behind external
+    /// ones); `external` is the external verdict's tag and peek size.
+    pub(super) fn await_message(
+        &mut self,
+        slot: SlotIdx,
+        frags: Frags,
+        len: usize,
+        external: Option<(u32, usize)>,
+        resolved: Option<Resolved>,
+        out: &mut Egress,
+    ) {
+        let p = self.at(slot);
+        let sock = p.id();
+        let seq = p.awaiting.next_seq();
+        let item = external.map(|(tag, peek_bytes)| BatchItem {
+            sock,
+            tag,
+            kind: ItemKind::StreamVerdict,
+            len,
+            peek_bytes,
+            data: ItemData::Frags(frags.clone()),
+        });
+        p.awaiting.push_frags(frags, len, resolved);
+        self.after_await(slot);
+        match item {
+            Some(item) => self.batch_item(ItemRef::Verdict(sock, seq), item, None),
+            None => self.drain_awaited(slot, out),
+        }
+    }
+
+    /// Queues a block of whole messages (lengths `lens`, back to back) of a
+    /// socket with an external stream verdict `(tag, peek_bytes)`: each
+    /// message is one batch item pointing into the shared block.
+    pub(super) fn await_block(
+        &mut self,
+        slot: SlotIdx,
+        block: Bytes,
+        lens: &[usize],
+        (tag, peek_bytes): (u32, usize),
+    ) {
+        let p = self.at(slot);
+        p.count(|s| &s.messages_in, lens.len() as u64);
+        let sock = p.id();
+        let first_seq = p.awaiting.next_seq();
+        p.awaiting.push_block(block.clone(), lens);
+        self.after_await(slot);
+        let mut offset = 0;
+        for (seq, &len) in (first_seq..).zip(lens) {
+            let item = BatchItem {
+                sock,
+                tag,
+                kind: ItemKind::StreamVerdict,
+                len,
+                peek_bytes,
+                data: ItemData::Block { block: 0, offset },
+            };
+            self.batch_item(ItemRef::Verdict(sock, seq), item, Some(&block));
+            offset += len;
+        }
+    }
+
+    /// Publishes the awaited bytes and stops reading above the bound.
+    fn after_await(&mut self, slot: SlotIdx) {
+        let max_pending = self.cfg.max_pending_bytes;
+        let p = self.at(slot);
+        let bytes = p.awaiting.bytes();
+        p.gauge(|s| &s.pending_bytes, bytes);
+        if bytes > max_pending {
+            p.set_hold(Hold::Awaiting, true);
+        }
+    }
+
+    /// Hands an item to the batcher (arming its timer when asked); without
+    /// one installed, the item gets the error answer at once.
+    pub(super) fn batch_item(&mut self, r: ItemRef, item: BatchItem, block: Option<&Bytes>) {
+        let now = self.now;
+        let Some(b) = self.batcher.as_mut() else {
+            return self.answer_missing(r);
+        };
+        if let Some(at) = b.add(r, item, block, now) {
+            self.timers.set(at, Timer::Batch);
+        }
+    }
+
+    /// Answers came back for a batch.
+    pub fn handle_answers(&mut self, batch: u64, answers: Vec<Answer>) {
+        let Some(refs) = self.batcher.as_mut().and_then(|b| b.answered(batch)) else {
+            return;
+        };
+        let judged = refs.iter().map(|r| !matches!(r, ItemRef::Parse(..)));
+        let resolved = resolve_batch(&self.maps, answers.iter().map(|a| &a.verdict).zip(judged));
+        let mut answers = answers.into_iter().zip(resolved);
+        let mut missing = 0usize;
+        // Consecutive verdicts of one socket are recorded, then applied together.
+        let mut settle: Option<SockId> = None;
+        for r in refs {
+            let next = match r {
+                ItemRef::Verdict(sock, _) => Some(sock),
+                _ => None,
+            };
+            if settle.is_some() && settle != next {
+                self.settle(settle.take());
+            }
+            match answers.next() {
+                Some((a, v)) => self.answer_item(r, a, v),
+                None => {
+                    missing += 1;
+                    self.answer_missing(r);
+                }
+            }
+            settle = next;
+        }
+        self.settle(settle);
+        if missing > 0 {
+            self.events.push_back(Event::Error {
+                sock: None,
+                code: Errno::Inval,
+                detail: format!("batch {batch}: {missing} messages had no answer and were dropped"),
+                fatal: false,
+            });
+        }
+        self.handle_idle();
+    }
+
+    /// Applies one answer; `resolved` is its verdict with the target looked up.
+    fn answer_item(&mut self, r: ItemRef, a: Answer, resolved: Option<Resolved>) {
+        let resolved = resolved.unwrap_or(Resolved::Drop(DropReason::Verdict));
+        match r {
+            ItemRef::Verdict(sock, seq) => self.answer_one(sock, seq, resolved),
+            ItemRef::Parse(sock, req) => self.handle_parse_answer(sock, req, &a.parse),
+            ItemRef::Msg(sock, seq) => self.handle_msg_answer(sock, seq, Some((a, resolved))),
+        }
+    }
+
+    /// An item got no answer: the error answer.
+    fn answer_missing(&mut self, r: ItemRef) {
+        match r {
+            ItemRef::Verdict(sock, seq) => {
+                self.answer_one(sock, seq, Resolved::Drop(DropReason::Verdict));
+            }
+            ItemRef::Parse(sock, req) => self.handle_parse_answer(sock, req, &[]),
+            ItemRef::Msg(sock, seq) => self.handle_msg_answer(sock, seq, None),
+        }
+    }
+
+    /// Records the answer of message `seq` of `sock` (applied by `settle`).
+    fn answer_one(&mut self, sock: SockId, seq: u64, resolved: Resolved) {
+        if let Some(slot) = self.slot_of(sock) {
+            self.at(slot).awaiting.answer(seq, resolved);
+        }
+    }
+
+    /// Applies what the answers recorded for `sock` allow, in order, and
+    /// finishes its read side if everything it read is judged.
+    fn settle(&mut self, sock: Option<SockId>) {
+        if let Some(slot) = sock.and_then(|s| self.slot_of(s)) {
+            let mut out = Egress::new(slot, Bytes::new());
+            self.drain_awaited(slot, &mut out);
+            out.flush(self);
+            self.finish_read(slot);
+        }
+    }
+
+    /// Applies the socket's answered messages from the front, in order.
+    fn drain_awaited(&mut self, slot: SlotIdx, out: &mut Egress) {
+        let mut block = Bytes::new();
+        while let Some(a) = self.at(slot).awaiting.pop_answered(&mut block) {
+            match a {
+                Answered::Frags(frags, len, resolved) => {
+                    self.apply(slot, resolved, Body::Frags(frags), len, out);
+                }
+                Answered::InBlock {
+                    start,
+                    end,
+                    resolved,
+                } => {
+                    let body = Body::Range(&block, start, end);
+                    self.apply(slot, resolved, body, end - start, out);
+                }
+            }
+        }
+        let max_pending = self.cfg.max_pending_bytes;
+        let p = self.at(slot);
+        let bytes = p.awaiting.bytes();
+        p.gauge(|s| &s.pending_bytes, bytes);
+        if p.is_held(Hold::Awaiting) && bytes <= max_pending / 2 {
+            p.set_hold(Hold::Awaiting, false);
+            self.kick_read(slot);
+        }
+    }
+}
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::mpsc::{channel, Sender};
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::batch::{Batch, ExternalVerdicts, Replier};
+    use crate::config::{BatchConfig, EngineConfig};
+    use crate::driver::{Doorbell, Wake};
+    use crate::key::Key;
+    use crate::psock::NewSock;
+    use crate::rules::Verdict;
+    use std::time::Instant;
+
+    use super::super::egress::STAGE_COPY_MAX;
+    use crate::framer::LengthFieldOptions;
+    use crate::id::MapId;
+    use crate::map::{MapKind, UpdateFlag};
+    use crate::program::{ParserKind, ParserProg, Programs, StreamVerdictProg, VerdictKind};
+    use crate::registry::{Shared, SockState};
+
+    struct Sink(Sender<Batch>);
+
+    impl ExternalVerdicts for Sink {
+        fn submit(&mut self, batch: Batch) {
+            let _ = self.0.send(batch);
+        }
+    }
+
+    struct NoWake;
+
+    impl Wake for NoWake {
+        fn wake(&self) {}
+    }
+
+    /// A core with a source socket whose map has an external verdict (and,
+    /// with `framed`, a 4-byte length-prefix parser) and two upstream
+    /// targets in `ups` under keys 0 and 1.
+    struct Rig {
+        core: Core,
+        shared: Arc<Shared>,
+        src: SockId,
+        targets: [SockId; 2],
+        ups: MapId,
+        rx: std::sync::mpsc::Receiver<Batch>,
+    }
+
+    fn rig(batch: BatchConfig, framed: bool, peek_bytes: usize) -> Rig {
+        let shared = Arc::new(Shared::default());
+        let (src, targets, ups) = {
+            let mut reg = shared.lock();
+            let gw = reg.create_map(MapKind::SockHash, 8).unwrap();
+            let ups = reg.create_map(MapKind::SockHash, 8).unwrap();
+            let parser = framed.then(|| {
+                Arc::new(ParserProg::new(ParserKind::LengthField(
+                    LengthFieldOptions::default(),
+                )))
+            });
+            let progs = Programs {
+                parser,
+                verdict: Some(Arc::new(StreamVerdictProg {
+                    kind: VerdictKind::External { tag: 1, peek_bytes },
+                    propagate_fin: true,
+                })),
+                ..Programs::default()
+            };
+            reg.attach(gw, progs).unwrap();
+            let src = reg.alloc(SockState::Established);
+            let targets = [
+                reg.alloc(SockState::Established),
+                reg.alloc(SockState::Established),
+            ];
+            reg.update(gw, &Key::Num(0), src, UpdateFlag::Any).unwrap();
+            for (i, t) in targets.iter().enumerate() {
+                reg.update(ups, &Key::Num(i as u64), *t, UpdateFlag::Any)
+                    .unwrap();
+            }
+            (src, targets, ups)
+        };
+        let now = Instant::now();
+        let cfg = EngineConfig {
+            batch,
+            ..EngineConfig::default()
+        };
+        let mut core = Core::new(shared.clone(), cfg, now);
+        let (tx, rx) = channel();
+        let (cmd_tx, _cmd_rx) = channel();
+        let replier = Replier {
+            tx: cmd_tx,
+            bell: Arc::new(Doorbell::new(Box::new(NoWake))),
+        };
+        core.set_external(Box::new(Sink(tx)), replier);
+        for id in [src, targets[0], targets[1]] {
+            core.handle_new_socket(id, NewSock::Established, None);
+        }
+        let changes: Vec<_> = shared.lock().take_changes().collect();
+        for change in changes {
+            core.handle_map_change(change);
+        }
+        core.handle_relink(src);
+        Rig {
+            core,
+            shared,
+            src,
+            targets,
+            ups,
+            rx,
+        }
+    }
+
+    #[test]
+    fn a_batch_of_redirects_locks_the_registry_once_not_per_message() {
+        const N: usize = 1024;
+        let batch = BatchConfig {
+            max_messages: N,
+            max_in_flight: 1,
+            ..BatchConfig::default()
+        };
+        let Rig {
+            mut core,
+            shared,
+            src,
+            targets,
+            ups,
+            rx,
+        } = rig(batch, false, 1);
+        let now = Instant::now();
+        for i in 0..N {
+            core.handle_received(src, Bytes::from(vec![(i % 2) as u8]), now);
+        }
+        let batch = rx.try_recv().expect("a full batch was handed off");
+        assert_eq!(batch.items.len(), N);
+        let answers: Vec<Answer> = batch
+            .items
+            .iter()
+            .map(|it| {
+                Answer::from(Verdict::Redirect {
+                    map: ups,
+                    key: Key::Num(u64::from(batch.bytes(it).next().unwrap()[0])),
+                    ingress: false,
+                })
+            })
+            .collect();
+        let before = shared.locks.load(Ordering::Relaxed);
+        core.handle_answers(batch.id, answers);
+        let locks = shared.locks.load(Ordering::Relaxed) - before;
+        assert_eq!(locks, 0, "{locks} registry locks for {N} answers");
+        let reg = shared.lock();
+        let s = reg.sock(src).unwrap().stats.snapshot();
+        assert_eq!((s.redirected_egress, s.dropped), (N as u64, 0));
+        for t in targets {
+            let q = reg.sock(t).unwrap().stats.snapshot().queued_bytes;
+            assert_eq!(q, (N / 2) as u64);
+        }
+    }
+
+    /// Frames of a 4-byte big-endian length prefix and a payload whose first
+    /// byte says where it goes (0, 1: that target; 2 pass; 3 drop), of
+    /// sizes from tiny to above the copy threshold.
+    fn frames() -> Vec<Vec<u8>> {
+        (0..600usize)
+            .map(|i| {
+                let len = match i % 7 {
+                    0 => 1,
+                    3 => STAGE_COPY_MAX + 100,
+                    _ => 5 + i % 50,
+                };
+                let route = match i % 11 {
+                    5 => 2,
+                    9 => 3,
+                    _ => (i / 3 % 2) as u8,
+                };
+                let mut f = (len as u32).to_be_bytes().to_vec();
+                f.push(route);
+                f.extend((1..len).map(|j| (i + j) as u8));
+                f
+            })
+            .collect()
+    }
+
+    /// Answers every batch handed off so far, in order, by the frame's
+    /// route byte; then lets the core hand off its open batch.
+    fn answer_all(r: &mut Rig) {
+        while let Ok(b) = r.rx.try_recv() {
+            let answers = b
+                .items
+                .iter()
+                .map(|it| match b.bytes(it).flatten().nth(4) {
+                    Some(&t @ (0 | 1)) => Answer::from(Verdict::Redirect {
+                        map: r.ups,
+                        key: Key::Num(u64::from(t)),
+                        ingress: false,
+                    }),
+                    Some(2) => Answer::from(Verdict::Pass),
+                    _ => Answer::from(Verdict::Drop),
+                })
+                .collect();
+            r.core.handle_answers(b.id, answers);
+        }
+        r.core.handle_idle();
+    }
+
+    #[test]
+    fn blocks_of_answered_messages_reach_each_target_byte_exact_in_order() {
+        let batch = BatchConfig {
+            max_messages: 64,
+            max_in_flight: 2,
+            ..BatchConfig::default()
+        };
+        let mut r = rig(batch, true, 1);
+        let frames = frames();
+        let stream: Vec<u8> = frames.concat();
+        let now = Instant::now();
+        // Reads of uneven sizes: whole-message blocks and messages split across reads.
+        let mut at = 0;
+        for (i, size) in [1usize, 3000, 17, 40_000, 5, 9000]
+            .iter()
+            .cycle()
+            .enumerate()
+        {
+            if at >= stream.len() || i > 10_000 {
+                break;
+            }
+            let end = (at + size).min(stream.len());
+            r.core
+                .handle_received(r.src, Bytes::copy_from_slice(&stream[at..end]), now);
+            at = end;
+            answer_all(&mut r);
+        }
+        for _ in 0..100 {
+            answer_all(&mut r);
+        }
+        let want = |route: u8| -> Vec<u8> {
+            frames
+                .iter()
+                .filter(|f| f[4] == route)
+                .flatten()
+                .copied()
+                .collect()
+        };
+        for (t, id) in r.targets.iter().enumerate() {
+            let slot = r.core.slot_of(*id).unwrap();
+            let got = r.core.at(slot).ring.ring().to_vec();
+            assert_eq!(got, want(t as u8), "target {t}");
+        }
+        let mut passed = Vec::new();
+        while let Some(ev) = r.core.poll_event() {
+            if let Event::Message { sock, data } = ev {
+                assert_eq!(sock, r.src);
+                passed.extend(data.iter().flat_map(|b| b.iter().copied()));
+            }
+        }
+        assert_eq!(passed, want(2));
+        let count = |route: u8| frames.iter().filter(|f| f[4] == route).count() as u64;
+        let reg = r.shared.lock();
+        let s = reg.sock(r.src).unwrap().stats.snapshot();
+        assert_eq!(
+            (
+                s.messages_in,
+                s.redirected_egress,
+                s.passed,
+                s.dropped_verdict,
+                s.pending_bytes
+            ),
+            (600, count(0) + count(1), count(2), count(3), 0)
+        );
+    }
+}

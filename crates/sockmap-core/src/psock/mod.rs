@@ -1,0 +1,543 @@
+//! The sans-IO core: every socket's psock, verdicts, redirects and backpressure.
+//!
+//! [`Core`] performs no I/O, reads no clock and takes no lock on the
+//! per-message path. A driver feeds it what the kernel did through the
+//! `handle_*` methods (bytes received with the time they were read, bytes
+//! sent, end of stream, errors, accepted and connected sockets, application
+//! commands, map changes) and carries out what it asks through
+//! [`Core::poll_op`] (read a socket now, write its send ring, shut down its
+//! write side, close it). Events for the application come out of
+//! [`Core::poll_event`]; [`Core::poll_timeout`] says when
+//! [`Core::handle_timeout`] has work.
+//!
+//! One turn of the driver ([`crate::driver`]): feed completions and
+//! commands, drain `poll_op`, `handle_timeout(now)`, `handle_idle` when no
+//! socket has more to read, drain `poll_op` again, drain `poll_event`, then
+//! wait at most until `poll_timeout`.
+//!
+//! The rooms of the core, each an `impl Core` block about one concern:
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | the psock table, outputs, socket lifecycle (accept, connect, FIN, close), application commands |
+//! | `state.rs` | the [`Psock`] type and the queues it owns, with their invariants |
+//! | `recv.rs` | the receive path: bytes read → parser → verdict → PASS/DROP/REDIRECT |
+//! | `egress.rs` | bytes into a target's send ring: the per-read coalescer, watermarks, the application queue |
+//! | `parse.rs` | the psock's stream parser, and the conversation with an external parser |
+//! | `answers.rs` | external verdict answers applied in order |
+//! | `send.rs` | the sk_msg path: application sends through the msg verdict |
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::batch::{ExternalVerdicts, Replier};
+use crate::batcher::Batcher;
+use crate::config::EngineConfig;
+use crate::error::Errno;
+use crate::event::Event;
+use crate::framer::MessageMeta;
+use crate::id::SockId;
+use crate::map_view::{MapChange, MapView};
+use crate::program::VerdictKind;
+use crate::registry::{Shared, SockState};
+use crate::rules::{KeySource, Rule};
+use crate::timer::{Timer, TimerTable};
+use crate::verdict::{eval_rule, Message, MessageBytes, Resolved};
+
+mod answers;
+mod egress;
+mod parse;
+mod recv;
+mod send;
+mod state;
+
+pub use state::NewSock;
+pub(crate) use state::{AppRead, Psock, SlotIdx};
+
+use egress::Egress;
+
+/// What the core asks its driver to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Read the socket now, even without a readiness report (reading was just enabled).
+    Read(SockId),
+    /// Write the socket's send ring ([`Core::fill_iovec`], then [`Core::handle_sent`]).
+    Flush(SockId),
+    /// Shut down the write side, then call [`Core::handle_write_shut`].
+    ShutdownWrite(SockId),
+    /// Close the socket's I/O object, then call [`Core::handle_closed`].
+    Close(SockId),
+}
+
+/// The sans-IO engine core. See the module documentation for the contract.
+pub struct Core {
+    shared: Arc<Shared>,
+    maps: MapView,
+    cfg: EngineConfig,
+    socks: Vec<Option<Psock>>,
+    events: VecDeque<Event>,
+    ops: VecDeque<Op>,
+    timers: TimerTable,
+    /// Lengths of the messages of a block taken by boundaries (reused).
+    lens: Vec<usize>,
+    /// External verdicts and parsers, when installed.
+    batcher: Option<Batcher>,
+    /// The time of the latest input.
+    now: Instant,
+}
+
+impl Core {
+    pub(crate) fn new(shared: Arc<Shared>, cfg: EngineConfig, now: Instant) -> Core {
+        Core {
+            shared,
+            maps: MapView::default(),
+            cfg,
+            socks: Vec::new(),
+            events: VecDeque::new(),
+            ops: VecDeque::new(),
+            timers: TimerTable::default(),
+            lens: Vec::new(),
+            batcher: None,
+            now,
+        }
+    }
+
+    /// Installs the application's external verdicts and parsers.
+    pub(crate) fn set_external(&mut self, sink: Box<dyn ExternalVerdicts>, replier: Replier) {
+        self.batcher = Some(Batcher::new(sink, replier, self.cfg.batch.clone()));
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    fn slot_of(&self, id: SockId) -> Option<SlotIdx> {
+        let s = SlotIdx::of(id);
+        match self.socks.get(s.get()) {
+            Some(Some(p)) if p.id() == id => Some(s),
+            _ => None,
+        }
+    }
+
+    fn psock(&self, id: SockId) -> Option<&Psock> {
+        self.slot_of(id).and_then(|s| self.socks[s.get()].as_ref())
+    }
+
+    fn at(&mut self, slot: SlotIdx) -> &mut Psock {
+        self.socks[slot.get()]
+            .as_mut()
+            .expect("slot checked by slot_of")
+    }
+
+    fn at_ref(&self, slot: SlotIdx) -> &Psock {
+        self.socks[slot.get()]
+            .as_ref()
+            .expect("slot checked by slot_of")
+    }
+
+    // ---- outputs -------------------------------------------------------------------------
+
+    /// The next thing the driver must do.
+    pub fn poll_op(&mut self) -> Option<Op> {
+        self.ops.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The earliest time [`Core::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Whether the socket should be read now.
+    pub fn wants_read(&self, id: SockId) -> bool {
+        self.psock(id).is_some_and(Psock::wants_read)
+    }
+
+    /// Whether the socket has bytes waiting to be written.
+    pub fn has_tx(&self, id: SockId) -> bool {
+        self.psock(id)
+            .is_some_and(|p| !p.ring.is_empty() && !p.is_closing())
+    }
+
+    /// Whether the socket is a connect in progress.
+    pub fn is_connecting(&self, id: SockId) -> bool {
+        self.psock(id).is_some_and(Psock::is_connecting)
+    }
+
+    /// Fills `iov` with the socket's queued bytes; returns how many entries.
+    pub fn fill_iovec<'a>(&'a self, id: SockId, iov: &mut [IoSlice<'a>]) -> usize {
+        match self.psock(id) {
+            Some(p) if p.can_write() => p.ring.ring().fill_iovec(iov),
+            _ => 0,
+        }
+    }
+
+    /// Number of live sockets.
+    pub fn socket_count(&self) -> usize {
+        self.socks.iter().filter(|p| p.is_some()).count()
+    }
+
+    // ---- sockets appearing and going ---------------------------------------------------
+
+    /// Registers a socket whose id the registry already allocated.
+    pub fn handle_new_socket(
+        &mut self,
+        id: SockId,
+        kind: NewSock,
+        connect_deadline: Option<Instant>,
+    ) {
+        let stats = match self.shared.lock().sock(id) {
+            Some(e) => e.stats.clone(),
+            None => return,
+        };
+        let slot = SlotIdx::of(id).get();
+        if self.socks.len() <= slot {
+            self.socks.resize_with(slot + 1, || None);
+        }
+        self.socks[slot] = Some(Psock::new(id, kind, stats));
+        if let Some(at) = connect_deadline {
+            self.timers.set(at, Timer::Connect(id));
+        }
+    }
+
+    /// A listener accepted a connection: allocates its id (the socket starts paused).
+    pub fn handle_accepted(&mut self, listener: SockId, peer: SocketAddr) -> SockId {
+        let id = self.shared.lock().alloc(SockState::Established);
+        self.handle_new_socket(id, NewSock::Established, None);
+        self.events.push_back(Event::Accepted {
+            listener,
+            sock: id,
+            peer,
+        });
+        id
+    }
+
+    /// A connect finished.
+    pub fn handle_connected(&mut self, id: SockId, result: Result<(), Errno>) {
+        let Some(slot) = self.slot_of(id) else { return };
+        if !self.at(slot).is_connecting() {
+            return;
+        }
+        self.events.push_back(Event::Connected { sock: id, result });
+        match result {
+            Ok(()) => {
+                self.shared.lock().set_state(id, SockState::Established);
+                let p = self.at(slot);
+                p.connected();
+                if !p.ring.is_empty() {
+                    self.ops.push_back(Op::Flush(id));
+                }
+                self.kick_read(slot);
+            }
+            Err(e) => self.close(slot, Some(e)),
+        }
+    }
+
+    /// Bytes the application read from an adopted socket before the engine
+    /// took it: once the socket starts reading (programs, or `resume()`),
+    /// they are received first, before anything read from the socket.
+    pub fn handle_adopted_bytes(&mut self, id: SockId, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        if let Some(slot) = self.slot_of(id) {
+            self.at(slot).set_initial(data);
+            self.take_initial(slot);
+        }
+    }
+
+    /// Receives the adopted socket's initial bytes once it reads.
+    fn take_initial(&mut self, slot: SlotIdx) {
+        if let Some(data) = self.at(slot).take_initial() {
+            let (id, now) = (self.at(slot).id(), self.now);
+            self.handle_received(id, data, now);
+        }
+    }
+
+    /// The driver closed the socket's I/O object: forget the socket.
+    pub fn handle_closed(&mut self, id: SockId) {
+        if let Some(slot) = self.slot_of(id) {
+            self.socks[slot.get()] = None;
+            self.shared.lock().release(id);
+        }
+    }
+
+    /// The write side is shut down.
+    pub fn handle_write_shut(&mut self, id: SockId) {
+        let Some(slot) = self.slot_of(id) else { return };
+        let p = self.at(slot);
+        p.write_shut();
+        if p.is_read_done() {
+            self.close(slot, None);
+        }
+    }
+
+    /// A read or write failed: the socket closes with `err`.
+    pub fn handle_error(&mut self, id: SockId, err: Errno) {
+        if let Some(slot) = self.slot_of(id) {
+            self.close(slot, Some(err));
+        }
+    }
+
+    /// The peer shut down its write side (a read returned 0).
+    pub fn handle_eof(&mut self, id: SockId) {
+        let Some(slot) = self.slot_of(id) else { return };
+        if self.at(slot).mark_eof() {
+            self.finish_read(slot);
+        }
+    }
+
+    /// Ends the read side once the peer's FIN was read and every message
+    /// received before it was judged and queued: the application is told
+    /// ([`Event::ReadEnd`]), the FIN goes on to the socket's partner (see
+    /// [`StreamVerdictProg::propagate_fin`](crate::program::StreamVerdictProg::propagate_fin))
+    /// after the bytes queued for it, and a socket whose write side is
+    /// already shut closes. Call it only with no [`Egress`] pending, so the
+    /// partner's ring holds every byte before the FIN.
+    fn finish_read(&mut self, slot: SlotIdx) {
+        let p = self.at(slot);
+        if !p.can_finish_read() {
+            return;
+        }
+        p.finish_read();
+        let (id, write_shut) = (p.id(), p.is_write_shut());
+        let partner = self.fin_partner(slot);
+        self.events.push_back(Event::ReadEnd { sock: id });
+        if let Some(ps) = partner.and_then(|p| self.slot_of(p)) {
+            if ps != slot {
+                self.end(ps);
+            }
+        }
+        if write_shut {
+            self.close(slot, None);
+        }
+    }
+
+    /// The partner a socket's FIN is forwarded to: the target of a native
+    /// egress redirect keyed by the socket's own id (a proxy pairing), when
+    /// its stream verdict propagates FIN. Targets a socket merely sent
+    /// messages to (a shared upstream, a target chosen per message) are
+    /// never ended by it.
+    fn fin_partner(&mut self, slot: SlotIdx) -> Option<SockId> {
+        let p = self.socks[slot.get()].as_ref()?;
+        let prog = p.progs.verdict.clone().filter(|v| v.propagate_fin)?;
+        let VerdictKind::Rule(
+            rule @ Rule::Redirect {
+                key: KeySource::Socket,
+                ingress: false,
+                ..
+            },
+        ) = &prog.kind
+        else {
+            return None;
+        };
+        let msg = Message {
+            bytes: MessageBytes::Frags(&[]),
+            len: 0,
+            meta: &MessageMeta::None,
+        };
+        match eval_rule(&mut self.maps, rule, p.id(), &msg).0 {
+            Resolved::Redirect { target, .. } => Some(target),
+            _ => None,
+        }
+    }
+
+    /// Closes a socket: it leaves every map, its queued bytes are discarded
+    /// and counted, the sources it stopped resume, and the driver is asked
+    /// to close it.
+    fn close(&mut self, slot: SlotIdx, error: Option<Errno>) {
+        let p = self.at(slot);
+        if !p.begin_close() {
+            return;
+        }
+        let id = p.id();
+        let (lost, drain) = p.ring.discard();
+        let mut waiters = drain.waiters;
+        waiters.extend(p.app_queue.clear());
+        let lost = lost + p.discard_initial() + p.send.discard_cork() + p.awaiting.clear();
+        if lost > 0 {
+            p.count(|s| &s.discarded_bytes, lost as u64);
+        }
+        p.gauge(|s| &s.queued_bytes, 0);
+        p.gauge(|s| &s.app_queued_bytes, 0);
+        p.gauge(|s| &s.pending_bytes, 0);
+        {
+            let mut reg = self.shared.lock();
+            reg.remove_links(id);
+            reg.set_state(id, SockState::Closed);
+            for change in reg.take_changes() {
+                self.maps.apply(change);
+            }
+        }
+        for a in drain.acks {
+            self.events.push_back(Event::SendDone {
+                sock: a.sock,
+                req: a.req,
+                result: Err(Errno::Pipe),
+            });
+        }
+        self.drop_parser(slot);
+        self.fail_parked_sends(slot);
+        self.release_waiters(waiters);
+        self.events.push_back(Event::Closed { sock: id, error });
+        self.ops.push_back(Op::Close(id));
+    }
+
+    // ---- application commands ------------------------------------------------------------
+
+    /// A map changed (in the order the registry changed it): updates the
+    /// view the per-message path reads. An entry naming a socket that is
+    /// closing or gone is emptied instead: the socket left its maps when it
+    /// began closing.
+    pub(crate) fn handle_map_change(&mut self, change: MapChange) {
+        let change = match change {
+            MapChange::Set { map, slot, sock }
+                if !self.psock(sock).is_some_and(|p| !p.is_closing()) =>
+            {
+                MapChange::Remove { map, slot }
+            }
+            other => other,
+        };
+        self.maps.apply(change);
+    }
+
+    /// The registry changed the socket's maps: take its programs afresh.
+    pub fn handle_relink(&mut self, id: SockId) {
+        let Some(slot) = self.slot_of(id) else { return };
+        let (progs, map_stats) = {
+            let reg = self.shared.lock();
+            let Some(e) = reg.sock(id) else { return };
+            let map_stats = e
+                .verdict_map
+                .and_then(|m| reg.map(m).ok())
+                .map(|m| m.stats.clone());
+            (e.programs.clone(), map_stats)
+        };
+        self.at(slot).set_programs(progs, map_stats);
+        self.relink_parser(slot);
+        self.take_initial(slot);
+        self.finish_read(slot);
+        self.kick_read(slot);
+    }
+
+    /// `resume()`: read and deliver.
+    pub fn handle_resume(&mut self, id: SockId) {
+        let Some(slot) = self.slot_of(id) else { return };
+        self.at(slot).set_app_read(AppRead::Resumed);
+        if self.at(slot).parser.unpause() {
+            let mut out = Egress::new(slot, Bytes::new());
+            self.run_parser(slot, &mut out);
+            out.flush(self);
+        }
+        self.take_initial(slot);
+        self.finish_read(slot);
+        self.kick_read(slot);
+    }
+
+    /// `pause()`: stop reading.
+    pub fn handle_pause(&mut self, id: SockId) {
+        if let Some(slot) = self.slot_of(id) {
+            let p = self.at(slot);
+            p.set_app_read(AppRead::Paused);
+            p.parser.pause();
+        }
+    }
+
+    /// `end()`: write what is queued, then shut down the write side.
+    pub fn handle_end(&mut self, id: SockId) {
+        if let Some(slot) = self.slot_of(id) {
+            self.end(slot);
+        }
+    }
+
+    /// `destroy()`: close at once.
+    pub fn handle_destroy(&mut self, id: SockId) {
+        if let Some(slot) = self.slot_of(id) {
+            self.close(slot, None);
+        }
+    }
+
+    /// Closes every socket (engine shutdown): listeners and connects at
+    /// once, others after their queues drain.
+    pub fn handle_shutdown(&mut self) {
+        for i in 0..self.socks.len() {
+            let Some(p) = self.socks[i].as_ref() else {
+                continue;
+            };
+            let slot = SlotIdx::of(p.id());
+            if p.is_listener() || p.is_connecting() {
+                self.close(slot, None);
+                continue;
+            }
+            self.end(slot);
+            let p = self.at(slot);
+            if p.is_write_shut() {
+                self.close(slot, None);
+            } else {
+                p.stop_reading();
+            }
+        }
+    }
+
+    fn end(&mut self, slot: SlotIdx) {
+        let p = self.at(slot);
+        if !p.request_end() {
+            return;
+        }
+        if p.is_listener() {
+            self.close(slot, None);
+        } else if p.should_shut() {
+            let id = p.id();
+            self.ops.push_back(Op::ShutdownWrite(id));
+        }
+    }
+
+    fn kick_read(&mut self, slot: SlotIdx) {
+        let p = self.at(slot);
+        if p.wants_read() {
+            let id = p.id();
+            self.ops.push_back(Op::Read(id));
+        }
+    }
+
+    // ---- timers --------------------------------------------------------------------------
+
+    /// The driver has no more ready work this turn: hand off the open
+    /// external batch rather than let it wait for its timer.
+    pub fn handle_idle(&mut self) {
+        let now = self.now;
+        if let Some(at) = self.batcher.as_mut().and_then(|b| b.dispatch(now)) {
+            self.timers.set(at, Timer::Batch);
+        }
+    }
+
+    /// Runs the deadlines that have passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        while let Some(t) = self.timers.pop_expired(now) {
+            match t {
+                Timer::Connect(id) => {
+                    if self.is_connecting(id) {
+                        self.handle_connected(id, Err(Errno::TimedOut));
+                    }
+                }
+                Timer::Batch => {
+                    if let Some(at) = self.batcher.as_mut().and_then(|b| b.handle_timer(now)) {
+                        self.timers.set(at, Timer::Batch);
+                    }
+                }
+                Timer::Parser(id) => self.handle_parser_timer(id),
+            }
+        }
+    }
+}

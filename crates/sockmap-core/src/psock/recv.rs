@@ -1,0 +1,318 @@
+//! The receive path: bytes read from a socket, through its stream parser and
+//! stream verdict, to PASS, DROP or REDIRECT.
+//!
+//! ```text
+//! handle_received ─ ingest ─ run_parser ─┬─ deliver_block (whole messages by boundary)
+//!                                        └─ deliver (one message)
+//!                     verdict::decide ── apply / apply_run ── Egress::push (egress.rs)
+//! ```
+//!
+//! A message's body is a value that carries its bytes: its own fragments,
+//! or a range of an explicit block ([`Body::Range`]). Bytes redirected to
+//! egresses while one read is handled are gathered by an [`Egress`] value
+//! created for that read and flushed before it returns.
+//!
+//! **Boundary-only delivery**: when a socket's framer finds whole messages
+//! from their bytes alone ([`Framer::scan_whole`](crate::framer::Framer::scan_whole))
+//! and its stream verdict is a native rule other than a function (or none),
+//! the messages lying whole in a read are taken as one block with their
+//! lengths ([`StrParser::take_whole`](crate::strparser::StrParser::take_whole)):
+//! no per-message buffer, fragment list or event is built. Each message is
+//! judged on its bytes in place by the same [`decide`] as any other; once the
+//! verdict holds for every message of the socket, the rest of the block is
+//! judged once and counted in bulk ([`Core::apply_run`]). Under an external
+//! stream verdict the block's messages await their verdicts as ranges of
+//! the block. Bytes, order, counters and backpressure are those of the
+//! per-message path.
+
+use bytes::Bytes;
+use smallvec::smallvec;
+
+use super::egress::Egress;
+use super::{Core, SlotIdx};
+use crate::event::Frags;
+use crate::framer::MessageMeta;
+use crate::id::SockId;
+use crate::program::VerdictKind;
+use crate::rules::Rule;
+use crate::stats::DropReason;
+use crate::strparser::Event as StrpEvent;
+use crate::timer::Timer;
+use crate::verdict::{decide, Message, MessageBytes, Resolved};
+
+/// The bytes of one message.
+#[derive(Debug)]
+pub(crate) enum Body<'a> {
+    /// Fragments of received buffers.
+    Frags(Frags),
+    /// `start..end` of a block.
+    Range(&'a Bytes, usize, usize),
+}
+
+impl Body<'_> {
+    pub(crate) fn into_frags(self) -> Frags {
+        match self {
+            Body::Frags(f) => f,
+            Body::Range(b, s, e) => smallvec![b.slice(s..e)],
+        }
+    }
+}
+
+impl Core {
+    /// Bytes were read from the socket at `now`.
+    pub fn handle_received(&mut self, id: SockId, data: Bytes, now: std::time::Instant) {
+        let Some(slot) = self.slot_of(id) else { return };
+        self.now = now;
+        self.at(slot).count(|s| &s.bytes_in, data.len() as u64);
+        let mut out = Egress::new(slot, data.clone());
+        self.ingest(slot, data, &mut out);
+        out.flush(self);
+    }
+
+    /// Routes received bytes: through the socket's parser, to its
+    /// application (after a hand-back), or on as one message.
+    pub(super) fn ingest(&mut self, slot: SlotIdx, data: Bytes, out: &mut Egress) {
+        let now = self.now;
+        let p = self.at(slot);
+        let len = data.len();
+        if p.parser.handed_back {
+            return self.queue_for_app(Some(slot), slot, smallvec![data], len);
+        }
+        match p.parser.strp.as_mut() {
+            Some(s) => {
+                s.handle_data(data, now);
+                self.run_parser(slot, out);
+            }
+            None => self.deliver(slot, smallvec![data], len, &MessageMeta::None, out),
+        }
+    }
+
+    /// Delivers every message the socket's parser can frame now.
+    pub(super) fn run_parser(&mut self, slot: SlotIdx, out: &mut Egress) {
+        let now = self.now;
+        let Some(mut strp) = self.at(slot).parser.strp.take() else {
+            return;
+        };
+        let by_boundary = self.judges_by_boundary(slot);
+        loop {
+            loop {
+                if by_boundary {
+                    if let Some(block) = strp.take_whole(&mut self.lens) {
+                        self.deliver_block(slot, block, out);
+                    }
+                }
+                let Some(ev) = strp.poll_event(now) else {
+                    break;
+                };
+                match ev {
+                    StrpEvent::Message(m) => self.deliver(slot, m.frags, m.len, &m.meta, out),
+                    StrpEvent::Skipped(n) => {
+                        let p = self.at(slot);
+                        p.count(|s| &s.skipped_frames, 1);
+                        p.count(|s| &s.skipped_bytes, n as u64);
+                    }
+                    StrpEvent::Handback { rest, .. } => {
+                        let p = self.at(slot);
+                        p.parser.handed_back = true;
+                        p.set_hold(super::state::Hold::Parser, false);
+                        p.count(|s| &s.handbacks, 1);
+                        for b in rest {
+                            let len = b.len();
+                            self.queue_for_app(Some(slot), slot, smallvec![b], len);
+                        }
+                        self.kick_read(slot);
+                        return;
+                    }
+                    StrpEvent::Error(e) => {
+                        self.at(slot).count(|s| &s.parser_errors, 1);
+                        self.close(slot, Some(e));
+                        return;
+                    }
+                }
+            }
+            if !(strp.is_pending() && self.feed_external(slot, &mut strp)) {
+                break;
+            }
+        }
+        if strp.is_pending() {
+            self.ask_external(slot, &strp);
+        }
+        let max_pending = self.cfg.max_pending_bytes;
+        let deadline = strp.poll_timeout();
+        let buffered = strp.buffered_bytes();
+        let p = self.at(slot);
+        let id = p.id();
+        p.parser.strp = Some(strp);
+        if let Some(d) = deadline {
+            if p.parser.timer.map_or(true, |t| d < t) {
+                p.parser.timer = Some(d);
+                self.timers.set(d, Timer::Parser(id));
+            }
+        }
+        let p = self.at(slot);
+        let full = p.parser.is_asking() && buffered > max_pending;
+        if p.set_hold(super::state::Hold::Parser, full) && !full {
+            self.kick_read(slot);
+        }
+    }
+
+    /// Whether the messages of `slot` may be judged by their boundaries: its
+    /// stream verdict is external (every message awaits its verdict in
+    /// order anyway), or a native rule other than a function (or none) with
+    /// no earlier message waiting for an external verdict.
+    fn judges_by_boundary(&self, slot: SlotIdx) -> bool {
+        let p = self.at_ref(slot);
+        if p.is_closing() {
+            return false;
+        }
+        match p.progs.verdict.as_deref().map(|v| &v.kind) {
+            Some(VerdictKind::External { .. }) => true,
+            Some(VerdictKind::Rule(Rule::Func(_))) => false,
+            None | Some(VerdictKind::Rule(_)) => p.awaiting.is_empty(),
+        }
+    }
+
+    /// Runs the socket's stream verdict on one message.
+    fn decide(&mut self, slot: SlotIdx, msg: &Message<'_>) -> (Resolved, bool) {
+        let Core { socks, maps, .. } = self;
+        let p = socks[slot.get()].as_mut().expect("live");
+        let id = p.id();
+        decide(p.progs.verdict.as_deref(), &mut p.route, maps, id, msg)
+    }
+
+    /// One message came out of the socket's parser.
+    fn deliver(
+        &mut self,
+        slot: SlotIdx,
+        frags: Frags,
+        len: usize,
+        meta: &MessageMeta,
+        out: &mut Egress,
+    ) {
+        let p = self.at(slot);
+        p.count(|s| &s.messages_in, 1);
+        let external = self.external_verdict(slot);
+        let msg = Message {
+            bytes: MessageBytes::Frags(&frags),
+            len,
+            meta,
+        };
+        if external.is_some() || !self.at(slot).awaiting.is_empty() {
+            let known = external.is_none().then(|| self.decide(slot, &msg).0);
+            return self.await_message(slot, frags, len, external, known, out);
+        }
+        let (resolved, _) = self.decide(slot, &msg);
+        self.apply(slot, resolved, Body::Frags(frags), len, out);
+    }
+
+    /// Delivers the whole messages of `block`, one after the other, whose
+    /// lengths are `self.lens` (filled by the strparser).
+    fn deliver_block(&mut self, slot: SlotIdx, block: Bytes, out: &mut Egress) {
+        let lens = std::mem::take(&mut self.lens);
+        match self.external_verdict(slot) {
+            Some(ext) => self.await_block(slot, block, &lens, ext),
+            None => {
+                self.at(slot).count(|s| &s.messages_in, lens.len() as u64);
+                let mut start = 0;
+                for (i, &len) in lens.iter().enumerate() {
+                    let msg = Message {
+                        bytes: MessageBytes::Range(&block, start, start + len),
+                        len,
+                        meta: &MessageMeta::None,
+                    };
+                    let (resolved, fixed) = self.decide(slot, &msg);
+                    if fixed {
+                        self.apply_run(slot, resolved, &block, start, &lens[i..], out);
+                        break;
+                    }
+                    let body = Body::Range(&block, start, start + len);
+                    self.apply(slot, resolved, body, len, out);
+                    start += len;
+                }
+            }
+        }
+        self.lens = lens;
+    }
+
+    /// The external stream verdict's tag and peek size of `slot`, if it has one.
+    pub(super) fn external_verdict(&self, slot: SlotIdx) -> Option<(u32, usize)> {
+        match self.at_ref(slot).progs.verdict.as_deref().map(|v| &v.kind) {
+            Some(VerdictKind::External { tag, peek_bytes }) => Some((*tag, *peek_bytes)),
+            _ => None,
+        }
+    }
+
+    /// Carries out a verdict on one message of `slot`.
+    pub(super) fn apply(
+        &mut self,
+        slot: SlotIdx,
+        resolved: Resolved,
+        body: Body<'_>,
+        len: usize,
+        out: &mut Egress,
+    ) {
+        match resolved {
+            Resolved::Pass => {
+                self.at(slot).count(|s| &s.passed, 1);
+                self.queue_for_app(Some(slot), slot, body.into_frags(), len);
+            }
+            Resolved::Drop(reason) => self.at(slot).count_drops(reason, 1, len),
+            Resolved::Redirect { target, ingress } => {
+                let live = self.slot_of(target).filter(|&ts| {
+                    let t = self.at_ref(ts);
+                    if ingress {
+                        t.is_ingress_target()
+                    } else {
+                        t.is_egress_target()
+                    }
+                });
+                let Some(ts) = live else {
+                    return self.at(slot).count_drops(DropReason::DeadTarget, 1, len);
+                };
+                if ingress {
+                    self.at(slot).count(|s| &s.redirected_ingress, 1);
+                    self.queue_for_app(Some(slot), ts, body.into_frags(), len);
+                } else {
+                    out.push(self, ts, 1, body);
+                }
+            }
+        }
+    }
+
+    /// Carries out one verdict for consecutive messages of `block` starting
+    /// at `start`, with lengths `lens`: counted in bulk, and moved as one
+    /// range when they go to one egress.
+    fn apply_run(
+        &mut self,
+        slot: SlotIdx,
+        resolved: Resolved,
+        block: &Bytes,
+        start: usize,
+        lens: &[usize],
+        out: &mut Egress,
+    ) {
+        let count = lens.len() as u64;
+        let total: usize = lens.iter().sum();
+        match resolved {
+            Resolved::Drop(reason) => self.at(slot).count_drops(reason, count, total),
+            Resolved::Redirect {
+                target,
+                ingress: false,
+            } => match self.slot_of(target) {
+                Some(ts) if self.at_ref(ts).is_egress_target() => {
+                    out.push(self, ts, count, Body::Range(block, start, start + total));
+                }
+                _ => self
+                    .at(slot)
+                    .count_drops(DropReason::DeadTarget, count, total),
+            },
+            Resolved::Pass | Resolved::Redirect { ingress: true, .. } => {
+                let mut at = start;
+                for &len in lens {
+                    self.apply(slot, resolved, Body::Range(block, at, at + len), len, out);
+                    at += len;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Verdicts on the I/O thread: a socket's stream verdict decided for a
+//! message (`sk_psock_verdict_recv`'s program run), and verdicts resolved to
+//! target sockets through the [`MapView`].
+//!
+//! [`decide`] is the one place a native stream verdict is evaluated, for a
+//! message in fragments or in a contiguous range alike. When the verdict does
+//! not depend on the message (PASS, DROP, a redirect keyed by a fixed key or
+//! the socket's own id), it is cached in the psock's [`RouteCache`] until the
+//! maps change, and the caller is told it holds for every message, so a
+//! block of messages can be judged once.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+
+use crate::framer::MessageMeta;
+use crate::id::{MapId, SockId};
+use crate::key::Key;
+use crate::map_view::MapView;
+use crate::program::{StreamVerdictProg, VerdictKind};
+use crate::rules::{DerivedKey, KeySource, MessageView, MsgBytes, Rule, Verdict};
+use crate::stats::DropReason;
+
+/// A verdict with its target resolved to a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resolved {
+    Pass,
+    Drop(DropReason),
+    Redirect { target: SockId, ingress: bool },
+}
+
+/// The stream verdict that held for every message of a socket at a map epoch.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RouteCache {
+    epoch: u64,
+    resolved: Option<Resolved>,
+}
+
+impl Default for RouteCache {
+    fn default() -> RouteCache {
+        RouteCache {
+            epoch: u64::MAX,
+            resolved: None,
+        }
+    }
+}
+
+/// A message as a verdict sees it.
+pub(crate) struct Message<'a> {
+    /// Where its bytes are (a block's range carries the block for function rules).
+    pub(crate) bytes: MessageBytes<'a>,
+    pub(crate) len: usize,
+    pub(crate) meta: &'a MessageMeta,
+}
+
+/// A message's bytes.
+#[derive(Clone, Copy)]
+pub(crate) enum MessageBytes<'a> {
+    Frags(&'a [Bytes]),
+    Range(&'a Bytes, usize, usize),
+}
+
+impl<'a> MessageBytes<'a> {
+    fn key_bytes(self) -> MsgBytes<'a> {
+        match self {
+            MessageBytes::Frags(f) => MsgBytes::Frags(f),
+            MessageBytes::Range(b, s, e) => MsgBytes::Slice(&b[s..e]),
+        }
+    }
+}
+
+/// Runs a socket's stream verdict on one message; the flag says the verdict
+/// holds for every message of the socket until the maps change.
+pub(crate) fn decide(
+    prog: Option<&StreamVerdictProg>,
+    route: &mut RouteCache,
+    maps: &mut MapView,
+    sock: SockId,
+    msg: &Message<'_>,
+) -> (Resolved, bool) {
+    let Some(prog) = prog else {
+        return (Resolved::Pass, true);
+    };
+    let VerdictKind::Rule(rule) = &prog.kind else {
+        // Answered in batches, never inline.
+        return (Resolved::Drop(DropReason::Verdict), false);
+    };
+    let epoch = maps.epoch();
+    if route.epoch == epoch {
+        if let Some(r) = route.resolved {
+            return (r, true);
+        }
+    }
+    let (resolved, fixed) = eval_rule(maps, rule, sock, msg);
+    if fixed {
+        *route = RouteCache {
+            epoch,
+            resolved: Some(resolved),
+        };
+    }
+    (resolved, fixed)
+}
+
+/// Evaluates a native rule on a message; the flag as for [`decide`].
+pub(crate) fn eval_rule(
+    maps: &mut MapView,
+    rule: &Rule,
+    sock: SockId,
+    msg: &Message<'_>,
+) -> (Resolved, bool) {
+    match rule {
+        Rule::Pass => (Resolved::Pass, true),
+        Rule::Drop => (Resolved::Drop(DropReason::Verdict), true),
+        Rule::Redirect { map, key, ingress } => {
+            let r = match derive(key, sock, msg) {
+                None => Resolved::Drop(DropReason::NoKey),
+                Some(k) => redirect_to(maps.lookup(*map, k.raw()), *ingress),
+            };
+            (r, key.is_message_independent())
+        }
+        Rule::HashRoute { map, key, ingress } => {
+            let r = match derive(key, sock, msg) {
+                None => Resolved::Drop(DropReason::NoKey),
+                Some(k) => redirect_to(maps.route(*map, k.raw().hash()), *ingress),
+            };
+            (r, key.is_message_independent())
+        }
+        Rule::Func(f) => {
+            let one;
+            let frags: &[Bytes] = match msg.bytes {
+                MessageBytes::Frags(f) => f,
+                MessageBytes::Range(b, s, e) => {
+                    one = [b.slice(s..e)];
+                    &one
+                }
+            };
+            let view = MessageView {
+                sock,
+                frags,
+                len: msg.len,
+                meta: msg.meta,
+            };
+            match catch_unwind(AssertUnwindSafe(|| f(&view))) {
+                Ok(v) => (resolve(maps, &v), false),
+                Err(_) => (Resolved::Drop(DropReason::Verdict), false),
+            }
+        }
+    }
+}
+
+/// A rule's key for one message.
+fn derive<'a>(key: &'a KeySource, sock: SockId, msg: &Message<'a>) -> Option<DerivedKey<'a>> {
+    key.derive(sock, msg.bytes.key_bytes(), msg.meta)
+}
+
+/// A redirect to the socket a key was found under (a missing key drops).
+fn redirect_to(found: Option<SockId>, ingress: bool) -> Resolved {
+    match found {
+        Some(target) => Resolved::Redirect { target, ingress },
+        None => Resolved::Drop(DropReason::NoKey),
+    }
+}
+
+/// Resolves a verdict (a function's, an external answer's) to a target.
+pub(crate) fn resolve(maps: &MapView, v: &Verdict) -> Resolved {
+    match v {
+        Verdict::Pass => Resolved::Pass,
+        Verdict::Drop => Resolved::Drop(DropReason::Verdict),
+        Verdict::Redirect { map, key, ingress } => {
+            redirect_to(maps.lookup(*map, DerivedKey::from_key(key).raw()), *ingress)
+        }
+    }
+}
+
+/// Distinct redirect targets remembered while resolving one batch's answers.
+const BATCH_TARGETS: usize = 16;
+
+/// Resolves the verdicts of a batch's answers (`None` where `judged` says
+/// the item is no verdict), looking each distinct redirect target up once.
+pub(crate) fn resolve_batch<'a>(
+    maps: &MapView,
+    verdicts: impl Iterator<Item = (&'a Verdict, bool)>,
+) -> Vec<Option<Resolved>> {
+    let mut seen: SmallVec<[(MapId, &Key, Option<SockId>); BATCH_TARGETS]> = SmallVec::new();
+    verdicts
+        .map(|(v, judged)| {
+            if !judged {
+                return None;
+            }
+            let Verdict::Redirect { map, key, ingress } = v else {
+                return Some(resolve(maps, v));
+            };
+            let found = match seen.iter().find(|(m, k, _)| m == map && *k == key) {
+                Some(&(_, _, found)) => found,
+                None => {
+                    let found = maps.lookup(*map, DerivedKey::from_key(key).raw());
+                    if seen.len() < BATCH_TARGETS {
+                        seen.push((*map, key, found));
+                    }
+                    found
+                }
+            };
+            Some(redirect_to(found, *ingress))
+        })
+        .collect()
+}
