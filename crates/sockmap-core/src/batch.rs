@@ -15,10 +15,8 @@
 //! [`ItemDesc`] per message), runs the callbacks, and answers with one
 //! [`Answer`] per item, in item order.
 
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-use crate::driver::{Command, Doorbell};
 use crate::event::Frags;
 use crate::framer::Parse;
 use crate::id::SockId;
@@ -155,11 +153,13 @@ impl From<Verdict> for Answer {
     }
 }
 
+/// The function a [`Replier`] hands answers to.
+type ReplyFn = dyn Fn(u64, Vec<Answer>) + Send + Sync;
+
 /// Sends answers back to the I/O thread; cheap to clone, usable from any thread.
 #[derive(Clone)]
 pub struct Replier {
-    pub(crate) tx: Sender<Command>,
-    pub(crate) bell: Arc<Doorbell>,
+    send: Arc<ReplyFn>,
 }
 
 impl std::fmt::Debug for Replier {
@@ -169,12 +169,17 @@ impl std::fmt::Debug for Replier {
 }
 
 impl Replier {
+    /// A replier that hands answers to `send` (the engine queues them for its I/O thread).
+    pub(crate) fn new(send: impl Fn(u64, Vec<Answer>) + Send + Sync + 'static) -> Replier {
+        Replier {
+            send: Arc::new(send),
+        }
+    }
+
     /// Answers batch `batch`: one answer per item, in item order. Missing
     /// answers get the error verdict (DROP) and an error event.
     pub fn reply(&self, batch: u64, answers: Vec<Answer>) {
-        if self.tx.send(Command::Answer { batch, answers }).is_ok() {
-            self.bell.ring();
-        }
+        (self.send)(batch, answers);
     }
 }
 

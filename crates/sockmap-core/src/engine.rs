@@ -25,10 +25,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::backend::epoll::EpollBackend;
-use crate::batch::{ExternalVerdicts, Replier};
+use crate::backend::Source;
+use crate::batch::ExternalVerdicts;
 use crate::config::EngineConfig;
 pub use crate::driver::Notify;
-use crate::driver::{turn, Command, Doorbell, EventOut, Inbox, LoopState, Source};
+use crate::driver::{replier, turn, Command, Doorbell, EventOut, Inbox, LoopState};
 use crate::error::Errno;
 use crate::event::Event;
 use crate::id::{MapId, SockId};
@@ -106,10 +107,7 @@ impl Engine {
         };
         let mut core = Core::new(shared.clone(), cfg, Instant::now());
         if let Some(ext) = hooks.external {
-            let replier = Replier {
-                tx: cmd_tx.clone(),
-                bell: bell.clone(),
-            };
+            let replier = replier(cmd_tx.clone(), bell.clone());
             core.set_external(ext, replier);
         }
         let thread = {

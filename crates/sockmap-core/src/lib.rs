@@ -25,6 +25,7 @@ pub mod psock;
 mod registry;
 pub mod ring;
 pub mod rules;
+pub mod sim;
 pub mod stats;
 pub mod strparser;
 mod timer;

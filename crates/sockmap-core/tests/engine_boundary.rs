@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use sockmap_core::backend::sim::{Sim, Step};
 use sockmap_core::event::frags_to_vec;
 use sockmap_core::framer::{
     ByteOrder, Chunks, Framer, LengthField, LengthFieldOptions, MessageMeta, Parse, Trim,
 };
 use sockmap_core::map::{MapKind, UpdateFlag};
 use sockmap_core::program::{ParserKind, ParserProg, Programs, StreamVerdictProg};
+use sockmap_core::sim::{Sim, Step};
 use sockmap_core::stats::StatsSnapshot;
 use sockmap_core::{EngineConfig, Event, Key, KeySource, Rule};
 

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use sockmap_core::backend::sim::{Sim, Step};
 use sockmap_core::map::{MapKind, UpdateFlag};
 use sockmap_core::program::{Programs, StreamVerdictProg};
+use sockmap_core::sim::{Sim, Step};
 use sockmap_core::{EngineConfig, Errno, Event, Key, KeySource, MapId, Rule, SockId};
 
 /// A proxy pair a <-> b in a SockHash keyed by socket id.

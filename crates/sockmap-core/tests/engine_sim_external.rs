@@ -4,11 +4,11 @@
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
-use sockmap_core::backend::sim::Sim;
 use sockmap_core::batch::{Answer, Batch, ExternalVerdicts, ItemKind};
 use sockmap_core::framer::Parse;
 use sockmap_core::map::{MapKind, UpdateFlag};
 use sockmap_core::program::{ParserKind, ParserProg, Programs, StreamVerdictProg, VerdictKind};
+use sockmap_core::sim::Sim;
 use sockmap_core::{EngineConfig, Event, Key, KeySource, MapId, Rule, SockId, Verdict};
 
 struct ChanSink(Sender<Batch>);

@@ -10,8 +10,8 @@ use bytes::BytesMut;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::{drive_flush, drive_read, ReadBuf, ReadEnd, Source};
 use super::{Backend, SocketIo};
-use crate::driver::{drive_flush, drive_read, ReadBuf, ReadEnd, Source};
 use crate::error::Errno;
 use crate::id::SockId;
 use crate::psock::{Core, NewSock};

@@ -26,9 +26,18 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use crate::driver::Source;
+use crate::error::Errno;
 use crate::id::SockId;
 use crate::psock::{Core, NewSock};
+
+/// An I/O object handed to the I/O thread by an application thread.
+#[derive(Debug)]
+pub(crate) enum Source {
+    /// A listening socket (non-blocking).
+    Listener(std::net::TcpListener),
+    /// A connected or connecting stream (non-blocking).
+    Stream(std::net::TcpStream),
+}
 
 /// The per-socket system calls.
 pub trait SocketIo {
@@ -87,4 +96,122 @@ pub(crate) trait Backend {
 
     /// The per-socket calls.
     fn io(&mut self) -> &mut Self::Io;
+}
+
+/// The buffer reads land in: one per I/O thread, split into refcounted chunks,
+/// so an idle socket holds no read buffer.
+#[derive(Debug)]
+pub(crate) struct ReadBuf {
+    buf: BytesMut,
+    size: usize,
+}
+
+impl ReadBuf {
+    /// A read buffer that allocates `size` bytes at a time.
+    pub(crate) fn new(size: usize) -> ReadBuf {
+        ReadBuf {
+            buf: BytesMut::with_capacity(size),
+            size,
+        }
+    }
+
+    /// Makes room for one read.
+    fn prepare(&mut self) -> &mut BytesMut {
+        if self.buf.capacity() - self.buf.len() < self.size / 4 {
+            self.buf = BytesMut::with_capacity(self.size);
+        }
+        &mut self.buf
+    }
+}
+
+/// How a read pass over one socket ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReadEnd {
+    /// The kernel has nothing more (EAGAIN, or a short read).
+    Drained,
+    /// The budget ran out with data possibly left: read again next turn.
+    Budget,
+    /// The core stopped wanting reads (paused, backpressure, closed).
+    Stopped,
+}
+
+/// Reads one socket until it is drained, the budget is spent or the core stops wanting data.
+///
+/// With `short_is_drained`, a read that returns less than asked for ends the
+/// pass without the extra `EAGAIN` read; a backend passes it only when the
+/// kernel reports every later arrival (edge-triggered readiness) and no end
+/// of stream is already pending.
+pub(crate) fn drive_read<I: SocketIo + ?Sized>(
+    core: &mut Core,
+    io: &mut I,
+    id: SockId,
+    rb: &mut ReadBuf,
+    short_is_drained: bool,
+    now: Instant,
+) -> ReadEnd {
+    let budget = core.config().read_budget;
+    let mut total = 0;
+    loop {
+        if !core.wants_read(id) {
+            return ReadEnd::Stopped;
+        }
+        if total >= budget {
+            return ReadEnd::Budget;
+        }
+        let buf = rb.prepare();
+        let room = buf.capacity() - buf.len();
+        match io.read(id, buf) {
+            Ok(0) => {
+                core.handle_eof(id);
+                return ReadEnd::Stopped;
+            }
+            Ok(n) => {
+                total += n;
+                let chunk = buf.split_to(n).freeze();
+                core.handle_received(id, chunk, now);
+                if short_is_drained && n < room {
+                    return ReadEnd::Drained;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadEnd::Drained,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                core.handle_error(id, Errno::from_io(&e));
+                return ReadEnd::Stopped;
+            }
+        }
+    }
+}
+
+/// Entries of the iovec array one `writev` uses.
+const IOV_BATCH: usize = 64;
+
+/// Writes a socket's send ring until it is empty or the socket is full.
+/// Returns true when bytes remain (wait for writability).
+pub(crate) fn drive_flush<I: SocketIo + ?Sized>(core: &mut Core, io: &mut I, id: SockId) -> bool {
+    loop {
+        let result = {
+            let mut iov = [IoSlice::new(&[]); IOV_BATCH];
+            let n = core.fill_iovec(id, &mut iov);
+            if n == 0 {
+                return false;
+            }
+            let want: usize = iov[..n].iter().map(|s| s.len()).sum();
+            io.writev(id, &iov[..n]).map(|w| (w, want))
+        };
+        match result {
+            Ok((w, want)) => {
+                core.handle_sent(id, w);
+                if w < want {
+                    return core.has_tx(id);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                core.handle_error(id, Errno::from_io(&e));
+                return false;
+            }
+        }
+    }
 }

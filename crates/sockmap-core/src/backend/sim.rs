@@ -4,30 +4,19 @@
 //! Each simulated socket has what its peer sent (bytes, then maybe FIN or
 //! RST), and scripts for reads and writes: a step either limits the next
 //! call to some bytes (a short read or write), makes it fail with `EAGAIN`,
-//! or resets the connection. [`Sim::step`] runs the driver's one loop turn
-//! ([`crate::driver::turn`]) over this backend, exactly as the engine runs it
-//! over epoll, so every path of the core can be driven and checked without
-//! timing or sockets.
+//! or resets the connection. [`crate::sim::Sim`] runs the driver's one loop
+//! turn over this backend, exactly as the engine runs it over epoll, so every
+//! path of the core can be driven and checked without timing or sockets.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
-use std::sync::mpsc::channel;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use super::{Backend, SocketIo};
-use crate::batch::{ExternalVerdicts, Replier};
-use crate::config::EngineConfig;
-use crate::driver::{
-    drive_flush, drive_read, turn, Doorbell, EventOut, Inbox, LoopState, ReadBuf, Source, Wake,
-};
-use crate::engine::EngineHandle;
-use crate::event::Event;
+use super::{drive_flush, drive_read, Backend, ReadBuf, SocketIo, Source};
 use crate::id::SockId;
 use crate::psock::{Core, NewSock};
-use crate::registry::SockState;
 
 /// One scripted system-call outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,11 +32,11 @@ pub enum Step {
 /// A simulated socket as its peer and the kernel see it.
 #[derive(Debug, Default)]
 pub struct SimSocket {
-    inbound: VecDeque<u8>,
-    fin: bool,
-    reset: bool,
-    reads: VecDeque<Step>,
-    writes: VecDeque<Step>,
+    pub(crate) inbound: VecDeque<u8>,
+    pub(crate) fin: bool,
+    pub(crate) reset: bool,
+    pub(crate) reads: VecDeque<Step>,
+    pub(crate) writes: VecDeque<Step>,
     /// Bytes the engine wrote, as the peer would read them.
     pub outbound: Vec<u8>,
     /// The engine shut down its write side.
@@ -59,7 +48,7 @@ pub struct SimSocket {
 /// The simulated network.
 #[derive(Debug, Default)]
 pub struct SimNet {
-    socks: HashMap<SockId, SimSocket>,
+    pub(crate) socks: HashMap<SockId, SimSocket>,
 }
 
 impl SimNet {
@@ -129,20 +118,26 @@ impl SocketIo for SimNet {
     }
 }
 
-struct NoWake;
-
-impl Wake for NoWake {
-    fn wake(&self) {}
-}
-
 /// The simulated network as a backend: readable sockets are those whose
 /// peer sent something (or ended, or reset); every socket with queued bytes
 /// is writable.
-struct SimBackend {
-    net: SimNet,
+pub(crate) struct SimBackend {
+    pub(crate) net: SimNet,
     rb: ReadBuf,
     ready: VecDeque<SockId>,
     now: Instant,
+}
+
+impl SimBackend {
+    /// A network of no sockets, its clock at `now`, reading `read_buffer` bytes at a time.
+    pub(crate) fn new(read_buffer: usize, now: Instant) -> SimBackend {
+        SimBackend {
+            net: SimNet::default(),
+            rb: ReadBuf::new(read_buffer),
+            ready: VecDeque::new(),
+            now,
+        }
+    }
 }
 
 impl Backend for SimBackend {
@@ -200,147 +195,5 @@ impl Backend for SimBackend {
 
     fn io(&mut self) -> &mut SimNet {
         &mut self.net
-    }
-}
-
-/// A core driven by the simulated network, one turn at a time.
-pub struct Sim {
-    core: Core,
-    backend: SimBackend,
-    handle: EngineHandle,
-    replier: Replier,
-    inbox: Inbox,
-    out: EventOut,
-    state: LoopState,
-}
-
-impl std::fmt::Debug for Sim {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sim")
-            .field("net", &self.backend.net)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Sim {
-    /// A simulation with `cfg`.
-    pub fn new(cfg: EngineConfig) -> Sim {
-        let (tx, rx) = channel();
-        let bell = Arc::new(Doorbell::new(Box::new(NoWake)));
-        let shared = Arc::default();
-        let now = Instant::now();
-        let backend = SimBackend {
-            net: SimNet::default(),
-            rb: ReadBuf::new(cfg.read_buffer),
-            ready: VecDeque::new(),
-            now,
-        };
-        let replier = Replier {
-            tx: tx.clone(),
-            bell: Arc::clone(&bell),
-        };
-        let handle = EngineHandle::detached(Arc::clone(&shared), tx, Arc::clone(&bell));
-        Sim {
-            core: Core::new(shared, cfg, now),
-            backend,
-            handle,
-            replier,
-            inbox: Inbox { rx, bell },
-            out: EventOut::Collect(Vec::new()),
-            state: LoopState::default(),
-        }
-    }
-
-    /// Installs external verdicts and parsers: batches go to `sink` when the
-    /// core hands them off; their answers run at the next [`Sim::step`].
-    pub fn set_external(&mut self, sink: Box<dyn ExternalVerdicts>) {
-        self.core.set_external(sink, self.replier.clone());
-    }
-
-    /// The handle: maps and socket commands (commands run at the next [`Sim::step`]).
-    /// Its `listen`/`connect`/`adopt` create real sockets and are not for the simulation.
-    pub fn handle(&self) -> &EngineHandle {
-        &self.handle
-    }
-
-    /// A connected simulated socket (paused, like every new socket).
-    pub fn add_socket(&mut self) -> SockId {
-        let id = self.handle.shared().lock().alloc(SockState::Established);
-        self.core.handle_new_socket(id, NewSock::Established, None);
-        self.backend.net.socks.insert(id, SimSocket::default());
-        id
-    }
-
-    /// The simulated sockets.
-    pub fn net(&mut self) -> &mut SimNet {
-        &mut self.backend.net
-    }
-
-    /// The simulated socket.
-    ///
-    /// # Panics
-    /// If `id` was never created by [`Sim::add_socket`].
-    pub fn sock(&mut self, id: SockId) -> &mut SimSocket {
-        self.backend
-            .net
-            .socks
-            .get_mut(&id)
-            .expect("a simulated socket")
-    }
-
-    /// The peer sends bytes.
-    pub fn peer_send(&mut self, id: SockId, data: &[u8]) {
-        self.sock(id).inbound.extend(data);
-    }
-
-    /// The peer shuts down its write side.
-    pub fn peer_fin(&mut self, id: SockId) {
-        self.sock(id).fin = true;
-    }
-
-    /// The peer resets the connection (after the bytes already sent are read).
-    pub fn peer_reset(&mut self, id: SockId) {
-        self.sock(id).reset = true;
-    }
-
-    /// Scripts the next reads of a socket.
-    pub fn script_reads(&mut self, id: SockId, steps: &[Step]) {
-        self.sock(id).reads.extend(steps);
-    }
-
-    /// Scripts the next writes of a socket.
-    pub fn script_writes(&mut self, id: SockId, steps: &[Step]) {
-        self.sock(id).writes.extend(steps);
-    }
-
-    /// Takes the bytes the engine wrote to a socket so far.
-    pub fn take_output(&mut self, id: SockId) -> Vec<u8> {
-        std::mem::take(&mut self.sock(id).outbound)
-    }
-
-    /// Takes the events produced so far.
-    pub fn take_events(&mut self) -> Vec<Event> {
-        match &mut self.out {
-            EventOut::Collect(v) => std::mem::take(v),
-            EventOut::Channel { .. } => Vec::new(),
-        }
-    }
-
-    /// One loop turn of the driver over the simulated network.
-    pub fn step(&mut self) {
-        let _ = turn(
-            &mut self.backend,
-            &mut self.core,
-            &self.inbox,
-            &mut self.out,
-            &mut self.state,
-        );
-    }
-
-    /// Runs `turns` turns.
-    pub fn run(&mut self, turns: usize) {
-        for _ in 0..turns {
-            self.step();
-        }
     }
 }

@@ -228,7 +228,6 @@ mod tests {
     use super::*;
     use crate::batch::{Batch, ExternalVerdicts, Replier};
     use crate::config::{BatchConfig, EngineConfig};
-    use crate::driver::{Doorbell, Wake};
     use crate::key::Key;
     use crate::psock::NewSock;
     use crate::rules::Verdict;
@@ -247,12 +246,6 @@ mod tests {
         fn submit(&mut self, batch: Batch) {
             let _ = self.0.send(batch);
         }
-    }
-
-    struct NoWake;
-
-    impl Wake for NoWake {
-        fn wake(&self) {}
     }
 
     /// A core with a source socket whose map has an external verdict (and,
@@ -306,11 +299,7 @@ mod tests {
         };
         let mut core = Core::new(shared.clone(), cfg, now);
         let (tx, rx) = channel();
-        let (cmd_tx, _cmd_rx) = channel();
-        let replier = Replier {
-            tx: cmd_tx,
-            bell: Arc::new(Doorbell::new(Box::new(NoWake))),
-        };
+        let replier = Replier::new(|_, _| {});
         core.set_external(Box::new(Sink(tx)), replier);
         for id in [src, targets[0], targets[1]] {
             core.handle_new_socket(id, NewSock::Established, None);
