@@ -29,7 +29,7 @@ mod timer;
 pub use config::{BatchConfig, EngineConfig};
 pub use engine::{Engine, EngineHandle, Hooks};
 pub use error::Errno;
-pub use event::{Event, Frags};
+pub use event::{Event, Fatal, Frags};
 pub use id::{MapId, SockId};
 pub use key::Key;
 pub use map::{MapKind, UpdateFlag};
