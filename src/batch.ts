@@ -1,5 +1,17 @@
-import type { BindingEngine } from './binding.cjs'
-import { SockmapError } from './errors'
+import {
+  AnswerCode,
+  BatchItemKind,
+  DESC_STRIDE,
+  DescField,
+  EDIT_STRIDE,
+  EditOp,
+  PARSE_FAILED_ERRNO,
+  TARGET_STRIDE,
+  TargetField,
+  TargetFlag,
+  type BindingEngine,
+} from './binding.cjs'
+import { SockmapError, callBinding } from './errors'
 import { hashKey, mapRef, SockMap, type MapHost, type SockHash } from './map'
 import {
   Parse,
@@ -13,24 +25,21 @@ import {
   type VerdictFunction,
 } from './verdict'
 
-/** Numbers per item in the descriptor array (see `binding_batch.rs`): socket, tag, kind, offset, copied, length. */
-const STRIDE = 6
-/** Item kinds in the descriptor array. */
-const KIND_VERDICT = 0
-const KIND_PARSE = 1
-const KIND_MSG = 2
-/** Numbers per redirect target: map, key (or index into the key Buffers), flags. */
-const TARGET_STRIDE = 3
-const TARGET_INGRESS = 1
-const TARGET_BYTES_KEY = 2
-/** Edit op codes in the extras stream. */
-const EDIT_APPLY = 1
-const EDIT_CORK = 2
-const EDIT_PULL = 3
-const EDIT_PUSH = 4
-const EDIT_POP = 5
-/** The errno a TypeScript parser that throws or returns garbage aborts its socket with (`EPROTO`). */
-const EPROTO = 71
+/** The batch ABI (descriptor layout, item kinds, answer codes, targets, edits) is the binding's: see `binding_batch.rs`. */
+const STRIDE = DESC_STRIDE
+const D_SOCK = DescField.Sock
+const D_TAG = DescField.Tag
+const D_KIND = DescField.Kind
+const D_OFFSET = DescField.Offset
+const D_COPIED = DescField.Copied
+const D_LEN = DescField.Len
+const KIND_VERDICT = BatchItemKind.StreamVerdict
+const KIND_PARSE = BatchItemKind.Parse
+const KIND_MSG = BatchItemKind.MsgVerdict
+const TARGET_INGRESS = TargetFlag.Ingress
+const TARGET_BYTES_KEY = TargetFlag.BytesKey
+/** The answer code of each verdict value. */
+const answerOf = (v: Verdict): number => (v === Verdict.PASS ? AnswerCode.Pass : AnswerCode.Drop)
 const U32_MAX = 2 ** 32 - 1
 
 /** Number keys below this are cached in an array rather than a Map. */
@@ -119,11 +128,11 @@ class SendView extends MessageView implements SendMessage {
   }
 
   applyBytes(n: number): void {
-    this.edits.push(EDIT_APPLY, u32('n', n), 0)
+    this.edits.push(EditOp.Apply, u32('n', n), 0)
   }
 
   corkBytes(n: number): void {
-    this.edits.push(EDIT_CORK, u32('n', n), 0)
+    this.edits.push(EditOp.Cork, u32('n', n), 0)
   }
 
   pull(start: number, end: number): void {
@@ -132,7 +141,7 @@ class SendView extends MessageView implements SendMessage {
     if (end <= start || start >= this.length || end > this.length) {
       throw rangeError(`pull(${start}, ${end}): bad range for a ${this.length}-byte message`)
     }
-    this.edits.push(EDIT_PULL, start, end)
+    this.edits.push(EditOp.Pull, start, end)
     const k = this.#known
     this.data = k.subarray(Math.min(start, k.length), Math.min(end, k.length))
   }
@@ -142,7 +151,7 @@ class SendView extends MessageView implements SendMessage {
     u32('len', len)
     if (len === 0) return
     if (start > this.length) throw rangeError(`push(${start}, ${len}): start beyond the ${this.length}-byte message`)
-    this.edits.push(EDIT_PUSH, start, len)
+    this.edits.push(EditOp.Push, start, len)
     this.length += len
     const k = this.#known
     if (start <= k.length) {
@@ -158,7 +167,7 @@ class SendView extends MessageView implements SendMessage {
     if (start >= this.length || start + len > this.length) {
       throw rangeError(`pop(${start}, ${len}): bad range for a ${this.length}-byte message`)
     }
-    this.edits.push(EDIT_POP, start, len)
+    this.edits.push(EditOp.Pop, start, len)
     this.length -= len
     const k = this.#known
     if (start < k.length) {
@@ -282,9 +291,9 @@ export class BatchRunner {
       this.#targets = grown
     }
     const at = t * TARGET_STRIDE
-    this.#targets[at] = this.#lastId
-    this.#targets[at + 1] = k
-    this.#targets[at + 2] = flags
+    this.#targets[at + TargetField.Map] = this.#lastId
+    this.#targets[at + TargetField.Key] = k
+    this.#targets[at + TargetField.Flags] = flags
     this.#chosen = t
     if (typeof key === 'number' && key >= 0 && key < SMALL_KEYS && (key | 0) === key) cache.small[key] = t
     else if (typeof key === 'number' || typeof key === 'string') cache.keys.set(key, t)
@@ -293,7 +302,7 @@ export class BatchRunner {
   /** Takes and answers every batch waiting; `report` gets one error per batch that had failing calls. */
   run(binding: BindingEngine, report: (err: SockmapError) => void): void {
     for (;;) {
-      const n = binding.takeBatch(this.#payload, this.#descs)
+      const n = callBinding(() => binding.takeBatch(this.#payload, this.#descs))
       if (n === 0) return
       if (n < 0) {
         this.#grow(-n)
@@ -324,10 +333,11 @@ export class BatchRunner {
     return this.#extras
   }
 
-  /** Runs a verdict; returns its answer code (0 DROP, 1 PASS, 2 + target). Throws what the verdict threw. */
+  /** Runs a verdict; returns its answer code (`AnswerCode.Redirect + target` for a redirect). Throws what the verdict threw. */
   #verdictCode(v: unknown): number {
-    if (v === Verdict.PASS || v === Verdict.DROP) return v
-    if (v === Verdict.REDIRECT && this.#chosen >= 0) return 2 + this.#chosen
+    if (v === Verdict.PASS) return AnswerCode.Pass
+    if (v === Verdict.DROP) return AnswerCode.Drop
+    if (v === Verdict.REDIRECT && this.#chosen >= 0) return AnswerCode.Redirect + this.#chosen
     throw new TypeError(`the verdict returned ${describe(v)}, not a Verdict`)
   }
 
@@ -346,34 +356,34 @@ export class BatchRunner {
     for (const c of this.#targetCache.values()) c.clear()
     const views = this.#views
     for (let i = 0, d = 0; i < n; i++, d += STRIDE) {
-      const cb = callbacks[descs[d + 1] as number]
-      const kind = descs[d + 2] as number
-      const offset = descs[d + 3] as number
-      const copied = descs[d + 4] as number
+      const cb = callbacks[descs[d + D_TAG] as number]
+      const kind = descs[d + D_KIND] as number
+      const offset = descs[d + D_OFFSET] as number
+      const copied = descs[d + D_COPIED] as number
       if (kind === KIND_VERDICT) {
         counters.messages++
         if (cb === undefined || cb.type !== 'verdict') {
-          answers[i] = Verdict.DROP
+          answers[i] = AnswerCode.Drop
           continue
         }
-        view.socket = descs[d] as number
+        view.socket = descs[d + D_SOCK] as number
         let data = views[i]
         if (data === undefined || data.byteOffset !== offset || data.length !== copied) {
           data = views[i] = payload.subarray(offset, offset + copied)
         }
         view.data = data
-        view.length = descs[d + 5] as number
+        view.length = descs[d + D_LEN] as number
         this.#chosen = -1
         try {
           answers[i] = this.#verdictCode(cb.fn(view))
         } catch (err) {
           failures++
           firstCause ??= err
-          answers[i] = cb.onError
+          answers[i] = answerOf(cb.onError)
         }
       } else if (kind === KIND_PARSE) {
         counters.parseRequests++
-        answers[i] = Verdict.DROP
+        answers[i] = AnswerCode.Drop
         const fn = cb?.type === 'parser' ? cb.fn : undefined
         let extras = this.#reserve(e, 2)
         const countAt = e++
@@ -382,7 +392,7 @@ export class BatchRunner {
         for (;;) {
           let r: number
           if (fn === undefined) {
-            r = -EPROTO
+            r = -PARSE_FAILED_ERRNO
           } else {
             counters.parserCalls++
             try {
@@ -394,7 +404,7 @@ export class BatchRunner {
             } catch (err) {
               failures++
               firstCause ??= err
-              r = -EPROTO
+              r = -PARSE_FAILED_ERRNO
             }
           }
           extras = this.#reserve(e, 2)
@@ -408,38 +418,40 @@ export class BatchRunner {
       } else if (kind === KIND_MSG) {
         counters.messages++
         const sv = this.#sendView
-        sv.reset(descs[d] as number, descs[d + 5] as number, payload.subarray(offset, offset + copied))
+        sv.reset(descs[d + D_SOCK] as number, descs[d + D_LEN] as number, payload.subarray(offset, offset + copied))
         this.#chosen = -1
         let code: number
         if (cb === undefined || cb.type !== 'msgVerdict') {
-          code = Verdict.DROP
+          code = AnswerCode.Drop
         } else {
           try {
             code = this.#verdictCode(cb.fn(sv))
           } catch (err) {
             failures++
             firstCause ??= err
-            code = cb.onError
+            code = answerOf(cb.onError)
             sv.edits.length = 0
           }
         }
         answers[i] = code
         const edits = sv.edits
         const extras = this.#reserve(e, edits.length + 1)
-        extras[e++] = edits.length / 3
+        extras[e++] = edits.length / EDIT_STRIDE
         for (let j = 0; j < edits.length; j++) extras[e++] = edits[j] as number
       } else {
-        answers[i] = Verdict.DROP
+        answers[i] = AnswerCode.Drop
       }
     }
     counters.batches++
     view.data = payload.subarray(0, 0)
     this.#sendView.reset(0, 0, view.data)
-    binding.answerBatch(
-      answers.subarray(0, n),
-      this.#targets.subarray(0, this.#targetCount * TARGET_STRIDE),
-      this.#keys,
-      this.#extras.subarray(0, e),
+    callBinding(() =>
+      binding.answerBatch(
+        answers.subarray(0, n),
+        this.#targets.subarray(0, this.#targetCount * TARGET_STRIDE),
+        this.#keys,
+        this.#extras.subarray(0, e),
+      ),
     )
     if (failures > 0) {
       counters.errors += failures

@@ -1,8 +1,12 @@
+import { lookup } from 'node:dns/promises'
 import { EventEmitter } from 'node:events'
-import type { Socket as NetSocket } from 'node:net'
+import { isIP, type Socket as NetSocket } from 'node:net'
 
 import {
   BindingEngine,
+  EventKind,
+  nativeDefaults,
+  type EngineOptions as NativeEngineOptions,
   type JsEvent,
   type KeySpec,
   type ParserSpec,
@@ -14,11 +18,14 @@ import { SockmapError, callBinding, fromBinding, type SockmapErrorCode } from '.
 import { SockHash, SockMap, hashKey, mapRef, type AttachOptions, type MapHost } from './map'
 import { parserSpecOf } from './parsers'
 import { messageKeyOf, ruleOf, type RuleInternal } from './rules'
-import { EventKind, Server, Socket, kClose, kEvent, type SocketHost } from './socket'
+import { Server, Socket, kClose, kEvent, type SocketHost } from './socket'
 import { addStats, toPrometheus, zeroStats, type EngineStats, type MapStats } from './stats'
 import { assertIntInRange, assertObject, assertOneOf, assertString } from './validate'
 import { BatchRunner } from './batch'
 import { Verdict, type MsgVerdictFunction, type ParseFunction, type VerdictFunction } from './verdict'
+
+/** The engine's defaults (the single source of every default below). */
+const defaults = nativeDefaults()
 
 /** How TypeScript callbacks are batched. */
 export interface BatchOptions {
@@ -32,7 +39,10 @@ export interface BatchOptions {
 
 /** Options of {@link Engine}. */
 export interface EngineOptions {
-  /** `'auto'` (default: io_uring if usable, else epoll), `'epoll'` or `'io_uring'`. */
+  /**
+   * `'auto'` or `'epoll'`: epoll, the only backend of this build (`'auto'` will pick io_uring where a build has it).
+   * `'io_uring'` throws `EOPNOTSUPP`. Default: `'auto'`.
+   */
   backend?: 'auto' | 'epoll' | 'io_uring'
   /** I/O threads. Default: `1`. */
   shards?: number
@@ -79,7 +89,7 @@ export interface ConnectOptions {
   host?: string
   /** The port. */
   port: number
-  /** Give up with `ETIMEDOUT` after this many milliseconds. Default: no limit beyond the kernel's. */
+  /** Give up with `ETIMEDOUT` after this many milliseconds (`0`: no limit). Default: no limit beyond the kernel's. */
   timeoutMs?: number
 }
 
@@ -130,39 +140,24 @@ export class Engine extends EventEmitter<EngineEvents> {
     assertIntInRange('options.shards', shards, 1, 1)
     const batch = options.batch ?? {}
     assertObject('options.batch', batch)
-    const maxMessages = batch.maxMessages ?? 1024
-    assertIntInRange('options.batch.maxMessages', maxMessages, 1, 1 << 20)
-    const maxDelayMicros = batch.maxDelayMicros ?? 50
-    assertIntInRange('options.batch.maxDelayMicros', maxDelayMicros, 0, 1_000_000)
-    const maxInFlight = batch.maxInFlight ?? 4
-    assertIntInRange('options.batch.maxInFlight', maxInFlight, 1, 1024)
-    const high = options.sendHighWatermark ?? 0
-    assertIntInRange('options.sendHighWatermark', high, 0, 2 ** 40)
-    const low = options.sendLowWatermark ?? 0
-    assertIntInRange('options.sendLowWatermark', low, 0, 2 ** 40)
-    const appHigh = options.appHighWatermark ?? 1 << 20
-    assertIntInRange('options.appHighWatermark', appHigh, 1, 2 ** 40)
-    const maxPending = options.maxPendingBytes ?? 1 << 20
-    assertIntInRange('options.maxPendingBytes', maxPending, 1, 2 ** 40)
-    const readBudget = options.readBudget ?? 256 << 10
-    assertIntInRange('options.readBudget', readBudget, 1, 2 ** 40)
+    // Each option given is checked and passed on; one left out keeps the engine's default.
+    const native: NativeEngineOptions = {}
+    const opt = (key: keyof NativeEngineOptions, name: string, v: unknown, min: number, max: number): void => {
+      if (v === undefined) return
+      assertIntInRange(name, v, min, max)
+      native[key] = v as number
+    }
+    const b = batch as BatchOptions
+    opt('maxMessages', 'options.batch.maxMessages', b.maxMessages, 1, 1 << 20)
+    opt('maxDelayMicros', 'options.batch.maxDelayMicros', b.maxDelayMicros, 0, 1_000_000)
+    opt('maxInFlight', 'options.batch.maxInFlight', b.maxInFlight, 1, 1024)
+    opt('sendHighWatermark', 'options.sendHighWatermark', options.sendHighWatermark, 1, 2 ** 40)
+    opt('sendLowWatermark', 'options.sendLowWatermark', options.sendLowWatermark, 1, 2 ** 40)
+    opt('appHighWatermark', 'options.appHighWatermark', options.appHighWatermark, 1, 2 ** 40)
+    opt('maxPendingBytes', 'options.maxPendingBytes', options.maxPendingBytes, 1, 2 ** 40)
+    opt('readBudget', 'options.readBudget', options.readBudget, 1, 2 ** 40)
     const wake = (): void => this.#drain()
-    this.#binding = callBinding(
-      () =>
-        new BindingEngine(
-          {
-            maxMessages,
-            maxDelayMicros,
-            maxInFlight,
-            sendHighWatermark: high,
-            sendLowWatermark: low,
-            appHighWatermark: appHigh,
-            maxPendingBytes: maxPending,
-            readBudget,
-          },
-          wake,
-        ),
-    )
+    this.#binding = callBinding(() => new BindingEngine(native, wake))
     const self = this
     this.#host = {
       binding: this.#binding,
@@ -198,7 +193,11 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.#acks.clear()
       return
     }
-    for (const [id, bytes] of this.#acks) this.#binding.ack(id, bytes)
+    try {
+      for (const [id, bytes] of this.#acks) callBinding(() => this.#binding.ack(id, bytes))
+    } catch (err) {
+      this.reportError(err as SockmapError)
+    }
     this.#acks.clear()
   }
 
@@ -207,16 +206,21 @@ export class Engine extends EventEmitter<EngineEvents> {
     return 'epoll'
   }
 
-  /** Listens for TCP connections; accepted sockets arrive as the server's `'connection'` event, paused. */
+  /**
+   * Listens for TCP connections; accepted sockets arrive as the server's `'connection'` event, paused. A host name is
+   * resolved with `dns.lookup()` (the first address).
+   * @throws the `dns.lookup()` error (`ENOTFOUND`...) unchanged when the host name does not resolve.
+   */
   async listen(options: ListenOptions): Promise<Server> {
     assertObject('options', options)
-    const host = options.host ?? '127.0.0.1'
+    const host = options.host ?? defaults.host
     assertString('options.host', host)
     assertIntInRange('options.port', options.port, 0, 65535)
-    const backlog = options.backlog ?? 1024
-    assertIntInRange('options.backlog', backlog, 1, 65535)
+    if (options.backlog !== undefined) assertIntInRange('options.backlog', options.backlog, 1, 65535)
     this.#checkOpen()
-    const r = callBinding(() => this.#binding.listen(host, options.port, backlog))
+    const ip = isIP(host) !== 0 ? host : (await lookup(host)).address
+    this.#checkOpen()
+    const r = callBinding(() => this.#binding.listen(ip, options.port, options.backlog))
     const server = new Server(this.#host, r.id, { address: r.address, port: r.port, family: r.family }, (id, remote) =>
       this.#newSocket(id, remote),
     )
@@ -225,18 +229,28 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   /**
-   * Connects to `host:port`.
+   * Connects to `host:port`. A host name is resolved with `dns.lookup()` (the first address).
    * @throws {SockmapError} `ECONNREFUSED`, `ETIMEDOUT`...
+   * @throws the `dns.lookup()` error (`ENOTFOUND`...) unchanged when the host name does not resolve, as
+   * `net.connect()` and `fetch()` report it.
    */
   connect(options: ConnectOptions): Promise<Socket> {
     assertObject('options', options)
-    const host = options.host ?? '127.0.0.1'
+    const host = options.host ?? defaults.host
     assertString('options.host', host)
     assertIntInRange('options.port', options.port, 1, 65535)
-    const timeoutMs = options.timeoutMs ?? 0
-    assertIntInRange('options.timeoutMs', timeoutMs, 0, 2 ** 31)
+    if (options.timeoutMs !== undefined) assertIntInRange('options.timeoutMs', options.timeoutMs, 0, 2 ** 31)
+    const timeoutMs = options.timeoutMs === 0 ? undefined : options.timeoutMs
     this.#checkOpen()
-    const id = callBinding(() => this.#binding.connect(host, options.port, timeoutMs))
+    if (isIP(host) !== 0) return this.#connectTo(host, options.port, timeoutMs)
+    return lookup(host).then((a) => {
+      this.#checkOpen()
+      return this.#connectTo(a.address, options.port, timeoutMs)
+    })
+  }
+
+  #connectTo(ip: string, port: number, timeoutMs: number | undefined): Promise<Socket> {
+    const id = callBinding(() => this.#binding.connect(ip, port, timeoutMs))
     const sock = this.#newSocket(id)
     return new Promise((resolve, reject) => this.#connecting.set(id, { resolve: () => resolve(sock), reject }))
   }
@@ -395,7 +409,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   #dispatch(ev: JsEvent): void {
-    if (ev.kind === EventKind.CONNECTED) {
+    if (ev.kind === EventKind.Connected) {
       const p = this.#connecting.get(ev.sock)
       if (!p) return
       this.#connecting.delete(ev.sock)
@@ -407,7 +421,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       }
       return
     }
-    if (ev.kind === EventKind.ERROR && (ev.sock < 0 || ev.fatal)) {
+    if (ev.kind === EventKind.Error && (ev.sock < 0 || ev.fatal)) {
       const code = (ev.code ?? 'EIO') as SockmapErrorCode
       this.reportError(new SockmapError(code, `${code}: ${ev.detail ?? 'engine error'}`))
       return
@@ -423,7 +437,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
     if (opts.parser !== undefined) spec.parser = this.#parserSpec(opts.parser)
     const onError = opts.onError ?? Verdict.DROP
-    const peekBytes = opts.peekBytes ?? 65536
+    const peekBytes = opts.peekBytes
     if (opts.verdict !== undefined) {
       spec.verdict = this.#verdictSpec('options.verdict', opts.verdict, onError, peekBytes)
     }
@@ -446,7 +460,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     throw new TypeError('options.parser must be a parsers.* framer or a function')
   }
 
-  #verdictSpec(name: string, v: unknown, onError: Verdict, peekBytes: number): VerdictSpec {
+  #verdictSpec(name: string, v: unknown, onError: Verdict, peekBytes: number | undefined): VerdictSpec {
     const rule = ruleOf(v)
     if (rule) return { kind: 'rule', rule: this.#ruleSpec(name, rule) }
     if (typeof v === 'function') {
@@ -454,7 +468,9 @@ export class Engine extends EventEmitter<EngineEvents> {
         name === 'options.msgVerdict'
           ? this.#runner.registerMsg(v as MsgVerdictFunction, onError)
           : this.#runner.register(v as VerdictFunction, onError)
-      return { kind: 'external', tag, peekBytes }
+      const spec: VerdictSpec = { kind: 'external', tag }
+      if (peekBytes !== undefined) spec.peekBytes = peekBytes
+      return spec
     }
     throw new TypeError(`${name} must be a rules.* rule or a function`)
   }

@@ -1,3 +1,5 @@
+import { errorCodes } from './binding.cjs'
+
 /**
  * Error codes the engine reports. Where the Linux kernel's sockmap, sk_msg or strparser code has an errno for the same
  * situation, the code is that errno's name.
@@ -47,16 +49,24 @@ export class SockmapError extends Error {
   }
 }
 
-const bindingCode = /^\[([A-Z0-9_]+)\] ([\s\S]*)$/
+/** The codes a binding error can carry in its `code` property. */
+const bindingCodes: ReadonlySet<string> = new Set(errorCodes())
+
+/** The older convention, an errno name in brackets heading the message, still used by the scatter-gather ring. */
+const bracketCode = /^\[([A-Z0-9_]+)\] ([\s\S]*)$/
 
 /**
- * Turns an error thrown by the native binding (`"[CODE] message"`) into a {@link SockmapError}; anything else is
+ * Turns an error thrown by the native binding (its code in `err.code`) into a {@link SockmapError}; anything else is
  * returned unchanged.
  * @internal
  */
 export function fromBinding(err: unknown): unknown {
   if (err instanceof Error) {
-    const m = bindingCode.exec(err.message)
+    const code = (err as { code?: unknown }).code
+    if (typeof code === 'string' && bindingCodes.has(code)) {
+      return new SockmapError(code as SockmapErrorCode, `${code}: ${err.message}`)
+    }
+    const m = bracketCode.exec(err.message)
     if (m) return new SockmapError(m[1] as SockmapErrorCode, `${m[1]}: ${m[2]}`)
   }
   return err

@@ -3,7 +3,7 @@
  *
  * @packageDocumentation
  */
-import { engineVersion } from './binding.cjs'
+import { engineVersion, nativeDefaults as bindingDefaults, type NativeDefaults } from './binding.cjs'
 
 export { SgRing, type SgRingOptions } from './ring'
 export { SockmapError, type SockmapErrorCode } from './errors'
@@ -40,6 +40,13 @@ export {
 } from './parsers'
 export { rules, type MessageKey, type NativeRule } from './rules'
 export type { EngineStats, MapStats, SocketStats } from './stats'
+
+export type { NativeDefaults }
+
+/** Every default of the engine, parsers and verdicts, as the native engine defines it (the TSDoc states the same). */
+export function nativeDefaults(): NativeDefaults {
+  return bindingDefaults()
+}
 
 /** Version of the native engine loaded. */
 export const nativeVersion: string = engineVersion()

@@ -15,7 +15,7 @@ export type UpdateFlag = 'any' | 'noexist' | 'exist'
 
 /** Options of {@link SockMap.set}. */
 export interface SetOptions {
-  /** `'any'` (default): create or replace; `'noexist'`: `EEXIST` if present; `'exist'`: `ENOENT` if absent. */
+  /** `'any'`: create or replace; `'noexist'`: `EEXIST` if present; `'exist'`: `ENOENT` if absent. Default: `'any'`. */
   flag?: UpdateFlag
 }
 

@@ -71,7 +71,7 @@ export interface DelimiterOptions extends ParserLimits {
 export interface LinesOptions extends ParserLimits {
   /** Longest line, line ending excluded. Default: `65536`. */
   maxLength?: number
-  /** Skip an over-long line (`true`, the default) or abort the socket with `EMSGSIZE` (`false`). */
+  /** Skip an over-long line (`true`) or abort the socket with `EMSGSIZE` (`false`). Default: `true`. */
   discardOversize?: boolean
 }
 
@@ -85,7 +85,7 @@ export interface RespOptions extends ParserLimits {
 
 /** Options of {@link parsers.http1}. */
 export interface Http1Options extends ParserLimits {
-  /** `'request'` (a server's input, the default) or `'response'` (a client's input). */
+  /** `'request'` (a server's input) or `'response'` (a client's input). Default: `'request'`. */
   role?: 'request' | 'response'
   /** Largest head (start line, fields, blank line) in bytes; larger is `EMSGSIZE`. Default: `16384`. */
   maxHeaderBytes?: number
@@ -104,8 +104,15 @@ function limits(name: string, o: ParserLimits): Pick<ParserSpecInternal, 'maxMes
   return out
 }
 
+/** The options given (an absent one keeps the engine's default). */
+function given(options: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(options)) if (v !== undefined) out[k] = v
+  return out
+}
+
 function make(kind: string, name: string, o: ParserLimits, options: Record<string, unknown>): NativeParser {
-  return Object.freeze({ [kParser]: { kind, ...limits(name, o), options } })
+  return Object.freeze({ [kParser]: { kind, ...limits(name, o), options: given(options) } })
 }
 
 /**
@@ -142,14 +149,14 @@ export const parsers = {
     if (options.failFast !== undefined) assertBoolean('options.failFast', options.failFast)
     if (options.discardOversize !== undefined) assertBoolean('options.discardOversize', options.discardOversize)
     return make('lengthField', 'options', options, {
-      discardOversize: options.discardOversize ?? false,
-      byteOrder: options.byteOrder ?? 'be',
-      lengthFieldOffset: options.lengthFieldOffset ?? 0,
-      lengthFieldLength: options.lengthFieldLength ?? 4,
-      lengthAdjustment: options.lengthAdjustment ?? 0,
-      initialBytesToStrip: options.initialBytesToStrip ?? 0,
-      maxFrameLength: options.maxFrameLength ?? 8 << 20,
-      failFast: options.failFast ?? true,
+      discardOversize: options.discardOversize,
+      byteOrder: options.byteOrder,
+      lengthFieldOffset: options.lengthFieldOffset,
+      lengthFieldLength: options.lengthFieldLength,
+      lengthAdjustment: options.lengthAdjustment,
+      initialBytesToStrip: options.initialBytesToStrip,
+      maxFrameLength: options.maxFrameLength,
+      failFast: options.failFast,
     })
   },
 
@@ -171,9 +178,9 @@ export const parsers = {
     if (options.discardOversize !== undefined) assertBoolean('options.discardOversize', options.discardOversize)
     return make('delimiter', 'options', options, {
       delimiters,
-      maxLength: options.maxLength ?? 65536,
-      stripDelimiter: options.stripDelimiter ?? true,
-      discardOversize: options.discardOversize ?? true,
+      maxLength: options.maxLength,
+      stripDelimiter: options.stripDelimiter,
+      discardOversize: options.discardOversize,
     })
   },
 
@@ -183,8 +190,8 @@ export const parsers = {
     if (options.maxLength !== undefined) assertIntInRange('options.maxLength', options.maxLength, 1, 2 ** 32)
     if (options.discardOversize !== undefined) assertBoolean('options.discardOversize', options.discardOversize)
     return make('lines', 'options', options, {
-      maxLength: options.maxLength ?? 65536,
-      discardOversize: options.discardOversize ?? true,
+      maxLength: options.maxLength,
+      discardOversize: options.discardOversize,
     })
   },
 
@@ -203,8 +210,8 @@ export const parsers = {
       assertIntInRange('options.maxLineLength', options.maxLineLength, 1, 2 ** 32)
     }
     return make('resp', 'options', options, {
-      maxDepth: options.maxDepth ?? 64,
-      maxLineLength: options.maxLineLength ?? 65536,
+      maxDepth: options.maxDepth,
+      maxLineLength: options.maxLineLength,
     })
   },
 
@@ -219,8 +226,8 @@ export const parsers = {
       assertIntInRange('options.maxHeaderBytes', options.maxHeaderBytes, 64, 2 ** 30)
     }
     return make('http1', 'options', options, {
-      role: options.role ?? 'request',
-      maxHeaderBytes: options.maxHeaderBytes ?? 16384,
+      role: options.role,
+      maxHeaderBytes: options.maxHeaderBytes,
     })
   },
 

@@ -1,21 +1,12 @@
 import { EventEmitter } from 'node:events'
 
-import type { BindingEngine, JsEvent } from './binding.cjs'
-import { SockmapError, type SockmapErrorCode } from './errors'
+import { EventKind, type BindingEngine, type JsEvent } from './binding.cjs'
+import { SockmapError, callBinding, type SockmapErrorCode } from './errors'
 import { socketStats, zeroStats, type SocketStats } from './stats'
 import { assertBytes } from './validate'
 
-/** Event kinds of the binding (see `binding_event.rs`). @internal */
-export const EventKind = {
-  ACCEPTED: 1,
-  CONNECTED: 2,
-  MESSAGE: 3,
-  READ_END: 4,
-  SEND_DONE: 5,
-  DRAINED: 6,
-  CLOSED: 7,
-  ERROR: 8,
-} as const
+/** Event kinds of the binding, as the native side defines them. @internal */
+export { EventKind }
 
 /** What sockets and servers need from their engine. @internal */
 export interface SocketHost {
@@ -145,14 +136,14 @@ export class Socket extends EventEmitter<SocketEvents> {
     const req = this.#host.nextRequest()
     return new Promise<number>((resolve, reject) => {
       this.#sends.set(req, { resolve, reject })
-      this.#host.binding.send(this.id, bytes, req)
+      callBinding(() => this.#host.binding.send(this.id, bytes, req))
     })
   }
 
   /** Stops delivering messages and stops reading (`strp_pause`). */
   pause(): this {
     this.#paused = true
-    if (!this.#closed) this.#host.binding.pause(this.id)
+    if (!this.#closed) callBinding(() => this.#host.binding.pause(this.id))
     return this
   }
 
@@ -160,7 +151,7 @@ export class Socket extends EventEmitter<SocketEvents> {
   resume(): this {
     this.#resumedOnce = true
     this.#paused = false
-    if (!this.#closed) this.#host.binding.resume(this.id)
+    if (!this.#closed) callBinding(() => this.#host.binding.resume(this.id))
     const held = this.#held
     this.#held = []
     for (const m of held) {
@@ -183,19 +174,19 @@ export class Socket extends EventEmitter<SocketEvents> {
   end(): void {
     if (this.#closed || this.#ended) return
     this.#ended = true
-    this.#host.binding.end(this.id)
+    callBinding(() => this.#host.binding.end(this.id))
   }
 
   /** Closes at once; queued bytes are discarded. */
   destroy(): void {
     if (this.#closed) return
-    this.#host.binding.destroy(this.id)
+    callBinding(() => this.#host.binding.destroy(this.id))
   }
 
   /** The socket's counters (the last ones seen, once it is closed). */
   stats(): SocketStats {
     if (!this.#closed) {
-      const raw = this.#host.binding.sockStats(this.id)
+      const raw = callBinding(() => this.#host.binding.sockStats(this.id))
       if (raw) this.#lastStats = socketStats(raw)
     }
     return { ...this.#lastStats }
@@ -261,14 +252,14 @@ export class Socket extends EventEmitter<SocketEvents> {
   /** Handles one engine event for this socket. @internal */
   [kEvent](ev: JsEvent): void {
     switch (ev.kind) {
-      case EventKind.MESSAGE:
+      case EventKind.Message:
         if (this.#paused) this.#held.push(ev.data as Buffer)
         else this.#deliver(ev.data as Buffer)
         return
-      case EventKind.READ_END:
+      case EventKind.ReadEnd:
         this.emit('end')
         return
-      case EventKind.SEND_DONE: {
+      case EventKind.SendDone: {
         const p = this.#sends.get(ev.other)
         if (!p) return
         this.#sends.delete(ev.other)
@@ -276,13 +267,13 @@ export class Socket extends EventEmitter<SocketEvents> {
         else p.resolve(ev.bytes)
         return
       }
-      case EventKind.DRAINED:
+      case EventKind.Drained:
         this.emit('drain')
         return
-      case EventKind.ERROR:
+      case EventKind.Error:
         this.emit('error', sockError(ev.code, ev.detail ?? 'socket error'))
         return
-      case EventKind.CLOSED:
+      case EventKind.Closed:
         this[kClose](ev.code)
         return
     }
@@ -341,22 +332,22 @@ export class Server extends EventEmitter<ServerEvents> {
     if (this.#closed) return Promise.resolve()
     return new Promise((resolve) => {
       this.#onClosed.push(resolve)
-      this.#host.binding.destroy(this.id)
+      callBinding(() => this.#host.binding.destroy(this.id))
     })
   }
 
   /** Handles one engine event for this listener. @internal */
   [kEvent](ev: JsEvent): void {
-    if (ev.kind === EventKind.ACCEPTED) {
+    if (ev.kind === EventKind.Accepted) {
       const sock = this.#make(ev.other, {
         address: ev.detail ?? '',
         port: ev.port ?? 0,
         family: (ev.detail ?? '').includes(':') ? 'IPv6' : 'IPv4',
       })
       this.emit('connection', sock)
-    } else if (ev.kind === EventKind.ERROR) {
+    } else if (ev.kind === EventKind.Error) {
       this.emit('error', sockError(ev.code, ev.detail ?? 'listener error'))
-    } else if (ev.kind === EventKind.CLOSED) {
+    } else if (ev.kind === EventKind.Closed) {
       this[kClose](ev.code)
     }
   }

@@ -1,3 +1,5 @@
+import { statsFields } from './binding.cjs'
+
 /** Counters of one socket, or of the sockets that took one map's stream verdict. */
 export interface SocketStats {
   /** Bytes read from the socket. */
@@ -82,32 +84,11 @@ export interface EngineStats {
   maps: MapStats[]
 }
 
-const keys: Array<keyof SocketStats> = [
-  'bytesIn',
-  'bytesOut',
-  'messagesIn',
-  'passed',
-  'dropped',
-  'redirected',
-  'redirectedEgress',
-  'redirectedIngress',
-  'droppedVerdict',
-  'droppedNoKey',
-  'droppedDeadTarget',
-  'droppedParser',
-  'droppedBytes',
-  'parserErrors',
-  'skippedFrames',
-  'skippedBytes',
-  'handbacks',
-  'appQueuedBytes',
-  'discardedBytes',
-  'queuedBytes',
-  'pendingBytes',
-  'sends',
-  'sendsRefused',
-  'backpressureStalls',
-]
+/** The engine's counters, in the order the binding reports their values. */
+const nativeKeys = statsFields() as Array<Exclude<keyof SocketStats, 'redirected'>>
+
+/** Every counter: the engine's, and `redirected` (their sum over egress and ingress). */
+const keys: Array<keyof SocketStats> = [...nativeKeys, 'redirected']
 
 const gauges = new Set<keyof SocketStats>(['queuedBytes', 'pendingBytes', 'appQueuedBytes'])
 
@@ -118,9 +99,17 @@ export function zeroStats(): SocketStats {
   return s
 }
 
-/** @internal */
-export function socketStats(raw: Omit<SocketStats, 'redirected'>): SocketStats {
-  return { ...raw, redirected: raw.redirectedEgress + raw.redirectedIngress }
+/** The counters of the values the binding reports (in the order of `statsFields()`). @internal */
+export function socketStats(raw: number[]): SocketStats {
+  const s = {} as SocketStats
+  for (let i = 0; i < nativeKeys.length; i++) s[nativeKeys[i] as keyof SocketStats] = raw[i] as number
+  s.redirected = s.redirectedEgress + s.redirectedIngress
+  return s
+}
+
+/** The counter names of {@link SocketStats}, as the engine defines them (plus `redirected`). @internal */
+export function statsKeys(): ReadonlyArray<keyof SocketStats> {
+  return keys
 }
 
 /** @internal */

@@ -1,3 +1,4 @@
+import { PARSE_HANDBACK, PARSE_NEED_MORE } from './binding.cjs'
 import type { SockHash, SockMap } from './map'
 
 /**
@@ -20,12 +21,12 @@ export type Verdict = (typeof Verdict)[keyof typeof Verdict]
 /** Special results of a TypeScript parser (besides a positive message length). */
 export const Parse = {
   /** Not enough bytes yet for a whole message: call again when more arrive. */
-  NEED_MORE: 0,
+  NEED_MORE: PARSE_NEED_MORE,
   /**
    * Hand the socket back to the application (the kernel's `-ESTRPIPE`): the socket leaves the parser and the
    * application reads the rest of the stream itself.
    */
-  HANDBACK: -86,
+  HANDBACK: PARSE_HANDBACK,
 } as const
 
 /** A map key: an index for a {@link SockMap}, a string, Buffer or number for a {@link SockHash}. */

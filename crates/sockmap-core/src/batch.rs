@@ -124,6 +124,12 @@ pub struct Answer {
     /// framers. Results past the bytes the item carried are ignored; an empty
     /// list aborts the socket with `EINVAL`.
     pub parse: Vec<Parse>,
+    /// The external side's answer for this item could not be understood (an
+    /// unknown verdict code, a redirect to a target it did not describe): the
+    /// item is handled as a missing answer (the error verdict, DROP) and the
+    /// batch reports how many were invalid in one error event. `verdict`,
+    /// `edits` and `parse` are then DROP and empty.
+    pub invalid: bool,
 }
 
 impl Default for Answer {
@@ -134,6 +140,14 @@ impl Default for Answer {
 }
 
 impl Answer {
+    /// An answer that could not be understood: `invalid` set, DROP.
+    pub fn invalid() -> Answer {
+        Answer {
+            invalid: true,
+            ..Answer::default()
+        }
+    }
+
     /// The answer to a parse item.
     pub fn parsed(parse: Vec<Parse>) -> Answer {
         Answer {
@@ -149,6 +163,7 @@ impl From<Verdict> for Answer {
             verdict,
             edits: Vec::new(),
             parse: Vec::new(),
+            invalid: false,
         }
     }
 }
@@ -220,6 +235,12 @@ impl Batch {
             }
         };
         block.into_iter().chain(frags.iter().map(|f| &f[..]))
+    }
+
+    /// The bytes [`Batch::copy_into`] needs to copy every item whole: the
+    /// sum of `min(len, peek_bytes)`.
+    pub fn payload_len(&self) -> usize {
+        self.items.iter().map(|it| it.len.min(it.peek_bytes)).sum()
     }
 
     /// Copies each item's first `peek_bytes` into `buf`, back to back, and

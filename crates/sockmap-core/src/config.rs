@@ -64,3 +64,26 @@ impl Default for EngineConfig {
         }
     }
 }
+
+/// The application queue bound of [`EngineConfig::acknowledged`]: 1 MiB.
+pub const ACK_APP_HIGH_WATERMARK: usize = 1 << 20;
+
+/// The accept backlog a listener gets when the application names none.
+pub const DEFAULT_BACKLOG: u32 = 1024;
+
+/// The address a listener binds, or a connect targets, when the application
+/// names none: the IPv4 loopback.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+
+impl EngineConfig {
+    /// The defaults for an application that acknowledges the messages it
+    /// consumes ([`EngineHandle::ack`](crate::EngineHandle::ack)), as the
+    /// Node.js binding does: [`EngineConfig::default`] with the application
+    /// queue bounded at [`ACK_APP_HIGH_WATERMARK`].
+    pub fn acknowledged() -> EngineConfig {
+        EngineConfig {
+            app_high_watermark: Some(ACK_APP_HIGH_WATERMARK),
+            ..EngineConfig::default()
+        }
+    }
+}

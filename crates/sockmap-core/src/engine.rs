@@ -189,27 +189,35 @@ fn io_thread(
     mut out: EventOut,
     dead: Arc<AtomicBool>,
 ) {
+    use crate::event::Fatal;
     let result = catch_unwind(AssertUnwindSafe(|| {
         run_loop(&mut backend, &mut core, &inbox, &mut out)
     }));
-    let (code, detail) = match result {
+    let (cause, code, detail) = match result {
         Ok(Ok(())) => return,
-        Ok(Err(e)) => (Errno::from_io(&e), format!("I/O loop failed: {e}")),
+        Ok(Err(e)) => (
+            Fatal::Io,
+            Errno::from_io(&e),
+            format!("I/O loop failed: {e}"),
+        ),
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            (Errno::Io, format!("I/O thread panicked: {msg}"))
+            (
+                Fatal::Panic,
+                Errno::Io,
+                format!("I/O thread panicked: {msg}"),
+            )
         }
     };
     dead.store(true, Ordering::Release);
-    out.send(Event::Error {
-        sock: None,
+    out.send(Event::Fatal {
+        cause,
         code,
         detail,
-        fatal: true,
     });
 }
 

@@ -117,6 +117,11 @@ impl Errno {
         ALL.iter().copied().find(|e| e.raw() == raw)
     }
 
+    /// Every code, in declaration order.
+    pub const fn all() -> &'static [Errno] {
+        &ALL
+    }
+
     /// Maps an I/O error to a code; unknown OS errors become [`Errno::Io`].
     pub fn from_io(err: &std::io::Error) -> Errno {
         err.raw_os_error()

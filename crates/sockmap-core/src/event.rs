@@ -83,7 +83,27 @@ pub enum Event {
         code: Errno,
         /// A human-readable explanation.
         detail: String,
-        /// True when the I/O thread stopped (a caught panic).
+        /// True when the I/O thread stopped. The engine itself reports that
+        /// as [`Event::Fatal`]; this stays false.
         fatal: bool,
     },
+    /// The I/O thread stopped: every later call fails with `EIO`. The last
+    /// event the engine sends.
+    Fatal {
+        /// Why it stopped.
+        cause: Fatal,
+        /// The code (`EIO` for a panic, the OS error's code otherwise).
+        code: Errno,
+        /// A human-readable explanation.
+        detail: String,
+    },
+}
+
+/// Why the I/O thread stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fatal {
+    /// It panicked (a bug in the engine); the panic was caught.
+    Panic,
+    /// The I/O loop failed with an OS error.
+    Io,
 }

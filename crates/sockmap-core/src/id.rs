@@ -54,6 +54,12 @@ impl MapId {
     pub const fn as_u32(self) -> u32 {
         self.0
     }
+
+    /// Rebuilds an id from [`MapId::as_u32`]. An id no engine created is
+    /// refused by every map operation with `EBADF`.
+    pub const fn from_u32(raw: u32) -> MapId {
+        MapId(raw)
+    }
 }
 
 impl fmt::Display for MapId {

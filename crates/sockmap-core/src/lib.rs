@@ -34,7 +34,7 @@ mod verdict;
 pub use config::{BatchConfig, EngineConfig};
 pub use engine::{Engine, EngineHandle, Hooks, Notify};
 pub use error::Errno;
-pub use event::{Event, Frags};
+pub use event::{Event, Fatal, Frags};
 pub use id::{MapId, SockId};
 pub use key::Key;
 pub use map::{MapKind, UpdateFlag};

@@ -70,12 +70,19 @@ pub struct ParserProg {
     pub message_timeout: Option<Duration>,
 }
 
+/// The longest message a parser program accepts by default: 8 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 8 << 20;
+
+/// How many leading bytes of each message an external verdict sees by default: 64 KiB.
+pub const DEFAULT_PEEK_BYTES: usize = 65536;
+
 impl ParserProg {
-    /// A parser of the given kind with default limits (8 MiB, no timeout).
+    /// A parser of the given kind with default limits
+    /// ([`DEFAULT_MAX_MESSAGE_BYTES`], no timeout).
     pub fn new(kind: ParserKind) -> ParserProg {
         ParserProg {
             kind,
-            max_message_bytes: 8 << 20,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             message_timeout: None,
         }
     }
@@ -161,12 +168,17 @@ pub struct StreamVerdictProg {
 }
 
 impl StreamVerdictProg {
-    /// A program running `rule`, propagating FIN.
-    pub fn rule(rule: Rule) -> StreamVerdictProg {
+    /// A program running `kind`, propagating FIN (the default).
+    pub fn new(kind: VerdictKind) -> StreamVerdictProg {
         StreamVerdictProg {
-            kind: VerdictKind::Rule(rule),
+            kind,
             propagate_fin: true,
         }
+    }
+
+    /// A program running `rule`, propagating FIN.
+    pub fn rule(rule: Rule) -> StreamVerdictProg {
+        StreamVerdictProg::new(VerdictKind::Rule(rule))
     }
 }
 

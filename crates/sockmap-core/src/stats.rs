@@ -33,6 +33,16 @@ macro_rules! counters {
             $($(#[$fm])* pub $field: u64,)*
         }
 
+        impl $snap {
+            /// The counter names, in declaration order.
+            pub const FIELDS: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            /// The counter values, in the order of [`Self::FIELDS`].
+            pub fn values(&self) -> Vec<u64> {
+                vec![$(self.$field),*]
+            }
+        }
+
         impl $name {
             /// Reads every counter.
             pub fn snapshot(&self) -> $snap {

@@ -20,10 +20,10 @@ use napi::Status;
 use napi_derive::napi;
 use sockmap_core::batch::{Answer, Batch, ExternalVerdicts, ItemKind, MsgEdit};
 use sockmap_core::framer::Parse;
-use sockmap_core::{Errno, Key, Verdict};
+use sockmap_core::{Errno, Key, MapId, Verdict};
 
-use crate::binding_engine::{guarded, lock, BindingEngine};
-use crate::binding_error::errno_error;
+use crate::binding_engine::{lock, BindingEngine};
+use crate::binding_error::{error_of, guarded, Result};
 
 /// The wake-up function: called with no argument, its return value ignored.
 pub(crate) type WakeFn = ThreadsafeFunction<(), Unknown<'static>, (), Status, false>;
@@ -78,28 +78,78 @@ pub(crate) struct Taken {
     batch: Batch,
 }
 
-/// Numbers per item in the descriptor array: socket, tag, kind, offset, bytes copied, full length.
-pub const DESC_STRIDE: usize = 6;
+/// The numbers describing one item in the descriptor array, at these offsets from `i * DESC_STRIDE`.
+#[napi]
+pub enum DescField {
+    /// The source socket.
+    Sock = 0,
+    /// The program's tag (which TypeScript function to run).
+    Tag = 1,
+    /// A [`BatchItemKind`].
+    Kind = 2,
+    /// Offset of the item's bytes in the payload buffer.
+    Offset = 3,
+    /// Bytes copied.
+    Copied = 4,
+    /// The full message length.
+    Len = 5,
+}
 
-/// The `kind` number of a descriptor.
-fn kind_code(k: ItemKind) -> f64 {
-    match k {
-        ItemKind::StreamVerdict => 0.0,
-        ItemKind::Parse => 1.0,
-        ItemKind::MsgVerdict => 2.0,
+/// Numbers per item in the descriptor array.
+#[napi]
+pub const DESC_STRIDE: u32 = DescField::Len as u32 + 1;
+
+/// What a batch item asks, in the `Kind` field of its descriptor.
+#[napi]
+pub enum BatchItemKind {
+    /// A stream verdict on a received message.
+    StreamVerdict = 0,
+    /// A parse of a socket's buffered bytes.
+    Parse = 1,
+    /// A msg verdict on data the application sends.
+    MsgVerdict = 2,
+}
+
+impl From<ItemKind> for BatchItemKind {
+    fn from(k: ItemKind) -> BatchItemKind {
+        match k {
+            ItemKind::StreamVerdict => BatchItemKind::StreamVerdict,
+            ItemKind::Parse => BatchItemKind::Parse,
+            ItemKind::MsgVerdict => BatchItemKind::MsgVerdict,
+        }
     }
 }
 
-/// `Parse.HANDBACK` of the TypeScript API: `-ESTRPIPE`, as a kernel parser returns it.
-const PARSE_HANDBACK: f64 = -86.0;
+/// Answer codes of verdict items; `Redirect + t` redirects to target `t`. Any other code is an invalid answer.
+#[napi]
+pub enum AnswerCode {
+    /// DROP.
+    Drop = 0,
+    /// PASS.
+    Pass = 1,
+    /// REDIRECT to target 0 (target `t`: `Redirect + t`).
+    Redirect = 2,
+}
 
-/// One result of a TypeScript parser: a length (> 0), 0 (need more), `-ESTRPIPE` (hand back) or `-errno`.
+/// A parse result: a length (> 0), `PARSE_NEED_MORE`, `PARSE_HANDBACK`, or `-errno`.
+#[napi]
+pub const PARSE_NEED_MORE: i32 = 0;
+
+/// A parse result handing the socket back to the application: `-ESTRPIPE`, as a kernel parser returns it.
+#[napi]
+pub const PARSE_HANDBACK: i32 = -Errno::StrPipe.raw();
+
+/// The errno a parser that failed aborts its socket with (`EPROTO`).
+#[napi]
+pub const PARSE_FAILED_ERRNO: i32 = Errno::Proto.raw();
+
+/// One result of a TypeScript parser.
 fn parse_of(r: f64) -> Parse {
     if r >= 1.0 {
         Parse::Length(r.min(usize::MAX as f64) as usize)
-    } else if r == 0.0 {
+    } else if r == f64::from(PARSE_NEED_MORE) {
         Parse::NeedMore { hint: None }
-    } else if r == PARSE_HANDBACK {
+    } else if r == f64::from(PARSE_HANDBACK) {
         Parse::Handback
     } else {
         let errno = if r.is_finite() { (-r) as i32 } else { 0 };
@@ -107,15 +157,35 @@ fn parse_of(r: f64) -> Parse {
     }
 }
 
-/// Edit op codes of the extras stream: apply, cork, pull, push, pop.
-fn edit_of(op: f64, a: f64, b: f64) -> Option<MsgEdit> {
-    let (a, b) = (a as u32, b as u32);
-    Some(match op as u32 {
-        1 => MsgEdit::Apply(a),
-        2 => MsgEdit::Cork(a),
-        3 => MsgEdit::Pull(a, b),
-        4 => MsgEdit::Push(a, b),
-        5 => MsgEdit::Pop(a, b),
+/// Op codes of msg verdict edits in the extras stream; each edit is `EDIT_STRIDE` numbers: op, then two arguments.
+#[napi]
+pub enum EditOp {
+    /// `applyBytes(a)`.
+    Apply = 1,
+    /// `corkBytes(a)`.
+    Cork = 2,
+    /// `pull(a, b)`.
+    Pull = 3,
+    /// `push(a, b)`.
+    Push = 4,
+    /// `pop(a, b)`.
+    Pop = 5,
+}
+
+/// Numbers per edit in the extras stream.
+#[napi]
+pub const EDIT_STRIDE: u32 = 3;
+
+/// An edit, or `None` for an unknown op.
+fn edit_of(e: &[f64]) -> Option<MsgEdit> {
+    let (a, b) = (e[1] as u32, e[2] as u32);
+    let op = e[0] as i64;
+    Some(match op {
+        o if o == EditOp::Apply as i64 => MsgEdit::Apply(a),
+        o if o == EditOp::Cork as i64 => MsgEdit::Cork(a),
+        o if o == EditOp::Pull as i64 => MsgEdit::Pull(a, b),
+        o if o == EditOp::Push as i64 => MsgEdit::Push(a, b),
+        o if o == EditOp::Pop as i64 => MsgEdit::Pop(a, b),
         _ => return None,
     })
 }
@@ -131,65 +201,106 @@ fn extras_of<'a>(extras: &'a [f64], at: &mut usize, stride: usize) -> &'a [f64] 
     &extras[start..end]
 }
 
-/// Numbers per redirect target in the target table: map, key (a number, or an index into the key Buffers), flags.
-pub const TARGET_STRIDE: usize = 3;
-/// Target flag: deliver to the target's application.
-const TARGET_INGRESS: u32 = 1;
-/// Target flag: the key is `keys[key]`, not the number itself.
-const TARGET_BYTES_KEY: u32 = 2;
+/// The numbers describing one redirect target in the target table, at these offsets from `t * TARGET_STRIDE`.
+#[napi]
+pub enum TargetField {
+    /// The map's number.
+    Map = 0,
+    /// The key: a number, or (with `TargetFlag.BytesKey`) an index into the key Buffers.
+    Key = 1,
+    /// `TargetFlag` bits.
+    Flags = 2,
+}
 
-fn payload_bytes(batch: &Batch) -> usize {
-    batch.items.iter().map(|it| it.len.min(it.peek_bytes)).sum()
+/// Numbers per redirect target in the target table.
+#[napi]
+pub const TARGET_STRIDE: u32 = TargetField::Flags as u32 + 1;
+
+/// Bits of a target's `Flags`.
+#[napi]
+pub enum TargetFlag {
+    /// Deliver to the target's application.
+    Ingress = 1,
+    /// The key is `keys[Key]`, not the number itself.
+    BytesKey = 2,
+}
+
+/// A target of the table, or `None` when it names a key Buffer that is not there.
+fn target_of(t: &[f64], keys: &[Buffer]) -> Option<Verdict> {
+    let flags = t[TargetField::Flags as usize] as u32;
+    let key = t[TargetField::Key as usize];
+    let key = if flags & TargetFlag::BytesKey as u32 != 0 {
+        Key::Bytes(Bytes::copy_from_slice(keys.get(key as usize)?))
+    } else {
+        Key::Num(key as u64)
+    };
+    Some(Verdict::Redirect {
+        map: MapId::from_u32(t[TargetField::Map as usize] as u32),
+        key,
+        ingress: flags & TargetFlag::Ingress as u32 != 0,
+    })
+}
+
+/// The verdict of an answer code, or `None` for an invalid one.
+fn verdict_of(code: i32, targets: &[Option<Verdict>]) -> Option<Verdict> {
+    match code {
+        c if c == AnswerCode::Drop as i32 => Some(Verdict::Drop),
+        c if c == AnswerCode::Pass as i32 => Some(Verdict::Pass),
+        c if c >= AnswerCode::Redirect as i32 => targets
+            .get((c - AnswerCode::Redirect as i32) as usize)
+            .cloned()
+            .flatten(),
+        _ => None,
+    }
 }
 
 #[napi]
 impl BindingEngine {
-    /// Copies the next batch into `payload` and `descs` (6 numbers per item: socket, tag, kind (0 stream verdict,
-    /// 1 parse, 2 msg verdict), offset, bytes copied, full length). Returns the number of items; 0 when no batch
-    /// waits; `-n` when `payload` needs `n` bytes or `descs` too few slots (`descs.length / 6` items), so that
-    /// JavaScript grows them and calls again.
+    /// Copies the next batch into `payload` and `descs` (`DESC_STRIDE` numbers per item, see `DescField`). Returns
+    /// the number of items; 0 when no batch waits; `-n` when `payload` needs `n` bytes or `descs` has too few slots,
+    /// so that JavaScript grows them and calls again.
     #[napi]
     pub fn take_batch(
         &self,
         mut payload: Uint8ArraySlice<'_>,
         mut descs: Float64ArraySlice<'_>,
-    ) -> napi::Result<f64> {
+    ) -> Result<f64> {
         // SAFETY: this runs synchronously on the JS thread that owns both arrays; no JavaScript runs until it
         // returns, and the engine never sees these pointers (it copies into them here and nowhere else).
         let (payload, descs) = unsafe { (payload.as_mut(), descs.as_mut()) };
         guarded(|| {
+            let stride = DESC_STRIDE as usize;
             let mut inbox = lock(&self.inbox);
             let Some(batch) = inbox.front() else {
                 return Ok(0.0);
             };
-            let need = payload_bytes(batch);
+            let need = batch.payload_len();
             let n = batch.items.len();
-            if need > payload.len() || n * DESC_STRIDE > descs.len() {
+            if need > payload.len() || n * stride > descs.len() {
                 return Ok(-(need.max(1) as f64));
             }
             let batch = inbox.pop_front().expect("front checked");
             drop(inbox);
-            let mut off = 0;
-            for (it, slot) in batch.items.iter().zip(descs.chunks_exact_mut(DESC_STRIDE)) {
-                let copied = batch.copy_item(it, &mut payload[off..]);
-                slot[0] = it.sock.as_u64() as f64;
-                slot[1] = f64::from(it.tag);
-                slot[2] = kind_code(it.kind);
-                slot[3] = off as f64;
-                slot[4] = copied as f64;
-                slot[5] = it.len as f64;
-                off += copied;
+            let mut items = lock(&self.descs);
+            batch.copy_into(payload, &mut items);
+            for (d, slot) in items.iter().zip(descs.chunks_exact_mut(stride)) {
+                slot[DescField::Sock as usize] = d.sock.as_u64() as f64;
+                slot[DescField::Tag as usize] = f64::from(d.tag);
+                slot[DescField::Kind as usize] = f64::from(BatchItemKind::from(d.kind) as u32);
+                slot[DescField::Offset as usize] = d.offset as f64;
+                slot[DescField::Copied as usize] = d.copied as f64;
+                slot[DescField::Len as usize] = d.len as f64;
             }
             *lock(&self.taken) = Some(Taken { batch });
             Ok(n as f64)
         })
     }
 
-    /// Answers the batch last taken: `answers[i]` is 0 (DROP), 1 (PASS), or `2 + t` (REDIRECT to target `t` of
-    /// `targets`, 3 numbers each: map, key, flags; flag 1 = ingress, flag 2 = the key is `keys[key]`).
-    /// `extras` holds, in item order, for each parse item a count and that many parse results (a length > 0, 0 =
-    /// need more, -86 = hand back, -errno), and for each msg-verdict item a count and that many edits of 3 numbers
-    /// (op: 1 apply, 2 cork, 3 pull, 4 push, 5 pop; then two arguments).
+    /// Answers the batch last taken: `answers[i]` is an `AnswerCode` (`Redirect + t` for target `t` of `targets`,
+    /// `TARGET_STRIDE` numbers each, see `TargetField`). `extras` holds, in item order, for each parse item a count
+    /// and that many parse results, and for each msg-verdict item a count and that many edits (`EDIT_STRIDE`
+    /// numbers each, see `EditOp`). An answer this cannot read (an unknown code or edit, a target that is not in the
+    /// table or names a missing key) goes to the engine as invalid.
     #[napi]
     pub fn answer_batch(
         &self,
@@ -197,61 +308,44 @@ impl BindingEngine {
         targets: &[f64],
         keys: Vec<Buffer>,
         extras: &[f64],
-    ) -> napi::Result<()> {
+    ) -> Result<()> {
         guarded(|| {
             let taken = lock(&self.taken)
                 .take()
-                .ok_or_else(|| errno_error(Errno::Inval, "no batch is being answered"))?;
-            let resolved: Vec<Verdict> = targets
-                .chunks_exact(TARGET_STRIDE)
-                .map(|t| {
-                    let flags = t[2] as u32;
-                    let key = if flags & TARGET_BYTES_KEY != 0 {
-                        let b = keys.get(t[1] as usize).ok_or_else(|| {
-                            errno_error(Errno::Inval, "redirect key index out of range")
-                        })?;
-                        Key::Bytes(Bytes::copy_from_slice(b))
-                    } else {
-                        Key::Num(t[1] as u64)
-                    };
-                    Ok(Verdict::Redirect {
-                        map: self.map_id(t[0] as u32)?,
-                        key,
-                        ingress: flags & TARGET_INGRESS != 0,
-                    })
-                })
-                .collect::<napi::Result<_>>()?;
+                .ok_or_else(|| error_of(Errno::Inval, "no batch is being answered"))?;
+            let resolved: Vec<Option<Verdict>> = targets
+                .chunks_exact(TARGET_STRIDE as usize)
+                .map(|t| target_of(t, &keys))
+                .collect();
             let mut at = 0usize;
             let batch = taken.batch;
             let out = answers
                 .iter()
                 .zip(batch.items.iter().map(|it| it.kind))
-                .map(|(&a, kind)| {
-                    let verdict = match a {
-                        1 => Verdict::Pass,
-                        t if t >= 2 => resolved
-                            .get((t - 2) as usize)
-                            .cloned()
-                            .unwrap_or(Verdict::Drop),
-                        _ => Verdict::Drop,
-                    };
-                    let mut answer = Answer::from(verdict);
-                    match kind {
-                        ItemKind::StreamVerdict => {}
-                        ItemKind::Parse => {
-                            answer.parse = extras_of(extras, &mut at, 1)
-                                .iter()
-                                .map(|&r| parse_of(r))
+                .map(|(&a, kind)| match kind {
+                    ItemKind::Parse => Answer::parsed(
+                        extras_of(extras, &mut at, 1)
+                            .iter()
+                            .map(|&r| parse_of(r))
+                            .collect(),
+                    ),
+                    ItemKind::StreamVerdict => {
+                        verdict_of(a, &resolved).map_or_else(Answer::invalid, Answer::from)
+                    }
+                    ItemKind::MsgVerdict => {
+                        let edits: Option<Vec<MsgEdit>> =
+                            extras_of(extras, &mut at, EDIT_STRIDE as usize)
+                                .chunks_exact(EDIT_STRIDE as usize)
+                                .map(edit_of)
                                 .collect();
-                        }
-                        ItemKind::MsgVerdict => {
-                            answer.edits = extras_of(extras, &mut at, 3)
-                                .chunks_exact(3)
-                                .filter_map(|e| edit_of(e[0], e[1], e[2]))
-                                .collect();
+                        match (verdict_of(a, &resolved), edits) {
+                            (Some(v), Some(edits)) => Answer {
+                                edits,
+                                ..Answer::from(v)
+                            },
+                            _ => Answer::invalid(),
                         }
                     }
-                    answer
                 })
                 .collect();
             batch.reply(out);

@@ -5,22 +5,23 @@
 //! taking the events, so an event published during a drain is either taken by it or rings again. JavaScript never
 //! waits on the I/O thread: every method returns at once, and `close()` joins the thread on the libuv pool.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
 use napi::bindgen_prelude::{AsyncTask, Function, ObjectFinalize, Unknown};
-use napi::{CleanupEnvHook, Env, Status, Task};
+use napi::{CleanupEnvHook, Env, Task};
 use napi_derive::napi;
+use sockmap_core::config::DEFAULT_BACKLOG;
+use sockmap_core::external::ItemDesc;
 use sockmap_core::stats::StatsSnapshot;
-use sockmap_core::{Engine, EngineHandle, Errno, Hooks, MapId, SockId};
+use sockmap_core::{Engine, EngineHandle, Errno, Hooks, SockId};
 
 use crate::binding_batch::{Inbox, JsVerdicts, Taken, WakeFn, Waker};
-use crate::binding_error::errno_error;
+use crate::binding_error::{error_of, guarded, host_error, Error, Result};
 use crate::binding_event::{js_event, JsEvent};
 use crate::binding_options::{engine_config, EngineOptions};
 
@@ -41,16 +42,6 @@ impl EngineCell {
     }
 }
 
-/// Runs `f`, turning a panic into an `ERR_ENGINE_PANIC` error.
-pub(crate) fn guarded<T>(f: impl FnOnce() -> napi::Result<T>) -> napi::Result<T> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
-        Err(napi::Error::new(
-            Status::GenericFailure,
-            "[ERR_ENGINE_PANIC] the native binding panicked",
-        ))
-    })
-}
-
 /// A listening socket's id and bound address.
 #[napi(object)]
 pub struct ListenResult {
@@ -64,85 +55,32 @@ pub struct ListenResult {
     pub family: String,
 }
 
-/// Counters of a socket or map.
-#[napi(object)]
-pub struct JsStats {
-    /// Bytes read.
-    pub bytes_in: f64,
-    /// Bytes written.
-    pub bytes_out: f64,
-    /// Messages framed from what was read.
-    pub messages_in: f64,
-    /// Messages passed to the application.
-    pub passed: f64,
-    /// Messages redirected to another socket's egress.
-    pub redirected_egress: f64,
-    /// Messages redirected to another socket's application.
-    pub redirected_ingress: f64,
-    /// Messages dropped, for any reason.
-    pub dropped: f64,
-    /// Dropped by a DROP verdict.
-    pub dropped_verdict: f64,
-    /// Dropped because the redirect key was absent.
-    pub dropped_no_key: f64,
-    /// Dropped because the redirect target could not take them.
-    pub dropped_dead_target: f64,
-    /// Dropped by a parser error or a close mid-message.
-    pub dropped_parser: f64,
-    /// Bytes of dropped messages.
-    pub dropped_bytes: f64,
-    /// Parser errors.
-    pub parser_errors: f64,
-    /// Frames (or pieces of frames) the parser skipped.
-    pub skipped_frames: f64,
-    /// Bytes the parser skipped.
-    pub skipped_bytes: f64,
-    /// Times the parser handed the stream back to the application.
-    pub handbacks: f64,
-    /// Bytes delivered to the application and not yet acknowledged.
-    pub app_queued_bytes: f64,
-    /// Queued bytes discarded at close.
-    pub discarded_bytes: f64,
-    /// Bytes waiting in the send ring.
-    pub queued_bytes: f64,
-    /// Bytes awaiting an external verdict or parser.
-    pub pending_bytes: f64,
-    /// Application sends accepted.
-    pub sends: f64,
-    /// Application sends refused.
-    pub sends_refused: f64,
-    /// Times reading stopped because a redirect target was full.
-    pub backpressure_stalls: f64,
+/// The counters' names, camelCased, in the order `sockStats()` and `mapStats()` give their values.
+#[napi]
+pub fn stats_fields() -> Vec<String> {
+    StatsSnapshot::FIELDS
+        .iter()
+        .map(|f| {
+            let mut out = String::with_capacity(f.len());
+            let mut upper = false;
+            for c in f.chars() {
+                if c == '_' {
+                    upper = true;
+                } else if upper {
+                    out.push(c.to_ascii_uppercase());
+                    upper = false;
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        })
+        .collect()
 }
 
-impl From<StatsSnapshot> for JsStats {
-    fn from(s: StatsSnapshot) -> JsStats {
-        JsStats {
-            bytes_in: s.bytes_in as f64,
-            bytes_out: s.bytes_out as f64,
-            messages_in: s.messages_in as f64,
-            passed: s.passed as f64,
-            redirected_egress: s.redirected_egress as f64,
-            redirected_ingress: s.redirected_ingress as f64,
-            dropped: s.dropped as f64,
-            dropped_verdict: s.dropped_verdict as f64,
-            dropped_no_key: s.dropped_no_key as f64,
-            dropped_dead_target: s.dropped_dead_target as f64,
-            dropped_parser: s.dropped_parser as f64,
-            dropped_bytes: s.dropped_bytes as f64,
-            parser_errors: s.parser_errors as f64,
-            skipped_frames: s.skipped_frames as f64,
-            skipped_bytes: s.skipped_bytes as f64,
-            handbacks: s.handbacks as f64,
-            app_queued_bytes: s.app_queued_bytes as f64,
-            discarded_bytes: s.discarded_bytes as f64,
-            queued_bytes: s.queued_bytes as f64,
-            pending_bytes: s.pending_bytes as f64,
-            sends: s.sends as f64,
-            sends_refused: s.sends_refused as f64,
-            backpressure_stalls: s.backpressure_stalls as f64,
-        }
-    }
+/// Counter values as JS numbers, in the order of [`stats_fields`].
+pub(crate) fn stats_values(s: &StatsSnapshot) -> Vec<f64> {
+    s.values().into_iter().map(|v| v as f64).collect()
 }
 
 /// One engine with its I/O thread.
@@ -150,8 +88,9 @@ impl From<StatsSnapshot> for JsStats {
 pub struct BindingEngine {
     pub(crate) cell: Arc<EngineCell>,
     pub(crate) handle: EngineHandle,
-    pub(crate) maps: Mutex<Vec<MapId>>,
     pub(crate) inbox: Inbox,
+    /// Reused by `take_batch` for the descriptors of each batch.
+    pub(crate) descs: Mutex<Vec<ItemDesc>>,
     pub(crate) taken: Mutex<Option<Taken>>,
     /// Set while a wake-up is queued and not yet drained.
     pending: Arc<AtomicBool>,
@@ -163,7 +102,7 @@ pub struct BindingEngine {
 }
 
 impl BindingEngine {
-    fn set_ref(&self, env: Env, strong: bool) -> napi::Result<()> {
+    fn set_ref(&self, env: Env, strong: bool) -> Result<()> {
         let wake = lock(&self.wake);
         let Some(t) = wake.as_ref() else {
             return Ok(());
@@ -183,8 +122,8 @@ impl BindingEngine {
         if status == napi::sys::Status::napi_ok {
             Ok(())
         } else {
-            Err(napi::Error::new(
-                Status::GenericFailure,
+            Err(Error::new(
+                "GenericFailure".to_string(),
                 "cannot change the engine's ref",
             ))
         }
@@ -200,17 +139,17 @@ pub(crate) fn sock_id(id: f64) -> SockId {
     SockId::from_u64(id as u64)
 }
 
-fn resolve(host: &str, port: u32) -> napi::Result<SocketAddr> {
-    let port = u16::try_from(port).map_err(|_| errno_error(Errno::Inval, "port out of range"))?;
-    (host, port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| errno_error(Errno::Inval, &format!("cannot resolve host '{host}'")))
+/// The address of an IP literal and a port (names are resolved by the TypeScript layer).
+fn socket_addr(ip: &str, port: u32) -> Result<SocketAddr> {
+    let port = u16::try_from(port).map_err(|_| error_of(Errno::Inval, "port out of range"))?;
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| error_of(Errno::Inval, &format!("not an IP address: '{ip}'")))?;
+    Ok(SocketAddr::new(ip, port))
 }
 
-fn engine_err(e: Errno, what: &str) -> napi::Error {
-    errno_error(e, what)
+fn engine_err(e: Errno, what: &str) -> Error {
+    error_of(e, what)
 }
 
 #[napi]
@@ -221,12 +160,13 @@ impl BindingEngine {
         env: Env,
         options: EngineOptions,
         wake: Function<(), Unknown<'static>>,
-    ) -> napi::Result<Self> {
+    ) -> Result<Self> {
         guarded(|| {
             let tsfn: WakeFn = wake
                 .build_threadsafe_function::<()>()
                 .callee_handled::<false>()
-                .build_callback(|_| Ok(()))?;
+                .build_callback(|_| Ok(()))
+                .map_err(host_error)?;
             let waker = Arc::new(Waker::new(tsfn));
             let inbox = Inbox::default();
             let hooks = Hooks {
@@ -243,12 +183,14 @@ impl BindingEngine {
                 .map_err(|e| engine_err(Errno::from_io(&e), "cannot start the engine"))?;
             let handle = engine.handle().clone();
             let cell = Arc::new(EngineCell(Mutex::new(Some(engine))));
-            let cleanup = env.add_env_cleanup_hook(cell.clone(), |cell| cell.stop())?;
+            let cleanup = env
+                .add_env_cleanup_hook(cell.clone(), |cell| cell.stop())
+                .map_err(host_error)?;
             Ok(BindingEngine {
                 cell,
                 handle,
-                maps: Mutex::new(Vec::new()),
                 inbox,
+                descs: Mutex::new(Vec::new()),
                 taken: Mutex::new(None),
                 pending: waker.pending.clone(),
                 wakeups: waker.wakeups.clone(),
@@ -260,7 +202,7 @@ impl BindingEngine {
 
     /// Takes every event ready (clearing the wake-up flag first).
     #[napi]
-    pub fn drain(&self) -> napi::Result<Vec<JsEvent>> {
+    pub fn drain(&self) -> Result<Vec<JsEvent>> {
         guarded(|| {
             // Cleared before taking: an event published meanwhile is either taken here or rings again.
             self.pending.store(false, Ordering::Release);
@@ -277,30 +219,30 @@ impl BindingEngine {
 
     /// Wake-ups of the JS thread so far.
     #[napi(getter)]
-    pub fn wakeups(&self) -> f64 {
-        self.wakeups.load(Ordering::Relaxed) as f64
+    pub fn wakeups(&self) -> Result<f64> {
+        guarded(|| Ok(self.wakeups.load(Ordering::Relaxed) as f64))
     }
 
     /// Keeps the Node.js event loop alive while the engine runs.
     #[napi(js_name = "ref")]
-    pub fn refer(&self, env: Env) -> napi::Result<()> {
-        self.set_ref(env, true)
+    pub fn refer(&self, env: Env) -> Result<()> {
+        guarded(|| self.set_ref(env, true))
     }
 
     /// Lets the Node.js event loop exit while the engine runs.
     #[napi]
-    pub fn unref(&self, env: Env) -> napi::Result<()> {
-        self.set_ref(env, false)
+    pub fn unref(&self, env: Env) -> Result<()> {
+        guarded(|| self.set_ref(env, false))
     }
 
-    /// Listens on `host:port`.
+    /// Listens on `ip:port` (`ip` an IP address literal; `EINVAL` otherwise).
     #[napi]
-    pub fn listen(&self, host: String, port: u32, backlog: u32) -> napi::Result<ListenResult> {
+    pub fn listen(&self, ip: String, port: u32, backlog: Option<u32>) -> Result<ListenResult> {
         guarded(|| {
-            let addr = resolve(&host, port)?;
+            let addr = socket_addr(&ip, port)?;
             let (id, local) = self
                 .handle
-                .listen(addr, backlog)
+                .listen(addr, backlog.unwrap_or(DEFAULT_BACKLOG))
                 .map_err(|e| engine_err(e, "listen failed"))?;
             Ok(ListenResult {
                 id: id.as_u64() as f64,
@@ -311,13 +253,13 @@ impl BindingEngine {
         })
     }
 
-    /// Starts a connect; the `CONNECTED` event reports the outcome.
+    /// Starts a connect to `ip:port` (`ip` an IP address literal; `EINVAL` otherwise), giving up after `timeout_ms`
+    /// if given; the `Connected` event reports the outcome.
     #[napi]
-    pub fn connect(&self, host: String, port: u32, timeout_ms: f64) -> napi::Result<f64> {
+    pub fn connect(&self, ip: String, port: u32, timeout_ms: Option<f64>) -> Result<f64> {
         guarded(|| {
-            let addr = resolve(&host, port)?;
-            let timeout =
-                (timeout_ms > 0.0).then(|| Duration::from_micros((timeout_ms * 1000.0) as u64));
+            let addr = socket_addr(&ip, port)?;
+            let timeout = timeout_ms.map(|ms| Duration::from_micros((ms * 1000.0) as u64));
             let id = self
                 .handle
                 .connect(addr, timeout)
@@ -329,7 +271,7 @@ impl BindingEngine {
     /// Takes over a connected TCP socket by file descriptor (the fd is duplicated; the caller closes its own).
     /// `initial`: bytes the application had already read from it, received first once the socket reads.
     #[napi]
-    pub fn adopt(&self, fd: i32, initial: Option<&[u8]>) -> napi::Result<f64> {
+    pub fn adopt(&self, fd: i32, initial: Option<&[u8]>) -> Result<f64> {
         guarded(|| {
             // SAFETY: `dup` on a descriptor number only creates a new descriptor (or fails); it touches no memory.
             let dup = unsafe { libc::dup(fd) };
@@ -353,59 +295,82 @@ impl BindingEngine {
         })
     }
 
-    /// Sends `data` on the sk_msg path; the `SEND_DONE` event with `req` reports the outcome.
+    /// Sends `data` on the sk_msg path; the `SendDone` event with `req` reports the outcome.
     #[napi]
-    pub fn send(&self, sock: f64, data: &[u8], req: f64) {
-        self.handle
-            .send(sock_id(sock), Bytes::copy_from_slice(data), req as u64);
+    pub fn send(&self, sock: f64, data: &[u8], req: f64) -> Result<()> {
+        guarded(|| {
+            self.handle
+                .send(sock_id(sock), Bytes::copy_from_slice(data), req as u64);
+            Ok(())
+        })
     }
 
     /// The application consumed `bytes` of the messages delivered to `sock`.
     #[napi]
-    pub fn ack(&self, sock: f64, bytes: f64) {
-        if bytes > 0.0 {
+    pub fn ack(&self, sock: f64, bytes: f64) -> Result<()> {
+        guarded(|| {
             self.handle.ack(sock_id(sock), bytes as usize);
-        }
+            Ok(())
+        })
     }
 
     /// Starts (or restarts) reading and delivering.
     #[napi]
-    pub fn resume(&self, sock: f64) {
-        self.handle.resume(sock_id(sock));
+    pub fn resume(&self, sock: f64) -> Result<()> {
+        guarded(|| {
+            self.handle.resume(sock_id(sock));
+            Ok(())
+        })
     }
 
     /// Stops reading.
     #[napi]
-    pub fn pause(&self, sock: f64) {
-        self.handle.pause(sock_id(sock));
+    pub fn pause(&self, sock: f64) -> Result<()> {
+        guarded(|| {
+            self.handle.pause(sock_id(sock));
+            Ok(())
+        })
     }
 
     /// Writes what is queued, then shuts down the write side.
     #[napi]
-    pub fn end(&self, sock: f64) {
-        self.handle.end(sock_id(sock));
+    pub fn end(&self, sock: f64) -> Result<()> {
+        guarded(|| {
+            self.handle.end(sock_id(sock));
+            Ok(())
+        })
     }
 
     /// Closes at once.
     #[napi]
-    pub fn destroy(&self, sock: f64) {
-        self.handle.destroy(sock_id(sock));
+    pub fn destroy(&self, sock: f64) -> Result<()> {
+        guarded(|| {
+            self.handle.destroy(sock_id(sock));
+            Ok(())
+        })
     }
 
-    /// The socket's counters, while it exists.
+    /// The socket's counters while it exists, in the order of `statsFields()`.
     #[napi]
-    pub fn sock_stats(&self, sock: f64) -> Option<JsStats> {
-        self.handle.sock_stats(sock_id(sock)).map(JsStats::from)
+    pub fn sock_stats(&self, sock: f64) -> Result<Option<Vec<f64>>> {
+        guarded(|| {
+            Ok(self
+                .handle
+                .sock_stats(sock_id(sock))
+                .map(|s| stats_values(&s)))
+        })
     }
 
     /// Stops the engine: flushes what is queued (briefly), closes every socket and joins the I/O thread, off the JS
     /// thread. Also releases the wake-up function so that the event loop may exit.
     #[napi(ts_return_type = "Promise<void>")]
-    pub fn close(&self) -> AsyncTask<CloseTask> {
-        lock(&self.wake).take();
-        lock(&self.inbox).clear();
-        AsyncTask::new(CloseTask {
-            cell: self.cell.clone(),
+    pub fn close(&self) -> Result<AsyncTask<CloseTask>> {
+        guarded(|| {
+            lock(&self.wake).take();
+            lock(&self.inbox).clear();
+            Ok(AsyncTask::new(CloseTask {
+                cell: self.cell.clone(),
+            }))
         })
     }
 }

@@ -3,33 +3,36 @@
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 use sockmap_core::event::frags_to_vec;
-use sockmap_core::{Errno, Event};
+use sockmap_core::{Errno, Event, Fatal};
+
+use crate::binding_error::ENGINE_PANIC;
 
 /// Event kinds, in the `kind` field of [`JsEvent`].
-pub mod kind {
+#[napi]
+pub enum EventKind {
     /// A listener accepted a connection (`sock` listener, `other` the new socket).
-    pub const ACCEPTED: u32 = 1;
+    Accepted = 1,
     /// A connect finished (`code` set on failure).
-    pub const CONNECTED: u32 = 2;
+    Connected = 2,
     /// A message for the socket's application (`data`).
-    pub const MESSAGE: u32 = 3;
+    Message = 3,
     /// The peer shut down its write side.
-    pub const READ_END: u32 = 4;
+    ReadEnd = 4,
     /// A send finished (`other` the request, `bytes` accepted or `code`).
-    pub const SEND_DONE: u32 = 5;
+    SendDone = 5,
     /// The send ring drained below its low watermark.
-    pub const DRAINED: u32 = 6;
+    Drained = 6,
     /// The socket closed (`code` set when an error closed it).
-    pub const CLOSED: u32 = 7;
+    Closed = 7,
     /// An engine error (`sock` may be -1, `fatal`).
-    pub const ERROR: u32 = 8;
+    Error = 8,
 }
 
 /// One engine event.
 #[napi(object)]
 pub struct JsEvent {
-    /// One of the `kind` constants.
-    pub kind: u32,
+    /// What happened.
+    pub kind: EventKind,
     /// The socket concerned (-1: none).
     pub sock: f64,
     /// A second number: the accepted socket, or the send request.
@@ -48,7 +51,7 @@ pub struct JsEvent {
     pub fatal: bool,
 }
 
-fn base(kind: u32, sock: f64) -> JsEvent {
+fn base(kind: EventKind, sock: f64) -> JsEvent {
     JsEvent {
         kind,
         sock,
@@ -77,28 +80,28 @@ pub fn js_event(ev: Event) -> JsEvent {
             other: sock.as_u64() as f64,
             detail: Some(peer.ip().to_string()),
             port: Some(u32::from(peer.port())),
-            ..base(kind::ACCEPTED, listener.as_u64() as f64)
+            ..base(EventKind::Accepted, listener.as_u64() as f64)
         },
         Event::Connected { sock, result } => JsEvent {
             code: code(result.err()),
-            ..base(kind::CONNECTED, sock.as_u64() as f64)
+            ..base(EventKind::Connected, sock.as_u64() as f64)
         },
         Event::Message { sock, data } => JsEvent {
             bytes: data.iter().map(|f| f.len()).sum::<usize>() as f64,
             data: Some(Buffer::from(frags_to_vec(&data))),
-            ..base(kind::MESSAGE, sock.as_u64() as f64)
+            ..base(EventKind::Message, sock.as_u64() as f64)
         },
-        Event::ReadEnd { sock } => base(kind::READ_END, sock.as_u64() as f64),
+        Event::ReadEnd { sock } => base(EventKind::ReadEnd, sock.as_u64() as f64),
         Event::SendDone { sock, req, result } => JsEvent {
             other: req as f64,
             bytes: result.as_ref().map_or(0.0, |n| *n as f64),
             code: code(result.err()),
-            ..base(kind::SEND_DONE, sock.as_u64() as f64)
+            ..base(EventKind::SendDone, sock.as_u64() as f64)
         },
-        Event::Drained { sock } => base(kind::DRAINED, sock.as_u64() as f64),
+        Event::Drained { sock } => base(EventKind::Drained, sock.as_u64() as f64),
         Event::Closed { sock, error } => JsEvent {
             code: code(error),
-            ..base(kind::CLOSED, sock.as_u64() as f64)
+            ..base(EventKind::Closed, sock.as_u64() as f64)
         },
         Event::Error {
             sock,
@@ -106,14 +109,26 @@ pub fn js_event(ev: Event) -> JsEvent {
             detail,
             fatal,
         } => JsEvent {
-            code: Some(if fatal && detail.contains("panicked") {
-                "ERR_ENGINE_PANIC".to_string()
-            } else {
-                code.name().to_string()
-            }),
+            code: Some(code.name().to_string()),
             detail: Some(detail),
             fatal,
-            ..base(kind::ERROR, sock.map_or(-1.0, |s| s.as_u64() as f64))
+            ..base(EventKind::Error, sock.map_or(-1.0, |s| s.as_u64() as f64))
+        },
+        Event::Fatal {
+            cause,
+            code,
+            detail,
+        } => JsEvent {
+            code: Some(
+                match cause {
+                    Fatal::Panic => ENGINE_PANIC,
+                    Fatal::Io => code.name(),
+                }
+                .to_string(),
+            ),
+            detail: Some(detail),
+            fatal: true,
+            ..base(EventKind::Error, -1.0)
         },
     }
 }

@@ -4,8 +4,8 @@ use napi::bindgen_prelude::{Buffer, Either};
 use napi_derive::napi;
 use sockmap_core::{Errno, MapId};
 
-use crate::binding_engine::{guarded, lock, sock_id, BindingEngine, JsStats};
-use crate::binding_error::errno_error;
+use crate::binding_engine::{sock_id, stats_values, BindingEngine};
+use crate::binding_error::{error_of, guarded, Error, Result};
 use crate::binding_options::{flag_of, key_of, map_kind_of, programs_of, ProgramsSpec};
 
 /// One entry of a map.
@@ -17,32 +17,21 @@ pub struct JsEntry {
     pub sock: f64,
 }
 
-impl BindingEngine {
-    pub(crate) fn map_id(&self, map: u32) -> napi::Result<MapId> {
-        lock(&self.maps)
-            .get(map as usize)
-            .copied()
-            .ok_or_else(|| errno_error(Errno::BadF, "unknown map"))
-    }
-}
-
-fn map_err(e: Errno, what: &str) -> napi::Error {
-    errno_error(e, what)
+fn map_err(e: Errno, what: &str) -> Error {
+    error_of(e, what)
 }
 
 #[napi]
 impl BindingEngine {
     /// Creates a map (`'sockmap' | 'sockhash'`); returns its number.
     #[napi]
-    pub fn create_map(&self, kind: String, max_entries: u32) -> napi::Result<u32> {
+    pub fn create_map(&self, kind: String, max_entries: u32) -> Result<u32> {
         guarded(|| {
             let id = self
                 .handle
                 .create_map(map_kind_of(&kind)?, max_entries)
                 .map_err(|e| map_err(e, "cannot create the map"))?;
-            let mut maps = lock(&self.maps);
-            maps.push(id);
-            Ok((maps.len() - 1) as u32)
+            Ok(id.as_u32())
         })
     }
 
@@ -54,9 +43,9 @@ impl BindingEngine {
         key: Either<f64, Buffer>,
         sock: f64,
         flag: String,
-    ) -> napi::Result<()> {
+    ) -> Result<()> {
         guarded(|| {
-            let id = self.map_id(map)?;
+            let id = MapId::from_u32(map);
             self.handle
                 .map_update(id, &key_of(&key), sock_id(sock), flag_of(&flag)?)
                 .map_err(|e| map_err(e, "map update failed"))
@@ -65,9 +54,9 @@ impl BindingEngine {
 
     /// Removes the entry under `key`.
     #[napi]
-    pub fn map_delete(&self, map: u32, key: Either<f64, Buffer>) -> napi::Result<()> {
+    pub fn map_delete(&self, map: u32, key: Either<f64, Buffer>) -> Result<()> {
         guarded(|| {
-            let id = self.map_id(map)?;
+            let id = MapId::from_u32(map);
             self.handle
                 .map_delete(id, &key_of(&key))
                 .map_err(|e| map_err(e, "map delete failed"))
@@ -76,9 +65,9 @@ impl BindingEngine {
 
     /// The socket under `key`, or -1.
     #[napi]
-    pub fn map_lookup(&self, map: u32, key: Either<f64, Buffer>) -> napi::Result<f64> {
+    pub fn map_lookup(&self, map: u32, key: Either<f64, Buffer>) -> Result<f64> {
         guarded(|| {
-            let id = self.map_id(map)?;
+            let id = MapId::from_u32(map);
             let found = self
                 .handle
                 .map_lookup(id, &key_of(&key))
@@ -89,9 +78,9 @@ impl BindingEngine {
 
     /// Every entry.
     #[napi]
-    pub fn map_entries(&self, map: u32) -> napi::Result<Vec<JsEntry>> {
+    pub fn map_entries(&self, map: u32) -> Result<Vec<JsEntry>> {
         guarded(|| {
-            let id = self.map_id(map)?;
+            let id = MapId::from_u32(map);
             let entries = self
                 .handle
                 .map_entries(id)
@@ -111,9 +100,9 @@ impl BindingEngine {
 
     /// The number of entries.
     #[napi]
-    pub fn map_len(&self, map: u32) -> napi::Result<u32> {
+    pub fn map_len(&self, map: u32) -> Result<u32> {
         guarded(|| {
-            let id = self.map_id(map)?;
+            let id = MapId::from_u32(map);
             let n = self
                 .handle
                 .map_len(id)
@@ -122,25 +111,25 @@ impl BindingEngine {
         })
     }
 
-    /// The counters of the sockets that took this map's stream verdict.
+    /// The counters of the sockets that took this map's stream verdict, in the order of `statsFields()`.
     #[napi]
-    pub fn map_stats(&self, map: u32) -> napi::Result<JsStats> {
+    pub fn map_stats(&self, map: u32) -> Result<Vec<f64>> {
         guarded(|| {
-            let id = self.map_id(map)?;
+            let id = MapId::from_u32(map);
             let s = self
                 .handle
                 .map_stats(id)
                 .map_err(|e| map_err(e, "map stats failed"))?;
-            Ok(s.into())
+            Ok(stats_values(&s))
         })
     }
 
     /// Attaches programs to a map.
     #[napi]
-    pub fn attach(&self, map: u32, programs: ProgramsSpec) -> napi::Result<()> {
+    pub fn attach(&self, map: u32, programs: ProgramsSpec) -> Result<()> {
         guarded(|| {
-            let id = self.map_id(map)?;
-            let progs = programs_of(&programs, |m| self.map_id(m))?;
+            let id = MapId::from_u32(map);
+            let progs = programs_of(&programs)?;
             self.handle
                 .attach(id, progs)
                 .map_err(|e| map_err(e, "attach failed"))

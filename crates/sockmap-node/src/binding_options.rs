@@ -1,72 +1,215 @@
 //! Conversion of the option objects the TypeScript layer builds into engine types.
 //!
-//! The TypeScript layer validates every user argument (TypeError/RangeError naming it) and hands over plain,
-//! normalised objects; what can still fail here is a combination the engine refuses, reported as `"[CODE] ..."`.
+//! The TypeScript layer validates every user argument (TypeError/RangeError naming it) and passes an option it was
+//! not given as absent; an absent option keeps the engine's default. What can still fail here is a combination the
+//! engine refuses, thrown with its errno name as the error's `code`.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use napi::bindgen_prelude::{Buffer, Either};
 use napi_derive::napi;
+use sockmap_core::config::{DEFAULT_BACKLOG, DEFAULT_HOST};
 use sockmap_core::framer::{
     ByteOrder, DelimiterOptions, Http1Options, Http1Role, LengthFieldOptions, RespOptions,
 };
 use sockmap_core::map::{MapKind, UpdateFlag};
 use sockmap_core::program::{
     MsgVerdictKind, MsgVerdictProg, ParserKind, ParserProg, Programs, StreamVerdictProg,
-    VerdictKind,
+    VerdictKind, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PEEK_BYTES,
 };
-use sockmap_core::{BatchConfig, EngineConfig, Errno, Key, KeySource, MapId, Rule};
+use sockmap_core::{EngineConfig, Errno, Key, KeySource, MapId, Rule};
 
-use crate::binding_error::errno_error;
+use crate::binding_error::{error_of, Result};
 
-/// Engine options, normalised by the TypeScript layer.
+/// Engine options; each one absent keeps the engine's default.
 #[napi(object)]
 pub struct EngineOptions {
     /// Most messages in one batch handed to JavaScript.
-    pub max_messages: u32,
+    pub max_messages: Option<u32>,
     /// Longest a message waits for its batch to be handed over, in microseconds.
-    pub max_delay_micros: u32,
+    pub max_delay_micros: Option<u32>,
     /// Most batches awaiting answers from JavaScript at once.
-    pub max_in_flight: u32,
-    /// Send ring high watermark in bytes (0: engine default).
-    pub send_high_watermark: f64,
-    /// Send ring low watermark in bytes (0: engine default).
-    pub send_low_watermark: f64,
+    pub max_in_flight: Option<u32>,
+    /// Send ring high watermark in bytes.
+    pub send_high_watermark: Option<f64>,
+    /// Send ring low watermark in bytes.
+    pub send_low_watermark: Option<f64>,
     /// Bytes delivered to a socket's application and not yet acknowledged above which its sources stop being read.
-    pub app_high_watermark: f64,
-    /// Bytes one socket may hold awaiting external verdicts and parses before it stops being read (0: engine default).
-    pub max_pending_bytes: f64,
-    /// Bytes read from one socket per I/O loop turn before other sockets get a turn (0: engine default).
-    pub read_budget: f64,
+    pub app_high_watermark: Option<f64>,
+    /// Bytes one socket may hold awaiting external verdicts and parses before it stops being read.
+    pub max_pending_bytes: Option<f64>,
+    /// Bytes read from one socket per I/O loop turn before other sockets get a turn.
+    pub read_budget: Option<f64>,
 }
 
-/// Builds the engine configuration.
+/// Builds the engine configuration: [`EngineConfig::acknowledged`] (JavaScript acknowledges what it consumes) with
+/// the options given.
 pub fn engine_config(o: &EngineOptions) -> EngineConfig {
-    let mut cfg = EngineConfig {
-        batch: BatchConfig {
-            max_messages: o.max_messages.max(1) as usize,
-            max_delay: Duration::from_micros(u64::from(o.max_delay_micros)),
-            max_in_flight: o.max_in_flight.max(1) as usize,
-        },
-        ..EngineConfig::default()
-    };
-    if o.send_high_watermark > 0.0 {
-        cfg.send_high_watermark = o.send_high_watermark as usize;
+    let mut cfg = EngineConfig::acknowledged();
+    let b = &mut cfg.batch;
+    set(&mut b.max_messages, o.max_messages.map(|v| v as usize));
+    set(
+        &mut b.max_delay,
+        o.max_delay_micros
+            .map(|v| Duration::from_micros(u64::from(v))),
+    );
+    set(&mut b.max_in_flight, o.max_in_flight.map(|v| v as usize));
+    set(
+        &mut cfg.send_high_watermark,
+        o.send_high_watermark.map(bytes_of),
+    );
+    set(
+        &mut cfg.send_low_watermark,
+        o.send_low_watermark.map(bytes_of),
+    );
+    if let Some(v) = o.app_high_watermark {
+        cfg.app_high_watermark = Some(bytes_of(v));
     }
-    if o.send_low_watermark > 0.0 {
-        cfg.send_low_watermark = o.send_low_watermark as usize;
-    }
-    if o.app_high_watermark > 0.0 {
-        cfg.app_high_watermark = Some(bytes_of(o.app_high_watermark));
-    }
-    if o.max_pending_bytes > 0.0 {
-        cfg.max_pending_bytes = bytes_of(o.max_pending_bytes);
-    }
-    if o.read_budget > 0.0 {
-        cfg.read_budget = bytes_of(o.read_budget);
-    }
+    set(
+        &mut cfg.max_pending_bytes,
+        o.max_pending_bytes.map(bytes_of),
+    );
+    set(&mut cfg.read_budget, o.read_budget.map(bytes_of));
     cfg
+}
+
+/// Overrides `slot` with `value` when given.
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+/// A byte count as a JS number.
+fn num(n: usize) -> f64 {
+    n as f64
+}
+
+/// The engine's defaults, as `nativeDefaults()` reports them.
+#[napi(object)]
+pub struct NativeDefaults {
+    /// Engine and batch options.
+    pub engine: EngineOptions,
+    /// The address `listen()` binds and `connect()` targets.
+    pub host: String,
+    /// The accept backlog.
+    pub backlog: u32,
+    /// How many leading bytes of each message a TypeScript verdict sees.
+    pub peek_bytes: u32,
+    /// The longest message any parser accepts.
+    pub max_message_bytes: f64,
+    /// How long a parser waits for a message to complete, in milliseconds (absent: no limit).
+    pub message_timeout_ms: Option<f64>,
+    /// `parsers.lengthField()`.
+    pub length_field: ParserSpec,
+    /// `parsers.delimiter()`.
+    pub delimiter: ParserSpec,
+    /// `parsers.lines()`.
+    pub lines: ParserSpec,
+    /// `parsers.resp()`.
+    pub resp: ParserSpec,
+    /// `parsers.http1()`.
+    pub http1: ParserSpec,
+}
+
+fn spec(kind: &str) -> ParserSpec {
+    ParserSpec {
+        kind: kind.to_string(),
+        tag: None,
+        max_message_bytes: None,
+        message_timeout_ms: None,
+        byte_order: None,
+        length_field_offset: None,
+        length_field_length: None,
+        length_adjustment: None,
+        initial_bytes_to_strip: None,
+        max_frame_length: None,
+        fail_fast: None,
+        discard_oversize: None,
+        delimiters: None,
+        max_length: None,
+        strip_delimiter: None,
+        size: None,
+        max_depth: None,
+        max_line_length: None,
+        role: None,
+        max_header_bytes: None,
+    }
+}
+
+fn delimiter_spec(kind: &str, d: &DelimiterOptions) -> ParserSpec {
+    ParserSpec {
+        delimiters: Some(d.delimiters.iter().map(|b| b.clone().into()).collect()),
+        max_length: Some(num(d.max_length)),
+        strip_delimiter: Some(d.strip_delimiter),
+        discard_oversize: Some(d.discard_oversize),
+        ..spec(kind)
+    }
+}
+
+/// Every default the engine applies to an option left out, as JS values.
+#[napi]
+pub fn native_defaults() -> NativeDefaults {
+    let e = EngineConfig::acknowledged();
+    let lf = LengthFieldOptions::default();
+    let resp = RespOptions::default();
+    let http = Http1Options::default();
+    NativeDefaults {
+        engine: EngineOptions {
+            max_messages: Some(e.batch.max_messages as u32),
+            max_delay_micros: Some(e.batch.max_delay.as_micros() as u32),
+            max_in_flight: Some(e.batch.max_in_flight as u32),
+            send_high_watermark: Some(num(e.send_high_watermark)),
+            send_low_watermark: Some(num(e.send_low_watermark)),
+            app_high_watermark: e.app_high_watermark.map(num),
+            max_pending_bytes: Some(num(e.max_pending_bytes)),
+            read_budget: Some(num(e.read_budget)),
+        },
+        host: DEFAULT_HOST.to_string(),
+        backlog: DEFAULT_BACKLOG,
+        peek_bytes: DEFAULT_PEEK_BYTES as u32,
+        max_message_bytes: num(DEFAULT_MAX_MESSAGE_BYTES),
+        message_timeout_ms: ParserProg::new(ParserKind::None)
+            .message_timeout
+            .map(|t| t.as_secs_f64() * 1000.0),
+        length_field: ParserSpec {
+            byte_order: Some(
+                match lf.byte_order {
+                    ByteOrder::BigEndian => "be",
+                    ByteOrder::LittleEndian => "le",
+                }
+                .to_string(),
+            ),
+            length_field_offset: Some(lf.length_field_offset as u32),
+            length_field_length: Some(lf.length_field_length as u32),
+            length_adjustment: Some(lf.length_adjustment as f64),
+            initial_bytes_to_strip: Some(lf.initial_bytes_to_strip as u32),
+            max_frame_length: Some(num(lf.max_frame_length)),
+            fail_fast: Some(lf.fail_fast),
+            discard_oversize: Some(lf.discard_oversize),
+            ..spec("lengthField")
+        },
+        delimiter: delimiter_spec("delimiter", &DelimiterOptions::default()),
+        lines: delimiter_spec("lines", &DelimiterOptions::lines()),
+        resp: ParserSpec {
+            max_depth: Some(resp.max_depth as u32),
+            max_line_length: Some(num(resp.max_line_length)),
+            ..spec("resp")
+        },
+        http1: ParserSpec {
+            role: Some(role_name(http.role).to_string()),
+            max_header_bytes: Some(num(http.max_header_bytes)),
+            ..spec("http1")
+        },
+    }
+}
+
+fn role_name(r: Http1Role) -> &'static str {
+    match r {
+        Http1Role::Request => "request",
+        Http1Role::Response => "response",
+    }
 }
 
 /// Converts a JS key (a number, or the bytes of a string or Buffer) to an engine key.
@@ -78,21 +221,21 @@ pub fn key_of(key: &Either<f64, Buffer>) -> Key {
 }
 
 /// Converts an update flag name.
-pub fn flag_of(flag: &str) -> Result<UpdateFlag, napi::Error> {
+pub fn flag_of(flag: &str) -> Result<UpdateFlag> {
     match flag {
         "any" => Ok(UpdateFlag::Any),
         "noexist" => Ok(UpdateFlag::NoExist),
         "exist" => Ok(UpdateFlag::Exist),
-        _ => Err(errno_error(Errno::Inval, "unknown update flag")),
+        _ => Err(error_of(Errno::Inval, "unknown update flag")),
     }
 }
 
 /// Converts a map kind name.
-pub fn map_kind_of(kind: &str) -> Result<MapKind, napi::Error> {
+pub fn map_kind_of(kind: &str) -> Result<MapKind> {
     match kind {
         "sockmap" => Ok(MapKind::SockMap),
         "sockhash" => Ok(MapKind::SockHash),
-        _ => Err(errno_error(Errno::Inval, "unknown map kind")),
+        _ => Err(error_of(Errno::Inval, "unknown map kind")),
     }
 }
 
@@ -109,13 +252,13 @@ pub struct KeySpec {
     pub length: Option<u32>,
 }
 
-fn key_source_of(k: &KeySpec) -> Result<KeySource, napi::Error> {
+fn key_source_of(k: &KeySpec) -> Result<KeySource> {
     match k.kind.as_str() {
         "fixed" => k
             .value
             .as_ref()
             .map(|v| KeySource::Fixed(key_of(v)))
-            .ok_or_else(|| errno_error(Errno::Inval, "fixed key without a value")),
+            .ok_or_else(|| error_of(Errno::Inval, "fixed key without a value")),
         "socket" => Ok(KeySource::Socket),
         "bytes" => Ok(KeySource::Range {
             offset: k.offset.unwrap_or(0) as usize,
@@ -123,7 +266,7 @@ fn key_source_of(k: &KeySpec) -> Result<KeySource, napi::Error> {
         }),
         "resp" => Ok(KeySource::Resp),
         "httpHost" => Ok(KeySource::HttpHost),
-        other => Err(errno_error(
+        other => Err(error_of(
             Errno::Inval,
             &format!("unknown message key '{other}'"),
         )),
@@ -144,17 +287,17 @@ pub struct RuleSpec {
 }
 
 /// Converts a native rule.
-pub fn rule_of(r: &RuleSpec, map_id: &impl Fn(u32) -> napi::Result<MapId>) -> napi::Result<Rule> {
-    let target = || -> Result<(MapId, KeySource, bool), napi::Error> {
+pub fn rule_of(r: &RuleSpec) -> Result<Rule> {
+    let target = || -> Result<(MapId, KeySource, bool)> {
         let map = r
             .map
-            .ok_or_else(|| errno_error(Errno::Inval, "rule without a map"))?;
+            .ok_or_else(|| error_of(Errno::Inval, "rule without a map"))?;
         let key = r
             .key
             .as_ref()
-            .ok_or_else(|| errno_error(Errno::Inval, "rule without a key"))?;
+            .ok_or_else(|| error_of(Errno::Inval, "rule without a key"))?;
         Ok((
-            map_id(map)?,
+            MapId::from_u32(map),
             key_source_of(key)?,
             r.ingress.unwrap_or(false),
         ))
@@ -164,7 +307,7 @@ pub fn rule_of(r: &RuleSpec, map_id: &impl Fn(u32) -> napi::Result<MapId>) -> na
         "drop" => Ok(Rule::Drop),
         "redirect" => target().map(|(map, key, ingress)| Rule::Redirect { map, key, ingress }),
         "hashRoute" => target().map(|(map, key, ingress)| Rule::HashRoute { map, key, ingress }),
-        _ => Err(errno_error(Errno::Inval, "unknown rule kind")),
+        _ => Err(error_of(Errno::Inval, "unknown rule kind")),
     }
 }
 
@@ -223,13 +366,14 @@ fn bytes_of(n: f64) -> usize {
     }
 }
 
-fn length_field_of(p: &ParserSpec) -> Result<LengthFieldOptions, napi::Error> {
+fn length_field_of(p: &ParserSpec) -> Result<LengthFieldOptions> {
     let d = LengthFieldOptions::default();
     Ok(LengthFieldOptions {
         byte_order: match p.byte_order.as_deref() {
-            None | Some("be") => ByteOrder::BigEndian,
+            None => d.byte_order,
+            Some("be") => ByteOrder::BigEndian,
             Some("le") => ByteOrder::LittleEndian,
-            Some(_) => return Err(errno_error(Errno::Inval, "unknown byte order")),
+            Some(_) => return Err(error_of(Errno::Inval, "unknown byte order")),
         },
         length_field_offset: p
             .length_field_offset
@@ -249,33 +393,34 @@ fn length_field_of(p: &ParserSpec) -> Result<LengthFieldOptions, napi::Error> {
     })
 }
 
-fn delimiter_of(p: &ParserSpec, lines: bool) -> DelimiterOptions {
-    let d = DelimiterOptions::default();
+/// `delimiter` or `lines` options: the options given over `base`.
+fn delimiter_of(p: &ParserSpec, base: DelimiterOptions) -> DelimiterOptions {
     DelimiterOptions {
-        delimiters: match (&p.delimiters, lines) {
-            (Some(list), false) => list.iter().map(|b| b.to_vec()).collect(),
-            _ => d.delimiters,
-        },
-        max_length: p.max_length.map_or(d.max_length, bytes_of),
-        strip_delimiter: if lines {
-            true
-        } else {
-            p.strip_delimiter.unwrap_or(d.strip_delimiter)
-        },
-        discard_oversize: p.discard_oversize.unwrap_or(d.discard_oversize),
+        delimiters: p.delimiters.as_ref().map_or(base.delimiters, |list| {
+            list.iter().map(|b| b.to_vec()).collect()
+        }),
+        max_length: p.max_length.map_or(base.max_length, bytes_of),
+        strip_delimiter: p.strip_delimiter.unwrap_or(base.strip_delimiter),
+        discard_oversize: p.discard_oversize.unwrap_or(base.discard_oversize),
     }
 }
 
-fn parser_of(p: &ParserSpec) -> Result<ParserProg, napi::Error> {
+fn parser_of(p: &ParserSpec) -> Result<ParserProg> {
     let kind = match p.kind.as_str() {
         "none" => ParserKind::None,
         "external" => ParserKind::External {
-            tag: p.tag.unwrap_or(0),
+            tag: p
+                .tag
+                .ok_or_else(|| error_of(Errno::Inval, "external parser without a tag"))?,
         },
         "lengthField" => ParserKind::LengthField(length_field_of(p)?),
-        "delimiter" => ParserKind::Delimiter(delimiter_of(p, false)),
-        "lines" => ParserKind::Delimiter(delimiter_of(p, true)),
-        "fixed" => ParserKind::Fixed(p.size.map_or(0, bytes_of)),
+        "delimiter" => ParserKind::Delimiter(delimiter_of(p, DelimiterOptions::default())),
+        "lines" => ParserKind::Delimiter(delimiter_of(p, DelimiterOptions::lines())),
+        "fixed" => ParserKind::Fixed(
+            p.size
+                .map(bytes_of)
+                .ok_or_else(|| error_of(Errno::Inval, "fixed parser without a size"))?,
+        ),
         "resp" => {
             let d = RespOptions::default();
             ParserKind::Resp(RespOptions {
@@ -283,17 +428,21 @@ fn parser_of(p: &ParserSpec) -> Result<ParserProg, napi::Error> {
                 max_line_length: p.max_line_length.map_or(d.max_line_length, bytes_of),
             })
         }
-        "http1" => ParserKind::Http1(Http1Options {
-            role: match p.role.as_deref() {
-                None | Some("request") => Http1Role::Request,
-                Some("response") => Http1Role::Response,
-                Some(_) => return Err(errno_error(Errno::Inval, "unknown HTTP/1 role")),
-            },
-            max_header_bytes: p.max_header_bytes.map_or(0, bytes_of),
-            request_log: None,
-        }),
+        "http1" => {
+            let d = Http1Options::default();
+            ParserKind::Http1(Http1Options {
+                role: match p.role.as_deref() {
+                    None => d.role,
+                    Some("request") => Http1Role::Request,
+                    Some("response") => Http1Role::Response,
+                    Some(_) => return Err(error_of(Errno::Inval, "unknown HTTP/1 role")),
+                },
+                max_header_bytes: p.max_header_bytes.map_or(d.max_header_bytes, bytes_of),
+                ..d
+            })
+        }
         other => {
-            return Err(errno_error(
+            return Err(error_of(
                 Errno::Inval,
                 &format!("unknown parser kind '{other}'"),
             ))
@@ -302,14 +451,14 @@ fn parser_of(p: &ParserSpec) -> Result<ParserProg, napi::Error> {
     let mut prog = ParserProg::new(kind);
     // Refuse options the framer rejects now, at attach, rather than when the first socket takes the program.
     prog.framer()
-        .map_err(|e| errno_error(e, "parser options rejected"))?;
-    if let Some(max) = p.max_message_bytes {
-        prog.max_message_bytes = bytes_of(max);
+        .map_err(|e| error_of(e, "parser options rejected"))?;
+    set(
+        &mut prog.max_message_bytes,
+        p.max_message_bytes.map(bytes_of),
+    );
+    if let Some(ms) = p.message_timeout_ms {
+        prog.message_timeout = Some(Duration::from_micros((ms * 1000.0) as u64));
     }
-    prog.message_timeout = p
-        .message_timeout_ms
-        .filter(|ms| *ms > 0.0)
-        .map(|ms| Duration::from_micros((ms * 1000.0) as u64));
     Ok(prog)
 }
 
@@ -326,31 +475,27 @@ pub struct VerdictSpec {
     pub peek_bytes: Option<u32>,
 }
 
-fn verdict_kind_of(
-    v: &VerdictSpec,
-    map_id: &impl Fn(u32) -> napi::Result<MapId>,
-) -> napi::Result<VerdictKind> {
+fn verdict_kind_of(v: &VerdictSpec) -> Result<VerdictKind> {
     match v.kind.as_str() {
         "rule" => {
             let r = v
                 .rule
                 .as_ref()
-                .ok_or_else(|| errno_error(Errno::Inval, "rule verdict without a rule"))?;
-            Ok(VerdictKind::Rule(rule_of(r, map_id)?))
+                .ok_or_else(|| error_of(Errno::Inval, "rule verdict without a rule"))?;
+            Ok(VerdictKind::Rule(rule_of(r)?))
         }
         "external" => Ok(VerdictKind::External {
-            tag: v.tag.unwrap_or(0),
-            peek_bytes: v.peek_bytes.unwrap_or(65536) as usize,
+            tag: v
+                .tag
+                .ok_or_else(|| error_of(Errno::Inval, "external verdict without a tag"))?,
+            peek_bytes: v.peek_bytes.map_or(DEFAULT_PEEK_BYTES, |n| n as usize),
         }),
-        _ => Err(errno_error(Errno::Inval, "unknown verdict kind")),
+        _ => Err(error_of(Errno::Inval, "unknown verdict kind")),
     }
 }
 
-fn msg_verdict_kind_of(
-    v: &VerdictSpec,
-    map_id: &impl Fn(u32) -> napi::Result<MapId>,
-) -> napi::Result<MsgVerdictKind> {
-    Ok(match verdict_kind_of(v, map_id)? {
+fn msg_verdict_kind_of(v: &VerdictSpec) -> Result<MsgVerdictKind> {
+    Ok(match verdict_kind_of(v)? {
         VerdictKind::Rule(r) => MsgVerdictKind::Rule(r),
         VerdictKind::External { tag, peek_bytes } => MsgVerdictKind::External { tag, peek_bytes },
     })
@@ -368,25 +513,17 @@ pub struct ProgramsSpec {
 }
 
 /// Converts the programs of `map.attach()`.
-pub fn programs_of(
-    p: &ProgramsSpec,
-    map_id: impl Fn(u32) -> napi::Result<MapId>,
-) -> napi::Result<Programs> {
+pub fn programs_of(p: &ProgramsSpec) -> Result<Programs> {
     let parser = p.parser.as_ref().map(parser_of).transpose()?;
     let verdict = p
         .verdict
         .as_ref()
-        .map(|v| {
-            verdict_kind_of(v, &map_id).map(|kind| StreamVerdictProg {
-                kind,
-                propagate_fin: true,
-            })
-        })
+        .map(|v| verdict_kind_of(v).map(StreamVerdictProg::new))
         .transpose()?;
     let msg_verdict = p
         .msg_verdict
         .as_ref()
-        .map(|v| msg_verdict_kind_of(v, &map_id).map(|kind| MsgVerdictProg { kind }))
+        .map(|v| msg_verdict_kind_of(v).map(|kind| MsgVerdictProg { kind }))
         .transpose()?;
     Ok(Programs {
         parser: parser.map(Into::into),

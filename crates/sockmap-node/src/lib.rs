@@ -12,6 +12,15 @@ mod binding_map;
 mod binding_options;
 mod binding_ring;
 
+pub use binding_batch::{
+    AnswerCode, BatchItemKind, DescField, EditOp, TargetField, TargetFlag, DESC_STRIDE,
+    EDIT_STRIDE, PARSE_FAILED_ERRNO, PARSE_HANDBACK, PARSE_NEED_MORE, TARGET_STRIDE,
+};
+pub use binding_engine::stats_fields;
+pub use binding_error::error_codes;
+pub use binding_event::EventKind;
+pub use binding_options::{native_defaults, NativeDefaults};
+
 use napi_derive::napi;
 
 /// Version of the native engine.

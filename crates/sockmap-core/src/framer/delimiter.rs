@@ -53,6 +53,19 @@ impl Default for DelimiterOptions {
     }
 }
 
+impl DelimiterOptions {
+    /// The options of `parsers.lines()`: lines ended by `\r\n` or `\n`, the
+    /// line ending stripped, at most 65536 bytes, over-long lines skipped.
+    pub fn lines() -> Self {
+        DelimiterOptions {
+            delimiters: vec![b"\r\n".to_vec(), b"\n".to_vec()],
+            max_length: 65536,
+            strip_delimiter: true,
+            discard_oversize: true,
+        }
+    }
+}
+
 /// A framer for delimited messages. See the [module documentation](self).
 #[derive(Clone, Debug)]
 pub struct Delimiter {

@@ -122,7 +122,7 @@ impl RequestLog {
 }
 
 /// Options of [`Http1`]; each field maps 1:1 to `parsers.http1({...})`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Http1Options {
     /// `role`: `'request'` or `'response'`. Default: request.
     pub role: Http1Role,
@@ -136,6 +136,17 @@ pub struct Http1Options {
 
 /// Default head limit: 16 KiB.
 const DEFAULT_MAX_HEADER_BYTES: usize = 16 << 10;
+
+impl Default for Http1Options {
+    /// Requests, 16 KiB heads, no request log.
+    fn default() -> Self {
+        Http1Options {
+            role: Http1Role::default(),
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            request_log: None,
+        }
+    }
+}
 
 /// How the body of the current message is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
