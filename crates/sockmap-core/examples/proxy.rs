@@ -150,11 +150,7 @@ fn main() {
                     }
                 }
             }
-            Event::Error {
-                fatal: true,
-                detail,
-                ..
-            } => {
+            Event::Fatal { detail, .. } => {
                 eprintln!("proxy: {detail}");
                 std::process::exit(1);
             }

@@ -74,8 +74,8 @@ pub enum Event {
         /// The error that closed it, if any (`ECONNRESET`, `EPIPE`, `EPROTO`...).
         error: Option<Errno>,
     },
-    /// Something went wrong that the application should hear about; the engine
-    /// keeps running unless `fatal`.
+    /// Something went wrong that the application should hear about; the
+    /// engine keeps running (see [`Event::Fatal`] for when it cannot).
     Error {
         /// The socket concerned, if any.
         sock: Option<SockId>,
@@ -83,9 +83,6 @@ pub enum Event {
         code: Errno,
         /// A human-readable explanation.
         detail: String,
-        /// True when the I/O thread stopped. The engine itself reports that
-        /// as [`Event::Fatal`]; this stays false.
-        fatal: bool,
     },
     /// The I/O thread stopped: every later call fails with `EIO`. The last
     /// event the engine sends.

@@ -195,11 +195,7 @@ fn missing_answers_drop_and_report() {
     let b = next_batch(&rx);
     b.reply(Vec::new());
     let detail = h.wait(|e| match e {
-        Event::Error {
-            detail,
-            fatal: false,
-            ..
-        } => Some(detail.clone()),
+        Event::Error { detail, .. } => Some(detail.clone()),
         _ => None,
     });
     assert!(detail.contains("no answer"), "{detail}");

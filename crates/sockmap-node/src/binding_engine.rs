@@ -15,8 +15,8 @@ use bytes::Bytes;
 use napi::bindgen_prelude::{AsyncTask, Function, ObjectFinalize, Unknown};
 use napi::{CleanupEnvHook, Env, Task};
 use napi_derive::napi;
+use sockmap_core::batch::ItemDesc;
 use sockmap_core::config::DEFAULT_BACKLOG;
-use sockmap_core::external::ItemDesc;
 use sockmap_core::stats::StatsSnapshot;
 use sockmap_core::{Engine, EngineHandle, Errno, Hooks, SockId};
 

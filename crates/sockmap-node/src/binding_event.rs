@@ -103,15 +103,9 @@ pub fn js_event(ev: Event) -> JsEvent {
             code: code(error),
             ..base(EventKind::Closed, sock.as_u64() as f64)
         },
-        Event::Error {
-            sock,
-            code,
-            detail,
-            fatal,
-        } => JsEvent {
+        Event::Error { sock, code, detail } => JsEvent {
             code: Some(code.name().to_string()),
             detail: Some(detail),
-            fatal,
             ..base(EventKind::Error, sock.map_or(-1.0, |s| s.as_u64() as f64))
         },
         Event::Fatal {

@@ -115,10 +115,18 @@ impl Core {
         let Some(refs) = self.batcher.as_mut().and_then(|b| b.answered(batch)) else {
             return;
         };
-        let judged = refs.iter().map(|r| !matches!(r, ItemRef::Parse(..)));
+        let judged = refs
+            .iter()
+            .zip(
+                answers
+                    .iter()
+                    .map(|a| !a.invalid)
+                    .chain(std::iter::repeat(true)),
+            )
+            .map(|(r, valid)| valid && !matches!(r, ItemRef::Parse(..)));
         let resolved = resolve_batch(&self.maps, answers.iter().map(|a| &a.verdict).zip(judged));
         let mut answers = answers.into_iter().zip(resolved);
-        let mut missing = 0usize;
+        let (mut missing, mut invalid) = (0usize, 0usize);
         // Consecutive verdicts of one socket are recorded, then applied together.
         let mut settle: Option<SockId> = None;
         for r in refs {
@@ -130,6 +138,10 @@ impl Core {
                 self.settle(settle.take());
             }
             match answers.next() {
+                Some((a, _)) if a.invalid => {
+                    invalid += 1;
+                    self.answer_missing(r);
+                }
                 Some((a, v)) => self.answer_item(r, a, v),
                 None => {
                     missing += 1;
@@ -144,7 +156,15 @@ impl Core {
                 sock: None,
                 code: Errno::Inval,
                 detail: format!("batch {batch}: {missing} messages had no answer and were dropped"),
-                fatal: false,
+            });
+        }
+        if invalid > 0 {
+            self.events.push_back(Event::Error {
+                sock: None,
+                code: Errno::Inval,
+                detail: format!(
+                    "batch {batch}: {invalid} answers were invalid and got the error verdict (DROP)"
+                ),
             });
         }
         self.handle_idle();

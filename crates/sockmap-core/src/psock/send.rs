@@ -317,7 +317,6 @@ impl Core {
                         sock: Some(sock),
                         code,
                         detail: format!("msg verdict edits {:?} rejected", a.edits),
-                        fatal: false,
                     });
                     Resolved::Drop(DropReason::Verdict)
                 }
