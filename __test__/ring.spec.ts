@@ -31,12 +31,20 @@ describe('SgRing through the native addon', () => {
     expect(ring.toBuffer().toString()).toBe('hello world')
   })
 
-  it('consumes a partial write: whole fragments dropped, the last advanced', () => {
+  it('advances past a partial write: whole fragments dropped, the last advanced', () => {
     const ring = ringOf('abc', 'defg', 'hi')
-    expect(ring.consume(5)).toBe(5)
+    expect(ring.advance(5)).toBe(5)
     expect(ring.fragmentLengths()).toEqual([2, 2])
     expect(ring.toBuffer().toString()).toBe('fghi')
-    expect(ring.consume(100)).toBe(4)
+    expect(ring.advance(100)).toBe(4)
+    expect(ring.length).toBe(0)
+  })
+
+  it('keeps consume as the deprecated name of advance', () => {
+    const ring = ringOf('abc', 'defg')
+    expect(ring.consume(4)).toBe(4)
+    expect(ring.toBuffer().toString()).toBe('efg')
+    expect(ring.consume(9)).toBe(3)
     expect(ring.length).toBe(0)
   })
 
