@@ -3,7 +3,7 @@
 
 mod framer_common;
 
-use framer_common::{msgs, run_split, run_whole, Out};
+use framer_common::{msgs, run_split, run_whole, three_ways, Out};
 use proptest::prelude::*;
 use sockmap_core::framer::{ByteOrder, LengthField, LengthFieldOptions, MessageMeta};
 use sockmap_core::strparser::StrParserConfig;
@@ -329,9 +329,7 @@ proptest! {
             stream.extend_from_slice(&(f.len() as u16).to_be_bytes());
             stream.extend_from_slice(f);
         }
-        let (whole, _) = run_whole(framer(o.clone()), StrParserConfig::default(), &stream);
-        let (split, _) = run_split(framer(o.clone()), StrParserConfig::default(), &stream, &sizes);
-        let (bytewise, _) = run_split(framer(o), StrParserConfig::default(), &stream, &[1]);
+        let [(whole, _), (split, _), (bytewise, _)] = three_ways(|| framer(o.clone()), &stream, &sizes);
         let expect: Vec<Vec<u8>> = frames
             .iter()
             .map(|f| if strip { f.clone() } else { [&(f.len() as u16).to_be_bytes()[..], f].concat() })
