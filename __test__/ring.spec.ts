@@ -1,21 +1,12 @@
 import { describe, expect, it } from 'vitest'
 
-import { SgRing, SockmapError, nativeVersion } from '../src/index'
+import { SgRing, nativeVersion } from '../src/index'
+import { codeOf } from './helpers'
 
 function ringOf(...parts: string[]): SgRing {
   const ring = new SgRing()
   for (const p of parts) expect(ring.append(Buffer.from(p))).toBe(true)
   return ring
-}
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn()
-  } catch (err) {
-    expect(err).toBeInstanceOf(SockmapError)
-    return (err as SockmapError).code
-  }
-  return undefined
 }
 
 describe('SgRing through the native addon', () => {
