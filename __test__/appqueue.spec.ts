@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 
 import { rules, type Socket } from '../src/index'
-import { connections, deadline, until, engineScope } from './helpers'
+import { connections, deadline, until, engineScope, soloMap } from './helpers'
 
 const { newEngine, clients } = engineScope()
 
@@ -72,9 +72,7 @@ describe('bounded application queues', () => {
   it('a slow async iterator stops its own socket from being read; nothing is lost', async () => {
     const engine = newEngine({ appHighWatermark: HIGH })
     const [a] = await connections(engine, 1, clients)
-    const map = engine.sockMap({ maxEntries: 1 })
-    map.attach({ verdict: rules.pass() })
-    map.set(0, a!.sock)
+    soloMap(engine, a!.sock, { verdict: rules.pass() })
     const data = pattern(TOTAL)
     let gate: (() => void) | undefined
     const opened = new Promise<void>((r) => (gate = r))

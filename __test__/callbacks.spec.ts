@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest'
 
 import { Parse, SockmapError, Verdict, rules, type SendMessage } from '../src/index'
-import { connections, errorOf, frame, readN, until, writeBytewise, engineScope, collect } from './helpers'
+import { connections, errorOf, frame, readN, until, writeBytewise, engineScope, collect, soloMap } from './helpers'
 
-const { newEngine, clients } = engineScope()
+const { newEngine, clients, soloSocket } = engineScope()
 
 /** A TypeScript parser of 4-byte big-endian length-prefixed frames. */
 function lengthParser(data: Buffer): number {
@@ -15,9 +15,7 @@ describe('TypeScript parsers', () => {
   it('frame many messages per crossing, across split writes', async () => {
     const engine = newEngine({ batch: { maxMessages: 1024, maxDelayMicros: 2000 } })
     const [a] = await connections(engine, 1, clients)
-    const map = engine.sockMap({ maxEntries: 1 })
-    map.attach({ parser: lengthParser, verdict: rules.pass() })
-    map.set(0, a!.sock)
+    const map = soloMap(engine, a!.sock, { parser: lengthParser, verdict: rules.pass() })
     const n = 2000
     const payloads = Array.from({ length: n }, (_, i) => `m${i}-${'x'.repeat(i % 13)}`)
     const wire = Buffer.concat(payloads.map((p) => frame(p)))
@@ -37,11 +35,7 @@ describe('TypeScript parsers', () => {
   })
 
   it('frame a message written one byte at a time', async () => {
-    const engine = newEngine()
-    const [a] = await connections(engine, 1, clients)
-    const map = engine.sockMap({ maxEntries: 1 })
-    map.attach({ parser: lengthParser, verdict: rules.pass() })
-    map.set(0, a!.sock)
+    const { a } = await soloSocket({ parser: lengthParser, verdict: rules.pass() })
     const got = collect(a!.sock, 2)
     await writeBytewise(a!.client, Buffer.concat([frame('split'), frame('again')]))
     expect(await got).toEqual([frame('split').toString('latin1'), frame('again').toString('latin1')])
@@ -50,16 +44,14 @@ describe('TypeScript parsers', () => {
   it('HANDBACK gives the rest of the stream to the application', async () => {
     const engine = newEngine()
     const [a] = await connections(engine, 1, clients)
-    const map = engine.sockMap({ maxEntries: 1 })
     // Frames until a frame of length 0xffffffff, which starts a raw stream.
-    map.attach({
+    const map = soloMap(engine, a!.sock, {
       parser: (data) => {
         if (data.length >= 4 && data.readUInt32BE(0) === 0xffffffff) return Parse.HANDBACK
         return lengthParser(data)
       },
       verdict: rules.pass(),
     })
-    map.set(0, a!.sock)
     const got: string[] = []
     a!.sock.on('message', (m) => got.push(m.toString('latin1')))
     const raw = Buffer.from('\xff\xff\xff\xffraw bytes, no frames', 'latin1')
@@ -73,14 +65,10 @@ describe('TypeScript parsers', () => {
   })
 
   it('a negative errno aborts the socket with that error', async () => {
-    const engine = newEngine()
-    const [a] = await connections(engine, 1, clients)
-    const map = engine.sockMap({ maxEntries: 1 })
-    map.attach({
+    const { a, map } = await soloSocket({
       parser: (data) => (data[0] === 0x21 ? -90 /* EMSGSIZE */ : lengthParser(data)),
       verdict: rules.pass(),
     })
-    map.set(0, a!.sock)
     const got = collect(a!.sock, 1)
     const err = errorOf(a!.sock)
     a!.client.write(Buffer.concat([frame('fine'), Buffer.from('!!!!')]))
@@ -94,17 +82,13 @@ describe('TypeScript parsers', () => {
     const errors: SockmapError[] = []
     engine.on('error', (e) => errors.push(e))
     const [a, b, c] = await connections(engine, 3, clients)
-    const throwing = engine.sockMap({ maxEntries: 1 })
-    throwing.attach({
+    soloMap(engine, a!.sock, {
       parser: () => {
         throw new Error('bad parser')
       },
       verdict: rules.pass(),
     })
-    throwing.set(0, a!.sock)
-    const garbage = engine.sockMap({ maxEntries: 1 })
-    garbage.attach({ parser: () => 'ten' as unknown as number, verdict: rules.pass() })
-    garbage.set(0, b!.sock)
+    soloMap(engine, b!.sock, { parser: () => 'ten' as unknown as number, verdict: rules.pass() })
     const errA = errorOf(a!.sock)
     const errB = errorOf(b!.sock)
     a!.client.write('x')
@@ -117,9 +101,7 @@ describe('TypeScript parsers', () => {
     expect(errors.every((e) => e.code === 'ERR_CALLBACK')).toBe(true)
     expect(errors[0]!.message).toMatch(/bad parser|the string 'ten', not an integer/)
     // The engine keeps running: another socket still works.
-    const ok = engine.sockMap({ maxEntries: 1 })
-    ok.attach({ parser: lengthParser, verdict: rules.pass() })
-    ok.set(0, c!.sock)
+    soloMap(engine, c!.sock, { parser: lengthParser, verdict: rules.pass() })
     const got = collect(c!.sock, 1)
     c!.client.write(frame('alive'))
     expect(await got).toEqual([frame('alive').toString('latin1')])
@@ -131,9 +113,10 @@ describe('TypeScript parsers', () => {
     const out = engine.sockMap({ maxEntries: 2 })
     out.set(0, even!.sock)
     out.set(1, odd!.sock)
-    const front = engine.sockMap({ maxEntries: 1 })
-    front.attach({ parser: lengthParser, verdict: (msg) => msg.redirect(out, (msg.data[4] as number) % 2) })
-    front.set(0, src!.sock)
+    soloMap(engine, src!.sock, {
+      parser: lengthParser,
+      verdict: (msg) => msg.redirect(out, (msg.data[4] as number) % 2),
+    })
     const msgs = Array.from({ length: 50 }, (_, i) => frame(Buffer.from([i, i, i])))
     const wantEven = Buffer.concat(msgs.filter((_, i) => i % 2 === 0))
     const wantOdd = Buffer.concat(msgs.filter((_, i) => i % 2 === 1))
@@ -147,17 +130,13 @@ describe('TypeScript parsers', () => {
 
 describe('TypeScript msg verdicts', () => {
   it('PASS transmits and resolves with the bytes accepted; DROP rejects with EACCES', async () => {
-    const engine = newEngine()
-    const [a] = await connections(engine, 1, clients)
-    const map = engine.sockMap({ maxEntries: 1 })
     const seen: string[] = []
-    map.attach({
+    const { a } = await soloSocket({
       msgVerdict: (msg) => {
         seen.push(`${msg.socket}:${msg.length}:${msg.data.toString()}`)
         return msg.data.toString().startsWith('secret') ? Verdict.DROP : Verdict.PASS
       },
     })
-    map.set(0, a!.sock)
     await expect(a!.sock.send('hello')).resolves.toBe(5)
     const err = await a!.sock.send('secret stuff').catch((e: unknown) => e)
     expect(err).toBeInstanceOf(SockmapError)
@@ -169,11 +148,8 @@ describe('TypeScript msg verdicts', () => {
   })
 
   it('push, pop and pull edit the bytes that reach the peer, and the view follows the edits', async () => {
-    const engine = newEngine()
-    const [a] = await connections(engine, 1, clients)
-    const map = engine.sockMap({ maxEntries: 1 })
     const views: string[] = []
-    map.attach({
+    const { a } = await soloSocket({
       msgVerdict: (msg) => {
         msg.push(0, 2) // "\0\0hello world"
         msg.pop(7, 6) // "\0\0hello"
@@ -183,7 +159,6 @@ describe('TypeScript msg verdicts', () => {
         return Verdict.PASS
       },
     })
-    map.set(0, a!.sock)
     await expect(a!.sock.send('hello world')).resolves.toBe(11)
     expect((await readN(a!.client, 7)).equals(Buffer.from('\0\0hello', 'latin1'))).toBe(true)
     expect(views).toEqual([`7:${Buffer.from('\0\0hello', 'latin1').toString('hex')}`, 'he'])
@@ -223,11 +198,8 @@ describe('TypeScript msg verdicts', () => {
   })
 
   it('applyBytes judges part of a send; the verdict runs again for the rest', async () => {
-    const engine = newEngine()
-    const [a] = await connections(engine, 1, clients)
-    const map = engine.sockMap({ maxEntries: 1 })
     const calls: string[] = []
-    map.attach({
+    const { a } = await soloSocket({
       msgVerdict: (msg) => {
         calls.push(msg.data.toString())
         if (calls.length === 1) {
@@ -237,25 +209,20 @@ describe('TypeScript msg verdicts', () => {
         return Verdict.DROP
       },
     })
-    map.set(0, a!.sock)
     await expect(a!.sock.send('abcdef')).resolves.toBe(3)
     expect(calls).toEqual(['abcdef', 'def'])
     expect((await readN(a!.client, 3)).toString()).toBe('abc')
   })
 
   it('corkBytes holds sends until enough bytes are buffered, then judges them as one', async () => {
-    const engine = newEngine()
-    const [a] = await connections(engine, 1, clients)
-    const map = engine.sockMap({ maxEntries: 1 })
     const calls: string[] = []
-    map.attach({
+    const { a } = await soloSocket({
       msgVerdict: (msg) => {
         calls.push(msg.data.toString())
         if (msg.length < 10) msg.corkBytes(10)
         return Verdict.PASS
       },
     })
-    map.set(0, a!.sock)
     await expect(a!.sock.send('abcd')).resolves.toBe(4)
     await expect(a!.sock.send('efgh')).resolves.toBe(4)
     await expect(a!.sock.send('ijkl')).resolves.toBe(4)
@@ -268,9 +235,7 @@ describe('TypeScript msg verdicts', () => {
     const [a, b] = await connections(engine, 2, clients)
     const out = engine.sockHash({ maxEntries: 4 })
     out.set('b', b!.sock)
-    const map = engine.sockMap({ maxEntries: 1 })
-    map.attach({ msgVerdict: (msg) => msg.redirect(out, msg.data.subarray(0, 1)) })
-    map.set(0, a!.sock)
+    soloMap(engine, a!.sock, { msgVerdict: (msg) => msg.redirect(out, msg.data.subarray(0, 1)) })
     await expect(a!.sock.send('b:to b')).resolves.toBe(6)
     expect((await readN(b!.client, 6)).toString()).toBe('b:to b')
     const missing = await a!.sock.send('c:nobody').catch((e: unknown) => e)
@@ -283,11 +248,7 @@ describe('TypeScript msg verdicts', () => {
   })
 
   it('keeps the order of sends of one socket while their verdicts are awaited', async () => {
-    const engine = newEngine()
-    const [a] = await connections(engine, 1, clients)
-    const map = engine.sockMap({ maxEntries: 1 })
-    map.attach({ msgVerdict: (msg) => (msg.data[0] === 0x2d ? Verdict.DROP : Verdict.PASS) })
-    map.set(0, a!.sock)
+    const { a } = await soloSocket({ msgVerdict: (msg) => (msg.data[0] === 0x2d ? Verdict.DROP : Verdict.PASS) })
     const parts = Array.from({ length: 200 }, (_, i) => (i % 5 === 4 ? `-${i};` : `${i};`))
     const results = await Promise.allSettled(parts.map((p) => a!.sock.send(p)))
     const want = parts.filter((p) => !p.startsWith('-')).join('')

@@ -3,9 +3,10 @@ import type net from 'node:net'
 
 import { describe, expect, it } from 'vitest'
 
-import { Engine, SockmapError, Verdict, parsers, rules } from '../src/index'
+import { Engine, Verdict, parsers, rules } from '../src/index'
 import {
   clientOf,
+  codeOf,
   deadline,
   frame,
   listening,
@@ -25,16 +26,6 @@ async function pair(engine: Engine) {
   const b = await clientOf(server)
   clients.push(a.client, b.client)
   return { server, a, b }
-}
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn()
-  } catch (err) {
-    expect(err).toBeInstanceOf(SockmapError)
-    return (err as SockmapError).code
-  }
-  return undefined
 }
 
 describe('Engine sockets', () => {

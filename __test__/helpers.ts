@@ -2,9 +2,30 @@
 import { once } from 'node:events'
 import net from 'node:net'
 
-import { afterEach } from 'vitest'
+import { afterEach, expect } from 'vitest'
 
-import { Engine, type EngineOptions, type Server, type Socket } from '../src/index'
+import {
+  Engine,
+  SockmapError,
+  type AttachOptions,
+  type EngineOptions,
+  type Server,
+  type SockMap,
+  type Socket,
+} from '../src/index'
+
+/**
+ * The `code` of the {@link SockmapError} that `fn` throws (asserting that it is one), or `undefined` if `fn` returns.
+ */
+export function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn()
+  } catch (err) {
+    expect(err).toBeInstanceOf(SockmapError)
+    return (err as SockmapError).code
+  }
+  return undefined
+}
 
 /** Rejects if `p` does not settle within `ms`. */
 export function deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -97,6 +118,14 @@ export async function listening(engine: Engine): Promise<Server> {
   return engine.listen({ host: '127.0.0.1', port: 0 })
 }
 
+/** A one-entry SockMap holding `sock` (at index 0), with `options` attached before the socket is put in. */
+export function soloMap(engine: Engine, sock: Socket, options: AttachOptions): SockMap {
+  const map = engine.sockMap({ maxEntries: 1 })
+  map.attach(options)
+  map.set(0, sock)
+  return map
+}
+
 /** Length-prefixed frame (4-byte big-endian length, then the payload). */
 export function frame(payload: string | Buffer): Buffer {
   const p = typeof payload === 'string' ? Buffer.from(payload) : payload
@@ -144,24 +173,42 @@ export async function errorOf(sock: Socket, ms = 5000): Promise<{ code: string; 
   )
 }
 
+/** An engine and one of its sockets, alone in a one-entry SockMap with programs attached (see {@link soloMap}). */
+export interface SoloSocket {
+  engine: Engine
+  a: { client: net.Socket; sock: Socket } | undefined
+  map: SockMap
+}
+
 /**
  * Engines and Node clients of one test file: `newEngine()` creates an engine, `clients` collects Node sockets; after
- * each test the clients are destroyed and every engine is closed (with a deadline).
+ * each test the clients are destroyed and every engine is closed (with a deadline). `soloSocket(options)` is a new
+ * engine with one connection whose engine socket is in a {@link soloMap} with `options` attached.
  */
-export function engineScope(): { newEngine: (options?: EngineOptions) => Engine; clients: net.Socket[] } {
+export function engineScope(): {
+  newEngine: (options?: EngineOptions) => Engine
+  clients: net.Socket[]
+  soloSocket: (options: AttachOptions, engineOptions?: EngineOptions) => Promise<SoloSocket>
+} {
   const engines: Engine[] = []
   const clients: net.Socket[] = []
   afterEach(async () => {
     for (const c of clients.splice(0)) c.destroy()
     await Promise.all(engines.splice(0).map((e) => deadline(e.close(), 5000, 'engine close')))
   })
+  const newEngine = (options: EngineOptions = {}): Engine => {
+    const e = new Engine(options)
+    engines.push(e)
+    return e
+  }
   return {
-    newEngine: (options: EngineOptions = {}) => {
-      const e = new Engine(options)
-      engines.push(e)
-      return e
-    },
+    newEngine,
     clients,
+    soloSocket: async (options, engineOptions) => {
+      const engine = newEngine(engineOptions)
+      const [a] = await connections(engine, 1, clients)
+      return { engine, a, map: soloMap(engine, a!.sock, options) }
+    },
   }
 }
 

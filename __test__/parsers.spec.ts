@@ -1,17 +1,44 @@
 import { describe, expect, it } from 'vitest'
 
-import { parsers, rules } from '../src/index'
-import { connections, errorOf, frame, messagesN, readN, until, writeBytewise, engineScope, collect } from './helpers'
+import { parsers, rules, type AttachOptions } from '../src/index'
+import {
+  connections,
+  errorOf,
+  frame,
+  messagesN,
+  readN,
+  until,
+  writeBytewise,
+  engineScope,
+  collect,
+  soloMap,
+} from './helpers'
 
-const { newEngine, clients } = engineScope()
+const { newEngine, clients, soloSocket } = engineScope()
+
+/**
+ * A router: a new engine whose source socket (`src`, in a one-entry map `front` framed by `parser`) redirects every
+ * message by `key` to a SockHash holding one target connection under each of `keys`.
+ */
+async function router(
+  parser: NonNullable<AttachOptions['parser']>,
+  key: Parameters<typeof rules.redirect>[1],
+  keys: string[],
+) {
+  const engine = newEngine()
+  const [src, ...targets] = await connections(engine, 1 + keys.length, clients)
+  const hash = engine.sockHash({ maxEntries: 8 })
+  keys.forEach((k, i) => hash.set(k, targets[i]!.sock))
+  const front = soloMap(engine, src!.sock, { parser, verdict: rules.redirect(hash, key) })
+  return { src, targets, front }
+}
 
 describe('native framers', () => {
   it('lengthField frames messages written one byte at a time', async () => {
-    const engine = newEngine()
-    const [a] = await connections(engine, 1, clients)
-    const map = engine.sockMap({ maxEntries: 1 })
-    map.attach({ parser: parsers.lengthField({ lengthFieldLength: 4, initialBytesToStrip: 4 }), verdict: rules.pass() })
-    map.set(0, a!.sock)
+    const { a, map } = await soloSocket({
+      parser: parsers.lengthField({ lengthFieldLength: 4, initialBytesToStrip: 4 }),
+      verdict: rules.pass(),
+    })
     const got = collect(a!.sock, 4)
     // An empty frame is delivered as an empty message (as Netty's decoder emits an empty frame).
     await writeBytewise(a!.client, Buffer.concat([frame('alpha'), frame(''), frame('gamma-delta')]))
@@ -25,9 +52,8 @@ describe('native framers', () => {
   it('lengthField takes every Netty option (offset, width, byte order, adjustment, strip)', async () => {
     const engine = newEngine()
     const [a] = await connections(engine, 1, clients)
-    const map = engine.sockMap({ maxEntries: 1 })
     // Netty's example: HDR1 | LEN (2 bytes) | HDR2 | content; LEN counts the content only.
-    map.attach({
+    soloMap(engine, a!.sock, {
       parser: parsers.lengthField({
         byteOrder: 'le',
         lengthFieldOffset: 1,
@@ -37,7 +63,6 @@ describe('native framers', () => {
       }),
       verdict: rules.pass(),
     })
-    map.set(0, a!.sock)
     const msg = (content: string): Buffer => {
       const b = Buffer.alloc(4 + content.length)
       b[0] = 0xca
@@ -52,11 +77,7 @@ describe('native framers', () => {
   })
 
   it('lengthField frames 100 messages sent in one write, in order', async () => {
-    const engine = newEngine()
-    const [a] = await connections(engine, 1, clients)
-    const map = engine.sockMap({ maxEntries: 1 })
-    map.attach({ parser: parsers.lengthField(), verdict: rules.pass() })
-    map.set(0, a!.sock)
+    const { a, map } = await soloSocket({ parser: parsers.lengthField(), verdict: rules.pass() })
     const payloads = Array.from({ length: 100 }, (_, i) => `message-${i}`.repeat((i % 7) + 1))
     const got = collect(a!.sock, 100)
     a!.client.write(Buffer.concat(payloads.map((p) => frame(p))))
@@ -68,18 +89,12 @@ describe('native framers', () => {
   it('delimiter and lines cut on their delimiters; stripDelimiter keeps or drops them', async () => {
     const engine = newEngine()
     const [a, b, c] = await connections(engine, 3, clients)
-    const keep = engine.sockMap({ maxEntries: 1 })
-    keep.attach({
+    soloMap(engine, a!.sock, {
       parser: parsers.delimiter({ delimiters: ['||', ';'], stripDelimiter: false }),
       verdict: rules.pass(),
     })
-    keep.set(0, a!.sock)
-    const lines = engine.sockMap({ maxEntries: 1 })
-    lines.attach({ parser: parsers.lines(), verdict: rules.pass() })
-    lines.set(0, b!.sock)
-    const strip = engine.sockMap({ maxEntries: 1 })
-    strip.attach({ parser: parsers.delimiter({ delimiters: [Buffer.from([0])] }), verdict: rules.pass() })
-    strip.set(0, c!.sock)
+    soloMap(engine, b!.sock, { parser: parsers.lines(), verdict: rules.pass() })
+    soloMap(engine, c!.sock, { parser: parsers.delimiter({ delimiters: [Buffer.from([0])] }), verdict: rules.pass() })
     const gotA = collect(a!.sock, 3)
     const gotB = collect(b!.sock, 3)
     const gotC = collect(c!.sock, 2)
@@ -92,36 +107,22 @@ describe('native framers', () => {
   })
 
   it('fixed cuts messages of one size', async () => {
-    const engine = newEngine()
-    const [a] = await connections(engine, 1, clients)
-    const map = engine.sockMap({ maxEntries: 1 })
-    map.attach({ parser: parsers.fixed(3), verdict: rules.pass() })
-    map.set(0, a!.sock)
+    const { a } = await soloSocket({ parser: parsers.fixed(3), verdict: rules.pass() })
     const got = collect(a!.sock, 3)
     await writeBytewise(a!.client, Buffer.from('abcdefghij'))
     expect(await got).toEqual(['abc', 'def', 'ghi'])
   })
 
   it('none: each chunk received is one message', async () => {
-    const engine = newEngine()
-    const [a] = await connections(engine, 1, clients)
-    const map = engine.sockMap({ maxEntries: 1 })
-    map.attach({ parser: parsers.none(), verdict: rules.pass() })
-    map.set(0, a!.sock)
+    const { a } = await soloSocket({ parser: parsers.none(), verdict: rules.pass() })
     const got = messagesN(a!.sock, 5)
     a!.client.write('hello')
     expect(Buffer.concat(await got).toString()).toBe('hello')
   })
 
   it('resp: routes pipelined commands by their first key with rules.key.resp', async () => {
-    const engine = newEngine()
-    const [src, s1, s2] = await connections(engine, 3, clients)
-    const shards = engine.sockHash({ maxEntries: 8 })
-    shards.set('user:1', s1!.sock)
-    shards.set('user:2', s2!.sock)
-    const front = engine.sockMap({ maxEntries: 1 })
-    front.attach({ parser: parsers.resp(), verdict: rules.redirect(shards, rules.key.resp) })
-    front.set(0, src!.sock)
+    const { src, targets, front } = await router(parsers.resp(), rules.key.resp, ['user:1', 'user:2'])
+    const [s1, s2] = targets
     const cmd = (...args: string[]): string =>
       `*${args.length}\r\n${args.map((a) => `$${a.length}\r\n${a}\r\n`).join('')}`
     const one = cmd('SET', 'user:1', 'alice') + cmd('GET', 'user:1')
@@ -139,14 +140,8 @@ describe('native framers', () => {
   })
 
   it('http1: routes pipelined requests by Host with rules.key.httpHost', async () => {
-    const engine = newEngine()
-    const [src, a, b] = await connections(engine, 3, clients)
-    const sites = engine.sockHash({ maxEntries: 8 })
-    sites.set('a.test', a!.sock)
-    sites.set('b.test:8080', b!.sock)
-    const front = engine.sockMap({ maxEntries: 1 })
-    front.attach({ parser: parsers.http1(), verdict: rules.redirect(sites, rules.key.httpHost) })
-    front.set(0, src!.sock)
+    const { src, targets, front } = await router(parsers.http1(), rules.key.httpHost, ['a.test', 'b.test:8080'])
+    const [a, b] = targets
     const get = (host: string, path: string): string => `GET ${path} HTTP/1.1\r\nHost: ${host}\r\n\r\n`
     const post = (host: string, body: string): string =>
       `POST /submit HTTP/1.1\r\nHost: ${host}\r\nContent-Length: ${body.length}\r\n\r\n${body}`
@@ -163,11 +158,7 @@ describe('native framers', () => {
   })
 
   it('a frame above maxFrameLength aborts the socket with EMSGSIZE, counted', async () => {
-    const engine = newEngine()
-    const [a] = await connections(engine, 1, clients)
-    const map = engine.sockMap({ maxEntries: 1 })
-    map.attach({ parser: parsers.lengthField({ maxFrameLength: 64 }), verdict: rules.pass() })
-    map.set(0, a!.sock)
+    const { a, map } = await soloSocket({ parser: parsers.lengthField({ maxFrameLength: 64 }), verdict: rules.pass() })
     const got: string[] = []
     a!.sock.on('message', (m) => got.push(m.toString('latin1')))
     const err = errorOf(a!.sock)
@@ -178,11 +169,10 @@ describe('native framers', () => {
   })
 
   it('a frame shorter than its own header aborts the socket with EPROTO, counted', async () => {
-    const engine = newEngine()
-    const [a] = await connections(engine, 1, clients)
-    const map = engine.sockMap({ maxEntries: 1 })
-    map.attach({ parser: parsers.lengthField({ lengthAdjustment: -8 }), verdict: rules.pass() })
-    map.set(0, a!.sock)
+    const { a, map } = await soloSocket({
+      parser: parsers.lengthField({ lengthAdjustment: -8 }),
+      verdict: rules.pass(),
+    })
     const err = errorOf(a!.sock)
     a!.client.write(Buffer.from([0, 0, 0, 1, 0xaa]))
     expect(await err).toEqual({ code: 'EPROTO', hadError: true })
@@ -192,12 +182,11 @@ describe('native framers', () => {
   it('maxMessageBytes aborts with EMSGSIZE and messageTimeoutMs with ETIMEDOUT', async () => {
     const engine = newEngine()
     const [a, b] = await connections(engine, 2, clients)
-    const small = engine.sockMap({ maxEntries: 1 })
-    small.attach({ parser: parsers.lines({ maxMessageBytes: 16, discardOversize: false }), verdict: rules.pass() })
-    small.set(0, a!.sock)
-    const slow = engine.sockMap({ maxEntries: 1 })
-    slow.attach({ parser: parsers.fixed(10, { messageTimeoutMs: 50 }), verdict: rules.pass() })
-    slow.set(0, b!.sock)
+    soloMap(engine, a!.sock, {
+      parser: parsers.lines({ maxMessageBytes: 16, discardOversize: false }),
+      verdict: rules.pass(),
+    })
+    soloMap(engine, b!.sock, { parser: parsers.fixed(10, { messageTimeoutMs: 50 }), verdict: rules.pass() })
     const errA = errorOf(a!.sock)
     const errB = errorOf(b!.sock)
     a!.client.write('this line is longer than sixteen bytes')
@@ -207,14 +196,10 @@ describe('native framers', () => {
   })
 
   it('discardOversize skips an oversized frame, counts it, and goes on', async () => {
-    const engine = newEngine()
-    const [a] = await connections(engine, 1, clients)
-    const map = engine.sockMap({ maxEntries: 1 })
-    map.attach({
+    const { a, map } = await soloSocket({
       parser: parsers.lengthField({ maxFrameLength: 16, initialBytesToStrip: 4, discardOversize: true }),
       verdict: rules.pass(),
     })
-    map.set(0, a!.sock)
     const got = collect(a!.sock, 2)
     a!.client.write(Buffer.concat([frame('one'), frame(Buffer.alloc(40, 0x41)), frame('two')]))
     expect(await got).toEqual(['one', 'two'])

@@ -1,21 +1,12 @@
 import { describe, expect, it } from 'vitest'
 
-import { SgRing, SockmapError, nativeVersion } from '../src/index'
+import { SgRing, nativeVersion } from '../src/index'
+import { codeOf } from './helpers'
 
 function ringOf(...parts: string[]): SgRing {
   const ring = new SgRing()
   for (const p of parts) expect(ring.append(Buffer.from(p))).toBe(true)
   return ring
-}
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn()
-  } catch (err) {
-    expect(err).toBeInstanceOf(SockmapError)
-    return (err as SockmapError).code
-  }
-  return undefined
 }
 
 describe('SgRing through the native addon', () => {
@@ -31,12 +22,20 @@ describe('SgRing through the native addon', () => {
     expect(ring.toBuffer().toString()).toBe('hello world')
   })
 
-  it('consumes a partial write: whole fragments dropped, the last advanced', () => {
+  it('advances past a partial write: whole fragments dropped, the last advanced', () => {
     const ring = ringOf('abc', 'defg', 'hi')
-    expect(ring.consume(5)).toBe(5)
+    expect(ring.advance(5)).toBe(5)
     expect(ring.fragmentLengths()).toEqual([2, 2])
     expect(ring.toBuffer().toString()).toBe('fghi')
-    expect(ring.consume(100)).toBe(4)
+    expect(ring.advance(100)).toBe(4)
+    expect(ring.length).toBe(0)
+  })
+
+  it('keeps consume as the deprecated name of advance', () => {
+    const ring = ringOf('abc', 'defg')
+    expect(ring.consume(4)).toBe(4)
+    expect(ring.toBuffer().toString()).toBe('efg')
+    expect(ring.consume(9)).toBe(3)
     expect(ring.length).toBe(0)
   })
 

@@ -1,25 +1,14 @@
 import { describe, expect, it } from 'vitest'
 
-import { Engine, SockmapError, Verdict, rules, type StreamMessage } from '../src/index'
-import { clientOf, listening, messagesN, readN, until, engineScope } from './helpers'
+import { SockmapError, Verdict, rules, type StreamMessage } from '../src/index'
+import { connections, messagesN, readN, until, engineScope, soloMap } from './helpers'
 
 const { newEngine, clients } = engineScope()
-
-async function connections(engine: Engine, n: number) {
-  const server = await listening(engine)
-  const out = []
-  for (let i = 0; i < n; i++) {
-    const c = await clientOf(server)
-    clients.push(c.client)
-    out.push(c)
-  }
-  return out
-}
 
 describe('TypeScript stream verdicts', () => {
   it('passes, sees each message through the reused view, in order', async () => {
     const engine = newEngine()
-    const [a] = await connections(engine, 1)
+    const [a] = await connections(engine, 1, clients)
     const seen: string[] = []
     const views = new Set<StreamMessage>()
     const map = engine.sockMap({ maxEntries: 4 })
@@ -43,12 +32,11 @@ describe('TypeScript stream verdicts', () => {
 
   it('redirects by content to egress and to ingress, and drops', async () => {
     const engine = newEngine()
-    const [src, sinkA, sinkB] = await connections(engine, 3)
+    const [src, sinkA, sinkB] = await connections(engine, 3, clients)
     const targets = engine.sockHash({ maxEntries: 8 })
     targets.set('a', sinkA!.sock)
     targets.set('b', sinkB!.sock)
-    const router = engine.sockMap({ maxEntries: 1 })
-    router.attach({
+    soloMap(engine, src!.sock, {
       verdict: (msg) => {
         const c = msg.data[0]
         if (c === 0x61) return msg.redirect(targets, 'a') // 'a' → out of sink A
@@ -56,7 +44,6 @@ describe('TypeScript stream verdicts', () => {
         return Verdict.DROP
       },
     })
-    router.set(0, src!.sock)
     const ingress = messagesN(sinkB!.sock, 4)
     src!.client.write('a123')
     expect((await readN(sinkA!.client, 4)).toString()).toBe('a123')
@@ -70,7 +57,7 @@ describe('TypeScript stream verdicts', () => {
 
   it('mixes native and TypeScript verdicts in one engine', async () => {
     const engine = newEngine()
-    const [a, b, c] = await connections(engine, 3)
+    const [a, b, c] = await connections(engine, 3, clients)
     const native = engine.sockHash({ maxEntries: 4 })
     native.attach({ verdict: rules.redirect(native, 'out') })
     native.set('out', c!.sock)
@@ -88,7 +75,7 @@ describe('TypeScript stream verdicts', () => {
   it('batches: many messages of many sockets cross in few batches, each socket in order', async () => {
     const engine = newEngine({ batch: { maxMessages: 4096, maxDelayMicros: 20_000 } })
     const n = 8
-    const conns = await connections(engine, 2 * n)
+    const conns = await connections(engine, 2 * n, clients)
     // Each source's partner is stored under the source's id; the sources carry the TypeScript verdict.
     const peers = engine.sockHash({ maxEntries: 64 })
     const sources = engine.sockMap({ maxEntries: n })
@@ -115,14 +102,13 @@ describe('TypeScript stream verdicts', () => {
 
   it('counts and reports throwing verdicts, non-verdicts and redirects to deleted keys, and keeps running', async () => {
     const engine = newEngine()
-    const [a, sink] = await connections(engine, 2)
+    const [a, sink] = await connections(engine, 2, clients)
     const errors: SockmapError[] = []
     engine.on('error', (e) => errors.push(e))
     const targets = engine.sockHash({ maxEntries: 4 })
     targets.set('sink', sink!.sock)
     let mode = 'throw'
-    const map = engine.sockMap({ maxEntries: 1 })
-    map.attach({
+    soloMap(engine, a!.sock, {
       verdict: (msg): Verdict => {
         if (mode === 'throw') throw new Error('boom')
         if (mode === 'garbage') return 'pass' as unknown as Verdict
@@ -131,7 +117,6 @@ describe('TypeScript stream verdicts', () => {
       },
       onError: Verdict.DROP,
     })
-    map.set(0, a!.sock)
     a!.client.write('1')
     await until(() => errors.length === 1, 5000, 'first error')
     expect(errors[0]!.code).toBe('ERR_CALLBACK')
@@ -154,15 +139,13 @@ describe('TypeScript stream verdicts', () => {
   it('gives onError: PASS to a message whose verdict throws', async () => {
     const engine = newEngine()
     engine.on('error', () => {})
-    const [a] = await connections(engine, 1)
-    const map = engine.sockMap({ maxEntries: 1 })
-    map.attach({
+    const [a] = await connections(engine, 1, clients)
+    soloMap(engine, a!.sock, {
       verdict: () => {
         throw new Error('x')
       },
       onError: Verdict.PASS,
     })
-    map.set(0, a!.sock)
     const got = messagesN(a!.sock, 3)
     a!.client.write('abc')
     expect(Buffer.concat(await got).toString()).toBe('abc')
@@ -170,19 +153,17 @@ describe('TypeScript stream verdicts', () => {
 
   it('shows a verdict only the first peekBytes of a large message, and moves the whole message', async () => {
     const engine = newEngine()
-    const [src, sink] = await connections(engine, 2)
+    const [src, sink] = await connections(engine, 2, clients)
     const out = engine.sockHash({ maxEntries: 2 })
     out.set('sink', sink!.sock)
     const seen: Array<[number, number]> = []
-    const map = engine.sockMap({ maxEntries: 1 })
-    map.attach({
+    soloMap(engine, src!.sock, {
       verdict: (msg) => {
         seen.push([msg.length, msg.data.length])
         return msg.redirect(out, 'sink')
       },
       peekBytes: 8,
     })
-    map.set(0, src!.sock)
     const big = Buffer.alloc(3000, 0x5a)
     big.write('HEADER--', 0)
     src!.client.write(big)
@@ -193,7 +174,7 @@ describe('TypeScript stream verdicts', () => {
 
   it('holds messages while paused and delivers them, in order, on resume', async () => {
     const engine = newEngine()
-    const [a] = await connections(engine, 1)
+    const [a] = await connections(engine, 1, clients)
     const got: string[] = []
     a!.sock.on('message', (m) => got.push(m.toString()))
     a!.client.write('one')

@@ -23,8 +23,8 @@ ring.push(4, 1)
 show('push(4, 1) inserts one zero byte', ring)
 
 let sent = 0
-while (ring.length > 0) sent += ring.consume(7)
-console.log(`consumed in 7-byte partial writes   ${sent} B, ring now ${ring.length} B`)
+while (ring.length > 0) sent += ring.advance(7)
+console.log(`advanced by 7-byte partial writes   ${sent} B, ring now ${ring.length} B`)
 
 const small = new SgRing({ maxFrags: 2 })
 const accepted = ['x', 'y', 'z'].map((s) => small.append(Buffer.from(s)))

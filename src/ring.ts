@@ -63,10 +63,22 @@ export class SgRing {
     return this.#inner.append(data)
   }
 
-  /** Drops `n` bytes from the head (as after a partial write of `n` bytes); returns how many were dropped. */
-  consume(n: number): number {
+  /**
+   * Drops `n` bytes from the head (as after a partial write of `n` bytes); returns how many were dropped (`n`, or
+   * {@link SgRing.length} if that is less). The name is that of `bytes::Buf::advance`, which the engine's ring
+   * implements.
+   */
+  advance(n: number): number {
     assertLength('n', n)
-    return this.#inner.consume(n)
+    return this.#inner.advance(n)
+  }
+
+  /**
+   * The former name of {@link SgRing.advance}, which it calls.
+   * @deprecated Use {@link SgRing.advance}.
+   */
+  consume(n: number): number {
+    return this.advance(n)
   }
 
   /** Keeps only the first `len` bytes. */

@@ -1,53 +1,27 @@
 //! Shared by the framer fuzz targets: run a framer over a stream fed whole and
-//! fed in pieces, and require the same events.
+//! fed in pieces, and require the same events. The events are the `Out` of
+//! the framer tests (crates/sockmap-core/tests/framer_common), included by path.
 
-use std::time::Instant;
+#[path = "../../crates/sockmap-core/tests/framer_common/mod.rs"]
+mod framer_common;
 
-use bytes::Bytes;
+use framer_common::{run_split, Out};
 use sockmap_core::framer::Framer;
-use sockmap_core::strparser::{Event, StrParser, StrParserConfig};
+use sockmap_core::strparser::StrParserConfig;
 
-/// Events with bytes copied out; consecutive skips merged.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Out {
-    Msg(Vec<u8>, String),
-    Skipped(usize),
-    Handback(Vec<u8>),
-    Error(sockmap_core::Errno),
-}
-
+/// The events of `stream` cut by `cuts` (piece sizes, cycled; none: whole),
+/// consecutive skips merged. Whether a hand-back came after part of a message
+/// was consumed depends on where the stream was cut, so it is not compared.
 fn run(framer: Box<dyn Framer>, stream: &[u8], cuts: &[u8]) -> Vec<Out> {
     let cfg = StrParserConfig { max_message_bytes: 1 << 16, message_timeout: None };
-    let mut p = StrParser::new(framer, cfg);
-    let now = Instant::now();
-    let mut outs: Vec<Out> = Vec::new();
-    let mut off = 0;
-    let mut k = 0;
-    while off < stream.len() {
-        let n = if cuts.is_empty() { stream.len() } else { usize::from(cuts[k % cuts.len()]).max(1) };
-        k += 1;
-        let end = (off + n).min(stream.len());
-        p.handle_data(Bytes::copy_from_slice(&stream[off..end]), now);
-        off = end;
-        while let Some(ev) = p.poll_event(now) {
-            let o = match ev {
-                Event::Message(m) => {
-                    let v = m.to_vec();
-                    assert_eq!(v.len(), m.len);
-                    Out::Msg(v, format!("{:?}", m.meta))
-                }
-                Event::Skipped(n) => Out::Skipped(n),
-                Event::Handback { rest, .. } => Out::Handback(rest.iter().flat_map(|b| b.to_vec()).collect()),
-                Event::Error(e) => Out::Error(e),
-            };
-            if let (Some(Out::Skipped(a)), Out::Skipped(b)) = (outs.last_mut(), &o) {
-                *a += *b;
-                continue;
-            }
-            outs.push(o);
-        }
-    }
-    outs
+    let sizes: Vec<usize> = cuts.iter().map(|&c| usize::from(c)).collect();
+    let (outs, _) = run_split(framer, cfg, stream, &sizes);
+    outs.into_iter()
+        .map(|o| match o {
+            Out::Handback(rest, _) => Out::Handback(rest, false),
+            o => o,
+        })
+        .collect()
 }
 
 /// Feeds `stream` whole and cut by `cuts` (piece sizes, cycled): same events.

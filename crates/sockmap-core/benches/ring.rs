@@ -77,7 +77,7 @@ fn main() {
             let mut iov = [IoSlice::new(&[]); 64];
             black_box(ring.fill_iovec(&mut iov));
             black_box(&iov);
-            ring.consume(64);
+            ring.advance(64);
         }),
         None,
     );

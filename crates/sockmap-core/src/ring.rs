@@ -6,6 +6,20 @@
 //! never copy payload; only the verdict helpers [`SgRing::pull`] (across
 //! fragments), [`SgRing::push_zeroed`] and [`SgRing::pop`] (on a full ring)
 //! copy, exactly where the kernel's `bpf_msg_*` helpers do.
+//!
+//! Invariants, kept by every operation: [`SgRing::len`] is the sum of the
+//! fragment lengths; no stored fragment is empty; `frag_count() <=
+//! max_frags()` (a capacity of 0 is treated as 1, so a ring can always hold
+//! one fragment); an operation that fails changes nothing.
+//!
+//! Errors: a ring with no free slot for what an operation must add is
+//! [`RingFull`], whatever the operation ([`SgRing::push`],
+//! [`SgRing::append`]); it converts to [`Errno::NoSpc`], the kernel's code
+//! for a full `sk_msg` (`sk_msg_alloc`). [`Errno::NoSpc`] on its own means a
+//! range outside the data ([`SgRing::clone_range`],
+//! [`SgRing::copy_to_slice`]), as the kernel's `sk_msg_clone` reports it.
+//! The verdict helpers return the kernel's codes ([`Errno::Inval`],
+//! [`Errno::NoMem`]) and never fail on a full ring: they copy instead.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -31,20 +45,30 @@ pub const MAX_MSG_LEN: usize = u32::MAX as usize;
 const ZERO_CHUNK: usize = 4096;
 static ZEROS: [u8; ZERO_CHUNK] = [0; ZERO_CHUNK];
 
-/// A fragment handed back by [`SgRing::push`] because the ring is full.
+/// The ring is full: every fragment slot is in use.
 ///
-/// This is the backpressure signal: the ring never drops data. Retry the
-/// fragment (`.0`) once the ring has been drained.
-#[derive(Debug)]
-pub struct RingFull(pub Bytes);
+/// The one error for a full ring, returned by every operation that needs a
+/// free slot. It is the backpressure signal: the ring never drops data, and
+/// `.0` hands back what did not fit: the fragment for [`SgRing::push`]
+/// (retry it once the ring has been drained), `()` for [`SgRing::append`]
+/// (the other ring keeps its fragments). It converts to [`Errno::NoSpc`],
+/// the kernel's code for a full `sk_msg`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RingFull<T = Bytes>(pub T);
 
-impl fmt::Display for RingFull {
+impl<T> fmt::Display for RingFull<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ring full: {}-byte fragment handed back", self.0.len())
+        f.write_str("ring full: no free fragment slot")
     }
 }
 
-impl std::error::Error for RingFull {}
+impl<T: fmt::Debug> std::error::Error for RingFull<T> {}
+
+impl<T> From<RingFull<T>> for Errno {
+    fn from(_: RingFull<T>) -> Errno {
+        Errno::NoSpc
+    }
+}
 
 /// A bounded ring of [`Bytes`] fragments holding one message or stream.
 ///
@@ -67,10 +91,11 @@ impl std::error::Error for RingFull {}
 ///    (recv buffer A)       (buffer B)     (buffer B)  shared, never copied
 /// ```
 ///
-/// Invariants: `len` is the sum of the fragment lengths; no stored fragment
-/// is empty; `frag_count() <= max_frags()`. The slot array (a `VecDeque`)
-/// grows on demand up to `max_frags` slots and is then reused, so a ring in
-/// steady state (push, `fill_iovec`, `consume`) allocates nothing.
+/// Invariants (see the [module](self) documentation): `len` is the sum of
+/// the fragment lengths; no stored fragment is empty; `frag_count() <=
+/// max_frags()`. The slot array (a `VecDeque`) grows on demand up to
+/// `max_frags` slots and is then reused, so a ring in steady state (`push`,
+/// `fill_iovec`, `advance`) allocates nothing.
 ///
 /// # Complexity
 ///
@@ -79,7 +104,7 @@ impl std::error::Error for RingFull {}
 /// | operation | cost |
 /// |---|---|
 /// | `push`, `len`, `frag_count`, `is_full` | O(1) (amortised: slots are reused) |
-/// | `consume`, `free_partial`, `trim` | O(fragments dropped) |
+/// | `advance`, `trim` | O(fragments dropped) |
 /// | `fill_iovec` | O(min(k, dst.len(), IOV_MAX)) |
 /// | `append` | O(other's k) |
 /// | `split_to`, `clone_range`, `copy_to_slice` | O(k), no payload copy except `copy_to_slice` |
@@ -102,7 +127,7 @@ impl std::error::Error for RingFull {}
 /// // Export for writev, then account for a partial write of 8 bytes.
 /// let mut iov = [IoSlice::new(&[]); 4];
 /// assert_eq!(ring.fill_iovec(&mut iov), 2);
-/// assert_eq!(ring.consume(8), 8);
+/// assert_eq!(ring.advance(8), 8);
 /// assert_eq!(ring.to_vec(), b"rld");
 /// ```
 #[derive(Clone)]
@@ -236,10 +261,10 @@ impl SgRing {
     ///
     /// # Errors
     ///
-    /// [`Errno::NoSpc`] if they don't all fit; then nothing is moved.
-    pub fn append(&mut self, other: &mut SgRing) -> Result<(), Errno> {
+    /// [`RingFull`] if they don't all fit; then nothing is moved.
+    pub fn append(&mut self, other: &mut SgRing) -> Result<(), RingFull<()>> {
         if other.frags.len() > self.free_slots() {
-            return Err(Errno::NoSpc);
+            return Err(RingFull(()));
         }
         self.len += other.len;
         self.frags.append(&mut other.frags);
@@ -276,23 +301,19 @@ impl SgRing {
         n
     }
 
-    /// Drops the first `n` bytes after a (partial) write: whole fragments are
-    /// released, the last one touched is advanced in place.
+    /// Drops the first `n` bytes, as after a (partial) write of `n` bytes:
+    /// whole fragments are released, the last one touched is advanced in
+    /// place. The kernel's `sk_msg_free_partial`.
     ///
-    /// `n` is clamped to [`len`](SgRing::len); returns the bytes consumed.
-    pub fn consume(&mut self, n: usize) -> usize {
-        self.drop_front(n)
-    }
-
-    /// Frees the first `n` bytes, as the kernel's `sk_msg_free_partial`.
+    /// `n` is clamped to [`len`](SgRing::len); returns the bytes dropped.
     ///
-    /// Same effect as [`consume`](SgRing::consume); clamps to `len()` and
-    /// returns the bytes freed.
-    pub fn free_partial(&mut self, n: usize) -> usize {
-        self.drop_front(n)
-    }
-
-    fn drop_front(&mut self, n: usize) -> usize {
+    /// Named after [`Buf::advance`], which the ring implements by calling
+    /// this: it is the name every `bytes` user knows for "move the read
+    /// position past `n` bytes", and it says what the ring does. The
+    /// kernel's `free_partial` also uncharges socket memory, which a ring
+    /// here does not account. Unlike `Buf::advance` it never panics: it
+    /// clamps, and returns how much it dropped.
+    pub fn advance(&mut self, n: usize) -> usize {
         let n = n.min(self.len);
         let mut left = n;
         while left > 0 {
@@ -349,7 +370,7 @@ impl SgRing {
     /// assert_eq!(head.to_vec(), b"head|");
     /// assert_eq!(ring.to_vec(), b"body");
     /// ```
-    #[must_use = "the detached bytes are dropped; consider SgRing::consume"]
+    #[must_use = "the detached bytes are dropped; consider SgRing::advance"]
     pub fn split_to(&mut self, n: usize) -> SgRing {
         let n = n.min(self.len);
         let mut head = SgRing::with_max_frags(self.max_frags);
@@ -491,9 +512,9 @@ impl SgRing {
     ///
     /// `len == 0` is `Ok` with no change (checked first, like the kernel).
     /// [`Errno::Inval`] when `start > len()`. [`Errno::NoMem`] when the
-    /// message would grow past [`MAX_MSG_LEN`]. [`Errno::NoSpc`] only if no
-    /// fragment exists to merge into while no slot is free, which cannot
-    /// happen since a ring always has at least one slot.
+    /// message would grow past [`MAX_MSG_LEN`]. A full ring with no
+    /// fragment to merge into would be [`RingFull`] ([`Errno::NoSpc`]),
+    /// which cannot happen since a ring always has at least one slot.
     pub fn push_zeroed(&mut self, start: usize, len: usize) -> Result<(), Errno> {
         if len == 0 {
             return Ok(());
@@ -519,7 +540,7 @@ impl SgRing {
             let (target, at) = if idx < self.frags.len() {
                 (idx, off)
             } else {
-                let last = idx.checked_sub(1).ok_or(Errno::NoSpc)?;
+                let last = idx.checked_sub(1).ok_or(RingFull(()))?;
                 (last, self.frags[last].len())
             };
             let frag = &self.frags[target];
@@ -658,7 +679,7 @@ fn concat<'a>(total: usize, parts: impl IntoIterator<Item = &'a [u8]>) -> Bytes 
 }
 
 /// The ring as a [`Buf`]: `chunk` is the oldest fragment, `advance` is
-/// [`SgRing::consume`] (clamped, never panics) and `chunks_vectored` is
+/// [`SgRing::advance`] (clamped, never panics) and `chunks_vectored` is
 /// [`SgRing::fill_iovec`].
 impl Buf for SgRing {
     fn remaining(&self) -> usize {
@@ -670,7 +691,7 @@ impl Buf for SgRing {
     }
 
     fn advance(&mut self, cnt: usize) {
-        self.consume(cnt);
+        SgRing::advance(self, cnt);
     }
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
@@ -719,7 +740,7 @@ mod tests {
         let RingFull(back) = ring.push(frag).unwrap_err();
         assert_eq!((back.as_ptr(), &back[..]), (ptr, &b"ef"[..]));
         assert_eq!(ring.to_vec(), b"abcd");
-        ring.consume(2);
+        ring.advance(2);
         ring.push(back).unwrap();
         assert_eq!(ring.to_vec(), b"cdef");
     }
@@ -728,9 +749,9 @@ mod tests {
     fn append_moves_all_or_nothing() {
         let mut a = ring_of(3, &[b"a", b"b"]);
         let mut b = ring_of(3, &[b"c", b"d"]);
-        assert_eq!(a.append(&mut b), Err(Errno::NoSpc));
+        assert_eq!(a.append(&mut b), Err(RingFull(())));
         assert_eq!((a.to_vec(), b.to_vec()), (b"ab".to_vec(), b"cd".to_vec()));
-        b.consume(1);
+        b.advance(1);
         a.append(&mut b).unwrap();
         assert_eq!(a.to_vec(), b"abd");
         assert!(b.is_empty() && b.frag_count() == 0);
@@ -750,24 +771,31 @@ mod tests {
     }
 
     #[test]
-    fn consume_partial_write_advances_last_fragment() {
+    fn a_full_ring_is_enospc_for_the_kernel() {
+        assert_eq!(Errno::from(RingFull(Bytes::new())), Errno::NoSpc);
+        assert_eq!(Errno::from(RingFull(())), Errno::NoSpc);
+        assert_eq!(RingFull(()).to_string(), "ring full: no free fragment slot");
+    }
+
+    #[test]
+    fn advance_after_partial_write_advances_last_fragment() {
         let mut ring = ring_of(8, &[b"abc", b"defg", b"hi"]);
-        assert_eq!(ring.consume(5), 5);
+        assert_eq!(ring.advance(5), 5);
         assert_eq!((ring.to_vec(), lens(&ring)), (b"fghi".to_vec(), vec![2, 2]));
-        assert_eq!(ring.consume(0), 0);
-        assert_eq!(ring.free_partial(100), 4);
+        assert_eq!(ring.advance(0), 0);
+        assert_eq!(ring.advance(100), 4);
         assert!(ring.is_empty() && ring.frag_count() == 0);
     }
 
     #[test]
-    fn consume_wraps_around_the_slot_array() {
+    fn advance_wraps_around_the_slot_array() {
         let mut ring = SgRing::with_max_frags(4);
         let mut expect = Vec::new();
         for i in 0u8..50 {
             ring.push(Bytes::from(vec![i; 3])).unwrap();
             expect.extend_from_slice(&[i; 3]);
             if ring.is_full() {
-                let n = ring.consume(7);
+                let n = ring.advance(7);
                 expect.drain(..n);
             }
             assert_eq!(ring.to_vec(), expect);
@@ -967,7 +995,7 @@ mod tests {
         let mut ring = ring_of(8, &[b"ab", b"cd"]);
         assert_eq!(ring.get_u16(), u16::from_be_bytes(*b"ab"));
         assert_eq!(ring.chunk(), b"cd");
-        ring.advance(10);
+        Buf::advance(&mut ring, 10);
         assert_eq!((ring.remaining(), ring.chunk()), (0, &b""[..]));
     }
 

@@ -2,43 +2,21 @@
 
 mod engine_util;
 
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Duration;
 
 use engine_util::*;
-use sockmap_core::batch::{Answer, Batch, ExternalVerdicts, ItemDesc};
+use sockmap_core::batch::{Answer, Batch, ItemDesc};
 use sockmap_core::map::MapKind;
 use sockmap_core::program::{Programs, StreamVerdictProg, VerdictKind};
-use sockmap_core::{BatchConfig, Engine, EngineConfig, Event, Hooks, Key, MapId, Verdict};
-
-struct ChanSink(Sender<Batch>);
-
-impl ExternalVerdicts for ChanSink {
-    fn submit(&mut self, batch: Batch) {
-        let _ = self.0.send(batch);
-    }
-}
+use sockmap_core::{BatchConfig, EngineConfig, Event, Key, MapId, Verdict};
 
 fn harness(batch: BatchConfig) -> (Harness, Receiver<Batch>) {
-    harness_cfg(EngineConfig {
+    Harness::with_external(EngineConfig {
         batch,
         ..EngineConfig::default()
     })
-}
-
-fn harness_cfg(cfg: EngineConfig) -> (Harness, Receiver<Batch>) {
-    let (tx, rx) = channel();
-    let mut h = Harness::with_config(cfg.clone());
-    h.engine = Engine::start(
-        cfg,
-        Hooks {
-            notify: None,
-            external: Some(Box::new(ChanSink(tx))),
-        },
-    )
-    .unwrap();
-    (h, rx)
 }
 
 fn external_map(h: &Harness, tag: u32) -> MapId {
@@ -297,7 +275,7 @@ fn a_slow_external_verdict_bounds_the_pending_bytes_and_loses_nothing() {
     const BOUND: usize = 16 << 10;
     const CHUNK: usize = 4 << 10;
     const TOTAL: usize = 1 << 20;
-    let (h, rx) = harness_cfg(EngineConfig {
+    let (h, rx) = Harness::with_external(EngineConfig {
         max_pending_bytes: BOUND,
         read_buffer: CHUNK,
         ..EngineConfig::default()

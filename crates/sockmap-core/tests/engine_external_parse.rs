@@ -3,29 +3,18 @@
 
 mod engine_util;
 
-use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use engine_util::*;
-use sockmap_core::batch::{Answer, Batch, ExternalVerdicts, ItemDesc, ItemKind, MsgEdit};
+use sockmap_core::batch::{Answer, ItemDesc, ItemKind, MsgEdit};
 use sockmap_core::framer::Parse;
 use sockmap_core::map::MapKind;
 use sockmap_core::program::{
     MsgVerdictKind, MsgVerdictProg, ParserKind, ParserProg, Programs, StreamVerdictProg,
 };
-use sockmap_core::{
-    BatchConfig, Engine, EngineConfig, Errno, Event, Hooks, Key, MapId, Rule, SockId, Verdict,
-};
-
-struct ChanSink(Sender<Batch>);
-
-impl ExternalVerdicts for ChanSink {
-    fn submit(&mut self, batch: Batch) {
-        let _ = self.0.send(batch);
-    }
-}
+use sockmap_core::{BatchConfig, EngineConfig, Errno, Event, Key, MapId, Rule, Verdict};
 
 /// What the responder saw of one item: its kind, length and copied bytes.
 type Seen = Arc<Mutex<Vec<(ItemKind, usize, Vec<u8>)>>>;
@@ -36,16 +25,7 @@ fn external_harness(
     cfg: EngineConfig,
     decide: impl Fn(ItemKind, &[u8]) -> Answer + Send + 'static,
 ) -> (Harness, Seen, JoinHandle<()>) {
-    let (tx, rx): (Sender<Batch>, Receiver<Batch>) = channel();
-    let mut h = Harness::with_config(cfg.clone());
-    h.engine = Engine::start(
-        cfg,
-        Hooks {
-            notify: None,
-            external: Some(Box::new(ChanSink(tx))),
-        },
-    )
-    .unwrap();
+    let (h, rx) = Harness::with_external(cfg);
     let seen: Seen = Arc::default();
     let log = seen.clone();
     let t = std::thread::spawn(move || {
@@ -84,25 +64,6 @@ fn parse_frames(data: &[u8]) -> Vec<Parse> {
     out
 }
 
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut v = (payload.len() as u32).to_be_bytes().to_vec();
-    v.extend_from_slice(payload);
-    v
-}
-
-fn take_messages(h: &mut Harness, sock: SockId, n: usize) -> Vec<Vec<u8>> {
-    (0..n)
-        .map(|_| {
-            h.wait(|e| match e {
-                Event::Message { sock: s, data } if *s == sock => {
-                    Some(sockmap_core::event::frags_to_vec(data))
-                }
-                _ => None,
-            })
-        })
-        .collect()
-}
-
 #[test]
 fn external_parser_frames_many_messages_per_crossing() {
     let cfg = EngineConfig {
@@ -134,12 +95,12 @@ fn external_parser_frames_many_messages_per_crossing() {
     let whole: Vec<u8> = frames[..50].concat();
     write(&mut p, &[whole.clone(), frames[50][..3].to_vec()].concat());
     h.put(m, "s", s);
-    assert_eq!(take_messages(&mut h, s, 50), frames[..50].to_vec());
+    assert_eq!(h.take_messages(s, 50), frames[..50].to_vec());
     let crossings = seen.lock().unwrap().len();
     assert!(crossings <= 3, "50 frames took {crossings} parse crossings");
     // The 51st header is incomplete (NeedMore): a later read asks again.
     write(&mut p, &frames[50][3..]);
-    assert_eq!(take_messages(&mut h, s, 1), vec![frames[50].clone()]);
+    assert_eq!(h.take_messages(s, 1), vec![frames[50].clone()]);
     let st = h.h().sock_stats(s).unwrap();
     assert_eq!((st.messages_in, st.passed, st.parser_errors), (51, 51, 0));
     // The last crossing carried exactly the 51st frame (the bytes from the current message on).
@@ -164,7 +125,7 @@ fn external_parser_error_aborts_the_socket() {
     let (mut p, s) = h.pair();
     h.put(m, "s", s);
     write(&mut p, b"ok");
-    assert_eq!(take_messages(&mut h, s, 1), vec![b"ok".to_vec()]);
+    assert_eq!(h.take_messages(s, 1), vec![b"ok".to_vec()]);
     write(&mut p, b"!bad");
     assert_eq!(h.closed(s), Some(Errno::Proto));
 }
@@ -255,7 +216,7 @@ fn external_msg_verdict_with_edits_in_order() {
     // "hello world" minus its first 6 bytes, "xyz" (apply 3), then the cork
     // released as "abcdefghijkl" with one zero byte pushed at 2.
     assert_eq!(read_n(&mut p, 5 + 3 + 13), b"worldxyzab\0cdefghijkl");
-    assert_eq!(take_messages(&mut h, t, 1), vec![b"123".to_vec()]);
+    assert_eq!(h.take_messages(t, 1), vec![b"123".to_vec()]);
     let kinds: Vec<(usize, Vec<u8>)> = seen
         .lock()
         .unwrap()

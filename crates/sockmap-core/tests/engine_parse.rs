@@ -10,14 +10,7 @@ use sockmap_core::framer::{Http1Options, LengthFieldOptions, RespOptions};
 use sockmap_core::map::MapKind;
 use sockmap_core::program::{ParserKind, ParserProg, Programs, StreamVerdictProg};
 use sockmap_core::rules::MessageView;
-use sockmap_core::{Errno, Event, Key, KeySource, MapId, Rule, Verdict};
-
-/// A frame with a 4-byte big-endian length header.
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut v = (payload.len() as u32).to_be_bytes().to_vec();
-    v.extend_from_slice(payload);
-    v
-}
+use sockmap_core::{Errno, Key, KeySource, MapId, Rule, Verdict};
 
 /// A SockHash whose sockets take `parser` and a stream verdict running `rule`.
 fn parsed_map(h: &Harness, parser: ParserProg, rule: impl FnOnce(MapId) -> Rule) -> MapId {
@@ -33,20 +26,6 @@ fn parsed_map(h: &Harness, parser: ParserProg, rule: impl FnOnce(MapId) -> Rule)
 
 fn length4() -> ParserProg {
     ParserProg::new(ParserKind::LengthField(LengthFieldOptions::default()))
-}
-
-/// Collects `n` messages for `sock`, each as one vector.
-fn take_messages(h: &mut Harness, sock: sockmap_core::SockId, n: usize) -> Vec<Vec<u8>> {
-    (0..n)
-        .map(|_| {
-            h.wait(|e| match e {
-                Event::Message { sock: s, data } if *s == sock => {
-                    Some(sockmap_core::event::frags_to_vec(data))
-                }
-                _ => None,
-            })
-        })
-        .collect()
 }
 
 #[test]
@@ -68,7 +47,7 @@ fn four_byte_header_frames_across_split_reads() {
         h.stats_until(s, |st| st.bytes_in == cut as u64);
         at = cut;
     }
-    let got = take_messages(&mut h, s, 4);
+    let got = h.take_messages(s, 4);
     assert_eq!(
         got,
         vec![
@@ -217,7 +196,7 @@ fn oversize_frame_aborts_with_emsgsize_after_earlier_frames() {
     let (mut p, s) = h.pair();
     h.put(map, "s", s);
     write(&mut p, &[frame(b"ok"), frame(&[0u8; 100])].concat());
-    assert_eq!(take_messages(&mut h, s, 1), vec![frame(b"ok")]);
+    assert_eq!(h.take_messages(s, 1), vec![frame(b"ok")]);
     assert_eq!(h.closed(s), Some(Errno::MsgSize));
     assert_eq!(read_to_end(&mut p), b"");
     assert_eq!(h.h().map_len(map), Ok(0));
@@ -233,7 +212,7 @@ fn incomplete_message_times_out_with_etimedout() {
     h.put(map, "s", s);
     write(&mut p, &frame(b"whole"));
     write(&mut p, &frame(b"cut short")[..6]);
-    assert_eq!(take_messages(&mut h, s, 1), vec![frame(b"whole")]);
+    assert_eq!(h.take_messages(s, 1), vec![frame(b"whole")]);
     assert_eq!(h.closed(s), Some(Errno::TimedOut));
 }
 
@@ -254,7 +233,7 @@ fn oversize_frames_are_skipped_and_counted() {
         &mut p,
         &[frame(b"a"), frame(&[9u8; 50]), frame(b"b")].concat(),
     );
-    assert_eq!(take_messages(&mut h, s, 2), vec![frame(b"a"), frame(b"b")]);
+    assert_eq!(h.take_messages(s, 2), vec![frame(b"a"), frame(b"b")]);
     let st = h.h().sock_stats(s).unwrap();
     assert_eq!(
         (st.skipped_frames, st.skipped_bytes, st.messages_in),
@@ -284,7 +263,7 @@ fn upgrade_hands_the_rest_of_the_stream_back_raw() {
     );
     h.stats_until(s, |st| st.handbacks == 1);
     write(&mut p, &tail[4..]);
-    assert_eq!(take_messages(&mut h, s, 2), vec![plain, upgrade]);
+    assert_eq!(h.take_messages(s, 2), vec![plain, upgrade]);
     let (got, _) = h.messages(s, tail.len());
     assert_eq!(got, tail);
     let st = h.h().sock_stats(s).unwrap();
@@ -314,7 +293,7 @@ fn bytes_read_before_adoption_are_framed_first_in_order() {
         .expect("adopt");
     h.put(map, "s", s);
     write(&mut peer, &wire[12..]);
-    let got = take_messages(&mut h, s, 3);
+    let got = h.take_messages(s, 3);
     assert_eq!(got, [frame(b"hello"), frame(b"hi"), frame(b"there")]);
     let st = h.stats_until(s, |st| st.passed == 3);
     assert_eq!((st.bytes_in, st.messages_in), (wire.len() as u64, 3));

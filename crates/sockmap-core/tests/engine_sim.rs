@@ -1,50 +1,16 @@
 //! Deterministic tests of the core on the simulated backend: EAGAIN, short
 //! reads and writes, resets, closes and deletes mid-stream, backpressure.
 
-use std::sync::Arc;
+mod engine_util;
 
-use sockmap_core::map::{MapKind, UpdateFlag};
-use sockmap_core::program::{Programs, StreamVerdictProg};
+use engine_util::sim::{closed, proxy_pair};
 use sockmap_core::sim::{Sim, Step};
-use sockmap_core::{EngineConfig, Errno, Event, Key, KeySource, MapId, Rule, SockId};
-
-/// A proxy pair a <-> b in a SockHash keyed by socket id.
-fn pair(sim: &mut Sim) -> (SockId, SockId, MapId) {
-    let h = sim.handle().clone();
-    let map = h.create_map(MapKind::SockHash, 16).unwrap();
-    let rule = Rule::Redirect {
-        map,
-        key: KeySource::Socket,
-        ingress: false,
-    };
-    h.attach(
-        map,
-        Programs {
-            verdict: Some(Arc::new(StreamVerdictProg::rule(rule))),
-            ..Programs::default()
-        },
-    )
-    .unwrap();
-    let a = sim.add_socket();
-    let b = sim.add_socket();
-    h.map_update(map, &Key::from(a), b, UpdateFlag::Any)
-        .unwrap();
-    h.map_update(map, &Key::from(b), a, UpdateFlag::Any)
-        .unwrap();
-    (a, b, map)
-}
-
-fn closed(events: &[Event], sock: SockId) -> Option<Option<Errno>> {
-    events.iter().find_map(|e| match e {
-        Event::Closed { sock: s, error } if *s == sock => Some(*error),
-        _ => None,
-    })
-}
+use sockmap_core::{EngineConfig, Errno, Event, Key};
 
 #[test]
 fn eagain_and_short_reads_and_writes_lose_nothing() {
     let mut sim = Sim::new(EngineConfig::default());
-    let (a, b, _) = pair(&mut sim);
+    let (a, b, _) = proxy_pair(&mut sim, None);
     sim.script_reads(a, &[Step::Max(3), Step::Again, Step::Max(2), Step::Max(1)]);
     sim.script_writes(
         b,
@@ -74,7 +40,7 @@ fn eagain_and_short_reads_and_writes_lose_nothing() {
 #[test]
 fn peer_reset_mid_message_closes_only_that_socket() {
     let mut sim = Sim::new(EngineConfig::default());
-    let (a, b, map) = pair(&mut sim);
+    let (a, b, map) = proxy_pair(&mut sim, None);
     sim.peer_send(a, b"part");
     sim.peer_reset(a);
     sim.run(3);
@@ -93,7 +59,7 @@ fn peer_reset_mid_message_closes_only_that_socket() {
 #[test]
 fn target_closed_with_queued_bytes_discards_them_and_source_lives() {
     let mut sim = Sim::new(EngineConfig::default());
-    let (a, b, _) = pair(&mut sim);
+    let (a, b, _) = proxy_pair(&mut sim, None);
     sim.script_writes(b, &[Step::Again; 4]);
     sim.peer_send(a, &[1u8; 100]);
     sim.run(2);
@@ -114,7 +80,7 @@ fn target_closed_with_queued_bytes_discards_them_and_source_lives() {
 #[test]
 fn delete_while_traffic_flows() {
     let mut sim = Sim::new(EngineConfig::default());
-    let (a, b, map) = pair(&mut sim);
+    let (a, b, map) = proxy_pair(&mut sim, None);
     sim.peer_send(a, b"one");
     sim.run(1);
     // The entry under a's id holds b: deleting it takes b out of the map.
@@ -154,7 +120,7 @@ fn backpressure_stops_reading_until_the_target_drains() {
         ..EngineConfig::default()
     };
     let mut sim = Sim::new(cfg);
-    let (a, b, _) = pair(&mut sim);
+    let (a, b, _) = proxy_pair(&mut sim, None);
     sim.script_reads(a, &[Step::Max(10); 10]);
     sim.script_writes(b, &[Step::Again; 3]);
     let data: Vec<u8> = (0..100u8).collect();
@@ -177,7 +143,7 @@ fn backpressure_stops_reading_until_the_target_drains() {
 #[test]
 fn fin_propagates_after_queued_bytes() {
     let mut sim = Sim::new(EngineConfig::default());
-    let (a, b, _) = pair(&mut sim);
+    let (a, b, _) = proxy_pair(&mut sim, None);
     sim.script_writes(b, &[Step::Max(2), Step::Again]);
     sim.peer_send(a, b"bye!");
     sim.peer_fin(a);

@@ -1,30 +1,18 @@
 //! Deterministic tests of external verdicts and parsers on the simulated
 //! backend: half-close ordering, the pending-bytes bound.
 
-use std::sync::mpsc::{channel, Receiver, Sender};
+mod engine_util;
+
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
-use sockmap_core::batch::{Answer, Batch, ExternalVerdicts, ItemKind};
+use engine_util::sim::{proxy_pair, put, read_ends, sim_with_external};
+use sockmap_core::batch::{Answer, Batch, ItemKind};
 use sockmap_core::framer::Parse;
-use sockmap_core::map::{MapKind, UpdateFlag};
+use sockmap_core::map::MapKind;
 use sockmap_core::program::{ParserKind, ParserProg, Programs, StreamVerdictProg, VerdictKind};
 use sockmap_core::sim::Sim;
-use sockmap_core::{EngineConfig, Event, Key, KeySource, MapId, Rule, SockId, Verdict};
-
-struct ChanSink(Sender<Batch>);
-
-impl ExternalVerdicts for ChanSink {
-    fn submit(&mut self, batch: Batch) {
-        let _ = self.0.send(batch);
-    }
-}
-
-fn sim_with_external(cfg: EngineConfig) -> (Sim, Receiver<Batch>) {
-    let (tx, rx) = channel();
-    let mut sim = Sim::new(cfg);
-    sim.set_external(Box::new(ChanSink(tx)));
-    (sim, rx)
-}
+use sockmap_core::{EngineConfig, Key, MapId, SockId, Verdict};
 
 /// A SockHash whose sockets take an external stream verdict that propagates FIN.
 fn external_verdict_map(sim: &Sim) -> MapId {
@@ -42,12 +30,6 @@ fn external_verdict_map(sim: &Sim) -> MapId {
     };
     h.attach(m, progs).unwrap();
     m
-}
-
-fn put(sim: &Sim, map: MapId, key: impl Into<Key>, sock: SockId) {
-    sim.handle()
-        .map_update(map, &key.into(), sock, UpdateFlag::Any)
-        .unwrap();
 }
 
 /// Answers every stream-verdict item of every batch handed off so far with
@@ -72,16 +54,6 @@ fn answer_all(rx: &Receiver<Batch>, map: MapId, key: &str) -> usize {
         b.reply(answers);
     }
     n
-}
-
-fn read_ends(events: &[Event]) -> Vec<SockId> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::ReadEnd { sock } => Some(*sock),
-            _ => None,
-        })
-        .collect()
 }
 
 #[test]
@@ -133,25 +105,8 @@ fn a_gateway_client_ending_never_ends_the_shared_upstream() {
 fn a_paired_partner_gets_the_fin_after_externally_parsed_messages() {
     let (mut sim, rx) = sim_with_external(EngineConfig::default());
     let h = sim.handle().clone();
-    let map = h.create_map(MapKind::SockHash, 16).unwrap();
-    let rule = Rule::Redirect {
-        map,
-        key: KeySource::Socket,
-        ingress: false,
-    };
-    h.attach(
-        map,
-        Programs {
-            parser: Some(Arc::new(ParserProg::new(ParserKind::External { tag: 9 }))),
-            verdict: Some(Arc::new(StreamVerdictProg::rule(rule))),
-            ..Programs::default()
-        },
-    )
-    .unwrap();
-    let a = sim.add_socket();
-    let b = sim.add_socket();
-    put(&sim, map, a, b);
-    put(&sim, map, b, a);
+    let parser = ParserProg::new(ParserKind::External { tag: 9 });
+    let (a, b, _) = proxy_pair(&mut sim, Some(parser));
     sim.peer_send(a, b"abcdef");
     sim.peer_fin(a);
     sim.run(3);

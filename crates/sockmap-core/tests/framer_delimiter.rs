@@ -3,7 +3,7 @@
 
 mod framer_common;
 
-use framer_common::{msgs, run_split, run_whole, Out};
+use framer_common::{msgs, run_split, run_whole, three_ways, Out};
 use proptest::prelude::*;
 use sockmap_core::framer::{Delimiter, DelimiterOptions, MessageMeta};
 use sockmap_core::strparser::StrParserConfig;
@@ -221,9 +221,7 @@ proptest! {
         discard in any::<bool>(),
     ) {
         let o = DelimiterOptions { max_length: max, strip_delimiter: strip, discard_oversize: discard, ..Default::default() };
-        let (whole, wl) = run_whole(delim(o.clone()), StrParserConfig::default(), &stream);
-        let (split, sl) = run_split(delim(o.clone()), StrParserConfig::default(), &stream, &sizes);
-        let (bytewise, bl) = run_split(delim(o), StrParserConfig::default(), &stream, &[1]);
+        let [(whole, wl), (split, sl), (bytewise, bl)] = three_ways(|| delim(o.clone()), &stream, &sizes);
         prop_assert_eq!(&whole, &split);
         prop_assert_eq!(&whole, &bytewise);
         prop_assert_eq!((wl, sl), (bl, bl));
@@ -236,9 +234,7 @@ proptest! {
     ) {
         let o = DelimiterOptions { delimiters: vec![b"END".to_vec(), b";".to_vec(), b"\r\n".to_vec(), b"\r".to_vec()],
             max_length: 20, ..Default::default() };
-        let (whole, _) = run_whole(delim(o.clone()), StrParserConfig::default(), &stream);
-        let (split, _) = run_split(delim(o.clone()), StrParserConfig::default(), &stream, &sizes);
-        let (bytewise, _) = run_split(delim(o), StrParserConfig::default(), &stream, &[1]);
+        let [(whole, _), (split, _), (bytewise, _)] = three_ways(|| delim(o.clone()), &stream, &sizes);
         prop_assert_eq!(&whole, &split);
         prop_assert_eq!(&whole, &bytewise);
         // Reference: a naive splitter ending each frame at the earliest

@@ -5,7 +5,7 @@ mod framer_common;
 use std::time::Instant;
 
 use bytes::Bytes;
-use framer_common::{msgs, out, run_split, run_whole};
+use framer_common::{msgs, out, run_split, three_ways};
 use proptest::prelude::*;
 use sockmap_core::framer::{Fixed, Raw};
 use sockmap_core::strparser::{StrParser, StrParserConfig};
@@ -41,9 +41,7 @@ proptest! {
         n in 1usize..20,
         sizes in prop::collection::vec(1usize..40, 1..6),
     ) {
-        let (whole, wl) = run_whole(Box::new(Fixed::new(n).unwrap()), StrParserConfig::default(), &stream);
-        let (split, sl) = run_split(Box::new(Fixed::new(n).unwrap()), StrParserConfig::default(), &stream, &sizes);
-        let (bytewise, _) = run_split(Box::new(Fixed::new(n).unwrap()), StrParserConfig::default(), &stream, &[1]);
+        let [(whole, wl), (split, sl), (bytewise, _)] = three_ways(|| Box::new(Fixed::new(n).unwrap()), &stream, &sizes);
         prop_assert_eq!(&whole, &split);
         prop_assert_eq!(&whole, &bytewise);
         prop_assert_eq!(wl, sl);

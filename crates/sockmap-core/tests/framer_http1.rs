@@ -2,7 +2,7 @@
 
 mod framer_common;
 
-use framer_common::{msgs, run_split, run_whole, Out};
+use framer_common::{assert_each_fails, msgs, run_split, run_whole, three_ways, Out};
 use proptest::prelude::*;
 use sockmap_core::framer::{Http1, Http1Options, Http1Role, MessageMeta};
 use sockmap_core::strparser::StrParserConfig;
@@ -137,17 +137,7 @@ fn smuggling_shapes_are_eproto() {
         b"G(T / HTTP/1.1\r\n\r\n",
         b"GET / HTTP/1.1 \r\n\r\n",
     ];
-    for b in bad {
-        for sizes in [vec![], vec![1]] {
-            let (outs, _) = run_split(req(), StrParserConfig::default(), b, &sizes);
-            assert_eq!(
-                outs,
-                vec![Out::Error(Errno::Proto)],
-                "{:?}",
-                String::from_utf8_lossy(b)
-            );
-        }
-    }
+    assert_each_fails(req, &bad, &[&[], &[1]], Errno::Proto);
 }
 
 #[test]
@@ -325,9 +315,7 @@ proptest! {
         sizes in prop::collection::vec(1usize..50, 1..6),
     ) {
         let stream = requests.concat();
-        let (whole, wl) = run_whole(req(), StrParserConfig::default(), &stream);
-        let (split, _) = run_split(req(), StrParserConfig::default(), &stream, &sizes);
-        let (bytewise, _) = run_split(req(), StrParserConfig::default(), &stream, &[1]);
+        let [(whole, wl), (split, _), (bytewise, _)] = three_ways(req, &stream, &sizes);
         prop_assert_eq!(wl, 0);
         prop_assert_eq!(&whole, &split);
         prop_assert_eq!(&whole, &bytewise);

@@ -3,7 +3,7 @@
 
 mod framer_common;
 
-use framer_common::{msgs, run_split, run_whole, Out};
+use framer_common::{msgs, run_split, run_whole, three_ways, Out};
 use proptest::prelude::*;
 use sockmap_core::framer::{ByteOrder, LengthField, LengthFieldOptions, MessageMeta};
 use sockmap_core::strparser::StrParserConfig;
@@ -26,83 +26,105 @@ fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
 
-#[test]
-fn netty_2_byte_length_at_offset_0_no_strip() {
-    let o = LengthFieldOptions {
-        length_field_length: 2,
-        ..Default::default()
-    };
-    let input = cat(&[&[0x00, 0x0C], HW]);
-    assert_eq!(one(o, &input), input);
+/// One of Netty's documented `LengthFieldBasedFrameDecoder` examples: the
+/// options, the input and the one message it must give.
+struct NettyCase {
+    name: &'static str,
+    options: LengthFieldOptions,
+    input: Vec<u8>,
+    message: Vec<u8>,
+}
+
+fn netty_cases() -> Vec<NettyCase> {
+    vec![
+        NettyCase {
+            name: "2-byte length at offset 0, no strip",
+            options: LengthFieldOptions {
+                length_field_length: 2,
+                ..Default::default()
+            },
+            input: cat(&[&[0x00, 0x0C], HW]),
+            message: cat(&[&[0x00, 0x0C], HW]),
+        },
+        NettyCase {
+            name: "2-byte length at offset 0, strip header",
+            options: LengthFieldOptions {
+                length_field_length: 2,
+                initial_bytes_to_strip: 2,
+                ..Default::default()
+            },
+            input: cat(&[&[0x00, 0x0C], HW]),
+            message: HW.to_vec(),
+        },
+        NettyCase {
+            name: "2-byte length represents the whole message",
+            options: LengthFieldOptions {
+                length_field_length: 2,
+                length_adjustment: -2,
+                ..Default::default()
+            },
+            input: cat(&[&[0x00, 0x0E], HW]),
+            message: cat(&[&[0x00, 0x0E], HW]),
+        },
+        NettyCase {
+            name: "3-byte length at the end of a 5-byte header",
+            options: LengthFieldOptions {
+                length_field_offset: 2,
+                length_field_length: 3,
+                ..Default::default()
+            },
+            input: cat(&[&[0xCA, 0xFE], &[0x00, 0x00, 0x0C], HW]),
+            message: cat(&[&[0xCA, 0xFE], &[0x00, 0x00, 0x0C], HW]),
+        },
+        NettyCase {
+            name: "3-byte length at the start of a 5-byte header",
+            options: LengthFieldOptions {
+                length_field_length: 3,
+                length_adjustment: 2,
+                ..Default::default()
+            },
+            input: cat(&[&[0x00, 0x00, 0x0C], &[0xCA, 0xFE], HW]),
+            message: cat(&[&[0x00, 0x00, 0x0C], &[0xCA, 0xFE], HW]),
+        },
+        NettyCase {
+            name: "2-byte length at offset 1, strip the first field and the length",
+            options: LengthFieldOptions {
+                length_field_offset: 1,
+                length_field_length: 2,
+                length_adjustment: 1,
+                initial_bytes_to_strip: 3,
+                ..Default::default()
+            },
+            input: cat(&[&[0xCA], &[0x00, 0x0C], &[0xFE], HW]),
+            message: cat(&[&[0xFE], HW]),
+        },
+        NettyCase {
+            name: "2-byte length at offset 1 of the whole message, strip 3",
+            options: LengthFieldOptions {
+                length_field_offset: 1,
+                length_field_length: 2,
+                length_adjustment: -3,
+                initial_bytes_to_strip: 3,
+                ..Default::default()
+            },
+            input: cat(&[&[0xCA], &[0x00, 0x10], &[0xFE], HW]),
+            message: cat(&[&[0xFE], HW]),
+        },
+    ]
 }
 
 #[test]
-fn netty_2_byte_length_at_offset_0_strip_header() {
-    let o = LengthFieldOptions {
-        length_field_length: 2,
-        initial_bytes_to_strip: 2,
-        ..Default::default()
-    };
-    assert_eq!(one(o, &cat(&[&[0x00, 0x0C], HW])), HW);
-}
-
-#[test]
-fn netty_2_byte_length_represents_whole_message() {
-    let o = LengthFieldOptions {
-        length_field_length: 2,
-        length_adjustment: -2,
-        ..Default::default()
-    };
-    let input = cat(&[&[0x00, 0x0E], HW]);
-    assert_eq!(one(o, &input), input);
-}
-
-#[test]
-fn netty_3_byte_length_at_end_of_5_byte_header() {
-    let o = LengthFieldOptions {
-        length_field_offset: 2,
-        length_field_length: 3,
-        ..Default::default()
-    };
-    let input = cat(&[&[0xCA, 0xFE], &[0x00, 0x00, 0x0C], HW]);
-    assert_eq!(one(o, &input), input);
-}
-
-#[test]
-fn netty_3_byte_length_at_start_of_5_byte_header() {
-    let o = LengthFieldOptions {
-        length_field_length: 3,
-        length_adjustment: 2,
-        ..Default::default()
-    };
-    let input = cat(&[&[0x00, 0x00, 0x0C], &[0xCA, 0xFE], HW]);
-    assert_eq!(one(o, &input), input);
-}
-
-#[test]
-fn netty_2_byte_length_at_offset_1_strip_first_field_and_length() {
-    let o = LengthFieldOptions {
-        length_field_offset: 1,
-        length_field_length: 2,
-        length_adjustment: 1,
-        initial_bytes_to_strip: 3,
-        ..Default::default()
-    };
-    let input = cat(&[&[0xCA], &[0x00, 0x0C], &[0xFE], HW]);
-    assert_eq!(one(o, &input), cat(&[&[0xFE], HW]));
-}
-
-#[test]
-fn netty_2_byte_length_at_offset_1_whole_message_strip_3() {
-    let o = LengthFieldOptions {
-        length_field_offset: 1,
-        length_field_length: 2,
-        length_adjustment: -3,
-        initial_bytes_to_strip: 3,
-        ..Default::default()
-    };
-    let input = cat(&[&[0xCA], &[0x00, 0x10], &[0xFE], HW]);
-    assert_eq!(one(o, &input), cat(&[&[0xFE], HW]));
+fn netty_documented_examples() {
+    let cases = netty_cases();
+    assert_eq!(cases.len(), 7, "every documented example is in the table");
+    for case in cases {
+        assert_eq!(
+            one(case.options, &case.input),
+            case.message,
+            "{}",
+            case.name
+        );
+    }
 }
 
 #[test]
@@ -136,112 +158,113 @@ fn bad_width_is_einval() {
     }
 }
 
-#[test]
-fn zero_length_payload_with_strip_delivers_empty_messages() {
-    let o = LengthFieldOptions {
-        initial_bytes_to_strip: 4,
-        ..Default::default()
-    };
-    let (outs, _) = run_whole(
-        framer(o),
-        StrParserConfig::default(),
-        &[0, 0, 0, 0, 0, 0, 0, 1, b'x', 0, 0, 0, 0],
-    );
-    assert_eq!(
-        outs,
-        vec![
-            Out::Msg(vec![], MessageMeta::None),
-            Out::Msg(b"x".to_vec(), MessageMeta::None),
-            Out::Msg(vec![], MessageMeta::None)
-        ]
-    );
+/// A stream fed whole: the options, the input, what the parser reports and,
+/// where the case checks it, the bytes left buffered.
+struct WholeCase {
+    name: &'static str,
+    options: LengthFieldOptions,
+    input: &'static [u8],
+    outs: Vec<Out>,
+    left: Option<usize>,
+}
+
+fn whole_cases() -> Vec<WholeCase> {
+    vec![
+        WholeCase {
+            name: "a zero-length payload with strip delivers empty messages",
+            options: LengthFieldOptions {
+                initial_bytes_to_strip: 4,
+                ..Default::default()
+            },
+            input: &[0, 0, 0, 0, 0, 0, 0, 1, b'x', 0, 0, 0, 0],
+            outs: vec![
+                Out::Msg(vec![], MessageMeta::None),
+                Out::Msg(b"x".to_vec(), MessageMeta::None),
+                Out::Msg(vec![], MessageMeta::None),
+            ],
+            left: None,
+        },
+        WholeCase {
+            name: "a negative 8-byte field is EPROTO",
+            options: LengthFieldOptions {
+                length_field_length: 8,
+                ..Default::default()
+            },
+            input: &[0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2],
+            outs: vec![Out::Error(Errno::Proto)],
+            left: Some(0),
+        },
+        WholeCase {
+            name: "length 2^63-1 is EMSGSIZE without allocating",
+            options: LengthFieldOptions {
+                length_field_length: 8,
+                ..Default::default()
+            },
+            input: &[0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF],
+            outs: vec![Out::Error(Errno::MsgSize)],
+            left: None,
+        },
+        WholeCase {
+            name: "an adjusted length below the header end is EPROTO",
+            options: LengthFieldOptions {
+                length_field_length: 2,
+                length_adjustment: -3,
+                ..Default::default()
+            },
+            input: &[0x00, 0x01, b'a'],
+            outs: vec![Out::Error(Errno::Proto)],
+            left: None,
+        },
+        WholeCase {
+            name: "a strip above the frame length is EPROTO",
+            options: LengthFieldOptions {
+                length_field_length: 1,
+                initial_bytes_to_strip: 5,
+                ..Default::default()
+            },
+            input: &[0x02, b'a', b'b'],
+            outs: vec![Out::Error(Errno::Proto)],
+            left: None,
+        },
+        WholeCase {
+            name: "an oversize frame aborts with EMSGSIZE",
+            options: LengthFieldOptions {
+                length_field_length: 1,
+                max_frame_length: 4,
+                ..Default::default()
+            },
+            input: &[2, b'a', b'b', 4, b'a', b'b', b'c', b'd'],
+            outs: vec![
+                Out::Msg(vec![2, b'a', b'b'], MessageMeta::None),
+                Out::Error(Errno::MsgSize),
+            ],
+            left: None,
+        },
+        WholeCase {
+            name: "a frame exactly at max_frame_length passes",
+            options: LengthFieldOptions {
+                length_field_length: 1,
+                max_frame_length: 4,
+                ..Default::default()
+            },
+            input: &[3, b'a', b'b', b'c'],
+            outs: vec![Out::Msg(vec![3, b'a', b'b', b'c'], MessageMeta::None)],
+            left: None,
+        },
+    ]
 }
 
 #[test]
-fn negative_8_byte_field_is_eproto() {
-    let o = LengthFieldOptions {
-        length_field_length: 8,
-        ..Default::default()
-    };
-    let (outs, left) = run_whole(
-        framer(o),
-        StrParserConfig::default(),
-        &[0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2],
-    );
-    assert_eq!(outs, vec![Out::Error(Errno::Proto)]);
-    assert_eq!(left, 0);
-}
-
-#[test]
-fn length_2_pow_63_minus_1_is_emsgsize_without_allocating() {
-    let o = LengthFieldOptions {
-        length_field_length: 8,
-        ..Default::default()
-    };
-    let (outs, _) = run_whole(
-        framer(o),
-        StrParserConfig::default(),
-        &[0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF],
-    );
-    assert_eq!(outs, vec![Out::Error(Errno::MsgSize)]);
-}
-
-#[test]
-fn adjusted_length_below_header_end_is_eproto() {
-    let o = LengthFieldOptions {
-        length_field_length: 2,
-        length_adjustment: -3,
-        ..Default::default()
-    };
-    let (outs, _) = run_whole(framer(o), StrParserConfig::default(), &[0x00, 0x01, b'a']);
-    assert_eq!(outs, vec![Out::Error(Errno::Proto)]);
-}
-
-#[test]
-fn strip_above_frame_length_is_eproto() {
-    let o = LengthFieldOptions {
-        length_field_length: 1,
-        initial_bytes_to_strip: 5,
-        ..Default::default()
-    };
-    let (outs, _) = run_whole(framer(o), StrParserConfig::default(), &[0x02, b'a', b'b']);
-    assert_eq!(outs, vec![Out::Error(Errno::Proto)]);
-}
-
-#[test]
-fn oversize_frame_aborts_with_emsgsize() {
-    let o = LengthFieldOptions {
-        length_field_length: 1,
-        max_frame_length: 4,
-        ..Default::default()
-    };
-    let (outs, _) = run_whole(
-        framer(o),
-        StrParserConfig::default(),
-        &[2, b'a', b'b', 4, b'a', b'b', b'c', b'd'],
-    );
-    assert_eq!(
-        outs,
-        vec![
-            Out::Msg(vec![2, b'a', b'b'], MessageMeta::None),
-            Out::Error(Errno::MsgSize)
-        ]
-    );
-}
-
-#[test]
-fn frame_exactly_at_max_frame_length_passes() {
-    let o = LengthFieldOptions {
-        length_field_length: 1,
-        max_frame_length: 4,
-        ..Default::default()
-    };
-    let (outs, _) = run_whole(
-        framer(o),
-        StrParserConfig::default(),
-        &[3, b'a', b'b', b'c'],
-    );
-    assert_eq!(msgs(&outs), vec![vec![3, b'a', b'b', b'c']]);
+fn zero_lengths_errors_and_the_frame_size_limit() {
+    let cases = whole_cases();
+    assert_eq!(cases.len(), 7, "every case is in the table");
+    for case in cases {
+        let (outs, left) = run_whole(framer(case.options), StrParserConfig::default(), case.input);
+        assert_eq!(outs, case.outs, "{}", case.name);
+        if let Some(want) = case.left {
+            assert_eq!(left, want, "{}: bytes left", case.name);
+        }
+    }
 }
 
 #[test]
@@ -306,9 +329,7 @@ proptest! {
             stream.extend_from_slice(&(f.len() as u16).to_be_bytes());
             stream.extend_from_slice(f);
         }
-        let (whole, _) = run_whole(framer(o.clone()), StrParserConfig::default(), &stream);
-        let (split, _) = run_split(framer(o.clone()), StrParserConfig::default(), &stream, &sizes);
-        let (bytewise, _) = run_split(framer(o), StrParserConfig::default(), &stream, &[1]);
+        let [(whole, _), (split, _), (bytewise, _)] = three_ways(|| framer(o.clone()), &stream, &sizes);
         let expect: Vec<Vec<u8>> = frames
             .iter()
             .map(|f| if strip { f.clone() } else { [&(f.len() as u16).to_be_bytes()[..], f].concat() })

@@ -2,7 +2,7 @@
 
 mod framer_common;
 
-use framer_common::{msgs, run_split, run_whole, Out};
+use framer_common::{assert_each_fails, msgs, run_split, run_whole, three_ways, Out};
 use proptest::prelude::*;
 use sockmap_core::framer::{MessageMeta, Resp, RespOptions};
 use sockmap_core::strparser::StrParserConfig;
@@ -140,15 +140,7 @@ fn malformed_inputs_are_eproto() {
         b"*+1\r\n",
         b"|0\r\n",
     ];
-    for b in bad {
-        let (outs, _) = run_whole(resp(), StrParserConfig::default(), b);
-        assert_eq!(
-            outs,
-            vec![Out::Error(Errno::Proto)],
-            "{:?}",
-            String::from_utf8_lossy(b)
-        );
-    }
+    assert_each_fails(resp, &bad, &[&[]], Errno::Proto);
 }
 
 #[test]
@@ -250,9 +242,7 @@ proptest! {
         sizes in prop::collection::vec(1usize..30, 1..6),
     ) {
         let stream = values.concat();
-        let (whole, wl) = run_whole(resp(), StrParserConfig::default(), &stream);
-        let (split, _) = run_split(resp(), StrParserConfig::default(), &stream, &sizes);
-        let (bytewise, _) = run_split(resp(), StrParserConfig::default(), &stream, &[1]);
+        let [(whole, wl), (split, _), (bytewise, _)] = three_ways(resp, &stream, &sizes);
         prop_assert_eq!(wl, 0);
         prop_assert_eq!(&whole, &split);
         prop_assert_eq!(&whole, &bytewise);

@@ -1,5 +1,5 @@
 //! Proves that a ring in steady state allocates nothing per append: a
-//! counting global allocator watches 10,000 push / fill_iovec / consume
+//! counting global allocator watches 10,000 push / fill_iovec / advance
 //! cycles after warm-up.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -75,7 +75,7 @@ fn cycle(ring: &mut SgRing, frags: &[Bytes], written: usize) -> usize {
     }
     let mut iov = [IoSlice::new(&[]); 64];
     let n = ring.fill_iovec(&mut iov);
-    ring.consume(written);
+    ring.advance(written);
     n
 }
 

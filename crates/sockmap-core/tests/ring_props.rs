@@ -19,8 +19,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0u16..64, any::<bool>()).prop_map(|(len, shared)| Op::Push { len, shared }),
         1 => Just(Op::Push { len: 0, shared: false }),
-        2 => arg().prop_map(Op::Consume),
-        1 => arg().prop_map(Op::FreePartial),
+        2 => arg().prop_map(Op::Advance),
+        1 => arg().prop_map(Op::BufAdvance),
         1 => arg().prop_map(Op::Trim),
         1 => arg().prop_map(Op::SplitTo),
         1 => (arg(), arg()).prop_map(|(a, b)| Op::CloneRange(a, b)),

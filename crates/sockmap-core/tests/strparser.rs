@@ -47,8 +47,43 @@ fn len1() -> StrParser {
     )
 }
 
+/// A framer that needs `n` bytes, then answers `then`.
+fn need_then(n: usize, then: Parse) -> StrParser {
+    parser(
+        move |c| {
+            if c.len() < n {
+                Parse::NeedMore { hint: None }
+            } else {
+                then
+            }
+        },
+        StrParserConfig::default(),
+    )
+}
+
+/// A framer answering `then` at a message starting with `first`, else a
+/// 1-byte message.
+fn on_first_byte(first: u8, then: Parse) -> StrParser {
+    parser(
+        move |c| {
+            if c.first()[0] == first {
+                then
+            } else {
+                Parse::Length(1)
+            }
+        },
+        StrParserConfig::default(),
+    )
+}
+
 fn drain(p: &mut StrParser, now: Instant) -> Vec<Out> {
     std::iter::from_fn(|| p.poll_event(now)).map(out).collect()
+}
+
+/// Hands `data` to the parser and drains what it reports.
+fn feed(p: &mut StrParser, data: &'static [u8], now: Instant) -> Vec<Out> {
+    p.handle_data(Bytes::from_static(data), now);
+    drain(p, now)
 }
 
 fn msg(b: &[u8]) -> Out {
@@ -59,8 +94,7 @@ fn msg(b: &[u8]) -> Out {
 fn length_zero_answer_is_eproto() {
     let now = Instant::now();
     let mut p = parser(|_| Parse::Length(0), StrParserConfig::default());
-    p.handle_data(Bytes::from_static(b"abc"), now);
-    assert_eq!(drain(&mut p, now), vec![Out::Error(Errno::Proto)]);
+    assert_eq!(feed(&mut p, b"abc", now), vec![Out::Error(Errno::Proto)]);
     assert_eq!(p.buffered_bytes(), 0);
     assert_eq!(p.stats().proto_errors, 1);
 }
@@ -68,38 +102,17 @@ fn length_zero_answer_is_eproto() {
 #[test]
 fn length_not_beyond_seen_bytes_is_eproto() {
     let now = Instant::now();
-    let mut p = parser(
-        |c| {
-            if c.len() < 5 {
-                Parse::NeedMore { hint: None }
-            } else {
-                Parse::Length(3)
-            }
-        },
-        StrParserConfig::default(),
-    );
-    p.handle_data(Bytes::from_static(b"abc"), now);
-    assert_eq!(drain(&mut p, now), vec![]);
-    p.handle_data(Bytes::from_static(b"de"), now);
-    assert_eq!(drain(&mut p, now), vec![Out::Error(Errno::Proto)]);
+    let mut p = need_then(5, Parse::Length(3));
+    assert_eq!(feed(&mut p, b"abc", now), vec![]);
+    assert_eq!(feed(&mut p, b"de", now), vec![Out::Error(Errno::Proto)]);
 }
 
 #[test]
 fn length_beyond_seen_bytes_is_accepted() {
     let now = Instant::now();
-    let mut p = parser(
-        |c| {
-            if c.len() < 5 {
-                Parse::NeedMore { hint: None }
-            } else {
-                Parse::Length(4)
-            }
-        },
-        StrParserConfig::default(),
-    );
+    let mut p = need_then(5, Parse::Length(4));
     p.handle_data(Bytes::from_static(b"abc"), now);
-    p.handle_data(Bytes::from_static(b"de"), now);
-    assert_eq!(drain(&mut p, now), vec![msg(b"abcd")]);
+    assert_eq!(feed(&mut p, b"de", now), vec![msg(b"abcd")]);
     assert_eq!(p.buffered_bytes(), 1);
 }
 
@@ -111,12 +124,10 @@ fn message_exactly_at_limit_passes_and_one_more_byte_is_emsgsize() {
         ..Default::default()
     };
     let mut p = StrParser::new(Box::new(Fixed::new(8).unwrap()), cfg);
-    p.handle_data(Bytes::from_static(b"12345678"), now);
-    assert_eq!(drain(&mut p, now), vec![msg(b"12345678")]);
+    assert_eq!(feed(&mut p, b"12345678", now), vec![msg(b"12345678")]);
 
     let mut p = StrParser::new(Box::new(Fixed::new(9).unwrap()), cfg);
-    p.handle_data(Bytes::from_static(b"123"), now);
-    assert_eq!(drain(&mut p, now), vec![Out::Error(Errno::MsgSize)]);
+    assert_eq!(feed(&mut p, b"123", now), vec![Out::Error(Errno::MsgSize)]);
     assert_eq!(p.stats().msg_too_big, 1);
     assert_eq!(p.buffered_bytes(), 0, "the partial message is freed");
 }
@@ -129,10 +140,8 @@ fn unframed_bytes_reaching_limit_is_emsgsize() {
         ..Default::default()
     };
     let mut p = parser(|_| Parse::NeedMore { hint: None }, cfg);
-    p.handle_data(Bytes::from_static(b"123"), now);
-    assert_eq!(drain(&mut p, now), vec![]);
-    p.handle_data(Bytes::from_static(b"4"), now);
-    assert_eq!(drain(&mut p, now), vec![Out::Error(Errno::MsgSize)]);
+    assert_eq!(feed(&mut p, b"123", now), vec![]);
+    assert_eq!(feed(&mut p, b"4", now), vec![Out::Error(Errno::MsgSize)]);
 }
 
 #[test]
@@ -143,8 +152,7 @@ fn hint_above_limit_is_emsgsize() {
         ..Default::default()
     };
     let mut p = parser(|_| Parse::NeedMore { hint: Some(5) }, cfg);
-    p.handle_data(Bytes::from_static(b"1"), now);
-    assert_eq!(drain(&mut p, now), vec![Out::Error(Errno::MsgSize)]);
+    assert_eq!(feed(&mut p, b"1", now), vec![Out::Error(Errno::MsgSize)]);
 }
 
 #[test]
@@ -164,12 +172,10 @@ fn hint_defers_the_next_parse_call() {
         StrParserConfig::default(),
     );
     for _ in 0..9 {
-        p.handle_data(Bytes::from_static(b"x"), now);
-        assert_eq!(drain(&mut p, now), vec![]);
+        assert_eq!(feed(&mut p, b"x", now), vec![]);
     }
     assert_eq!(calls.load(Ordering::Relaxed), 1);
-    p.handle_data(Bytes::from_static(b"x"), now);
-    assert_eq!(drain(&mut p, now), vec![msg(b"xxxxxxxxxx")]);
+    assert_eq!(feed(&mut p, b"x", now), vec![msg(b"xxxxxxxxxx")]);
     assert_eq!(calls.load(Ordering::Relaxed), 2);
 }
 
@@ -182,8 +188,7 @@ fn timeout_aborts_an_incomplete_message() {
     };
     let mut p = StrParser::new(Box::new(Fixed::new(4).unwrap()), cfg);
     assert_eq!(p.poll_timeout(), None);
-    p.handle_data(Bytes::from_static(b"12"), t0);
-    assert_eq!(drain(&mut p, t0), vec![]);
+    assert_eq!(feed(&mut p, b"12", t0), vec![]);
     assert_eq!(p.poll_timeout(), Some(t0 + Duration::from_millis(10)));
     p.handle_timeout(t0 + Duration::from_millis(9));
     assert_eq!(drain(&mut p, t0), vec![]);
@@ -191,8 +196,11 @@ fn timeout_aborts_an_incomplete_message() {
     assert_eq!(drain(&mut p, t0), vec![Out::Error(Errno::TimedOut)]);
     assert_eq!(p.stats().timeouts, 1);
     assert_eq!(p.buffered_bytes(), 0);
-    p.handle_data(Bytes::from_static(b"34"), t0);
-    assert_eq!(drain(&mut p, t0), vec![], "an aborted parser stays aborted");
+    assert_eq!(
+        feed(&mut p, b"34", t0),
+        vec![],
+        "an aborted parser stays aborted"
+    );
 }
 
 #[test]
@@ -203,10 +211,8 @@ fn timer_stops_when_the_message_completes() {
         ..Default::default()
     };
     let mut p = StrParser::new(Box::new(Fixed::new(4).unwrap()), cfg);
-    p.handle_data(Bytes::from_static(b"12"), t0);
-    assert_eq!(drain(&mut p, t0), vec![]);
-    p.handle_data(Bytes::from_static(b"34"), t0);
-    assert_eq!(drain(&mut p, t0), vec![msg(b"1234")]);
+    assert_eq!(feed(&mut p, b"12", t0), vec![]);
+    assert_eq!(feed(&mut p, b"34", t0), vec![msg(b"1234")]);
     assert_eq!(p.poll_timeout(), None);
     p.handle_timeout(t0 + Duration::from_secs(1));
     assert_eq!(drain(&mut p, t0), vec![]);
@@ -289,20 +295,10 @@ fn messages_in_one_chunk_share_its_memory() {
 #[test]
 fn handback_before_partial_consumption_returns_everything() {
     let now = Instant::now();
-    let mut p = parser(
-        |c| {
-            if c.first()[0] == b'!' {
-                Parse::Handback
-            } else {
-                Parse::Length(1)
-            }
-        },
-        StrParserConfig::default(),
-    );
+    let mut p = on_first_byte(b'!', Parse::Handback);
     p.handle_data(Bytes::from_static(b"ab!cd"), now);
-    p.handle_data(Bytes::from_static(b"ef"), now);
     assert_eq!(
-        drain(&mut p, now),
+        feed(&mut p, b"ef", now),
         vec![
             msg(b"a"),
             msg(b"b"),
@@ -311,29 +307,17 @@ fn handback_before_partial_consumption_returns_everything() {
     );
     assert_eq!(p.buffered_bytes(), 0);
     assert_eq!(p.stats().handbacks, 1);
-    p.handle_data(Bytes::from_static(b"gh"), now);
-    assert_eq!(drain(&mut p, now), vec![]);
+    assert_eq!(feed(&mut p, b"gh", now), vec![]);
     assert_eq!(p.done(), vec![Bytes::from_static(b"gh")]);
 }
 
 #[test]
 fn handback_after_partial_consumption_keeps_the_bytes_and_flags_enodata() {
     let now = Instant::now();
-    let mut p = parser(
-        |c| {
-            if c.len() < 4 {
-                Parse::NeedMore { hint: None }
-            } else {
-                Parse::Handback
-            }
-        },
-        StrParserConfig::default(),
-    );
-    p.handle_data(Bytes::from_static(b"ab"), now);
-    assert_eq!(drain(&mut p, now), vec![]);
-    p.handle_data(Bytes::from_static(b"cd"), now);
+    let mut p = need_then(4, Parse::Handback);
+    assert_eq!(feed(&mut p, b"ab", now), vec![]);
     assert_eq!(
-        drain(&mut p, now),
+        feed(&mut p, b"cd", now),
         vec![Out::Handback(b"abcd".to_vec(), true)]
     );
 }
@@ -342,11 +326,9 @@ fn handback_after_partial_consumption_keeps_the_bytes_and_flags_enodata() {
 fn pending_answer_arrives_through_handle_deferred() {
     let now = Instant::now();
     let mut p = parser(|_| Parse::Pending, StrParserConfig::default());
-    p.handle_data(Bytes::from_static(b"abc"), now);
-    assert_eq!(drain(&mut p, now), vec![]);
-    p.handle_data(Bytes::from_static(b"def"), now);
+    assert_eq!(feed(&mut p, b"abc", now), vec![]);
     assert_eq!(
-        drain(&mut p, now),
+        feed(&mut p, b"def", now),
         vec![],
         "still waiting for the deferred answer"
     );
@@ -366,28 +348,16 @@ fn stray_deferred_answer_is_ignored() {
     let now = Instant::now();
     let mut p = len1();
     p.handle_deferred(Parse::Length(5));
-    p.handle_data(Bytes::from_static(b"\x02a"), now);
-    assert_eq!(drain(&mut p, now), vec![msg(b"\x02a")]);
+    assert_eq!(feed(&mut p, b"\x02a", now), vec![msg(b"\x02a")]);
 }
 
 #[test]
 fn skip_discards_across_reads_and_is_counted() {
     let now = Instant::now();
-    let mut p = parser(
-        |c| {
-            if c.first()[0] == b'S' {
-                Parse::Skip(5)
-            } else {
-                Parse::Length(1)
-            }
-        },
-        StrParserConfig::default(),
-    );
-    p.handle_data(Bytes::from_static(b"aS12"), now);
-    assert_eq!(drain(&mut p, now), vec![msg(b"a"), Out::Skipped(5)]);
+    let mut p = on_first_byte(b'S', Parse::Skip(5));
+    assert_eq!(feed(&mut p, b"aS12", now), vec![msg(b"a"), Out::Skipped(5)]);
     assert_eq!(p.buffered_bytes(), 0);
-    p.handle_data(Bytes::from_static(b"34b"), now);
-    assert_eq!(drain(&mut p, now), vec![msg(b"b")]);
+    assert_eq!(feed(&mut p, b"34b", now), vec![msg(b"b")]);
     assert_eq!((p.stats().skipped_frames, p.stats().skipped_bytes), (1, 5));
 }
 
@@ -395,28 +365,16 @@ fn skip_discards_across_reads_and_is_counted() {
 fn skip_zero_is_eproto() {
     let now = Instant::now();
     let mut p = parser(|_| Parse::Skip(0), StrParserConfig::default());
-    p.handle_data(Bytes::from_static(b"a"), now);
-    assert_eq!(drain(&mut p, now), vec![Out::Error(Errno::Proto)]);
+    assert_eq!(feed(&mut p, b"a", now), vec![Out::Error(Errno::Proto)]);
 }
 
 #[test]
 fn error_frees_the_partial_message_and_later_input() {
     let now = Instant::now();
-    let mut p = parser(
-        |c| {
-            if c.len() < 3 {
-                Parse::NeedMore { hint: None }
-            } else {
-                Parse::Error(Errno::Inval)
-            }
-        },
-        StrParserConfig::default(),
-    );
-    p.handle_data(Bytes::from_static(b"ab"), now);
-    assert_eq!(drain(&mut p, now), vec![]);
+    let mut p = need_then(3, Parse::Error(Errno::Inval));
+    assert_eq!(feed(&mut p, b"ab", now), vec![]);
     assert_eq!(p.buffered_bytes(), 2);
-    p.handle_data(Bytes::from_static(b"c"), now);
-    assert_eq!(drain(&mut p, now), vec![Out::Error(Errno::Inval)]);
+    assert_eq!(feed(&mut p, b"c", now), vec![Out::Error(Errno::Inval)]);
     assert_eq!(p.buffered_bytes(), 0);
     p.handle_data(Bytes::from_static(b"d"), now);
     assert_eq!(p.buffered_bytes(), 0);

@@ -2,36 +2,20 @@
 //! alone: the same messages, skips, errors, counters and buffered bytes for
 //! random frames, chunk splits, pauses and framer options.
 
+mod framer_common;
+
 use std::time::Instant;
 
 use bytes::Bytes;
+use framer_common::{out, Out};
 use proptest::prelude::*;
-use sockmap_core::framer::{ByteOrder, Fixed, Framer, LengthField, LengthFieldOptions};
-use sockmap_core::strparser::{Event, StrParser, StrParserConfig};
-use sockmap_core::Errno;
-
-#[derive(Debug, PartialEq, Eq)]
-enum Out {
-    Msg(Vec<u8>),
-    Skipped(usize),
-    Handback(Vec<u8>),
-    Error(Errno),
-}
-
-fn record(ev: Event, out: &mut Vec<Out>) {
-    out.push(match ev {
-        Event::Message(m) => {
-            assert_eq!(m.frags.iter().map(Bytes::len).sum::<usize>(), m.len);
-            Out::Msg(m.to_vec())
-        }
-        Event::Skipped(n) => Out::Skipped(n),
-        Event::Handback { rest, .. } => Out::Handback(rest.concat()),
-        Event::Error(e) => Out::Error(e),
-    });
-}
+use sockmap_core::framer::{
+    ByteOrder, Fixed, Framer, LengthField, LengthFieldOptions, MessageMeta,
+};
+use sockmap_core::strparser::{StrParser, StrParserConfig};
 
 /// Drains the parser, with or without `take_whole`.
-fn drain(p: &mut StrParser, whole: bool, lens: &mut Vec<usize>, out: &mut Vec<Out>) -> usize {
+fn drain(p: &mut StrParser, whole: bool, lens: &mut Vec<usize>, outs: &mut Vec<Out>) -> usize {
     let now = Instant::now();
     let mut scanned = 0;
     loop {
@@ -40,7 +24,7 @@ fn drain(p: &mut StrParser, whole: bool, lens: &mut Vec<usize>, out: &mut Vec<Ou
                 assert_eq!(lens.iter().sum::<usize>(), block.len());
                 let mut at = 0;
                 for &n in lens.iter() {
-                    out.push(Out::Msg(block[at..at + n].to_vec()));
+                    outs.push(Out::Msg(block[at..at + n].to_vec(), MessageMeta::None));
                     at += n;
                 }
                 scanned += lens.len();
@@ -49,7 +33,7 @@ fn drain(p: &mut StrParser, whole: bool, lens: &mut Vec<usize>, out: &mut Vec<Ou
             }
         }
         match p.poll_event(now) {
-            Some(ev) => record(ev, out),
+            Some(ev) => outs.push(out(ev)),
             None => return scanned,
         }
     }

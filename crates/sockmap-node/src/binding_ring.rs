@@ -49,8 +49,8 @@ impl BindingRing {
 
     /// Drops `n` bytes from the head (as after a partial write); returns the bytes dropped.
     #[napi]
-    pub fn consume(&mut self, n: f64) -> u32 {
-        self.inner.consume(clamp_len(n)) as u32
+    pub fn advance(&mut self, n: f64) -> u32 {
+        self.inner.advance(clamp_len(n)) as u32
     }
 
     /// Keeps only the first `len` bytes.

@@ -313,7 +313,7 @@ impl Core {
         let Some(slot) = self.slot_of(id) else { return };
         let low = self.cfg.send_low_watermark;
         let p = self.at(slot);
-        p.ring.consume(n);
+        p.ring.advance(n);
         p.count(|s| &s.bytes_out, n as u64);
         p.gauge(|s| &s.queued_bytes, p.ring.len());
         if p.ring.len() <= low {

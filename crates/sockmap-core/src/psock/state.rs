@@ -452,15 +452,15 @@ impl SendRing {
         if let Err(full) = self.ring.push(frag) {
             let merged = Bytes::from(self.ring.to_vec());
             let total = merged.len();
-            self.ring.consume(total);
+            self.ring.advance(total);
             let _ = self.ring.push(merged);
             let _ = self.ring.push(full.0);
         }
     }
 
     /// `n` bytes were written.
-    pub(crate) fn consume(&mut self, n: usize) {
-        self.ring.consume(n);
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.ring.advance(n);
         if self.ring.is_empty() {
             self.flush_queued = false;
         }

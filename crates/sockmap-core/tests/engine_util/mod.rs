@@ -1,20 +1,45 @@
-//! Shared helpers for the engine's loopback tests.
+//! Shared helpers for the engine's tests: the loopback [`Harness`], the
+//! channel that plays the binding's external side ([`ChanSink`]), and the
+//! simulated-backend helpers of [`sim`].
 #![allow(dead_code)]
+
+pub mod sim;
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sockmap_core::batch::{Batch, ExternalVerdicts};
 use sockmap_core::event::frags_to_vec;
 use sockmap_core::map::{MapKind, UpdateFlag};
 use sockmap_core::program::{Programs, StreamVerdictProg};
 use sockmap_core::stats::StatsSnapshot;
-use sockmap_core::{Engine, EngineConfig, EngineHandle, Event, Key, MapId, Rule, SockId};
+use sockmap_core::{Engine, EngineConfig, EngineHandle, Event, Hooks, Key, MapId, Rule, SockId};
 
 /// Every wait in the tests ends by then.
 pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// The external side of an engine as a channel: every batch of external
+/// verdicts and parses goes to the receiving end, where the test answers
+/// it as a binding would.
+pub struct ChanSink(pub Sender<Batch>);
+
+impl ExternalVerdicts for ChanSink {
+    fn submit(&mut self, batch: Batch) {
+        let _ = self.0.send(batch);
+    }
+}
+
+impl ChanSink {
+    /// A sink and the receiving end of its batches.
+    pub fn new() -> (Box<ChanSink>, Receiver<Batch>) {
+        let (tx, rx) = channel();
+        (Box::new(ChanSink(tx)), rx)
+    }
+}
 
 /// An engine plus the events the test has seen but not consumed.
 pub struct Harness {
@@ -29,11 +54,26 @@ impl Harness {
     }
 
     pub fn with_config(cfg: EngineConfig) -> Harness {
+        Harness::with_hooks(cfg, Hooks::default())
+    }
+
+    pub fn with_hooks(cfg: EngineConfig, hooks: Hooks) -> Harness {
         Harness {
-            engine: Engine::start(cfg, sockmap_core::Hooks::default()).expect("engine"),
+            engine: Engine::start(cfg, hooks).expect("engine"),
             backlog: VecDeque::new(),
             listener: TcpListener::bind("127.0.0.1:0").expect("bind"),
         }
+    }
+
+    /// An engine whose external verdicts and parsers go to the returned
+    /// channel (a [`ChanSink`]).
+    pub fn with_external(cfg: EngineConfig) -> (Harness, Receiver<Batch>) {
+        let (sink, rx) = ChanSink::new();
+        let hooks = Hooks {
+            notify: None,
+            external: Some(sink),
+        };
+        (Harness::with_hooks(cfg, hooks), rx)
     }
 
     pub fn h(&self) -> &EngineHandle {
@@ -87,6 +127,18 @@ impl Harness {
         (got, n)
     }
 
+    /// Collects `n` messages for `sock`, each as one vector.
+    pub fn take_messages(&mut self, sock: SockId, n: usize) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|_| {
+                self.wait(|e| match e {
+                    Event::Message { sock: s, data } if *s == sock => Some(frags_to_vec(data)),
+                    _ => None,
+                })
+            })
+            .collect()
+    }
+
     pub fn closed(&mut self, sock: SockId) -> Option<sockmap_core::Errno> {
         self.wait(|e| match e {
             Event::Closed { sock: s, error } if *s == sock => Some(*error),
@@ -123,6 +175,13 @@ impl Harness {
             .map_update(map, &key.into(), sock, UpdateFlag::Any)
             .unwrap();
     }
+}
+
+/// A frame with a 4-byte big-endian length header.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut v = (payload.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(payload);
+    v
 }
 
 /// Reads exactly `n` bytes.

@@ -103,3 +103,40 @@ pub fn msgs(outs: &[Out]) -> Vec<Vec<u8>> {
         })
         .collect()
 }
+
+/// `stream` fed whole, in pieces of `sizes` and byte by byte, each time to
+/// a fresh framer from `make`: the events and bytes left of the three runs,
+/// in that order, for the split-invariance checks.
+pub fn three_ways<F: Framer + 'static>(
+    make: impl Fn() -> Box<F>,
+    stream: &[u8],
+    sizes: &[usize],
+) -> [(Vec<Out>, usize); 3] {
+    [
+        run_whole(make(), StrParserConfig::default(), stream),
+        run_split(make(), StrParserConfig::default(), stream, sizes),
+        run_split(make(), StrParserConfig::default(), stream, &[1]),
+    ]
+}
+
+/// Asserts that every one of `inputs`, fed in pieces of each of `splits`
+/// (`&[]`: whole) to a fresh framer from `make`, gives exactly one event:
+/// the error `want`.
+pub fn assert_each_fails<F: Framer + 'static>(
+    make: impl Fn() -> Box<F>,
+    inputs: &[&[u8]],
+    splits: &[&[usize]],
+    want: Errno,
+) {
+    for input in inputs {
+        for sizes in splits {
+            let (outs, _) = run_split(make(), StrParserConfig::default(), input, sizes);
+            assert_eq!(
+                outs,
+                vec![Out::Error(want)],
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+}

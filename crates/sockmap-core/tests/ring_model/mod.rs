@@ -9,7 +9,7 @@
 
 use std::io::IoSlice;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use sockmap_core::{ring::SgRing, Errno, IOV_MAX};
 
 /// Inserted runs longer than this are skipped (they would only test the
@@ -57,10 +57,10 @@ pub enum Op {
         /// Slice of a shared buffer rather than its own allocation.
         shared: bool,
     },
-    /// `consume(n)`.
-    Consume(Arg),
-    /// `free_partial(n)`.
-    FreePartial(Arg),
+    /// `advance(n)`.
+    Advance(Arg),
+    /// `Buf::advance(n)` (the trait method, which delegates to `advance`).
+    BufAdvance(Arg),
     /// `trim(len)`.
     Trim(Arg),
     /// `split_to(n)`.
@@ -145,13 +145,13 @@ impl Harness {
                 }
                 None
             }
-            Op::Consume(n) => {
-                assert_eq!(self.ring.consume(n.get()), n.get().min(len), "{op:?}");
+            Op::Advance(n) => {
+                assert_eq!(self.ring.advance(n.get()), n.get().min(len), "{op:?}");
                 self.model.drain(..n.get().min(len));
                 None
             }
-            Op::FreePartial(n) => {
-                assert_eq!(self.ring.free_partial(n.get()), n.get().min(len), "{op:?}");
+            Op::BufAdvance(n) => {
+                Buf::advance(&mut self.ring, n.get());
                 self.model.drain(..n.get().min(len));
                 None
             }
@@ -218,7 +218,7 @@ impl Harness {
                     None
                 } else {
                     assert_eq!(other.to_vec(), other_bytes, "{op:?}: other changed");
-                    Some((res.err(), Errno::NoSpc))
+                    Some((res.err().map(Errno::from), Errno::NoSpc))
                 }
             }
             Op::Pull(start, end) => {
