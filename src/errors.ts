@@ -52,9 +52,6 @@ export class SockmapError extends Error {
 /** The codes a binding error can carry in its `code` property. */
 const bindingCodes: ReadonlySet<string> = new Set(errorCodes())
 
-/** The older convention, an errno name in brackets heading the message, still used by the scatter-gather ring. */
-const bracketCode = /^\[([A-Z0-9_]+)\] ([\s\S]*)$/
-
 /**
  * Turns an error thrown by the native binding (its code in `err.code`) into a {@link SockmapError}; anything else is
  * returned unchanged.
@@ -66,8 +63,6 @@ export function fromBinding(err: unknown): unknown {
     if (typeof code === 'string' && bindingCodes.has(code)) {
       return new SockmapError(code as SockmapErrorCode, `${code}: ${err.message}`)
     }
-    const m = bracketCode.exec(err.message)
-    if (m) return new SockmapError(m[1] as SockmapErrorCode, `${m[1]}: ${m[2]}`)
   }
   return err
 }

@@ -23,15 +23,6 @@ pub fn error_of(code: Errno, context: &str) -> Error {
     Error::new(code.name().to_string(), context)
 }
 
-/// The error of the older convention, an errno name in brackets heading the message (`"[EINVAL] ..."`), for the
-/// entry points not yet returning [`Result`] (the scatter-gather ring).
-pub fn errno_error(code: Errno, context: &str) -> napi::Error {
-    napi::Error::new(
-        napi::Status::GenericFailure,
-        format!("[{}] {}", code.name(), context),
-    )
-}
-
 /// Keeps a Node-API failure's status (`"GenericFailure"`...) as the code.
 pub fn host_error(e: napi::Error) -> Error {
     Error::new(e.status.as_ref().to_string(), e.reason.clone())

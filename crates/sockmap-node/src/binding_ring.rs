@@ -5,7 +5,7 @@ use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 use sockmap_core::ring::SgRing;
 
-use crate::binding_error::errno_error;
+use crate::binding_error::{error_of, guarded, Result};
 
 /// A scatter-gather ring of byte fragments (the engine's `sk_msg`).
 #[napi]
@@ -17,16 +17,18 @@ pub struct BindingRing {
 impl BindingRing {
     /// Creates an empty ring holding at most `max_frags` fragments.
     #[napi(constructor)]
-    pub fn new(max_frags: u32) -> Self {
-        BindingRing {
-            inner: SgRing::with_max_frags(max_frags as usize),
-        }
+    pub fn new(max_frags: u32) -> Result<Self> {
+        guarded(|| {
+            Ok(BindingRing {
+                inner: SgRing::with_max_frags(max_frags as usize),
+            })
+        })
     }
 
     /// Appends a copy of `data` as one fragment; returns false when the ring is full.
     #[napi]
-    pub fn append(&mut self, data: &[u8]) -> bool {
-        self.inner.push(Bytes::copy_from_slice(data)).is_ok()
+    pub fn append(&mut self, data: &[u8]) -> Result<bool> {
+        guarded(|| Ok(self.inner.push(Bytes::copy_from_slice(data)).is_ok()))
     }
 
     /// Total bytes held.
@@ -49,51 +51,60 @@ impl BindingRing {
 
     /// Drops `n` bytes from the head (as after a partial write); returns the bytes dropped.
     #[napi]
-    pub fn advance(&mut self, n: f64) -> u32 {
-        self.inner.advance(clamp_len(n)) as u32
+    pub fn advance(&mut self, n: f64) -> Result<u32> {
+        guarded(|| Ok(self.inner.advance(clamp_len(n)) as u32))
     }
 
     /// Keeps only the first `len` bytes.
     #[napi]
-    pub fn trim(&mut self, len: f64) {
-        self.inner.trim(clamp_len(len));
+    pub fn trim(&mut self, len: f64) -> Result<()> {
+        guarded(|| {
+            self.inner.trim(clamp_len(len));
+            Ok(())
+        })
     }
 
     /// Makes `[start, end)` contiguous and returns a copy of it.
     #[napi]
-    pub fn pull(&mut self, start: f64, end: f64) -> napi::Result<Buffer> {
-        self.inner
-            .pull(clamp_len(start), clamp_len(end))
-            .map(|b| Buffer::from(b.to_vec()))
-            .map_err(|e| errno_error(e, "pull: bad range"))
+    pub fn pull(&mut self, start: f64, end: f64) -> Result<Buffer> {
+        guarded(|| {
+            self.inner
+                .pull(clamp_len(start), clamp_len(end))
+                .map(|b| Buffer::from(b.to_vec()))
+                .map_err(|e| error_of(e, "pull: bad range"))
+        })
     }
 
     /// Inserts `len` zero bytes at `start`.
     #[napi]
-    pub fn push(&mut self, start: f64, len: f64) -> napi::Result<()> {
-        self.inner
-            .push_zeroed(clamp_len(start), clamp_len(len))
-            .map_err(|e| errno_error(e, "push: bad range"))
+    pub fn push(&mut self, start: f64, len: f64) -> Result<()> {
+        guarded(|| {
+            self.inner
+                .push_zeroed(clamp_len(start), clamp_len(len))
+                .map_err(|e| error_of(e, "push: bad range"))
+        })
     }
 
     /// Removes `len` bytes at `start`.
     #[napi]
-    pub fn pop(&mut self, start: f64, len: f64) -> napi::Result<()> {
-        self.inner
-            .pop(clamp_len(start), clamp_len(len))
-            .map_err(|e| errno_error(e, "pop: bad range"))
+    pub fn pop(&mut self, start: f64, len: f64) -> Result<()> {
+        guarded(|| {
+            self.inner
+                .pop(clamp_len(start), clamp_len(len))
+                .map_err(|e| error_of(e, "pop: bad range"))
+        })
     }
 
     /// Copies every byte held into one Buffer.
     #[napi]
-    pub fn to_buffer(&self) -> Buffer {
-        Buffer::from(self.inner.to_vec())
+    pub fn to_buffer(&self) -> Result<Buffer> {
+        guarded(|| Ok(Buffer::from(self.inner.to_vec())))
     }
 
     /// The fragment lengths, in order.
     #[napi]
-    pub fn fragment_lengths(&self) -> Vec<u32> {
-        self.inner.frags().map(|f| f.len() as u32).collect()
+    pub fn fragment_lengths(&self) -> Result<Vec<u32>> {
+        guarded(|| Ok(self.inner.frags().map(|f| f.len() as u32).collect()))
     }
 }
 

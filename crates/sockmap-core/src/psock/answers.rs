@@ -12,8 +12,9 @@
 use bytes::Bytes;
 
 use super::egress::Egress;
+use super::queue::Answered;
 use super::recv::Body;
-use super::state::{Answered, Hold};
+use super::state::Hold;
 use super::{Core, SlotIdx};
 use crate::batch::{Answer, BatchItem, ItemData, ItemKind};
 use crate::batcher::ItemRef;

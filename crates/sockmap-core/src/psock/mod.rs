@@ -20,7 +20,8 @@
 //! | file | what |
 //! |---|---|
 //! | `mod.rs` | the psock table, outputs, socket lifecycle (accept, connect, FIN, close), application commands |
-//! | `state.rs` | the [`Psock`] type and the queues it owns, with their invariants |
+//! | `state.rs` | the [`Psock`] type: its life, receive and transmit states, with their invariants |
+//! | `queue.rs` | the queues a psock owns: send ring, application queue, awaited messages |
 //! | `recv.rs` | the receive path: bytes read → parser → verdict → PASS/DROP/REDIRECT |
 //! | `egress.rs` | bytes into a target's send ring: the per-read coalescer, watermarks, the application queue |
 //! | `parse.rs` | the psock's stream parser, and the conversation with an external parser |
@@ -52,6 +53,7 @@ use crate::verdict::{eval_rule, Message, MessageBytes, Resolved};
 mod answers;
 mod egress;
 mod parse;
+mod queue;
 mod recv;
 mod send;
 mod state;

@@ -17,7 +17,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use bytes::Bytes;
 use smallvec::SmallVec;
 
-use super::state::SendAck;
+use super::queue::SendAck;
 use super::{Core, SlotIdx};
 use crate::batch::{Answer, BatchItem, ItemData, ItemKind, MsgEdit};
 use crate::batcher::ItemRef;
