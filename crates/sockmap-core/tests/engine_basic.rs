@@ -2,6 +2,8 @@
 
 mod engine_util;
 
+use std::os::fd::AsRawFd;
+
 use engine_util::*;
 use sockmap_core::map::{MapKind, UpdateFlag};
 use sockmap_core::{Errno, Event, Key, KeySource, Rule, SockState};
@@ -140,11 +142,14 @@ fn map_errors_have_kernel_codes() {
     assert_eq!(hh.map_lookup(arr, &Key::Num(1)), Ok(Some(a)));
     assert_eq!(hh.map_len(arr), Ok(1));
 
-    let refused = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let c = hh.connect(refused, None).unwrap();
+    // A listener whose accept queue is full drops further SYNs, so the
+    // connect stays in progress (the kernel retries for seconds).
+    let full = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = full.local_addr().unwrap();
+    // SAFETY: `listen` on a valid, bound socket only sets its accept backlog.
+    assert_eq!(unsafe { libc::listen(full.as_raw_fd(), 0) }, 0);
+    let _queued = std::net::TcpStream::connect(addr).unwrap();
+    let c = hh.connect(addr, None).unwrap();
     assert_eq!(hh.sock_state(c), SockState::Connecting);
     assert_eq!(
         hh.map_update(arr, &Key::Num(3), c, UpdateFlag::Any),
