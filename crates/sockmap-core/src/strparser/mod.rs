@@ -652,6 +652,3 @@ impl StrParser {
         &self.stats
     }
 }
-
-#[cfg(test)]
-mod fast_path_tests;

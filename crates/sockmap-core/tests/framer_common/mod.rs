@@ -28,6 +28,7 @@ pub fn out(ev: Event) -> Out {
                 m.len,
                 "Message::len must equal its fragments' length"
             );
+            assert!(m.frags.iter().all(|f| !f.is_empty()), "no empty fragment");
             Out::Msg(v, m.meta)
         }
         Event::Skipped(n) => Out::Skipped(n),

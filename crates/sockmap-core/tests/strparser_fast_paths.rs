@@ -7,37 +7,14 @@ use std::time::Instant;
 use bytes::Bytes;
 use proptest::prelude::*;
 
-use super::{Event, StrParser, StrParserConfig};
-use crate::error::Errno;
-use crate::framer::{
-    Delimiter, Framer, Http1, LengthField, LengthFieldOptions, MessageMeta, Resp, RespOptions,
+mod framer_common;
+
+use framer_common::{out, Out};
+use sockmap_core::framer::{
+    Delimiter, Framer, Http1, LengthField, LengthFieldOptions, Resp, RespOptions,
 };
-
-/// An event with its bytes copied out.
-#[derive(Debug, PartialEq, Eq)]
-enum Out {
-    Msg(Vec<u8>, MessageMeta),
-    Skipped(usize),
-    Handback(Vec<u8>, bool),
-    Error(Errno),
-}
-
-fn out(ev: Event) -> Out {
-    match ev {
-        Event::Message(m) => {
-            let v = m.to_vec();
-            assert_eq!(v.len(), m.len);
-            assert!(m.frags.iter().all(|f| !f.is_empty()), "no empty fragment");
-            Out::Msg(v, m.meta)
-        }
-        Event::Skipped(n) => Out::Skipped(n),
-        Event::Handback {
-            rest,
-            partial_consumed,
-        } => Out::Handback(rest.concat(), partial_consumed),
-        Event::Error(e) => Out::Error(e),
-    }
-}
+use sockmap_core::strparser::{Event, StrParser, StrParserConfig};
+use sockmap_core::Errno;
 
 /// Feeds `stream` cut at `cuts` (offsets, any order), polling after each
 /// piece: the events and the bytes left unparsed.
