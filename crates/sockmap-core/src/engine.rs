@@ -10,7 +10,7 @@
 //! maps as commands, queued in the order the registry made them.
 //!
 //! The engine never names a backend's internals: it picks one, and runs the
-//! driver's loop turn ([`crate::driver::turn`]) over it until shutdown.
+//! driver's loop turn (`crate::driver::turn`) over it until shutdown.
 
 use std::io;
 use std::net::SocketAddr;

@@ -3,6 +3,18 @@
 //! The engine of sockmap: a user-space implementation of Linux's sk_msg
 //! scatter-gather ring, stream parser (strparser) and socket maps, with no
 //! knowledge of JavaScript.
+//!
+//! Layers, each using only the ones below it:
+//! - [`Engine`] / [`EngineHandle`]: the I/O thread and the thread-safe handle
+//!   (sockets, maps, commands); [`sim::Sim`] runs the same loop over a
+//!   simulated network for deterministic tests;
+//! - the driver: one loop turn, written once, over any [`backend`];
+//! - [`Core`] ([`psock`]): the sans-IO state machine. It performs no I/O,
+//!   reads no clock (time comes in with the inputs) and takes no lock on the
+//!   per-message path; `handle_*` methods take what happened, `poll_op`,
+//!   `poll_event` and `poll_timeout` give what to do;
+//! - the leaves: [`ring`], [`msg`], [`strparser`], [`framer`], [`map`],
+//!   [`program`], [`rules`], [`stats`].
 #![deny(missing_docs)]
 
 pub mod backend;

@@ -2,16 +2,16 @@
 //!
 //! A backend owns the sockets' I/O objects and turns what the kernel does
 //! into `Core::handle_*` calls, and the core's ops into system calls. The
-//! loop around it is written once, in [`crate::driver`]; every backend
-//! provides the same [`Backend`] operations:
-//! - [`Backend::register`]: take a listener, connected or connecting socket by [`SockId`];
-//! - [`Backend::wait`]: wait at most `timeout` for the kernel, reporting
+//! loop around it is written once, in `crate::driver`; every backend
+//! provides the same `Backend` operations:
+//! - `Backend::register`: take a listener, connected or connecting socket by [`SockId`];
+//! - `Backend::wait`: wait at most `timeout` for the kernel, reporting
 //!   accepts, connects and writability to the core and remembering the
 //!   readable sockets;
-//! - [`Backend::read_ready`]: read the ready sockets into engine-owned
+//! - `Backend::read_ready`: read the ready sockets into engine-owned
 //!   buffers, each within the core's fairness budget;
-//! - [`Backend::mark_ready`]: a socket the core wants read now;
-//! - [`Backend::io`]: the per-socket calls ([`SocketIo`]: read, writev,
+//! - `Backend::mark_ready`: a socket the core wants read now;
+//! - `Backend::io`: the per-socket calls ([`SocketIo`]: read, writev,
 //!   shutdown, close) the driver carries the core's ops out with.
 //!
 //! The epoll backend ([`epoll`]) imitates completions on top of edge-triggered

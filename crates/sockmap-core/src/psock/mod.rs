@@ -10,7 +10,7 @@
 //! [`Core::poll_event`]; [`Core::poll_timeout`] says when
 //! [`Core::handle_timeout`] has work.
 //!
-//! One turn of the driver ([`crate::driver`]): feed completions and
+//! One turn of the driver (`crate::driver`): feed completions and
 //! commands, drain `poll_op`, `handle_timeout(now)`, `handle_idle` when no
 //! socket has more to read, drain `poll_op` again, drain `poll_event`, then
 //! wait at most until `poll_timeout`.
@@ -20,7 +20,7 @@
 //! | file | what |
 //! |---|---|
 //! | `mod.rs` | the psock table, outputs, socket lifecycle (accept, connect, FIN, close), application commands |
-//! | `state.rs` | the [`Psock`] type: its life, receive and transmit states, with their invariants |
+//! | `state.rs` | the `Psock` type: its life, receive and transmit states, with their invariants |
 //! | `queue.rs` | the queues a psock owns: send ring, application queue, awaited messages |
 //! | `recv.rs` | the receive path: bytes read → parser → verdict → PASS/DROP/REDIRECT |
 //! | `egress.rs` | bytes into a target's send ring: the per-read coalescer, watermarks, the application queue |
