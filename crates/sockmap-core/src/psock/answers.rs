@@ -282,11 +282,24 @@ mod tests {
     }
 
     fn rig(batch: BatchConfig, framed: bool, peek_bytes: usize) -> Rig {
+        rig_with(batch, framed, |_| VerdictKind::External {
+            tag: 1,
+            peek_bytes,
+        })
+    }
+
+    /// [`rig`] with the stream verdict `verdict(ups)`.
+    fn rig_with(
+        batch: BatchConfig,
+        framed: bool,
+        verdict: impl FnOnce(MapId) -> VerdictKind,
+    ) -> Rig {
         let shared = Arc::new(Shared::default());
         let (src, targets, ups) = {
             let mut reg = shared.lock();
             let gw = reg.create_map(MapKind::SockHash, 8).unwrap();
             let ups = reg.create_map(MapKind::SockHash, 8).unwrap();
+            let kind = verdict(ups);
             let parser = framed.then(|| {
                 Arc::new(ParserProg::new(ParserKind::LengthField(
                     LengthFieldOptions::default(),
@@ -295,7 +308,7 @@ mod tests {
             let progs = Programs {
                 parser,
                 verdict: Some(Arc::new(StreamVerdictProg {
-                    kind: VerdictKind::External { tag: 1, peek_bytes },
+                    kind,
                     propagate_fin: true,
                 })),
                 ..Programs::default()
@@ -341,7 +354,7 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_of_redirects_locks_the_registry_once_not_per_message() {
+    fn a_batch_of_redirects_takes_no_registry_lock() {
         const N: usize = 1024;
         let batch = BatchConfig {
             max_messages: N,
@@ -496,5 +509,38 @@ mod tests {
             ),
             (600, count(0) + count(1), count(2), count(3), 0)
         );
+    }
+
+    #[test]
+    fn native_verdicts_keyed_by_message_bytes_take_no_registry_lock() {
+        const N: usize = 1000;
+        let mut r = rig_with(BatchConfig::default(), true, |ups| {
+            VerdictKind::Rule(crate::rules::Rule::HashRoute {
+                map: ups,
+                key: crate::rules::KeySource::Range { offset: 4, len: 1 },
+                ingress: false,
+            })
+        });
+        let frames: Vec<u8> = (0..N).flat_map(|i| [0, 0, 0, 2, i as u8, 0xab]).collect();
+        let before = r.shared.locks.load(Ordering::Relaxed);
+        let now = Instant::now();
+        for piece in frames.chunks(999) {
+            r.core
+                .handle_received(r.src, Bytes::copy_from_slice(piece), now);
+        }
+        let locks = r.shared.locks.load(Ordering::Relaxed) - before;
+        assert_eq!(locks, 0, "{locks} registry locks for {N} messages");
+        let reg = r.shared.lock();
+        let s = reg.sock(r.src).unwrap().stats.snapshot();
+        assert_eq!(
+            (s.messages_in, s.redirected_egress, s.dropped),
+            (N as u64, N as u64, 0)
+        );
+        let queued: u64 = r
+            .targets
+            .iter()
+            .map(|t| reg.sock(*t).unwrap().stats.snapshot().queued_bytes)
+            .sum();
+        assert_eq!(queued, frames.len() as u64);
     }
 }
