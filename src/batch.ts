@@ -25,21 +25,61 @@ import {
   type VerdictFunction,
 } from './verdict'
 
-/** The batch ABI (descriptor layout, item kinds, answer codes, targets, edits) is the binding's: see `binding_batch.rs`. */
-const STRIDE = DESC_STRIDE
-const D_SOCK = DescField.Sock
-const D_TAG = DescField.Tag
-const D_KIND = DescField.Kind
-const D_OFFSET = DescField.Offset
-const D_COPIED = DescField.Copied
-const D_LEN = DescField.Len
-const KIND_VERDICT = BatchItemKind.StreamVerdict
-const KIND_PARSE = BatchItemKind.Parse
-const KIND_MSG = BatchItemKind.MsgVerdict
-const TARGET_INGRESS = TargetFlag.Ingress
-const TARGET_BYTES_KEY = TargetFlag.BytesKey
+/**
+ * The batch ABI (descriptor layout, item kinds, answer codes, targets) is defined by the binding (`binding_batch.rs`).
+ * The hot loop reads it as literals, which V8 folds into the code; {@link checkAbi} proves them equal to the binding's
+ * values when the module loads, so a change on one side fails at once instead of drifting.
+ */
+const STRIDE = 6
+const D_SOCK = 0
+const D_TAG = 1
+const D_KIND = 2
+const D_OFFSET = 3
+const D_COPIED = 4
+const D_LEN = 5
+const KIND_VERDICT = 0
+const KIND_PARSE = 1
+const KIND_MSG = 2
+const TARGET_INGRESS = 1
+const TARGET_BYTES_KEY = 2
+const A_DROP = 0
+const A_PASS = 1
+const A_REDIRECT = 2
+const T_MAP = 0
+const T_KEY = 1
+const T_FLAGS = 2
+
+/** Throws when the literals above disagree with the binding's definitions. @internal */
+export function checkAbi(): void {
+  const pairs: Array<[string, number, number]> = [
+    ['DESC_STRIDE', STRIDE, DESC_STRIDE],
+    ['DescField.Sock', D_SOCK, DescField.Sock],
+    ['DescField.Tag', D_TAG, DescField.Tag],
+    ['DescField.Kind', D_KIND, DescField.Kind],
+    ['DescField.Offset', D_OFFSET, DescField.Offset],
+    ['DescField.Copied', D_COPIED, DescField.Copied],
+    ['DescField.Len', D_LEN, DescField.Len],
+    ['BatchItemKind.StreamVerdict', KIND_VERDICT, BatchItemKind.StreamVerdict],
+    ['BatchItemKind.Parse', KIND_PARSE, BatchItemKind.Parse],
+    ['BatchItemKind.MsgVerdict', KIND_MSG, BatchItemKind.MsgVerdict],
+    ['TargetFlag.Ingress', TARGET_INGRESS, TargetFlag.Ingress],
+    ['TargetFlag.BytesKey', TARGET_BYTES_KEY, TargetFlag.BytesKey],
+    ['AnswerCode.Drop', A_DROP, AnswerCode.Drop],
+    ['AnswerCode.Pass', A_PASS, AnswerCode.Pass],
+    ['AnswerCode.Redirect', A_REDIRECT, AnswerCode.Redirect],
+    ['TargetField.Map', T_MAP, TargetField.Map],
+    ['TargetField.Key', T_KEY, TargetField.Key],
+    ['TargetField.Flags', T_FLAGS, TargetField.Flags],
+  ]
+  for (const [name, local, native] of pairs) {
+    if (local !== native)
+      throw new Error(`sockmap: batch ABI mismatch: ${name} is ${native} in the binding, ${local} here`)
+  }
+}
+checkAbi()
+
 /** The answer code of each verdict value. */
-const answerOf = (v: Verdict): number => (v === Verdict.PASS ? AnswerCode.Pass : AnswerCode.Drop)
+const answerOf = (v: Verdict): number => (v === Verdict.PASS ? A_PASS : A_DROP)
 const U32_MAX = 2 ** 32 - 1
 
 /** Number keys below this are cached in an array rather than a Map. */
@@ -291,9 +331,9 @@ export class BatchRunner {
       this.#targets = grown
     }
     const at = t * TARGET_STRIDE
-    this.#targets[at + TargetField.Map] = this.#lastId
-    this.#targets[at + TargetField.Key] = k
-    this.#targets[at + TargetField.Flags] = flags
+    this.#targets[at + T_MAP] = this.#lastId
+    this.#targets[at + T_KEY] = k
+    this.#targets[at + T_FLAGS] = flags
     this.#chosen = t
     if (typeof key === 'number' && key >= 0 && key < SMALL_KEYS && (key | 0) === key) cache.small[key] = t
     else if (typeof key === 'number' || typeof key === 'string') cache.keys.set(key, t)
@@ -335,9 +375,9 @@ export class BatchRunner {
 
   /** Runs a verdict; returns its answer code (`AnswerCode.Redirect + target` for a redirect). Throws what the verdict threw. */
   #verdictCode(v: unknown): number {
-    if (v === Verdict.PASS) return AnswerCode.Pass
-    if (v === Verdict.DROP) return AnswerCode.Drop
-    if (v === Verdict.REDIRECT && this.#chosen >= 0) return AnswerCode.Redirect + this.#chosen
+    if (v === Verdict.PASS) return A_PASS
+    if (v === Verdict.DROP) return A_DROP
+    if (v === Verdict.REDIRECT && this.#chosen >= 0) return A_REDIRECT + this.#chosen
     throw new TypeError(`the verdict returned ${describe(v)}, not a Verdict`)
   }
 
@@ -363,7 +403,7 @@ export class BatchRunner {
       if (kind === KIND_VERDICT) {
         counters.messages++
         if (cb === undefined || cb.type !== 'verdict') {
-          answers[i] = AnswerCode.Drop
+          answers[i] = A_DROP
           continue
         }
         view.socket = descs[d + D_SOCK] as number
@@ -383,7 +423,7 @@ export class BatchRunner {
         }
       } else if (kind === KIND_PARSE) {
         counters.parseRequests++
-        answers[i] = AnswerCode.Drop
+        answers[i] = A_DROP
         const fn = cb?.type === 'parser' ? cb.fn : undefined
         let extras = this.#reserve(e, 2)
         const countAt = e++
@@ -422,7 +462,7 @@ export class BatchRunner {
         this.#chosen = -1
         let code: number
         if (cb === undefined || cb.type !== 'msgVerdict') {
-          code = AnswerCode.Drop
+          code = A_DROP
         } else {
           try {
             code = this.#verdictCode(cb.fn(sv))
@@ -439,7 +479,7 @@ export class BatchRunner {
         extras[e++] = edits.length / EDIT_STRIDE
         for (let j = 0; j < edits.length; j++) extras[e++] = edits[j] as number
       } else {
-        answers[i] = AnswerCode.Drop
+        answers[i] = A_DROP
       }
     }
     counters.batches++

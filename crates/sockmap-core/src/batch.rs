@@ -248,17 +248,27 @@ impl Batch {
     /// items that don't fit get `copied` shortened (possibly to 0).
     pub fn copy_into(&self, buf: &mut [u8], descs: &mut Vec<ItemDesc>) -> usize {
         descs.clear();
+        self.copy_each(buf, |_, d| descs.push(d))
+    }
+
+    /// [`copy_into`](Batch::copy_into) handing each item's description to
+    /// `each` (with the item's index) instead of collecting them. Returns
+    /// the bytes used.
+    pub fn copy_each(&self, buf: &mut [u8], mut each: impl FnMut(usize, ItemDesc)) -> usize {
         let mut off = 0;
-        for it in &self.items {
+        for (i, it) in self.items.iter().enumerate() {
             let want = self.copy_item(it, &mut buf[off..]);
-            descs.push(ItemDesc {
-                sock: it.sock,
-                tag: it.tag,
-                kind: it.kind,
-                offset: off,
-                copied: want,
-                len: it.len,
-            });
+            each(
+                i,
+                ItemDesc {
+                    sock: it.sock,
+                    tag: it.tag,
+                    kind: it.kind,
+                    offset: off,
+                    copied: want,
+                    len: it.len,
+                },
+            );
             off += want;
         }
         off

@@ -281,16 +281,15 @@ impl BindingEngine {
             }
             let batch = inbox.pop_front().expect("front checked");
             drop(inbox);
-            let mut items = lock(&self.descs);
-            batch.copy_into(payload, &mut items);
-            for (d, slot) in items.iter().zip(descs.chunks_exact_mut(stride)) {
+            batch.copy_each(payload, |i, d| {
+                let slot = &mut descs[i * stride..(i + 1) * stride];
                 slot[DescField::Sock as usize] = d.sock.as_u64() as f64;
                 slot[DescField::Tag as usize] = f64::from(d.tag);
                 slot[DescField::Kind as usize] = f64::from(BatchItemKind::from(d.kind) as u32);
                 slot[DescField::Offset as usize] = d.offset as f64;
                 slot[DescField::Copied as usize] = d.copied as f64;
                 slot[DescField::Len as usize] = d.len as f64;
-            }
+            });
             *lock(&self.taken) = Some(Taken { batch });
             Ok(n as f64)
         })

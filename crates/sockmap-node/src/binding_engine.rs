@@ -15,7 +15,6 @@ use bytes::Bytes;
 use napi::bindgen_prelude::{AsyncTask, Function, ObjectFinalize, Unknown};
 use napi::{CleanupEnvHook, Env, Task};
 use napi_derive::napi;
-use sockmap_core::batch::ItemDesc;
 use sockmap_core::config::DEFAULT_BACKLOG;
 use sockmap_core::stats::StatsSnapshot;
 use sockmap_core::{Engine, EngineHandle, Errno, Hooks, SockId};
@@ -89,8 +88,6 @@ pub struct BindingEngine {
     pub(crate) cell: Arc<EngineCell>,
     pub(crate) handle: EngineHandle,
     pub(crate) inbox: Inbox,
-    /// Reused by `take_batch` for the descriptors of each batch.
-    pub(crate) descs: Mutex<Vec<ItemDesc>>,
     pub(crate) taken: Mutex<Option<Taken>>,
     /// Set while a wake-up is queued and not yet drained.
     pending: Arc<AtomicBool>,
@@ -190,7 +187,6 @@ impl BindingEngine {
                 cell,
                 handle,
                 inbox,
-                descs: Mutex::new(Vec::new()),
                 taken: Mutex::new(None),
                 pending: waker.pending.clone(),
                 wakeups: waker.wakeups.clone(),
