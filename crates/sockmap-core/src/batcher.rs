@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::batch::{Batch, BatchItem, ExternalVerdicts, ItemData, Replier};
+use crate::batch::{Batch, BatchItem, ExternalVerdicts, ItemData, ItemKind, Replier};
 use crate::config::BatchConfig;
 use crate::id::SockId;
 
@@ -120,6 +120,66 @@ impl Batcher {
         open.refs.push(r);
         if open.items.len() >= max && self.open.len() == 1 {
             return self.dispatch(now).or(deadline);
+        }
+        deadline
+    }
+
+    /// Adds the whole messages of one block of `sock` (lengths `lens`, back
+    /// to back) as stream-verdict items numbered from `first_seq`: the same
+    /// as one [`Batcher::add`] per message, with the block registered once
+    /// per batch and the items appended in runs.
+    pub(crate) fn add_block(
+        &mut self,
+        sock: SockId,
+        (tag, peek_bytes): (u32, usize),
+        block: &Bytes,
+        lens: &[usize],
+        first_seq: u64,
+        now: Instant,
+    ) -> Option<Instant> {
+        let max = self.max_messages();
+        let mut deadline = None;
+        let (mut i, mut offset) = (0, 0);
+        while i < lens.len() {
+            if self.open.is_empty() {
+                self.open_since = Some(now);
+                deadline = deadline.or(Some(now + self.cfg.max_delay));
+            }
+            if self.open.back().map_or(true, |b| b.items.len() >= max) {
+                let room = self.last_len.clamp(1, max);
+                self.open.push_back(OpenBatch {
+                    items: Vec::with_capacity(room),
+                    refs: Vec::with_capacity(room),
+                    blocks: Vec::new(),
+                });
+            }
+            let open = self.open.back_mut().expect("pushed");
+            let same = open
+                .blocks
+                .last()
+                .is_some_and(|l| l.as_ptr() == block.as_ptr() && l.len() == block.len());
+            if !same {
+                open.blocks.push(block.clone());
+            }
+            let at = open.blocks.len() - 1;
+            let n = (max - open.items.len()).min(lens.len() - i);
+            for (k, &len) in lens[i..i + n].iter().enumerate() {
+                open.items.push(BatchItem {
+                    sock,
+                    tag,
+                    kind: ItemKind::StreamVerdict,
+                    len,
+                    peek_bytes,
+                    data: ItemData::Block { block: at, offset },
+                });
+                open.refs
+                    .push(ItemRef::Verdict(sock, first_seq + (i + k) as u64));
+                offset += len;
+            }
+            i += n;
+            if open.items.len() >= max && self.open.len() == 1 {
+                deadline = self.dispatch(now).or(deadline);
+            }
         }
         deadline
     }

@@ -73,18 +73,15 @@ impl Core {
         let first_seq = p.awaiting.next_seq();
         p.awaiting.push_block(block.clone(), lens);
         self.after_await(slot);
-        let mut offset = 0;
-        for (seq, &len) in (first_seq..).zip(lens) {
-            let item = BatchItem {
-                sock,
-                tag,
-                kind: ItemKind::StreamVerdict,
-                len,
-                peek_bytes,
-                data: ItemData::Block { block: 0, offset },
-            };
-            self.batch_item(ItemRef::Verdict(sock, seq), item, Some(&block));
-            offset += len;
+        let now = self.now;
+        let Some(b) = self.batcher.as_mut() else {
+            for seq in first_seq..first_seq + lens.len() as u64 {
+                self.answer_missing(ItemRef::Verdict(sock, seq));
+            }
+            return;
+        };
+        if let Some(at) = b.add_block(sock, (tag, peek_bytes), &block, lens, first_seq, now) {
+            self.timers.set(at, Timer::Batch);
         }
     }
 
