@@ -44,6 +44,20 @@ struct OpenBatch {
     blocks: Vec<Bytes>,
 }
 
+impl OpenBatch {
+    /// The index of `block` among the batch's blocks, added once.
+    fn block_index(&mut self, block: &Bytes) -> usize {
+        let same = self
+            .blocks
+            .last()
+            .is_some_and(|l| l.as_ptr() == block.as_ptr() && l.len() == block.len());
+        if !same {
+            self.blocks.push(block.clone());
+        }
+        self.blocks.len() - 1
+    }
+}
+
 /// Batches of external items on their way to the application and back.
 pub(crate) struct Batcher {
     sink: Box<dyn ExternalVerdicts>,
@@ -93,28 +107,9 @@ impl Batcher {
     ) -> Option<Instant> {
         let max = self.max_messages();
         let mut deadline = None;
-        if self.open.is_empty() {
-            self.open_since = Some(now);
-            deadline = Some(now + self.cfg.max_delay);
-        }
-        if self.open.back().map_or(true, |b| b.items.len() >= max) {
-            let room = self.last_len.clamp(1, max);
-            self.open.push_back(OpenBatch {
-                items: Vec::with_capacity(room),
-                refs: Vec::with_capacity(room),
-                blocks: Vec::new(),
-            });
-        }
-        let open = self.open.back_mut().expect("pushed");
+        let open = self.open_with_room(now, &mut deadline);
         if let (Some(b), ItemData::Block { block: at, .. }) = (block, &mut item.data) {
-            let same = open
-                .blocks
-                .last()
-                .is_some_and(|l| l.as_ptr() == b.as_ptr() && l.len() == b.len());
-            if !same {
-                open.blocks.push(b.clone());
-            }
-            *at = open.blocks.len() - 1;
+            *at = open.block_index(b);
         }
         open.items.push(item);
         open.refs.push(r);
@@ -141,27 +136,8 @@ impl Batcher {
         let mut deadline = None;
         let (mut i, mut offset) = (0, 0);
         while i < lens.len() {
-            if self.open.is_empty() {
-                self.open_since = Some(now);
-                deadline = deadline.or(Some(now + self.cfg.max_delay));
-            }
-            if self.open.back().map_or(true, |b| b.items.len() >= max) {
-                let room = self.last_len.clamp(1, max);
-                self.open.push_back(OpenBatch {
-                    items: Vec::with_capacity(room),
-                    refs: Vec::with_capacity(room),
-                    blocks: Vec::new(),
-                });
-            }
-            let open = self.open.back_mut().expect("pushed");
-            let same = open
-                .blocks
-                .last()
-                .is_some_and(|l| l.as_ptr() == block.as_ptr() && l.len() == block.len());
-            if !same {
-                open.blocks.push(block.clone());
-            }
-            let at = open.blocks.len() - 1;
+            let open = self.open_with_room(now, &mut deadline);
+            let at = open.block_index(block);
             let n = (max - open.items.len()).min(lens.len() - i);
             for (k, &len) in lens[i..i + n].iter().enumerate() {
                 open.items.push(BatchItem {
@@ -182,6 +158,26 @@ impl Batcher {
             }
         }
         deadline
+    }
+
+    /// The newest open batch, a new one when there is none or it is full;
+    /// the batch timer's deadline goes into `deadline` when the first open
+    /// batch starts.
+    fn open_with_room(&mut self, now: Instant, deadline: &mut Option<Instant>) -> &mut OpenBatch {
+        let max = self.max_messages();
+        if self.open.is_empty() {
+            self.open_since = Some(now);
+            *deadline = deadline.or(Some(now + self.cfg.max_delay));
+        }
+        if self.open.back().map_or(true, |b| b.items.len() >= max) {
+            let room = self.last_len.clamp(1, max);
+            self.open.push_back(OpenBatch {
+                items: Vec::with_capacity(room),
+                refs: Vec::with_capacity(room),
+                blocks: Vec::new(),
+            });
+        }
+        self.open.back_mut().expect("pushed")
     }
 
     /// Hands the oldest open batch off if fewer than `max_in_flight` are
