@@ -173,14 +173,13 @@ impl DerivedKey<'_> {
     }
 }
 
-/// The bytes of a message a key is taken from: its fragments, or one
-/// contiguous range of a received block.
+/// The bytes of a message: its fragments, or `start..end` of a received block.
 #[derive(Clone, Copy)]
 pub(crate) enum MsgBytes<'a> {
     /// Fragments of received buffers.
     Frags(&'a [Bytes]),
-    /// Contiguous bytes.
-    Slice(&'a [u8]),
+    /// `start..end` of a block.
+    Range(&'a Bytes, usize, usize),
 }
 
 impl<'a> MsgBytes<'a> {
@@ -188,9 +187,9 @@ impl<'a> MsgBytes<'a> {
     /// borrowed when contiguous.
     fn range(self, offset: usize, len: usize) -> Option<DerivedKey<'a>> {
         match self {
-            MsgBytes::Slice(s) => offset
+            MsgBytes::Range(b, s, e) => offset
                 .checked_add(len)
-                .and_then(|end| s.get(offset..end))
+                .and_then(|end| b[s..e].get(offset..end))
                 .map(DerivedKey::Borrowed),
             MsgBytes::Frags(f) => {
                 let mut out = SmallVec::new();

@@ -49,25 +49,9 @@ impl Default for RouteCache {
 /// A message as a verdict sees it.
 pub(crate) struct Message<'a> {
     /// Where its bytes are (a block's range carries the block for function rules).
-    pub(crate) bytes: MessageBytes<'a>,
+    pub(crate) bytes: MsgBytes<'a>,
     pub(crate) len: usize,
     pub(crate) meta: &'a MessageMeta,
-}
-
-/// A message's bytes.
-#[derive(Clone, Copy)]
-pub(crate) enum MessageBytes<'a> {
-    Frags(&'a [Bytes]),
-    Range(&'a Bytes, usize, usize),
-}
-
-impl<'a> MessageBytes<'a> {
-    fn key_bytes(self) -> MsgBytes<'a> {
-        match self {
-            MessageBytes::Frags(f) => MsgBytes::Frags(f),
-            MessageBytes::Range(b, s, e) => MsgBytes::Slice(&b[s..e]),
-        }
-    }
 }
 
 /// Runs a socket's stream verdict on one message; the flag says the verdict
@@ -129,8 +113,8 @@ pub(crate) fn eval_rule(
         Rule::Func(f) => {
             let one;
             let frags: &[Bytes] = match msg.bytes {
-                MessageBytes::Frags(f) => f,
-                MessageBytes::Range(b, s, e) => {
+                MsgBytes::Frags(f) => f,
+                MsgBytes::Range(b, s, e) => {
                     one = [b.slice(s..e)];
                     &one
                 }
@@ -151,7 +135,7 @@ pub(crate) fn eval_rule(
 
 /// A rule's key for one message.
 fn derive<'a>(key: &'a KeySource, sock: SockId, msg: &Message<'a>) -> Option<DerivedKey<'a>> {
-    key.derive(sock, msg.bytes.key_bytes(), msg.meta)
+    key.derive(sock, msg.bytes, msg.meta)
 }
 
 /// A redirect to the socket a key was found under (a missing key drops).

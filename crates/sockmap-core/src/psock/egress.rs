@@ -91,14 +91,11 @@ impl Egress {
                 None => (Some(b), s, e),
             },
             Body::Frags(f) => match f.as_slice() {
-                [one] if offset_in(&self.chunk, one).is_some() => {
-                    let off = offset_in(&self.chunk, one).expect("checked");
-                    (None, off, off + one.len())
-                }
-                _ => {
-                    self.flush_target(core, target);
-                    return core.push_egress(self.src, target, messages, f);
-                }
+                [one] => match offset_in(&self.chunk, one) {
+                    Some(off) => (None, off, off + one.len()),
+                    None => return self.push_frags(core, target, messages, f),
+                },
+                _ => return self.push_frags(core, target, messages, f),
             },
         };
         let block = block.unwrap_or(&self.chunk);
@@ -111,6 +108,13 @@ impl Egress {
             start,
             end,
         );
+    }
+
+    /// Queues fragments that cannot be gathered, after what is gathered for
+    /// the same target.
+    fn push_frags(&mut self, core: &mut Core, target: SlotIdx, messages: u64, frags: Frags) {
+        self.flush_target(core, target);
+        core.push_egress(self.src, target, messages, frags);
     }
 
     /// Queues what is gathered for `target` now (before bytes that must follow it).

@@ -46,9 +46,10 @@ use crate::id::SockId;
 use crate::map_view::{MapChange, MapView};
 use crate::program::VerdictKind;
 use crate::registry::{Shared, SockState};
+use crate::rules::MsgBytes;
 use crate::rules::{KeySource, Rule};
 use crate::timer::{Timer, TimerTable};
-use crate::verdict::{eval_rule, Message, MessageBytes, Resolved};
+use crate::verdict::{eval_rule, Message, Resolved};
 
 mod answers;
 mod egress;
@@ -344,7 +345,7 @@ impl Core {
             return None;
         };
         let msg = Message {
-            bytes: MessageBytes::Frags(&[]),
+            bytes: MsgBytes::Frags(&[]),
             len: 0,
             meta: &MessageMeta::None,
         };

@@ -34,11 +34,12 @@ use crate::event::Frags;
 use crate::framer::MessageMeta;
 use crate::id::SockId;
 use crate::program::VerdictKind;
+use crate::rules::MsgBytes;
 use crate::rules::Rule;
 use crate::stats::DropReason;
 use crate::strparser::Event as StrpEvent;
 use crate::timer::Timer;
-use crate::verdict::{decide, Message, MessageBytes, Resolved};
+use crate::verdict::{decide, Message, Resolved};
 
 /// The bytes of one message.
 #[derive(Debug)]
@@ -193,7 +194,7 @@ impl Core {
         p.count(|s| &s.messages_in, 1);
         let external = self.external_verdict(slot);
         let msg = Message {
-            bytes: MessageBytes::Frags(&frags),
+            bytes: MsgBytes::Frags(&frags),
             len,
             meta,
         };
@@ -216,7 +217,7 @@ impl Core {
                 let mut start = 0;
                 for (i, &len) in lens.iter().enumerate() {
                     let msg = Message {
-                        bytes: MessageBytes::Range(&block, start, start + len),
+                        bytes: MsgBytes::Range(&block, start, start + len),
                         len,
                         meta: &MessageMeta::None,
                     };

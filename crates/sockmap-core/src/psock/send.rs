@@ -27,8 +27,9 @@ use crate::id::SockId;
 use crate::msg::SkMsg;
 use crate::program::MsgVerdictKind;
 use crate::ring::SgRing;
+use crate::rules::MsgBytes;
 use crate::stats::DropReason;
-use crate::verdict::{eval_rule, resolve, Message, MessageBytes, Resolved};
+use crate::verdict::{eval_rule, resolve, Message, Resolved};
 
 /// Fragments one message under a msg verdict may hold before its cork is
 /// forced (the kernel forces a cork when its 17-slot ring fills).
@@ -106,7 +107,9 @@ impl Core {
     /// socket or its redirect target is gone. Sends of a socket whose msg
     /// verdict awaits an external answer wait behind it, in order.
     pub fn handle_send(&mut self, id: SockId, data: Bytes, req: u64) {
-        let slot = self.slot_of(id).filter(|&s| self.at_ref(s).can_send());
+        let slot = self
+            .slot_of(id)
+            .filter(|&s| self.at_ref(s).is_egress_target());
         let Some(slot) = slot else {
             return self.events.push_back(Event::SendDone {
                 sock: id,
@@ -368,7 +371,7 @@ impl Core {
             MsgVerdictKind::Rule(rule) => {
                 let frags: SmallVec<[Bytes; 4]> = msg.sg.frags().cloned().collect();
                 let view = Message {
-                    bytes: MessageBytes::Frags(&frags),
+                    bytes: MsgBytes::Frags(&frags),
                     len: msg.size(),
                     meta: &crate::framer::MessageMeta::None,
                 };

@@ -217,11 +217,6 @@ impl Psock {
         matches!(self.life, Life::Open | Life::Connecting)
     }
 
-    /// Whether the application may send on it.
-    pub(crate) fn can_send(&self) -> bool {
-        self.is_egress_target()
-    }
-
     /// Whether the send ring may be written now.
     pub(crate) fn can_write(&self) -> bool {
         self.life == Life::Open
