@@ -22,9 +22,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::backend::{drive_flush, Backend, SocketIo, Source};
+use crate::backend::{Backend, Source, Wake};
 use crate::batch::{Answer, Replier};
-use crate::error::Errno;
 use crate::event::Event;
 use crate::id::SockId;
 use crate::map_view::MapChange;
@@ -59,17 +58,6 @@ pub(crate) enum Command {
     },
     Ack(SockId, usize),
     Shutdown,
-}
-
-/// Something that wakes the I/O thread.
-pub(crate) trait Wake: Send + Sync {
-    fn wake(&self);
-}
-
-impl Wake for mio::Waker {
-    fn wake(&self) {
-        let _ = mio::Waker::wake(self);
-    }
 }
 
 /// Wakes the I/O thread once per batch of commands: only the first command
@@ -254,17 +242,9 @@ fn drive_ops<B: Backend>(backend: &mut B, core: &mut Core) {
     while let Some(op) = core.poll_op() {
         match op {
             Op::Read(id) => backend.mark_ready(id),
-            Op::Flush(id) => {
-                drive_flush(core, backend.io(), id);
-            }
-            Op::ShutdownWrite(id) => match backend.io().shutdown_write(id) {
-                Ok(()) => core.handle_write_shut(id),
-                Err(e) => core.handle_error(id, Errno::from_io(&e)),
-            },
-            Op::Close(id) => {
-                backend.io().close(id);
-                core.handle_closed(id);
-            }
+            Op::Flush(id) => backend.flush(core, id),
+            Op::ShutdownWrite(id) => backend.shutdown_write(core, id),
+            Op::Close(id) => backend.close(core, id),
         }
     }
 }

@@ -17,15 +17,15 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 use std::sync::{Arc, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::backend::epoll::EpollBackend;
-use crate::backend::Source;
+use crate::backend::select::{self, BackendInfo, Opened, StartError};
+use crate::backend::{Backend, BackendCounters, BackendStats, Source};
 use crate::batch::ExternalVerdicts;
 use crate::config::EngineConfig;
 pub use crate::driver::Notify;
@@ -81,6 +81,8 @@ pub struct Engine {
     handle: EngineHandle,
     events: Receiver<Event>,
     thread: Option<JoinHandle<()>>,
+    info: BackendInfo,
+    counters: Arc<BackendCounters>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -90,35 +92,60 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Starts an engine with the epoll backend.
+    /// Starts an engine on the backend `cfg` chooses
+    /// ([`crate::backend::select`]): its I/O thread opens the backend, so that
+    /// a backend bound to the thread that submits (io_uring) is created there.
     ///
     /// # Errors
-    /// When the epoll instance or the thread cannot be created.
-    pub fn start(cfg: EngineConfig, hooks: Hooks) -> io::Result<Engine> {
+    /// When the backend asked for cannot run, or the thread cannot be created.
+    pub fn start(cfg: EngineConfig, hooks: Hooks) -> Result<Engine, StartError> {
         let shared = Arc::new(Shared::default());
-        let (backend, waker) = EpollBackend::new(cfg.read_buffer)?;
-        let bell = Arc::new(Doorbell::new(Box::new(waker)));
         let (cmd_tx, cmd_rx) = channel();
         let (ev_tx, ev_rx) = channel();
+        let (ready_tx, ready_rx) = sync_channel(1);
         let dead = Arc::new(AtomicBool::new(false));
         let out = EventOut::Channel {
             tx: ev_tx,
             notify: hooks.notify,
         };
-        let mut core = Core::new(shared.clone(), cfg, Instant::now());
-        if let Some(ext) = hooks.external {
-            let replier = replier(cmd_tx.clone(), bell.clone());
-            core.set_external(ext, replier);
-        }
         let thread = {
-            let inbox = Inbox {
-                rx: cmd_rx,
-                bell: bell.clone(),
-            };
-            let dead = dead.clone();
+            let (shared, dead, replies) = (shared.clone(), dead.clone(), cmd_tx.clone());
+            let external = hooks.external;
             std::thread::Builder::new()
                 .name("sockmap-io".into())
-                .spawn(move || io_thread(backend, core, inbox, out, dead))?
+                .spawn(move || {
+                    let (backend, waker, info) = match select::open(&cfg) {
+                        Ok(opened) => opened,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let counters = backend.counters();
+                    let bell = Arc::new(Doorbell::new(waker));
+                    let mut core = Core::new(shared, cfg, Instant::now());
+                    if let Some(ext) = external {
+                        core.set_external(ext, replier(replies, bell.clone()));
+                    }
+                    let inbox = Inbox {
+                        rx: cmd_rx,
+                        bell: bell.clone(),
+                    };
+                    if ready_tx.send(Ok((bell, info, counters))).is_ok() {
+                        io_thread(backend, core, inbox, out, dead);
+                    }
+                })
+                .map_err(|e| StartError::os("cannot start the I/O thread", &e))?
+        };
+        let (bell, info, counters) = match ready_rx.recv() {
+            Ok(r) => r?,
+            Err(_) => {
+                let _ = thread.join();
+                return Err(StartError {
+                    code: Errno::Io,
+                    detail: "the I/O thread ended while opening its backend".into(),
+                });
+            }
         };
         Ok(Engine {
             handle: EngineHandle {
@@ -129,7 +156,19 @@ impl Engine {
             },
             events: ev_rx,
             thread: Some(thread),
+            info,
+            counters,
         })
+    }
+
+    /// The backend the engine runs, and why.
+    pub fn backend_info(&self) -> &BackendInfo {
+        &self.info
+    }
+
+    /// The backend's counters now.
+    pub fn backend_stats(&self) -> BackendStats {
+        self.counters.read()
     }
 
     /// The handle (clone it to share it between threads).
@@ -167,8 +206,8 @@ impl Drop for Engine {
 }
 
 /// Runs the driver's loop turn until the engine shut down and its sockets closed.
-fn run_loop(
-    backend: &mut EpollBackend,
+fn run_loop<B: Backend>(
+    backend: &mut B,
     core: &mut Core,
     inbox: &Inbox,
     out: &mut EventOut,
@@ -182,8 +221,22 @@ fn run_loop(
     }
 }
 
+/// Runs the loop over the opened backend (statically dispatched).
+fn run_opened(
+    backend: Opened,
+    core: &mut Core,
+    inbox: &Inbox,
+    out: &mut EventOut,
+) -> io::Result<()> {
+    match backend {
+        Opened::Epoll(mut b) => run_loop(&mut b, core, inbox, out),
+        #[cfg(target_os = "linux")]
+        Opened::IoUring(mut b) => run_loop(&mut *b, core, inbox, out),
+    }
+}
+
 fn io_thread(
-    mut backend: EpollBackend,
+    backend: Opened,
     mut core: Core,
     inbox: Inbox,
     mut out: EventOut,
@@ -191,7 +244,7 @@ fn io_thread(
 ) {
     use crate::event::Fatal;
     let result = catch_unwind(AssertUnwindSafe(|| {
-        run_loop(&mut backend, &mut core, &inbox, &mut out)
+        run_opened(backend, &mut core, &inbox, &mut out)
     }));
     let (cause, code, detail) = match result {
         Ok(Ok(())) => return,

@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use crate::backend::sim::SimBackend;
 pub use crate::backend::sim::{SimNet, SimSocket, Step};
+use crate::backend::Wake;
 use crate::batch::{ExternalVerdicts, Replier};
 use crate::config::EngineConfig;
-use crate::driver::{replier, turn, Doorbell, EventOut, Inbox, LoopState, Wake};
+use crate::driver::{replier, turn, Doorbell, EventOut, Inbox, LoopState};
 use crate::engine::EngineHandle;
 use crate::event::Event;
 use crate::id::SockId;

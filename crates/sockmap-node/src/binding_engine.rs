@@ -15,6 +15,7 @@ use bytes::Bytes;
 use napi::bindgen_prelude::{AsyncTask, Function, ObjectFinalize, Unknown};
 use napi::{CleanupEnvHook, Env, Task};
 use napi_derive::napi;
+use sockmap_core::backend::select::BackendInfo;
 use sockmap_core::config::DEFAULT_BACKLOG;
 use sockmap_core::stats::StatsSnapshot;
 use sockmap_core::{Engine, EngineHandle, Errno, Hooks, SockId};
@@ -52,6 +53,29 @@ pub struct ListenResult {
     pub port: u32,
     /// `'IPv4'` or `'IPv6'`.
     pub family: String,
+}
+
+/// The backend an engine runs, and why.
+#[napi(object)]
+#[derive(Clone)]
+pub struct BackendInfoJs {
+    /// `'epoll'` or `'io_uring'`.
+    pub backend: String,
+    /// What was asked for: `'auto'`, `'epoll'` or `'io_uring'`.
+    pub requested: String,
+    /// The kernel features in use.
+    pub features: Vec<String>,
+    /// Each step down from the most capable backend, with its reason.
+    pub fallbacks: Vec<String>,
+}
+
+fn backend_info(i: &BackendInfo) -> BackendInfoJs {
+    BackendInfoJs {
+        backend: i.kind.name().to_string(),
+        requested: i.requested.name().to_string(),
+        features: i.features.iter().map(|f| f.to_string()).collect(),
+        fallbacks: i.fallbacks.clone(),
+    }
 }
 
 /// The counters' names, camelCased, in the order `sockStats()` and `mapStats()` give their values.
@@ -96,6 +120,7 @@ pub struct BindingEngine {
     /// Released at close so that nothing keeps the event loop alive.
     wake: Mutex<Option<Arc<Waker>>>,
     cleanup: Option<CleanupEnvHook<Arc<EngineCell>>>,
+    backend: BackendInfoJs,
 }
 
 impl BindingEngine {
@@ -176,8 +201,10 @@ impl BindingEngine {
                     waker: waker.clone(),
                 })),
             };
-            let engine = Engine::start(engine_config(&options), hooks)
-                .map_err(|e| engine_err(Errno::from_io(&e), "cannot start the engine"))?;
+            let engine = Engine::start(engine_config(&options)?, hooks).map_err(|e| {
+                engine_err(e.code, &format!("cannot start the engine: {}", e.detail))
+            })?;
+            let backend = backend_info(engine.backend_info());
             let handle = engine.handle().clone();
             let cell = Arc::new(EngineCell(Mutex::new(Some(engine))));
             let cleanup = env
@@ -192,8 +219,15 @@ impl BindingEngine {
                 wakeups: waker.wakeups.clone(),
                 wake: Mutex::new(Some(waker)),
                 cleanup: Some(cleanup),
+                backend,
             })
         })
+    }
+
+    /// The backend this engine runs, and why.
+    #[napi]
+    pub fn backend_info(&self) -> BackendInfoJs {
+        self.backend.clone()
     }
 
     /// Takes every event ready (clearing the wake-up flag first).

@@ -4,14 +4,15 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::{drive_flush, drive_read, ReadBuf, ReadEnd, Source};
-use super::{Backend, SocketIo};
+use super::{drive_close, drive_flush, drive_read, drive_shutdown, ReadBuf, ReadEnd, Source};
+use super::{Backend, BackendCounters, SocketIo};
 use crate::error::Errno;
 use crate::id::SockId;
 use crate::psock::{Core, NewSock};
@@ -106,6 +107,7 @@ pub(crate) struct EpollBackend {
     table: IoTable,
     ready: VecDeque<SockId>,
     rb: ReadBuf,
+    counters: Arc<BackendCounters>,
 }
 
 impl EpollBackend {
@@ -120,9 +122,15 @@ impl EpollBackend {
                 table: IoTable::default(),
                 ready: VecDeque::new(),
                 rb: ReadBuf::new(read_buffer),
+                counters: Arc::default(),
             },
             waker,
         ))
+    }
+
+    /// The backend's counters.
+    pub(crate) fn counters(&self) -> Arc<BackendCounters> {
+        self.counters.clone()
     }
 
     /// Registers an I/O object with epoll and the table; a failure closes the socket.
@@ -191,8 +199,6 @@ impl EpollBackend {
 }
 
 impl Backend for EpollBackend {
-    type Io = IoTable;
-
     fn now(&self) -> Instant {
         Instant::now()
     }
@@ -214,6 +220,7 @@ impl Backend for EpollBackend {
     }
 
     fn wait(&mut self, core: &mut Core, timeout: Option<Duration>) -> io::Result<()> {
+        self.counters.waited();
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -290,8 +297,16 @@ impl Backend for EpollBackend {
         }
     }
 
-    fn io(&mut self) -> &mut IoTable {
-        &mut self.table
+    fn flush(&mut self, core: &mut Core, id: SockId) {
+        drive_flush(core, &mut self.table, id);
+    }
+
+    fn shutdown_write(&mut self, core: &mut Core, id: SockId) {
+        drive_shutdown(core, &mut self.table, id);
+    }
+
+    fn close(&mut self, core: &mut Core, id: SockId) {
+        drive_close(core, &mut self.table, id);
     }
 }
 

@@ -185,6 +185,22 @@ impl Core {
         }
     }
 
+    /// Appends the socket's leading queued fragments to `out`, at most `max`
+    /// of them, and returns their length: for a backend whose write
+    /// completes later, the clones keep the bytes alive whatever happens to
+    /// the socket meanwhile. The core hears of the write through
+    /// [`Core::handle_sent`], as after `writev`.
+    pub fn clone_tx(&self, id: SockId, out: &mut Vec<Bytes>, max: usize) -> usize {
+        let mut len = 0;
+        if let Some(p) = self.psock(id).filter(|p| p.can_write()) {
+            for f in p.ring.ring().frags().take(max) {
+                len += f.len();
+                out.push(f.clone());
+            }
+        }
+        len
+    }
+
     /// Number of live sockets.
     pub fn socket_count(&self) -> usize {
         self.socks.iter().filter(|p| p.is_some()).count()
