@@ -56,6 +56,10 @@ pub struct EngineConfig {
     /// Buffers in the io_uring backend's provided-buffer ring (rounded up to
     /// a power of two, at most 32768), each [`read_buffer`](Self::read_buffer) bytes.
     pub recv_buffers: usize,
+    /// I/O threads (shards), each with its own backend and sockets; `None`
+    /// (the default): the environment variable
+    /// [`SHARDS_ENV`](crate::backend::select::SHARDS_ENV) decides, or else 1.
+    pub shards: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +74,7 @@ impl Default for EngineConfig {
             app_high_watermark: None,
             backend: None,
             recv_buffers: 128,
+            shards: None,
         }
     }
 }

@@ -54,11 +54,15 @@ impl Sim {
         let replier = replier(tx.clone(), Arc::clone(&bell));
         let handle = EngineHandle::detached(Arc::clone(&shared), tx, Arc::clone(&bell));
         Sim {
-            core: Core::new(shared, cfg, now),
+            core: Core::new(shared, cfg, 0, now),
             backend,
             handle,
             replier,
-            inbox: Inbox { rx, bell },
+            inbox: Inbox {
+                rx,
+                bell,
+                peers: Vec::new(),
+            },
             out: EventOut::Collect(Vec::new()),
             state: LoopState::default(),
         }
@@ -78,7 +82,7 @@ impl Sim {
 
     /// A connected simulated socket (paused, like every new socket).
     pub fn add_socket(&mut self) -> SockId {
-        let id = self.handle.shared().lock().alloc(SockState::Established);
+        let id = self.handle.shared().lock().alloc(SockState::Established, 0);
         self.core.handle_new_socket(id, NewSock::Established, None);
         self.backend.net.socks.insert(id, SimSocket::default());
         id

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,10 +12,10 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::{drive_close, drive_flush, drive_read, drive_shutdown, ReadBuf, ReadEnd, Source};
-use super::{Backend, BackendCounters, SocketIo};
+use super::{Backend, BackendCounters, Handoff, SocketIo};
 use crate::error::Errno;
 use crate::id::SockId;
-use crate::psock::{Core, NewSock};
+use crate::psock::{Accepted, Core, NewSock};
 
 /// The token of the cross-thread waker.
 const WAKER: Token = Token(usize::MAX);
@@ -108,6 +108,7 @@ pub(crate) struct EpollBackend {
     ready: VecDeque<SockId>,
     rb: ReadBuf,
     counters: Arc<BackendCounters>,
+    handoffs: Vec<Handoff>,
 }
 
 impl EpollBackend {
@@ -123,6 +124,7 @@ impl EpollBackend {
                 ready: VecDeque::new(),
                 rb: ReadBuf::new(read_buffer),
                 counters: Arc::default(),
+                handoffs: Vec::new(),
             },
             waker,
         ))
@@ -170,10 +172,20 @@ impl EpollBackend {
                 return;
             };
             match l.accept() {
-                Ok((stream, peer)) => {
-                    let id = core.handle_accepted(listener, peer);
-                    self.insert(core, id, IoSource::Stream(stream));
-                }
+                Ok((stream, peer)) => match core.handle_accepted(listener, peer) {
+                    Accepted::Here(id) => self.insert(core, id, IoSource::Stream(stream)),
+                    Accepted::There { shard, id } => {
+                        // SAFETY: the descriptor moves from the mio stream to the std one, owned once.
+                        let std = unsafe { std::net::TcpStream::from_raw_fd(stream.into_raw_fd()) };
+                        self.handoffs.push(Handoff {
+                            shard,
+                            id,
+                            src: Source::Stream(std),
+                            listener,
+                            peer,
+                        });
+                    }
+                },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_transient_accept_error(&e) => return,
@@ -307,6 +319,10 @@ impl Backend for EpollBackend {
 
     fn close(&mut self, core: &mut Core, id: SockId) {
         drive_close(core, &mut self.table, id);
+    }
+
+    fn take_handoffs(&mut self, out: &mut Vec<Handoff>) {
+        out.append(&mut self.handoffs);
     }
 }
 

@@ -108,6 +108,17 @@ pub(crate) enum Source {
     Stream(std::net::TcpStream),
 }
 
+/// A connection a listener of this shard accepted for another shard: the
+/// driver hands its I/O object over, and that shard reports the accept.
+#[derive(Debug)]
+pub(crate) struct Handoff {
+    pub(crate) shard: usize,
+    pub(crate) id: SockId,
+    pub(crate) src: Source,
+    pub(crate) listener: SockId,
+    pub(crate) peer: std::net::SocketAddr,
+}
+
 /// The per-socket system calls.
 pub trait SocketIo {
     /// Reads into the spare capacity of `buf`, extending its length; `Ok(0)` is end of stream.
@@ -169,6 +180,9 @@ pub(crate) trait Backend {
 
     /// Closes the socket's I/O object, then tells the core.
     fn close(&mut self, core: &mut Core, id: SockId);
+
+    /// Moves out the connections accepted for other shards.
+    fn take_handoffs(&mut self, out: &mut Vec<Handoff>);
 }
 
 /// The buffer reads land in: one per I/O thread, split into refcounted chunks,

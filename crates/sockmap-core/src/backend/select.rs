@@ -35,6 +35,35 @@ pub const BACKEND_ENV: &str = "SOCKMAP_BACKEND";
 /// cannot be registered, `ENOMEM`).
 pub const URING_FAULT_ENV: &str = "SOCKMAP_IO_URING_FAULT";
 
+/// The environment variable that sets the number of shards (I/O threads)
+/// when the configuration does not: a count, or `auto` for the cores the
+/// process may use.
+pub const SHARDS_ENV: &str = "SOCKMAP_SHARDS";
+
+/// The number of cores this process may use (at least 1).
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The shard count [`SHARDS_ENV`] names, if it is set (and not empty).
+///
+/// # Errors
+/// `EINVAL` when it is neither a count from 1 to 256 nor `auto`.
+pub fn shards_from_env() -> Result<Option<usize>, StartError> {
+    match std::env::var(SHARDS_ENV) {
+        Ok(v) if v.is_empty() => Ok(None),
+        Ok(v) if v == "auto" => Ok(Some(available_cores())),
+        Ok(v) => match v.parse::<usize>() {
+            Ok(n @ 1..=256) => Ok(Some(n)),
+            _ => Err(StartError {
+                code: Errno::Inval,
+                detail: format!("{SHARDS_ENV}={v:?} is not a shard count (1 to 256, or auto)"),
+            }),
+        },
+        Err(_) => Ok(None),
+    }
+}
+
 /// The choice [`BACKEND_ENV`] names, if it is set (and not empty).
 ///
 /// # Errors

@@ -204,4 +204,6 @@ impl Backend for SimBackend {
     fn close(&mut self, core: &mut Core, id: SockId) {
         drive_close(core, &mut self.net, id);
     }
+
+    fn take_handoffs(&mut self, _: &mut Vec<super::Handoff>) {}
 }

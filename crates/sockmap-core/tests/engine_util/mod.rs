@@ -34,6 +34,10 @@ impl ExternalVerdicts for ChanSink {
     fn submit(&mut self, batch: Batch) {
         let _ = self.0.send(batch);
     }
+
+    fn fork(&self) -> Option<Box<dyn ExternalVerdicts>> {
+        Some(Box::new(ChanSink(self.0.clone())))
+    }
 }
 
 impl ChanSink {
@@ -150,11 +154,13 @@ impl Harness {
     }
 
     /// Waits until `f` holds for the socket's counters.
+    /// Waits until the socket's counters satisfy `f` and are settled: no
+    /// bytes of it are still unacknowledged by another shard.
     pub fn stats_until(&self, sock: SockId, f: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
         let end = Instant::now() + DEADLINE;
         loop {
             let s = self.h().sock_stats(sock).expect("socket exists");
-            if f(&s) {
+            if f(&s) && s.remote_bytes == 0 {
                 return s;
             }
             assert!(Instant::now() < end, "counters never matched: {s:?}");

@@ -49,11 +49,11 @@ use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 
 use self::buf_ring::BufRing;
 use super::select::StartError;
-use super::{Backend, BackendCounters, Source, Wake};
+use super::{Backend, BackendCounters, Handoff, Source, Wake};
 use crate::config::EngineConfig;
 use crate::error::Errno;
 use crate::id::SockId;
-use crate::psock::{Core, NewSock};
+use crate::psock::{Accepted, Core, NewSock};
 
 /// Submission queue entries; the completion queue has four times as many.
 const SQ_ENTRIES: u32 = 1024;
@@ -248,6 +248,7 @@ pub(crate) struct UringBackend {
     features: Vec<&'static str>,
     multishot: bool,
     counters: Arc<BackendCounters>,
+    handoffs: Vec<Handoff>,
 }
 
 impl UringBackend {
@@ -357,6 +358,7 @@ impl UringBackend {
             features,
             multishot,
             counters: Arc::default(),
+            handoffs: Vec::new(),
         };
         backend.arm_wake();
         Ok((backend, wake))
@@ -548,9 +550,19 @@ impl UringBackend {
             let peer = stream
                 .peer_addr()
                 .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-            let id = core.handle_accepted(listener, peer);
-            self.insert(Entry::new(id, stream.into(), false, false));
-            self.settle(core, id);
+            match core.handle_accepted(listener, peer) {
+                Accepted::Here(id) => {
+                    self.insert(Entry::new(id, stream.into(), false, false));
+                    self.settle(core, id);
+                }
+                Accepted::There { shard, id } => self.handoffs.push(Handoff {
+                    shard,
+                    id,
+                    src: Source::Stream(stream),
+                    listener,
+                    peer,
+                }),
+            }
             if !cqueue::more(flags) {
                 self.arm_accept(listener);
             }
@@ -882,5 +894,9 @@ impl Backend for UringBackend {
             }
         }
         core.handle_closed(id);
+    }
+
+    fn take_handoffs(&mut self, out: &mut Vec<Handoff>) {
+        out.append(&mut self.handoffs);
     }
 }
