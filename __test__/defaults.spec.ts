@@ -70,6 +70,7 @@ describe('defaults', () => {
     'EngineOptions.backend': d.engine.backend,
     'EngineOptions.readBuffer': d.engine.readBuffer,
     'EngineOptions.recvBuffers': d.engine.recvBuffers,
+    'EngineOptions.shards': d.engine.shards,
     'ListenOptions.host': d.host,
     'ListenOptions.backlog': d.backlog,
     'ConnectOptions.host': d.host,
@@ -97,7 +98,6 @@ describe('defaults', () => {
 
   /** Defaults of the TypeScript API itself, with no engine counterpart. */
   const api: Record<string, unknown> = {
-    'EngineOptions.shards': 1,
     'ConnectOptions.timeoutMs': undefined,
     'AttachOptions.onError': Verdict.DROP,
     'SetOptions.flag': 'any',
@@ -129,6 +129,7 @@ describe('defaults', () => {
         'recvBuffers',
         'sendHighWatermark',
         'sendLowWatermark',
+        'shards',
       ].sort(),
     )
     const { backend, ...sizes } = d.engine

@@ -4,6 +4,7 @@ import { isIP, type Socket as NetSocket } from 'node:net'
 
 import {
   BindingEngine,
+  availableCores,
   EventKind,
   nativeDefaults,
   type EngineOptions as NativeEngineOptions,
@@ -58,8 +59,14 @@ export interface EngineOptions {
    * `SOCKMAP_BACKEND` chooses, or else `'auto'`. Default: `'auto'`.
    */
   backend?: 'auto' | 'epoll' | 'io_uring'
-  /** I/O threads. Only `1` in this release. Default: `1`. */
-  shards?: number
+  /**
+   * I/O threads (shards), each with its own backend, sockets and buffers; `'auto'`: the cores this process may use.
+   * Accepted connections go to the shard with the fewest sockets; maps are shared by all shards, and a redirect to a
+   * socket another shard owns crosses threads with the same backpressure as a local one (connect upstreams with
+   * `near` to keep pairs on one thread). Left out, the environment variable `SOCKMAP_SHARDS` chooses, or else `1`.
+   * Default: `1`.
+   */
+  shards?: number | 'auto'
   /**
    * Size of the buffers reads land in, in bytes (on io_uring, each buffer of the provided-buffer ring). Default: 64
    * KiB (65536).
@@ -116,6 +123,11 @@ export interface ConnectOptions {
   port: number
   /** Give up with `ETIMEDOUT` after this many milliseconds (`0`: no limit). Default: no limit beyond the kernel's. */
   timeoutMs?: number
+  /**
+   * A socket of this engine whose I/O thread the new socket joins, so that redirects between the two never cross
+   * threads (a gateway connects a client's upstream near the client). Left out: the least loaded thread.
+   */
+  near?: Socket
 }
 
 /** Events of an {@link Engine}. */
@@ -159,8 +171,9 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (options.backend !== undefined) {
       assertOneOf('options.backend', options.backend, ['auto', 'epoll', 'io_uring'])
     }
-    const shards = options.shards ?? 1
-    assertIntInRange('options.shards', shards, 1, 1)
+    if (options.shards !== undefined && options.shards !== 'auto') {
+      assertIntInRange('options.shards', options.shards, 1, 256)
+    }
     const batch = options.batch ?? {}
     assertObject('options.batch', batch)
     // Each option given is checked and passed on; one left out keeps the engine's default.
@@ -188,6 +201,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     opt('readBuffer', 'options.readBuffer', options.readBuffer, 512, 1 << 26)
     opt('recvBuffers', 'options.recvBuffers', options.recvBuffers, 1, 1 << 15)
     if (options.backend !== undefined) native.backend = options.backend
+    if (options.shards !== undefined) native.shards = options.shards === 'auto' ? availableCores() : options.shards
     const wake = (): void => this.#drain()
     this.#binding = callBinding(() => new BindingEngine(native, wake))
     const self = this
@@ -231,6 +245,11 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.reportError(err as SockmapError)
     }
     this.#acks.clear()
+  }
+
+  /** The number of I/O threads (shards). */
+  get shards(): number {
+    return this.#binding.shards()
   }
 
   /** The backend in use. */
@@ -284,16 +303,20 @@ export class Engine extends EventEmitter<EngineEvents> {
     assertIntInRange('options.port', options.port, 1, 65535)
     if (options.timeoutMs !== undefined) assertIntInRange('options.timeoutMs', options.timeoutMs, 0, 2 ** 31)
     const timeoutMs = options.timeoutMs === 0 ? undefined : options.timeoutMs
+    const near = options.near
+    if (near !== undefined && !(near instanceof Socket && this.#sockets.get(near.id) === near)) {
+      throw new TypeError('options.near must be a socket of this engine')
+    }
     this.#checkOpen()
-    if (isIP(host) !== 0) return this.#connectTo(host, options.port, timeoutMs)
+    if (isIP(host) !== 0) return this.#connectTo(host, options.port, timeoutMs, near)
     return lookup(host).then((a) => {
       this.#checkOpen()
-      return this.#connectTo(a.address, options.port, timeoutMs)
+      return this.#connectTo(a.address, options.port, timeoutMs, near)
     })
   }
 
-  #connectTo(ip: string, port: number, timeoutMs: number | undefined): Promise<Socket> {
-    const id = callBinding(() => this.#binding.connect(ip, port, timeoutMs))
+  #connectTo(ip: string, port: number, timeoutMs: number | undefined, near: Socket | undefined): Promise<Socket> {
+    const id = callBinding(() => this.#binding.connect(ip, port, timeoutMs, near?.id))
     const sock = this.#newSocket(id)
     return new Promise((resolve, reject) => this.#connecting.set(id, { resolve: () => resolve(sock), reject }))
   }

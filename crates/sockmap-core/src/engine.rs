@@ -381,6 +381,11 @@ impl EngineHandle {
         self.peers[self.shared.shards.of(sock)].send(cmd);
     }
 
+    /// The shard (I/O thread) that owns `sock`.
+    pub fn shard_of(&self, sock: SockId) -> usize {
+        self.shared.shards.of(sock)
+    }
+
     /// Allocates a socket on `near`'s shard, else on the least loaded one.
     fn alloc(&self, state: SockState, near: Option<SockId>) -> SockId {
         let mut reg = self.shared.lock();

@@ -121,6 +121,7 @@ pub struct BindingEngine {
     wake: Mutex<Option<Arc<Waker>>>,
     cleanup: Option<CleanupEnvHook<Arc<EngineCell>>>,
     backend: BackendInfoJs,
+    shards: u32,
 }
 
 impl BindingEngine {
@@ -205,6 +206,7 @@ impl BindingEngine {
                 engine_err(e.code, &format!("cannot start the engine: {}", e.detail))
             })?;
             let backend = backend_info(engine.backend_info());
+            let shards = engine.shards() as u32;
             let handle = engine.handle().clone();
             let cell = Arc::new(EngineCell(Mutex::new(Some(engine))));
             let cleanup = env
@@ -220,6 +222,7 @@ impl BindingEngine {
                 wake: Mutex::new(Some(waker)),
                 cleanup: Some(cleanup),
                 backend,
+                shards,
             })
         })
     }
@@ -228,6 +231,18 @@ impl BindingEngine {
     #[napi]
     pub fn backend_info(&self) -> BackendInfoJs {
         self.backend.clone()
+    }
+
+    /// The number of I/O threads (shards).
+    #[napi]
+    pub fn shards(&self) -> u32 {
+        self.shards
+    }
+
+    /// The shard (I/O thread) that owns a socket.
+    #[napi]
+    pub fn shard_of(&self, sock: f64) -> u32 {
+        self.handle.shard_of(sock_id(sock)) as u32
     }
 
     /// Takes every event ready (clearing the wake-up flag first).
@@ -286,13 +301,20 @@ impl BindingEngine {
     /// Starts a connect to `ip:port` (`ip` an IP address literal; `EINVAL` otherwise), giving up after `timeout_ms`
     /// if given; the `Connected` event reports the outcome.
     #[napi]
-    pub fn connect(&self, ip: String, port: u32, timeout_ms: Option<f64>) -> Result<f64> {
+    /// `near`: a socket whose I/O thread (shard) the new one joins.
+    pub fn connect(
+        &self,
+        ip: String,
+        port: u32,
+        timeout_ms: Option<f64>,
+        near: Option<f64>,
+    ) -> Result<f64> {
         guarded(|| {
             let addr = socket_addr(&ip, port)?;
             let timeout = timeout_ms.map(|ms| Duration::from_micros((ms * 1000.0) as u64));
             let id = self
                 .handle
-                .connect(addr, timeout)
+                .connect_near(addr, timeout, near.map(sock_id))
                 .map_err(|e| engine_err(e, "connect failed"))?;
             Ok(id.as_u64() as f64)
         })

@@ -47,6 +47,8 @@ pub struct EngineOptions {
     pub recv_buffers: Option<u32>,
     /// Size of the buffers reads land in, in bytes.
     pub read_buffer: Option<u32>,
+    /// I/O threads (shards); absent: the `SOCKMAP_SHARDS` environment variable, or 1.
+    pub shards: Option<u32>,
 }
 
 /// Builds the engine configuration: [`EngineConfig::acknowledged`] (JavaScript acknowledges what it consumes) with
@@ -82,6 +84,9 @@ pub fn engine_config(o: &EngineOptions) -> Result<EngineConfig> {
     set(&mut cfg.read_budget, o.read_budget.map(bytes_of));
     set(&mut cfg.recv_buffers, o.recv_buffers.map(|v| v as usize));
     set(&mut cfg.read_buffer, o.read_buffer.map(|v| v as usize));
+    if let Some(n) = o.shards {
+        cfg.shards = Some(n as usize);
+    }
     if let Some(name) = &o.backend {
         let choice = BackendChoice::parse(name)
             .ok_or_else(|| error_of(Errno::Inval, &format!("no backend is named {name:?}")))?;
@@ -184,6 +189,7 @@ pub fn native_defaults() -> NativeDefaults {
             backend: Some(e.backend.unwrap_or_default().name().to_string()),
             recv_buffers: Some(e.recv_buffers as u32),
             read_buffer: Some(e.read_buffer as u32),
+            shards: Some(e.shards.unwrap_or(1) as u32),
         },
         host: DEFAULT_HOST.to_string(),
         backlog: DEFAULT_BACKLOG,

@@ -325,7 +325,11 @@ impl Core {
         let p = self.at(slot);
         let waiters = p.app_queue.ack(bytes, high);
         p.gauge(|s| &s.app_queued_bytes, p.app_queue.queued());
+        let drained = p.app_queue.queued() <= high / 2;
         self.release_waiters(waiters);
+        if drained {
+            self.release_remote_acks(slot);
+        }
     }
 
     /// `n` bytes of the send ring were written.
@@ -349,6 +353,7 @@ impl Core {
                 self.events.push_back(Event::Drained { sock: id });
             }
             self.release_waiters(drain.waiters);
+            self.release_remote_acks(slot);
         }
         if self.at(slot).should_shut() {
             self.ops.push_back(Op::ShutdownWrite(id));

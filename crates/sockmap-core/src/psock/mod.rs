@@ -456,6 +456,7 @@ impl Core {
         self.drop_parser(slot);
         self.fail_parked_sends(slot);
         self.release_waiters(waiters);
+        self.release_remote_acks(slot);
         self.events.push_back(Event::Closed { sock: id, error });
         self.ops.push_back(Op::Close(id));
     }

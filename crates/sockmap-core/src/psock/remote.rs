@@ -11,14 +11,18 @@
 //! Backpressure mirrors the local protocol, plus a credit:
 //! - the target's shard queues the bytes on the target (send ring, or the
 //!   application queue for ingress) and answers each item with a
-//!   [`Remote::Ack`] saying whether it was delivered;
+//!   [`Remote::Ack`] saying whether it was delivered — at once while the
+//!   target is under its high watermark, else once it drains (so a full
+//!   target holds its sources' credit);
 //! - a target above its high watermark records the remote source in its
 //!   waiter list, as a local one, and tells the source's shard to stop it
 //!   ([`Remote::Block`]); when the target drains, the waiter is released
 //!   with [`Remote::Release`];
-//! - until then, a source may have at most `send_high_watermark` bytes on
-//!   their way to other shards unacknowledged: past that it stops being read
-//!   until acknowledgements bring it to `send_low_watermark`.
+//! - a source may have at most [`REMOTE_CREDIT`] bytes (or its
+//!   `send_high_watermark`, if lower) unacknowledged by other shards: past
+//!   that it stops being read until acknowledgements bring it to half that.
+//!   A full target therefore takes at most the credit past its watermark
+//!   from each source before the source stops.
 //!
 //! Invariants: items between two shards arrive in the order they were made
 //! (one queue per shard, drained in order), so a source's bytes reach a
@@ -36,6 +40,9 @@ use crate::stats::DropReason;
 
 use super::queue::SendAck;
 use super::{Core, SlotIdx};
+
+/// Bytes a source may have unacknowledged by other shards.
+pub(crate) const REMOTE_CREDIT: usize = 256 << 10;
 
 /// What one shard's core hands another.
 #[derive(Debug)]
@@ -139,8 +146,8 @@ impl Core {
                 done: None,
             });
         }
-        let high = self.cfg.send_high_watermark;
-        self.at(src).remote_sent(len, high);
+        let credit = REMOTE_CREDIT.min(self.cfg.send_high_watermark);
+        self.at(src).remote_sent(len, credit);
     }
 
     /// Reports `ack` once the shard owning `target` answers the bytes just
@@ -180,6 +187,15 @@ impl Core {
         self.remote_to(src, Remote::Release { src });
     }
 
+    /// Sends the acknowledgements `slot` held while it was full.
+    pub(super) fn release_remote_acks(&mut self, slot: SlotIdx) {
+        for ack in self.at(slot).take_remote_acks() {
+            if let Remote::Ack { src, .. } = ack {
+                self.remote_to(src, ack);
+            }
+        }
+    }
+
     /// Takes the items for other shards: `(shard, items)`, each shard once.
     pub(crate) fn poll_remote(&mut self) -> impl Iterator<Item = (usize, Vec<Remote>)> + '_ {
         self.remote
@@ -210,25 +226,33 @@ impl Core {
                             t.is_egress_target()
                         }
                     });
-                    if let Some(ts) = live {
-                        if ingress {
-                            self.queue_for_app(Some(src), ts, frags, len);
-                        } else {
-                            self.push_from_remote(src, ts, frags);
-                        }
-                    }
-                    let delivered = live.is_some();
-                    self.remote_to(
+                    let ack = Remote::Ack {
                         src,
-                        Remote::Ack {
-                            src,
-                            ingress,
-                            messages,
-                            len,
-                            delivered,
-                            done,
-                        },
-                    );
+                        ingress,
+                        messages,
+                        len,
+                        delivered: live.is_some(),
+                        done,
+                    };
+                    let Some(ts) = live else {
+                        self.remote_to(src, ack);
+                        continue;
+                    };
+                    let full = if ingress {
+                        self.queue_for_app(Some(src), ts, frags, len);
+                        let t = self.at_ref(ts);
+                        self.cfg
+                            .app_high_watermark
+                            .is_some_and(|h| t.app_queue.queued() > h)
+                    } else {
+                        self.push_from_remote(src, ts, frags);
+                        self.at_ref(ts).ring.len() > self.cfg.send_high_watermark
+                    };
+                    if full {
+                        self.at(ts).defer_remote_ack(ack);
+                    } else {
+                        self.remote_to(src, ack);
+                    }
                 }
                 Remote::End { target } => {
                     if let Some(ts) = self.slot_of(target) {
@@ -247,7 +271,7 @@ impl Core {
                         self.report_remote_send(a, delivered);
                     }
                     let Some(s) = self.slot_of(src) else { continue };
-                    let low = self.cfg.send_low_watermark;
+                    let low = REMOTE_CREDIT.min(self.cfg.send_high_watermark) / 2;
                     let p = self.at(s);
                     match (delivered, ingress) {
                         (true, false) => p.count(|s| &s.redirected_egress, messages),

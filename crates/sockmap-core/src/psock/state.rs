@@ -128,6 +128,8 @@ pub(crate) struct Psock {
     remote_unacked: usize,
     /// Stopped because `remote_unacked` went above the high watermark.
     remote_blocked: bool,
+    /// Acknowledgements owed to sources on other shards, held while this socket is full.
+    remote_acks: Vec<super::Remote>,
     hold_awaiting: bool,
     hold_parser: bool,
     /// Counters of the socket, and of the map whose stream verdict it took.
@@ -166,6 +168,7 @@ impl Psock {
             blocked: 0,
             remote_unacked: 0,
             remote_blocked: false,
+            remote_acks: Vec::new(),
             hold_awaiting: false,
             hold_parser: false,
             stats,
@@ -331,6 +334,16 @@ impl Psock {
             self.remote_blocked = true;
             self.block();
         }
+    }
+
+    /// Holds an acknowledgement for a source on another shard until this socket drains.
+    pub(crate) fn defer_remote_ack(&mut self, ack: super::Remote) {
+        self.remote_acks.push(ack);
+    }
+
+    /// The acknowledgements held (see [`Psock::defer_remote_ack`]).
+    pub(crate) fn take_remote_acks(&mut self) -> Vec<super::Remote> {
+        std::mem::take(&mut self.remote_acks)
     }
 
     /// Another shard acknowledged `len` bytes; true when that lets the socket read again.
