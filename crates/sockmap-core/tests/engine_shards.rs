@@ -20,7 +20,14 @@ fn two_shards(cfg: EngineConfig) -> Harness {
 }
 
 /// A proxy pair whose two sockets are on different shards.
-fn split_pair(h: &Harness) -> (TcpStream, sockmap_core::SockId, TcpStream, sockmap_core::SockId) {
+fn split_pair(
+    h: &Harness,
+) -> (
+    TcpStream,
+    sockmap_core::SockId,
+    TcpStream,
+    sockmap_core::SockId,
+) {
     let (pa, a, pb, b, _) = h.proxy_pair();
     assert_ne!(
         h.h().shard_of(a),
@@ -39,7 +46,9 @@ fn accepted_connections_spread_over_the_shards() {
     let mut per_shard = [0usize; 2];
     for _ in 0..10 {
         let sock = h.wait(|e| match e {
-            Event::Accepted { listener: l, sock, .. } if *l == listener => Some(*sock),
+            Event::Accepted {
+                listener: l, sock, ..
+            } if *l == listener => Some(*sock),
             _ => None,
         });
         per_shard[h.h().shard_of(sock)] += 1;
@@ -58,7 +67,9 @@ fn an_upstream_connected_near_a_socket_shares_its_shard() {
         let (_p, near) = h.pair();
         let up = h.h().connect_near(addr, None, Some(near)).unwrap();
         assert_eq!(h.h().shard_of(up), h.h().shard_of(near));
-        h.wait(|e| matches!(e, Event::Connected { sock, result: Ok(()) } if *sock == up).then_some(()));
+        h.wait(|e| {
+            matches!(e, Event::Connected { sock, result: Ok(()) } if *sock == up).then_some(())
+        });
         let _ = upstream.accept().unwrap();
     }
 }
