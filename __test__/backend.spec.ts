@@ -46,7 +46,7 @@ describe('backend choice', () => {
     expect(newEngine({ backend: 'epoll' }).backendInfo).toEqual({
       backend: 'epoll',
       requested: 'epoll',
-      features: ['edge-triggered'],
+      features: ['edge-triggered', 'splice'],
       fallbacks: [],
     })
   })

@@ -234,6 +234,7 @@ impl Engine {
                 waits: a.waits + r.waits,
                 starved: a.starved + r.starved,
                 stale: a.stale + r.stale,
+                spliced: a.spliced + r.spliced,
             }
         })
     }
