@@ -307,7 +307,7 @@ fn run_opened(
     out: &mut EventOut,
 ) -> io::Result<()> {
     match backend {
-        Opened::Epoll(mut b) => run_loop(&mut b, core, inbox, out),
+        Opened::Epoll(mut b) => run_loop(&mut *b, core, inbox, out),
         #[cfg(target_os = "linux")]
         Opened::IoUring(mut b) => run_loop(&mut *b, core, inbox, out),
     }

@@ -149,7 +149,7 @@ impl std::error::Error for StartError {}
 
 /// An opened backend, ready for the loop.
 pub(crate) enum Opened {
-    Epoll(EpollBackend),
+    Epoll(Box<EpollBackend>),
     #[cfg(target_os = "linux")]
     IoUring(Box<UringBackend>),
 }
@@ -209,7 +209,7 @@ pub(crate) fn open(cfg: &EngineConfig) -> Result<(Opened, Box<dyn Wake>, Backend
         },
         fallbacks,
     };
-    Ok((Opened::Epoll(backend), Box::new(waker), info))
+    Ok((Opened::Epoll(Box::new(backend)), Box::new(waker), info))
 }
 
 #[cfg(target_os = "linux")]
