@@ -123,6 +123,11 @@ describe.each(modes)('the same bytes through $name', ({ backend, fault }) => {
       await ended
       expect(a.sock.stats().bytesIn).toBe(there.length)
       expect(b.sock.stats().bytesOut).toBe(there.length)
+      const bs = engine.backendStats()
+      expect(bs.waits).toBeGreaterThan(0)
+      // Bulk bytes between partners go by splice on epoll (one I/O thread, so the pair shares it).
+      if (backend === 'epoll' && engine.shards === 1) expect(bs.spliced).toBeGreaterThan(0)
+      if (backend === 'io_uring') expect(bs.spliced).toBe(0)
     },
   )
 })
