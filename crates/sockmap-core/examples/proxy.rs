@@ -26,10 +26,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sockmap_core::config::BackendChoice;
 use sockmap_core::framer::LengthFieldOptions;
 use sockmap_core::map::{MapKind, UpdateFlag};
 use sockmap_core::program::{ParserKind, ParserProg, Programs, StreamVerdictProg};
-use sockmap_core::config::BackendChoice;
 use sockmap_core::{Engine, EngineConfig, Event, Key, KeySource, Rule, SockId};
 
 /// Set by the signal and standard-input threads; the event loop checks it
