@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! proxy --listen 127.0.0.1:PORT --upstream 127.0.0.1:PORT --mode raw|frames
-//!       [--backend auto|epoll|io_uring]
+//!       [--backend auto|epoll|io_uring] [--recv-buffers N] [--read-buffer BYTES]
 //! ```
 //!
 //! For each accepted client it connects the upstream and stores the pair in a
@@ -10,7 +10,9 @@
 //! every message to the socket stored under the source's id (egress). `raw`
 //! forwards each chunk read as it is; `frames` cuts the stream into 4-byte
 //! big-endian length-prefixed frames first. `--backend` sets
-//! [`EngineConfig::backend`] (without it, `SOCKMAP_BACKEND` or `auto` decides).
+//! [`EngineConfig::backend`] (without it, `SOCKMAP_BACKEND` or `auto` decides);
+//! `--recv-buffers` and `--read-buffer` set [`EngineConfig::recv_buffers`] and
+//! [`EngineConfig::read_buffer`] (defaults: the engine's).
 //! Prints `ready` once listening and runs until SIGTERM/SIGINT or end of
 //! standard input; then it prints one line on standard error with the backend
 //! that ran and its counters, for a harness to count kernel entries:
@@ -44,6 +46,8 @@ struct Args {
     upstream: SocketAddr,
     frames: bool,
     backend: Option<BackendChoice>,
+    recv_buffers: Option<usize>,
+    read_buffer: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -51,6 +55,8 @@ fn parse_args() -> Result<Args, String> {
     let mut upstream = None;
     let mut frames = false;
     let mut backend = None;
+    let mut recv_buffers = None;
+    let mut read_buffer = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
@@ -72,6 +78,12 @@ fn parse_args() -> Result<Args, String> {
                     format!("--backend: unknown backend {v:?} (auto|epoll|io_uring)")
                 })?)
             }
+            "--recv-buffers" => {
+                recv_buffers = Some(val()?.parse().map_err(|e| format!("--recv-buffers: {e}"))?)
+            }
+            "--read-buffer" => {
+                read_buffer = Some(val()?.parse().map_err(|e| format!("--read-buffer: {e}"))?)
+            }
             _ => return Err(format!("unknown argument {a:?}")),
         }
     }
@@ -80,6 +92,8 @@ fn parse_args() -> Result<Args, String> {
         upstream: upstream.ok_or("--upstream is required")?,
         frames,
         backend,
+        recv_buffers,
+        read_buffer,
     })
 }
 
@@ -118,15 +132,18 @@ fn main() {
         Ok(a) => a,
         Err(e) => {
             eprintln!(
-                "proxy: {e}\nusage: proxy --listen ADDR --upstream ADDR --mode raw|frames [--backend auto|epoll|io_uring]"
+                "proxy: {e}\nusage: proxy --listen ADDR --upstream ADDR --mode raw|frames [--backend auto|epoll|io_uring] [--recv-buffers N] [--read-buffer BYTES]"
             );
             std::process::exit(2);
         }
     };
     catch_stop_signals();
+    let defaults = EngineConfig::default();
     let config = EngineConfig {
         backend: args.backend,
-        ..EngineConfig::default()
+        recv_buffers: args.recv_buffers.unwrap_or(defaults.recv_buffers),
+        read_buffer: args.read_buffer.unwrap_or(defaults.read_buffer),
+        ..defaults
     };
     let engine = match Engine::start(config, sockmap_core::Hooks::default()) {
         Ok(e) => e,

@@ -16,6 +16,7 @@ many-pingpong client --connect 127.0.0.1:PORT [options]
   --connect-timeout S  seconds for all connections to be established (default 10)
   Opens every connection, then each sends a message, waits for its echo (checked byte
   for byte) and sends the next. Prints one JSON line: round trips per second (msgs_per_sec),
+  all round trips including the warm-up (all_msgs),
   round-trip p50/p99/p99.9/max/mean in microseconds, mismatches and errors.
 many-pingpong echo --listen 127.0.0.1:PORT [options]
   --duration S    exit after S seconds at most (default 60)
@@ -153,6 +154,7 @@ fn client(args: &Args) {
     let end = measure_from + duration;
     let mut hist = Histogram::new();
     let mut mismatches = 0u64;
+    let mut round_trips = 0u64;
     for c in all.iter_mut().filter(|c| c.connected) {
         c.start();
         if !c.flush() {
@@ -198,6 +200,7 @@ fn client(args: &Args) {
                             continue;
                         }
                         let done = Instant::now();
+                        round_trips += 1;
                         if c.reply[..] != *c.msg.stamp(c.seq, 1) {
                             mismatches += 1;
                         }
@@ -235,6 +238,7 @@ fn client(args: &Args) {
         .num("secs", secs, 3)
         .int("msgs", hist.len())
         .num("msgs_per_sec", hist.len() as f64 / secs, 0)
+        .int("all_msgs", round_trips)
         .num("p50_us", us(hist.quantile(0.5)), 2)
         .num("p99_us", us(hist.quantile(0.99)), 2)
         .num("p999_us", us(hist.quantile(0.999)), 2)
