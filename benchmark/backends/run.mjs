@@ -556,7 +556,6 @@ const PERF_EVENTS = [
   ['syscalls:sys_enter_io_uring_enter', 'io_uring_enter'],
   ['syscalls:sys_enter_epoll_wait', 'epoll_wait'],
   ['syscalls:sys_enter_read', 'read'],
-  ['syscalls:sys_enter_readv', 'readv'],
   ['syscalls:sys_enter_recvfrom', 'recvfrom'],
   ['syscalls:sys_enter_write', 'write'],
   ['syscalls:sys_enter_writev', 'writev'],
@@ -565,7 +564,7 @@ const PERF_EVENTS = [
   ['io_uring:io_uring_complete', 'uring complete (CQEs)'],
   ['io_uring:io_uring_poll_arm', 'uring poll_arm'],
   ['io_uring:io_uring_queue_async_work', 'uring queue_async_work'],
-  ['io_uring:io_uring_task_work_run', 'uring task_work_run'],
+  ['io_uring:io_uring_local_work_run', 'uring local_work_run (deferred task work)'],
   ['context-switches', 'context switches'],
 ]
 const perfOk = have('perf')
