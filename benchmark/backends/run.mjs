@@ -4,7 +4,10 @@
 //
 //   benchmark/backends/run.sh [--quick] [--reps N] [--only redis,many,bulk,counts]
 //                             [--redis-n1 N] [--redis-n16 N] [--many-conns C] [--many-secs S]
-//                             [--raw-secs S] [--quiet PCT] [--json FILE]
+//                             [--raw-secs S] [--quiet PCT] [--quiet-wait S] [--json FILE]
+//
+// --quiet PCT: before every round, wait until others leave the CPUs less than PCT % busy over
+// 2 s, at most --quiet-wait seconds (default 120), then run anyway; the busy % is printed.
 //
 // Sections (see BENCHMARKS.md "## Backends: io_uring and epoll"):
 //   redis   redis-benchmark -t set,get -d 64 -r 100000 -c 50 -n N at -P 1 and -P 16: direct,
@@ -42,6 +45,7 @@ const { values: opt } = parseArgs({
     'many-secs': { type: 'string' },
     'raw-secs': { type: 'string' },
     quiet: { type: 'string' },
+    'quiet-wait': { type: 'string', default: '120' },
     json: { type: 'string' },
   },
 })
@@ -58,7 +62,7 @@ const CFG = {
   rawSecs: Number(opt['raw-secs'] ?? (Q ? 2 : 10)),
   countsRedisN: Q ? 10000 : 100000,
   quiet: opt.quiet === undefined ? null : Number(opt.quiet),
-  quietWaitSecs: 600,
+  quietWaitSecs: Number(opt['quiet-wait']),
 }
 if (!(CFG.reps >= 1 && CFG.reps <= 20)) throw new RangeError('--reps must be 1..20')
 if (!(CFG.manyConns >= 1 && CFG.manyConns <= 20000)) throw new RangeError('--many-conns must be 1..20000')

@@ -5,11 +5,12 @@
 #
 #   benchmark/backends/run.sh [--quick] [--reps N] [--only redis,many,bulk,counts]
 #                             [--redis-n1 N] [--redis-n16 N] [--many-conns C] [--many-secs S]
-#                             [--raw-secs S] [--quiet PCT] [--json FILE]
+#                             [--raw-secs S] [--quiet PCT] [--quiet-wait S] [--json FILE]
 #
 # QUIET_LOAD (default 0.5): the 1-minute load average to wait for before starting, at most
 # QUIET_WAIT seconds (default 600; then it starts anyway and says so). --quiet PCT makes run.mjs
-# also wait, before every round, until others leave the CPUs less than PCT % busy over 2 s.
+# also wait, before every round, until others leave the CPUs less than PCT % busy over 2 s
+# (at most --quiet-wait seconds, default 120).
 # Prints markdown tables on stdout (progress on stderr) and keeps the raw samples in
 # benchmark/results/. Every process it starts is stopped when it ends.
 set -euo pipefail
