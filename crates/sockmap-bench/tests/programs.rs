@@ -215,7 +215,15 @@ fn non_loopback_addresses_are_refused() {
 fn many_pingpong_round_trips_on_every_connection() {
     let (echo, out, addr) = start_server(
         env!("CARGO_BIN_EXE_many-pingpong"),
-        &["echo", "--listen", "ADDR", "--conns", "50", "--duration", "20"],
+        &[
+            "echo",
+            "--listen",
+            "ADDR",
+            "--conns",
+            "50",
+            "--duration",
+            "20",
+        ],
     );
     let client = run(
         env!("CARGO_BIN_EXE_many-pingpong"),
