@@ -3,6 +3,7 @@
 //! ```text
 //! proxy --listen 127.0.0.1:PORT --upstream 127.0.0.1:PORT --mode raw|frames
 //!       [--backend auto|epoll|io_uring] [--recv-buffers N] [--read-buffer BYTES]
+//!       [--shards N] [--splice-min BYTES|off]
 //! ```
 //!
 //! For each accepted client it connects the upstream and stores the pair in a
@@ -12,13 +13,15 @@
 //! big-endian length-prefixed frames first. `--backend` sets
 //! [`EngineConfig::backend`] (without it, `SOCKMAP_BACKEND` or `auto` decides);
 //! `--recv-buffers` and `--read-buffer` set [`EngineConfig::recv_buffers`] and
-//! [`EngineConfig::read_buffer`] (defaults: the engine's).
+//! [`EngineConfig::read_buffer`], `--shards` [`EngineConfig::shards`] and
+//! `--splice-min` [`EngineConfig::splice_min`] (defaults: the engine's). Each
+//! upstream is connected near its client, on the client's I/O thread.
 //! Prints `ready` once listening and runs until SIGTERM/SIGINT or end of
 //! standard input; then it prints one line on standard error with the backend
 //! that ran and its counters, for a harness to count kernel entries:
 //!
 //! ```text
-//! proxy: backend=io_uring waits=123456 starved=0 stale=3
+//! proxy: backend=io_uring waits=123456 starved=0 stale=3 spliced=0
 //! ```
 
 use std::collections::HashMap;
@@ -48,6 +51,9 @@ struct Args {
     backend: Option<BackendChoice>,
     recv_buffers: Option<usize>,
     read_buffer: Option<usize>,
+    shards: Option<usize>,
+    /// `Some(None)`: splicing off.
+    splice_min: Option<Option<usize>>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -56,6 +62,8 @@ fn parse_args() -> Result<Args, String> {
     let mut frames = false;
     let mut backend = None;
     let mut recv_buffers = None;
+    let mut shards = None;
+    let mut splice_min = None;
     let mut read_buffer = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -81,6 +89,13 @@ fn parse_args() -> Result<Args, String> {
             "--recv-buffers" => {
                 recv_buffers = Some(val()?.parse().map_err(|e| format!("--recv-buffers: {e}"))?)
             }
+            "--shards" => shards = Some(val()?.parse().map_err(|e| format!("--shards: {e}"))?),
+            "--splice-min" => {
+                splice_min = Some(match val()?.as_str() {
+                    "off" => None,
+                    v => Some(v.parse().map_err(|e| format!("--splice-min: {e}"))?),
+                })
+            }
             "--read-buffer" => {
                 read_buffer = Some(val()?.parse().map_err(|e| format!("--read-buffer: {e}"))?)
             }
@@ -88,6 +103,8 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(Args {
+        shards,
+        splice_min,
         listen: listen.ok_or("--listen is required")?,
         upstream: upstream.ok_or("--upstream is required")?,
         frames,
@@ -143,6 +160,8 @@ fn main() {
         backend: args.backend,
         recv_buffers: args.recv_buffers.unwrap_or(defaults.recv_buffers),
         read_buffer: args.read_buffer.unwrap_or(defaults.read_buffer),
+        shards: args.shards.or(defaults.shards),
+        splice_min: args.splice_min.unwrap_or(defaults.splice_min),
         ..defaults
     };
     let engine = match Engine::start(config, sockmap_core::Hooks::default()) {
@@ -185,7 +204,7 @@ fn main() {
         };
         match ev {
             Event::Accepted { sock: client, .. } => {
-                match h.connect(args.upstream, Some(Duration::from_secs(10))) {
+                match h.connect_near(args.upstream, Some(Duration::from_secs(10)), Some(client)) {
                     Ok(up) => {
                         connecting.insert(up, client);
                     }
@@ -235,11 +254,12 @@ fn main() {
     }
     let stats = engine.backend_stats();
     eprintln!(
-        "proxy: backend={} waits={} starved={} stale={}",
+        "proxy: backend={} waits={} starved={} stale={} spliced={}",
         engine.backend_info().kind.name(),
         stats.waits,
         stats.starved,
-        stats.stale
+        stats.stale,
+        stats.spliced
     );
     std::process::exit(0);
 }
