@@ -48,7 +48,7 @@ fn redirect_egress_pairs_sockets_by_id() {
     for (i, chunk) in got.chunks(100).enumerate() {
         assert!(chunk.iter().all(|&x| x == i as u8));
     }
-    let sa = h.stats_until(a, |s| s.bytes_in == 5005);
+    let sa = h.settled_until(a, |s| s.bytes_in == 5005);
     assert_eq!(sa.redirected_egress, sa.messages_in);
     assert_eq!(sa.passed, 0);
     h.stats_until(b, |s| s.bytes_out == 5005 && s.queued_bytes == 0);
@@ -99,7 +99,7 @@ fn drop_counts_and_missing_key_drops() {
     let (mut pc, c) = h.pair();
     h.put(miss, "c", c);
     write(&mut pc, b"nowhere");
-    let s = h.stats_until(c, |s| s.bytes_in == 7);
+    let s = h.settled_until(c, |s| s.bytes_in == 7);
     assert_eq!(s.dropped_no_key, s.messages_in);
     assert_eq!(h.h().map_stats(miss).unwrap().dropped_no_key, s.messages_in);
     assert!(h

@@ -446,7 +446,7 @@ fn loopback_pair_forwards_random_frames_exactly() {
         let got = read_n(&mut pb, wire.len());
         let _pa = writer.join().unwrap();
         assert!(got == wire, "forwarded bytes differ");
-        let st = h.stats_until(a, |s| s.messages_in == FRAMES);
+        let st = h.settled_until(a, |s| s.messages_in == FRAMES);
         assert_eq!(
             (
                 st.redirected_egress,

@@ -38,7 +38,7 @@ fn target_closed_mid_stream_drops_and_counts_and_source_lives() {
     assert_eq!(h.closed(b), None);
     assert_eq!(h.h().map_len(map), Ok(1));
     write(&mut pa, b"lost");
-    let s = h.stats_until(a, |s| s.bytes_in == 7);
+    let s = h.settled_until(a, |s| s.bytes_in == 7);
     assert_eq!(s.dropped_no_key, 1);
     assert_eq!(s.redirected_egress, 1);
     // The source still works: redirect it somewhere else.
@@ -95,7 +95,7 @@ fn delete_while_sending_switches_to_drops_without_loss_before() {
     h.h().map_delete(map, &Key::from(a)).unwrap();
     let mut pa = writer.join().unwrap();
     write(&mut pa, b"ZZZZ");
-    let s = h.stats_until(a, |s| s.bytes_in == 804);
+    let s = h.settled_until(a, |s| s.bytes_in == 804);
     assert_eq!(s.dropped + s.redirected_egress, s.messages_in);
     // What did arrive is a prefix of the stream, in order.
     let expect: Vec<u8> = (0..200u32).flat_map(|i| i.to_be_bytes()).collect();
@@ -186,7 +186,7 @@ fn dispatch_by_size_to_two_targets() {
     assert_eq!(read_n(&mut pbig, 150), vec![b'B'; 150]);
     write(&mut ps, &[b's'; 10]);
     assert_eq!(read_n(&mut psmall, 10), vec![b's'; 10]);
-    let st = h.stats_until(s, |st| st.bytes_in == 160);
+    let st = h.settled_until(s, |st| st.bytes_in == 160);
     assert_eq!(st.redirected_egress, 2);
 }
 

@@ -79,7 +79,7 @@ fn hundred_frames_in_one_send_redirected_in_order() {
     }
     write(&mut pa, &wire);
     assert_eq!(read_n(&mut pb, wire.len()), wire);
-    let st = h.stats_until(a, |st| st.messages_in == 100);
+    let st = h.settled_until(a, |st| st.messages_in == 100);
     assert_eq!((st.redirected_egress, st.dropped), (100, 0));
     assert_eq!(
         h.stats_until(b, |st| st.bytes_out == wire.len() as u64)
@@ -115,7 +115,7 @@ fn dispatch_framed_messages_by_size_to_two_targets() {
     write(&mut ps, &wire);
     assert_eq!(read_n(&mut pbig, f2.len() + f4.len()), [f2, f4].concat());
     assert_eq!(read_n(&mut psmall, f1.len() + f3.len()), [f1, f3].concat());
-    let st = h.stats_until(s, |st| st.messages_in == 4);
+    let st = h.settled_until(s, |st| st.messages_in == 4);
     assert_eq!(st.redirected_egress, 4);
 }
 
@@ -152,7 +152,7 @@ fn resp_first_key_routes_commands() {
         [set1, get1].concat()
     );
     assert_eq!(read_n(&mut p2, get2.len()), get2);
-    let st = h.stats_until(c, |st| st.messages_in == 5);
+    let st = h.settled_until(c, |st| st.messages_in == 5);
     assert_eq!((st.redirected_egress, st.dropped_no_key), (3, 2));
 }
 
@@ -182,7 +182,8 @@ fn http_host_routes_requests() {
     assert_eq!(read_n(&mut pa, r1.len() + r3.len()), [r1, r3].concat());
     assert_eq!(read_n(&mut pb, r2.len()), r2);
     assert_eq!(
-        h.stats_until(c, |st| st.messages_in == 3).redirected_egress,
+        h.settled_until(c, |st| st.messages_in == 3)
+            .redirected_egress,
         3
     );
 }

@@ -87,7 +87,7 @@ fn a_redirect_across_shards_keeps_every_byte_in_order() {
     let mut pa = pa;
     expect_pattern(&mut pa, TOTAL, 64 << 10);
     drop((there.join().unwrap(), back.join().unwrap()));
-    let sa = h.stats_until(a, |s| s.bytes_in == TOTAL as u64);
+    let sa = h.settled_until(a, |s| s.bytes_in == TOTAL as u64);
     assert_eq!((sa.redirected_egress, sa.dropped), (sa.messages_in, 0));
     let sb = h.stats_until(b, |s| s.bytes_out == TOTAL as u64 && s.queued_bytes == 0);
     assert_eq!(sb.dropped, 0);
@@ -151,6 +151,6 @@ fn a_closed_target_leaves_every_shards_view_of_the_map() {
         ps.write_all(msg.as_bytes()).unwrap();
         assert_eq!(read_n(&mut p2, 4), msg.as_bytes(), "message {i}");
     }
-    let st = h.stats_until(s, |st| st.messages_in == 64);
+    let st = h.settled_until(s, |st| st.messages_in == 64);
     assert_eq!((st.redirected_egress, st.dropped), (64, 0));
 }

@@ -154,13 +154,28 @@ impl Harness {
     }
 
     /// Waits until `f` holds for the socket's counters.
-    /// Waits until the socket's counters satisfy `f` and are settled: no
-    /// bytes of it are still unacknowledged by another shard.
+    /// Waits until the socket's counters satisfy `f`.
     pub fn stats_until(&self, sock: SockId, f: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
+        self.counters_until(sock, f, false)
+    }
+
+    /// Waits until the socket's counters satisfy `f` and are settled: no
+    /// bytes of it are still unacknowledged by another shard, so its redirect
+    /// and drop counters are final (with one shard, the same as `stats_until`).
+    pub fn settled_until(&self, sock: SockId, f: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
+        self.counters_until(sock, f, true)
+    }
+
+    fn counters_until(
+        &self,
+        sock: SockId,
+        f: impl Fn(&StatsSnapshot) -> bool,
+        settled: bool,
+    ) -> StatsSnapshot {
         let end = Instant::now() + DEADLINE;
         loop {
             let s = self.h().sock_stats(sock).expect("socket exists");
-            if f(&s) && s.remote_bytes == 0 {
+            if f(&s) && (!settled || s.remote_bytes == 0) {
                 return s;
             }
             assert!(Instant::now() < end, "counters never matched: {s:?}");
