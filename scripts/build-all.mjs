@@ -63,7 +63,10 @@ function prepareCrossToolchain(triple) {
       throw new Error(`npm pack ${pkg}@${pick} failed`)
     const tgz = join(tmp, `napi-rs-cross-toolchain-x64-target-${triple.split('-')[0]}-${pick}.tgz`)
     mkdirSync(dest, { recursive: true })
-    if (!run('tar', ['-xzf', tgz, '-C', tmp]) || !run('tar', ['-xJf', join(tmp, 'package', `${triple}.tar.xz`), '-C', dest]))
+    if (
+      !run('tar', ['-xzf', tgz, '-C', tmp]) ||
+      !run('tar', ['-xJf', join(tmp, 'package', `${triple}.tar.xz`), '-C', dest])
+    )
       throw new Error(`unpacking ${tgz} failed`)
     console.log(`cross toolchain ${pkg}@${pick} unpacked into ${dest}`)
   } finally {

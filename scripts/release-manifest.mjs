@@ -13,7 +13,10 @@ const root = resolve(import.meta.dirname, '..')
 export function platformPackages() {
   return readdirSync(join(root, 'npm'), { withFileTypes: true })
     .filter((d) => d.isDirectory())
-    .map((d) => ({ dir: d.name, manifest: JSON.parse(readFileSync(join(root, 'npm', d.name, 'package.json'), 'utf8')) }))
+    .map((d) => ({
+      dir: d.name,
+      manifest: JSON.parse(readFileSync(join(root, 'npm', d.name, 'package.json'), 'utf8')),
+    }))
     .sort((a, b) => a.dir.localeCompare(b.dir))
 }
 
