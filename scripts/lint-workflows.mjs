@@ -19,9 +19,9 @@ const NEWER_LABELS = [
   'ubuntu-24.04',
   'ubuntu-24.04-arm',
   'ubuntu-22.04-arm',
-  'macos-13',
   'macos-14',
   'macos-15',
+  'macos-15-intel',
   'windows-11-arm',
   'windows-2025',
 ]
