@@ -67,6 +67,10 @@ describe('defaults', () => {
     'EngineOptions.appHighWatermark': d.engine.appHighWatermark,
     'EngineOptions.maxPendingBytes': d.engine.maxPendingBytes,
     'EngineOptions.readBudget': d.engine.readBudget,
+    'EngineOptions.backend': d.engine.backend,
+    'EngineOptions.readBuffer': d.engine.readBuffer,
+    'EngineOptions.recvBuffers': d.engine.recvBuffers,
+    'EngineOptions.shards': d.engine.shards,
     'ListenOptions.host': d.host,
     'ListenOptions.backlog': d.backlog,
     'ConnectOptions.host': d.host,
@@ -94,8 +98,6 @@ describe('defaults', () => {
 
   /** Defaults of the TypeScript API itself, with no engine counterpart. */
   const api: Record<string, unknown> = {
-    'EngineOptions.backend': 'auto',
-    'EngineOptions.shards': 1,
     'ConnectOptions.timeoutMs': undefined,
     'AttachOptions.onError': Verdict.DROP,
     'SetOptions.flag': 'any',
@@ -117,16 +119,22 @@ describe('defaults', () => {
     expect(Object.keys(d.engine).sort()).toEqual(
       [
         'appHighWatermark',
+        'backend',
         'maxDelayMicros',
         'maxInFlight',
         'maxMessages',
         'maxPendingBytes',
         'readBudget',
+        'readBuffer',
+        'recvBuffers',
         'sendHighWatermark',
         'sendLowWatermark',
+        'shards',
       ].sort(),
     )
-    for (const v of Object.values(d.engine)) expect(Number.isInteger(v) && (v as number) >= 0).toBe(true)
+    const { backend, ...sizes } = d.engine
+    expect(backend).toBe('auto')
+    for (const v of Object.values(sizes)) expect(Number.isInteger(v) && (v as number) >= 0).toBe(true)
     expect(d.lines.delimiters?.map((b) => b.toString())).toEqual(['\r\n', '\n'])
     expect(d.lines.stripDelimiter).toBe(true)
   })

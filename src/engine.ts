@@ -4,6 +4,7 @@ import { isIP, type Socket as NetSocket } from 'node:net'
 
 import {
   BindingEngine,
+  availableCores,
   EventKind,
   nativeDefaults,
   type EngineOptions as NativeEngineOptions,
@@ -37,15 +38,46 @@ export interface BatchOptions {
   maxInFlight?: number
 }
 
+/** What {@link Engine.backendInfo} tells. */
+export interface BackendInfo {
+  /** The backend running. */
+  backend: 'epoll' | 'io_uring'
+  /** What was asked for (the option, else `SOCKMAP_BACKEND`, else `'auto'`). */
+  requested: 'auto' | 'epoll' | 'io_uring'
+  /** The kernel features in use, e.g. `'multishot-recv'`, `'buffer-ring'`, `'defer-taskrun'`. */
+  features: string[]
+  /** Each step down from the most capable backend, with its reason (empty when nothing was missing). */
+  fallbacks: string[]
+}
+
 /** Options of {@link Engine}. */
 export interface EngineOptions {
   /**
-   * `'auto'` or `'epoll'`: epoll, the only backend of this build (`'auto'` will pick io_uring where a build has it).
-   * `'io_uring'` throws `EOPNOTSUPP`. Default: `'auto'`.
+   * The I/O backend. `'auto'`: io_uring where the kernel allows it (multishot receives into a provided-buffer ring),
+   * else epoll, each step down said in {@link Engine.backendInfo}. `'io_uring'`: io_uring or an error (`EPERM`,
+   * `ENOSYS`, `EOPNOTSUPP`... as the kernel refused it), never a silent fallback. Left out, the environment variable
+   * `SOCKMAP_BACKEND` chooses, or else `'auto'`. Default: `'auto'`.
    */
   backend?: 'auto' | 'epoll' | 'io_uring'
-  /** I/O threads. Default: `1`. */
-  shards?: number
+  /**
+   * I/O threads (shards), each with its own backend, sockets and buffers; `'auto'`: the cores this process may use.
+   * Accepted connections go to the shard with the fewest sockets; maps are shared by all shards, and a redirect to a
+   * socket another shard owns crosses threads with the same backpressure as a local one (connect upstreams with
+   * `near` to keep pairs on one thread). Left out, the environment variable `SOCKMAP_SHARDS` chooses, or else `1`.
+   * Default: `1`.
+   */
+  shards?: number | 'auto'
+  /**
+   * Size of the buffers reads land in, in bytes (on io_uring, each buffer of the provided-buffer ring). Default: 64
+   * KiB (65536).
+   */
+  readBuffer?: number
+  /**
+   * Buffers in the io_uring backend's provided-buffer ring, rounded up to a power of two (at most 32768). Chunks of at
+   * most 1 KiB, and every chunk while the ring is low, are copied out so that held messages never pin buffers; an
+   * empty ring is backpressure, never an error. Default: `128`.
+   */
+  recvBuffers?: number
   /** How TypeScript callbacks are batched. */
   batch?: BatchOptions
   /** Send ring high watermark in bytes: above it, sources feeding the socket stop being read. Default: 1 MiB. */
@@ -91,6 +123,11 @@ export interface ConnectOptions {
   port: number
   /** Give up with `ETIMEDOUT` after this many milliseconds (`0`: no limit). Default: no limit beyond the kernel's. */
   timeoutMs?: number
+  /**
+   * A socket of this engine whose I/O thread the new socket joins, so that redirects between the two never cross
+   * threads (a gateway connects a client's upstream near the client). Left out: the least loaded thread.
+   */
+  near?: Socket
 }
 
 /** Events of an {@link Engine}. */
@@ -131,18 +168,23 @@ export class Engine extends EventEmitter<EngineEvents> {
   constructor(options: EngineOptions = {}) {
     super()
     assertObject('options', options)
-    const backend = options.backend ?? 'auto'
-    assertOneOf('options.backend', backend, ['auto', 'epoll', 'io_uring'])
-    if (backend === 'io_uring') {
-      throw new SockmapError('EOPNOTSUPP', "EOPNOTSUPP: the 'io_uring' backend is not available in this build")
+    if (options.backend !== undefined) {
+      assertOneOf('options.backend', options.backend, ['auto', 'epoll', 'io_uring'])
     }
-    const shards = options.shards ?? 1
-    assertIntInRange('options.shards', shards, 1, 1)
+    if (options.shards !== undefined && options.shards !== 'auto') {
+      assertIntInRange('options.shards', options.shards, 1, 256)
+    }
     const batch = options.batch ?? {}
     assertObject('options.batch', batch)
     // Each option given is checked and passed on; one left out keeps the engine's default.
     const native: NativeEngineOptions = {}
-    const opt = (key: keyof NativeEngineOptions, name: string, v: unknown, min: number, max: number): void => {
+    const opt = (
+      key: Exclude<keyof NativeEngineOptions, 'backend'>,
+      name: string,
+      v: unknown,
+      min: number,
+      max: number,
+    ): void => {
       if (v === undefined) return
       assertIntInRange(name, v, min, max)
       native[key] = v as number
@@ -156,6 +198,10 @@ export class Engine extends EventEmitter<EngineEvents> {
     opt('appHighWatermark', 'options.appHighWatermark', options.appHighWatermark, 1, 2 ** 40)
     opt('maxPendingBytes', 'options.maxPendingBytes', options.maxPendingBytes, 1, 2 ** 40)
     opt('readBudget', 'options.readBudget', options.readBudget, 1, 2 ** 40)
+    opt('readBuffer', 'options.readBuffer', options.readBuffer, 512, 1 << 26)
+    opt('recvBuffers', 'options.recvBuffers', options.recvBuffers, 1, 1 << 15)
+    if (options.backend !== undefined) native.backend = options.backend
+    if (options.shards !== undefined) native.shards = options.shards === 'auto' ? availableCores() : options.shards
     const wake = (): void => this.#drain()
     this.#binding = callBinding(() => new BindingEngine(native, wake))
     const self = this
@@ -201,9 +247,25 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.#acks.clear()
   }
 
+  /** The number of I/O threads (shards). */
+  get shards(): number {
+    return this.#binding.shards()
+  }
+
   /** The backend in use. */
   get backend(): 'epoll' | 'io_uring' {
-    return 'epoll'
+    return this.backendInfo.backend
+  }
+
+  /** The backend in use, what was asked for, the kernel features it uses and why it runs rather than a better one. */
+  get backendInfo(): BackendInfo {
+    const i = this.#binding.backendInfo()
+    return {
+      backend: i.backend as BackendInfo['backend'],
+      requested: i.requested as BackendInfo['requested'],
+      features: i.features,
+      fallbacks: i.fallbacks,
+    }
   }
 
   /**
@@ -241,16 +303,20 @@ export class Engine extends EventEmitter<EngineEvents> {
     assertIntInRange('options.port', options.port, 1, 65535)
     if (options.timeoutMs !== undefined) assertIntInRange('options.timeoutMs', options.timeoutMs, 0, 2 ** 31)
     const timeoutMs = options.timeoutMs === 0 ? undefined : options.timeoutMs
+    const near = options.near
+    if (near !== undefined && !(near instanceof Socket && this.#sockets.get(near.id) === near)) {
+      throw new TypeError('options.near must be a socket of this engine')
+    }
     this.#checkOpen()
-    if (isIP(host) !== 0) return this.#connectTo(host, options.port, timeoutMs)
+    if (isIP(host) !== 0) return this.#connectTo(host, options.port, timeoutMs, near)
     return lookup(host).then((a) => {
       this.#checkOpen()
-      return this.#connectTo(a.address, options.port, timeoutMs)
+      return this.#connectTo(a.address, options.port, timeoutMs, near)
     })
   }
 
-  #connectTo(ip: string, port: number, timeoutMs: number | undefined): Promise<Socket> {
-    const id = callBinding(() => this.#binding.connect(ip, port, timeoutMs))
+  #connectTo(ip: string, port: number, timeoutMs: number | undefined, near: Socket | undefined): Promise<Socket> {
+    const id = callBinding(() => this.#binding.connect(ip, port, timeoutMs, near?.id))
     const sock = this.#newSocket(id)
     return new Promise((resolve, reject) => this.#connecting.set(id, { resolve: () => resolve(sock), reject }))
   }

@@ -26,6 +26,8 @@ export type SockmapErrorCode =
   | 'EIO'
   | 'EAGAIN'
   | 'ENOTCONN'
+  | 'EPERM'
+  | 'ENOSYS'
   | 'ERR_ENGINE_PANIC'
   | 'ERR_CALLBACK'
 

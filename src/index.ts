@@ -13,6 +13,7 @@ export {
   type ConnectOptions,
   type EngineEvents,
   type EngineOptions,
+  type BackendInfo,
   type ListenOptions,
 } from './engine'
 export { Socket, Server, type AddressInfo, type ServerEvents, type SocketEvents } from './socket'

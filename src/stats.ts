@@ -44,6 +44,11 @@ export interface SocketStats {
   queuedBytes: number
   /** Bytes waiting for a TypeScript verdict or parser (a gauge). */
   pendingBytes: number
+  /**
+   * Bytes redirected to sockets that another I/O thread (shard) owns, not yet acknowledged by it (a gauge): until it
+   * is back to 0, the redirect and drop counters may still change.
+   */
+  remoteBytes: number
   /** Application sends accepted. */
   sends: number
   /** Application sends refused (`EACCES`, `EPIPE`). */
@@ -90,7 +95,7 @@ const nativeKeys = statsFields() as Array<Exclude<keyof SocketStats, 'redirected
 /** Every counter: the engine's, and `redirected` (their sum over egress and ingress). */
 const keys: Array<keyof SocketStats> = [...nativeKeys, 'redirected']
 
-const gauges = new Set<keyof SocketStats>(['queuedBytes', 'pendingBytes', 'appQueuedBytes'])
+const gauges = new Set<keyof SocketStats>(['queuedBytes', 'pendingBytes', 'appQueuedBytes', 'remoteBytes'])
 
 /** @internal */
 export function zeroStats(): SocketStats {

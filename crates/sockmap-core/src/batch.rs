@@ -27,6 +27,12 @@ pub trait ExternalVerdicts: Send + 'static {
     /// Takes a batch. Runs on the I/O thread: hand the batch off and return
     /// at once (never block, never wait for an answer here).
     fn submit(&mut self, batch: Batch);
+
+    /// Another sink for one more shard (I/O thread), whose batches reach the
+    /// same application; `None` (the default) limits the engine to one shard.
+    fn fork(&self) -> Option<Box<dyn ExternalVerdicts>> {
+        None
+    }
 }
 
 /// What a batch item asks.

@@ -49,6 +49,17 @@ pub struct EngineConfig {
     /// they resume once acknowledgements bring it to half this. `None` (the
     /// default): unbounded, no acknowledgement needed.
     pub app_high_watermark: Option<usize>,
+    /// The backend; `None` (the default): the environment variable
+    /// [`BACKEND_ENV`](crate::backend::select::BACKEND_ENV) decides, or else
+    /// [`BackendChoice::Auto`].
+    pub backend: Option<BackendChoice>,
+    /// Buffers in the io_uring backend's provided-buffer ring (rounded up to
+    /// a power of two, at most 32768), each [`read_buffer`](Self::read_buffer) bytes.
+    pub recv_buffers: usize,
+    /// I/O threads (shards), each with its own backend and sockets; `None`
+    /// (the default): the environment variable
+    /// [`SHARDS_ENV`](crate::backend::select::SHARDS_ENV) decides, or else 1.
+    pub shards: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +72,9 @@ impl Default for EngineConfig {
             max_pending_bytes: 1 << 20,
             batch: BatchConfig::default(),
             app_high_watermark: None,
+            backend: None,
+            recv_buffers: 128,
+            shards: None,
         }
     }
 }
@@ -84,6 +98,39 @@ impl EngineConfig {
         EngineConfig {
             app_high_watermark: Some(ACK_APP_HIGH_WATERMARK),
             ..EngineConfig::default()
+        }
+    }
+}
+
+/// Which backend the application asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// io_uring where the kernel allows it, else epoll.
+    #[default]
+    Auto,
+    /// epoll.
+    Epoll,
+    /// io_uring, or an error.
+    IoUring,
+}
+
+impl BackendChoice {
+    /// Parses `"auto"`, `"epoll"` or `"io_uring"`.
+    pub fn parse(s: &str) -> Option<BackendChoice> {
+        match s {
+            "auto" => Some(BackendChoice::Auto),
+            "epoll" => Some(BackendChoice::Epoll),
+            "io_uring" => Some(BackendChoice::IoUring),
+            _ => None,
+        }
+    }
+
+    /// The name [`BackendChoice::parse`] takes.
+    pub const fn name(self) -> &'static str {
+        match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Epoll => "epoll",
+            BackendChoice::IoUring => "io_uring",
         }
     }
 }

@@ -16,19 +16,20 @@
 //! Dependencies point one way: `engine` → `driver` → `backend`, `psock`.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::backend::{drive_flush, Backend, SocketIo, Source};
+use crate::backend::{Backend, Source, Wake};
 use crate::batch::{Answer, Replier};
-use crate::error::Errno;
 use crate::event::Event;
 use crate::id::SockId;
 use crate::map_view::MapChange;
-use crate::psock::{Core, NewSock, Op};
+use crate::psock::{Core, NewSock, Op, Remote};
 
 /// A command for the I/O thread.
 #[derive(Debug)]
@@ -41,7 +42,11 @@ pub(crate) enum Command {
         deadline: Option<Instant>,
         /// Bytes the application read from an adopted stream before the engine took it.
         initial: Bytes,
+        /// A connection another shard's listener accepted: the listener and the peer.
+        accepted: Option<(SockId, SocketAddr)>,
     },
+    /// Items from another shard's core (cross-shard redirects and their answers).
+    Remote(Vec<Remote>),
     Map(MapChange),
     Relink(SockId),
     Resume(SockId),
@@ -59,17 +64,6 @@ pub(crate) enum Command {
     },
     Ack(SockId, usize),
     Shutdown,
-}
-
-/// Something that wakes the I/O thread.
-pub(crate) trait Wake: Send + Sync {
-    fn wake(&self);
-}
-
-impl Wake for mio::Waker {
-    fn wake(&self) {
-        let _ = mio::Waker::wake(self);
-    }
 }
 
 /// Wakes the I/O thread once per batch of commands: only the first command
@@ -153,7 +147,7 @@ impl EventOut {
 }
 
 /// A [`Replier`] that queues answers as commands and rings the doorbell.
-pub(crate) fn replier(tx: Sender<Command>, bell: std::sync::Arc<Doorbell>) -> Replier {
+pub(crate) fn replier(tx: Sender<Command>, bell: Arc<Doorbell>) -> Replier {
     Replier::new(move |batch, answers| {
         if tx.send(Command::Answer { batch, answers }).is_ok() {
             bell.ring();
@@ -161,10 +155,28 @@ pub(crate) fn replier(tx: Sender<Command>, bell: std::sync::Arc<Doorbell>) -> Re
     })
 }
 
-/// The I/O thread's side of the command queue.
+/// A shard's command queue and doorbell, as other threads reach it.
+#[derive(Clone)]
+pub(crate) struct Peer {
+    pub(crate) tx: Sender<Command>,
+    pub(crate) bell: Arc<Doorbell>,
+}
+
+impl Peer {
+    /// Queues a command and rings.
+    pub(crate) fn send(&self, cmd: Command) {
+        if self.tx.send(cmd).is_ok() {
+            self.bell.ring();
+        }
+    }
+}
+
+/// The I/O thread's side of the command queue, and the other shards'.
 pub(crate) struct Inbox {
     pub(crate) rx: Receiver<Command>,
-    pub(crate) bell: std::sync::Arc<Doorbell>,
+    pub(crate) bell: Arc<Doorbell>,
+    /// Every shard's queue, by shard (this one's included, unused).
+    pub(crate) peers: Vec<Peer>,
 }
 
 /// How long a shutting-down engine waits for queued bytes to drain.
@@ -220,10 +232,15 @@ pub(crate) fn turn<B: Backend>(
                 kind,
                 deadline,
                 initial,
+                accepted,
             } => {
                 backend.register(core, id, src, kind, deadline);
+                if let Some((listener, peer)) = accepted {
+                    core.handle_handed(id, listener, peer);
+                }
                 core.handle_adopted_bytes(id, initial);
             }
+            Command::Remote(items) => core.handle_remote(items),
             Command::Shutdown => {
                 core.handle_shutdown();
                 state.shutdown_at.get_or_insert(backend.now());
@@ -245,8 +262,33 @@ pub(crate) fn turn<B: Backend>(
         core.handle_idle();
     }
     drive_ops(backend, core);
+    hand_over(backend, core, inbox);
     out.publish(core);
     Ok(())
+}
+
+/// Sends other shards what this turn made for them: accepted connections,
+/// then cross-shard items, one command per shard.
+fn hand_over<B: Backend>(backend: &mut B, core: &mut Core, inbox: &Inbox) {
+    let mut handoffs = Vec::new();
+    backend.take_handoffs(&mut handoffs);
+    for h in handoffs {
+        if let Some(peer) = inbox.peers.get(h.shard) {
+            peer.send(Command::Register {
+                id: h.id,
+                src: h.src,
+                kind: NewSock::Established,
+                deadline: None,
+                initial: Bytes::new(),
+                accepted: Some((h.listener, h.peer)),
+            });
+        }
+    }
+    for (shard, items) in core.poll_remote() {
+        if let Some(peer) = inbox.peers.get(shard) {
+            peer.send(Command::Remote(items));
+        }
+    }
 }
 
 /// Carries out the core's ops until none is left.
@@ -254,17 +296,9 @@ fn drive_ops<B: Backend>(backend: &mut B, core: &mut Core) {
     while let Some(op) = core.poll_op() {
         match op {
             Op::Read(id) => backend.mark_ready(id),
-            Op::Flush(id) => {
-                drive_flush(core, backend.io(), id);
-            }
-            Op::ShutdownWrite(id) => match backend.io().shutdown_write(id) {
-                Ok(()) => core.handle_write_shut(id),
-                Err(e) => core.handle_error(id, Errno::from_io(&e)),
-            },
-            Op::Close(id) => {
-                backend.io().close(id);
-                core.handle_closed(id);
-            }
+            Op::Flush(id) => backend.flush(core, id),
+            Op::ShutdownWrite(id) => backend.shutdown_write(core, id),
+            Op::Close(id) => backend.close(core, id),
         }
     }
 }

@@ -16,19 +16,19 @@ use std::io;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 use std::sync::{Arc, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::backend::epoll::EpollBackend;
-use crate::backend::Source;
+use crate::backend::select::{self, shards_from_env, BackendInfo, Opened, StartError};
+use crate::backend::{Backend, BackendCounters, BackendStats, Source};
 use crate::batch::ExternalVerdicts;
 use crate::config::EngineConfig;
 pub use crate::driver::Notify;
-use crate::driver::{replier, turn, Command, Doorbell, EventOut, Inbox, LoopState};
+use crate::driver::{replier, turn, Command, Doorbell, EventOut, Inbox, LoopState, Peer};
 use crate::error::Errno;
 use crate::event::Event;
 use crate::id::{MapId, SockId};
@@ -36,7 +36,7 @@ use crate::key::Key;
 use crate::map::{MapKind, UpdateFlag};
 use crate::program::Programs;
 use crate::psock::{Core, NewSock};
-use crate::registry::{Registry, Relink, Shared, SockState};
+use crate::registry::{MapSink, Registry, Relink, Shared, SockState};
 use crate::stats::StatsSnapshot;
 
 /// What the application plugs into an engine.
@@ -61,8 +61,8 @@ impl std::fmt::Debug for Hooks {
 #[derive(Clone)]
 pub struct EngineHandle {
     shared: Arc<Shared>,
-    tx: Sender<Command>,
-    bell: Arc<Doorbell>,
+    /// Every shard's command queue, by shard.
+    peers: Arc<[Peer]>,
     dead: Arc<AtomicBool>,
 }
 
@@ -79,7 +79,9 @@ impl std::fmt::Debug for EngineHandle {
 pub struct Engine {
     handle: EngineHandle,
     events: Receiver<Event>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
+    info: BackendInfo,
+    counters: Vec<Arc<BackendCounters>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -89,46 +91,155 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Starts an engine with the epoll backend.
+    /// Starts an engine on the backend `cfg` chooses
+    /// ([`crate::backend::select`]), with [`EngineConfig::shards`] I/O threads.
+    /// Each thread opens its own backend, so that a backend bound to the
+    /// thread that submits (io_uring) is created there.
     ///
     /// # Errors
-    /// When the epoll instance or the thread cannot be created.
-    pub fn start(cfg: EngineConfig, hooks: Hooks) -> io::Result<Engine> {
-        let shared = Arc::new(Shared::default());
-        let (backend, waker) = EpollBackend::new(cfg.read_buffer)?;
-        let bell = Arc::new(Doorbell::new(Box::new(waker)));
-        let (cmd_tx, cmd_rx) = channel();
-        let (ev_tx, ev_rx) = channel();
-        let dead = Arc::new(AtomicBool::new(false));
-        let out = EventOut::Channel {
-            tx: ev_tx,
-            notify: hooks.notify,
+    /// When the backend asked for cannot run, a thread cannot be created, or
+    /// several shards are asked with external verdicts that cannot be forked.
+    pub fn start(cfg: EngineConfig, hooks: Hooks) -> Result<Engine, StartError> {
+        let shards = match cfg.shards {
+            Some(n) => n.max(1),
+            None => shards_from_env()?.unwrap_or(1),
         };
-        let mut core = Core::new(shared.clone(), cfg, Instant::now());
+        let mut externals = Vec::with_capacity(shards);
         if let Some(ext) = hooks.external {
-            let replier = replier(cmd_tx.clone(), bell.clone());
-            core.set_external(ext, replier);
+            for _ in 1..shards {
+                externals.push(Some(ext.fork().ok_or_else(|| StartError {
+                    code: Errno::Inval,
+                    detail: "these external verdicts cannot serve several shards".into(),
+                })?));
+            }
+            externals.insert(0, Some(ext));
+        } else {
+            externals.resize_with(shards, || None);
         }
-        let thread = {
-            let inbox = Inbox {
-                rx: cmd_rx,
-                bell: bell.clone(),
+        let shared = Arc::new(Shared::new(shards));
+        let (ev_tx, ev_rx) = channel();
+        let notify: Option<Arc<dyn Fn() + Send + Sync>> = hooks.notify.map(Arc::from);
+        let dead = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::with_capacity(shards);
+        let mut opened = Vec::with_capacity(shards);
+        let mut starts = Vec::with_capacity(shards);
+        for (shard, external) in externals.into_iter().enumerate() {
+            let (cmd_tx, cmd_rx) = channel();
+            let (ready_tx, ready_rx) = sync_channel(1);
+            let (go_tx, go_rx) = sync_channel::<Arc<[Peer]>>(1);
+            let out = EventOut::Channel {
+                tx: ev_tx.clone(),
+                notify: notify.clone().map(|n| Box::new(move || n()) as Notify),
             };
-            let dead = dead.clone();
-            std::thread::Builder::new()
-                .name("sockmap-io".into())
-                .spawn(move || io_thread(backend, core, inbox, out, dead))?
-        };
+            let (shared, dead, cfg, replies) =
+                (shared.clone(), dead.clone(), cfg.clone(), cmd_tx.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("sockmap-io-{shard}"))
+                .spawn(move || {
+                    let (backend, waker, info) = match select::open(&cfg) {
+                        Ok(opened) => opened,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let counters = backend.counters();
+                    let bell = Arc::new(Doorbell::new(waker));
+                    if ready_tx.send(Ok((bell.clone(), info, counters))).is_err() {
+                        return;
+                    }
+                    let Ok(peers) = go_rx.recv() else { return };
+                    let mut core = Core::new(shared, cfg, shard, Instant::now());
+                    if let Some(ext) = external {
+                        core.set_external(ext, replier(replies, bell.clone()));
+                    }
+                    let inbox = Inbox {
+                        rx: cmd_rx,
+                        bell,
+                        peers: peers.to_vec(),
+                    };
+                    io_thread(backend, core, inbox, out, dead);
+                })
+                .map_err(|e| StartError::os("cannot start an I/O thread", &e))?;
+            threads.push(thread);
+            opened.push((cmd_tx, ready_rx));
+            starts.push(go_tx);
+        }
+        let mut peers = Vec::with_capacity(shards);
+        let mut counters = Vec::with_capacity(shards);
+        let mut info = None;
+        let mut failed = None;
+        for (tx, ready) in opened {
+            match ready.recv() {
+                Ok(Ok((bell, i, c))) => {
+                    peers.push(Peer { tx, bell });
+                    counters.push(c);
+                    info.get_or_insert(i);
+                }
+                Ok(Err(e)) => {
+                    failed.get_or_insert(e);
+                }
+                Err(_) => {
+                    failed.get_or_insert(StartError {
+                        code: Errno::Io,
+                        detail: "an I/O thread ended while opening its backend".into(),
+                    });
+                }
+            }
+        }
+        if let Some(e) = failed {
+            drop(starts);
+            for t in threads {
+                let _ = t.join();
+            }
+            return Err(e);
+        }
+        let peers: Arc<[Peer]> = peers.into();
+        shared.set_sinks(
+            peers
+                .iter()
+                .map(|p| {
+                    let p = p.clone();
+                    Box::new(move |c| p.send(Command::Map(c))) as MapSink
+                })
+                .collect(),
+        );
+        for go in starts {
+            let _ = go.send(peers.clone());
+        }
         Ok(Engine {
             handle: EngineHandle {
                 shared,
-                tx: cmd_tx,
-                bell,
+                peers,
                 dead,
             },
             events: ev_rx,
-            thread: Some(thread),
+            threads,
+            info: info.expect("at least one shard"),
+            counters,
         })
+    }
+
+    /// The backend the engine runs, and why.
+    pub fn backend_info(&self) -> &BackendInfo {
+        &self.info
+    }
+
+    /// The backends' counters now, summed over the shards.
+    pub fn backend_stats(&self) -> BackendStats {
+        self.counters.iter().fold(BackendStats::default(), |a, c| {
+            let r = c.read();
+            BackendStats {
+                waits: a.waits + r.waits,
+                starved: a.starved + r.starved,
+                stale: a.stale + r.stale,
+            }
+        })
+    }
+
+    /// The number of I/O threads.
+    pub fn shards(&self) -> usize {
+        self.handle.shared.shards.count()
     }
 
     /// The handle (clone it to share it between threads).
@@ -152,8 +263,13 @@ impl Engine {
     }
 
     fn stop(&mut self) {
-        if let Some(t) = self.thread.take() {
-            self.handle.command(Command::Shutdown);
+        if self.threads.is_empty() {
+            return;
+        }
+        for p in self.handle.peers.iter() {
+            p.send(Command::Shutdown);
+        }
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -166,8 +282,8 @@ impl Drop for Engine {
 }
 
 /// Runs the driver's loop turn until the engine shut down and its sockets closed.
-fn run_loop(
-    backend: &mut EpollBackend,
+fn run_loop<B: Backend>(
+    backend: &mut B,
     core: &mut Core,
     inbox: &Inbox,
     out: &mut EventOut,
@@ -181,8 +297,22 @@ fn run_loop(
     }
 }
 
+/// Runs the loop over the opened backend (statically dispatched).
+fn run_opened(
+    backend: Opened,
+    core: &mut Core,
+    inbox: &Inbox,
+    out: &mut EventOut,
+) -> io::Result<()> {
+    match backend {
+        Opened::Epoll(mut b) => run_loop(&mut b, core, inbox, out),
+        #[cfg(target_os = "linux")]
+        Opened::IoUring(mut b) => run_loop(&mut *b, core, inbox, out),
+    }
+}
+
 fn io_thread(
-    mut backend: EpollBackend,
+    backend: Opened,
     mut core: Core,
     inbox: Inbox,
     mut out: EventOut,
@@ -190,7 +320,7 @@ fn io_thread(
 ) {
     use crate::event::Fatal;
     let result = catch_unwind(AssertUnwindSafe(|| {
-        run_loop(&mut backend, &mut core, &inbox, &mut out)
+        run_opened(backend, &mut core, &inbox, &mut out)
     }));
     let (cause, code, detail) = match result {
         Ok(Ok(())) => return,
@@ -231,10 +361,12 @@ impl EngineHandle {
         tx: Sender<Command>,
         bell: Arc<Doorbell>,
     ) -> EngineHandle {
+        let peer = Peer { tx, bell };
+        let sink = peer.clone();
+        shared.set_sinks(vec![Box::new(move |c| sink.send(Command::Map(c)))]);
         EngineHandle {
             shared,
-            tx,
-            bell,
+            peers: vec![peer].into(),
             dead: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -243,10 +375,24 @@ impl EngineHandle {
         &self.shared
     }
 
-    fn command(&self, cmd: Command) {
-        if self.tx.send(cmd).is_ok() {
-            self.bell.ring();
-        }
+    /// Queues a command for the shard that owns `sock`.
+    fn command(&self, sock: SockId, cmd: Command) {
+        self.peers[self.shared.shards.of(sock)].send(cmd);
+    }
+
+    /// The shard (I/O thread) that owns `sock`.
+    pub fn shard_of(&self, sock: SockId) -> usize {
+        self.shared.shards.of(sock)
+    }
+
+    /// Allocates a socket on `near`'s shard, else on the least loaded one.
+    fn alloc(&self, state: SockState, near: Option<SockId>) -> SockId {
+        let mut reg = self.shared.lock();
+        let shard = match near {
+            Some(n) => self.shared.shards.of(n),
+            None => reg.least_loaded(),
+        };
+        reg.alloc(state, shard)
     }
 
     fn check_alive(&self) -> Result<(), Errno> {
@@ -261,16 +407,9 @@ impl EngineHandle {
     /// thread, while the registry is still locked (so changes of several
     /// threads arrive in the order the registry made them).
     fn publish(&self, mut reg: MutexGuard<'_, Registry>, relink: Relink) {
-        let mut any = false;
-        for change in reg.take_changes() {
-            any |= self.tx.send(Command::Map(change)).is_ok();
-        }
+        self.shared.fan_out(&mut reg, None);
         for id in relink {
-            any |= self.tx.send(Command::Relink(id)).is_ok();
-        }
-        drop(reg);
-        if any {
-            self.bell.ring();
+            self.command(id, Command::Relink(id));
         }
     }
 
@@ -286,14 +425,18 @@ impl EngineHandle {
         crate::sys::set_backlog(&l, backlog).map_err(|e| io_err(&e))?;
         l.set_nonblocking(true).map_err(|e| io_err(&e))?;
         let local = l.local_addr().map_err(|e| io_err(&e))?;
-        let id = self.shared.lock().alloc(SockState::Listening);
-        self.command(Command::Register {
+        let id = self.alloc(SockState::Listening, None);
+        self.command(
             id,
-            src: Source::Listener(l),
-            kind: NewSock::Listener,
-            deadline: None,
-            initial: Bytes::new(),
-        });
+            Command::Register {
+                id,
+                src: Source::Listener(l),
+                kind: NewSock::Listener,
+                deadline: None,
+                initial: Bytes::new(),
+                accepted: None,
+            },
+        );
         Ok((id, local))
     }
 
@@ -303,17 +446,36 @@ impl EngineHandle {
     /// # Errors
     /// Errors the connect reports at once (e.g. `ENETUNREACH` as `EIO`).
     pub fn connect(&self, addr: SocketAddr, timeout: Option<Duration>) -> Result<SockId, Errno> {
+        self.connect_near(addr, timeout, None)
+    }
+
+    /// [`EngineHandle::connect`] on the shard (I/O thread) that owns `near`,
+    /// so that redirects between the two stay on one thread; `None`: the
+    /// least loaded shard.
+    ///
+    /// # Errors
+    /// As [`EngineHandle::connect`].
+    pub fn connect_near(
+        &self,
+        addr: SocketAddr,
+        timeout: Option<Duration>,
+        near: Option<SockId>,
+    ) -> Result<SockId, Errno> {
         self.check_alive()?;
         let s = mio::net::TcpStream::connect(addr).map_err(|e| io_err(&e))?;
         let s = std::net::TcpStream::from(s);
-        let id = self.shared.lock().alloc(SockState::Connecting);
-        self.command(Command::Register {
+        let id = self.alloc(SockState::Connecting, near);
+        self.command(
             id,
-            src: Source::Stream(s),
-            kind: NewSock::Connecting,
-            deadline: timeout.map(|t| Instant::now() + t),
-            initial: Bytes::new(),
-        });
+            Command::Register {
+                id,
+                src: Source::Stream(s),
+                kind: NewSock::Connecting,
+                deadline: timeout.map(|t| Instant::now() + t),
+                initial: Bytes::new(),
+                accepted: None,
+            },
+        );
         Ok(id)
     }
 
@@ -337,47 +499,51 @@ impl EngineHandle {
         self.check_alive()?;
         stream.peer_addr().map_err(|_| Errno::NotConn)?;
         stream.set_nonblocking(true).map_err(|e| io_err(&e))?;
-        let id = self.shared.lock().alloc(SockState::Established);
-        self.command(Command::Register {
+        let id = self.alloc(SockState::Established, None);
+        self.command(
             id,
-            src: Source::Stream(stream),
-            kind: NewSock::Established,
-            deadline: None,
-            initial,
-        });
+            Command::Register {
+                id,
+                src: Source::Stream(stream),
+                kind: NewSock::Established,
+                deadline: None,
+                initial,
+                accepted: None,
+            },
+        );
         Ok(id)
     }
 
     /// Sends `data` on the sk_msg path; [`Event::SendDone`] with `req` reports the outcome.
     pub fn send(&self, sock: SockId, data: Bytes, req: u64) {
-        self.command(Command::Send { sock, data, req });
+        self.command(sock, Command::Send { sock, data, req });
     }
 
     /// The application consumed `bytes` of the messages delivered to `sock`
     /// (with [`EngineConfig::app_high_watermark`] set; ignored otherwise).
     /// Acknowledge in any grouping, e.g. once per batch of events.
     pub fn ack(&self, sock: SockId, bytes: usize) {
-        self.command(Command::Ack(sock, bytes));
+        self.command(sock, Command::Ack(sock, bytes));
     }
 
     /// Starts (or restarts) reading and delivering messages.
     pub fn resume(&self, sock: SockId) {
-        self.command(Command::Resume(sock));
+        self.command(sock, Command::Resume(sock));
     }
 
     /// Stops reading.
     pub fn pause(&self, sock: SockId) {
-        self.command(Command::Pause(sock));
+        self.command(sock, Command::Pause(sock));
     }
 
     /// Writes what is queued, then shuts down the write side.
     pub fn end(&self, sock: SockId) {
-        self.command(Command::End(sock));
+        self.command(sock, Command::End(sock));
     }
 
     /// Closes at once (for a listener: stops listening).
     pub fn destroy(&self, sock: SockId) {
-        self.command(Command::Destroy(sock));
+        self.command(sock, Command::Destroy(sock));
     }
 
     /// The socket's state as map operations see it.

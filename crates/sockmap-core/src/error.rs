@@ -55,6 +55,10 @@ pub enum Errno {
     Again,
     /// The socket is not connected.
     NotConn,
+    /// Operation not permitted (e.g. io_uring refused by a sandbox).
+    Perm,
+    /// Function not implemented (e.g. a kernel without io_uring).
+    NoSys,
 }
 
 impl Errno {
@@ -82,6 +86,8 @@ impl Errno {
             Errno::Io => "EIO",
             Errno::Again => "EAGAIN",
             Errno::NotConn => "ENOTCONN",
+            Errno::Perm => "EPERM",
+            Errno::NoSys => "ENOSYS",
         }
     }
 
@@ -110,6 +116,8 @@ impl Errno {
             Errno::Io => 5,
             Errno::Again => 11,
             Errno::NotConn => 107,
+            Errno::Perm => 1,
+            Errno::NoSys => 38,
         }
     }
 
@@ -146,6 +154,8 @@ impl Errno {
             Errno::Io => libc::EIO,
             Errno::Again => libc::EAGAIN,
             Errno::NotConn => libc::ENOTCONN,
+            Errno::Perm => libc::EPERM,
+            Errno::NoSys => libc::ENOSYS,
         })
     }
 
@@ -218,7 +228,7 @@ impl Errno {
     }
 }
 
-const ALL: [Errno; 21] = [
+const ALL: [Errno; 23] = [
     Errno::Inval,
     Errno::NoSpc,
     Errno::TooBig,
@@ -240,6 +250,8 @@ const ALL: [Errno; 21] = [
     Errno::Io,
     Errno::Again,
     Errno::NotConn,
+    Errno::Perm,
+    Errno::NoSys,
 ];
 
 impl fmt::Display for Errno {

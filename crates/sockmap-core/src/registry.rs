@@ -9,8 +9,9 @@
 //! reads that view and never this lock.
 
 #[cfg(test)]
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::AtomicU64;
+
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use smallvec::SmallVec;
 
@@ -56,30 +57,123 @@ pub(crate) struct MapState {
 }
 
 /// Socket slots and maps.
+///
+/// With several shards (I/O threads), a socket's slot names its shard:
+/// shard `slot % shards` owns it ([`Shards::of`]), so a command for a socket
+/// finds its thread without a lookup; each shard reuses its own freed slots.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     pub(crate) socks: Vec<SockEntry>,
-    free: Vec<u32>,
+    /// Freed slots, by shard.
+    free: Vec<Vec<u32>>,
     pub(crate) maps: Vec<Option<MapState>>,
     /// Changes to the maps' entries not yet taken by the caller.
     changes: Vec<MapChange>,
+    /// The number of shards (at least 1 once built by [`Shared::new`]).
+    shards: usize,
+    /// Live sockets per shard.
+    load: Vec<usize>,
+}
+
+/// Where each change to the maps goes: one sink per shard, which queues it
+/// for that shard's I/O thread (called with the registry locked, so every
+/// shard sees the changes in the registry's order).
+pub(crate) type MapSink = Box<dyn Fn(MapChange) + Send + Sync>;
+
+/// The I/O threads (shards): which one owns a socket.
+#[derive(Clone, Copy, Debug)]
+pub struct Shards {
+    count: usize,
+}
+
+impl Shards {
+    pub(crate) fn new(count: usize) -> Shards {
+        Shards {
+            count: count.max(1),
+        }
+    }
+
+    /// How many shards run.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The shard that owns `id`.
+    pub fn of(&self, id: SockId) -> usize {
+        id.slot() % self.count
+    }
 }
 
 /// The registry, shared between threads.
-#[derive(Debug, Default)]
 pub(crate) struct Shared {
     registry: Mutex<Registry>,
+    pub(crate) shards: Shards,
+    sinks: OnceLock<Vec<MapSink>>,
     /// Times the registry was locked (unit tests count them).
     #[cfg(test)]
     pub(crate) locks: AtomicU64,
 }
 
+impl Default for Shared {
+    fn default() -> Shared {
+        Shared::new(1)
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("shards", &self.shards)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Shared {
+    /// A registry for `shards` I/O threads.
+    pub(crate) fn new(shards: usize) -> Shared {
+        let shards = Shards::new(shards);
+        let registry = Registry {
+            free: vec![Vec::new(); shards.count],
+            load: vec![0; shards.count],
+            shards: shards.count,
+            ..Registry::default()
+        };
+        Shared {
+            registry: Mutex::new(registry),
+            shards,
+            sinks: OnceLock::new(),
+            #[cfg(test)]
+            locks: AtomicU64::new(0),
+        }
+    }
+
+    /// Sets the shards' change sinks (once, before any map exists).
+    pub(crate) fn set_sinks(&self, sinks: Vec<MapSink>) {
+        let _ = self.sinks.set(sinks);
+    }
+
+    /// Sends the registry's pending map changes to every shard but `except`
+    /// (whose caller applies them itself), with the registry still locked.
+    pub(crate) fn fan_out(&self, reg: &mut Registry, except: Option<usize>) -> Vec<MapChange> {
+        let changes: Vec<MapChange> = reg.take_changes().collect();
+        if let Some(sinks) = self.sinks.get() {
+            for (shard, sink) in sinks.iter().enumerate() {
+                if Some(shard) != except {
+                    for c in &changes {
+                        sink(c.clone());
+                    }
+                }
+            }
+        }
+        changes
+    }
+
     /// Locks the registry. A panic elsewhere never makes it unusable: the
     /// registry is left consistent by every operation before it can panic.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Registry> {
         #[cfg(test)]
-        self.locks.fetch_add(1, Ordering::Relaxed);
+        self.locks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -93,20 +187,47 @@ impl Registry {
         self.changes.drain(..)
     }
 
-    /// Allocates a socket id in `state`.
-    pub(crate) fn alloc(&mut self, state: SockState) -> SockId {
-        let slot = match self.free.pop() {
+    /// Live sockets of `shard`.
+    pub(crate) fn load(&self, shard: usize) -> usize {
+        self.load.get(shard).copied().unwrap_or(0)
+    }
+
+    /// The shard with the fewest live sockets (the lowest index on a tie).
+    pub(crate) fn least_loaded(&self) -> usize {
+        (0..self.load.len())
+            .min_by_key(|&s| self.load[s])
+            .unwrap_or(0)
+    }
+
+    /// Allocates a socket id in `state`, owned by `shard`.
+    pub(crate) fn alloc(&mut self, state: SockState, shard: usize) -> SockId {
+        let shards = self.shards.max(1);
+        if self.free.len() < shards {
+            self.free.resize_with(shards, Vec::new);
+            self.load.resize(shards, 0);
+        }
+        self.load[shard] += 1;
+        let slot = match self.free[shard].pop() {
             Some(s) => s,
             None => {
-                self.socks.push(SockEntry {
-                    gen: 0,
-                    state: SockState::Free,
-                    links: SmallVec::new(),
-                    programs: Programs::default(),
-                    verdict_map: None,
-                    stats: Arc::default(),
-                });
-                (self.socks.len() - 1) as u32
+                // The next slot of this shard past every slot in use; the ones skipped belong to other shards.
+                let mut slot = self.socks.len();
+                slot += (shard + shards - slot % shards) % shards;
+                while self.socks.len() <= slot {
+                    let skipped = self.socks.len();
+                    self.socks.push(SockEntry {
+                        gen: 0,
+                        state: SockState::Free,
+                        links: SmallVec::new(),
+                        programs: Programs::default(),
+                        verdict_map: None,
+                        stats: Arc::default(),
+                    });
+                    if skipped != slot {
+                        self.free[skipped % shards].push(skipped as u32);
+                    }
+                }
+                slot as u32
             }
         };
         let e = &mut self.socks[slot as usize];
@@ -142,7 +263,14 @@ impl Registry {
             e.links.clear();
             e.programs = Programs::default();
             e.verdict_map = None;
-            self.free.push(id.slot() as u32);
+            let shards = self.shards.max(1);
+            if self.free.len() < shards {
+                self.free.resize_with(shards, Vec::new);
+                self.load.resize(shards, 0);
+            }
+            let shard = id.slot() % shards;
+            self.free[shard].push(id.slot() as u32);
+            self.load[shard] = self.load[shard].saturating_sub(1);
         }
     }
 
@@ -331,9 +459,9 @@ mod tests {
     #[test]
     fn update_flags_and_errors_match_the_kernel() {
         let mut r = Registry::default();
-        let a = r.alloc(SockState::Established);
-        let b = r.alloc(SockState::Established);
-        let c = r.alloc(SockState::Connecting);
+        let a = r.alloc(SockState::Established, 0);
+        let b = r.alloc(SockState::Established, 0);
+        let c = r.alloc(SockState::Connecting, 0);
         let m = r.create_map(MapKind::SockMap, 2).unwrap();
         let h = r.create_map(MapKind::SockHash, 1).unwrap();
         assert_eq!(
@@ -374,7 +502,7 @@ mod tests {
         );
         r.release(a);
         assert!(r.sock(a).is_none());
-        let again = r.alloc(SockState::Established);
+        let again = r.alloc(SockState::Established, 0);
         assert_eq!(again.slot(), a.slot());
         assert_ne!(again, a);
     }
@@ -382,7 +510,7 @@ mod tests {
     #[test]
     fn a_second_verdict_from_another_map_is_busy() {
         let mut r = Registry::default();
-        let s = r.alloc(SockState::Established);
+        let s = r.alloc(SockState::Established, 0);
         let m1 = r.create_map(MapKind::SockHash, 8).unwrap();
         let m2 = r.create_map(MapKind::SockHash, 8).unwrap();
         let m3 = r.create_map(MapKind::SockHash, 8).unwrap();

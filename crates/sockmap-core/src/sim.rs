@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use crate::backend::sim::SimBackend;
 pub use crate::backend::sim::{SimNet, SimSocket, Step};
+use crate::backend::Wake;
 use crate::batch::{ExternalVerdicts, Replier};
 use crate::config::EngineConfig;
-use crate::driver::{replier, turn, Doorbell, EventOut, Inbox, LoopState, Wake};
+use crate::driver::{replier, turn, Doorbell, EventOut, Inbox, LoopState};
 use crate::engine::EngineHandle;
 use crate::event::Event;
 use crate::id::SockId;
@@ -53,11 +54,15 @@ impl Sim {
         let replier = replier(tx.clone(), Arc::clone(&bell));
         let handle = EngineHandle::detached(Arc::clone(&shared), tx, Arc::clone(&bell));
         Sim {
-            core: Core::new(shared, cfg, now),
+            core: Core::new(shared, cfg, 0, now),
             backend,
             handle,
             replier,
-            inbox: Inbox { rx, bell },
+            inbox: Inbox {
+                rx,
+                bell,
+                peers: Vec::new(),
+            },
             out: EventOut::Collect(Vec::new()),
             state: LoopState::default(),
         }
@@ -77,7 +82,7 @@ impl Sim {
 
     /// A connected simulated socket (paused, like every new socket).
     pub fn add_socket(&mut self) -> SockId {
-        let id = self.handle.shared().lock().alloc(SockState::Established);
+        let id = self.handle.shared().lock().alloc(SockState::Established, 0);
         self.core.handle_new_socket(id, NewSock::Established, None);
         self.backend.net.socks.insert(id, SimSocket::default());
         id

@@ -95,6 +95,10 @@ counters! {
         queued_bytes,
         /// Bytes waiting for an external verdict or parser (a gauge).
         pending_bytes,
+        /// Bytes redirected to sockets another shard (I/O thread) owns and
+        /// not yet acknowledged by it (a gauge): until it is back to 0, that
+        /// shard's answers may still change the redirect and drop counters.
+        remote_bytes,
         /// Application sends accepted (sk_msg path).
         sends,
         /// Application sends refused (EACCES, EPIPE).

@@ -202,6 +202,9 @@ fn external_msg_verdict_with_edits_in_order() {
             _ => None,
         }));
     }
+    // Each send's outcome, by request: one whose bytes went to another shard
+    // is reported when that shard acknowledges them, after later local ones.
+    results.sort_by_key(|r| r.0);
     assert_eq!(
         results,
         vec![

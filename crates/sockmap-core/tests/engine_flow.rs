@@ -12,31 +12,10 @@ use sockmap_core::program::{Programs, StreamVerdictProg};
 use sockmap_core::rules::MessageView;
 use sockmap_core::{EngineConfig, Event, Key, KeySource, Rule, Verdict};
 
-fn proxy_pair(
-    h: &Harness,
-) -> (
-    std::net::TcpStream,
-    sockmap_core::SockId,
-    std::net::TcpStream,
-    sockmap_core::SockId,
-    sockmap_core::MapId,
-) {
-    let map = h.hash_with(|m| Rule::Redirect {
-        map: m,
-        key: KeySource::Socket,
-        ingress: false,
-    });
-    let (pa, a) = h.pair();
-    let (pb, b) = h.pair();
-    h.put(map, a, b);
-    h.put(map, b, a);
-    (pa, a, pb, b, map)
-}
-
 #[test]
 fn fin_after_redirect_reaches_the_target_after_the_data() {
     let mut h = Harness::new();
-    let (mut pa, a, mut pb, b, _) = proxy_pair(&h);
+    let (mut pa, a, mut pb, b, _) = h.proxy_pair();
     write(&mut pa, b"last words");
     pa.shutdown(Shutdown::Write).unwrap();
     assert_eq!(read_to_end(&mut pb), b"last words");
@@ -52,7 +31,7 @@ fn fin_after_redirect_reaches_the_target_after_the_data() {
 #[test]
 fn target_closed_mid_stream_drops_and_counts_and_source_lives() {
     let mut h = Harness::new();
-    let (mut pa, a, mut pb, b, map) = proxy_pair(&h);
+    let (mut pa, a, mut pb, b, map) = h.proxy_pair();
     write(&mut pa, b"one");
     assert_eq!(read_n(&mut pb, 3), b"one");
     h.h().destroy(b);
@@ -75,7 +54,7 @@ fn target_closed_mid_stream_drops_and_counts_and_source_lives() {
 #[test]
 fn peer_reset_surfaces_as_econnreset() {
     let mut h = Harness::new();
-    let (pa, a, mut pb, b, _) = proxy_pair(&h);
+    let (pa, a, mut pb, b, _) = h.proxy_pair();
     let _ = pb.write_all(b"x");
     // SO_LINGER 0 then close: the kernel sends RST.
     let sock = socket_linger0(pa);
@@ -108,7 +87,7 @@ fn socket_linger0(s: std::net::TcpStream) -> std::net::TcpStream {
 #[test]
 fn delete_while_sending_switches_to_drops_without_loss_before() {
     let h = Harness::new();
-    let (mut pa, a, mut pb, _b, map) = proxy_pair(&h);
+    let (mut pa, a, mut pb, _b, map) = h.proxy_pair();
     let writer = std::thread::spawn(move || {
         for i in 0..200u32 {
             pa.write_all(&i.to_be_bytes()).unwrap();
@@ -139,7 +118,7 @@ fn backpressure_stops_the_source_and_loses_nothing() {
         ..EngineConfig::default()
     };
     let h = Harness::with_config(cfg);
-    let (mut pa, a, mut pb, b, _) = proxy_pair(&h);
+    let (mut pa, a, mut pb, b, _) = h.proxy_pair();
     const TOTAL: usize = 32 << 20;
     let writer = std::thread::spawn(move || {
         let block: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();

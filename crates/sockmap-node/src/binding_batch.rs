@@ -71,6 +71,13 @@ impl ExternalVerdicts for JsVerdicts {
         lock(&self.inbox).push_back(batch);
         self.waker.wake();
     }
+
+    fn fork(&self) -> Option<Box<dyn ExternalVerdicts>> {
+        Some(Box::new(JsVerdicts {
+            inbox: self.inbox.clone(),
+            waker: self.waker.clone(),
+        }))
+    }
 }
 
 /// The batch JavaScript is answering (its items say what each answer is for).

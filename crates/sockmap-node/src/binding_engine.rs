@@ -14,6 +14,7 @@ use bytes::Bytes;
 use napi::bindgen_prelude::{AsyncTask, Function, ObjectFinalize, Unknown};
 use napi::{CleanupEnvHook, Env, Task};
 use napi_derive::napi;
+use sockmap_core::backend::select::BackendInfo;
 use sockmap_core::config::DEFAULT_BACKLOG;
 use sockmap_core::stats::StatsSnapshot;
 use sockmap_core::{Engine, EngineHandle, Errno, Hooks, SockId};
@@ -51,6 +52,29 @@ pub struct ListenResult {
     pub port: u32,
     /// `'IPv4'` or `'IPv6'`.
     pub family: String,
+}
+
+/// The backend an engine runs, and why.
+#[napi(object)]
+#[derive(Clone)]
+pub struct BackendInfoJs {
+    /// `'epoll'` or `'io_uring'`.
+    pub backend: String,
+    /// What was asked for: `'auto'`, `'epoll'` or `'io_uring'`.
+    pub requested: String,
+    /// The kernel features in use.
+    pub features: Vec<String>,
+    /// Each step down from the most capable backend, with its reason.
+    pub fallbacks: Vec<String>,
+}
+
+fn backend_info(i: &BackendInfo) -> BackendInfoJs {
+    BackendInfoJs {
+        backend: i.kind.name().to_string(),
+        requested: i.requested.name().to_string(),
+        features: i.features.iter().map(|f| f.to_string()).collect(),
+        fallbacks: i.fallbacks.clone(),
+    }
 }
 
 /// The counters' names, camelCased, in the order `sockStats()` and `mapStats()` give their values.
@@ -95,6 +119,8 @@ pub struct BindingEngine {
     /// Released at close so that nothing keeps the event loop alive.
     wake: Mutex<Option<Arc<Waker>>>,
     cleanup: Option<CleanupEnvHook<Arc<EngineCell>>>,
+    backend: BackendInfoJs,
+    shards: u32,
 }
 
 impl BindingEngine {
@@ -175,8 +201,11 @@ impl BindingEngine {
                     waker: waker.clone(),
                 })),
             };
-            let engine = Engine::start(engine_config(&options), hooks)
-                .map_err(|e| engine_err(Errno::from_io(&e), "cannot start the engine"))?;
+            let engine = Engine::start(engine_config(&options)?, hooks).map_err(|e| {
+                engine_err(e.code, &format!("cannot start the engine: {}", e.detail))
+            })?;
+            let backend = backend_info(engine.backend_info());
+            let shards = engine.shards() as u32;
             let handle = engine.handle().clone();
             let cell = Arc::new(EngineCell(Mutex::new(Some(engine))));
             let cleanup = env
@@ -191,8 +220,28 @@ impl BindingEngine {
                 wakeups: waker.wakeups.clone(),
                 wake: Mutex::new(Some(waker)),
                 cleanup: Some(cleanup),
+                backend,
+                shards,
             })
         })
+    }
+
+    /// The backend this engine runs, and why.
+    #[napi]
+    pub fn backend_info(&self) -> BackendInfoJs {
+        self.backend.clone()
+    }
+
+    /// The number of I/O threads (shards).
+    #[napi]
+    pub fn shards(&self) -> u32 {
+        self.shards
+    }
+
+    /// The shard (I/O thread) that owns a socket.
+    #[napi]
+    pub fn shard_of(&self, sock: f64) -> u32 {
+        self.handle.shard_of(sock_id(sock)) as u32
     }
 
     /// Takes every event ready (clearing the wake-up flag first).
@@ -251,13 +300,20 @@ impl BindingEngine {
     /// Starts a connect to `ip:port` (`ip` an IP address literal; `EINVAL` otherwise), giving up after `timeout_ms`
     /// if given; the `Connected` event reports the outcome.
     #[napi]
-    pub fn connect(&self, ip: String, port: u32, timeout_ms: Option<f64>) -> Result<f64> {
+    /// `near`: a socket whose I/O thread (shard) the new one joins.
+    pub fn connect(
+        &self,
+        ip: String,
+        port: u32,
+        timeout_ms: Option<f64>,
+        near: Option<f64>,
+    ) -> Result<f64> {
         guarded(|| {
             let addr = socket_addr(&ip, port)?;
             let timeout = timeout_ms.map(|ms| Duration::from_micros((ms * 1000.0) as u64));
             let id = self
                 .handle
-                .connect(addr, timeout)
+                .connect_near(addr, timeout, near.map(sock_id))
                 .map_err(|e| engine_err(e, "connect failed"))?;
             Ok(id.as_u64() as f64)
         })

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use napi::bindgen_prelude::{Buffer, Either};
 use napi_derive::napi;
-use sockmap_core::config::{DEFAULT_BACKLOG, DEFAULT_HOST};
+use sockmap_core::config::{BackendChoice, DEFAULT_BACKLOG, DEFAULT_HOST};
 use sockmap_core::framer::{
     ByteOrder, DelimiterOptions, Http1Options, Http1Role, LengthFieldOptions, RespOptions,
 };
@@ -42,11 +42,22 @@ pub struct EngineOptions {
     pub max_pending_bytes: Option<f64>,
     /// Bytes read from one socket per I/O loop turn before other sockets get a turn.
     pub read_budget: Option<f64>,
+    /// `"auto"`, `"epoll"` or `"io_uring"`; absent: the `SOCKMAP_BACKEND` environment variable, or auto.
+    pub backend: Option<String>,
+    /// Buffers in the io_uring backend's provided-buffer ring.
+    pub recv_buffers: Option<u32>,
+    /// Size of the buffers reads land in, in bytes.
+    pub read_buffer: Option<u32>,
+    /// I/O threads (shards); absent: the `SOCKMAP_SHARDS` environment variable, or 1.
+    pub shards: Option<u32>,
 }
 
 /// Builds the engine configuration: [`EngineConfig::acknowledged`] (JavaScript acknowledges what it consumes) with
 /// the options given.
-pub fn engine_config(o: &EngineOptions) -> EngineConfig {
+///
+/// # Errors
+/// `EINVAL` for a backend name the engine does not know.
+pub fn engine_config(o: &EngineOptions) -> Result<EngineConfig> {
     let mut cfg = EngineConfig::acknowledged();
     let b = &mut cfg.batch;
     set(&mut b.max_messages, o.max_messages.map(|v| v as usize));
@@ -72,7 +83,17 @@ pub fn engine_config(o: &EngineOptions) -> EngineConfig {
         o.max_pending_bytes.map(bytes_of),
     );
     set(&mut cfg.read_budget, o.read_budget.map(bytes_of));
-    cfg
+    set(&mut cfg.recv_buffers, o.recv_buffers.map(|v| v as usize));
+    set(&mut cfg.read_buffer, o.read_buffer.map(|v| v as usize));
+    if let Some(n) = o.shards {
+        cfg.shards = Some(n as usize);
+    }
+    if let Some(name) = &o.backend {
+        let choice = BackendChoice::parse(name)
+            .ok_or_else(|| error_of(Errno::Inval, &format!("no backend is named {name:?}")))?;
+        cfg.backend = Some(choice);
+    }
+    Ok(cfg)
 }
 
 /// Overrides `slot` with `value` when given.
@@ -166,6 +187,10 @@ pub fn native_defaults() -> NativeDefaults {
             app_high_watermark: e.app_high_watermark.map(num),
             max_pending_bytes: Some(num(e.max_pending_bytes)),
             read_budget: Some(num(e.read_budget)),
+            backend: Some(e.backend.unwrap_or_default().name().to_string()),
+            recv_buffers: Some(e.recv_buffers as u32),
+            read_buffer: Some(e.read_buffer as u32),
+            shards: Some(e.shards.unwrap_or(1) as u32),
         },
         host: DEFAULT_HOST.to_string(),
         backlog: DEFAULT_BACKLOG,

@@ -28,6 +28,12 @@ pub use binding_options::{native_defaults, NativeDefaults};
 
 use napi_derive::napi;
 
+/// The cores this process may use: what `shards: 'auto'` asks for.
+#[napi]
+pub fn available_cores() -> u32 {
+    sockmap_core::backend::select::available_cores() as u32
+}
+
 /// Version of the native engine.
 #[napi]
 pub fn engine_version() -> String {

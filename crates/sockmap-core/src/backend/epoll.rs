@@ -3,17 +3,18 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::{drive_flush, drive_read, ReadBuf, ReadEnd, Source};
-use super::{Backend, SocketIo};
+use super::{drive_close, drive_flush, drive_read, drive_shutdown, ReadBuf, ReadEnd, Source};
+use super::{Backend, BackendCounters, Handoff, SocketIo};
 use crate::error::Errno;
 use crate::id::SockId;
-use crate::psock::{Core, NewSock};
+use crate::psock::{Accepted, Core, NewSock};
 
 /// The token of the cross-thread waker.
 const WAKER: Token = Token(usize::MAX);
@@ -94,6 +95,8 @@ pub(crate) struct EpollBackend {
     table: IoTable,
     ready: VecDeque<SockId>,
     rb: ReadBuf,
+    counters: Arc<BackendCounters>,
+    handoffs: Vec<Handoff>,
 }
 
 impl EpollBackend {
@@ -108,9 +111,16 @@ impl EpollBackend {
                 table: IoTable::default(),
                 ready: VecDeque::new(),
                 rb: ReadBuf::new(read_buffer),
+                counters: Arc::default(),
+                handoffs: Vec::new(),
             },
             waker,
         ))
+    }
+
+    /// The backend's counters.
+    pub(crate) fn counters(&self) -> Arc<BackendCounters> {
+        self.counters.clone()
     }
 
     /// Registers an I/O object with epoll and the table; a failure closes the socket.
@@ -150,10 +160,19 @@ impl EpollBackend {
                 return;
             };
             match l.accept() {
-                Ok((stream, peer)) => {
-                    let id = core.handle_accepted(listener, peer);
-                    self.insert(core, id, IoSource::Stream(stream));
-                }
+                Ok((stream, peer)) => match core.handle_accepted(listener, peer) {
+                    Accepted::Here(id) => self.insert(core, id, IoSource::Stream(stream)),
+                    Accepted::There { shard, id } => {
+                        let std = std::net::TcpStream::from(stream);
+                        self.handoffs.push(Handoff {
+                            shard,
+                            id,
+                            src: Source::Stream(std),
+                            listener,
+                            peer,
+                        });
+                    }
+                },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_transient_accept_error(&e) => return,
@@ -179,8 +198,6 @@ impl EpollBackend {
 }
 
 impl Backend for EpollBackend {
-    type Io = IoTable;
-
     fn now(&self) -> Instant {
         Instant::now()
     }
@@ -202,6 +219,7 @@ impl Backend for EpollBackend {
     }
 
     fn wait(&mut self, core: &mut Core, timeout: Option<Duration>) -> io::Result<()> {
+        self.counters.waited();
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -278,8 +296,20 @@ impl Backend for EpollBackend {
         }
     }
 
-    fn io(&mut self) -> &mut IoTable {
-        &mut self.table
+    fn flush(&mut self, core: &mut Core, id: SockId) {
+        drive_flush(core, &mut self.table, id);
+    }
+
+    fn shutdown_write(&mut self, core: &mut Core, id: SockId) {
+        drive_shutdown(core, &mut self.table, id);
+    }
+
+    fn close(&mut self, core: &mut Core, id: SockId) {
+        drive_close(core, &mut self.table, id);
+    }
+
+    fn take_handoffs(&mut self, out: &mut Vec<Handoff>) {
+        out.append(&mut self.handoffs);
     }
 }
 

@@ -11,17 +11,24 @@
 //! - `Backend::read_ready`: read the ready sockets into engine-owned
 //!   buffers, each within the core's fairness budget;
 //! - `Backend::mark_ready`: a socket the core wants read now;
-//! - `Backend::io`: the per-socket calls ([`SocketIo`]: read, writev,
-//!   shutdown, close) the driver carries the core's ops out with.
+//! - `Backend::flush`, `Backend::shutdown_write`, `Backend::close`: the
+//!   core's write-side ops, started (a completion backend) or carried out at
+//!   once (a readiness backend), the core told of each outcome.
 //!
 //! The epoll backend ([`epoll`]) imitates completions on top of edge-triggered
-//! readiness; the simulated backend ([`sim`]) plays the kernel from a
-//! script. A completion-based backend (io_uring) fills the same seam.
+//! readiness, through the per-socket calls of [`SocketIo`] and the shared
+//! [`drive_read`]/[`drive_flush`] loops; the simulated backend ([`sim`]) plays
+//! the kernel from a script through the same calls. The io_uring backend
+//! (`uring`, Linux) submits operations and feeds their completions to the core.
 
 pub mod epoll;
+pub mod select;
 pub mod sim;
+#[cfg(target_os = "linux")]
+pub(crate) mod uring;
 
 use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -30,6 +37,70 @@ use crate::error::Errno;
 use crate::id::SockId;
 use crate::psock::{Core, NewSock};
 
+/// Counters a backend keeps on the I/O thread, readable from any thread.
+#[derive(Debug, Default)]
+pub struct BackendCounters {
+    waits: AtomicU64,
+    starved: AtomicU64,
+    stale: AtomicU64,
+}
+
+/// A reading of [`BackendCounters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendStats {
+    /// Times the I/O thread entered the kernel to wait (`epoll_wait`, or
+    /// `io_uring_enter`, which also submits).
+    pub waits: u64,
+    /// Receives that ended because the provided-buffer ring ran dry
+    /// (`ENOBUFS`) and were armed again once buffers came back (io_uring).
+    pub starved: u64,
+    /// Completions of operations whose socket had closed, ignored (io_uring).
+    pub stale: u64,
+}
+
+impl BackendCounters {
+    pub(crate) fn waited(&self) {
+        self.waits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // counted by io_uring only
+    pub(crate) fn starved(&self) {
+        self.starved.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // counted by io_uring only
+    pub(crate) fn stale(&self) {
+        self.stale.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub fn read(&self) -> BackendStats {
+        BackendStats {
+            waits: self.waits.load(Ordering::Relaxed),
+            starved: self.starved.load(Ordering::Relaxed),
+            stale: self.stale.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Something that wakes the I/O thread from another thread.
+pub(crate) trait Wake: Send + Sync {
+    /// Makes the backend's wait return soon.
+    fn wake(&self);
+}
+
+impl<W: Wake + ?Sized> Wake for std::sync::Arc<W> {
+    fn wake(&self) {
+        (**self).wake();
+    }
+}
+
+impl Wake for mio::Waker {
+    fn wake(&self) {
+        let _ = mio::Waker::wake(self);
+    }
+}
+
 /// An I/O object handed to the I/O thread by an application thread.
 #[derive(Debug)]
 pub(crate) enum Source {
@@ -37,6 +108,17 @@ pub(crate) enum Source {
     Listener(std::net::TcpListener),
     /// A connected or connecting stream (non-blocking).
     Stream(std::net::TcpStream),
+}
+
+/// A connection a listener of this shard accepted for another shard: the
+/// driver hands its I/O object over, and that shard reports the accept.
+#[derive(Debug)]
+pub(crate) struct Handoff {
+    pub(crate) shard: usize,
+    pub(crate) id: SockId,
+    pub(crate) src: Source,
+    pub(crate) listener: SockId,
+    pub(crate) peer: std::net::SocketAddr,
 }
 
 /// The per-socket system calls.
@@ -62,9 +144,6 @@ pub trait SocketIo {
 
 /// What the driver needs from a backend. See the module documentation.
 pub(crate) trait Backend {
-    /// The per-socket calls.
-    type Io: SocketIo;
-
     /// The time now, as this backend's clock reads it.
     fn now(&self) -> Instant;
 
@@ -94,8 +173,18 @@ pub(crate) trait Backend {
     /// The core wants `id` read now.
     fn mark_ready(&mut self, id: SockId);
 
-    /// The per-socket calls.
-    fn io(&mut self) -> &mut Self::Io;
+    /// Writes (or starts writing) the socket's queued bytes; the core hears
+    /// of each write through `Core::handle_sent`.
+    fn flush(&mut self, core: &mut Core, id: SockId);
+
+    /// Shuts the socket's write side down (sends FIN), then tells the core.
+    fn shutdown_write(&mut self, core: &mut Core, id: SockId);
+
+    /// Closes the socket's I/O object, then tells the core.
+    fn close(&mut self, core: &mut Core, id: SockId);
+
+    /// Moves out the connections accepted for other shards.
+    fn take_handoffs(&mut self, out: &mut Vec<Handoff>);
 }
 
 /// The buffer reads land in: one per I/O thread, split into refcounted chunks,
@@ -214,4 +303,18 @@ pub(crate) fn drive_flush<I: SocketIo + ?Sized>(core: &mut Core, io: &mut I, id:
             }
         }
     }
+}
+
+/// Shuts down a socket's write side through its per-socket calls and tells the core.
+pub(crate) fn drive_shutdown<I: SocketIo + ?Sized>(core: &mut Core, io: &mut I, id: SockId) {
+    match io.shutdown_write(id) {
+        Ok(()) => core.handle_write_shut(id),
+        Err(e) => core.handle_error(id, Errno::from_io(&e)),
+    }
+}
+
+/// Closes a socket through its per-socket calls and tells the core.
+pub(crate) fn drive_close<I: SocketIo + ?Sized>(core: &mut Core, io: &mut I, id: SockId) {
+    io.close(id);
+    core.handle_closed(id);
 }

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use super::{drive_flush, drive_read, Backend, ReadBuf, SocketIo, Source};
+use super::{
+    drive_close, drive_flush, drive_read, drive_shutdown, Backend, ReadBuf, SocketIo, Source,
+};
 use crate::error::Errno;
 use crate::id::SockId;
 use crate::psock::{Core, NewSock};
@@ -142,8 +144,6 @@ impl SimBackend {
 }
 
 impl Backend for SimBackend {
-    type Io = SimNet;
-
     fn now(&self) -> Instant {
         self.now
     }
@@ -194,7 +194,17 @@ impl Backend for SimBackend {
         }
     }
 
-    fn io(&mut self) -> &mut SimNet {
-        &mut self.net
+    fn flush(&mut self, core: &mut Core, id: SockId) {
+        drive_flush(core, &mut self.net, id);
     }
+
+    fn shutdown_write(&mut self, core: &mut Core, id: SockId) {
+        drive_shutdown(core, &mut self.net, id);
+    }
+
+    fn close(&mut self, core: &mut Core, id: SockId) {
+        drive_close(core, &mut self.net, id);
+    }
+
+    fn take_handoffs(&mut self, _: &mut Vec<super::Handoff>) {}
 }

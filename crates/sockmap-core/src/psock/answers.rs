@@ -311,10 +311,10 @@ mod tests {
                 ..Programs::default()
             };
             reg.attach(gw, progs).unwrap();
-            let src = reg.alloc(SockState::Established);
+            let src = reg.alloc(SockState::Established, 0);
             let targets = [
-                reg.alloc(SockState::Established),
-                reg.alloc(SockState::Established),
+                reg.alloc(SockState::Established, 0),
+                reg.alloc(SockState::Established, 0),
             ];
             reg.update(gw, &Key::Num(0), src, UpdateFlag::Any).unwrap();
             for (i, t) in targets.iter().enumerate() {
@@ -328,7 +328,7 @@ mod tests {
             batch,
             ..EngineConfig::default()
         };
-        let mut core = Core::new(shared.clone(), cfg, now);
+        let mut core = Core::new(shared.clone(), cfg, 0, now);
         let (tx, rx) = channel();
         let replier = Replier::new(|_, _| {});
         core.set_external(Box::new(Sink(tx)), replier);

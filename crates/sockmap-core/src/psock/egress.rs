@@ -222,6 +222,16 @@ impl Core {
         for f in frags {
             t.ring.push(f);
         }
+        let src = self.at(src).id();
+        self.after_push(Some(src), target);
+    }
+
+    /// Appends fragments a source on another shard redirected to `target`.
+    pub(super) fn push_from_remote(&mut self, src: SockId, target: SlotIdx, frags: Frags) {
+        let t = self.at(target);
+        for f in frags {
+            t.ring.push(f);
+        }
         self.after_push(Some(src), target);
     }
 
@@ -235,7 +245,7 @@ impl Core {
     }
 
     /// Accounts a push into `target`'s ring from `src` (None: an application send).
-    fn after_push(&mut self, src: Option<SlotIdx>, target: SlotIdx) {
+    fn after_push(&mut self, src: Option<SockId>, target: SlotIdx) {
         let high = self.cfg.send_high_watermark;
         let t = self.at(target);
         t.gauge(|s| &s.queued_bytes, t.ring.len());
@@ -255,16 +265,20 @@ impl Core {
 
     /// Stops reading `src` until `target`'s send ring drains (or, with
     /// `app`, until its application acknowledges enough bytes).
-    fn block_on(&mut self, src: SlotIdx, target: SlotIdx, app: bool) {
-        let src_id = self.at(src).id();
+    fn block_on(&mut self, src: SockId, target: SlotIdx, app: bool) {
         let t = self.at(target);
         let added = if app {
-            t.app_queue.add_waiter(src_id)
+            t.app_queue.add_waiter(src)
         } else {
-            t.ring.add_waiter(src_id)
+            t.ring.add_waiter(src)
         };
-        if added {
-            self.at(src).block();
+        if !added {
+            return;
+        }
+        match self.slot_of(src) {
+            Some(s) => self.at(s).block(),
+            None if self.is_remote(src) => self.block_remote(src),
+            None => {}
         }
     }
 
@@ -274,6 +288,8 @@ impl Core {
             if let Some(ws) = self.slot_of(w) {
                 self.at(ws).unblock();
                 self.kick_read(ws);
+            } else if self.is_remote(w) {
+                self.release_remote(w);
             }
         }
     }
@@ -282,7 +298,7 @@ impl Core {
     /// application queue, `src` stops being read above the high watermark.
     pub(super) fn queue_for_app(
         &mut self,
-        src: Option<SlotIdx>,
+        src: Option<SockId>,
         target: SlotIdx,
         data: Frags,
         len: usize,
@@ -309,7 +325,11 @@ impl Core {
         let p = self.at(slot);
         let waiters = p.app_queue.ack(bytes, high);
         p.gauge(|s| &s.app_queued_bytes, p.app_queue.queued());
+        let drained = p.app_queue.queued() <= high / 2;
         self.release_waiters(waiters);
+        if drained {
+            self.release_remote_acks(slot);
+        }
     }
 
     /// `n` bytes of the send ring were written.
@@ -333,6 +353,7 @@ impl Core {
                 self.events.push_back(Event::Drained { sock: id });
             }
             self.release_waiters(drain.waiters);
+            self.release_remote_acks(slot);
         }
         if self.at(slot).should_shut() {
             self.ops.push_back(Op::ShutdownWrite(id));

@@ -56,6 +56,7 @@ mod egress;
 mod parse;
 mod queue;
 mod recv;
+mod remote;
 mod send;
 mod state;
 
@@ -63,6 +64,21 @@ pub use state::NewSock;
 pub(crate) use state::{AppRead, Psock, SlotIdx};
 
 use egress::Egress;
+pub(crate) use remote::Remote;
+
+/// Where an accepted connection goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// Registered on this shard.
+    Here(SockId),
+    /// Allocated on another shard: hand the connection's I/O object to it.
+    There {
+        /// The shard.
+        shard: usize,
+        /// The connection's id there.
+        id: SockId,
+    },
+}
 
 /// What the core asks its driver to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,11 +108,18 @@ pub struct Core {
     batcher: Option<Batcher>,
     /// The time of the latest input.
     now: Instant,
+    /// This core's shard (I/O thread) among `shared.shards`.
+    shard: usize,
+    /// Items for other shards, by shard ([`remote`]).
+    remote: Vec<Vec<Remote>>,
 }
 
 impl Core {
-    pub(crate) fn new(shared: Arc<Shared>, cfg: EngineConfig, now: Instant) -> Core {
+    pub(crate) fn new(shared: Arc<Shared>, cfg: EngineConfig, shard: usize, now: Instant) -> Core {
+        let shards = shared.shards.count();
         Core {
+            shard,
+            remote: (0..shards).map(|_| Vec::new()).collect(),
             shared,
             maps: MapView::default(),
             cfg,
@@ -185,6 +208,22 @@ impl Core {
         }
     }
 
+    /// Appends the socket's leading queued fragments to `out`, at most `max`
+    /// of them, and returns their length: for a backend whose write
+    /// completes later, the clones keep the bytes alive whatever happens to
+    /// the socket meanwhile. The core hears of the write through
+    /// [`Core::handle_sent`], as after `writev`.
+    pub fn clone_tx(&self, id: SockId, out: &mut Vec<Bytes>, max: usize) -> usize {
+        let mut len = 0;
+        if let Some(p) = self.psock(id).filter(|p| p.can_write()) {
+            for f in p.ring.ring().frags().take(max) {
+                len += f.len();
+                out.push(f.clone());
+            }
+        }
+        len
+    }
+
     /// Number of live sockets.
     pub fn socket_count(&self) -> usize {
         self.socks.iter().filter(|p| p.is_some()).count()
@@ -214,15 +253,36 @@ impl Core {
     }
 
     /// A listener accepted a connection: allocates its id (the socket starts paused).
-    pub fn handle_accepted(&mut self, listener: SockId, peer: SocketAddr) -> SockId {
-        let id = self.shared.lock().alloc(SockState::Established);
+    ///
+    /// The connection goes to the shard with the fewest sockets (this one on
+    /// a tie): [`Accepted::There`] asks the driver to hand its I/O object to
+    /// that shard, which reports it ([`Core::handle_handed`]).
+    pub fn handle_accepted(&mut self, listener: SockId, peer: SocketAddr) -> Accepted {
+        let (id, shard) = {
+            let mut reg = self.shared.lock();
+            let least = reg.least_loaded();
+            let shard = if reg.load(least) < reg.load(self.shard) {
+                least
+            } else {
+                self.shard
+            };
+            (reg.alloc(SockState::Established, shard), shard)
+        };
+        if shard != self.shard {
+            return Accepted::There { shard, id };
+        }
         self.handle_new_socket(id, NewSock::Established, None);
+        self.handle_handed(id, listener, peer);
+        Accepted::Here(id)
+    }
+
+    /// A connection another shard's listener accepted is registered here: reports it.
+    pub fn handle_handed(&mut self, id: SockId, listener: SockId, peer: SocketAddr) {
         self.events.push_back(Event::Accepted {
             listener,
             sock: id,
             peer,
         });
-        id
     }
 
     /// A connect finished.
@@ -316,10 +376,14 @@ impl Core {
         let (id, write_shut) = (p.id(), p.is_write_shut());
         let partner = self.fin_partner(slot);
         self.events.push_back(Event::ReadEnd { sock: id });
-        if let Some(ps) = partner.and_then(|p| self.slot_of(p)) {
-            if ps != slot {
-                self.end(ps);
+        match partner {
+            Some(p) if self.is_remote(p) => self.end_remote(p),
+            Some(p) => {
+                if let Some(ps) = self.slot_of(p).filter(|&ps| ps != slot) {
+                    self.end(ps);
+                }
             }
+            None => {}
         }
         if write_shut {
             self.close(slot, None);
@@ -378,7 +442,7 @@ impl Core {
             let mut reg = self.shared.lock();
             reg.remove_links(id);
             reg.set_state(id, SockState::Closed);
-            for change in reg.take_changes() {
+            for change in self.shared.fan_out(&mut reg, Some(self.shard)) {
                 self.maps.apply(change);
             }
         }
@@ -392,6 +456,7 @@ impl Core {
         self.drop_parser(slot);
         self.fail_parked_sends(slot);
         self.release_waiters(waiters);
+        self.release_remote_acks(slot);
         self.events.push_back(Event::Closed { sock: id, error });
         self.ops.push_back(Op::Close(id));
     }
@@ -405,7 +470,7 @@ impl Core {
     pub(crate) fn handle_map_change(&mut self, change: MapChange) {
         let change = match change {
             MapChange::Set { map, slot, sock }
-                if !self.psock(sock).is_some_and(|p| !p.is_closing()) =>
+                if !self.is_remote(sock) && !self.psock(sock).is_some_and(|p| !p.is_closing()) =>
             {
                 MapChange::Remove { map, slot }
             }

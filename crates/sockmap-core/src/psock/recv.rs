@@ -77,7 +77,7 @@ impl Core {
         let p = self.at(slot);
         let len = data.len();
         if p.parser.handed_back {
-            return self.queue_for_app(Some(slot), slot, smallvec![data], len);
+            return self.queue_for_app(Some(self.at_ref(slot).id()), slot, smallvec![data], len);
         }
         match p.parser.strp.as_mut() {
             Some(s) => {
@@ -119,7 +119,12 @@ impl Core {
                         p.count(|s| &s.handbacks, 1);
                         for b in rest {
                             let len = b.len();
-                            self.queue_for_app(Some(slot), slot, smallvec![b], len);
+                            self.queue_for_app(
+                                Some(self.at_ref(slot).id()),
+                                slot,
+                                smallvec![b],
+                                len,
+                            );
                         }
                         self.kick_read(slot);
                         return;
@@ -255,9 +260,12 @@ impl Core {
         match resolved {
             Resolved::Pass => {
                 self.at(slot).count(|s| &s.passed, 1);
-                self.queue_for_app(Some(slot), slot, body.into_frags(), len);
+                self.queue_for_app(Some(self.at_ref(slot).id()), slot, body.into_frags(), len);
             }
             Resolved::Drop(reason) => self.at(slot).count_drops(reason, 1, len),
+            Resolved::Redirect { target, ingress } if self.is_remote(target) => {
+                self.push_remote(slot, target, ingress, 1, body.into_frags());
+            }
             Resolved::Redirect { target, ingress } => {
                 let live = self.slot_of(target).filter(|&ts| {
                     let t = self.at_ref(ts);
@@ -272,7 +280,7 @@ impl Core {
                 };
                 if ingress {
                     self.at(slot).count(|s| &s.redirected_ingress, 1);
-                    self.queue_for_app(Some(slot), ts, body.into_frags(), len);
+                    self.queue_for_app(Some(self.at_ref(slot).id()), ts, body.into_frags(), len);
                 } else {
                     out.push(self, ts, 1, body);
                 }
@@ -296,6 +304,13 @@ impl Core {
         let total: usize = lens.iter().sum();
         match resolved {
             Resolved::Drop(reason) => self.at(slot).count_drops(reason, count, total),
+            Resolved::Redirect {
+                target,
+                ingress: false,
+            } if self.is_remote(target) => {
+                let frags = smallvec![block.slice(start..start + total)];
+                self.push_remote(slot, target, false, count, frags);
+            }
             Resolved::Redirect {
                 target,
                 ingress: false,

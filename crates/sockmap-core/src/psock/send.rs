@@ -66,6 +66,9 @@ struct SendOutcome {
     pipe: bool,
     /// The ring the last accepted bytes went to (the send is acknowledged when it drains).
     ring: Option<SlotIdx>,
+    /// A target on another shard that accepted bytes went to: the send is
+    /// reported when that shard says whether they were delivered.
+    remote: Option<SockId>,
 }
 
 /// A send going through the msg verdict loop.
@@ -152,7 +155,13 @@ impl Core {
         } else {
             Ok(n.saturating_sub(out.refused))
         };
-        self.ack(out.ring, SendAck { sock, req, result });
+        let ack = SendAck { sock, req, result };
+        if let (Some(target), Ok(_)) = (out.remote, result) {
+            if self.defer_to_remote(target, ack) {
+                return;
+            }
+        }
+        self.ack(out.ring, ack);
     }
 
     /// Reports a send now, or once the ring its bytes went to drains below the low watermark.
@@ -407,6 +416,12 @@ impl Core {
                 out.ring = Some(slot);
             }
             Resolved::Drop(reason) => refuse(self, out, reason, false),
+            Resolved::Redirect { target, ingress } if self.is_remote(target) => {
+                out.accepted += len;
+                let data: Frags = part.frags().cloned().collect();
+                self.push_remote(slot, target, ingress, 1, data);
+                out.remote = Some(target);
+            }
             Resolved::Redirect { target, ingress } => {
                 let Some(ts) = self.slot_of(target) else {
                     return refuse(self, out, DropReason::DeadTarget, true);

@@ -22,7 +22,8 @@
 //!   it back (a full target, too many bytes awaiting answers or held by an
 //!   external parser).
 //! - `blocked` counts the targets whose waiter lists hold this socket; each
-//!   list holds a socket at most once.
+//!   list holds a socket at most once; plus one while `remote_blocked`
+//!   (too many bytes unacknowledged by other shards).
 //!
 //! The queues it owns ([`SendRing`], [`AppQueue`], [`AwaitQueue`]) live in
 //! `queue.rs`, each with its own invariants.
@@ -123,6 +124,12 @@ pub(crate) struct Psock {
     app: AppRead,
     /// How many full targets this socket waits on.
     blocked: u32,
+    /// Bytes redirected to sockets of other shards and not yet acknowledged.
+    remote_unacked: usize,
+    /// Stopped because `remote_unacked` went above the high watermark.
+    remote_blocked: bool,
+    /// Acknowledgements owed to sources on other shards, held while this socket is full.
+    remote_acks: Vec<super::Remote>,
     hold_awaiting: bool,
     hold_parser: bool,
     /// Counters of the socket, and of the map whose stream verdict it took.
@@ -159,6 +166,9 @@ impl Psock {
             tx: Tx::Open,
             app: AppRead::Initial,
             blocked: 0,
+            remote_unacked: 0,
+            remote_blocked: false,
+            remote_acks: Vec::new(),
             hold_awaiting: false,
             hold_parser: false,
             stats,
@@ -314,6 +324,38 @@ impl Psock {
     /// A target it waited on drained.
     pub(crate) fn unblock(&mut self) {
         self.blocked = self.blocked.saturating_sub(1);
+    }
+
+    /// `len` bytes left for another shard: above `high` unacknowledged, stop reading.
+    pub(crate) fn remote_sent(&mut self, len: usize, high: usize) {
+        self.remote_unacked += len;
+        self.gauge(|s| &s.remote_bytes, self.remote_unacked);
+        if self.remote_unacked > high && !self.remote_blocked {
+            self.remote_blocked = true;
+            self.block();
+        }
+    }
+
+    /// Holds an acknowledgement for a source on another shard until this socket drains.
+    pub(crate) fn defer_remote_ack(&mut self, ack: super::Remote) {
+        self.remote_acks.push(ack);
+    }
+
+    /// The acknowledgements held (see [`Psock::defer_remote_ack`]).
+    pub(crate) fn take_remote_acks(&mut self) -> Vec<super::Remote> {
+        std::mem::take(&mut self.remote_acks)
+    }
+
+    /// Another shard acknowledged `len` bytes; true when that lets the socket read again.
+    pub(crate) fn remote_acked(&mut self, len: usize, low: usize) -> bool {
+        self.remote_unacked = self.remote_unacked.saturating_sub(len);
+        self.gauge(|s| &s.remote_bytes, self.remote_unacked);
+        if self.remote_blocked && self.remote_unacked <= low {
+            self.remote_blocked = false;
+            self.unblock();
+            return true;
+        }
+        false
     }
 
     /// Bytes read before adoption, to be received first.

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod sim;
+pub mod stream;
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -17,7 +18,9 @@ use sockmap_core::event::frags_to_vec;
 use sockmap_core::map::{MapKind, UpdateFlag};
 use sockmap_core::program::{Programs, StreamVerdictProg};
 use sockmap_core::stats::StatsSnapshot;
-use sockmap_core::{Engine, EngineConfig, EngineHandle, Event, Hooks, Key, MapId, Rule, SockId};
+use sockmap_core::{
+    Engine, EngineConfig, EngineHandle, Event, Hooks, Key, KeySource, MapId, Rule, SockId,
+};
 
 /// Every wait in the tests ends by then.
 pub const DEADLINE: Duration = Duration::from_secs(10);
@@ -30,6 +33,10 @@ pub struct ChanSink(pub Sender<Batch>);
 impl ExternalVerdicts for ChanSink {
     fn submit(&mut self, batch: Batch) {
         let _ = self.0.send(batch);
+    }
+
+    fn fork(&self) -> Option<Box<dyn ExternalVerdicts>> {
+        Some(Box::new(ChanSink(self.0.clone())))
     }
 }
 
@@ -147,11 +154,13 @@ impl Harness {
     }
 
     /// Waits until `f` holds for the socket's counters.
+    /// Waits until the socket's counters satisfy `f` and are settled: no
+    /// bytes of it are still unacknowledged by another shard.
     pub fn stats_until(&self, sock: SockId, f: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
         let end = Instant::now() + DEADLINE;
         loop {
             let s = self.h().sock_stats(sock).expect("socket exists");
-            if f(&s) {
+            if f(&s) && s.remote_bytes == 0 {
                 return s;
             }
             assert!(Instant::now() < end, "counters never matched: {s:?}");
@@ -168,6 +177,21 @@ impl Harness {
         };
         self.h().attach(m, progs).unwrap();
         m
+    }
+
+    /// Two adopted sockets redirecting to each other (a SockHash keyed by
+    /// socket): the test's ends, the engine's ends and the map.
+    pub fn proxy_pair(&self) -> (TcpStream, SockId, TcpStream, SockId, MapId) {
+        let map = self.hash_with(|m| Rule::Redirect {
+            map: m,
+            key: KeySource::Socket,
+            ingress: false,
+        });
+        let (pa, a) = self.pair();
+        let (pb, b) = self.pair();
+        self.put(map, a, b);
+        self.put(map, b, a);
+        (pa, a, pb, b, map)
     }
 
     pub fn put(&self, map: MapId, key: impl Into<Key>, sock: SockId) {

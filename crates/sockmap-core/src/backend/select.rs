@@ -1,0 +1,231 @@
+//! Choosing a backend: what the application asked for, what the kernel
+//! offers, and why the engine runs what it runs.
+//!
+//! The chain, most capable first:
+//! 1. io_uring with multishot receives into a provided-buffer ring;
+//! 2. io_uring with single-shot receives into buffers of its own;
+//! 3. epoll.
+//!
+//! [`BackendChoice::Auto`] walks the chain and records every step down with
+//! its reason in [`BackendInfo::fallbacks`]. An explicit
+//! [`BackendChoice::IoUring`] may lose features (step 2, recorded) but never
+//! falls back to epoll: where io_uring cannot run at all, starting the engine
+//! fails with the errno that refused it.
+//!
+//! The choice comes from [`EngineConfig::backend`], or when that is `None`
+//! from the environment variable [`BACKEND_ENV`], or else is `Auto`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::config::{BackendChoice, EngineConfig};
+use crate::error::Errno;
+
+use super::epoll::EpollBackend;
+#[cfg(target_os = "linux")]
+use super::uring::UringBackend;
+use super::{BackendCounters, Wake};
+
+/// The environment variable that chooses the backend when the configuration does not.
+pub const BACKEND_ENV: &str = "SOCKMAP_BACKEND";
+
+/// The environment variable through which tests make io_uring fail at one
+/// step of its start-up: `setup` (the ring cannot be created, `EPERM`),
+/// `probe` (an opcode is missing) or `buf_ring` (the provided-buffer ring
+/// cannot be registered, `ENOMEM`).
+pub const URING_FAULT_ENV: &str = "SOCKMAP_IO_URING_FAULT";
+
+/// The environment variable that sets the number of shards (I/O threads)
+/// when the configuration does not: a count, or `auto` for the cores the
+/// process may use.
+pub const SHARDS_ENV: &str = "SOCKMAP_SHARDS";
+
+/// The number of cores this process may use (at least 1).
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The shard count [`SHARDS_ENV`] names, if it is set (and not empty).
+///
+/// # Errors
+/// `EINVAL` when it is neither a count from 1 to 256 nor `auto`.
+pub fn shards_from_env() -> Result<Option<usize>, StartError> {
+    match std::env::var(SHARDS_ENV) {
+        Ok(v) if v.is_empty() => Ok(None),
+        Ok(v) if v == "auto" => Ok(Some(available_cores())),
+        Ok(v) => match v.parse::<usize>() {
+            Ok(n @ 1..=256) => Ok(Some(n)),
+            _ => Err(StartError {
+                code: Errno::Inval,
+                detail: format!("{SHARDS_ENV}={v:?} is not a shard count (1 to 256, or auto)"),
+            }),
+        },
+        Err(_) => Ok(None),
+    }
+}
+
+/// The choice [`BACKEND_ENV`] names, if it is set (and not empty).
+///
+/// # Errors
+/// `EINVAL` when it names no backend.
+pub fn choice_from_env() -> Result<Option<BackendChoice>, StartError> {
+    match std::env::var(BACKEND_ENV) {
+        Ok(v) if v.is_empty() => Ok(None),
+        Ok(v) => BackendChoice::parse(&v)
+            .map(Some)
+            .ok_or_else(|| StartError {
+                code: Errno::Inval,
+                detail: format!(
+                    "{BACKEND_ENV}={v:?} names no backend: use auto, epoll or io_uring"
+                ),
+            }),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The backend an engine runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// Readiness through epoll (mio).
+    Epoll,
+    /// Completions through io_uring.
+    IoUring,
+}
+
+impl BackendKind {
+    /// `"epoll"` or `"io_uring"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            BackendKind::Epoll => "epoll",
+            BackendKind::IoUring => "io_uring",
+        }
+    }
+}
+
+/// What an engine runs and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// The backend running.
+    pub kind: BackendKind,
+    /// What was asked for.
+    pub requested: BackendChoice,
+    /// The kernel features in use (`"multishot-recv"`, `"buffer-ring"`...).
+    pub features: Vec<&'static str>,
+    /// Each step down the chain, with its reason.
+    pub fallbacks: Vec<String>,
+}
+
+/// Why an engine could not start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartError {
+    /// The errno name the application sees.
+    pub code: Errno,
+    /// What failed.
+    pub detail: String,
+}
+
+impl StartError {
+    /// An OS error from `what`.
+    pub(crate) fn os(what: &str, e: &std::io::Error) -> StartError {
+        let code = Errno::from_io(e);
+        let name = match e.raw_os_error() {
+            Some(raw) if Errno::from_raw(raw).is_none() => format!("errno {raw}"),
+            _ => code.name().to_string(),
+        };
+        StartError {
+            code,
+            detail: format!("{what} failed with {name} ({e})"),
+        }
+    }
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.detail)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// An opened backend, ready for the loop.
+pub(crate) enum Opened {
+    Epoll(EpollBackend),
+    #[cfg(target_os = "linux")]
+    IoUring(Box<UringBackend>),
+}
+
+impl Opened {
+    /// The backend's counters.
+    pub(crate) fn counters(&self) -> Arc<BackendCounters> {
+        match self {
+            Opened::Epoll(b) => b.counters(),
+            #[cfg(target_os = "linux")]
+            Opened::IoUring(b) => b.counters(),
+        }
+    }
+}
+
+/// Opens the backend `cfg` asks for (see the module documentation), with
+/// the waker other threads ring.
+///
+/// # Errors
+/// When the backend asked for cannot run (or epoll itself cannot be created).
+pub(crate) fn open(cfg: &EngineConfig) -> Result<(Opened, Box<dyn Wake>, BackendInfo), StartError> {
+    let requested = match cfg.backend {
+        Some(c) => c,
+        None => choice_from_env()?.unwrap_or_default(),
+    };
+    let mut fallbacks = Vec::new();
+    if requested != BackendChoice::Epoll {
+        match open_uring(cfg, &mut fallbacks) {
+            Ok((backend, waker, features)) => {
+                let info = BackendInfo {
+                    kind: BackendKind::IoUring,
+                    requested,
+                    features,
+                    fallbacks,
+                };
+                return Ok((backend, waker, info));
+            }
+            Err(e) if requested == BackendChoice::IoUring => {
+                return Err(StartError {
+                    code: e.code,
+                    detail: format!("the io_uring backend cannot run: {}", e.detail),
+                })
+            }
+            Err(e) => fallbacks.push(format!("io_uring unavailable ({}), using epoll", e.detail)),
+        }
+    }
+    let (backend, waker) =
+        EpollBackend::new(cfg.read_buffer).map_err(|e| StartError::os("epoll_create", &e))?;
+    let info = BackendInfo {
+        kind: BackendKind::Epoll,
+        requested,
+        features: vec!["edge-triggered"],
+        fallbacks,
+    };
+    Ok((Opened::Epoll(backend), Box::new(waker), info))
+}
+
+/// An opened io_uring backend, its waker and the kernel features it uses.
+type UringOpened = (Opened, Box<dyn Wake>, Vec<&'static str>);
+
+#[cfg(target_os = "linux")]
+fn open_uring(cfg: &EngineConfig, fallbacks: &mut Vec<String>) -> Result<UringOpened, StartError> {
+    let fault = std::env::var(URING_FAULT_ENV).ok();
+    let (backend, waker) = UringBackend::new(cfg, fault.as_deref(), fallbacks)?;
+    let features = backend.features();
+    Ok((
+        Opened::IoUring(Box::new(backend)),
+        Box::new(waker),
+        features,
+    ))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_uring(_: &EngineConfig, _: &mut Vec<String>) -> Result<UringOpened, StartError> {
+    Err(StartError {
+        code: Errno::OpNotSupp,
+        detail: "io_uring exists only on Linux".into(),
+    })
+}

@@ -1,0 +1,73 @@
+//! Byte streams for backend tests: a position-dependent pattern written
+//! from a thread and checked byte for byte, and the backend settings.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use sockmap_core::config::BackendChoice;
+use sockmap_core::EngineConfig;
+
+use super::Harness;
+
+/// `cfg` on the io_uring backend (an error where it cannot run).
+pub fn uring(cfg: EngineConfig) -> EngineConfig {
+    EngineConfig {
+        backend: Some(BackendChoice::IoUring),
+        ..cfg
+    }
+}
+
+/// Whether the kernel lets this process use io_uring (`kernel.io_uring_disabled`).
+pub fn io_uring_allowed() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .map(|s| s.trim() == "0")
+        .unwrap_or(true)
+}
+
+/// A byte of a test stream: position-dependent, so a lost, doubled or reordered chunk shows.
+pub fn pattern(i: usize) -> u8 {
+    ((i % 65521) % 251) as u8
+}
+
+/// Writes `total` pattern bytes into `to` from a thread.
+pub fn pump(mut to: TcpStream, total: usize) -> std::thread::JoinHandle<TcpStream> {
+    std::thread::spawn(move || {
+        let mut sent = 0;
+        let mut block = vec![0u8; 48 << 10];
+        while sent < total {
+            let n = block.len().min(total - sent);
+            for (k, b) in block[..n].iter_mut().enumerate() {
+                *b = pattern(sent + k);
+            }
+            to.write_all(&block[..n]).unwrap();
+            sent += n;
+        }
+        to
+    })
+}
+
+/// Reads `total` bytes and checks each against the pattern.
+pub fn expect_pattern(from: &mut TcpStream, total: usize, chunk: usize) {
+    let mut got = 0;
+    let mut buf = vec![0u8; chunk];
+    while got < total {
+        let n = from.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended after {got} of {total} bytes");
+        for (k, &b) in buf[..n].iter().enumerate() {
+            assert_eq!(b, pattern(got + k), "byte {} differs", got + k);
+        }
+        got += n;
+    }
+}
+
+/// Moves `total` bytes both ways through a proxy pair, exactly.
+pub fn round_trip(h: &Harness, total: usize) {
+    let (pa, _a, mut pb, _b, _) = h.proxy_pair();
+    let writer = pump(pa.try_clone().unwrap(), total);
+    expect_pattern(&mut pb, total, 64 << 10);
+    drop(writer.join().unwrap());
+    let writer = pump(pb.try_clone().unwrap(), total);
+    let mut pa = pa;
+    expect_pattern(&mut pa, total, 64 << 10);
+    drop(writer.join().unwrap());
+}
