@@ -22,6 +22,7 @@ function frame(i) {
 
 async function main() {
   const engine = new Engine()
+  const backend = engine.backend
   const server = await engine.listen({ host: '127.0.0.1', port: 0 })
   const accept = () => once(server, 'connection').then(([s]) => s)
   const connect = async () => {
