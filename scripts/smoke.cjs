@@ -65,7 +65,7 @@ async function main() {
   to.client.destroy()
   await engine.close()
   console.log(
-    `smoke ok: ${process.arch} node ${process.version}, engine ${nativeVersion}, ${COUNT} messages redirected`,
+    `smoke ok: ${process.arch} node ${process.version}, engine ${nativeVersion} on ${backend}, ${COUNT} messages redirected`,
   )
 }
 
