@@ -1,9 +1,11 @@
 // The backends: what runs, why, how the choice is made, and the same bytes through each.
+import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 
 import { afterEach, describe, expect, it } from 'vitest'
 
-import { Engine, rules } from '../src/index'
+import { Engine, rules, type Socket } from '../src/index'
 import { clientOf, codeOf, deadline, engineScope, listening, readN } from './helpers'
 
 const { newEngine, clients } = engineScope()
@@ -18,7 +20,7 @@ function ioUringAllowed(): boolean {
 }
 
 /** The environment variables these tests set, restored after each (this file runs in its own process). */
-const envKeys = ['SOCKMAP_BACKEND', 'SOCKMAP_IO_URING_FAULT'] as const
+const envKeys = ['SOCKMAP_BACKEND', 'SOCKMAP_IO_URING_FAULT', 'SOCKMAP_SHARDS'] as const
 const saved = Object.fromEntries(envKeys.map((k) => [k, process.env[k]]))
 afterEach(() => {
   for (const k of envKeys) {
@@ -44,7 +46,7 @@ describe('backend choice', () => {
     expect(newEngine({ backend: 'epoll' }).backendInfo).toEqual({
       backend: 'epoll',
       requested: 'epoll',
-      features: ['edge-triggered'],
+      features: ['edge-triggered', 'splice'],
       fallbacks: [],
     })
   })
@@ -121,6 +123,48 @@ describe.each(modes)('the same bytes through $name', ({ backend, fault }) => {
       await ended
       expect(a.sock.stats().bytesIn).toBe(there.length)
       expect(b.sock.stats().bytesOut).toBe(there.length)
+      const bs = engine.backendStats()
+      expect(bs.waits).toBeGreaterThan(0)
+      // Bulk bytes between partners go by splice on epoll (one I/O thread, so the pair shares it).
+      if (backend === 'epoll' && engine.shards === 1) expect(bs.spliced).toBeGreaterThan(0)
+      if (backend === 'io_uring') expect(bs.spliced).toBe(0)
     },
   )
+})
+
+describe('shards', () => {
+  it('runs the I/O threads asked for, with auto as the usable cores; bad counts are RangeErrors', () => {
+    delete process.env.SOCKMAP_SHARDS
+    expect(newEngine().shards).toBe(1)
+    expect(newEngine({ shards: 2 }).shards).toBe(2)
+    expect(newEngine({ shards: 'auto' }).shards).toBe(availableParallelism())
+    process.env.SOCKMAP_SHARDS = '2'
+    expect(newEngine().shards).toBe(2)
+    expect(newEngine({ shards: 1 }).shards).toBe(1)
+    process.env.SOCKMAP_SHARDS = 'many'
+    expect(codeOf(() => new Engine())).toBe('EINVAL')
+    expect(() => new Engine({ shards: 0 })).toThrow(RangeError)
+    expect(() => new Engine({ shards: 257 })).toThrow(/options.shards/)
+  })
+
+  it('connects near a socket of the engine, and refuses anything else as near', async () => {
+    const engine = newEngine({ shards: 2 })
+    const server = await listening(engine)
+    const a = await clientOf(server)
+    clients.push(a.client)
+    const accepted = new Promise<Socket>((r) => server.once('connection', r))
+    const up = await deadline(engine.connect({ port: server.address().port, near: a.sock }), 5000, 'connect near')
+    const b = await deadline(accepted, 5000, 'the upstream accepted')
+    const peers = engine.sockHash({ maxEntries: 4 })
+    peers.attach({ verdict: rules.redirect(peers, rules.key.socket) })
+    peers.set(a.sock.id, up).set(up.id, a.sock)
+    b.resume()
+    const got = deadline(once(b, 'message'), 5000, 'a message through the pair')
+    a.client.write('near')
+    expect(((await got)[0] as Buffer).toString()).toBe('near')
+    const other = newEngine()
+    const foreign = await clientOf(await listening(other))
+    clients.push(foreign.client)
+    expect(() => engine.connect({ port: 1, near: foreign.sock })).toThrow(/options.near/)
+  })
 })

@@ -50,6 +50,18 @@ export interface BackendInfo {
   fallbacks: string[]
 }
 
+/** What {@link Engine.backendStats} counts, over all I/O threads. */
+export interface BackendStats {
+  /** Times the I/O threads entered the kernel to wait (`epoll_wait`, or `io_uring_enter`, which also submits). */
+  waits: number
+  /** io_uring receives that ran out of provided buffers (backpressure) and were armed again. */
+  starved: number
+  /** io_uring completions of operations whose socket had closed, ignored. */
+  stale: number
+  /** Read passes that spliced bytes nothing inspects through a pipe instead of copying them (epoll). */
+  spliced: number
+}
+
 /** Options of {@link Engine}. */
 export interface EngineOptions {
   /**
@@ -245,6 +257,11 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.reportError(err as SockmapError)
     }
     this.#acks.clear()
+  }
+
+  /** The backends' counters, over all I/O threads. */
+  backendStats(): BackendStats {
+    return this.#binding.backendStats()
   }
 
   /** The number of I/O threads (shards). */

@@ -14,6 +14,7 @@ export {
   type EngineEvents,
   type EngineOptions,
   type BackendInfo,
+  type BackendStats,
   type ListenOptions,
 } from './engine'
 export { Socket, Server, type AddressInfo, type ServerEvents, type SocketEvents } from './socket'

@@ -60,6 +60,12 @@ pub struct EngineConfig {
     /// (the default): the environment variable
     /// [`SHARDS_ENV`](crate::backend::select::SHARDS_ENV) decides, or else 1.
     pub shards: Option<usize>,
+    /// Splicing: a socket whose bytes nothing inspects (no parser, a native
+    /// redirect of every message to one egress target) switches to
+    /// splice(2) through a pipe, in the kernel, once a read brings at least
+    /// this many bytes, and back to copying after a splice moves fewer.
+    /// `None`: never. On the epoll backend; io_uring copies.
+    pub splice_min: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -75,9 +81,13 @@ impl Default for EngineConfig {
             backend: None,
             recv_buffers: 128,
             shards: None,
+            splice_min: Some(DEFAULT_SPLICE_MIN),
         }
     }
 }
+
+/// The read size from which bytes nothing inspects are spliced: 16 KiB.
+pub const DEFAULT_SPLICE_MIN: usize = 16 << 10;
 
 /// The application queue bound of [`EngineConfig::acknowledged`]: 1 MiB.
 pub const ACK_APP_HIGH_WATERMARK: usize = 1 << 20;

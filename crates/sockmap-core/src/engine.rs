@@ -233,6 +233,7 @@ impl Engine {
                 waits: a.waits + r.waits,
                 starved: a.starved + r.starved,
                 stale: a.stale + r.stale,
+                spliced: a.spliced + r.spliced,
             }
         })
     }
@@ -305,7 +306,7 @@ fn run_opened(
     out: &mut EventOut,
 ) -> io::Result<()> {
     match backend {
-        Opened::Epoll(mut b) => run_loop(&mut b, core, inbox, out),
+        Opened::Epoll(mut b) => run_loop(&mut *b, core, inbox, out),
         #[cfg(target_os = "linux")]
         Opened::IoUring(mut b) => run_loop(&mut *b, core, inbox, out),
     }

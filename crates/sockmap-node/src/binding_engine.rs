@@ -68,6 +68,19 @@ pub struct BackendInfoJs {
     pub fallbacks: Vec<String>,
 }
 
+/// The backends' counters.
+#[napi(object)]
+pub struct BackendStatsJs {
+    /// Times the I/O threads entered the kernel to wait (epoll_wait, or io_uring_enter, which also submits).
+    pub waits: f64,
+    /// io_uring receives that ran out of provided buffers and were armed again.
+    pub starved: f64,
+    /// io_uring completions of operations whose socket had closed, ignored.
+    pub stale: f64,
+    /// Read passes that spliced bytes nothing inspects (epoll).
+    pub spliced: f64,
+}
+
 fn backend_info(i: &BackendInfo) -> BackendInfoJs {
     BackendInfoJs {
         backend: i.kind.name().to_string(),
@@ -230,6 +243,23 @@ impl BindingEngine {
     #[napi]
     pub fn backend_info(&self) -> BackendInfoJs {
         self.backend.clone()
+    }
+
+    /// The backends' counters, summed over the shards (zeros once the engine is closed).
+    #[napi]
+    pub fn backend_stats(&self) -> BackendStatsJs {
+        let s = self
+            .cell
+            .lock()
+            .as_ref()
+            .map(|e| e.backend_stats())
+            .unwrap_or_default();
+        BackendStatsJs {
+            waits: s.waits as f64,
+            starved: s.starved as f64,
+            stale: s.stale as f64,
+            spliced: s.spliced as f64,
+        }
     }
 
     /// The number of I/O threads (shards).

@@ -3,6 +3,8 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
+#[cfg(target_os = "linux")]
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +12,8 @@ use bytes::BytesMut;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+#[cfg(target_os = "linux")]
+use super::splice::{Next, Splicer};
 use super::{drive_close, drive_flush, drive_read, drive_shutdown, ReadBuf, ReadEnd, Source};
 use super::{Backend, BackendCounters, Handoff, SocketIo};
 use crate::error::Errno;
@@ -34,6 +38,8 @@ struct Io {
     queued: bool,
     /// The kernel reported end of stream or an error: read until it shows.
     hup: bool,
+    /// The last read pass brought a read of at least the splice threshold.
+    bulk: bool,
 }
 
 /// The sockets, by slot.
@@ -97,6 +103,10 @@ pub(crate) struct EpollBackend {
     rb: ReadBuf,
     counters: Arc<BackendCounters>,
     handoffs: Vec<Handoff>,
+    /// Reads of at least this many bytes switch a spliceable socket to splice.
+    splice_min: Option<usize>,
+    #[cfg(target_os = "linux")]
+    splicer: Splicer,
 }
 
 impl EpollBackend {
@@ -113,9 +123,18 @@ impl EpollBackend {
                 rb: ReadBuf::new(read_buffer),
                 counters: Arc::default(),
                 handoffs: Vec::new(),
+                splice_min: None,
+                #[cfg(target_os = "linux")]
+                splicer: Splicer::default(),
             },
             waker,
         ))
+    }
+
+    /// Splices bytes nothing inspects from reads of at least `min` bytes (Linux; `None`: never).
+    pub(crate) fn with_splice(mut self, min: Option<usize>) -> EpollBackend {
+        self.splice_min = min.filter(|_| cfg!(target_os = "linux"));
+        self
     }
 
     /// The backend's counters.
@@ -144,6 +163,7 @@ impl EpollBackend {
             src,
             queued: false,
             hup: false,
+            bulk: false,
         });
         if let Err(e) = r {
             core.handle_error(id, Errno::from_io(&e));
@@ -193,6 +213,66 @@ impl EpollBackend {
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
                 Err(e) => core.handle_connected(id, Err(Errno::from_io(&e))),
             },
+        }
+    }
+}
+
+impl EpollBackend {
+    /// The socket can take bytes: a pipe waiting on it drains first, then its send ring.
+    fn writable(&mut self, core: &mut Core, id: SockId) {
+        #[cfg(target_os = "linux")]
+        if self.splicer.blocks(id) {
+            let Ok(fd) = self.table.stream(id).map(|s| s.as_raw_fd()) else {
+                return;
+            };
+            match self.splicer.on_writable(core, id, fd) {
+                Some(src) => self.mark_ready(src),
+                None if self.splicer.blocks(id) => return,
+                None => {}
+            }
+        }
+        if core.has_tx(id) {
+            drive_flush(core, &mut self.table, id);
+        }
+    }
+
+    /// Splices the socket's bytes when the core allows it and its reads are
+    /// bulk; `None`: read it by copying.
+    #[cfg(target_os = "linux")]
+    fn try_splice(
+        &mut self,
+        core: &mut Core,
+        id: SockId,
+        hup: bool,
+        bulk: bool,
+    ) -> Option<ReadEnd> {
+        if self.splicer.holds(id) {
+            return Some(ReadEnd::Stopped);
+        }
+        let min = self.splice_min.filter(|_| bulk)?;
+        let target = core.splice_route(id)?;
+        let src_fd = self.table.stream(id).ok()?.as_raw_fd();
+        let target_fd = self.table.stream(target).ok()?.as_raw_fd();
+        match self
+            .splicer
+            .pass(core, id, src_fd, target, target_fd, min, hup)
+        {
+            Next::Read(end) => {
+                self.counters.spliced();
+                Some(end)
+            }
+            Next::WaitTarget => {
+                self.counters.spliced();
+                core.handle_splice_stalled(id);
+                Some(ReadEnd::Stopped)
+            }
+            Next::Copy => {
+                if let Some(io) = self.table.get_mut(id) {
+                    io.bulk = false;
+                }
+                self.mark_ready(id);
+                Some(ReadEnd::Stopped)
+            }
         }
     }
 }
@@ -250,8 +330,8 @@ impl Backend for EpollBackend {
             if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                 self.mark_ready(id);
             }
-            if ev.is_writable() && core.has_tx(id) {
-                drive_flush(core, &mut self.table, id);
+            if ev.is_writable() {
+                self.writable(core, id);
             }
         }
         turn.clear();
@@ -268,16 +348,20 @@ impl Backend for EpollBackend {
                 continue;
             };
             io.queued = false;
-            let short_is_drained = !io.hup;
-            if drive_read(
-                core,
-                &mut self.table,
-                id,
-                &mut self.rb,
-                short_is_drained,
-                now,
-            ) == ReadEnd::Budget
-            {
+            #[cfg_attr(not(target_os = "linux"), allow(unused_variables))] // bulk: for splicing
+            let (hup, bulk) = (io.hup, io.bulk);
+            #[cfg(target_os = "linux")]
+            if let Some(end) = self.try_splice(core, id, hup, bulk) {
+                if end == ReadEnd::Budget {
+                    self.mark_ready(id);
+                }
+                continue;
+            }
+            let (end, largest) = drive_read(core, &mut self.table, id, &mut self.rb, !hup, now);
+            if let (Some(min), Some(io)) = (self.splice_min, self.table.get_mut(id)) {
+                io.bulk = largest >= min;
+            }
+            if end == ReadEnd::Budget {
                 self.mark_ready(id);
             }
         }
@@ -297,6 +381,11 @@ impl Backend for EpollBackend {
     }
 
     fn flush(&mut self, core: &mut Core, id: SockId) {
+        #[cfg(target_os = "linux")]
+        if self.splicer.blocks(id) {
+            // Spliced bytes go first: the ring follows once the pipe is empty.
+            return self.writable(core, id);
+        }
         drive_flush(core, &mut self.table, id);
     }
 
@@ -305,6 +394,10 @@ impl Backend for EpollBackend {
     }
 
     fn close(&mut self, core: &mut Core, id: SockId) {
+        #[cfg(target_os = "linux")]
+        if let Some(src) = self.splicer.forget(core, id) {
+            self.mark_ready(src);
+        }
         drive_close(core, &mut self.table, id);
     }
 

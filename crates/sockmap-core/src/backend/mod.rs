@@ -25,6 +25,8 @@ pub mod epoll;
 pub mod select;
 pub mod sim;
 #[cfg(target_os = "linux")]
+pub(crate) mod splice;
+#[cfg(target_os = "linux")]
 pub(crate) mod uring;
 
 use std::io::{self, IoSlice};
@@ -43,6 +45,7 @@ pub struct BackendCounters {
     waits: AtomicU64,
     starved: AtomicU64,
     stale: AtomicU64,
+    spliced: AtomicU64,
 }
 
 /// A reading of [`BackendCounters`].
@@ -56,6 +59,8 @@ pub struct BackendStats {
     pub starved: u64,
     /// Completions of operations whose socket had closed, ignored (io_uring).
     pub stale: u64,
+    /// Read passes that spliced bytes nothing inspects instead of copying them (epoll).
+    pub spliced: u64,
 }
 
 impl BackendCounters {
@@ -73,12 +78,18 @@ impl BackendCounters {
         self.stale.fetch_add(1, Ordering::Relaxed);
     }
 
+    #[cfg(target_os = "linux")]
+    pub(crate) fn spliced(&self) {
+        self.spliced.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The counters now.
     pub fn read(&self) -> BackendStats {
         BackendStats {
             waits: self.waits.load(Ordering::Relaxed),
             starved: self.starved.load(Ordering::Relaxed),
             stale: self.stale.load(Ordering::Relaxed),
+            spliced: self.spliced.load(Ordering::Relaxed),
         }
     }
 }
@@ -230,6 +241,7 @@ pub(crate) enum ReadEnd {
 /// pass without the extra `EAGAIN` read; a backend passes it only when the
 /// kernel reports every later arrival (edge-triggered readiness) and no end
 /// of stream is already pending.
+/// Also returns the largest single read of the pass.
 pub(crate) fn drive_read<I: SocketIo + ?Sized>(
     core: &mut Core,
     io: &mut I,
@@ -237,6 +249,20 @@ pub(crate) fn drive_read<I: SocketIo + ?Sized>(
     rb: &mut ReadBuf,
     short_is_drained: bool,
     now: Instant,
+) -> (ReadEnd, usize) {
+    let mut largest = 0;
+    let end = read_pass(core, io, id, rb, short_is_drained, now, &mut largest);
+    (end, largest)
+}
+
+fn read_pass<I: SocketIo + ?Sized>(
+    core: &mut Core,
+    io: &mut I,
+    id: SockId,
+    rb: &mut ReadBuf,
+    short_is_drained: bool,
+    now: Instant,
+    largest: &mut usize,
 ) -> ReadEnd {
     let budget = core.config().read_budget;
     let mut total = 0;
@@ -256,6 +282,7 @@ pub(crate) fn drive_read<I: SocketIo + ?Sized>(
             }
             Ok(n) => {
                 total += n;
+                *largest = (*largest).max(n);
                 let chunk = buf.split_to(n).freeze();
                 core.handle_received(id, chunk, now);
                 if short_is_drained && n < room {

@@ -149,7 +149,7 @@ impl std::error::Error for StartError {}
 
 /// An opened backend, ready for the loop.
 pub(crate) enum Opened {
-    Epoll(EpollBackend),
+    Epoll(Box<EpollBackend>),
     #[cfg(target_os = "linux")]
     IoUring(Box<UringBackend>),
 }
@@ -198,13 +198,18 @@ pub(crate) fn open(cfg: &EngineConfig) -> Result<(Opened, Box<dyn Wake>, Backend
     }
     let (backend, waker) =
         EpollBackend::new(cfg.read_buffer).map_err(|e| StartError::os("epoll_create", &e))?;
+    let backend = backend.with_splice(cfg.splice_min);
     let info = BackendInfo {
         kind: BackendKind::Epoll,
         requested,
-        features: vec!["edge-triggered"],
+        features: if cfg.splice_min.is_some() && cfg!(target_os = "linux") {
+            vec!["edge-triggered", "splice"]
+        } else {
+            vec!["edge-triggered"]
+        },
         fallbacks,
     };
-    Ok((Opened::Epoll(backend), Box::new(waker), info))
+    Ok((Opened::Epoll(Box::new(backend)), Box::new(waker), info))
 }
 
 /// An opened io_uring backend, its waker and the kernel features it uses.

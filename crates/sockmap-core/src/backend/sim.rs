@@ -180,7 +180,7 @@ impl Backend for SimBackend {
 
     fn read_ready(&mut self, core: &mut Core, now: Instant) {
         while let Some(id) = self.ready.pop_front() {
-            drive_read(core, &mut self.net, id, &mut self.rb, false, now);
+            let _ = drive_read(core, &mut self.net, id, &mut self.rb, false, now);
         }
     }
 

@@ -58,6 +58,7 @@ mod queue;
 mod recv;
 mod remote;
 mod send;
+mod splice;
 mod state;
 
 pub use state::NewSock;

@@ -179,7 +179,7 @@ impl Core {
     }
 
     /// Runs the socket's stream verdict on one message.
-    fn decide(&mut self, slot: SlotIdx, msg: &Message<'_>) -> (Resolved, bool) {
+    pub(super) fn decide(&mut self, slot: SlotIdx, msg: &Message<'_>) -> (Resolved, bool) {
         let Core { socks, maps, .. } = self;
         let p = socks[slot.get()].as_mut().expect("live");
         let id = p.id();

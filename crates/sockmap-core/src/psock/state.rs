@@ -364,6 +364,10 @@ impl Psock {
     }
 
     /// Discards the adopted bytes not received yet (close): how many.
+    pub(crate) fn has_initial(&self) -> bool {
+        !self.initial.is_empty()
+    }
+
     pub(crate) fn discard_initial(&mut self) -> usize {
         std::mem::take(&mut self.initial).len()
     }

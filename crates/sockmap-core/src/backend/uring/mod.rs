@@ -245,6 +245,8 @@ pub(crate) struct UringBackend {
     wake: Arc<EventFd>,
     wake_buf: Box<u64>,
     cqes: Vec<(u64, i32, u32)>,
+    /// Entries the submission queue had no room for, in order (chains kept whole).
+    backlog: VecDeque<Vec<squeue::Entry>>,
     features: Vec<&'static str>,
     multishot: bool,
     counters: Arc<BackendCounters>,
@@ -355,6 +357,7 @@ impl UringBackend {
             wake: wake.clone(),
             wake_buf: Box::new(0),
             cqes: Vec::with_capacity(SQ_ENTRIES as usize * 4),
+            backlog: VecDeque::new(),
             features,
             multishot,
             counters: Arc::default(),
@@ -380,22 +383,39 @@ impl UringBackend {
     }
 
     /// Queues submissions together (a linked chain stays in one submit).
+    /// With the submission queue full, what is queued is submitted first; if
+    /// the kernel takes nothing now (`EBUSY`, `EAGAIN`), the entries wait in
+    /// the backlog for the next wait: none is ever dropped.
     fn push_all(&mut self, sqes: &[squeue::Entry]) {
-        loop {
-            let mut sq = self.ring.submission();
-            if sq.capacity() - sq.len() >= sqes.len() {
-                for e in sqes {
-                    // SAFETY: every pointer an entry carries stays valid until its
-                    // completion (module invariants); there is room, checked above.
-                    let _ = unsafe { sq.push(e) };
-                }
+        if self.backlog.is_empty() && self.try_push(sqes) {
+            return;
+        }
+        if self.ring.submit().is_ok() && self.backlog.is_empty() && self.try_push(sqes) {
+            return;
+        }
+        self.backlog.push_back(sqes.to_vec());
+    }
+
+    /// Queues `sqes` if they all fit now.
+    fn try_push(&mut self, sqes: &[squeue::Entry]) -> bool {
+        let mut sq = self.ring.submission();
+        if sq.capacity() - sq.len() < sqes.len() {
+            return false;
+        }
+        for e in sqes {
+            // SAFETY: every pointer an entry carries stays valid until its
+            // completion (module invariants); there is room, checked above.
+            let _ = unsafe { sq.push(e) };
+        }
+        true
+    }
+
+    /// Moves backlogged entries into the submission queue while they fit, in order.
+    fn drain_backlog(&mut self) {
+        while let Some(chain) = self.backlog.pop_front() {
+            if !self.try_push(&chain) {
+                self.backlog.push_front(chain);
                 return;
-            }
-            drop(sq);
-            if let Err(e) = self.ring.submit() {
-                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
-                    return;
-                }
             }
         }
     }
@@ -519,6 +539,10 @@ impl UringBackend {
         if self.entry(id).is_none() {
             // Stale: the socket closed (or its slot was reused) after this was submitted.
             self.counters.stale();
+            if kind == Kind::Accept && res >= 0 {
+                // SAFETY: an accept completion carries a new descriptor nobody else owns.
+                drop(unsafe { OwnedFd::from_raw_fd(res) });
+            }
             if let (Some(bid), Some(bufs)) = (cqueue::buffer_select(flags), self.bufs.as_mut()) {
                 bufs.recycle(bid);
             }
@@ -766,9 +790,16 @@ impl Backend for UringBackend {
     fn wait(&mut self, core: &mut Core, timeout: Option<Duration>) -> io::Result<()> {
         let now = Instant::now();
         self.rearm(core, now);
+        self.drain_backlog();
         let timeout = match self.accept_later.iter().map(|(_, at)| *at).min() {
             Some(at) => Some(timeout.map_or(at - now.min(at), |t| t.min(at - now.min(at)))),
             None => timeout,
+        };
+        // Backlogged entries go in as soon as this submit makes room: do not sleep on them.
+        let timeout = if self.backlog.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
         };
         self.counters.waited();
         let r = match timeout {
