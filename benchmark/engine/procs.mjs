@@ -207,3 +207,15 @@ export async function waitPort(port, timeoutMs = 10000) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+/** Waits until something listens on the loopback `port` (read from /proc, no connection made). */
+export async function waitListen(port, timeoutMs = 10000) {
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')} `
+  const until = Date.now() + timeoutMs
+  while (Date.now() < until) {
+    const table = readFileSync('/proc/net/tcp', 'utf8').split('\n')
+    if (table.some((l) => l.includes(`0100007F${hex}`) && / 0A /.test(l))) return
+    await sleep(20)
+  }
+  throw new Error(`nothing listens on ${port} after ${timeoutMs} ms`)
+}

@@ -4,6 +4,11 @@
 //
 //   benchmark/engine/run.sh [--quick] [--reps N] [--only raw,framed,latency,memory]
 //                           [--framed-conns C] [--idle-conns N] [--proxy PATH] [--json FILE]
+//                           [--backends LIST] [--raw-rows LIST] [--raw-secs S]
+//
+// --backends epoll,io_uring replaces the raw section's engine row by one row per backend
+// (`proxy --backend B`); --raw-rows keeps only some raw rows (of direct,haproxy,pipe,engine);
+// --raw-secs sets the iperf3 duration. benchmark/backends/run.mjs uses them.
 //
 // Scenarios (see BENCHMARKS.md "## Engine"):
 //   raw      iperf3 1 and 4 streams: direct, HAProxy (TCP mode, nbthread 1), Node pipe proxy,
@@ -17,14 +22,15 @@
 //            into a consumer reading 1 MB/s.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
-import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { Proc, run, freePort, sleep } from './procs.mjs'
+import { Proc, run, freePort, sleep, waitListen } from './procs.mjs'
+import { have, startHaproxy } from './peers.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-const BIN = path.join(ROOT, 'target/release')
+// The native tools: cargo's target directory (CARGO_TARGET_DIR, as run.sh builds them), else ./target.
+const BIN = path.join(process.env.CARGO_TARGET_DIR ?? path.join(ROOT, 'target'), 'release')
 const { values: opt } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
@@ -34,12 +40,15 @@ const { values: opt } = parseArgs({
     'idle-conns': { type: 'string' },
     proxy: { type: 'string' },
     json: { type: 'string' },
+    backends: { type: 'string' },
+    'raw-rows': { type: 'string', default: 'direct,haproxy,pipe,engine' },
+    'raw-secs': { type: 'string' },
   },
 })
 const Q = opt.quick
 const CFG = {
   reps: Number(opt.reps ?? (Q ? 2 : 3)),
-  rawSecs: Q ? 2 : 10,
+  rawSecs: Number(opt['raw-secs'] ?? (Q ? 2 : 10)),
   framedSecs: Q ? 1 : 5,
   framedConns: Number(opt['framed-conns']),
   pingIters: Q ? 5000 : 100000,
@@ -50,6 +59,11 @@ const CFG = {
   slowRate: 1e6,
 }
 if (!(CFG.reps >= 1 && CFG.reps <= 20)) throw new RangeError('--reps must be 1..20')
+if (!(CFG.rawSecs >= 1 && CFG.rawSecs <= 120)) throw new RangeError('--raw-secs must be 1..120')
+const BACKENDS = opt.backends ? opt.backends.split(',') : null
+for (const b of BACKENDS ?? []) {
+  if (!['auto', 'epoll', 'io_uring'].includes(b)) throw new RangeError(`--backends: unknown backend ${b}`)
+}
 const only = new Set(opt.only.split(','))
 
 /** Connections held in the memory test: the wanted count, capped so the proxy's two
@@ -79,60 +93,11 @@ const engineMissing = opt.proxy
     : !existsSync(PROXY_BIN)
       ? 'n/a: proxy example failed to build'
       : null
-const have = (cmd) => {
-  try {
-    execFileSync('bash', ['-c', `command -v ${cmd}`])
-    return true
-  } catch {
-    return false
-  }
-}
-
-/** Waits until something listens on the loopback `port` (read from /proc, no connection made). */
-async function waitListen(port, timeoutMs = 10000) {
-  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')} `
-  const until = Date.now() + timeoutMs
-  while (Date.now() < until) {
-    const table = readFileSync('/proc/net/tcp', 'utf8').split('\n')
-    if (table.some((l) => l.includes(`0100007F${hex}`) && / 0A /.test(l))) return
-    await sleep(20)
-  }
-  throw new Error(`nothing listens on ${port} after ${timeoutMs} ms`)
-}
-
-function haproxyConfig(listen, upstream, maxconn) {
-  return `global
-    nbthread 1
-    maxconn ${maxconn}
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 120s
-    timeout server 120s
-frontend fe
-    bind 127.0.0.1:${listen}
-    maxconn ${maxconn}
-    default_backend be
-backend be
-    server s1 127.0.0.1:${upstream} maxconn ${maxconn}
-`
-}
-
-let cfgSeq = 0
 const PROXIES = {
   haproxy: {
     label: 'HAProxy 2.6 TCP',
     missing: have('haproxy') ? null : 'n/a: haproxy not installed',
-    async start(listen, upstream, { pin, maxconn = 2000 }) {
-      const file = path.join(tmpdir(), `sockmap-bench-haproxy-${process.pid}-${cfgSeq++}.cfg`)
-      writeFileSync(file, haproxyConfig(listen, upstream, maxconn))
-      const p = new Proc('haproxy', 'haproxy', ['-db', '-f', file], { pin })
-      await waitListen(listen).catch(async (e) => {
-        await p.stop()
-        throw new Error(`${e.message} ${p.stderr}`)
-      })
-      return p
-    },
+    start: startHaproxy,
   },
   pipe: node('Node `net` pipe proxy', 'pipe-proxy.mjs', []),
   coalesce: node('Node router, coalescing writes', 'framed-router.mjs', ['--mode', 'coalesce']),
@@ -140,6 +105,8 @@ const PROXIES = {
   engineRaw: engine('engine `proxy --mode raw`', 'raw'),
   engineFrames: engine('engine `proxy --mode frames`', 'frames'),
 }
+for (const b of BACKENDS ?? [])
+  PROXIES[`engineRaw-${b}`] = engine(`engine \`proxy --mode raw --backend ${b}\``, 'raw', b)
 
 function node(label, script, extra) {
   return {
@@ -168,7 +135,7 @@ function node(label, script, extra) {
   }
 }
 
-function engine(label, mode) {
+function engine(label, mode, backend) {
   return {
     label,
     missing: engineMissing,
@@ -176,7 +143,15 @@ function engine(label, mode) {
       const p = new Proc(
         label,
         PROXY_BIN,
-        ['--listen', `127.0.0.1:${listen}`, '--upstream', `127.0.0.1:${upstream}`, '--mode', mode],
+        [
+          '--listen',
+          `127.0.0.1:${listen}`,
+          '--upstream',
+          `127.0.0.1:${upstream}`,
+          '--mode',
+          mode,
+          ...(backend ? ['--backend', backend] : []),
+        ],
         { pin },
       )
       await p.ready().catch(async (e) => {
@@ -269,12 +244,13 @@ const cpuOf = (proxy) => (proxy ? proxy.cpuSecs() : 0)
 
 // ---------------------------------------------------------------- (a) raw forwarding
 
+const rawWanted = new Set(opt['raw-rows'].split(','))
 const RAW_ROWS = [
   ['direct', null],
   ['haproxy', 'haproxy'],
   ['pipe', 'pipe'],
-  ['engine', 'engineRaw'],
-]
+  ...(BACKENDS ? BACKENDS.map((b) => [`engine-${b}`, `engineRaw-${b}`]) : [['engine', 'engineRaw']]),
+].filter(([name]) => rawWanted.has(name.replace(/-.*/, '')))
 
 async function rawScenario() {
   for (let rep = 0; rep < CFG.reps; rep++) {

@@ -2,14 +2,16 @@
 //!
 //! Small native load generators for the sockmap benchmarks. Each program in
 //! `src/bin/` is a thin `main` over the pieces here, uses plain blocking
-//! sockets on one thread per connection, talks to loopback addresses only and
-//! exits by itself (every loop is bounded by a duration or a count).
+//! sockets on one thread per connection (`many-pingpong`: non-blocking
+//! sockets on one thread), talks to loopback addresses only and exits by
+//! itself (every loop is bounded by a duration or a count).
 //!
 //! | program | role |
 //! |---|---|
 //! | `framed-client` | C connections sending frames as fast as possible (64 KiB writes) or at a fixed rate |
 //! | `framed-sink` | counts frames per connection, checks sequence order, reports frames/s |
 //! | `pingpong client` / `pingpong echo` | 64-byte request/response latency (log-linear histogram) and its echo server |
+//! | `many-pingpong client` / `many-pingpong echo` | many connections (1,000 by default) each doing closed-loop request/response on one non-blocking thread: round trips/s and round-trip latency; its one-thread echo server |
 //! | `slow-sink` | a consumer reading at a fixed byte rate |
 //! | `idle-conns connect` / `idle-conns serve` | opens or accepts N connections and holds them idle |
 //!

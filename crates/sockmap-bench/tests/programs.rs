@@ -210,3 +210,43 @@ fn non_loopback_addresses_are_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("must be a loopback address"));
 }
+
+#[test]
+fn many_pingpong_round_trips_on_every_connection() {
+    let (echo, out, addr) = start_server(
+        env!("CARGO_BIN_EXE_many-pingpong"),
+        &[
+            "echo",
+            "--listen",
+            "ADDR",
+            "--conns",
+            "50",
+            "--duration",
+            "20",
+        ],
+    );
+    let client = run(
+        env!("CARGO_BIN_EXE_many-pingpong"),
+        &[
+            "client",
+            "--connect",
+            &addr,
+            "--conns",
+            "50",
+            "--warmup",
+            "0.1",
+            "--duration",
+            "0.3",
+        ],
+    );
+    assert_eq!(field(&client, "connected"), 50);
+    assert_eq!(field(&client, "mismatches"), 0);
+    assert_eq!(field(&client, "errors"), 0);
+    let measured = field(&client, "msgs");
+    assert!(measured > 0 && field(&client, "all_msgs") >= measured);
+    // The echo exits once all 50 connections have ended, having echoed every round trip.
+    let echo = finish(echo, out);
+    assert_eq!(field(&echo, "accepted"), 50);
+    assert_eq!(field(&echo, "ended"), 50);
+    assert!(field(&echo, "bytes") >= 64 * field(&client, "all_msgs"));
+}
