@@ -1,4 +1,4 @@
-// Completes dist/ after `tsc`: copies the generated native loader (and the local addon, when built) next to the
+// Completes dist/ after `tsc`: copies the native loader and binding types (and the local addon, when built) next to the
 // compiled code, and writes the ES module entry point that re-exports the CommonJS build.
 import { copyFileSync, existsSync, readdirSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path'
 const src = 'src'
 const dist = 'dist'
 for (const file of readdirSync(src)) {
-  if (file === 'binding.cjs' || file === 'binding.d.cts' || file.endsWith('.node')) {
+  if (['binding.cjs', 'binding.d.cts', 'native.cjs', 'native.d.cts'].includes(file) || file.endsWith('.node')) {
     copyFileSync(join(src, file), join(dist, file))
   }
 }

@@ -36,10 +36,14 @@ impl ExternalVerdicts for ChanSink {
     }
 }
 
-/// CPU seconds (user + system) of the thread named `name`, or of the process.
+/// CPU seconds (user + system) of the thread named `name`, or of the process,
+/// from Linux's `/proc` (0 where there is none).
 fn cpu_seconds(name: Option<&str>) -> f64 {
+    #[cfg(unix)]
     // SAFETY: sysconf only reads a configuration value.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    #[cfg(not(unix))]
+    let hz = 100.0;
     let ticks = |stat: &str| -> f64 {
         let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
         let f: Vec<&str> = rest.split_whitespace().collect();

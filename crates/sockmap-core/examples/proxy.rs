@@ -117,6 +117,7 @@ fn parse_args() -> Result<Args, String> {
 /// Blocks SIGTERM and SIGINT in the calling thread (and so in every thread it
 /// starts afterwards) and starts a thread that takes them with `sigwait` and
 /// sets [`STOP`].
+#[cfg(unix)]
 fn catch_stop_signals() {
     // SAFETY: `set` is a valid sigset_t, initialised by sigemptyset before use.
     unsafe {
@@ -134,6 +135,10 @@ fn catch_stop_signals() {
         });
     }
 }
+
+/// No POSIX signals elsewhere: the standard-input thread alone sets [`STOP`].
+#[cfg(not(unix))]
+fn catch_stop_signals() {}
 
 /// The 4-byte big-endian length-prefixed framer in `frames` mode.
 fn parser(frames: bool) -> Option<Arc<ParserProg>> {

@@ -14,7 +14,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
@@ -424,11 +423,7 @@ impl EngineHandle {
         self.check_alive()?;
         let l = std::net::TcpListener::bind(addr).map_err(|e| io_err(&e))?;
         let backlog = i32::try_from(backlog.max(1)).unwrap_or(i32::MAX);
-        // SAFETY: `listen` on a valid, owned, bound socket descriptor; it only
-        // adjusts the accept backlog of a socket that is already listening.
-        if unsafe { libc::listen(l.as_raw_fd(), backlog) } != 0 {
-            return Err(io_err(&io::Error::last_os_error()));
-        }
+        crate::sys::set_backlog(&l, backlog).map_err(|e| io_err(&e))?;
         l.set_nonblocking(true).map_err(|e| io_err(&e))?;
         let local = l.local_addr().map_err(|e| io_err(&e))?;
         let id = self.alloc(SockState::Listening, None);
@@ -469,9 +464,7 @@ impl EngineHandle {
     ) -> Result<SockId, Errno> {
         self.check_alive()?;
         let s = mio::net::TcpStream::connect(addr).map_err(|e| io_err(&e))?;
-        // SAFETY: `into_raw_fd` gives up mio's ownership of the descriptor;
-        // the std stream takes it over, and nothing else holds it.
-        let s = unsafe { std::net::TcpStream::from_raw_fd(s.into_raw_fd()) };
+        let s = std::net::TcpStream::from(s);
         let id = self.alloc(SockState::Connecting, near);
         self.command(
             id,

@@ -91,9 +91,45 @@ impl Errno {
         }
     }
 
-    /// The Linux errno number.
+    /// The Linux errno number: the same on every platform, as the kernel's
+    /// code returns it (`Parse.HANDBACK` is `-ESTRPIPE`, -86, everywhere).
     pub const fn raw(self) -> i32 {
         match self {
+            Errno::Inval => 22,
+            Errno::NoSpc => 28,
+            Errno::TooBig => 7,
+            Errno::Exist => 17,
+            Errno::NoEnt => 2,
+            Errno::Busy => 16,
+            Errno::OpNotSupp => 95,
+            Errno::MsgSize => 90,
+            Errno::Proto => 71,
+            Errno::TimedOut => 110,
+            Errno::Pipe => 32,
+            Errno::Acces => 13,
+            Errno::ConnReset => 104,
+            Errno::ConnRefused => 111,
+            Errno::NoData => 61,
+            Errno::StrPipe => 86,
+            Errno::NoMem => 12,
+            Errno::BadF => 9,
+            Errno::Io => 5,
+            Errno::Again => 11,
+            Errno::NotConn => 107,
+            Errno::Perm => 1,
+            Errno::NoSys => 38,
+        }
+    }
+
+    /// Maps a raw Linux errno to a code, if it is one the engine names.
+    pub fn from_raw(raw: i32) -> Option<Errno> {
+        ALL.iter().copied().find(|e| e.raw() == raw)
+    }
+
+    /// This platform's errno number for the code, where it has one.
+    #[cfg(unix)]
+    fn os_raw(self) -> Option<i32> {
+        Some(match self {
             Errno::Inval => libc::EINVAL,
             Errno::NoSpc => libc::ENOSPC,
             Errno::TooBig => libc::E2BIG,
@@ -109,7 +145,10 @@ impl Errno {
             Errno::ConnReset => libc::ECONNRESET,
             Errno::ConnRefused => libc::ECONNREFUSED,
             Errno::NoData => libc::ENODATA,
+            #[cfg(any(target_os = "linux", target_os = "android"))]
             Errno::StrPipe => libc::ESTRPIPE,
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            Errno::StrPipe => return None,
             Errno::NoMem => libc::ENOMEM,
             Errno::BadF => libc::EBADF,
             Errno::Io => libc::EIO,
@@ -117,12 +156,55 @@ impl Errno {
             Errno::NotConn => libc::ENOTCONN,
             Errno::Perm => libc::EPERM,
             Errno::NoSys => libc::ENOSYS,
+        })
+    }
+
+    /// This platform's errno number for the code, where it has one (Windows
+    /// reports socket errors as WSA codes, which map through their kind).
+    #[cfg(not(unix))]
+    fn os_raw(self) -> Option<i32> {
+        None
+    }
+
+    /// The I/O error kind closest to the code.
+    fn kind(self) -> std::io::ErrorKind {
+        use std::io::ErrorKind as K;
+        match self {
+            Errno::Inval => K::InvalidInput,
+            Errno::Exist => K::AlreadyExists,
+            Errno::NoEnt => K::NotFound,
+            Errno::OpNotSupp => K::Unsupported,
+            Errno::TimedOut => K::TimedOut,
+            Errno::Pipe => K::BrokenPipe,
+            Errno::Acces => K::PermissionDenied,
+            Errno::ConnReset => K::ConnectionReset,
+            Errno::ConnRefused => K::ConnectionRefused,
+            Errno::NoMem => K::OutOfMemory,
+            Errno::Again => K::WouldBlock,
+            Errno::NotConn => K::NotConnected,
+            _ => K::Other,
         }
     }
 
-    /// Maps a raw Linux errno to a code, if it is one the engine names.
-    pub fn from_raw(raw: i32) -> Option<Errno> {
-        ALL.iter().copied().find(|e| e.raw() == raw)
+    /// Maps an I/O error's kind to a code (where the OS number does not name one).
+    #[cfg(not(unix))]
+    fn from_kind(kind: std::io::ErrorKind) -> Errno {
+        use std::io::ErrorKind as K;
+        match kind {
+            K::InvalidInput => Errno::Inval,
+            K::AlreadyExists => Errno::Exist,
+            K::NotFound => Errno::NoEnt,
+            K::Unsupported => Errno::OpNotSupp,
+            K::TimedOut => Errno::TimedOut,
+            K::BrokenPipe => Errno::Pipe,
+            K::PermissionDenied => Errno::Acces,
+            K::ConnectionReset | K::ConnectionAborted => Errno::ConnReset,
+            K::ConnectionRefused => Errno::ConnRefused,
+            K::OutOfMemory => Errno::NoMem,
+            K::WouldBlock => Errno::Again,
+            K::NotConnected => Errno::NotConn,
+            _ => Errno::Io,
+        }
     }
 
     /// Every code, in declaration order.
@@ -132,9 +214,17 @@ impl Errno {
 
     /// Maps an I/O error to a code; unknown OS errors become [`Errno::Io`].
     pub fn from_io(err: &std::io::Error) -> Errno {
-        err.raw_os_error()
-            .and_then(Errno::from_raw)
-            .unwrap_or(Errno::Io)
+        if let Some(e) = err.get_ref().and_then(|e| e.downcast_ref::<Errno>()) {
+            return *e;
+        }
+        let os = err.raw_os_error().and_then(|n| {
+            ALL.iter()
+                .copied()
+                .find(|e| e.os_raw().is_some_and(|m| m == n))
+        });
+        #[cfg(not(unix))]
+        let os = os.or_else(|| Some(Errno::from_kind(err.kind())));
+        os.unwrap_or(Errno::Io)
     }
 }
 
@@ -174,7 +264,10 @@ impl std::error::Error for Errno {}
 
 impl From<Errno> for std::io::Error {
     fn from(e: Errno) -> Self {
-        std::io::Error::from_raw_os_error(e.raw())
+        match e.os_raw() {
+            Some(n) => std::io::Error::from_raw_os_error(n),
+            None => std::io::Error::new(e.kind(), e),
+        }
     }
 }
 
@@ -194,9 +287,27 @@ mod tests {
 
     #[test]
     fn io_errors_map_to_codes() {
+        #[cfg(unix)]
         let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        #[cfg(not(unix))]
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert_eq!(Errno::from_io(&refused), Errno::ConnRefused);
         let other = std::io::Error::other("x");
         assert_eq!(Errno::from_io(&other), Errno::Io);
+    }
+
+    #[test]
+    fn codes_survive_a_trip_through_io_errors() {
+        for e in ALL {
+            assert_eq!(Errno::from_io(&std::io::Error::from(e)), e, "{e}");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn raw_numbers_are_the_linux_ones() {
+        for e in ALL {
+            assert_eq!(Some(e.raw()), e.os_raw(), "{e}");
+        }
     }
 }

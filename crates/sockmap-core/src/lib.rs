@@ -40,6 +40,7 @@ pub mod rules;
 pub mod sim;
 pub mod stats;
 pub mod strparser;
+mod sys;
 mod timer;
 mod verdict;
 

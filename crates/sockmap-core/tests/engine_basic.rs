@@ -2,11 +2,9 @@
 
 mod engine_util;
 
-use std::os::fd::AsRawFd;
-
 use engine_util::*;
 use sockmap_core::map::{MapKind, UpdateFlag};
-use sockmap_core::{Errno, Event, Key, KeySource, Rule, SockState};
+use sockmap_core::{Errno, Event, Key, KeySource, Rule};
 
 #[test]
 fn passthrough_delivers_in_order_after_resume() {
@@ -143,18 +141,22 @@ fn map_errors_have_kernel_codes() {
     assert_eq!(hh.map_len(arr), Ok(1));
 
     // A listener whose accept queue is full drops further SYNs, so the
-    // connect stays in progress (the kernel retries for seconds).
-    let full = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = full.local_addr().unwrap();
-    // SAFETY: `listen` on a valid, bound socket only sets its accept backlog.
-    assert_eq!(unsafe { libc::listen(full.as_raw_fd(), 0) }, 0);
-    let _queued = std::net::TcpStream::connect(addr).unwrap();
-    let c = hh.connect(addr, None).unwrap();
-    assert_eq!(hh.sock_state(c), SockState::Connecting);
-    assert_eq!(
-        hh.map_update(arr, &Key::Num(3), c, UpdateFlag::Any),
-        Err(Errno::OpNotSupp)
-    );
+    // connect stays in progress (Linux retries for seconds).
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let full = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = full.local_addr().unwrap();
+        // SAFETY: `listen` on a valid, bound socket only sets its accept backlog.
+        assert_eq!(unsafe { libc::listen(full.as_raw_fd(), 0) }, 0);
+        let _queued = std::net::TcpStream::connect(addr).unwrap();
+        let c = hh.connect(addr, None).unwrap();
+        assert_eq!(hh.sock_state(c), sockmap_core::SockState::Connecting);
+        assert_eq!(
+            hh.map_update(arr, &Key::Num(3), c, UpdateFlag::Any),
+            Err(Errno::OpNotSupp)
+        );
+    }
 
     let m1 = h.hash_with(|_| Rule::Pass);
     let m2 = h.hash_with(|_| Rule::Drop);

@@ -10,7 +10,7 @@ use engine_util::*;
 use sockmap_core::map::MapKind;
 use sockmap_core::program::{Programs, StreamVerdictProg};
 use sockmap_core::rules::MessageView;
-use sockmap_core::{EngineConfig, Errno, Event, Key, KeySource, Rule, Verdict};
+use sockmap_core::{EngineConfig, Event, Key, KeySource, Rule, Verdict};
 
 #[test]
 fn fin_after_redirect_reaches_the_target_after_the_data() {
@@ -49,6 +49,8 @@ fn target_closed_mid_stream_drops_and_counts_and_source_lives() {
     assert!(h.h().sock_stats(a).is_some());
 }
 
+// SO_LINGER through libc: Unix only.
+#[cfg(unix)]
 #[test]
 fn peer_reset_surfaces_as_econnreset() {
     let mut h = Harness::new();
@@ -57,10 +59,11 @@ fn peer_reset_surfaces_as_econnreset() {
     // SO_LINGER 0 then close: the kernel sends RST.
     let sock = socket_linger0(pa);
     drop(sock);
-    assert_eq!(h.closed(a), Some(Errno::ConnReset));
+    assert_eq!(h.closed(a), Some(sockmap_core::Errno::ConnReset));
     let _ = b;
 }
 
+#[cfg(unix)]
 fn socket_linger0(s: std::net::TcpStream) -> std::net::TcpStream {
     use std::os::fd::AsRawFd;
     let l = libc::linger {

@@ -6,7 +6,6 @@
 //! waits on the I/O thread: every method returns at once, and `close()` joins the thread on the libuv pool.
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -355,17 +354,7 @@ impl BindingEngine {
     #[napi]
     pub fn adopt(&self, fd: i32, initial: Option<&[u8]>) -> Result<f64> {
         guarded(|| {
-            // SAFETY: `dup` on a descriptor number only creates a new descriptor (or fails); it touches no memory.
-            let dup = unsafe { libc::dup(fd) };
-            if dup < 0 {
-                return Err(engine_err(
-                    Errno::BadF,
-                    "adopt: not an open file descriptor",
-                ));
-            }
-            // SAFETY: `dup` just returned this descriptor; nothing else owns it.
-            let owned = unsafe { OwnedFd::from_raw_fd(dup) };
-            let stream = std::net::TcpStream::from(owned);
+            let stream = stream_of_fd(fd)?;
             let id = self
                 .handle
                 .adopt_with(
@@ -486,4 +475,30 @@ impl Task for CloseTask {
     fn resolve(&mut self, _env: Env, _output: ()) -> napi::Result<()> {
         Ok(())
     }
+}
+
+/// A stream over a duplicate of descriptor `fd` (the caller keeps its own).
+#[cfg(unix)]
+fn stream_of_fd(fd: i32) -> Result<std::net::TcpStream> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: `dup` on a descriptor number only creates a new descriptor (or fails); it touches no memory.
+    let dup = unsafe { libc::dup(fd) };
+    if dup < 0 {
+        return Err(engine_err(
+            Errno::BadF,
+            "adopt: not an open file descriptor",
+        ));
+    }
+    // SAFETY: `dup` just returned this descriptor; nothing else owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(dup) };
+    Ok(std::net::TcpStream::from(owned))
+}
+
+/// Node exposes no socket descriptor on Windows (`handle.fd` is -1), so there is nothing to take over.
+#[cfg(not(unix))]
+fn stream_of_fd(_fd: i32) -> Result<std::net::TcpStream> {
+    Err(engine_err(
+        Errno::OpNotSupp,
+        "adopt: taking over a socket by descriptor needs a Unix platform",
+    ))
 }

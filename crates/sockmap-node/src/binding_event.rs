@@ -1,10 +1,9 @@
 //! Engine events as plain JS objects, drained in one call per wake-up.
 
-use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
-use sockmap_core::event::frags_to_vec;
 use sockmap_core::{Errno, Event, Fatal};
 
+use crate::binding_bytes::JsBytes;
 use crate::binding_error::ENGINE_PANIC;
 
 /// Event kinds, in the `kind` field of [`JsEvent`].
@@ -28,8 +27,8 @@ pub enum EventKind {
     Error = 8,
 }
 
-/// One engine event.
-#[napi(object)]
+/// One engine event (made in Rust, read in JavaScript).
+#[napi(object, object_from_js = false)]
 pub struct JsEvent {
     /// What happened.
     pub kind: EventKind,
@@ -46,7 +45,8 @@ pub struct JsEvent {
     /// The peer port (accepted).
     pub port: Option<u32>,
     /// The message bytes (copied into a JS-owned buffer).
-    pub data: Option<Buffer>,
+    #[napi(ts_type = "Buffer")]
+    pub data: Option<JsBytes>,
     /// The engine's I/O thread stopped.
     pub fatal: bool,
 }
@@ -86,11 +86,14 @@ pub fn js_event(ev: Event) -> JsEvent {
             code: code(result.err()),
             ..base(EventKind::Connected, sock.as_u64() as f64)
         },
-        Event::Message { sock, data } => JsEvent {
-            bytes: data.iter().map(|f| f.len()).sum::<usize>() as f64,
-            data: Some(Buffer::from(frags_to_vec(&data))),
-            ..base(EventKind::Message, sock.as_u64() as f64)
-        },
+        Event::Message { sock, data } => {
+            let data = JsBytes::from(data);
+            JsEvent {
+                bytes: data.len() as f64,
+                data: Some(data),
+                ..base(EventKind::Message, sock.as_u64() as f64)
+            }
+        }
         Event::ReadEnd { sock } => base(EventKind::ReadEnd, sock.as_u64() as f64),
         Event::SendDone { sock, req, result } => JsEvent {
             other: req as f64,

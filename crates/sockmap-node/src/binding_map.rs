@@ -4,15 +4,17 @@ use napi::bindgen_prelude::{Buffer, Either};
 use napi_derive::napi;
 use sockmap_core::{Errno, MapId};
 
+use crate::binding_bytes::JsBytes;
 use crate::binding_engine::{sock_id, stats_values, BindingEngine};
 use crate::binding_error::{error_of, guarded, Error, Result};
 use crate::binding_options::{flag_of, key_of, map_kind_of, programs_of, ProgramsSpec};
 
-/// One entry of a map.
-#[napi(object)]
+/// One entry of a map (made in Rust, read in JavaScript).
+#[napi(object, object_from_js = false)]
 pub struct JsEntry {
     /// The key: a number for a SockMap, the key bytes for a SockHash.
-    pub key: Either<f64, Buffer>,
+    #[napi(ts_type = "number | Buffer")]
+    pub key: Either<f64, JsBytes>,
     /// The socket stored under it.
     pub sock: f64,
 }
@@ -90,7 +92,7 @@ impl BindingEngine {
                 .map(|(k, s)| JsEntry {
                     key: match k {
                         sockmap_core::Key::Num(n) => Either::A(n as f64),
-                        sockmap_core::Key::Bytes(b) => Either::B(b.to_vec().into()),
+                        sockmap_core::Key::Bytes(b) => Either::B(b.into()),
                     },
                     sock: s.as_u64() as f64,
                 })

@@ -20,6 +20,7 @@ use sockmap_core::program::{
 };
 use sockmap_core::{EngineConfig, Errno, Key, KeySource, MapId, Rule};
 
+use crate::binding_bytes::JsBytes;
 use crate::binding_error::{error_of, Result};
 
 /// Engine options; each one absent keeps the engine's default.
@@ -265,7 +266,7 @@ pub fn map_kind_of(kind: &str) -> Result<MapKind> {
 }
 
 /// Where a native rule takes its key from.
-#[napi(object)]
+#[napi(object, object_to_js = false)]
 pub struct KeySpec {
     /// `'fixed' | 'socket' | 'bytes' | 'resp' | 'httpHost'`.
     pub kind: String,
@@ -299,7 +300,7 @@ fn key_source_of(k: &KeySpec) -> Result<KeySource> {
 }
 
 /// A native verdict rule.
-#[napi(object)]
+#[napi(object, object_to_js = false)]
 pub struct RuleSpec {
     /// `'pass' | 'drop' | 'redirect' | 'hashRoute'`.
     pub kind: String,
@@ -365,7 +366,8 @@ pub struct ParserSpec {
     /// `lengthField`, `delimiter`, `lines`: skip oversized frames instead of aborting with `EMSGSIZE`.
     pub discard_oversize: Option<bool>,
     /// `delimiter`: the delimiters.
-    pub delimiters: Option<Vec<Buffer>>,
+    #[napi(ts_type = "Array<Buffer>")]
+    pub delimiters: Option<Vec<JsBytes>>,
     /// `delimiter`, `lines`: longest message before its delimiter.
     pub max_length: Option<f64>,
     /// `delimiter`: leave the delimiter out of the message.
@@ -488,7 +490,7 @@ fn parser_of(p: &ParserSpec) -> Result<ParserProg> {
 }
 
 /// A verdict: a native rule, or a TypeScript function (`'external'`).
-#[napi(object)]
+#[napi(object, object_to_js = false)]
 pub struct VerdictSpec {
     /// `'rule' | 'external'`.
     pub kind: String,
@@ -527,7 +529,7 @@ fn msg_verdict_kind_of(v: &VerdictSpec) -> Result<MsgVerdictKind> {
 }
 
 /// The programs of `map.attach()`.
-#[napi(object)]
+#[napi(object, object_to_js = false)]
 pub struct ProgramsSpec {
     /// The parser.
     pub parser: Option<ParserSpec>,

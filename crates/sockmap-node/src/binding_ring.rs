@@ -1,10 +1,11 @@
 //! `BindingRing`: the scatter-gather ring, exposed for inspection and tests.
 
 use bytes::Bytes;
-use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 use sockmap_core::ring::SgRing;
+use sockmap_core::Frags;
 
+use crate::binding_bytes::JsBytes;
 use crate::binding_error::{error_of, guarded, Result};
 
 /// A scatter-gather ring of byte fragments (the engine's `sk_msg`).
@@ -65,12 +66,12 @@ impl BindingRing {
     }
 
     /// Makes `[start, end)` contiguous and returns a copy of it.
-    #[napi]
-    pub fn pull(&mut self, start: f64, end: f64) -> Result<Buffer> {
+    #[napi(ts_return_type = "Buffer")]
+    pub fn pull(&mut self, start: f64, end: f64) -> Result<JsBytes> {
         guarded(|| {
             self.inner
                 .pull(clamp_len(start), clamp_len(end))
-                .map(|b| Buffer::from(b.to_vec()))
+                .map(JsBytes::from)
                 .map_err(|e| error_of(e, "pull: bad range"))
         })
     }
@@ -96,9 +97,13 @@ impl BindingRing {
     }
 
     /// Copies every byte held into one Buffer.
-    #[napi]
-    pub fn to_buffer(&self) -> Result<Buffer> {
-        guarded(|| Ok(Buffer::from(self.inner.to_vec())))
+    #[napi(ts_return_type = "Buffer")]
+    pub fn to_buffer(&self) -> Result<JsBytes> {
+        guarded(|| {
+            Ok(JsBytes::from(
+                self.inner.frags().cloned().collect::<Frags>(),
+            ))
+        })
     }
 
     /// The fragment lengths, in order.

@@ -5,6 +5,9 @@
 #![deny(clippy::all)]
 
 mod binding_batch;
+mod binding_bytes;
+#[cfg(feature = "electron-cage")]
+mod binding_cage;
 mod binding_engine;
 mod binding_error;
 mod binding_event;
@@ -16,6 +19,8 @@ pub use binding_batch::{
     AnswerCode, BatchItemKind, DescField, EditOp, TargetField, TargetFlag, DESC_STRIDE,
     EDIT_STRIDE, PARSE_FAILED_ERRNO, PARSE_HANDBACK, PARSE_NEED_MORE, TARGET_STRIDE,
 };
+#[cfg(feature = "electron-cage")]
+pub use binding_cage::cage_probe;
 pub use binding_engine::stats_fields;
 pub use binding_error::error_codes;
 pub use binding_event::EventKind;

@@ -3,7 +3,8 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+#[cfg(target_os = "linux")]
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,25 +66,14 @@ impl IoTable {
     fn stream(&mut self, id: SockId) -> io::Result<&mut TcpStream> {
         match self.get_mut(id).map(|io| &mut io.src) {
             Some(IoSource::Stream(s)) => Ok(s),
-            _ => Err(io::Error::from_raw_os_error(libc::EBADF)),
+            _ => Err(Errno::BadF.into()),
         }
     }
 }
 
 impl SocketIo for IoTable {
     fn read(&mut self, id: SockId, buf: &mut BytesMut) -> io::Result<usize> {
-        let fd = self.stream(id)?.as_raw_fd();
-        let spare = buf.spare_capacity_mut();
-        // SAFETY: `recv` writes at most `spare.len()` bytes into the buffer's
-        // spare capacity, which is valid for writes of that length.
-        let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        // SAFETY: the kernel initialized the first `n` bytes of the spare capacity.
-        unsafe { buf.set_len(buf.len() + n) };
-        Ok(n)
+        crate::sys::recv_into(self.stream(id)?, buf)
     }
 
     fn writev(&mut self, id: SockId, iov: &[IoSlice<'_>]) -> io::Result<usize> {
@@ -193,8 +183,7 @@ impl EpollBackend {
                 Ok((stream, peer)) => match core.handle_accepted(listener, peer) {
                     Accepted::Here(id) => self.insert(core, id, IoSource::Stream(stream)),
                     Accepted::There { shard, id } => {
-                        // SAFETY: the descriptor moves from the mio stream to the std one, owned once.
-                        let std = unsafe { std::net::TcpStream::from_raw_fd(stream.into_raw_fd()) };
+                        let std = std::net::TcpStream::from(stream);
                         self.handoffs.push(Handoff {
                             shard,
                             id,
@@ -359,6 +348,7 @@ impl Backend for EpollBackend {
                 continue;
             };
             io.queued = false;
+            #[cfg_attr(not(target_os = "linux"), allow(unused_variables))] // bulk: for splicing
             let (hup, bulk) = (io.hup, io.bulk);
             #[cfg(target_os = "linux")]
             if let Some(end) = self.try_splice(core, id, hup, bulk) {
@@ -417,15 +407,22 @@ impl Backend for EpollBackend {
 }
 
 fn is_transient_accept_error(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::ConnectionAborted
+        || matches!(Errno::from_io(e), Errno::NoMem | Errno::Proto)
+        || is_out_of_descriptors(e)
+}
+
+/// EMFILE, ENFILE or ENOBUFS: the process or system is out of descriptors or buffers.
+#[cfg(unix)]
+fn is_out_of_descriptors(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(
-            libc::ECONNABORTED
-                | libc::EMFILE
-                | libc::ENFILE
-                | libc::ENOBUFS
-                | libc::ENOMEM
-                | libc::EPROTO
-        )
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS)
     )
+}
+
+/// WSAEMFILE or WSAENOBUFS: the process or system is out of sockets or buffers.
+#[cfg(not(unix))]
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(10024 | 10055))
 }

@@ -68,10 +68,12 @@ impl BackendCounters {
         self.waits.fetch_add(1, Ordering::Relaxed);
     }
 
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // counted by io_uring only
     pub(crate) fn starved(&self) {
         self.starved.fetch_add(1, Ordering::Relaxed);
     }
 
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // counted by io_uring only
     pub(crate) fn stale(&self) {
         self.stale.fetch_add(1, Ordering::Relaxed);
     }

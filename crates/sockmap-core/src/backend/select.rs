@@ -212,7 +212,7 @@ pub(crate) fn open(cfg: &EngineConfig) -> Result<(Opened, Box<dyn Wake>, Backend
     Ok((Opened::Epoll(Box::new(backend)), Box::new(waker), info))
 }
 
-#[cfg(target_os = "linux")]
+/// An opened io_uring backend, its waker and the kernel features it uses.
 type UringOpened = (Opened, Box<dyn Wake>, Vec<&'static str>);
 
 #[cfg(target_os = "linux")]
@@ -228,10 +228,7 @@ fn open_uring(cfg: &EngineConfig, fallbacks: &mut Vec<String>) -> Result<UringOp
 }
 
 #[cfg(not(target_os = "linux"))]
-fn open_uring(
-    _: &EngineConfig,
-    _: &mut Vec<String>,
-) -> Result<(Opened, Box<dyn Wake>, Vec<&'static str>), StartError> {
+fn open_uring(_: &EngineConfig, _: &mut Vec<String>) -> Result<UringOpened, StartError> {
     Err(StartError {
         code: Errno::OpNotSupp,
         detail: "io_uring exists only on Linux".into(),

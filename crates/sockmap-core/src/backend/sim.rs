@@ -17,6 +17,7 @@ use bytes::BytesMut;
 use super::{
     drive_close, drive_flush, drive_read, drive_shutdown, Backend, ReadBuf, SocketIo, Source,
 };
+use crate::error::Errno;
 use crate::id::SockId;
 use crate::psock::{Core, NewSock};
 
@@ -58,7 +59,7 @@ impl SimNet {
         self.socks
             .get_mut(&id)
             .filter(|s| !s.closed)
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))
+            .ok_or_else(|| io::Error::from(Errno::BadF))
     }
 }
 
@@ -67,7 +68,7 @@ fn script(steps: &mut VecDeque<Step>) -> io::Result<usize> {
         None => Ok(usize::MAX),
         Some(Step::Max(n)) => Ok(n),
         Some(Step::Again) => Err(io::ErrorKind::WouldBlock.into()),
-        Some(Step::Reset) => Err(io::Error::from_raw_os_error(libc::ECONNRESET)),
+        Some(Step::Reset) => Err(io::Error::from(Errno::ConnReset)),
     }
 }
 
@@ -75,7 +76,7 @@ impl SocketIo for SimNet {
     fn read(&mut self, id: SockId, buf: &mut BytesMut) -> io::Result<usize> {
         let s = self.sock(id)?;
         if s.reset && s.inbound.is_empty() {
-            return Err(io::Error::from_raw_os_error(libc::ECONNRESET));
+            return Err(io::Error::from(Errno::ConnReset));
         }
         let limit = script(&mut s.reads)?;
         if s.inbound.is_empty() {
