@@ -40,8 +40,8 @@ export interface BatchOptions {
 
 /** What {@link Engine.backendInfo} tells. */
 export interface BackendInfo {
-  /** The backend running. */
-  backend: 'epoll' | 'io_uring'
+  /** The backend running: `'poll'` is the readiness backend outside Linux (kqueue on macOS, IOCP on Windows). */
+  backend: 'epoll' | 'io_uring' | 'poll'
   /** What was asked for (the option, else `SOCKMAP_BACKEND`, else `'auto'`). */
   requested: 'auto' | 'epoll' | 'io_uring'
   /** The kernel features in use, e.g. `'multishot-recv'`, `'buffer-ring'`, `'defer-taskrun'`. */
@@ -66,7 +66,8 @@ export interface BackendStats {
 export interface EngineOptions {
   /**
    * The I/O backend. `'auto'`: io_uring where the kernel allows it (multishot receives into a provided-buffer ring),
-   * else epoll, each step down said in {@link Engine.backendInfo}. `'io_uring'`: io_uring or an error (`EPERM`,
+   * else epoll, each step down said in {@link Engine.backendInfo}. `'epoll'`: the readiness backend (epoll on Linux; kqueue
+   * on macOS and IOCP on Windows, where it reports itself as `'poll'`). `'io_uring'`: io_uring or an error (`EPERM`,
    * `ENOSYS`, `EOPNOTSUPP`... as the kernel refused it), never a silent fallback. Left out, the environment variable
    * `SOCKMAP_BACKEND` chooses, or else `'auto'`. Default: `'auto'`.
    */
@@ -270,7 +271,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   /** The backend in use. */
-  get backend(): 'epoll' | 'io_uring' {
+  get backend(): 'epoll' | 'io_uring' | 'poll' {
     return this.backendInfo.backend
   }
 

@@ -86,17 +86,18 @@ pub fn choice_from_env() -> Result<Option<BackendChoice>, StartError> {
 /// The backend an engine runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendKind {
-    /// Readiness through epoll (mio).
+    /// Readiness through mio: epoll on Linux, kqueue on macOS, IOCP on Windows.
     Epoll,
     /// Completions through io_uring.
     IoUring,
 }
 
 impl BackendKind {
-    /// `"epoll"` or `"io_uring"`.
+    /// `"epoll"` (on Linux; `"poll"` elsewhere, where mio drives kqueue or IOCP) or `"io_uring"`.
     pub const fn name(self) -> &'static str {
         match self {
-            BackendKind::Epoll => "epoll",
+            BackendKind::Epoll if cfg!(target_os = "linux") => "epoll",
+            BackendKind::Epoll => "poll",
             BackendKind::IoUring => "io_uring",
         }
     }
