@@ -28,7 +28,7 @@ import { execFileSync } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { Proc, run, freePort, waitListen } from '../engine/procs.mjs'
+import { Proc, run, freePort, waitListen, headerLines } from '../engine/procs.mjs'
 import { configFile, have, startHaproxy } from '../engine/peers.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
@@ -774,15 +774,7 @@ if (only.has('bulk')) await bulkSection()
 if (only.has('counts')) await countsSection()
 
 const out = []
-out.push(
-  `<!-- ${header.replace(/\n/g, '; ')}; ${CFG.reps} repetitions${Q ? ', --quick' : ''}; ${((Date.now() - t0) / 1000).toFixed(0)} s -->`,
-)
-out.push(
-  header
-    .split('\n')
-    .map((l) => `${l}  `)
-    .join('\n'),
-)
+out.push(...headerLines(header, CFG.reps, Q, t0))
 out.push(
   `Cells: median of ${CFG.reps} interleaved repetitions (min–max). Load average at start: ${load0}` +
     (busyLog.length

@@ -219,3 +219,15 @@ export async function waitListen(port, timeoutMs = 10000) {
   }
   throw new Error(`nothing listens on ${port} after ${timeoutMs} ms`)
 }
+
+/** The lines a benchmark's report starts with: a comment with the machine and the run, then the machine's lines. */
+export function headerLines(header, reps, quick, t0) {
+  const secs = ((Date.now() - t0) / 1000).toFixed(0)
+  return [
+    `<!-- ${header.replace(/\n/g, '; ')}; ${reps} repetitions${quick ? ', --quick' : ''}; ${secs} s -->`,
+    header
+      .split('\n')
+      .map((l) => `${l}  `)
+      .join('\n'),
+  ]
+}

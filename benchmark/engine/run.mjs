@@ -25,7 +25,7 @@ import { execFileSync } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { Proc, run, freePort, sleep, waitListen } from './procs.mjs'
+import { Proc, run, freePort, sleep, waitListen, headerLines } from './procs.mjs'
 import { have, startHaproxy } from './peers.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
@@ -675,15 +675,7 @@ if (only.has('latency')) await latencyScenario()
 if (only.has('memory')) await memoryScenario()
 
 const out = []
-out.push(
-  `<!-- ${header.replace(/\n/g, '; ')}; ${CFG.reps} repetitions${Q ? ', --quick' : ''}; ${((Date.now() - t0) / 1000).toFixed(0)} s -->`,
-)
-out.push(
-  header
-    .split('\n')
-    .map((l) => `${l}  `)
-    .join('\n'),
-)
+out.push(...headerLines(header, CFG.reps, Q, t0))
 out.push(`Cells: median of ${CFG.reps} interleaved repetitions (min–max).`)
 if (only.has('raw')) {
   out.push(`\n### Raw forwarding (iperf3, ${CFG.rawSecs} s per cell)\n`)

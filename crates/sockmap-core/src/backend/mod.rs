@@ -240,8 +240,8 @@ pub(crate) enum ReadEnd {
 /// With `short_is_drained`, a read that returns less than asked for ends the
 /// pass without the extra `EAGAIN` read; a backend passes it only when the
 /// kernel reports every later arrival (edge-triggered readiness) and no end
-/// of stream is already pending.
-/// Also returns the largest single read of the pass.
+/// of stream is already pending. Returns how the pass ended and its largest
+/// single read (which tells a backend whether the socket's traffic is bulk).
 pub(crate) fn drive_read<I: SocketIo + ?Sized>(
     core: &mut Core,
     io: &mut I,
@@ -250,50 +250,36 @@ pub(crate) fn drive_read<I: SocketIo + ?Sized>(
     short_is_drained: bool,
     now: Instant,
 ) -> (ReadEnd, usize) {
-    let mut largest = 0;
-    let end = read_pass(core, io, id, rb, short_is_drained, now, &mut largest);
-    (end, largest)
-}
-
-fn read_pass<I: SocketIo + ?Sized>(
-    core: &mut Core,
-    io: &mut I,
-    id: SockId,
-    rb: &mut ReadBuf,
-    short_is_drained: bool,
-    now: Instant,
-    largest: &mut usize,
-) -> ReadEnd {
     let budget = core.config().read_budget;
-    let mut total = 0;
+    let (mut total, mut largest) = (0, 0);
     loop {
         if !core.wants_read(id) {
-            return ReadEnd::Stopped;
+            return (ReadEnd::Stopped, largest);
         }
         if total >= budget {
-            return ReadEnd::Budget;
+            return (ReadEnd::Budget, largest);
         }
         let buf = rb.prepare();
         let room = buf.capacity() - buf.len();
         match io.read(id, buf) {
             Ok(0) => {
                 core.handle_eof(id);
-                return ReadEnd::Stopped;
+                return (ReadEnd::Stopped, largest);
             }
             Ok(n) => {
                 total += n;
-                *largest = (*largest).max(n);
+                largest = largest.max(n);
                 let chunk = buf.split_to(n).freeze();
                 core.handle_received(id, chunk, now);
                 if short_is_drained && n < room {
-                    return ReadEnd::Drained;
+                    return (ReadEnd::Drained, largest);
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadEnd::Drained,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (ReadEnd::Drained, largest),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 core.handle_error(id, Errno::from_io(&e));
-                return ReadEnd::Stopped;
+                return (ReadEnd::Stopped, largest);
             }
         }
     }

@@ -248,6 +248,19 @@ impl Core {
         }
     }
 
+    /// `target`'s slot, if it can take redirected bytes now: on its egress
+    /// (open for writing) or, with `ingress`, for its application.
+    pub(super) fn live_target(&self, target: SockId, ingress: bool) -> Option<SlotIdx> {
+        self.slot_of(target).filter(|&ts| {
+            let t = self.at_ref(ts);
+            if ingress {
+                t.is_ingress_target()
+            } else {
+                t.is_egress_target()
+            }
+        })
+    }
+
     /// Carries out a verdict on one message of `slot`.
     pub(super) fn apply(
         &mut self,
@@ -267,15 +280,7 @@ impl Core {
                 self.push_remote(slot, target, ingress, 1, body.into_frags());
             }
             Resolved::Redirect { target, ingress } => {
-                let live = self.slot_of(target).filter(|&ts| {
-                    let t = self.at_ref(ts);
-                    if ingress {
-                        t.is_ingress_target()
-                    } else {
-                        t.is_egress_target()
-                    }
-                });
-                let Some(ts) = live else {
+                let Some(ts) = self.live_target(target, ingress) else {
                     return self.at(slot).count_drops(DropReason::DeadTarget, 1, len);
                 };
                 if ingress {

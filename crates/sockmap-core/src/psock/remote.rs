@@ -218,14 +218,7 @@ impl Core {
                     frags,
                     done,
                 } => {
-                    let live = self.slot_of(target).filter(|&ts| {
-                        let t = self.at_ref(ts);
-                        if ingress {
-                            t.is_ingress_target()
-                        } else {
-                            t.is_egress_target()
-                        }
-                    });
+                    let live = self.live_target(target, ingress);
                     let ack = Remote::Ack {
                         src,
                         ingress,

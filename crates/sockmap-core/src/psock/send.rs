@@ -423,18 +423,9 @@ impl Core {
                 out.remote = Some(target);
             }
             Resolved::Redirect { target, ingress } => {
-                let Some(ts) = self.slot_of(target) else {
+                let Some(ts) = self.live_target(target, ingress) else {
                     return refuse(self, out, DropReason::DeadTarget, true);
                 };
-                let t = self.at_ref(ts);
-                let alive = if ingress {
-                    t.is_ingress_target()
-                } else {
-                    t.is_egress_target()
-                };
-                if !alive {
-                    return refuse(self, out, DropReason::DeadTarget, true);
-                }
                 out.accepted += len;
                 if ingress {
                     self.at(slot).count(|s| &s.redirected_ingress, 1);
