@@ -13,8 +13,8 @@
 //!   buffer ring, or a kernel without multishot receives) each socket has
 //!   one single-shot receive into a buffer of its own.
 //! - Writing: at most one send in flight per socket (`SENDMSG` over clones
-//!   of the send ring's leading fragments), so bytes never reorder; the
-//!   next starts when it completes. A connect in progress waits on a poll
+//!   of the send ring's leading fragments, or `SEND` for a single one), so
+//!   bytes never reorder; the next starts when it completes. A connect in progress waits on a poll
 //!   for writability.
 //! - Closing: a socket with operations in flight has them cancelled by
 //!   descriptor (`ASYNC_CANCEL`, all of them) hard-linked to an
@@ -304,6 +304,7 @@ impl UringBackend {
             (opcode::AcceptMulti::CODE, "ACCEPT"),
             (opcode::Recv::CODE, "RECV"),
             (opcode::SendMsg::CODE, "SENDMSG"),
+            (opcode::Send::CODE, "SEND"),
             (opcode::PollAdd::CODE, "POLL_ADD"),
             (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
             (opcode::Close::CODE, "CLOSE"),
@@ -509,12 +510,20 @@ impl UringBackend {
             self.spare.push(op);
             return;
         }
-        op.prepare();
         let fd = e.fd.as_raw_fd();
-        let sqe = opcode::SendMsg::new(Fd(fd), &op.msg)
-            .flags(libc::MSG_NOSIGNAL as u32)
-            .build()
-            .user_data(Token::new(Kind::Send, id).0);
+        // One fragment (most small messages): a plain SEND, without a header for the kernel to copy.
+        let sqe = match op.frags.as_slice() {
+            [one] => opcode::Send::new(Fd(fd), one.as_ptr(), one.len() as u32)
+                .flags(libc::MSG_NOSIGNAL)
+                .build(),
+            _ => {
+                op.prepare();
+                opcode::SendMsg::new(Fd(fd), &op.msg)
+                    .flags(libc::MSG_NOSIGNAL as u32)
+                    .build()
+            }
+        };
+        let sqe = sqe.user_data(Token::new(Kind::Send, id).0);
         e.send = Some(op);
         self.push(sqe);
     }
