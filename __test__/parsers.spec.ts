@@ -154,8 +154,8 @@ describe('native framers', () => {
     await writeBytewise(src!.client, Buffer.from(chunked))
     expect((await ra).toString()).toBe(toA)
     expect((await rb).toString()).toBe(toB)
-    // Counters settle once no redirected byte awaits another I/O thread's acknowledgement.
-    await until(() => front.stats().remoteBytes === 0, 5000, 'cross-shard acknowledgements')
+    // Counters settle once no redirected byte of the source awaits another I/O thread's acknowledgement.
+    await until(() => src!.sock.stats().remoteBytes === 0, 5000, 'cross-shard acknowledgements')
     expect(front.stats().redirectedEgress).toBe(4)
   })
 

@@ -5,6 +5,7 @@
 #
 # - splice: iperf3 (1 stream, writes of 16 KiB, 64 KiB and 1 MiB) through `proxy --backend epoll` with
 #   `--splice-min 16384` and with `--splice-min off`: Gbit/s and proxy CPU-s per GB.
+#   Next to them, HAProxy (TCP mode, one thread) with and without `option splice-auto`, 64 KiB writes.
 # - shards: `many-pingpong client --conns 1000` (64-byte round trips) and iperf3 with 4 streams through
 #   `proxy --backend io_uring` with `--shards 1` and `--shards 2`: round trips/s or Gbit/s, and proxy CPU.
 # Prints one line per run (rows interleaved, REPS rounds, default 3; SECONDS per run, default 5) and the medians.
@@ -13,7 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${1:-3}
 SECS=${2:-5}
-command -v iperf3 >/dev/null || { apt-get update -qq && apt-get install -y -qq iperf3; }
+for tool in iperf3 haproxy; do
+  command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$tool"; }
+done
 cargo build --release -q -p sockmap-core --example proxy
 cargo build --release -q -p sockmap-bench
 TARGET=${CARGO_TARGET_DIR:-target}
@@ -45,18 +48,35 @@ run_proxy() {
   read -r -t 10 line <&"${PX[0]}"
   [[ $line == ready ]] || { echo "proxy did not start: $*" >&2; exit 1; }
 }
+# run_haproxy UPSTREAM_PORT EXTRA_OPTION : HAProxy in TCP mode as the proxy (PROXY_PID, PROXY_PORT).
+run_haproxy() {
+  PROXY_PORT=$(free_port)
+  local cfg
+  cfg=$(mktemp)
+  printf 'global\n  nbthread 1\n  maxconn 4000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  %s\nlisten p\n  bind 127.0.0.1:%s\n  server s 127.0.0.1:%s\n' \
+    "$2" "$PROXY_PORT" "$1" >"$cfg"
+  haproxy -db -f "$cfg" >/dev/null 2>&1 &
+  PROXY_PID=$!
+  local i
+  for i in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$PROXY_PORT") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "haproxy did not start" >&2
+  exit 1
+}
 stop_proxy() {
   kill "$PROXY_PID" 2>/dev/null || true
   wait "$PROXY_PID" 2>/dev/null || true
 }
 
-iperf_row() { # NAME LEN STREAMS PROXY_ARGS...
+iperf_row() { # NAME LEN STREAMS PROXY_ARGS... (or: haproxy OPTION)
   local name=$1 len=$2 streams=$3
   shift 3
   iperf3 -s -p "$IPERF_PORT" -1 >/dev/null 2>&1 &
   local srv=$!
   sleep 0.2
-  run_proxy "$IPERF_PORT" "$@"
+  if [[ $1 == haproxy ]]; then run_haproxy "$IPERF_PORT" "$2"; else run_proxy "$IPERF_PORT" "$@"; fi
   local c0 bps bytes c1
   c0=$(cpu_of "$PROXY_PID")
   read -r bps bytes < <(iperf3 -c 127.0.0.1 -p "$PROXY_PORT" -t "$SECS" -l "$len" -P "$streams" -J |
@@ -91,6 +111,8 @@ for rep in $(seq "$REPS"); do
     iperf_row "splice $len" "$len" 1 --backend epoll --splice-min 16384 | tee -a "$results"
     iperf_row "copy $len" "$len" 1 --backend epoll --splice-min off | tee -a "$results"
   done
+  iperf_row "haproxy splice-auto 64K" 64K 1 haproxy "option splice-auto" | tee -a "$results"
+  iperf_row "haproxy copy 64K" 64K 1 haproxy "" | tee -a "$results"
   many_row "1000 conns, 1 shard" --backend io_uring --shards 1 | tee -a "$results"
   many_row "1000 conns, 2 shards" --backend io_uring --shards 2 | tee -a "$results"
   iperf_row "4 streams, 1 shard" 128K 4 --backend io_uring --shards 1 | tee -a "$results"

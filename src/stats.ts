@@ -45,8 +45,8 @@ export interface SocketStats {
   /** Bytes waiting for a TypeScript verdict or parser (a gauge). */
   pendingBytes: number
   /**
-   * Bytes redirected to sockets that another I/O thread (shard) owns, not yet acknowledged by it (a gauge): until it
-   * is back to 0, the redirect and drop counters may still change.
+   * Bytes redirected to sockets that another I/O thread (shard) owns, not yet acknowledged by it (a gauge of each
+   * socket; maps report 0): until it is back to 0, the socket's redirect and drop counters may still change.
    */
   remoteBytes: number
   /** Application sends accepted. */
