@@ -59,7 +59,8 @@ run_haproxy() {
   PROXY_PID=$!
   local i
   for i in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PROXY_PORT") 2>/dev/null && return 0
+    # Listening, seen without connecting (a connection would use up the one-off iperf3 server).
+    ss -ltnH "sport = :$PROXY_PORT" | grep -q . && return 0
     sleep 0.05
   done
   echo "haproxy did not start" >&2
