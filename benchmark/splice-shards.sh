@@ -14,9 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${1:-3}
 SECS=${2:-5}
-for tool in iperf3 haproxy; do
-  command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$tool"; }
-done
+source benchmark/need-tools.sh
+need_tools iperf3:iperf3 haproxy:haproxy
 cargo build --release -q -p sockmap-core --example proxy
 cargo build --release -q -p sockmap-bench
 TARGET=${CARGO_TARGET_DIR:-target}

@@ -28,7 +28,7 @@ import { execFileSync } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { Proc, run, freePort, waitListen, headerLines } from '../engine/procs.mjs'
+import { Proc, run, freePort, waitListen, headerLines, firstLine, cpuLine } from '../engine/procs.mjs'
 import { configFile, have, startHaproxy } from '../engine/peers.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
@@ -746,20 +746,9 @@ function summary() {
 
 // ---------------------------------------------------------------- main
 
-function firstLine(cmd) {
-  try {
-    return execFileSync('bash', ['-c', `${cmd} 2>&1 | head -1`])
-      .toString()
-      .trim()
-  } catch {
-    return 'n/a'
-  }
-}
-
 function machine() {
-  const cpu = (/model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8')) ?? [])[1] ?? '?'
   return [
-    `CPU: ${cpu} × ${execFileSync('nproc').toString().trim()}; kernel ${firstLine('uname -r')}`,
+    cpuLine(),
     `${firstLine("haproxy -v | grep -o 'HAProxy version [^ ]*'")}; ${firstLine('nutcracker -V')}; ${firstLine('redis-server --version | cut -d" " -f1-3')}; ${firstLine('iperf3 --version')}`,
   ].join('\n')
 }

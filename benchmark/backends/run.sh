@@ -16,18 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-missing=()
-for pair in redis-server:redis-server redis-benchmark:redis-tools nutcracker:nutcracker haproxy:haproxy \
-  iperf3:iperf3 perf:linux-perf taskset:util-linux setpriv:util-linux; do
-  command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
-done
-if ((${#missing[@]})); then
-  mapfile -t pkgs < <(printf '%s\n' "${missing[@]}" | sort -u)
-  echo "installing ${pkgs[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq "${pkgs[@]}" >&2 || echo "could not install ${pkgs[*]}: their rows will say so" >&2
-fi
+source benchmark/need-tools.sh
+need_tools redis-server:redis-server redis-benchmark:redis-tools nutcracker:nutcracker haproxy:haproxy iperf3:iperf3 perf:linux-perf taskset:util-linux setpriv:util-linux
 
 cargo build --release -q -p sockmap-bench >&2
 cargo build --release -q -p sockmap-core --example proxy >&2

@@ -231,3 +231,20 @@ export function headerLines(header, reps, quick, t0) {
       .join('\n'),
   ]
 }
+
+/** The first line a shell command prints (with its errors), or `n/a`. */
+export function firstLine(cmd) {
+  try {
+    return execFileSync('bash', ['-c', `${cmd} 2>&1 | head -1`])
+      .toString()
+      .trim()
+  } catch {
+    return 'n/a'
+  }
+}
+
+/** The machine's CPU model and count, and its kernel: the first line of a report's header. */
+export function cpuLine() {
+  const cpu = (/model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8')) ?? [])[1] ?? '?'
+  return `CPU: ${cpu} × ${execFileSync('nproc').toString().trim()}; kernel ${firstLine('uname -r')}`
+}

@@ -25,7 +25,7 @@ import { execFileSync } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { Proc, run, freePort, sleep, waitListen, headerLines } from './procs.mjs'
+import { Proc, run, freePort, sleep, waitListen, headerLines, firstLine, cpuLine } from './procs.mjs'
 import { have, startHaproxy } from './peers.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
@@ -648,20 +648,9 @@ function log(msg) {
   process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${msg}\n`)
 }
 
-function firstLine(cmd) {
-  try {
-    return execFileSync('bash', ['-c', `${cmd} 2>&1 | head -1`])
-      .toString()
-      .trim()
-  } catch {
-    return 'n/a'
-  }
-}
-
 function machine() {
-  const cpu = (/model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8')) ?? [])[1] ?? '?'
   return [
-    `CPU: ${cpu} × ${execFileSync('nproc').toString().trim()}; kernel ${firstLine('uname -r')}`,
+    cpuLine(),
     `Node ${process.version}; ${firstLine("haproxy -v | grep -o 'HAProxy version [^ ]*'")}; ${firstLine('iperf3 --version')}; sockperf ${firstLine("sockperf --version 2>&1 | grep -o 'version [^ ]*'")}`,
   ].join('\n')
 }

@@ -11,17 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-missing=()
-for pair in iperf3:iperf3 haproxy:haproxy sockperf:sockperf taskset:util-linux setpriv:util-linux; do
-  command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
-done
-if ((${#missing[@]})); then
-  mapfile -t pkgs < <(printf '%s\n' "${missing[@]}" | sort -u)
-  echo "installing ${pkgs[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq "${pkgs[@]}" >&2
-fi
+source benchmark/need-tools.sh
+need_tools iperf3:iperf3 haproxy:haproxy sockperf:sockperf taskset:util-linux setpriv:util-linux
 
 cargo build --release -q -p sockmap-bench >&2
 if [[ -f crates/sockmap-core/examples/proxy.rs ]]; then
