@@ -34,7 +34,7 @@ export interface BatchOptions {
   maxMessages?: number
   /** Longest a message waits for its batch to be handed over, in microseconds. Default: `50`. */
   maxDelayMicros?: number
-  /** Most batches awaiting answers at once. Default: `4`. */
+  /** Most batches awaiting answers at once, per I/O thread (`shards`). Default: `4`. */
   maxInFlight?: number
 }
 

@@ -23,12 +23,11 @@
 //           (syscall and io_uring tracepoints, context switches), per request; not timed.
 //
 // Every repetition runs each row once, in a fixed order (A B C D E, A B C D E, ...).
-import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs'
-import { execFileSync } from 'node:child_process'
+import { readFileSync, rmSync, existsSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { Proc, run, freePort, waitListen, headerLines, firstLine, cpuLine } from '../engine/procs.mjs'
+import { Proc, run, freePort, waitListen, headerLines, firstLine, cpuLine, saveResults } from '../engine/procs.mjs'
 import { configFile, have, startHaproxy } from '../engine/peers.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
@@ -778,9 +777,6 @@ out.push(summary())
 const text = out.join('\n')
 console.log(text)
 
-const jsonFile =
-  opt.json ?? path.join(ROOT, 'benchmark/results', `backends-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
-mkdirSync(path.dirname(jsonFile), { recursive: true })
-writeFileSync(jsonFile, JSON.stringify({ config: CFG, machine: header, results, markdown: text }, null, 1))
+const jsonFile = saveResults(ROOT, opt.json, 'backends', { config: CFG, machine: header, results, markdown: text })
 log(`raw results: ${path.relative(ROOT, jsonFile)}`)
 process.exit(0)

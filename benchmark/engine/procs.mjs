@@ -1,7 +1,8 @@
 // Child processes for the benchmark: started, watched, measured through /proc and always
 // stopped (every child is killed when this process exits, however it exits).
 import { spawn, execFileSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
 import net from 'node:net'
 
 const live = new Set()
@@ -247,4 +248,13 @@ export function firstLine(cmd) {
 export function cpuLine() {
   const cpu = (/model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8')) ?? [])[1] ?? '?'
   return `CPU: ${cpu} × ${execFileSync('nproc').toString().trim()}; kernel ${firstLine('uname -r')}`
+}
+
+/** Writes a run's raw results as JSON to `file`, or to `benchmark/results/PREFIX-<time>.json`; returns the path. */
+export function saveResults(root, file, prefix, data) {
+  const out =
+    file ?? path.join(root, 'benchmark/results', `${prefix}-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
+  mkdirSync(path.dirname(out), { recursive: true })
+  writeFileSync(out, JSON.stringify(data, null, 1))
+  return out
 }

@@ -20,12 +20,12 @@
 //            direct, HAProxy, Node pipe, engine raw; pinned to CPU 0 and unpinned.
 //   memory   RSS per idle proxied connection (N connections held), peak RSS during a flood
 //            into a consumer reading 1 MB/s.
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { Proc, run, freePort, sleep, waitListen, headerLines, firstLine, cpuLine } from './procs.mjs'
+import { Proc, run, freePort, sleep, waitListen, headerLines, firstLine, cpuLine, saveResults } from './procs.mjs'
 import { have, startHaproxy } from './peers.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
@@ -692,9 +692,6 @@ if (only.has('memory')) {
 const text = out.join('\n')
 console.log(text)
 
-const jsonFile =
-  opt.json ?? path.join(ROOT, 'benchmark/results', `engine-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
-mkdirSync(path.dirname(jsonFile), { recursive: true })
-writeFileSync(jsonFile, JSON.stringify({ config: CFG, machine: header, results, markdown: text }, null, 1))
+const jsonFile = saveResults(ROOT, opt.json, 'engine', { config: CFG, machine: header, results, markdown: text })
 log(`raw results: ${path.relative(ROOT, jsonFile)}`)
 process.exit(0)

@@ -9,7 +9,8 @@ pub struct BatchConfig {
     pub max_messages: usize,
     /// ...or once its oldest message has waited this long.
     pub max_delay: Duration,
-    /// At most this many batches are awaiting answers at once.
+    /// At most this many batches are awaiting answers at once, per shard
+    /// (each I/O thread batches its own sockets).
     pub max_in_flight: usize,
 }
 

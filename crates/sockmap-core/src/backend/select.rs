@@ -219,8 +219,7 @@ type UringOpened = (Opened, Box<dyn Wake>, Vec<&'static str>);
 #[cfg(target_os = "linux")]
 fn open_uring(cfg: &EngineConfig, fallbacks: &mut Vec<String>) -> Result<UringOpened, StartError> {
     let fault = std::env::var(URING_FAULT_ENV).ok();
-    let (backend, waker) = UringBackend::new(cfg, fault.as_deref(), fallbacks)?;
-    let features = backend.features();
+    let (backend, waker, features) = UringBackend::new(cfg, fault.as_deref(), fallbacks)?;
     Ok((
         Opened::IoUring(Box::new(backend)),
         Box::new(waker),

@@ -247,7 +247,6 @@ pub(crate) struct UringBackend {
     cqes: Vec<(u64, i32, u32)>,
     /// Entries the submission queue had no room for, in order (chains kept whole).
     backlog: VecDeque<Vec<squeue::Entry>>,
-    features: Vec<&'static str>,
     multishot: bool,
     counters: Arc<BackendCounters>,
     handoffs: Vec<Handoff>,
@@ -256,7 +255,8 @@ pub(crate) struct UringBackend {
 impl UringBackend {
     /// Creates the ring on the calling thread (the I/O thread, which alone
     /// submits), probes what the kernel offers and steps down to the basic
-    /// mode where it must, recording why in `fallbacks`.
+    /// mode where it must, recording why in `fallbacks`. Returns the backend,
+    /// the waker other threads ring, and the kernel features in use.
     ///
     /// `fault` makes one start-up step fail, for tests (see
     /// [`URING_FAULT_ENV`](super::select::URING_FAULT_ENV)).
@@ -267,7 +267,7 @@ impl UringBackend {
         cfg: &EngineConfig,
         fault: Option<&str>,
         fallbacks: &mut Vec<String>,
-    ) -> Result<(UringBackend, Arc<EventFd>), StartError> {
+    ) -> Result<(UringBackend, Arc<EventFd>, Vec<&'static str>), StartError> {
         let mut features = Vec::new();
         if fault == Some("setup") {
             return Err(StartError::os(
@@ -359,23 +359,17 @@ impl UringBackend {
             wake_buf: Box::new(0),
             cqes: Vec::with_capacity(SQ_ENTRIES as usize * 4),
             backlog: VecDeque::new(),
-            features,
             multishot,
             counters: Arc::default(),
             handoffs: Vec::new(),
         };
         backend.arm_wake();
-        Ok((backend, wake))
+        Ok((backend, wake, features))
     }
 
     /// The backend's counters.
     pub(crate) fn counters(&self) -> Arc<BackendCounters> {
         self.counters.clone()
-    }
-
-    /// The kernel features in use.
-    pub(crate) fn features(&self) -> Vec<&'static str> {
-        self.features.clone()
     }
 
     /// Queues a submission, submitting what is queued first when the queue is full.
@@ -663,10 +657,9 @@ impl UringBackend {
             }
         }
         if fell_back {
-            // A kernel with buffer rings but no multishot receive (before 6.0).
+            // A kernel with buffer rings but no multishot receive (before 6.0):
+            // single-shot receives from now on (`BackendInfo` describes start-up).
             self.multishot = false;
-            self.features
-                .retain(|f| *f != "multishot-recv" && *f != "buffer-ring");
         }
         self.mark(id);
     }
