@@ -10,6 +10,10 @@ import { clientOf, codeOf, deadline, engineScope, listening, readN } from './hel
 
 const { newEngine, clients } = engineScope()
 
+// This file is about the backends and shards of the engine's I/O threads: it runs threaded whatever the matrix's
+// SOCKMAP_DRIVE says (inline driving has its own file, inline.spec.ts).
+process.env.SOCKMAP_DRIVE = 'threads'
+
 /** Whether the kernel lets this process use io_uring (`kernel.io_uring_disabled`). */
 function ioUringAllowed(): boolean {
   try {

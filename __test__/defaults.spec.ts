@@ -71,6 +71,7 @@ describe('defaults', () => {
     'EngineOptions.readBuffer': d.engine.readBuffer,
     'EngineOptions.recvBuffers': d.engine.recvBuffers,
     'EngineOptions.shards': d.engine.shards,
+    'EngineOptions.drive': d.engine.drive,
     'ListenOptions.host': d.host,
     'ListenOptions.backlog': d.backlog,
     'ConnectOptions.host': d.host,
@@ -120,6 +121,7 @@ describe('defaults', () => {
       [
         'appHighWatermark',
         'backend',
+        'drive',
         'maxDelayMicros',
         'maxInFlight',
         'maxMessages',
@@ -132,8 +134,9 @@ describe('defaults', () => {
         'shards',
       ].sort(),
     )
-    const { backend, ...sizes } = d.engine
+    const { backend, drive, ...sizes } = d.engine
     expect(backend).toBe('auto')
+    expect(drive).toBe('threads')
     for (const v of Object.values(sizes)) expect(Number.isInteger(v) && (v as number) >= 0).toBe(true)
     expect(d.lines.delimiters?.map((b) => b.toString())).toEqual(['\r\n', '\n'])
     expect(d.lines.stripDelimiter).toBe(true)

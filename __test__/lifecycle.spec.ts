@@ -37,21 +37,35 @@ describe('process lifetime', () => {
 })
 
 describe('worker_threads', () => {
-  it('runs engines in several workers; terminating one stops its I/O thread while the others go on', async () => {
-    const r = await run(['workers.cjs'], 20_000)
-    expect(r.code).toBe(0)
-    const out = JSON.parse(r.stdout) as {
-      shards: number
-      before: number
-      afterOne: number
-      afterAll: number
-      echoed: number[]
-    }
-    expect(out.shards).toBeGreaterThanOrEqual(1)
-    expect(out.before).toBe(3 * out.shards)
-    expect(out.afterOne).toBe(2 * out.shards)
-    expect(out.afterAll).toBe(0)
-  })
+  it.each([
+    ['threads', 'stops its I/O thread'],
+    ['inline', 'closes its event-loop handles'],
+  ])(
+    'runs engines in several workers (%s); terminating one %s and its sockets while the others go on',
+    async (drive) => {
+      const r = await run(['workers.cjs', drive], 20_000)
+      expect(r.code, r.stderr).toBe(0)
+      const out = JSON.parse(r.stdout) as {
+        shards: number
+        before: number
+        afterOne: number
+        afterAll: number
+        socketsBefore: number
+        socketsAfterOne: number
+        socketsAfterAll: number
+        echoed: number[]
+      }
+      // Inline engines run on their worker's own thread: no I/O threads at all.
+      const threads = drive === 'inline' ? 0 : out.shards
+      expect(out.shards).toBeGreaterThanOrEqual(1)
+      expect(out.before).toBe(3 * threads)
+      expect(out.afterOne).toBe(2 * threads)
+      expect(out.afterAll).toBe(0)
+      // Each worker holds a listener, the accepted socket and its client (the process may hold inherited sockets).
+      expect(out.socketsBefore - out.socketsAfterOne).toBe(3)
+      expect(out.socketsBefore - out.socketsAfterAll).toBe(9)
+    },
+  )
 })
 
 describe('garbage collection', () => {

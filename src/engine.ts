@@ -81,6 +81,20 @@ export interface EngineOptions {
    */
   shards?: number | 'auto'
   /**
+   * Who runs the I/O loop. `'threads'`: the engine's own I/O threads (one per shard); TypeScript callbacks are
+   * called in batches handed across threads, which lets the loop read and write while JavaScript is busy and scales
+   * native-only traffic over `shards` cores. `'inline'`: this JavaScript thread, inside Node's event loop (libuv
+   * watches the engine's epoll or kqueue descriptor): a TypeScript verdict or parser is a plain call on the thread
+   * that read the message, and its answer is written in the same turn, with no thread hop, so a TypeScript verdict
+   * costs about what a native rule does in latency; the engine then shares the JavaScript thread's time with the
+   * application. Pick `'inline'` for sockets whose messages TypeScript judges, `'threads'` for native rules, bulk
+   * forwarding and several shards (an application may run one engine of each). Inline driving runs one shard on the
+   * readiness backend (`'auto'` reports that step in {@link Engine.backendInfo}; `backend: 'io_uring'` and `shards`
+   * above 1 are refused with `EOPNOTSUPP` and `EINVAL`), and needs a Unix platform (Linux, macOS). Left out, the
+   * environment variable `SOCKMAP_DRIVE` chooses, or else `'threads'`. Default: `'threads'`.
+   */
+  drive?: 'threads' | 'inline'
+  /**
    * Size of the buffers reads land in, in bytes (on io_uring, each buffer of the provided-buffer ring). Default: 64
    * KiB (65536).
    */
@@ -187,12 +201,13 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (options.shards !== undefined && options.shards !== 'auto') {
       assertIntInRange('options.shards', options.shards, 1, 256)
     }
+    if (options.drive !== undefined) assertOneOf('options.drive', options.drive, ['threads', 'inline'])
     const batch = options.batch ?? {}
     assertObject('options.batch', batch)
     // Each option given is checked and passed on; one left out keeps the engine's default.
     const native: NativeEngineOptions = {}
     const opt = (
-      key: Exclude<keyof NativeEngineOptions, 'backend'>,
+      key: Exclude<keyof NativeEngineOptions, 'backend' | 'drive'>,
       name: string,
       v: unknown,
       min: number,
@@ -214,6 +229,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     opt('readBuffer', 'options.readBuffer', options.readBuffer, 512, 1 << 26)
     opt('recvBuffers', 'options.recvBuffers', options.recvBuffers, 1, 1 << 15)
     if (options.backend !== undefined) native.backend = options.backend
+    if (options.drive !== undefined) native.drive = options.drive
     if (options.shards !== undefined) native.shards = options.shards === 'auto' ? availableCores() : options.shards
     const wake = (): void => this.#drain()
     this.#binding = callBinding(() => new BindingEngine(native, wake))
@@ -268,6 +284,11 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** The number of I/O threads (shards). */
   get shards(): number {
     return this.#binding.shards()
+  }
+
+  /** Who runs the I/O loop: the engine's own threads, or this JavaScript thread (see {@link EngineOptions.drive}). */
+  get drive(): 'threads' | 'inline' {
+    return this.#binding.drive as 'threads' | 'inline'
   }
 
   /** The backend in use. */

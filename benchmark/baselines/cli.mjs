@@ -15,30 +15,38 @@ export function loopback(name, value) {
   return { host: m[1], port: Number(m[2]) }
 }
 
-/** Reads `--listen`, `--upstream` and `--mode` (defaulting to `defaultMode`). */
-export function proxyArgs(defaultMode) {
+/** Reads `--listen`, `--upstream` and `--mode` (defaulting to `defaultMode`), and the string options `extra` names
+ * (`{ name: default }`). */
+export function proxyArgs(defaultMode, extra = {}) {
   const { values } = parseArgs({
     options: {
       listen: { type: 'string' },
       upstream: { type: 'string' },
       mode: { type: 'string', default: defaultMode },
+      ...Object.fromEntries(Object.entries(extra).map(([k, d]) => [k, { type: 'string', default: d }])),
     },
   })
   return {
+    ...values,
     listen: loopback('listen', values.listen),
     upstream: loopback('upstream', values.upstream),
     mode: values.mode,
   }
 }
 
-/** Starts `server` on `listen`, prints `ready`, and exits on SIGTERM/SIGINT or stdin EOF. */
-export function serve(server, listen) {
+/** Exits on SIGTERM/SIGINT or stdin EOF. */
+export function exitOnStop() {
   const stop = () => process.exit(0)
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
   process.stdin.on('end', stop)
   process.stdin.on('error', stop)
   process.stdin.resume()
+}
+
+/** Starts `server` on `listen`, prints `ready`, and exits on SIGTERM/SIGINT or stdin EOF. */
+export function serve(server, listen) {
+  exitOnStop()
   server.on('error', (err) => {
     console.error(`listen ${listen.host}:${listen.port}: ${err.message}`)
     process.exit(1)

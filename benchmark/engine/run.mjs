@@ -8,7 +8,9 @@
 //
 // --backends epoll,io_uring replaces the raw section's engine row by one row per backend
 // (`proxy --backend B`); --raw-rows keeps only some raw rows (of direct,haproxy,pipe,engine);
-// --raw-secs sets the iperf3 duration. benchmark/backends/run.mjs uses them.
+// --raw-secs sets the iperf3 duration. benchmark/backends/run.mjs uses them. --lat-rows keeps only
+// some latency rows (of direct,haproxy,pipe,engine,apiNative,apiTs,apiTs0,apiInlineNative,apiInline;
+// the api* rows run benchmark/baselines/sockmap-proxy.mjs over the built package).
 //
 // Scenarios (see BENCHMARKS.md "## Engine"):
 //   raw      iperf3 1 and 4 streams: direct, HAProxy (TCP mode, nbthread 1), Node pipe proxy,
@@ -42,6 +44,7 @@ const { values: opt } = parseArgs({
     json: { type: 'string' },
     backends: { type: 'string' },
     'raw-rows': { type: 'string', default: 'direct,haproxy,pipe,engine' },
+    'lat-rows': { type: 'string', default: '' },
     'raw-secs': { type: 'string' },
   },
 })
@@ -103,10 +106,22 @@ const PROXIES = {
   coalesce: node('Node router, coalescing writes', 'framed-router.mjs', ['--mode', 'coalesce']),
   naive: node('Node router, a write per frame', 'framed-router.mjs', ['--mode', 'naive']),
   engineRaw: engine('engine `proxy --mode raw`', 'raw'),
+  apiNative: api('TS API, native rule (threads)', ['--mode', 'native']),
+  apiTs: api('TS API, TypeScript verdict (threads)', ['--mode', 'ts']),
+  apiTs0: api('TS API, TypeScript verdict (threads, `maxDelayMicros: 0`)', ['--mode', 'ts', '--max-delay', '0']),
+  apiInlineNative: api('TS API, native rule (inline)', ['--mode', 'native', '--drive', 'inline']),
+  apiInline: api('TS API, TypeScript verdict (inline)', ['--mode', 'ts', '--drive', 'inline']),
   engineFrames: engine('engine `proxy --mode frames`', 'frames'),
 }
 for (const b of BACKENDS ?? [])
   PROXIES[`engineRaw-${b}`] = engine(`engine \`proxy --mode raw --backend ${b}\``, 'raw', b)
+
+/** A 1:1 proxy through the built package's TypeScript API (benchmark/baselines/sockmap-proxy.mjs). */
+function api(label, extra) {
+  const p = node(label, 'sockmap-proxy.mjs', extra)
+  p.missing = existsSync(path.join(ROOT, 'dist/index.mjs')) ? null : 'n/a: the package is not built (npm run build)'
+  return p
+}
 
 function node(label, script, extra) {
   return {
@@ -391,12 +406,18 @@ function framedTable() {
 
 // ---------------------------------------------------------------- (c) latency
 
+const latWanted = opt['lat-rows'] ? new Set(opt['lat-rows'].split(',')) : null
 const LAT_ROWS = [
   ['direct', null],
   ['haproxy', 'haproxy'],
   ['pipe', 'pipe'],
   ['engine', 'engineRaw'],
-]
+  ['apiNative', 'apiNative'],
+  ['apiTs', 'apiTs'],
+  ['apiTs0', 'apiTs0'],
+  ['apiInlineNative', 'apiInlineNative'],
+  ['apiInline', 'apiInline'],
+].filter(([name]) => !latWanted || latWanted.has(name))
 const PCTS = [
   ['p50_us', 'p50'],
   ['p99_us', 'p99'],

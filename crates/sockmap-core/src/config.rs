@@ -67,6 +67,10 @@ pub struct EngineConfig {
     /// this many bytes, and back to copying after a splice moves fewer.
     /// `None`: never. On the epoll backend; io_uring copies.
     pub splice_min: Option<usize>,
+    /// Who runs the I/O loop; `None` (the default): the environment variable
+    /// [`DRIVE_ENV`](crate::backend::select::DRIVE_ENV) decides, or else
+    /// [`Drive::Threads`].
+    pub drive: Option<Drive>,
 }
 
 impl Default for EngineConfig {
@@ -83,6 +87,7 @@ impl Default for EngineConfig {
             recv_buffers: 128,
             shards: None,
             splice_min: Some(DEFAULT_SPLICE_MIN),
+            drive: None,
         }
     }
 }
@@ -142,6 +147,40 @@ impl BackendChoice {
             BackendChoice::Auto => "auto",
             BackendChoice::Epoll => "epoll",
             BackendChoice::IoUring => "io_uring",
+        }
+    }
+}
+
+/// Who runs the engine's I/O loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Drive {
+    /// The engine's own I/O threads, one per shard: the application's
+    /// thread never runs the loop, and external verdicts cross threads in
+    /// batches.
+    #[default]
+    Threads,
+    /// The application's thread, through [`Driven`](crate::Driven): one
+    /// shard on the readiness backend whose descriptor the application's own
+    /// event loop watches, so that an external verdict is a call on the
+    /// thread that runs the loop, with no thread hop.
+    Inline,
+}
+
+impl Drive {
+    /// Parses `"threads"` or `"inline"`.
+    pub fn parse(s: &str) -> Option<Drive> {
+        match s {
+            "threads" => Some(Drive::Threads),
+            "inline" => Some(Drive::Inline),
+            _ => None,
+        }
+    }
+
+    /// The name [`Drive::parse`] takes.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Drive::Threads => "threads",
+            Drive::Inline => "inline",
         }
     }
 }

@@ -98,6 +98,13 @@ impl Doorbell {
         }
     }
 
+    /// Called on the loop's thread when it will drain the queue again before
+    /// it waits (inline driving, around external verdicts it runs itself):
+    /// rings until then need not wake it.
+    pub(crate) fn hold(&self) {
+        self.pending.store(true, Ordering::Release);
+    }
+
     /// Called by the I/O thread before it drains the command queue.
     pub(crate) fn clear(&self) {
         self.pending.store(false, Ordering::Release);
@@ -119,8 +126,9 @@ pub(crate) enum EventOut {
 }
 
 impl EventOut {
-    /// Moves the core's events out; notifies once if there were any.
-    fn publish(&mut self, core: &mut Core) {
+    /// Moves the core's events out; notifies once if there were any, and
+    /// says whether there were.
+    fn publish(&mut self, core: &mut Core) -> bool {
         let mut any = false;
         while let Some(ev) = core.poll_event() {
             self.push(ev);
@@ -129,6 +137,7 @@ impl EventOut {
         if any {
             self.notify();
         }
+        any
     }
 
     /// Publishes one event now.
@@ -199,9 +208,26 @@ const SHUTDOWN_TICK: Duration = Duration::from_millis(10);
 pub(crate) struct LoopState {
     /// When shutdown was asked.
     shutdown_at: Option<Instant>,
+    /// Turns never wait (the caller waits for the backend's descriptor).
+    nonblocking: bool,
+    /// The last turn published events.
+    published: bool,
 }
 
 impl LoopState {
+    /// The state of a loop whose caller does the waiting (inline driving).
+    pub(crate) fn nonblocking() -> LoopState {
+        LoopState {
+            nonblocking: true,
+            ..LoopState::default()
+        }
+    }
+
+    /// Whether the last turn published events.
+    pub(crate) fn published(&self) -> bool {
+        self.published
+    }
+
     /// Whether the loop is done: shut down and every socket closed (or the grace period over).
     pub(crate) fn finished(&self, core: &Core, now: Instant) -> bool {
         self.shutdown_at
@@ -220,17 +246,10 @@ pub(crate) fn turn<B: Backend>(
     out: &mut EventOut,
     state: &mut LoopState,
 ) -> io::Result<()> {
-    let now = backend.now();
-    let timeout = if backend.has_ready() {
+    let timeout = if state.nonblocking {
         Some(Duration::ZERO)
     } else {
-        let t = core
-            .poll_timeout()
-            .map(|t| t.saturating_duration_since(now));
-        match state.shutdown_at {
-            Some(_) => Some(t.map_or(SHUTDOWN_TICK, |t| t.min(SHUTDOWN_TICK))),
-            None => t,
-        }
+        wait_for(backend, core, state)
     };
     backend.wait(core, timeout)?;
     inbox.bell.clear();
@@ -273,8 +292,28 @@ pub(crate) fn turn<B: Backend>(
     }
     drive_ops(backend, core);
     hand_over(backend, core, inbox);
-    out.publish(core);
+    state.published = out.publish(core);
     Ok(())
+}
+
+/// How long the loop may wait before its next turn: not at all while
+/// sockets are still ready, else until the core's next deadline (`None`:
+/// until the backend has something), and at most a tick while shutting down.
+pub(crate) fn wait_for<B: Backend>(
+    backend: &B,
+    core: &Core,
+    state: &LoopState,
+) -> Option<Duration> {
+    if backend.has_ready() {
+        return Some(Duration::ZERO);
+    }
+    let t = core
+        .poll_timeout()
+        .map(|t| t.saturating_duration_since(backend.now()));
+    match state.shutdown_at {
+        Some(_) => Some(t.map_or(SHUTDOWN_TICK, |t| t.min(SHUTDOWN_TICK))),
+        None => t,
+    }
 }
 
 /// Sends other shards what this turn made for them: accepted connections,

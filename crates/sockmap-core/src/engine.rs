@@ -26,9 +26,9 @@ use bytes::Bytes;
 use crate::backend::select::{self, shards_from_env, BackendInfo, Opened, StartError};
 use crate::backend::{Backend, BackendCounters, BackendStats, Source};
 use crate::batch::ExternalVerdicts;
-use crate::config::EngineConfig;
+use crate::config::{Drive, EngineConfig};
 pub use crate::driver::Notify;
-use crate::driver::{replier, turn, Command, Doorbell, EventOut, Inbox, LoopState, Peer};
+use crate::driver::{replier, turn, wait_for, Command, Doorbell, EventOut, Inbox, LoopState, Peer};
 use crate::error::Errno;
 use crate::event::Event;
 use crate::id::{MapId, SockId};
@@ -82,6 +82,8 @@ pub struct Engine {
     threads: Vec<JoinHandle<()>>,
     info: BackendInfo,
     counters: Vec<Arc<BackendCounters>>,
+    /// Shutdown was asked.
+    stopped: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -97,12 +99,42 @@ impl Engine {
     /// thread that submits (io_uring) is created there.
     ///
     /// # Errors
-    /// When the backend asked for cannot run, a thread cannot be created, or
-    /// several shards are asked with external verdicts that cannot be forked.
+    /// When the backend asked for cannot run, a thread cannot be created,
+    /// several shards are asked with external verdicts that cannot be
+    /// forked, or `cfg` asks for inline driving (`EINVAL`: use
+    /// [`Engine::start_driven`]).
     pub fn start(cfg: EngineConfig, hooks: Hooks) -> Result<Engine, StartError> {
-        let shards = match cfg.shards {
-            Some(n) => n.max(1),
-            None => shards_from_env()?.unwrap_or(1),
+        match Engine::start_driven(cfg, hooks)? {
+            (engine, None) => Ok(engine),
+            (_, Some(_)) => Err(StartError {
+                code: Errno::Inval,
+                detail: "inline driving needs a caller that drives it: use Engine::start_driven"
+                    .into(),
+            }),
+        }
+    }
+
+    /// [`Engine::start`], or with [`Drive::Inline`] one shard opened on the
+    /// calling thread, returned for the caller to drive on this thread.
+    ///
+    /// # Errors
+    /// As [`Engine::start`]; with inline driving, also more than one shard
+    /// (`EINVAL`) or io_uring asked for (`EOPNOTSUPP`).
+    pub fn start_driven(
+        cfg: EngineConfig,
+        hooks: Hooks,
+    ) -> Result<(Engine, Option<Driven>), StartError> {
+        let drive = select::drive_of(&cfg)?;
+        let shards = match (drive, cfg.shards) {
+            (Drive::Inline, Some(n)) if n > 1 => {
+                return Err(StartError {
+                    code: Errno::Inval,
+                    detail: format!("inline driving runs one shard, not {n}"),
+                })
+            }
+            (Drive::Inline, _) => 1,
+            (Drive::Threads, Some(n)) => n.max(1),
+            (Drive::Threads, None) => shards_from_env()?.unwrap_or(1),
         };
         let mut externals = Vec::with_capacity(shards);
         if let Some(ext) = hooks.external {
@@ -120,6 +152,15 @@ impl Engine {
         let (ev_tx, ev_rx) = channel();
         let notify: Option<Arc<dyn Fn() + Send + Sync>> = hooks.notify.map(Arc::from);
         let dead = Arc::new(AtomicBool::new(false));
+        if drive == Drive::Inline {
+            let out = EventOut::Channel {
+                tx: ev_tx,
+                notify: notify.map(|n| Box::new(move || n()) as Notify),
+            };
+            let external = externals.pop().flatten();
+            let (engine, driven) = Engine::start_inline(cfg, shared, external, out, dead, ev_rx)?;
+            return Ok((engine, Some(driven)));
+        }
         let mut threads = Vec::with_capacity(shards);
         let mut opened = Vec::with_capacity(shards);
         let mut starts = Vec::with_capacity(shards);
@@ -136,7 +177,7 @@ impl Engine {
             let thread = std::thread::Builder::new()
                 .name(format!("sockmap-io-{shard}"))
                 .spawn(move || {
-                    let (backend, waker, info) = match select::open(&cfg) {
+                    let (backend, waker, info) = match select::open(&cfg, Drive::Threads) {
                         Ok(opened) => opened,
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -207,7 +248,7 @@ impl Engine {
         for go in starts {
             let _ = go.send(peers.clone());
         }
-        Ok(Engine {
+        let engine = Engine {
             handle: EngineHandle {
                 shared,
                 peers,
@@ -217,7 +258,60 @@ impl Engine {
             threads,
             info: info.expect("at least one shard"),
             counters,
-        })
+            stopped: false,
+        };
+        Ok((engine, None))
+    }
+
+    /// The one shard of an inline engine, opened on the calling thread.
+    fn start_inline(
+        cfg: EngineConfig,
+        shared: Arc<Shared>,
+        external: Option<Box<dyn ExternalVerdicts>>,
+        out: EventOut,
+        dead: Arc<AtomicBool>,
+        events: Receiver<Event>,
+    ) -> Result<(Engine, Driven), StartError> {
+        let (backend, waker, info) = select::open(&cfg, Drive::Inline)?;
+        let counters = backend.counters();
+        let (tx, rx) = channel();
+        let bell = Arc::new(Doorbell::new(waker));
+        let peer = Peer {
+            tx: tx.clone(),
+            bell: bell.clone(),
+        };
+        let mut core = Core::new(shared.clone(), cfg, 0, Instant::now());
+        if let Some(ext) = external {
+            core.set_external(ext, replier(tx, bell.clone()));
+        }
+        let sink = peer.clone();
+        shared.set_sinks(vec![Box::new(move |c| sink.send(Command::Map(c)))]);
+        let inbox = Inbox {
+            rx,
+            bell,
+            peers: vec![peer.clone()],
+        };
+        let engine = Engine {
+            handle: EngineHandle {
+                shared,
+                peers: vec![peer].into(),
+                dead: dead.clone(),
+            },
+            events,
+            threads: Vec::new(),
+            info,
+            counters: vec![counters],
+            stopped: false,
+        };
+        let driven = Driven {
+            backend,
+            core,
+            inbox,
+            out,
+            state: LoopState::nonblocking(),
+            dead,
+        };
+        Ok((engine, driven))
     }
 
     /// The backend the engine runs, and why.
@@ -264,7 +358,7 @@ impl Engine {
     }
 
     fn stop(&mut self) {
-        if self.threads.is_empty() {
+        if std::mem::replace(&mut self.stopped, true) {
             return;
         }
         for p in self.handle.peers.iter() {
@@ -298,18 +392,25 @@ fn run_loop<B: Backend>(
     }
 }
 
-/// Runs the loop over the opened backend (statically dispatched).
+/// Evaluates `$body` with `$b` bound to the opened backend (statically dispatched).
+macro_rules! with_opened {
+    ($opened:expr, $b:ident => $body:expr) => {
+        match $opened {
+            Opened::Epoll($b) => $body,
+            #[cfg(target_os = "linux")]
+            Opened::IoUring($b) => $body,
+        }
+    };
+}
+
+/// Runs the loop over the opened backend.
 fn run_opened(
-    backend: Opened,
+    mut backend: Opened,
     core: &mut Core,
     inbox: &Inbox,
     out: &mut EventOut,
 ) -> io::Result<()> {
-    match backend {
-        Opened::Epoll(mut b) => run_loop(&mut *b, core, inbox, out),
-        #[cfg(target_os = "linux")]
-        Opened::IoUring(mut b) => run_loop(&mut *b, core, inbox, out),
-    }
+    with_opened!(&mut backend, b => run_loop(&mut **b, core, inbox, out))
 }
 
 fn io_thread(
@@ -319,12 +420,20 @@ fn io_thread(
     mut out: EventOut,
     dead: Arc<AtomicBool>,
 ) {
-    use crate::event::Fatal;
     let result = catch_unwind(AssertUnwindSafe(|| {
         run_opened(backend, &mut core, &inbox, &mut out)
     }));
+    if let Some(ev) = fatal_of(result) {
+        dead.store(true, Ordering::Release);
+        out.send(ev);
+    }
+}
+
+/// The fatal event of a loop that failed or panicked (`None` when it ended well).
+fn fatal_of(result: std::thread::Result<io::Result<()>>) -> Option<Event> {
+    use crate::event::Fatal;
     let (cause, code, detail) = match result {
-        Ok(Ok(())) => return,
+        Ok(Ok(())) => return None,
         Ok(Err(e)) => (
             Fatal::Io,
             Errno::from_io(&e),
@@ -336,19 +445,98 @@ fn io_thread(
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            (
-                Fatal::Panic,
-                Errno::Io,
-                format!("I/O thread panicked: {msg}"),
-            )
+            (Fatal::Panic, Errno::Io, format!("I/O loop panicked: {msg}"))
         }
     };
-    dead.store(true, Ordering::Release);
-    out.send(Event::Fatal {
+    Some(Event::Fatal {
         cause,
         code,
         detail,
-    });
+    })
+}
+
+/// The shard of an inline engine ([`Drive::Inline`]), driven by the
+/// application's thread: it runs a loop turn that never waits
+/// ([`Driven::turn`]) whenever the backend's descriptor ([`Driven::fd`])
+/// is readable or the deadline of [`Driven::timeout`] passes. Commands from
+/// any thread ring the descriptor. Dropping it closes every socket at once;
+/// after [`Engine::shutdown`] or a drop of the engine, turn until
+/// [`Turned::finished`] to let queued bytes drain first.
+pub struct Driven {
+    backend: Opened,
+    core: Core,
+    inbox: Inbox,
+    out: EventOut,
+    state: LoopState,
+    dead: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Driven {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driven").finish_non_exhaustive()
+    }
+}
+
+/// What one [`Driven::turn`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Turned {
+    /// It published events (and may have handed batches to the external verdicts).
+    pub events: bool,
+    /// Sockets are still ready: turn again soon, without waiting for the descriptor.
+    pub again: bool,
+    /// The engine shut down and its sockets closed (or its loop failed, with a fatal event).
+    pub finished: bool,
+}
+
+impl Driven {
+    /// The descriptor that is readable while the shard has work (its epoll
+    /// or kqueue instance).
+    #[cfg(unix)]
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        with_opened!(&self.backend, b => b.poll_fd())
+    }
+
+    /// Runs one loop turn without waiting.
+    pub fn turn(&mut self) -> Turned {
+        if self.dead.load(Ordering::Acquire) {
+            return Turned {
+                finished: true,
+                ..Turned::default()
+            };
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let (core, inbox, out, state) =
+                (&mut self.core, &self.inbox, &mut self.out, &mut self.state);
+            with_opened!(&mut self.backend, b => turn(&mut **b, core, inbox, out, state))
+        }));
+        if let Some(ev) = fatal_of(result) {
+            self.dead.store(true, Ordering::Release);
+            self.out.send(ev);
+            return Turned {
+                events: true,
+                again: false,
+                finished: true,
+            };
+        }
+        Turned {
+            events: self.state.published(),
+            again: with_opened!(&self.backend, b => b.has_ready()),
+            finished: self.state.finished(&self.core, Instant::now()),
+        }
+    }
+
+    /// How long the shard may sleep before its next deadline (`None`: until
+    /// its descriptor is readable).
+    pub fn timeout(&self) -> Option<Duration> {
+        with_opened!(&self.backend, b => wait_for(&**b, &self.core, &self.state))
+    }
+
+    /// Commands queued from now until the next turn need not ring the
+    /// descriptor: the caller turns again right after (it is about to run
+    /// external verdicts whose answers that turn takes).
+    pub fn hold(&self) {
+        self.inbox.bell.hold();
+    }
 }
 
 fn io_err(e: &io::Error) -> Errno {

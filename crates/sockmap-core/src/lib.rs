@@ -44,8 +44,8 @@ mod sys;
 mod timer;
 mod verdict;
 
-pub use config::{BatchConfig, EngineConfig};
-pub use engine::{Engine, EngineHandle, Hooks, Notify};
+pub use config::{BatchConfig, Drive, EngineConfig};
+pub use engine::{Driven, Engine, EngineHandle, Hooks, Notify, Turned};
 pub use error::Errno;
 pub use event::{Event, Fatal, Frags};
 pub use id::{MapId, SockId};

@@ -60,16 +60,19 @@ impl Waker {
 /// Batches handed off by the I/O thread, waiting for JavaScript.
 pub(crate) type Inbox = Arc<Mutex<VecDeque<Batch>>>;
 
-/// The engine's external-verdict sink: parks batches and wakes JavaScript.
+/// The engine's external-verdict sink: parks batches and wakes JavaScript (driven inline, the driver calls
+/// JavaScript itself after the turn, so there is no waker).
 pub(crate) struct JsVerdicts {
     pub(crate) inbox: Inbox,
-    pub(crate) waker: Arc<Waker>,
+    pub(crate) waker: Option<Arc<Waker>>,
 }
 
 impl ExternalVerdicts for JsVerdicts {
     fn submit(&mut self, batch: Batch) {
         lock(&self.inbox).push_back(batch);
-        self.waker.wake();
+        if let Some(w) = &self.waker {
+            w.wake();
+        }
     }
 
     fn fork(&self) -> Option<Box<dyn ExternalVerdicts>> {

@@ -7,21 +7,24 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use napi::bindgen_prelude::{AsyncTask, Function, ObjectFinalize, Unknown};
+use napi::bindgen_prelude::{AsyncTask, Function, JsValue, ObjectFinalize, Unknown};
 use napi::{CleanupEnvHook, Env, Task};
 use napi_derive::napi;
+use sockmap_core::backend::select;
 use sockmap_core::backend::select::BackendInfo;
 use sockmap_core::config::DEFAULT_BACKLOG;
 use sockmap_core::stats::StatsSnapshot;
-use sockmap_core::{Engine, EngineHandle, Errno, Hooks, SockId};
+use sockmap_core::{Drive, Engine, EngineHandle, Errno, Hooks, Notify, SockId};
 
 use crate::binding_batch::{Inbox, JsVerdicts, Taken, WakeFn, Waker};
 use crate::binding_error::{error_of, guarded, host_error, Error, Result};
 use crate::binding_event::{js_event, JsEvent};
+use crate::binding_inline::Inline;
 use crate::binding_options::{engine_config, EngineOptions};
 
 /// The engine, shared with the env cleanup hook so that an env torn down
@@ -129,8 +132,10 @@ pub struct BindingEngine {
     pending: Arc<AtomicBool>,
     /// Wake-ups so far.
     wakeups: Arc<AtomicU64>,
-    /// Released at close so that nothing keeps the event loop alive.
+    /// Released at close so that nothing keeps the event loop alive (none when driven inline).
     wake: Mutex<Option<Arc<Waker>>>,
+    /// The inline driver, when this thread runs the I/O loop.
+    inline: Option<Inline>,
     cleanup: Option<CleanupEnvHook<Arc<EngineCell>>>,
     backend: BackendInfoJs,
     shards: u32,
@@ -138,6 +143,10 @@ pub struct BindingEngine {
 
 impl BindingEngine {
     fn set_ref(&self, env: Env, strong: bool) -> Result<()> {
+        if let Some(inline) = &self.inline {
+            inline.set_ref(strong);
+            return Ok(());
+        }
         let wake = lock(&self.wake);
         let Some(t) = wake.as_ref() else {
             return Ok(());
@@ -197,26 +206,49 @@ impl BindingEngine {
         wake: Function<(), Unknown<'static>>,
     ) -> Result<Self> {
         guarded(|| {
-            let tsfn: WakeFn = wake
-                .build_threadsafe_function::<()>()
-                .callee_handled::<false>()
-                .build_callback(|_| Ok(()))
-                .map_err(host_error)?;
-            let waker = Arc::new(Waker::new(tsfn));
+            let cfg = engine_config(&options)?;
+            let inline = select::drive_of(&cfg).map_err(|e| {
+                engine_err(e.code, &format!("cannot start the engine: {}", e.detail))
+            })? == Drive::Inline;
             let inbox = Inbox::default();
+            // A threaded engine wakes JavaScript through a threadsafe function; an inline one calls it directly.
+            let waker = if inline {
+                None
+            } else {
+                let tsfn: WakeFn = wake
+                    .build_threadsafe_function::<()>()
+                    .callee_handled::<false>()
+                    .build_callback(|_| Ok(()))
+                    .map_err(host_error)?;
+                Some(Arc::new(Waker::new(tsfn)))
+            };
+            let (pending, wakeups) = waker.as_ref().map_or_else(
+                || (Arc::default(), Arc::default()),
+                |w| (w.pending.clone(), w.wakeups.clone()),
+            );
             let hooks = Hooks {
-                notify: Some({
-                    let waker = waker.clone();
-                    Box::new(move || waker.wake())
-                }),
+                notify: waker.clone().map(|w| Box::new(move || w.wake()) as Notify),
                 external: Some(Box::new(JsVerdicts {
                     inbox: inbox.clone(),
                     waker: waker.clone(),
                 })),
             };
-            let engine = Engine::start(engine_config(&options)?, hooks).map_err(|e| {
+            let (engine, driven) = Engine::start_driven(cfg, hooks).map_err(|e| {
                 engine_err(e.code, &format!("cannot start the engine: {}", e.detail))
             })?;
+            let inline = match driven {
+                // SAFETY: `env` is this call's live environment and `wake` one of its function values.
+                Some(driven) => Some(unsafe {
+                    Inline::start(
+                        env.raw(),
+                        wake.value().value,
+                        driven,
+                        inbox.clone(),
+                        wakeups.clone(),
+                    )
+                }?),
+                None => None,
+            };
             let backend = backend_info(engine.backend_info());
             let shards = engine.shards() as u32;
             let handle = engine.handle().clone();
@@ -229,14 +261,25 @@ impl BindingEngine {
                 handle,
                 inbox,
                 taken: Mutex::new(None),
-                pending: waker.pending.clone(),
-                wakeups: waker.wakeups.clone(),
-                wake: Mutex::new(Some(waker)),
+                pending,
+                wakeups,
+                wake: Mutex::new(waker),
+                inline,
                 cleanup: Some(cleanup),
                 backend,
                 shards,
             })
         })
+    }
+
+    /// Who runs the I/O loop: `'threads'` (the engine's own I/O threads) or `'inline'` (this JavaScript thread).
+    #[napi(getter)]
+    pub fn drive(&self) -> &'static str {
+        if self.inline.is_some() {
+            Drive::Inline.name()
+        } else {
+            Drive::Threads.name()
+        }
     }
 
     /// The backend this engine runs, and why.
@@ -439,8 +482,14 @@ impl BindingEngine {
         guarded(|| {
             lock(&self.wake).take();
             lock(&self.inbox).clear();
+            let finished = self.inline.as_ref().map(|inline| {
+                let (tx, rx) = sync_channel(1);
+                inline.close(tx);
+                rx
+            });
             Ok(AsyncTask::new(CloseTask {
                 cell: self.cell.clone(),
+                finished,
             }))
         })
     }
@@ -458,10 +507,15 @@ impl ObjectFinalize for BindingEngine {
     }
 }
 
-/// Joins the I/O thread on the libuv pool.
+/// Joins the I/O thread on the libuv pool (or, driven inline, waits there until the JavaScript thread's turns
+/// closed every socket).
 pub struct CloseTask {
     cell: Arc<EngineCell>,
+    finished: Option<Receiver<()>>,
 }
+
+/// How long a closing inline engine is waited for: past the engine's own shutdown grace period.
+const INLINE_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 impl Task for CloseTask {
     type Output = ();
@@ -469,6 +523,9 @@ impl Task for CloseTask {
 
     fn compute(&mut self) -> napi::Result<()> {
         self.cell.stop();
+        if let Some(rx) = self.finished.take() {
+            let _ = rx.recv_timeout(INLINE_CLOSE_WAIT);
+        }
         Ok(())
     }
 

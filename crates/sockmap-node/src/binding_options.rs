@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use napi::bindgen_prelude::{Buffer, Either};
 use napi_derive::napi;
-use sockmap_core::config::{BackendChoice, DEFAULT_BACKLOG, DEFAULT_HOST};
+use sockmap_core::config::{BackendChoice, Drive, DEFAULT_BACKLOG, DEFAULT_HOST};
 use sockmap_core::framer::{
     ByteOrder, DelimiterOptions, Http1Options, Http1Role, LengthFieldOptions, RespOptions,
 };
@@ -50,6 +50,9 @@ pub struct EngineOptions {
     pub read_buffer: Option<u32>,
     /// I/O threads (shards); absent: the `SOCKMAP_SHARDS` environment variable, or 1.
     pub shards: Option<u32>,
+    /// Who runs the I/O loop: `"threads"` or `"inline"`; absent: the `SOCKMAP_DRIVE` environment variable, or
+    /// threads.
+    pub drive: Option<String>,
 }
 
 /// Builds the engine configuration: [`EngineConfig::acknowledged`] (JavaScript acknowledges what it consumes) with
@@ -92,6 +95,11 @@ pub fn engine_config(o: &EngineOptions) -> Result<EngineConfig> {
         let choice = BackendChoice::parse(name)
             .ok_or_else(|| error_of(Errno::Inval, &format!("no backend is named {name:?}")))?;
         cfg.backend = Some(choice);
+    }
+    if let Some(name) = &o.drive {
+        let drive = Drive::parse(name)
+            .ok_or_else(|| error_of(Errno::Inval, &format!("no drive is named {name:?}")))?;
+        cfg.drive = Some(drive);
     }
     Ok(cfg)
 }
@@ -191,6 +199,7 @@ pub fn native_defaults() -> NativeDefaults {
             recv_buffers: Some(e.recv_buffers as u32),
             read_buffer: Some(e.read_buffer as u32),
             shards: Some(e.shards.unwrap_or(1) as u32),
+            drive: Some(e.drive.unwrap_or_default().name().to_string()),
         },
         host: DEFAULT_HOST.to_string(),
         backlog: DEFAULT_BACKLOG,

@@ -1,7 +1,8 @@
 //! Node.js binding of the sockmap engine.
 //!
 //! This crate only adapts: it converts between JavaScript and engine types and
-//! owns the threadsafe-function plumbing. Every decision lives in `sockmap-core`.
+//! owns the plumbing into Node's event loop (threadsafe functions, and the
+//! libuv handles of inline driving). Every decision lives in `sockmap-core`.
 #![deny(clippy::all)]
 
 mod binding_batch;
@@ -11,6 +12,7 @@ mod binding_cage;
 mod binding_engine;
 mod binding_error;
 mod binding_event;
+mod binding_inline;
 mod binding_map;
 mod binding_options;
 mod binding_ring;

@@ -110,6 +110,13 @@ pub(crate) struct EpollBackend {
 }
 
 impl EpollBackend {
+    /// The poll instance's descriptor: readable while events are ready.
+    #[cfg(unix)]
+    pub(crate) fn poll_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.poll.as_raw_fd()
+    }
+
     /// A backend and the waker other threads ring.
     pub(crate) fn new(read_buffer: usize) -> io::Result<(EpollBackend, Waker)> {
         let poll = Poll::new()?;

@@ -18,7 +18,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::config::{BackendChoice, EngineConfig};
+use crate::config::{BackendChoice, Drive, EngineConfig};
 use crate::error::Errno;
 
 use super::epoll::EpollBackend;
@@ -39,6 +39,10 @@ pub const URING_FAULT_ENV: &str = "SOCKMAP_IO_URING_FAULT";
 /// when the configuration does not: a count, or `auto` for the cores the
 /// process may use.
 pub const SHARDS_ENV: &str = "SOCKMAP_SHARDS";
+
+/// The environment variable that chooses who runs the I/O loop when the
+/// configuration does not: `threads` or `inline` ([`Drive`]).
+pub const DRIVE_ENV: &str = "SOCKMAP_DRIVE";
 
 /// The number of cores this process may use (at least 1).
 pub fn available_cores() -> usize {
@@ -61,6 +65,25 @@ pub fn shards_from_env() -> Result<Option<usize>, StartError> {
             }),
         },
         Err(_) => Ok(None),
+    }
+}
+
+/// The drive [`EngineConfig::drive`] or else [`DRIVE_ENV`] names, or else
+/// [`Drive::Threads`].
+///
+/// # Errors
+/// `EINVAL` when the environment variable names no drive.
+pub fn drive_of(cfg: &EngineConfig) -> Result<Drive, StartError> {
+    if let Some(d) = cfg.drive {
+        return Ok(d);
+    }
+    match std::env::var(DRIVE_ENV) {
+        Ok(v) if v.is_empty() => Ok(Drive::default()),
+        Ok(v) => Drive::parse(&v).ok_or_else(|| StartError {
+            code: Errno::Inval,
+            detail: format!("{DRIVE_ENV}={v:?} names no drive: use threads or inline"),
+        }),
+        Err(_) => Ok(Drive::default()),
     }
 }
 
@@ -171,13 +194,30 @@ impl Opened {
 ///
 /// # Errors
 /// When the backend asked for cannot run (or epoll itself cannot be created).
-pub(crate) fn open(cfg: &EngineConfig) -> Result<(Opened, Box<dyn Wake>, BackendInfo), StartError> {
+pub(crate) fn open(
+    cfg: &EngineConfig,
+    drive: Drive,
+) -> Result<(Opened, Box<dyn Wake>, BackendInfo), StartError> {
     let requested = match cfg.backend {
         Some(c) => c,
         None => choice_from_env()?.unwrap_or_default(),
     };
     let mut fallbacks = Vec::new();
-    if requested != BackendChoice::Epoll {
+    if drive == Drive::Inline {
+        // The caller's event loop watches one descriptor: the readiness backend's.
+        match requested {
+            BackendChoice::IoUring => {
+                return Err(StartError {
+                    code: Errno::OpNotSupp,
+                    detail: "inline driving runs the readiness backend, not io_uring".into(),
+                })
+            }
+            BackendChoice::Auto => {
+                fallbacks.push("inline driving: io_uring not used, using epoll".into());
+            }
+            BackendChoice::Epoll => {}
+        }
+    } else if requested != BackendChoice::Epoll {
         match open_uring(cfg, &mut fallbacks) {
             Ok((backend, waker, features)) => {
                 let info = BackendInfo {

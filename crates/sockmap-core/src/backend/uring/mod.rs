@@ -250,9 +250,40 @@ pub(crate) struct UringBackend {
     multishot: bool,
     counters: Arc<BackendCounters>,
     handoffs: Vec<Handoff>,
+    /// Close chains submitted and not yet completed.
+    closing: usize,
+}
+
+impl Drop for UringBackend {
+    /// Runs what is still queued before the ring goes: the cancel-and-close chains of sockets closed in the last
+    /// turn (the core already counts them closed) would otherwise be cancelled with the ring, and their descriptors
+    /// leak. A close waits behind its cancel, which completes through the ring's deferred work: wait briefly (at most
+    /// 64 × 1 ms) until every close has completed.
+    fn drop(&mut self) {
+        let ts = Timespec::new().nsec(1_000_000);
+        for _ in 0..64 {
+            self.drain_backlog();
+            let args = SubmitArgs::new().timespec(&ts);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+            for cqe in self.ring.completion() {
+                if Token(cqe.user_data()).kind() == Some(Kind::Close) {
+                    self.closing = self.closing.saturating_sub(1);
+                }
+            }
+            if self.closing == 0 && self.backlog.is_empty() {
+                break;
+            }
+        }
+    }
 }
 
 impl UringBackend {
+    /// The ring's descriptor (readable while completions wait).
+    pub(crate) fn poll_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.ring.as_raw_fd()
+    }
+
     /// Creates the ring on the calling thread (the I/O thread, which alone
     /// submits), probes what the kernel offers and steps down to the basic
     /// mode where it must, recording why in `fallbacks`. Returns the backend,
@@ -359,6 +390,7 @@ impl UringBackend {
             wake_buf: Box::new(0),
             cqes: Vec::with_capacity(SQ_ENTRIES as usize * 4),
             backlog: VecDeque::new(),
+            closing: 0,
             multishot,
             counters: Arc::default(),
             handoffs: Vec::new(),
@@ -559,7 +591,8 @@ impl UringBackend {
             Kind::Recv => self.on_recv(id, res, flags),
             Kind::Send => self.on_send(core, id, res),
             Kind::Connect => self.on_connect(core, id, res),
-            Kind::Wake | Kind::Cancel | Kind::Close => {}
+            Kind::Close => self.closing = self.closing.saturating_sub(1),
+            Kind::Wake | Kind::Cancel => {}
         }
     }
 
@@ -924,6 +957,7 @@ impl Backend for UringBackend {
                     .build()
                     .user_data(Token::new(Kind::Close, id).0);
                 self.push_all(&[cancel, close]);
+                self.closing += 1;
             }
         }
         core.handle_closed(id);
