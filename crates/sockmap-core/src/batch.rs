@@ -12,14 +12,20 @@
 //!
 //! A binding copies the batch into one buffer it owns with
 //! [`Batch::copy_into`] (the first `peek_bytes` of each message, and one
-//! [`ItemDesc`] per message), runs the callbacks, and answers with one
-//! [`Answer`] per item, in item order.
+//! [`ItemDesc`] per message, with the native framer's [`MessageMeta`]),
+//! runs the callbacks, and answers the whole batch with one [`Answers`]:
+//! one code per item, in item order, plus a small table of redirect targets
+//! that the I/O thread looks up once per batch per target; parse results
+//! and msg-verdict edits travel beside the codes, tagged with their item's
+//! index. [`Answer`] is one item's answer, for callers that build answers
+//! one by one (`Vec<Answer>` converts into [`Answers`]).
 
 use std::sync::Arc;
 
 use crate::event::Frags;
-use crate::framer::Parse;
-use crate::id::SockId;
+use crate::framer::{MessageMeta, Parse};
+use crate::id::{MapId, SockId};
+use crate::key::Key;
 use crate::rules::Verdict;
 
 /// The application's side of external verdicts.
@@ -67,6 +73,9 @@ pub struct BatchItem {
     /// Where the message bytes are (shared with the engine, not copied):
     /// read them with [`Batch::bytes`].
     pub data: ItemData,
+    /// The native framer's metadata for a stream-verdict item (ranges into
+    /// the message bytes); [`MessageMeta::None`] otherwise.
+    pub meta: MessageMeta,
 }
 
 /// Where a batch item's bytes are.
@@ -85,7 +94,7 @@ pub enum ItemData {
 }
 
 /// Where one item's bytes sit in the buffer filled by [`Batch::copy_into`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ItemDesc {
     /// The source socket.
     pub sock: SockId,
@@ -99,6 +108,9 @@ pub struct ItemDesc {
     pub copied: usize,
     /// The full message length.
     pub len: usize,
+    /// The item's metadata (ranges into the message bytes; a range may end
+    /// past `copied`).
+    pub meta: MessageMeta,
 }
 
 /// A msg verdict's edits, applied in order before its verdict.
@@ -174,8 +186,154 @@ impl From<Verdict> for Answer {
     }
 }
 
+/// A redirect target of an [`Answers`] table: the socket under `key` in `map`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The map.
+    pub map: MapId,
+    /// The key.
+    pub key: Key,
+    /// Deliver to the target's application instead of its egress.
+    pub ingress: bool,
+}
+
+/// The answers to a whole batch.
+///
+/// `codes[i]` answers item `i`: [`Answers::DROP`], [`Answers::PASS`],
+/// [`Answers::REDIRECT`]` + t` (target `t` of `targets`), anything else is
+/// an invalid answer (the item gets the error verdict, DROP, and the batch
+/// one error event); items past `codes` have no answer (the same, counted
+/// apart). A parse item's results are the entries of `parse` tagged with its
+/// index (`parse_items`), in order; a msg verdict's edits likewise in `edits`
+/// (`edit_items`); both sides are sorted by item. The code of a parse item
+/// only matters when it is invalid. Each distinct target is looked up once
+/// per batch, however many items name it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Answers {
+    /// One code per item, in item order.
+    pub codes: Vec<u32>,
+    /// The redirect targets the codes name.
+    pub targets: Vec<Target>,
+    /// Parse results of parse items, in item order.
+    pub parse: Vec<Parse>,
+    /// The item index of each entry of `parse`.
+    pub parse_items: Vec<u32>,
+    /// Edits of msg-verdict items, in item order.
+    pub edits: Vec<MsgEdit>,
+    /// The item index of each entry of `edits`.
+    pub edit_items: Vec<u32>,
+}
+
+/// Distinct targets [`Answers::push`] looks for before adding another.
+const DEDUP_TARGETS: usize = 16;
+
+impl Answers {
+    /// DROP.
+    pub const DROP: u32 = 0;
+    /// PASS.
+    pub const PASS: u32 = 1;
+    /// REDIRECT to target 0 (target `t`: `REDIRECT + t`).
+    pub const REDIRECT: u32 = 2;
+    /// An answer that could not be understood.
+    pub const INVALID: u32 = u32::MAX;
+
+    /// Empty answers with room for `items` codes.
+    pub fn with_capacity(items: usize) -> Answers {
+        Answers {
+            codes: Vec::with_capacity(items),
+            ..Answers::default()
+        }
+    }
+
+    /// The code of `target`: its index in the table (added if not among
+    /// the last few distinct ones) plus [`Answers::REDIRECT`].
+    pub fn target_code(&mut self, target: Target) -> u32 {
+        let near = self.targets.len().saturating_sub(DEDUP_TARGETS);
+        let t = match self.targets[near..].iter().position(|t| *t == target) {
+            Some(i) => near + i,
+            None => {
+                self.targets.push(target);
+                self.targets.len() - 1
+            }
+        };
+        Answers::REDIRECT.saturating_add(u32::try_from(t).unwrap_or(u32::MAX))
+    }
+
+    /// The code of `verdict`.
+    pub fn code_of(&mut self, verdict: Verdict) -> u32 {
+        match verdict {
+            Verdict::Drop => Answers::DROP,
+            Verdict::Pass => Answers::PASS,
+            Verdict::Redirect { map, key, ingress } => {
+                self.target_code(Target { map, key, ingress })
+            }
+        }
+    }
+
+    /// Answers the next item with `verdict`.
+    pub fn push(&mut self, verdict: Verdict) {
+        let code = self.code_of(verdict);
+        self.codes.push(code);
+    }
+
+    /// Answers the next item as invalid.
+    pub fn push_invalid(&mut self) {
+        self.codes.push(Answers::INVALID);
+    }
+
+    /// Answers the next item, a parse item, with `results`.
+    pub fn push_parse(&mut self, results: &[Parse]) {
+        let i = self.next_index();
+        self.parse.extend_from_slice(results);
+        self.parse_items.extend(results.iter().map(|_| i));
+        self.codes.push(Answers::DROP);
+    }
+
+    /// Answers the next item, a msg verdict, with `verdict` after `edits`.
+    pub fn push_msg(&mut self, verdict: Verdict, edits: &[MsgEdit]) {
+        let i = self.next_index();
+        self.edits.extend_from_slice(edits);
+        self.edit_items.extend(edits.iter().map(|_| i));
+        self.push(verdict);
+    }
+
+    fn next_index(&self) -> u32 {
+        u32::try_from(self.codes.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Answers the next item with `answer`.
+    pub fn push_answer(&mut self, answer: Answer) {
+        if answer.invalid {
+            return self.push_invalid();
+        }
+        let i = self.next_index();
+        self.parse.extend_from_slice(&answer.parse);
+        self.parse_items.extend(answer.parse.iter().map(|_| i));
+        self.edits.extend_from_slice(&answer.edits);
+        self.edit_items.extend(answer.edits.iter().map(|_| i));
+        self.push(answer.verdict);
+    }
+}
+
+impl FromIterator<Answer> for Answers {
+    fn from_iter<I: IntoIterator<Item = Answer>>(iter: I) -> Answers {
+        let iter = iter.into_iter();
+        let mut out = Answers::with_capacity(iter.size_hint().0);
+        for a in iter {
+            out.push_answer(a);
+        }
+        out
+    }
+}
+
+impl From<Vec<Answer>> for Answers {
+    fn from(answers: Vec<Answer>) -> Answers {
+        answers.into_iter().collect()
+    }
+}
+
 /// The function a [`Replier`] hands answers to.
-type ReplyFn = dyn Fn(u64, Vec<Answer>) + Send + Sync;
+type ReplyFn = dyn Fn(u64, Answers) + Send + Sync;
 
 /// Sends answers back to the I/O thread; cheap to clone, usable from any thread.
 #[derive(Clone)]
@@ -191,16 +349,17 @@ impl std::fmt::Debug for Replier {
 
 impl Replier {
     /// A replier that hands answers to `send` (the engine queues them for its I/O thread).
-    pub(crate) fn new(send: impl Fn(u64, Vec<Answer>) + Send + Sync + 'static) -> Replier {
+    pub(crate) fn new(send: impl Fn(u64, Answers) + Send + Sync + 'static) -> Replier {
         Replier {
             send: Arc::new(send),
         }
     }
 
-    /// Answers batch `batch`: one answer per item, in item order. Missing
-    /// answers get the error verdict (DROP) and an error event.
-    pub fn reply(&self, batch: u64, answers: Vec<Answer>) {
-        (self.send)(batch, answers);
+    /// Answers batch `batch`: one answer per item, in item order (an
+    /// [`Answers`], or a `Vec<Answer>`). Missing answers get the error
+    /// verdict (DROP) and an error event.
+    pub fn reply(&self, batch: u64, answers: impl Into<Answers>) {
+        (self.send)(batch, answers.into());
     }
 }
 
@@ -223,7 +382,7 @@ impl Batch {
     }
 
     /// Answers the batch.
-    pub fn reply(self, answers: Vec<Answer>) {
+    pub fn reply(self, answers: impl Into<Answers>) {
         self.replier.reply(self.id, answers);
     }
 
@@ -273,6 +432,7 @@ impl Batch {
                     offset: off,
                     copied: want,
                     len: it.len,
+                    meta: it.meta.clone(),
                 },
             );
             off += want;

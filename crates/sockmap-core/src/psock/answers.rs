@@ -16,24 +16,45 @@ use super::queue::Answered;
 use super::recv::Body;
 use super::state::Hold;
 use super::{Core, SlotIdx};
-use crate::batch::{Answer, BatchItem, ItemData, ItemKind};
+use std::ops::Range;
+
+use smallvec::SmallVec;
+
+use crate::batch::{Answers, BatchItem, ItemData, ItemKind};
 use crate::batcher::ItemRef;
 use crate::error::Errno;
 use crate::event::{Event, Frags};
+use crate::framer::MessageMeta;
 use crate::id::SockId;
 use crate::stats::DropReason;
 use crate::timer::Timer;
-use crate::verdict::{resolve_batch, Resolved};
+use crate::verdict::{resolve_target, Resolved};
+
+/// The entries of a side stream (`items`: the item index of each, sorted)
+/// that belong to item `i`, from the cursor `at` on; moves the cursor past them.
+fn item_span(items: &[u32], at: &mut usize, i: usize) -> Range<usize> {
+    while items.get(*at).is_some_and(|&k| (k as usize) < i) {
+        *at += 1;
+    }
+    let start = *at;
+    while items.get(*at).is_some_and(|&k| k as usize == i) {
+        *at += 1;
+    }
+    start..*at
+}
 
 impl Core {
     /// Queues a message behind the socket's awaited ones. `resolved` is set
     /// when its verdict is already known (a native verdict behind external
-    /// ones); `external` is the external verdict's tag and peek size.
+    /// ones); `external` is the external verdict's tag and peek size, and
+    /// `meta` the framer's metadata its item carries.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn await_message(
         &mut self,
         slot: SlotIdx,
         frags: Frags,
         len: usize,
+        meta: &MessageMeta,
         external: Option<(u32, usize)>,
         resolved: Option<Resolved>,
         out: &mut Egress,
@@ -48,6 +69,7 @@ impl Core {
             len,
             peek_bytes,
             data: ItemData::Frags(frags.clone()),
+            meta: meta.clone(),
         });
         p.awaiting.push_frags(frags, len, resolved);
         self.after_await(slot);
@@ -108,26 +130,22 @@ impl Core {
         }
     }
 
-    /// Answers came back for a batch.
-    pub fn handle_answers(&mut self, batch: u64, answers: Vec<Answer>) {
+    /// Answers came back for a batch: one code per item, each distinct
+    /// redirect target looked up once.
+    pub fn handle_answers(&mut self, batch: u64, answers: Answers) {
         let Some(refs) = self.batcher.as_mut().and_then(|b| b.answered(batch)) else {
             return;
         };
-        let judged = refs
+        let targets: SmallVec<[Resolved; 16]> = answers
+            .targets
             .iter()
-            .zip(
-                answers
-                    .iter()
-                    .map(|a| !a.invalid)
-                    .chain(std::iter::repeat(true)),
-            )
-            .map(|(r, valid)| valid && !matches!(r, ItemRef::Parse(..)));
-        let resolved = resolve_batch(&self.maps, answers.iter().map(|a| &a.verdict).zip(judged));
-        let mut answers = answers.into_iter().zip(resolved);
+            .map(|t| resolve_target(&self.maps, t))
+            .collect();
         let (mut missing, mut invalid) = (0usize, 0usize);
+        let (mut parse_at, mut edit_at) = (0usize, 0usize);
         // Consecutive verdicts of one socket are recorded, then applied together.
         let mut settle: Option<SockId> = None;
-        for r in refs {
+        for (i, r) in refs.into_iter().enumerate() {
             let next = match r {
                 ItemRef::Verdict(sock, _) => Some(sock),
                 _ => None,
@@ -135,18 +153,37 @@ impl Core {
             if settle.is_some() && settle != next {
                 self.settle(settle.take());
             }
-            match answers.next() {
-                Some((a, _)) if a.invalid => {
-                    invalid += 1;
-                    self.answer_missing(r);
+            settle = next;
+            let Some(&code) = answers.codes.get(i) else {
+                missing += 1;
+                self.answer_missing(r);
+                continue;
+            };
+            let verdict = match code {
+                Answers::DROP => Some(Resolved::Drop(DropReason::Verdict)),
+                Answers::PASS => Some(Resolved::Pass),
+                c => c
+                    .checked_sub(Answers::REDIRECT)
+                    .and_then(|t| targets.get(t as usize))
+                    .copied(),
+            };
+            let Some(verdict) = verdict else {
+                invalid += 1;
+                self.answer_missing(r);
+                continue;
+            };
+            match r {
+                ItemRef::Verdict(sock, seq) => self.answer_one(sock, seq, verdict),
+                ItemRef::Parse(sock, req) => {
+                    let span = item_span(&answers.parse_items, &mut parse_at, i);
+                    self.handle_parse_answer(sock, req, &answers.parse[span]);
                 }
-                Some((a, v)) => self.answer_item(r, a, v),
-                None => {
-                    missing += 1;
-                    self.answer_missing(r);
+                ItemRef::Msg(sock, seq) => {
+                    let span = item_span(&answers.edit_items, &mut edit_at, i);
+                    let edits = &answers.edits[span];
+                    self.handle_msg_answer(sock, seq, Some((edits, verdict)));
                 }
             }
-            settle = next;
         }
         self.settle(settle);
         if missing > 0 {
@@ -166,16 +203,6 @@ impl Core {
             });
         }
         self.handle_idle();
-    }
-
-    /// Applies one answer; `resolved` is its verdict with the target looked up.
-    fn answer_item(&mut self, r: ItemRef, a: Answer, resolved: Option<Resolved>) {
-        let resolved = resolved.unwrap_or(Resolved::Drop(DropReason::Verdict));
-        match r {
-            ItemRef::Verdict(sock, seq) => self.answer_one(sock, seq, resolved),
-            ItemRef::Parse(sock, req) => self.handle_parse_answer(sock, req, &a.parse),
-            ItemRef::Msg(sock, seq) => self.handle_msg_answer(sock, seq, Some((a, resolved))),
-        }
     }
 
     /// An item got no answer: the error answer.
@@ -244,7 +271,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::batch::{Batch, ExternalVerdicts, Replier};
+    use crate::batch::{Answer, Batch, ExternalVerdicts, Replier};
     use crate::config::{BatchConfig, EngineConfig};
     use crate::key::Key;
     use crate::psock::NewSock;
@@ -372,7 +399,7 @@ mod tests {
         }
         let batch = rx.try_recv().expect("a full batch was handed off");
         assert_eq!(batch.items.len(), N);
-        let answers: Vec<Answer> = batch
+        let answers: Answers = batch
             .items
             .iter()
             .map(|it| {
