@@ -224,9 +224,6 @@ pub struct Answers {
     pub edit_items: Vec<u32>,
 }
 
-/// Distinct targets [`Answers::push`] looks for before adding another.
-const DEDUP_TARGETS: usize = 16;
-
 impl Answers {
     /// DROP.
     pub const DROP: u32 = 0;
@@ -245,12 +242,12 @@ impl Answers {
         }
     }
 
-    /// The code of `target`: its index in the table (added if not among
-    /// the last few distinct ones) plus [`Answers::REDIRECT`].
+    /// The code of `target`: its index in the table (added if it is not
+    /// there; a linear search, for tables of a few targets) plus
+    /// [`Answers::REDIRECT`].
     pub fn target_code(&mut self, target: Target) -> u32 {
-        let near = self.targets.len().saturating_sub(DEDUP_TARGETS);
-        let t = match self.targets[near..].iter().position(|t| *t == target) {
-            Some(i) => near + i,
+        let t = match self.targets.iter().position(|t| *t == target) {
+            Some(i) => i,
             None => {
                 self.targets.push(target);
                 self.targets.len() - 1
