@@ -240,7 +240,9 @@ fn one_answer_per_batch_routes_to_many_targets_missing_keys_and_dead_targets_in_
     for round in 0..4 {
         for (c, &sock) in clients.iter().enumerate() {
             let from = round * FRAMES / 4;
-            let bytes: Vec<u8> = (from..from + FRAMES / 4).flat_map(|i| frame(c, i)).collect();
+            let bytes: Vec<u8> = (from..from + FRAMES / 4)
+                .flat_map(|i| frame(c, i))
+                .collect();
             sim.peer_send(sock, &bytes);
         }
         sim.run(3);
@@ -267,7 +269,11 @@ fn one_answer_per_batch_routes_to_many_targets_missing_keys_and_dead_targets_in_
                     _ => answers.codes.push(Answers::REDIRECT + 10_000),
                 }
             }
-            assert!(answers.targets.len() <= TARGETS + 2, "{:?}", answers.targets);
+            assert!(
+                answers.targets.len() <= TARGETS + 2,
+                "{:?}",
+                answers.targets
+            );
             b.reply(answers);
         }
         sim.run(3);
@@ -275,7 +281,15 @@ fn one_answer_per_batch_routes_to_many_targets_missing_keys_and_dead_targets_in_
     let events = sim.take_events();
     let invalid = events
         .iter()
-        .filter(|e| matches!(e, Event::Error { code: Errno::Inval, .. }))
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Error {
+                    code: Errno::Inval,
+                    ..
+                }
+            )
+        })
         .count();
     assert!(invalid > 0, "invalid codes reported");
     // Every target got exactly its frames, each client's in order.
@@ -305,7 +319,11 @@ fn one_answer_per_batch_routes_to_many_targets_missing_keys_and_dead_targets_in_
         })
         .collect();
     for (c, &sock) in clients.iter().enumerate() {
-        let count = |r: usize| (0..FRAMES).filter(|&i| usize::from(route(c, i)) == r).count();
+        let count = |r: usize| {
+            (0..FRAMES)
+                .filter(|&i| usize::from(route(c, i)) == r)
+                .count()
+        };
         let want_pass: Vec<u8> = (0..FRAMES)
             .filter(|&i| usize::from(route(c, i)) == TARGETS + 2)
             .flat_map(|i| frame(c, i))
