@@ -415,26 +415,66 @@ impl Batch {
 
     /// [`copy_into`](Batch::copy_into) handing each item's description to
     /// `each` (with the item's index) instead of collecting them. Returns
-    /// the bytes used.
+    /// the bytes used. Whole messages lying back to back in one block (a
+    /// read's messages) are copied with one copy.
     pub fn copy_each(&self, buf: &mut [u8], mut each: impl FnMut(usize, ItemDesc)) -> usize {
+        let desc = |it: &BatchItem, offset: usize, copied: usize| ItemDesc {
+            sock: it.sock,
+            tag: it.tag,
+            kind: it.kind,
+            offset,
+            copied,
+            len: it.len,
+            meta: it.meta.clone(),
+        };
         let mut off = 0;
-        for (i, it) in self.items.iter().enumerate() {
+        let mut i = 0;
+        while i < self.items.len() {
+            let (end, src) = self.whole_run(i);
+            if end > i + 1 && src.len() <= buf.len() - off {
+                buf[off..off + src.len()].copy_from_slice(src);
+                for (k, it) in self.items[i..end].iter().enumerate() {
+                    each(i + k, desc(it, off, it.len));
+                    off += it.len;
+                }
+                i = end;
+                continue;
+            }
+            let it = &self.items[i];
             let want = self.copy_item(it, &mut buf[off..]);
-            each(
-                i,
-                ItemDesc {
-                    sock: it.sock,
-                    tag: it.tag,
-                    kind: it.kind,
-                    offset: off,
-                    copied: want,
-                    len: it.len,
-                    meta: it.meta.clone(),
-                },
-            );
+            each(i, desc(it, off, want));
             off += want;
+            i += 1;
         }
         off
+    }
+
+    /// The items from `i` on that are whole messages (no longer than their
+    /// `peek_bytes`) back to back in one block: the end of the run and the
+    /// bytes it covers (an empty run when item `i` is no such message).
+    fn whole_run(&self, i: usize) -> (usize, &[u8]) {
+        let whole = |it: &BatchItem| match it.data {
+            ItemData::Block { block, offset } if it.len <= it.peek_bytes => Some((block, offset)),
+            _ => None,
+        };
+        let Some((block, start)) = self.items.get(i).and_then(whole) else {
+            return (i, &[]);
+        };
+        let mut end = start;
+        let mut j = i;
+        while let Some(it) = self.items.get(j) {
+            match whole(it) {
+                Some((b, o)) if b == block && o == end => {
+                    end += it.len;
+                    j += 1;
+                }
+                _ => break,
+            }
+        }
+        match self.blocks.get(block).and_then(|b| b.get(start..end)) {
+            Some(src) => (j, src),
+            None => (i, &[]),
+        }
     }
 
     /// Copies the first `min(len, peek_bytes)` bytes of `it` into `buf`
@@ -451,5 +491,76 @@ impl Batch {
             at += n;
         }
         at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use smallvec::smallvec;
+
+    use super::*;
+
+    fn item(len: usize, peek_bytes: usize, data: ItemData) -> BatchItem {
+        BatchItem {
+            sock: SockId::from_u64(7),
+            tag: 1,
+            kind: ItemKind::StreamVerdict,
+            len,
+            peek_bytes,
+            data,
+            meta: MessageMeta::None,
+        }
+    }
+
+    #[test]
+    fn copies_runs_of_whole_block_messages_as_each_message_alone() {
+        let b0 = Bytes::from((0..100u8).collect::<Vec<u8>>());
+        let b1 = Bytes::from((100..160u8).collect::<Vec<u8>>());
+        let at = |block, offset| ItemData::Block { block, offset };
+        let items = vec![
+            item(10, 64, at(0, 0)), // a run of three
+            item(5, 64, at(0, 10)),
+            item(20, 20, at(0, 15)),
+            item(30, 8, at(0, 35)),  // cut by peek_bytes: alone
+            item(10, 64, at(0, 65)), // a run of two
+            item(25, 64, at(0, 75)),
+            item(
+                3,
+                64,
+                ItemData::Frags(smallvec![Bytes::from_static(b"xyz")]),
+            ),
+            item(40, 64, at(1, 0)), // a run of one, then one of another block
+            item(20, 64, at(1, 40)),
+            item(1, 64, at(1, 0)), // not after the previous one
+        ];
+        let batch = Batch {
+            id: 1,
+            items,
+            blocks: vec![b0, b1],
+            replier: Replier::new(|_, _| {}),
+        };
+        let mut buf = vec![0u8; batch.payload_len()];
+        let mut descs = Vec::new();
+        let used = batch.copy_into(&mut buf, &mut descs);
+        // The reference: each item copied on its own.
+        let mut want = vec![0u8; batch.payload_len()];
+        let mut off = 0;
+        for (it, d) in batch.items.iter().zip(&descs) {
+            let n = batch.copy_item(it, &mut want[off..]);
+            assert_eq!((d.offset, d.copied, d.len), (off, n, it.len));
+            off += n;
+        }
+        assert_eq!((used, descs.len()), (off, batch.items.len()));
+        assert_eq!(buf, want);
+        // A buffer too short for a run: the items that fit are copied, the rest shortened.
+        let mut short = vec![0u8; 12];
+        let used = batch.copy_into(&mut short, &mut descs);
+        assert_eq!(used, 12);
+        assert_eq!(&short[..], &want[..12]);
+        assert_eq!(
+            descs.iter().map(|d| d.copied).take(3).collect::<Vec<_>>(),
+            [10, 2, 0]
+        );
     }
 }
