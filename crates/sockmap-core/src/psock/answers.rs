@@ -11,7 +11,7 @@
 
 use bytes::Bytes;
 
-use super::egress::Egress;
+use super::egress::{offset_in, Egress};
 use super::queue::Answered;
 use super::recv::Body;
 use super::state::Hold;
@@ -62,19 +62,31 @@ impl Core {
         let p = self.at(slot);
         let sock = p.id();
         let seq = p.awaiting.next_seq();
+        // A message lying in the read's chunk points into it: the batch
+        // holds the chunk once, not a reference per message.
+        let in_chunk = match frags.as_slice() {
+            [f] if f.len() == len => offset_in(out.chunk(), f),
+            _ => None,
+        };
         let item = external.map(|(tag, peek_bytes)| BatchItem {
             sock,
             tag,
             kind: ItemKind::StreamVerdict,
             len,
             peek_bytes,
-            data: ItemData::Frags(frags.clone()),
+            data: match in_chunk {
+                Some(offset) => ItemData::Block { block: 0, offset },
+                None => ItemData::Frags(frags.clone()),
+            },
             meta: meta.clone(),
         });
         p.awaiting.push_frags(frags, len, resolved);
         self.after_await(slot);
         match item {
-            Some(item) => self.batch_item(ItemRef::Verdict(sock, seq), item, None),
+            Some(item) => {
+                let block = in_chunk.map(|_| out.chunk());
+                self.batch_item(ItemRef::Verdict(sock, seq), item, block);
+            }
             None => self.drain_awaited(slot, out),
         }
     }
