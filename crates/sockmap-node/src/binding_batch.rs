@@ -7,8 +7,8 @@
 //! reused `Int32Array`; JavaScript runs the callbacks and writes one answer code per item into a reused `Int32Array`,
 //! plus, for parse and msg-verdict items, their parse results and edits into a reused `Float64Array`; `answerBatch`
 //! turns them into one engine [`Answers`] for the whole batch (the codes copied as they are, the small target table
-//! converted once) and sends it back through the engine's channel, which wakes the I/O thread. Nothing here waits: the I/O thread never blocks on JavaScript, and JavaScript never waits for the I/O
-//! thread.
+//! converted once) and sends it back through the engine's channel, which wakes the I/O thread. Nothing here waits:
+//! the I/O thread never blocks on JavaScript, and JavaScript never waits for the I/O thread.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

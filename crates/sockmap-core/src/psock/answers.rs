@@ -5,21 +5,22 @@
 //! [`AwaitQueue`](super::state::AwaitQueue) and hands it to the
 //! [`Batcher`](crate::batcher::Batcher); a socket with a native verdict
 //! queues there too while earlier messages await, so its messages keep their
-//! order. Answers are recorded per message and applied from the front of the
-//! queue, as far as they go, through the same [`Core::apply`] as every other
-//! verdict; messages of a shared block are applied as ranges of it.
+//! order. A batch comes back as one [`Answers`]: each distinct target is
+//! looked up once, then each item's code is recorded for its message and
+//! the answered messages are applied from the front of the queue, as far as
+//! they go, through the same [`Core::apply`] as every other verdict;
+//! messages of a shared block are applied as ranges of it.
+
+use std::ops::Range;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 use super::egress::{offset_in, Egress};
 use super::queue::Answered;
 use super::recv::Body;
 use super::state::Hold;
 use super::{Core, SlotIdx};
-use std::ops::Range;
-
-use smallvec::SmallVec;
-
 use crate::batch::{Answers, BatchItem, ItemData, ItemKind};
 use crate::batcher::ItemRef;
 use crate::error::Errno;
