@@ -11,6 +11,7 @@ import {
   AnswerCode,
   BindingEngine,
   DESC_STRIDE,
+  META_STRIDE,
   EventKind,
   errorCodes,
   statsFields,
@@ -120,11 +121,12 @@ describe('the binding', () => {
       const stat = (name: string): number => (b.sockStats(sock) as number[])[fields.indexOf(name)] as number
       const payload = new Uint8Array(1024)
       const descs = new Float64Array(DESC_STRIDE * 16)
+      const meta = new Int32Array(META_STRIDE * 16)
       /** Sends `data`, waits for its batch, answers it with `code` (no targets). */
       const judge = async (data: string, code: number): Promise<void> => {
         client.write(data)
         let n = 0
-        await until(() => (n = b.takeBatch(payload, descs)) > 0, 5000, `batch of '${data}'`)
+        await until(() => (n = b.takeBatch(payload, descs, meta)) > 0, 5000, `batch of '${data}'`)
         expect(n).toBe(1)
         b.answerBatch(Int32Array.of(code), new Float64Array(0), [], new Float64Array(0))
       }

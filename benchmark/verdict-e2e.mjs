@@ -8,7 +8,13 @@
 // messages/s, the router process's CPU (utime + stime from /proc/self/stat, I/O thread included) per million
 // messages, and the sinks' p50/p99 latency (send → sink, queueing included: at most E2E_WINDOW frames in flight).
 //
+//
+// With E2E_PROTO=resp the frames are 64-byte RESP commands framed by parsers.resp(), routed by their first key over the
+// two sinks: `resp` (a TS verdict hashing msg.resp.key), `resp-bytes` (a TS verdict that reads no metadata, routing by a
+// byte of the key) and `resp-native` (rules.hashRoute(out, rules.key.resp)); the default rows are then these three.
+//
 //   npm run build && node benchmark/verdict-e2e.mjs     (E2E_SECONDS=3 E2E_CONNS=16 E2E_ROUTERS=ts,ts1,node,native)
+//   E2E_PROTO=resp node benchmark/verdict-e2e.mjs        (E2E_ROUTERS=resp,resp-bytes,resp-native)
 import { fork } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import net from 'node:net'
@@ -32,12 +38,27 @@ function cpuSeconds() {
   return (Number(f[11]) + Number(f[12])) / HZ // fields 14 and 15 (utime, stime), counted from after the name
 }
 
-async function sockmapRouter(sinkPorts, { maxMessages, native }) {
+/** A string's FNV-1a hash, 32 bits. */
+function fnv(s) {
+  let h = 0x811c9dc5
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193)
+  return h >>> 0
+}
+
+async function sockmapRouter(sinkPorts, { maxMessages, native, resp }) {
   const engine = new Engine({ batch: { maxMessages, maxDelayMicros: 50 } })
   const out = engine.sockHash({ maxEntries: 4 })
   const [a, b] = await Promise.all(sinkPorts.map((port) => engine.connect({ host: '127.0.0.1', port })))
   const front = engine.sockHash({ maxEntries: 4096 })
-  if (native) {
+  if (resp !== undefined) {
+    out.set(0, a).set(1, b)
+    const verdicts = {
+      key: (msg) => msg.redirect(out, fnv(msg.resp.key) & 1),
+      bytes: (msg) => msg.redirect(out, msg.data[21] & 1),
+      native: rules.hashRoute(out, rules.key.resp),
+    }
+    front.attach({ parser: parsers.resp(), verdict: verdicts[resp], peekBytes: FRAME })
+  } else if (native) {
     out.set('A', a).set('B', b)
     front.attach({
       parser: parsers.lengthField({ lengthFieldLength: 4 }),
@@ -151,13 +172,19 @@ const routers = {
   ts1: ['sockmap, TS verdict, batch 1', (p) => sockmapRouter(p, { maxMessages: 1 })],
   node: ['node:net router', (p) => nodeRouter(p)],
   native: ['sockmap, native rule', (p) => sockmapRouter(p, { maxMessages: 1024, native: true })],
+  resp: ['RESP, TS verdict on msg.resp.key', (p) => sockmapRouter(p, { maxMessages: 1024, resp: 'key' })],
+  'resp-bytes': ['RESP, TS verdict on a byte', (p) => sockmapRouter(p, { maxMessages: 1024, resp: 'bytes' })],
+  'resp-native': ['RESP, rules.hashRoute(key.resp)', (p) => sockmapRouter(p, { maxMessages: 1024, resp: 'native' })],
 }
+const RESP = process.env.E2E_PROTO === 'resp'
 const rows = []
-for (const key of (process.env.E2E_ROUTERS ?? 'ts,ts1,node,native').split(',')) {
+for (const key of (process.env.E2E_ROUTERS ?? (RESP ? 'resp,resp-bytes,resp-native' : 'ts,ts1,node,native')).split(
+  ',',
+)) {
   const [name, make] = routers[key]
   rows.push(await run(name, make))
 }
 console.log(
-  `64-byte frames, ${process.env.E2E_CONNS ?? 16} client connections, ${SECONDS} s per router after ${WARMUP} s warm-up`,
+  `64-byte ${RESP ? 'RESP commands' : 'frames'}, ${process.env.E2E_CONNS ?? 16} client connections, ${SECONDS} s per router after ${WARMUP} s warm-up`,
 )
 console.table(rows)

@@ -4,7 +4,8 @@
 // Frame payload: [0] route tag 'A' or 'B' · [1] 1 on a timestamped frame · [4..12) send time (ns, BigUInt64LE).
 // Clients send chunks of CHUNK frames (one timestamped frame, then CHUNK-1 frames alternating A/B) and keep at most
 // WINDOW frames in flight in all (sent and not yet counted by a sink), so queues stay bounded and latency means
-// something. Protocol: the child sends { sinks: [port, port] }; the parent answers { router: port, seconds, warmup };
+// something. With E2E_PROTO=resp every frame is instead a 64-byte RESP `SET key:XX <32-byte value>` (the flag at
+// byte 30, the send time at [38..46), keys cycling over 256 values). Protocol: the child sends { sinks: [port, port] }; the parent answers { router: port, seconds, warmup };
 // the child sends { phase: 'start' } after the warm-up, then { phase: 'stop', frames, p50, p99 } and exits.
 import net from 'node:net'
 
@@ -12,6 +13,10 @@ const FRAME = 64
 const CHUNK = Number(process.env.E2E_CHUNK ?? 256)
 const CONNS = Number(process.env.E2E_CONNS ?? 16)
 const WINDOW = Number(process.env.E2E_WINDOW ?? CONNS * 16 * CHUNK)
+const RESP = process.env.E2E_PROTO === 'resp'
+/** Where a frame says it is timestamped, and where the send time is. */
+const FLAG_AT = RESP ? 30 : 5
+const STAMP_AT = RESP ? 38 : 8
 
 let received = 0
 let sent = 0
@@ -22,8 +27,14 @@ let sinkReads = 0
 function frames(n, first) {
   const b = Buffer.alloc(n * FRAME)
   for (let i = 0; i < n; i++) {
-    b.writeUInt32BE(FRAME - 4, i * FRAME)
-    b[i * FRAME + 4] = (first + i) % 2 === 0 ? 0x41 : 0x42
+    if (RESP) {
+      const key = ((first + i) % 256).toString(16).padStart(2, '0')
+      b.write(`*3\r\n$3\r\nSET\r\n$6\r\nkey:${key}\r\n$32\r\n`, i * FRAME, 'latin1')
+      b.write('\r\n', i * FRAME + FRAME - 2, 'latin1')
+    } else {
+      b.writeUInt32BE(FRAME - 4, i * FRAME)
+      b[i * FRAME + 4] = (first + i) % 2 === 0 ? 0x41 : 0x42
+    }
   }
   return b
 }
@@ -37,8 +48,8 @@ function sink() {
       let at = (FRAME - pos) % FRAME
       pos = (pos + d.length) % FRAME
       for (; at + FRAME <= d.length; at += FRAME) {
-        if (d[at + 5] === 1 && measuring && lat.length < 1_000_000) {
-          lat.push(Number(now - d.readBigUInt64LE(at + 8)))
+        if (d[at + FLAG_AT] === 1 && measuring && lat.length < 1_000_000) {
+          lat.push(Number(now - d.readBigUInt64LE(at + STAMP_AT)))
         }
       }
       count(d.length)
@@ -63,8 +74,8 @@ function pump() {
     const c = clients[next]
     next = (next + 1) % clients.length
     const stamp = frames(1, 0)
-    stamp[5] = 1
-    stamp.writeBigUInt64LE(process.hrtime.bigint(), 8)
+    stamp[FLAG_AT] = 1
+    stamp.writeBigUInt64LE(process.hrtime.bigint(), STAMP_AT)
     c.cork()
     c.write(stamp)
     c.write(bulk)

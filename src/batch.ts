@@ -5,6 +5,9 @@ import {
   DescField,
   EDIT_STRIDE,
   EditOp,
+  META_STRIDE,
+  MetaField,
+  MetaKind,
   PARSE_FAILED_ERRNO,
   TARGET_STRIDE,
   TargetField,
@@ -22,6 +25,8 @@ import {
   type RedirectOptions,
   type SendMessage,
   type StreamMessage,
+  type HttpMeta,
+  type RespMeta,
   type VerdictFunction,
 } from './verdict'
 
@@ -48,6 +53,13 @@ const A_REDIRECT = 2
 const T_MAP = 0
 const T_KEY = 1
 const T_FLAGS = 2
+const M_STRIDE = 7
+const M_KIND = 0
+const M_A = 1
+const M_B = 3
+const M_C = 5
+const META_RESP = 1
+const META_HTTP = 2
 
 /** Throws when the literals above disagree with the binding's definitions. @internal */
 export function checkAbi(): void {
@@ -70,6 +82,16 @@ export function checkAbi(): void {
     ['TargetField.Map', T_MAP, TargetField.Map],
     ['TargetField.Key', T_KEY, TargetField.Key],
     ['TargetField.Flags', T_FLAGS, TargetField.Flags],
+    ['META_STRIDE', M_STRIDE, META_STRIDE],
+    ['MetaField.Kind', M_KIND, MetaField.Kind],
+    ['MetaField.AStart', M_A, MetaField.AStart],
+    ['MetaField.ALen', M_A + 1, MetaField.ALen],
+    ['MetaField.BStart', M_B, MetaField.BStart],
+    ['MetaField.BLen', M_B + 1, MetaField.BLen],
+    ['MetaField.CStart', M_C, MetaField.CStart],
+    ['MetaField.CLen', M_C + 1, MetaField.CLen],
+    ['MetaKind.Resp', META_RESP, MetaKind.Resp],
+    ['MetaKind.Http', META_HTTP, MetaKind.Http],
   ]
   for (const [name, local, native] of pairs) {
     if (local !== native)
@@ -117,17 +139,113 @@ export interface BatchCounters {
 }
 
 /**
+ * The fields of one item's metadata: `meta[at + M_A..]` (start, length pairs into `data`; start -1 when absent). The
+ * reused base of the RESP and HTTP views; pointed at the current message when `msg.resp`/`msg.http` is read.
+ */
+class MetaView {
+  data: Buffer = Buffer.alloc(0)
+  meta: Int32Array<ArrayBufferLike> = new Int32Array(M_STRIDE)
+  at = 0
+
+  point(data: Buffer, meta: Int32Array, at: number): this {
+    this.data = data
+    this.meta = meta
+    this.at = at
+    return this
+  }
+
+  /** Field `f` (M_A, M_B, M_C) decoded with `encoding`, or undefined. */
+  protected text(f: number, encoding: 'latin1' | 'utf8'): string | undefined {
+    const start = this.meta[this.at + f] as number
+    return start < 0 ? undefined : this.data.toString(encoding, start, start + (this.meta[this.at + f + 1] as number))
+  }
+}
+
+class RespView extends MetaView implements RespMeta {
+  get command(): string {
+    return this.text(M_A, 'latin1') ?? ''
+  }
+
+  get key(): string | undefined {
+    return this.text(M_B, 'utf8')
+  }
+
+  get keyBytes(): Buffer | undefined {
+    const start = this.meta[this.at + M_B] as number
+    return start < 0 ? undefined : this.data.subarray(start, start + (this.meta[this.at + M_B + 1] as number))
+  }
+}
+
+const CRLF = Buffer.from('\r\n')
+
+class HttpView extends MetaView implements HttpMeta {
+  get method(): string {
+    return this.text(M_A, 'latin1') ?? ''
+  }
+
+  get path(): string {
+    return this.text(M_B, 'latin1') ?? ''
+  }
+
+  get host(): string | undefined {
+    return this.text(M_C, 'latin1')
+  }
+
+  header(name: string): string | undefined {
+    if (typeof name !== 'string') throw new TypeError(`name must be a string, got ${typeof name}`)
+    const d = this.data
+    const want = name.toLowerCase()
+    let out: string | undefined
+    // The header lines follow the start line, which begins at the method, up to the blank line ending the head.
+    let at = d.indexOf(CRLF, this.meta[this.at + M_A] as number)
+    if (at < 0) return undefined
+    for (at += 2; at < d.length;) {
+      const end = d.indexOf(CRLF, at)
+      if (end <= at) break // the blank line, or a line cut by peekBytes
+      const colon = d.indexOf(0x3a, at)
+      if (colon - at === want.length && colon < end && d.toString('latin1', at, colon).toLowerCase() === want) {
+        const v = d.toString('latin1', colon + 1, end).trim()
+        out = out === undefined ? v : `${out}, ${v}`
+      }
+      at = end + 2
+    }
+    return out
+  }
+}
+
+/**
  * The reused message view handed to every stream verdict call of every batch. `data` is re-pointed at each message's
- * bytes inside the payload buffer; nothing is allocated per message beyond that view.
+ * bytes inside the payload buffer and `index` at its item; nothing is allocated per message beyond that view, and
+ * the metadata views are pointed at the message only when `resp` or `http` is read.
  */
 class MessageView implements StreamMessage {
   socket = 0
   length = 0
   data: Buffer = Buffer.alloc(0)
+  /** The item's index in the batch (its metadata's slot). */
+  index = 0
   protected readonly runner: BatchRunner
+  readonly #resp = new RespView()
+  readonly #http = new HttpView()
 
   constructor(runner: BatchRunner) {
     this.runner = runner
+  }
+
+  get resp(): RespMeta | undefined {
+    const meta = this.runner.meta
+    const at = this.index * M_STRIDE
+    if (meta[at + M_KIND] !== META_RESP || (meta[at + M_A] as number) < 0) return undefined
+    return this.#resp.point(this.data, meta, at)
+  }
+
+  get http(): HttpMeta | undefined {
+    const meta = this.runner.meta
+    const at = this.index * M_STRIDE
+    if (meta[at + M_KIND] !== META_HTTP || (meta[at + M_A] as number) < 0 || (meta[at + M_B] as number) < 0) {
+      return undefined
+    }
+    return this.#http.point(this.data, meta, at)
   }
 
   redirect(target: SockMap | SockHash, key: MapKey, opts?: RedirectOptions): Verdict {
@@ -234,8 +352,10 @@ export class BatchRunner {
   readonly #sendView = new SendView(this)
   #payload: Buffer = Buffer.allocUnsafeSlow(64 << 10)
   #descs = new Float64Array(STRIDE * 1024)
+  /** The framers' metadata of each item, `META_STRIDE` numbers each (see `MetaField`). @internal */
+  meta = new Int32Array(M_STRIDE * 1024)
   #answers = new Int32Array(1024)
-  /** Parse results and msg edits, in item order (see `answerBatch`). */
+  /** Parse results and msg edits: per parse or msg item, its index, a count, the entries (see `answerBatch`). */
   #extras = new Float64Array(4096)
   /** Redirect targets chosen in the current batch, 3 numbers each; Buffer keys live in `#keys`. */
   #targets = new Float64Array(TARGET_STRIDE * 64)
@@ -342,7 +462,7 @@ export class BatchRunner {
   /** Takes and answers every batch waiting; `report` gets one error per batch that had failing calls. */
   run(binding: BindingEngine, report: (err: SockmapError) => void): void {
     for (;;) {
-      const n = callBinding(() => binding.takeBatch(this.#payload, this.#descs))
+      const n = callBinding(() => binding.takeBatch(this.#payload, this.#descs, this.meta))
       if (n === 0) return
       if (n < 0) {
         this.#grow(-n)
@@ -360,6 +480,7 @@ export class BatchRunner {
     // The binding also says "grow" when the descriptors are short: make room for twice as many items.
     const items = (this.#descs.length / STRIDE) * 2
     this.#descs = new Float64Array(STRIDE * items)
+    this.meta = new Int32Array(M_STRIDE * items)
     this.#answers = new Int32Array(items)
   }
 
@@ -412,6 +533,7 @@ export class BatchRunner {
           data = views[i] = payload.subarray(offset, offset + copied)
         }
         view.data = data
+        view.index = i
         view.length = descs[d + D_LEN] as number
         this.#chosen = -1
         try {
@@ -425,7 +547,8 @@ export class BatchRunner {
         counters.parseRequests++
         answers[i] = A_DROP
         const fn = cb?.type === 'parser' ? cb.fn : undefined
-        let extras = this.#reserve(e, 2)
+        let extras = this.#reserve(e, 3)
+        extras[e++] = i
         const countAt = e++
         let count = 0
         let off = 0
@@ -459,6 +582,7 @@ export class BatchRunner {
         counters.messages++
         const sv = this.#sendView
         sv.reset(descs[d + D_SOCK] as number, descs[d + D_LEN] as number, payload.subarray(offset, offset + copied))
+        sv.index = i // a msg item has no metadata
         this.#chosen = -1
         let code: number
         if (cb === undefined || cb.type !== 'msgVerdict') {
@@ -475,7 +599,8 @@ export class BatchRunner {
         }
         answers[i] = code
         const edits = sv.edits
-        const extras = this.#reserve(e, edits.length + 1)
+        const extras = this.#reserve(e, edits.length + 2)
+        extras[e++] = i
         extras[e++] = edits.length / EDIT_STRIDE
         for (let j = 0; j < edits.length; j++) extras[e++] = edits[j] as number
       } else {

@@ -28,6 +28,8 @@ export {
   type RedirectOptions,
   type SendMessage,
   type StreamMessage,
+  type RespMeta,
+  type HttpMeta,
   type VerdictFunction,
 } from './verdict'
 export {

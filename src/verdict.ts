@@ -39,8 +39,44 @@ export interface RedirectOptions {
 }
 
 /**
+ * What the native RESP framer (`parsers.resp()`) found in a request: an array whose first elements are bulk strings,
+ * or an inline command. Read lazily: nothing is decoded until a property is read. A reused view, valid only during
+ * the verdict call, like the message.
+ */
+export interface RespMeta {
+  /** The command name (the first element) as sent, e.g. `'SET'` or `'get'` (not case-folded). */
+  readonly command: string
+  /**
+   * The first key (the second element), decoded as UTF-8 (what `hash.set('user:1', s)` names); `undefined` for a
+   * command without one, or when its bytes end past `peekBytes`. Binary keys: {@link RespMeta.keyBytes}.
+   */
+  readonly key: string | undefined
+  /** The first key's bytes: a view of `msg.data`, valid only during the call; `undefined` as for `key`. */
+  readonly keyBytes: Buffer | undefined
+}
+
+/**
+ * What the native HTTP/1 requests framer (`parsers.http1()`) found in a request head. Read lazily, decoded as
+ * latin1 (as `node:http` decodes heads). A reused view, valid only during the verdict call, like the message.
+ */
+export interface HttpMeta {
+  /** The method token, e.g. `'GET'`. */
+  readonly method: string
+  /** The request target, e.g. `'/index.html?q=1'`. */
+  readonly path: string
+  /** The `Host` header's value; `undefined` without one, or when it ends past `peekBytes`. */
+  readonly host: string | undefined
+  /**
+   * The value of header `name` (case-insensitive; repeated headers joined with `', '`, spaces around each value
+   * trimmed), read from the head in `msg.data`; `undefined` when the head has none, or the header lies past
+   * `peekBytes`. E.g. `header('connection')`, `header('upgrade')`.
+   */
+  header(name: string): string | undefined
+}
+
+/**
  * A received message, as a stream verdict sees it. The library reuses one view for every message of a batch: keep
- * neither the view nor `data` after the verdict returns (copy what you need).
+ * neither the view nor `data` (nor `resp`, `http`) after the verdict returns (copy what you need).
  */
 export interface StreamMessage {
   /** Id of the source socket. */
@@ -49,6 +85,16 @@ export interface StreamMessage {
   readonly length: number
   /** The message bytes, or their first `peekBytes`; a view valid only during the call. */
   readonly data: Buffer
+  /**
+   * The RESP framer's metadata, when the map's parser is `parsers.resp()` and the message is a request whose command
+   * name lies within the first `peekBytes`; else `undefined`. Nothing is built unless it is read.
+   */
+  readonly resp: RespMeta | undefined
+  /**
+   * The HTTP/1 framer's metadata, when the map's parser is `parsers.http1()` (requests) and the request's method and
+   * target lie within the first `peekBytes`; else `undefined`. Nothing is built unless it is read.
+   */
+  readonly http: HttpMeta | undefined
   /**
    * Chooses a redirect target: the socket stored under `key` in `target`. Returns {@link Verdict.REDIRECT}, which the
    * verdict returns. A missing key or a dead target drops the message (counted), as in the kernel.

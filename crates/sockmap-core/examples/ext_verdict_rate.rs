@@ -20,11 +20,11 @@ use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sockmap_core::batch::{Answer, Batch, ExternalVerdicts};
+use sockmap_core::batch::{Answers, Batch, ExternalVerdicts, Target};
 use sockmap_core::framer::LengthFieldOptions;
 use sockmap_core::map::{MapKind, UpdateFlag};
 use sockmap_core::program::{ParserKind, ParserProg, Programs, StreamVerdictProg, VerdictKind};
-use sockmap_core::{Engine, EngineConfig, Hooks, Key, Verdict};
+use sockmap_core::{Engine, EngineConfig, Hooks, Key};
 
 const FRAME: usize = 64;
 
@@ -127,24 +127,27 @@ fn main() {
         senders.push(peer);
     }
 
-    // The verdict side: the frame's 5th byte picks the target.
+    // The verdict side: the frame's 5th byte picks the target. As the binding does, one answer per batch: one code
+    // per item and the table of the targets it names.
     let verdicts = std::thread::spawn(move || {
         let mut buf = vec![0u8; 1 << 20];
         let mut descs = Vec::new();
         while let Ok(b) = rx.recv() {
             b.copy_into(&mut buf, &mut descs);
-            let answers: Vec<Answer> = descs
-                .iter()
-                .map(|d| {
-                    let pick = buf.get(d.offset + 4).copied().unwrap_or(0);
-                    Verdict::Redirect {
+            let mut answers = Answers::with_capacity(descs.len());
+            let codes: Vec<u32> = (0..targets as u64)
+                .map(|t| {
+                    answers.target_code(Target {
                         map: ups,
-                        key: Key::Num(u64::from(pick) % targets as u64),
+                        key: Key::Num(t),
                         ingress: false,
-                    }
-                    .into()
+                    })
                 })
                 .collect();
+            answers.codes.extend(descs.iter().map(|d| {
+                let pick = buf.get(d.offset + 4).copied().unwrap_or(0);
+                codes[usize::from(pick) % targets]
+            }));
             b.reply(answers);
         }
     });
@@ -182,7 +185,7 @@ fn main() {
             polls
         })
     });
-    let cpu_io0 = cpu_seconds(Some("sockmap-io"));
+    let cpu_io0 = cpu_seconds(Some("sockmap-io-0"));
     let cpu0 = cpu_seconds(None);
     let start = Instant::now();
     let writers: Vec<_> = senders
@@ -226,7 +229,7 @@ fn main() {
         std::thread::sleep(Duration::from_micros(200));
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu_io = cpu_seconds(Some("sockmap-io")) - cpu_io0;
+    let cpu_io = cpu_seconds(Some("sockmap-io-0")) - cpu_io0;
     let cpu = cpu_seconds(None) - cpu0;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let polls = poller.map_or(0, |p| p.join().unwrap_or(0));

@@ -12,14 +12,20 @@
 //!
 //! A binding copies the batch into one buffer it owns with
 //! [`Batch::copy_into`] (the first `peek_bytes` of each message, and one
-//! [`ItemDesc`] per message), runs the callbacks, and answers with one
-//! [`Answer`] per item, in item order.
+//! [`ItemDesc`] per message, with the native framer's [`MessageMeta`]),
+//! runs the callbacks, and answers the whole batch with one [`Answers`]:
+//! one code per item, in item order, plus a small table of redirect targets
+//! that the I/O thread looks up once per batch per target; parse results
+//! and msg-verdict edits travel beside the codes, tagged with their item's
+//! index. [`Answer`] is one item's answer, for callers that build answers
+//! one by one (`Vec<Answer>` converts into [`Answers`]).
 
 use std::sync::Arc;
 
 use crate::event::Frags;
-use crate::framer::Parse;
-use crate::id::SockId;
+use crate::framer::{MessageMeta, Parse};
+use crate::id::{MapId, SockId};
+use crate::key::Key;
 use crate::rules::Verdict;
 
 /// The application's side of external verdicts.
@@ -67,6 +73,9 @@ pub struct BatchItem {
     /// Where the message bytes are (shared with the engine, not copied):
     /// read them with [`Batch::bytes`].
     pub data: ItemData,
+    /// The native framer's metadata for a stream-verdict item (ranges into
+    /// the message bytes); [`MessageMeta::None`] otherwise.
+    pub meta: MessageMeta,
 }
 
 /// Where a batch item's bytes are.
@@ -85,7 +94,7 @@ pub enum ItemData {
 }
 
 /// Where one item's bytes sit in the buffer filled by [`Batch::copy_into`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ItemDesc {
     /// The source socket.
     pub sock: SockId,
@@ -99,6 +108,9 @@ pub struct ItemDesc {
     pub copied: usize,
     /// The full message length.
     pub len: usize,
+    /// The item's metadata (ranges into the message bytes; a range may end
+    /// past `copied`).
+    pub meta: MessageMeta,
 }
 
 /// A msg verdict's edits, applied in order before its verdict.
@@ -174,8 +186,151 @@ impl From<Verdict> for Answer {
     }
 }
 
+/// A redirect target of an [`Answers`] table: the socket under `key` in `map`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The map.
+    pub map: MapId,
+    /// The key.
+    pub key: Key,
+    /// Deliver to the target's application instead of its egress.
+    pub ingress: bool,
+}
+
+/// The answers to a whole batch.
+///
+/// `codes[i]` answers item `i`: [`Answers::DROP`], [`Answers::PASS`],
+/// [`Answers::REDIRECT`]` + t` (target `t` of `targets`), anything else is
+/// an invalid answer (the item gets the error verdict, DROP, and the batch
+/// one error event); items past `codes` have no answer (the same, counted
+/// apart). A parse item's results are the entries of `parse` tagged with its
+/// index (`parse_items`), in order; a msg verdict's edits likewise in `edits`
+/// (`edit_items`); both sides are sorted by item. The code of a parse item
+/// only matters when it is invalid. Each distinct target is looked up once
+/// per batch, however many items name it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Answers {
+    /// One code per item, in item order.
+    pub codes: Vec<u32>,
+    /// The redirect targets the codes name.
+    pub targets: Vec<Target>,
+    /// Parse results of parse items, in item order.
+    pub parse: Vec<Parse>,
+    /// The item index of each entry of `parse`.
+    pub parse_items: Vec<u32>,
+    /// Edits of msg-verdict items, in item order.
+    pub edits: Vec<MsgEdit>,
+    /// The item index of each entry of `edits`.
+    pub edit_items: Vec<u32>,
+}
+
+impl Answers {
+    /// DROP.
+    pub const DROP: u32 = 0;
+    /// PASS.
+    pub const PASS: u32 = 1;
+    /// REDIRECT to target 0 (target `t`: `REDIRECT + t`).
+    pub const REDIRECT: u32 = 2;
+    /// An answer that could not be understood.
+    pub const INVALID: u32 = u32::MAX;
+
+    /// Empty answers with room for `items` codes.
+    pub fn with_capacity(items: usize) -> Answers {
+        Answers {
+            codes: Vec::with_capacity(items),
+            ..Answers::default()
+        }
+    }
+
+    /// The code of `target`: its index in the table (added if it is not
+    /// there; a linear search, for tables of a few targets) plus
+    /// [`Answers::REDIRECT`].
+    pub fn target_code(&mut self, target: Target) -> u32 {
+        let t = match self.targets.iter().position(|t| *t == target) {
+            Some(i) => i,
+            None => {
+                self.targets.push(target);
+                self.targets.len() - 1
+            }
+        };
+        Answers::REDIRECT.saturating_add(u32::try_from(t).unwrap_or(u32::MAX))
+    }
+
+    /// The code of `verdict`.
+    pub fn code_of(&mut self, verdict: Verdict) -> u32 {
+        match verdict {
+            Verdict::Drop => Answers::DROP,
+            Verdict::Pass => Answers::PASS,
+            Verdict::Redirect { map, key, ingress } => {
+                self.target_code(Target { map, key, ingress })
+            }
+        }
+    }
+
+    /// Answers the next item with `verdict`.
+    pub fn push(&mut self, verdict: Verdict) {
+        let code = self.code_of(verdict);
+        self.codes.push(code);
+    }
+
+    /// Answers the next item as invalid.
+    pub fn push_invalid(&mut self) {
+        self.codes.push(Answers::INVALID);
+    }
+
+    /// Answers the next item, a parse item, with `results`.
+    pub fn push_parse(&mut self, results: &[Parse]) {
+        let i = self.next_index();
+        self.parse.extend_from_slice(results);
+        self.parse_items.extend(results.iter().map(|_| i));
+        self.codes.push(Answers::DROP);
+    }
+
+    /// Answers the next item, a msg verdict, with `verdict` after `edits`.
+    pub fn push_msg(&mut self, verdict: Verdict, edits: &[MsgEdit]) {
+        let i = self.next_index();
+        self.edits.extend_from_slice(edits);
+        self.edit_items.extend(edits.iter().map(|_| i));
+        self.push(verdict);
+    }
+
+    fn next_index(&self) -> u32 {
+        u32::try_from(self.codes.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Answers the next item with `answer`.
+    pub fn push_answer(&mut self, answer: Answer) {
+        if answer.invalid {
+            return self.push_invalid();
+        }
+        let i = self.next_index();
+        self.parse.extend_from_slice(&answer.parse);
+        self.parse_items.extend(answer.parse.iter().map(|_| i));
+        self.edits.extend_from_slice(&answer.edits);
+        self.edit_items.extend(answer.edits.iter().map(|_| i));
+        self.push(answer.verdict);
+    }
+}
+
+impl FromIterator<Answer> for Answers {
+    fn from_iter<I: IntoIterator<Item = Answer>>(iter: I) -> Answers {
+        let iter = iter.into_iter();
+        let mut out = Answers::with_capacity(iter.size_hint().0);
+        for a in iter {
+            out.push_answer(a);
+        }
+        out
+    }
+}
+
+impl From<Vec<Answer>> for Answers {
+    fn from(answers: Vec<Answer>) -> Answers {
+        answers.into_iter().collect()
+    }
+}
+
 /// The function a [`Replier`] hands answers to.
-type ReplyFn = dyn Fn(u64, Vec<Answer>) + Send + Sync;
+type ReplyFn = dyn Fn(u64, Answers) + Send + Sync;
 
 /// Sends answers back to the I/O thread; cheap to clone, usable from any thread.
 #[derive(Clone)]
@@ -191,16 +346,17 @@ impl std::fmt::Debug for Replier {
 
 impl Replier {
     /// A replier that hands answers to `send` (the engine queues them for its I/O thread).
-    pub(crate) fn new(send: impl Fn(u64, Vec<Answer>) + Send + Sync + 'static) -> Replier {
+    pub(crate) fn new(send: impl Fn(u64, Answers) + Send + Sync + 'static) -> Replier {
         Replier {
             send: Arc::new(send),
         }
     }
 
-    /// Answers batch `batch`: one answer per item, in item order. Missing
-    /// answers get the error verdict (DROP) and an error event.
-    pub fn reply(&self, batch: u64, answers: Vec<Answer>) {
-        (self.send)(batch, answers);
+    /// Answers batch `batch`: one answer per item, in item order (an
+    /// [`Answers`], or a `Vec<Answer>`). Missing answers get the error
+    /// verdict (DROP) and an error event.
+    pub fn reply(&self, batch: u64, answers: impl Into<Answers>) {
+        (self.send)(batch, answers.into());
     }
 }
 
@@ -223,7 +379,7 @@ impl Batch {
     }
 
     /// Answers the batch.
-    pub fn reply(self, answers: Vec<Answer>) {
+    pub fn reply(self, answers: impl Into<Answers>) {
         self.replier.reply(self.id, answers);
     }
 
@@ -259,25 +415,66 @@ impl Batch {
 
     /// [`copy_into`](Batch::copy_into) handing each item's description to
     /// `each` (with the item's index) instead of collecting them. Returns
-    /// the bytes used.
+    /// the bytes used. Whole messages lying back to back in one block (a
+    /// read's messages) are copied with one copy.
     pub fn copy_each(&self, buf: &mut [u8], mut each: impl FnMut(usize, ItemDesc)) -> usize {
+        let desc = |it: &BatchItem, offset: usize, copied: usize| ItemDesc {
+            sock: it.sock,
+            tag: it.tag,
+            kind: it.kind,
+            offset,
+            copied,
+            len: it.len,
+            meta: it.meta.clone(),
+        };
         let mut off = 0;
-        for (i, it) in self.items.iter().enumerate() {
+        let mut i = 0;
+        while i < self.items.len() {
+            let (end, src) = self.whole_run(i);
+            if end > i + 1 && src.len() <= buf.len() - off {
+                buf[off..off + src.len()].copy_from_slice(src);
+                for (k, it) in self.items[i..end].iter().enumerate() {
+                    each(i + k, desc(it, off, it.len));
+                    off += it.len;
+                }
+                i = end;
+                continue;
+            }
+            let it = &self.items[i];
             let want = self.copy_item(it, &mut buf[off..]);
-            each(
-                i,
-                ItemDesc {
-                    sock: it.sock,
-                    tag: it.tag,
-                    kind: it.kind,
-                    offset: off,
-                    copied: want,
-                    len: it.len,
-                },
-            );
+            each(i, desc(it, off, want));
             off += want;
+            i += 1;
         }
         off
+    }
+
+    /// The items from `i` on that are whole messages (no longer than their
+    /// `peek_bytes`) back to back in one block: the end of the run and the
+    /// bytes it covers (an empty run when item `i` is no such message).
+    fn whole_run(&self, i: usize) -> (usize, &[u8]) {
+        let whole = |it: &BatchItem| match it.data {
+            ItemData::Block { block, offset } if it.len <= it.peek_bytes => Some((block, offset)),
+            _ => None,
+        };
+        let Some((block, start)) = self.items.get(i).and_then(whole) else {
+            return (i, &[]);
+        };
+        let mut end = start;
+        let mut j = i;
+        while let Some(it) = self.items.get(j) {
+            match whole(it) {
+                Some((b, o)) if b == block && o == end => {
+                    end += it.len;
+                    j += 1;
+                }
+                _ => break,
+            }
+        }
+        match self.blocks.get(block).and_then(|b| b.get(start..end)) {
+            Some(src) => (j, src),
+            None => (i, &[]),
+        }
     }
 
     /// Copies the first `min(len, peek_bytes)` bytes of `it` into `buf`
@@ -294,5 +491,76 @@ impl Batch {
             at += n;
         }
         at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use smallvec::smallvec;
+
+    use super::*;
+
+    fn item(len: usize, peek_bytes: usize, data: ItemData) -> BatchItem {
+        BatchItem {
+            sock: SockId::from_u64(7),
+            tag: 1,
+            kind: ItemKind::StreamVerdict,
+            len,
+            peek_bytes,
+            data,
+            meta: MessageMeta::None,
+        }
+    }
+
+    #[test]
+    fn copies_runs_of_whole_block_messages_as_each_message_alone() {
+        let b0 = Bytes::from((0..100u8).collect::<Vec<u8>>());
+        let b1 = Bytes::from((100..160u8).collect::<Vec<u8>>());
+        let at = |block, offset| ItemData::Block { block, offset };
+        let items = vec![
+            item(10, 64, at(0, 0)), // a run of three
+            item(5, 64, at(0, 10)),
+            item(20, 20, at(0, 15)),
+            item(30, 8, at(0, 35)),  // cut by peek_bytes: alone
+            item(10, 64, at(0, 65)), // a run of two
+            item(25, 64, at(0, 75)),
+            item(
+                3,
+                64,
+                ItemData::Frags(smallvec![Bytes::from_static(b"xyz")]),
+            ),
+            item(40, 64, at(1, 0)), // a run of one, then one of another block
+            item(20, 64, at(1, 40)),
+            item(1, 64, at(1, 0)), // not after the previous one
+        ];
+        let batch = Batch {
+            id: 1,
+            items,
+            blocks: vec![b0, b1],
+            replier: Replier::new(|_, _| {}),
+        };
+        let mut buf = vec![0u8; batch.payload_len()];
+        let mut descs = Vec::new();
+        let used = batch.copy_into(&mut buf, &mut descs);
+        // The reference: each item copied on its own.
+        let mut want = vec![0u8; batch.payload_len()];
+        let mut off = 0;
+        for (it, d) in batch.items.iter().zip(&descs) {
+            let n = batch.copy_item(it, &mut want[off..]);
+            assert_eq!((d.offset, d.copied, d.len), (off, n, it.len));
+            off += n;
+        }
+        assert_eq!((used, descs.len()), (off, batch.items.len()));
+        assert_eq!(buf, want);
+        // A buffer too short for a run: the items that fit are copied, the rest shortened.
+        let mut short = vec![0u8; 12];
+        let used = batch.copy_into(&mut short, &mut descs);
+        assert_eq!(used, 12);
+        assert_eq!(&short[..], &want[..12]);
+        assert_eq!(
+            descs.iter().map(|d| d.copied).take(3).collect::<Vec<_>>(),
+            [10, 2, 0]
+        );
     }
 }

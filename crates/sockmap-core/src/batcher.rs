@@ -22,6 +22,7 @@ use bytes::Bytes;
 
 use crate::batch::{Batch, BatchItem, ExternalVerdicts, ItemData, ItemKind, Replier};
 use crate::config::BatchConfig;
+use crate::framer::MessageMeta;
 use crate::id::SockId;
 
 /// What one batch item refers to: its socket and a sequence number.
@@ -147,6 +148,7 @@ impl Batcher {
                     len,
                     peek_bytes,
                     data: ItemData::Block { block: at, offset },
+                    meta: MessageMeta::None,
                 });
                 open.refs
                     .push(ItemRef::Verdict(sock, first_seq + (i + k) as u64));

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::backend::{Backend, Source, Wake};
-use crate::batch::{Answer, Replier};
+use crate::batch::{Answers, Replier};
 use crate::event::Event;
 use crate::id::SockId;
 use crate::map_view::MapChange;
@@ -63,7 +63,7 @@ pub(crate) enum Command {
     },
     Answer {
         batch: u64,
-        answers: Vec<Answer>,
+        answers: Box<Answers>,
     },
     Ack(SockId, usize),
     Shutdown,
@@ -168,6 +168,7 @@ impl EventOut {
 /// A [`Replier`] that queues answers as commands and rings the doorbell.
 pub(crate) fn replier(tx: Sender<Command>, bell: Arc<Doorbell>) -> Replier {
     Replier::new(move |batch, answers| {
+        let answers = Box::new(answers);
         if tx.send(Command::Answer { batch, answers }).is_ok() {
             bell.ring();
         }
@@ -281,7 +282,7 @@ pub(crate) fn turn<B: Backend>(
             Command::End(id) => core.handle_end(id),
             Command::Destroy(id) => core.handle_destroy(id),
             Command::Send { sock, data, req } => core.handle_send(sock, data, req),
-            Command::Answer { batch, answers } => core.handle_answers(batch, answers),
+            Command::Answer { batch, answers } => core.handle_answers(batch, *answers),
             Command::Ack(sock, bytes) => core.handle_ack(sock, bytes),
         }
     }

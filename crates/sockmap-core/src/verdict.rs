@@ -12,11 +12,10 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
-use smallvec::SmallVec;
 
+use crate::batch::Target;
 use crate::framer::MessageMeta;
-use crate::id::{MapId, SockId};
-use crate::key::Key;
+use crate::id::SockId;
 use crate::map_view::MapView;
 use crate::program::{StreamVerdictProg, VerdictKind};
 use crate::rules::{DerivedKey, KeySource, MessageView, MsgBytes, Rule, Verdict};
@@ -157,35 +156,10 @@ pub(crate) fn resolve(maps: &MapView, v: &Verdict) -> Resolved {
     }
 }
 
-/// Distinct redirect targets remembered while resolving one batch's answers.
-const BATCH_TARGETS: usize = 16;
-
-/// Resolves the verdicts of a batch's answers (`None` where `judged` says
-/// the item is no verdict), looking each distinct redirect target up once.
-pub(crate) fn resolve_batch<'a>(
-    maps: &MapView,
-    verdicts: impl Iterator<Item = (&'a Verdict, bool)>,
-) -> Vec<Option<Resolved>> {
-    let mut seen: SmallVec<[(MapId, &Key, Option<SockId>); BATCH_TARGETS]> = SmallVec::new();
-    verdicts
-        .map(|(v, judged)| {
-            if !judged {
-                return None;
-            }
-            let Verdict::Redirect { map, key, ingress } = v else {
-                return Some(resolve(maps, v));
-            };
-            let found = match seen.iter().find(|(m, k, _)| m == map && *k == key) {
-                Some(&(_, _, found)) => found,
-                None => {
-                    let found = maps.lookup(*map, DerivedKey::from_key(key).raw());
-                    if seen.len() < BATCH_TARGETS {
-                        seen.push((*map, key, found));
-                    }
-                    found
-                }
-            };
-            Some(redirect_to(found, *ingress))
-        })
-        .collect()
+/// Resolves a redirect target of a batch's answers.
+pub(crate) fn resolve_target(maps: &MapView, t: &Target) -> Resolved {
+    redirect_to(
+        maps.lookup(t.map, DerivedKey::from_key(&t.key).raw()),
+        t.ingress,
+    )
 }

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use engine_util::*;
-use sockmap_core::batch::{Answer, ItemDesc, ItemKind, MsgEdit};
+use sockmap_core::batch::{Answer, Answers, ItemDesc, ItemKind, MsgEdit};
 use sockmap_core::framer::Parse;
 use sockmap_core::map::MapKind;
 use sockmap_core::program::{
@@ -33,7 +33,7 @@ fn external_harness(
         let mut descs: Vec<ItemDesc> = Vec::new();
         while let Ok(batch) = rx.recv() {
             batch.copy_into(&mut buf, &mut descs);
-            let answers = descs
+            let answers: Answers = descs
                 .iter()
                 .map(|d| {
                     let bytes = &buf[d.offset..d.offset + d.copied];

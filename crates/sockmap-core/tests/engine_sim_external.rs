@@ -1,5 +1,6 @@
 //! Deterministic tests of external verdicts and parsers on the simulated
-//! backend: half-close ordering, the pending-bytes bound.
+//! backend: half-close ordering, the pending-bytes bound, one answer per
+//! batch to many targets.
 
 mod engine_util;
 
@@ -7,12 +8,12 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use engine_util::sim::{proxy_pair, put, read_ends, sim_with_external};
-use sockmap_core::batch::{Answer, Batch, ItemKind};
-use sockmap_core::framer::Parse;
+use sockmap_core::batch::{Answer, Answers, Batch, ItemKind};
+use sockmap_core::framer::{LengthFieldOptions, Parse};
 use sockmap_core::map::MapKind;
 use sockmap_core::program::{ParserKind, ParserProg, Programs, StreamVerdictProg, VerdictKind};
 use sockmap_core::sim::Sim;
-use sockmap_core::{EngineConfig, Key, MapId, SockId, Verdict};
+use sockmap_core::{EngineConfig, Errno, Event, Key, MapId, SockId, Verdict};
 
 /// A SockHash whose sockets take an external stream verdict that propagates FIN.
 fn external_verdict_map(sim: &Sim) -> MapId {
@@ -187,4 +188,175 @@ fn bytes_awaiting_external_verdicts_stop_reading_at_the_bound() {
         (data.len() as u64, 0, 0)
     );
     assert_eq!(s.redirected_egress, s.messages_in);
+}
+
+/// Frames of the many-targets test: 4-byte big-endian length 4, then the
+/// client, its sequence number, the route and a filler byte.
+const ROUTED_FRAME: usize = 8;
+
+#[test]
+fn one_answer_per_batch_routes_to_many_targets_missing_keys_and_dead_targets_in_order() {
+    const TARGETS: usize = 20; // more than the distinct targets remembered inline
+    const CLIENTS: usize = 3;
+    const FRAMES: usize = 120;
+    let (mut sim, rx) = sim_with_external(EngineConfig::default());
+    let h = sim.handle().clone();
+    let ups = h.create_map(MapKind::SockHash, 64).unwrap();
+    let gw = h.create_map(MapKind::SockHash, 16).unwrap();
+    h.attach(
+        gw,
+        Programs {
+            parser: Some(Arc::new(ParserProg::new(ParserKind::LengthField(
+                LengthFieldOptions::default(),
+            )))),
+            verdict: Some(Arc::new(StreamVerdictProg {
+                kind: VerdictKind::External {
+                    tag: 1,
+                    peek_bytes: ROUTED_FRAME,
+                },
+                propagate_fin: false,
+            })),
+            ..Programs::default()
+        },
+    )
+    .unwrap();
+    let targets: Vec<SockId> = (0..TARGETS).map(|_| sim.add_socket()).collect();
+    for (i, &t) in targets.iter().enumerate() {
+        put(&sim, ups, format!("u{i}").as_str(), t);
+    }
+    // A target whose write side is shut: in the map, but it takes no bytes.
+    let dead = sim.add_socket();
+    put(&sim, ups, "dead", dead);
+    h.end(dead);
+    let clients: Vec<SockId> = (0..CLIENTS).map(|_| sim.add_socket()).collect();
+    for (i, &c) in clients.iter().enumerate() {
+        put(&sim, gw, i as u64, c);
+    }
+    sim.run(2);
+    assert!(sim.sock(dead).write_shut);
+    // Routes: 0..TARGETS a target, then a missing key, the dead target, PASS, DROP, an invalid code.
+    let route = |c: usize, i: usize| ((i * 7 + c * 3) % (TARGETS + 5)) as u8;
+    let frame = |c: usize, i: usize| [0, 0, 0, 4, c as u8, i as u8, route(c, i), 0xee];
+    for round in 0..4 {
+        for (c, &sock) in clients.iter().enumerate() {
+            let from = round * FRAMES / 4;
+            let bytes: Vec<u8> = (from..from + FRAMES / 4)
+                .flat_map(|i| frame(c, i))
+                .collect();
+            sim.peer_send(sock, &bytes);
+        }
+        sim.run(3);
+        while let Ok(b) = rx.try_recv() {
+            let mut descs = Vec::new();
+            let mut buf = vec![0u8; b.payload_len()];
+            b.copy_into(&mut buf, &mut descs);
+            let mut answers = Answers::with_capacity(descs.len());
+            for d in &descs {
+                let r = usize::from(buf[d.offset + 6]);
+                let key = match r {
+                    r if r < TARGETS => format!("u{r}"),
+                    r if r == TARGETS => "nokey".to_string(),
+                    _ => "dead".to_string(),
+                };
+                match r.saturating_sub(TARGETS + 1) {
+                    0 => answers.push(Verdict::Redirect {
+                        map: ups,
+                        key: Key::from(key.as_str()),
+                        ingress: false,
+                    }),
+                    1 => answers.push(Verdict::Pass),
+                    2 => answers.push(Verdict::Drop),
+                    _ => answers.codes.push(Answers::REDIRECT + 10_000),
+                }
+            }
+            assert!(
+                answers.targets.len() <= TARGETS + 2,
+                "{:?}",
+                answers.targets
+            );
+            b.reply(answers);
+        }
+        sim.run(3);
+    }
+    let events = sim.take_events();
+    let invalid = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Error {
+                    code: Errno::Inval,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(invalid > 0, "invalid codes reported");
+    // Every target got exactly its frames, each client's in order.
+    for (t, &sock) in targets.iter().enumerate() {
+        let got = sim.take_output(sock);
+        for (c, _) in clients.iter().enumerate() {
+            let mine: Vec<u8> = got
+                .chunks(ROUTED_FRAME)
+                .filter(|f| usize::from(f[4]) == c)
+                .flatten()
+                .copied()
+                .collect();
+            let want: Vec<u8> = (0..FRAMES)
+                .filter(|&i| usize::from(route(c, i)) == t)
+                .flat_map(|i| frame(c, i))
+                .collect();
+            assert_eq!(mine, want, "target {t}, client {c}");
+        }
+    }
+    let passed: Vec<(SockId, Vec<u8>)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { sock, data } => {
+                Some((*sock, data.iter().flat_map(|b| b.to_vec()).collect()))
+            }
+            _ => None,
+        })
+        .collect();
+    for (c, &sock) in clients.iter().enumerate() {
+        let count = |r: usize| {
+            (0..FRAMES)
+                .filter(|&i| usize::from(route(c, i)) == r)
+                .count()
+        };
+        let want_pass: Vec<u8> = (0..FRAMES)
+            .filter(|&i| usize::from(route(c, i)) == TARGETS + 2)
+            .flat_map(|i| frame(c, i))
+            .collect();
+        let got_pass: Vec<u8> = passed
+            .iter()
+            .filter(|(s, _)| *s == sock)
+            .flat_map(|(_, d)| d.clone())
+            .collect();
+        assert_eq!(got_pass, want_pass, "client {c} passed, in order");
+        let s = h.sock_stats(sock).unwrap();
+        let routed: usize = (0..TARGETS).map(count).sum();
+        assert_eq!(
+            (
+                s.messages_in,
+                s.redirected_egress,
+                s.dropped_no_key,
+                s.dropped_dead_target,
+                s.passed,
+                s.dropped_verdict,
+                s.pending_bytes
+            ),
+            (
+                FRAMES as u64,
+                routed as u64,
+                count(TARGETS) as u64,
+                count(TARGETS + 1) as u64,
+                count(TARGETS + 2) as u64,
+                (count(TARGETS + 3) + count(TARGETS + 4)) as u64,
+                0
+            ),
+            "client {c}: {s:?}"
+        );
+    }
+    assert_eq!(sim.take_output(dead), b"");
 }

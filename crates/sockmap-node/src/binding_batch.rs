@@ -3,24 +3,25 @@
 //! The I/O thread hands a batch to [`JsVerdicts::submit`], which parks it in the engine's inbox and wakes JavaScript
 //! (the same coalesced wake-up as events). On the JS thread, `takeBatch` copies the batch's bytes (the first
 //! `peekBytes` of each message; every buffered byte of a parse request) and its descriptors into buffers JavaScript
-//! allocated once and reuses; JavaScript runs the callbacks and writes one answer per item into a reused
-//! `Int32Array`, plus, for parse and msg-verdict items, their parse results and edits into a reused `Float64Array`;
-//! `answerBatch` turns them into engine answers and sends them back through the engine's channel, which wakes the I/O
-//! thread. Nothing here waits: the I/O thread never blocks on JavaScript, and JavaScript never waits for the I/O
-//! thread.
+//! allocated once and reuses, with the native framer's metadata of each message (offsets into its copied bytes) in a
+//! reused `Int32Array`; JavaScript runs the callbacks and writes one answer code per item into a reused `Int32Array`,
+//! plus, for parse and msg-verdict items, their parse results and edits into a reused `Float64Array`; `answerBatch`
+//! turns them into one engine [`Answers`] for the whole batch (the codes copied as they are, the small target table
+//! converted once) and sends it back through the engine's channel, which wakes the I/O thread. Nothing here waits:
+//! the I/O thread never blocks on JavaScript, and JavaScript never waits for the I/O thread.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use napi::bindgen_prelude::{Buffer, Float64ArraySlice, Uint8ArraySlice, Unknown};
+use napi::bindgen_prelude::{Buffer, Float64ArraySlice, Int32ArraySlice, Uint8ArraySlice, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
-use sockmap_core::batch::{Answer, Batch, ExternalVerdicts, ItemKind, MsgEdit};
-use sockmap_core::framer::Parse;
-use sockmap_core::{Errno, Key, MapId, Verdict};
+use sockmap_core::batch::{Answers, Batch, ExternalVerdicts, ItemKind, MsgEdit, Target};
+use sockmap_core::framer::{MessageMeta, Parse};
+use sockmap_core::{Errno, Key, MapId};
 
 use crate::binding_engine::{lock, BindingEngine};
 use crate::binding_error::{error_of, guarded, Result};
@@ -108,6 +109,71 @@ pub enum DescField {
 /// Numbers per item in the descriptor array.
 #[napi]
 pub const DESC_STRIDE: u32 = DescField::Len as u32 + 1;
+
+/// The numbers describing one item's metadata in the metadata array, at these offsets from `i * META_STRIDE`. A
+/// field is a start offset into the item's copied bytes and a length; a start of -1 means the message has no such
+/// field or its bytes end past the bytes copied (`peekBytes`).
+#[napi]
+pub enum MetaField {
+    /// A [`MetaKind`].
+    Kind = 0,
+    /// RESP: the command name; HTTP: the method.
+    AStart = 1,
+    /// The length of field A.
+    ALen = 2,
+    /// RESP: the first key; HTTP: the request target.
+    BStart = 3,
+    /// The length of field B.
+    BLen = 4,
+    /// HTTP: the `Host` header's value.
+    CStart = 5,
+    /// The length of field C.
+    CLen = 6,
+}
+
+/// Numbers per item in the metadata array.
+#[napi]
+pub const META_STRIDE: u32 = MetaField::CLen as u32 + 1;
+
+/// Which metadata an item has, in the `Kind` field of its metadata; only `Kind` is written for `None`.
+#[napi]
+pub enum MetaKind {
+    /// None (no native framer metadata, or not a stream verdict).
+    None = 0,
+    /// A RESP request: fields A (command) and B (key).
+    Resp = 1,
+    /// An HTTP/1 request: fields A (method), B (path) and C (host).
+    Http = 2,
+}
+
+/// Writes `meta` into one item's slot of the metadata array; ranges ending past `copied` are absent.
+fn write_meta(slot: &mut [i32], meta: &MessageMeta, copied: usize) {
+    let mut field = |at: usize, r: Option<&std::ops::Range<usize>>| {
+        let (start, len) = match r {
+            Some(r) if r.end <= copied && r.start <= r.end => {
+                (r.start as i32, (r.end - r.start) as i32)
+            }
+            _ => (-1, 0),
+        };
+        slot[at] = start;
+        slot[at + 1] = len;
+    };
+    match meta {
+        MessageMeta::None => slot[MetaField::Kind as usize] = MetaKind::None as i32,
+        MessageMeta::Resp { command, key } => {
+            field(MetaField::AStart as usize, Some(command));
+            field(MetaField::BStart as usize, key.as_ref());
+            field(MetaField::CStart as usize, None);
+            slot[MetaField::Kind as usize] = MetaKind::Resp as i32;
+        }
+        MessageMeta::Http { method, path, host } => {
+            field(MetaField::AStart as usize, Some(method));
+            field(MetaField::BStart as usize, Some(path));
+            field(MetaField::CStart as usize, host.as_ref());
+            slot[MetaField::Kind as usize] = MetaKind::Http as i32;
+        }
+    }
+}
 
 /// What a batch item asks, in the `Kind` field of its descriptor.
 #[napi]
@@ -200,15 +266,21 @@ fn edit_of(e: &[f64]) -> Option<MsgEdit> {
     })
 }
 
-/// Reads the extras of one item: a count, then that many records of `stride` numbers.
-fn extras_of<'a>(extras: &'a [f64], at: &mut usize, stride: usize) -> &'a [f64] {
-    let n = extras.get(*at).map_or(0, |&n| n as usize);
-    let start = (*at + 1).min(extras.len());
+/// Reads one record of the extras stream at `at`: the item's index, a count, then that many entries of `stride`
+/// numbers each (`stride` of the index). Returns the index and the entries' numbers.
+fn record_of<'a>(
+    extras: &'a [f64],
+    at: &mut usize,
+    stride: impl Fn(usize) -> usize,
+) -> (usize, &'a [f64]) {
+    let item = extras.get(*at).map_or(usize::MAX, |&i| i as usize);
+    let n = extras.get(*at + 1).map_or(0, |&n| n as usize);
+    let start = (*at + 2).min(extras.len());
     let end = start
-        .saturating_add(n.saturating_mul(stride))
+        .saturating_add(n.saturating_mul(stride(item)))
         .min(extras.len());
     *at = end;
-    &extras[start..end]
+    (item, &extras[start..end])
 }
 
 /// The numbers describing one redirect target in the target table, at these offsets from `t * TARGET_STRIDE`.
@@ -236,7 +308,7 @@ pub enum TargetFlag {
 }
 
 /// A target of the table, or `None` when it names a key Buffer that is not there.
-fn target_of(t: &[f64], keys: &[Buffer]) -> Option<Verdict> {
+fn target_of(t: &[f64], keys: &[Buffer]) -> Option<Target> {
     let flags = t[TargetField::Flags as usize] as u32;
     let key = t[TargetField::Key as usize];
     let key = if flags & TargetFlag::BytesKey as u32 != 0 {
@@ -244,49 +316,46 @@ fn target_of(t: &[f64], keys: &[Buffer]) -> Option<Verdict> {
     } else {
         Key::Num(key as u64)
     };
-    Some(Verdict::Redirect {
+    Some(Target {
         map: MapId::from_u32(t[TargetField::Map as usize] as u32),
         key,
         ingress: flags & TargetFlag::Ingress as u32 != 0,
     })
 }
 
-/// The verdict of an answer code, or `None` for an invalid one.
-fn verdict_of(code: i32, targets: &[Option<Verdict>]) -> Option<Verdict> {
-    match code {
-        c if c == AnswerCode::Drop as i32 => Some(Verdict::Drop),
-        c if c == AnswerCode::Pass as i32 => Some(Verdict::Pass),
-        c if c >= AnswerCode::Redirect as i32 => targets
-            .get((c - AnswerCode::Redirect as i32) as usize)
-            .cloned()
-            .flatten(),
-        _ => None,
-    }
-}
+// The binding's codes are the engine's: `answerBatch` copies them as they are.
+const _: () = assert!(
+    AnswerCode::Drop as u32 == Answers::DROP
+        && AnswerCode::Pass as u32 == Answers::PASS
+        && AnswerCode::Redirect as u32 == Answers::REDIRECT
+);
 
 #[napi]
 impl BindingEngine {
-    /// Copies the next batch into `payload` and `descs` (`DESC_STRIDE` numbers per item, see `DescField`). Returns
-    /// the number of items; 0 when no batch waits; `-n` when `payload` needs `n` bytes or `descs` has too few slots,
-    /// so that JavaScript grows them and calls again.
+    /// Copies the next batch into `payload`, `descs` (`DESC_STRIDE` numbers per item, see `DescField`) and `meta`
+    /// (`META_STRIDE` numbers per item, see `MetaField`). Returns the number of items; 0 when no batch waits; `-n`
+    /// when `payload` needs `n` bytes or `descs` or `meta` has too few slots, so that JavaScript grows them and calls
+    /// again.
     #[napi]
     pub fn take_batch(
         &self,
         mut payload: Uint8ArraySlice<'_>,
         mut descs: Float64ArraySlice<'_>,
+        mut meta: Int32ArraySlice<'_>,
     ) -> Result<f64> {
-        // SAFETY: this runs synchronously on the JS thread that owns both arrays; no JavaScript runs until it
+        // SAFETY: this runs synchronously on the JS thread that owns the three arrays; no JavaScript runs until it
         // returns, and the engine never sees these pointers (it copies into them here and nowhere else).
-        let (payload, descs) = unsafe { (payload.as_mut(), descs.as_mut()) };
+        let (payload, descs, meta) = unsafe { (payload.as_mut(), descs.as_mut(), meta.as_mut()) };
         guarded(|| {
             let stride = DESC_STRIDE as usize;
+            let mstride = META_STRIDE as usize;
             let mut inbox = lock(&self.inbox);
             let Some(batch) = inbox.front() else {
                 return Ok(0.0);
             };
             let need = batch.payload_len();
             let n = batch.items.len();
-            if need > payload.len() || n * stride > descs.len() {
+            if need > payload.len() || n * stride > descs.len() || n * mstride > meta.len() {
                 return Ok(-(need.max(1) as f64));
             }
             let batch = inbox.pop_front().expect("front checked");
@@ -299,6 +368,7 @@ impl BindingEngine {
                 slot[DescField::Offset as usize] = d.offset as f64;
                 slot[DescField::Copied as usize] = d.copied as f64;
                 slot[DescField::Len as usize] = d.len as f64;
+                write_meta(&mut meta[i * mstride..(i + 1) * mstride], &d.meta, d.copied);
             });
             *lock(&self.taken) = Some(Taken { batch });
             Ok(n as f64)
@@ -306,10 +376,11 @@ impl BindingEngine {
     }
 
     /// Answers the batch last taken: `answers[i]` is an `AnswerCode` (`Redirect + t` for target `t` of `targets`,
-    /// `TARGET_STRIDE` numbers each, see `TargetField`). `extras` holds, in item order, for each parse item a count
-    /// and that many parse results, and for each msg-verdict item a count and that many edits (`EDIT_STRIDE`
-    /// numbers each, see `EditOp`). An answer this cannot read (an unknown code or edit, a target that is not in the
-    /// table or names a missing key) goes to the engine as invalid.
+    /// `TARGET_STRIDE` numbers each, see `TargetField`). `extras` holds, in item order, one record per parse and
+    /// msg-verdict item: the item's index, a count, and that many parse results (one number each) or edits
+    /// (`EDIT_STRIDE` numbers each, see `EditOp`). The codes go to the engine as they are, with the target table
+    /// converted once; an answer this cannot read (a negative code, an unknown edit, a target that names a missing
+    /// key) goes as invalid, and the engine treats codes naming no target as invalid too.
     #[napi]
     pub fn answer_batch(
         &self,
@@ -322,41 +393,67 @@ impl BindingEngine {
             let taken = lock(&self.taken)
                 .take()
                 .ok_or_else(|| error_of(Errno::Inval, "no batch is being answered"))?;
-            let resolved: Vec<Option<Verdict>> = targets
-                .chunks_exact(TARGET_STRIDE as usize)
-                .map(|t| target_of(t, &keys))
-                .collect();
-            let mut at = 0usize;
             let batch = taken.batch;
-            let out = answers
-                .iter()
-                .zip(batch.items.iter().map(|it| it.kind))
-                .map(|(&a, kind)| match kind {
-                    ItemKind::Parse => Answer::parsed(
-                        extras_of(extras, &mut at, 1)
-                            .iter()
-                            .map(|&r| parse_of(r))
-                            .collect(),
-                    ),
-                    ItemKind::StreamVerdict => {
-                        verdict_of(a, &resolved).map_or_else(Answer::invalid, Answer::from)
+            let mut out = Answers::with_capacity(answers.len());
+            out.codes.extend(
+                answers
+                    .iter()
+                    .map(|&c| u32::try_from(c).unwrap_or(Answers::INVALID)),
+            );
+            let mut unreadable = Vec::new();
+            for (t, row) in targets.chunks_exact(TARGET_STRIDE as usize).enumerate() {
+                match target_of(row, &keys) {
+                    Some(target) => out.targets.push(target),
+                    None => {
+                        unreadable.push(Answers::REDIRECT.saturating_add(t as u32));
+                        // A placeholder keeps the indexes; no code names it (see below).
+                        out.targets.push(Target {
+                            map: MapId::from_u32(u32::MAX),
+                            key: Key::Num(0),
+                            ingress: false,
+                        });
                     }
-                    ItemKind::MsgVerdict => {
-                        let edits: Option<Vec<MsgEdit>> =
-                            extras_of(extras, &mut at, EDIT_STRIDE as usize)
-                                .chunks_exact(EDIT_STRIDE as usize)
-                                .map(edit_of)
-                                .collect();
-                        match (verdict_of(a, &resolved), edits) {
-                            (Some(v), Some(edits)) => Answer {
-                                edits,
-                                ..Answer::from(v)
-                            },
-                            _ => Answer::invalid(),
+                }
+            }
+            if !unreadable.is_empty() {
+                for c in &mut out.codes {
+                    if unreadable.contains(c) {
+                        *c = Answers::INVALID;
+                    }
+                }
+            }
+            let kind = |i: usize| batch.items.get(i).map(|it| it.kind);
+            let mut at = 0usize;
+            while at < extras.len() {
+                let stride = |i| match kind(i) {
+                    Some(ItemKind::MsgVerdict) => EDIT_STRIDE as usize,
+                    _ => 1,
+                };
+                let (i, entries) = record_of(extras, &mut at, stride);
+                let index = u32::try_from(i).unwrap_or(u32::MAX);
+                match kind(i) {
+                    Some(ItemKind::Parse) => {
+                        out.parse.extend(entries.iter().map(|&r| parse_of(r)));
+                        out.parse_items.extend(entries.iter().map(|_| index));
+                    }
+                    Some(ItemKind::MsgVerdict) => {
+                        for e in entries.chunks_exact(EDIT_STRIDE as usize) {
+                            match edit_of(e) {
+                                Some(edit) => {
+                                    out.edits.push(edit);
+                                    out.edit_items.push(index);
+                                }
+                                None => {
+                                    if let Some(c) = out.codes.get_mut(i) {
+                                        *c = Answers::INVALID;
+                                    }
+                                }
+                            }
                         }
                     }
-                })
-                .collect();
+                    _ => {}
+                }
+            }
             batch.reply(out);
             Ok(())
         })

@@ -5,35 +5,57 @@
 //! [`AwaitQueue`](super::state::AwaitQueue) and hands it to the
 //! [`Batcher`](crate::batcher::Batcher); a socket with a native verdict
 //! queues there too while earlier messages await, so its messages keep their
-//! order. Answers are recorded per message and applied from the front of the
-//! queue, as far as they go, through the same [`Core::apply`] as every other
-//! verdict; messages of a shared block are applied as ranges of it.
+//! order. A batch comes back as one [`Answers`]: each distinct target is
+//! looked up once, then each item's code is recorded for its message and
+//! the answered messages are applied from the front of the queue, as far as
+//! they go, through the same [`Core::apply`] as every other verdict;
+//! messages of a shared block are applied as ranges of it.
+
+use std::ops::Range;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
-use super::egress::Egress;
+use super::egress::{offset_in, Egress};
 use super::queue::Answered;
 use super::recv::Body;
 use super::state::Hold;
 use super::{Core, SlotIdx};
-use crate::batch::{Answer, BatchItem, ItemData, ItemKind};
+use crate::batch::{Answers, BatchItem, ItemData, ItemKind};
 use crate::batcher::ItemRef;
 use crate::error::Errno;
 use crate::event::{Event, Frags};
+use crate::framer::MessageMeta;
 use crate::id::SockId;
 use crate::stats::DropReason;
 use crate::timer::Timer;
-use crate::verdict::{resolve_batch, Resolved};
+use crate::verdict::{resolve_target, Resolved};
+
+/// The entries of a side stream (`items`: the item index of each, sorted)
+/// that belong to item `i`, from the cursor `at` on; moves the cursor past them.
+fn item_span(items: &[u32], at: &mut usize, i: usize) -> Range<usize> {
+    while items.get(*at).is_some_and(|&k| (k as usize) < i) {
+        *at += 1;
+    }
+    let start = *at;
+    while items.get(*at).is_some_and(|&k| k as usize == i) {
+        *at += 1;
+    }
+    start..*at
+}
 
 impl Core {
     /// Queues a message behind the socket's awaited ones. `resolved` is set
     /// when its verdict is already known (a native verdict behind external
-    /// ones); `external` is the external verdict's tag and peek size.
+    /// ones); `external` is the external verdict's tag and peek size, and
+    /// `meta` the framer's metadata its item carries.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn await_message(
         &mut self,
         slot: SlotIdx,
         frags: Frags,
         len: usize,
+        meta: &MessageMeta,
         external: Option<(u32, usize)>,
         resolved: Option<Resolved>,
         out: &mut Egress,
@@ -41,18 +63,31 @@ impl Core {
         let p = self.at(slot);
         let sock = p.id();
         let seq = p.awaiting.next_seq();
+        // A message lying in the read's chunk points into it: the batch
+        // holds the chunk once, not a reference per message.
+        let in_chunk = match frags.as_slice() {
+            [f] if f.len() == len => offset_in(out.chunk(), f),
+            _ => None,
+        };
         let item = external.map(|(tag, peek_bytes)| BatchItem {
             sock,
             tag,
             kind: ItemKind::StreamVerdict,
             len,
             peek_bytes,
-            data: ItemData::Frags(frags.clone()),
+            data: match in_chunk {
+                Some(offset) => ItemData::Block { block: 0, offset },
+                None => ItemData::Frags(frags.clone()),
+            },
+            meta: meta.clone(),
         });
         p.awaiting.push_frags(frags, len, resolved);
         self.after_await(slot);
         match item {
-            Some(item) => self.batch_item(ItemRef::Verdict(sock, seq), item, None),
+            Some(item) => {
+                let block = in_chunk.map(|_| out.chunk());
+                self.batch_item(ItemRef::Verdict(sock, seq), item, block);
+            }
             None => self.drain_awaited(slot, out),
         }
     }
@@ -108,26 +143,22 @@ impl Core {
         }
     }
 
-    /// Answers came back for a batch.
-    pub fn handle_answers(&mut self, batch: u64, answers: Vec<Answer>) {
+    /// Answers came back for a batch: one code per item, each distinct
+    /// redirect target looked up once.
+    pub fn handle_answers(&mut self, batch: u64, answers: Answers) {
         let Some(refs) = self.batcher.as_mut().and_then(|b| b.answered(batch)) else {
             return;
         };
-        let judged = refs
+        let targets: SmallVec<[Resolved; 16]> = answers
+            .targets
             .iter()
-            .zip(
-                answers
-                    .iter()
-                    .map(|a| !a.invalid)
-                    .chain(std::iter::repeat(true)),
-            )
-            .map(|(r, valid)| valid && !matches!(r, ItemRef::Parse(..)));
-        let resolved = resolve_batch(&self.maps, answers.iter().map(|a| &a.verdict).zip(judged));
-        let mut answers = answers.into_iter().zip(resolved);
+            .map(|t| resolve_target(&self.maps, t))
+            .collect();
         let (mut missing, mut invalid) = (0usize, 0usize);
+        let (mut parse_at, mut edit_at) = (0usize, 0usize);
         // Consecutive verdicts of one socket are recorded, then applied together.
         let mut settle: Option<SockId> = None;
-        for r in refs {
+        for (i, r) in refs.into_iter().enumerate() {
             let next = match r {
                 ItemRef::Verdict(sock, _) => Some(sock),
                 _ => None,
@@ -135,18 +166,37 @@ impl Core {
             if settle.is_some() && settle != next {
                 self.settle(settle.take());
             }
-            match answers.next() {
-                Some((a, _)) if a.invalid => {
-                    invalid += 1;
-                    self.answer_missing(r);
+            settle = next;
+            let Some(&code) = answers.codes.get(i) else {
+                missing += 1;
+                self.answer_missing(r);
+                continue;
+            };
+            let verdict = match code {
+                Answers::DROP => Some(Resolved::Drop(DropReason::Verdict)),
+                Answers::PASS => Some(Resolved::Pass),
+                c => c
+                    .checked_sub(Answers::REDIRECT)
+                    .and_then(|t| targets.get(t as usize))
+                    .copied(),
+            };
+            let Some(verdict) = verdict else {
+                invalid += 1;
+                self.answer_missing(r);
+                continue;
+            };
+            match r {
+                ItemRef::Verdict(sock, seq) => self.answer_one(sock, seq, verdict),
+                ItemRef::Parse(sock, req) => {
+                    let span = item_span(&answers.parse_items, &mut parse_at, i);
+                    self.handle_parse_answer(sock, req, &answers.parse[span]);
                 }
-                Some((a, v)) => self.answer_item(r, a, v),
-                None => {
-                    missing += 1;
-                    self.answer_missing(r);
+                ItemRef::Msg(sock, seq) => {
+                    let span = item_span(&answers.edit_items, &mut edit_at, i);
+                    let edits = &answers.edits[span];
+                    self.handle_msg_answer(sock, seq, Some((edits, verdict)));
                 }
             }
-            settle = next;
         }
         self.settle(settle);
         if missing > 0 {
@@ -166,16 +216,6 @@ impl Core {
             });
         }
         self.handle_idle();
-    }
-
-    /// Applies one answer; `resolved` is its verdict with the target looked up.
-    fn answer_item(&mut self, r: ItemRef, a: Answer, resolved: Option<Resolved>) {
-        let resolved = resolved.unwrap_or(Resolved::Drop(DropReason::Verdict));
-        match r {
-            ItemRef::Verdict(sock, seq) => self.answer_one(sock, seq, resolved),
-            ItemRef::Parse(sock, req) => self.handle_parse_answer(sock, req, &a.parse),
-            ItemRef::Msg(sock, seq) => self.handle_msg_answer(sock, seq, Some((a, resolved))),
-        }
     }
 
     /// An item got no answer: the error answer.
@@ -244,7 +284,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::batch::{Batch, ExternalVerdicts, Replier};
+    use crate::batch::{Answer, Batch, ExternalVerdicts, Replier};
     use crate::config::{BatchConfig, EngineConfig};
     use crate::key::Key;
     use crate::psock::NewSock;
@@ -372,7 +412,7 @@ mod tests {
         }
         let batch = rx.try_recv().expect("a full batch was handed off");
         assert_eq!(batch.items.len(), N);
-        let answers: Vec<Answer> = batch
+        let answers: Answers = batch
             .items
             .iter()
             .map(|it| {

@@ -67,7 +67,7 @@ fn same_block(a: &Bytes, b: &Bytes) -> bool {
 }
 
 /// Where `part` starts inside `whole`, if it lies within it.
-fn offset_in(whole: &Bytes, part: &[u8]) -> Option<usize> {
+pub(super) fn offset_in(whole: &Bytes, part: &[u8]) -> Option<usize> {
     let w = whole.as_ptr() as usize;
     let p = part.as_ptr() as usize;
     (p >= w && p + part.len() <= w + whole.len() && !part.is_empty()).then(|| p - w)
@@ -81,6 +81,11 @@ impl Egress {
             chunk,
             staged: SmallVec::new(),
         }
+    }
+
+    /// The bytes read by this input (empty when it is no read).
+    pub(super) fn chunk(&self) -> &Bytes {
+        &self.chunk
     }
 
     /// Queues `messages` messages of the source for `target` (a live egress target).

@@ -23,7 +23,7 @@ use super::{AppRead, Core, SlotIdx};
 use crate::batch::{BatchItem, ItemData, ItemKind};
 use crate::batcher::ItemRef;
 use crate::error::Errno;
-use crate::framer::Parse;
+use crate::framer::{MessageMeta, Parse};
 use crate::id::SockId;
 use crate::program::ParserProg;
 use crate::stats::DropReason;
@@ -217,6 +217,7 @@ impl Core {
             len,
             peek_bytes: len,
             data: ItemData::Frags(strp.buffered().cloned().collect()),
+            meta: MessageMeta::None,
         };
         self.batch_item(ItemRef::Parse(sock, req), item, None);
     }

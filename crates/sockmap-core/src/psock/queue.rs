@@ -186,32 +186,27 @@ impl AppQueue {
 }
 
 /// A message whose verdict is awaited (or known, but behind awaited ones).
+/// Its bytes are the next `len` bytes of the queue's front block, or, with
+/// `own`, the queue's front fragment list.
 #[derive(Debug)]
 struct Awaited {
-    body: AwaitedBody,
     len: usize,
     answer: Option<Resolved>,
-}
-
-/// Where an awaited message's bytes are.
-#[derive(Debug)]
-enum AwaitedBody {
-    /// In these fragments.
-    Frags(Frags),
-    /// The next `len` bytes of the queue's front block.
-    InBlock,
+    own: bool,
 }
 
 /// A socket's awaited messages, oldest first, numbered from `base`.
 ///
 /// Messages read together as a block of whole messages share that block:
 /// each costs a length and an answer, not a buffer reference of its own.
-/// Invariants: `bytes` is the sum of the items' lengths; the `InBlock`
-/// items, in order, tile `blocks` from `block_off` on, each block ending
-/// exactly with its last message.
+/// Invariants: `bytes` is the sum of the items' lengths; the items without
+/// `own`, in order, tile `blocks` from `block_off` on, each block ending
+/// exactly with its last message; the items with `own` have the entries
+/// of `frags`, in order.
 #[derive(Debug, Default)]
 pub(crate) struct AwaitQueue {
     items: VecDeque<Awaited>,
+    frags: VecDeque<Frags>,
     blocks: VecDeque<Bytes>,
     block_off: usize,
     base: u64,
@@ -247,10 +242,11 @@ impl AwaitQueue {
 
     /// Queues a message with its own fragments; `answer` when already known.
     pub(crate) fn push_frags(&mut self, frags: Frags, len: usize, answer: Option<Resolved>) {
+        self.frags.push_back(frags);
         self.items.push_back(Awaited {
-            body: AwaitedBody::Frags(frags),
             len,
             answer,
+            own: true,
         });
         self.bytes += len;
     }
@@ -260,9 +256,9 @@ impl AwaitQueue {
         self.bytes += block.len();
         self.blocks.push_back(block);
         self.items.extend(lens.iter().map(|&len| Awaited {
-            body: AwaitedBody::InBlock,
             len,
             answer: None,
+            own: false,
         }));
     }
 
@@ -283,9 +279,12 @@ impl AwaitQueue {
         let a = self.items.pop_front().expect("front checked");
         self.base += 1;
         self.bytes -= a.len;
-        Some(match a.body {
-            AwaitedBody::Frags(frags) => Answered::Frags(frags, a.len, resolved),
-            AwaitedBody::InBlock => {
+        Some(match a.own {
+            true => {
+                let frags = self.frags.pop_front().unwrap_or_default();
+                Answered::Frags(frags, a.len, resolved)
+            }
+            false => {
                 match self.blocks.front() {
                     Some(b) if b.as_ptr() == cur.as_ptr() && b.len() == cur.len() => {}
                     front => *cur = front.cloned().unwrap_or_default(),
@@ -311,6 +310,7 @@ impl AwaitQueue {
     pub(crate) fn clear(&mut self) -> usize {
         self.base += self.items.len() as u64;
         self.items.clear();
+        self.frags.clear();
         self.blocks.clear();
         self.block_off = 0;
         std::mem::take(&mut self.bytes)

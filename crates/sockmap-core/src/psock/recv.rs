@@ -205,7 +205,7 @@ impl Core {
         };
         if external.is_some() || !self.at(slot).awaiting.is_empty() {
             let known = external.is_none().then(|| self.decide(slot, &msg).0);
-            return self.await_message(slot, frags, len, external, known, out);
+            return self.await_message(slot, frags, len, meta, external, known, out);
         }
         let (resolved, _) = self.decide(slot, &msg);
         self.apply(slot, resolved, Body::Frags(frags), len, out);

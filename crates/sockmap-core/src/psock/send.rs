@@ -19,10 +19,11 @@ use smallvec::SmallVec;
 
 use super::queue::SendAck;
 use super::{Core, SlotIdx};
-use crate::batch::{Answer, BatchItem, ItemData, ItemKind, MsgEdit};
+use crate::batch::{BatchItem, ItemData, ItemKind, MsgEdit};
 use crate::batcher::ItemRef;
 use crate::error::Errno;
 use crate::event::{Event, Frags};
+use crate::framer::MessageMeta;
 use crate::id::SockId;
 use crate::msg::SkMsg;
 use crate::program::MsgVerdictKind;
@@ -296,6 +297,7 @@ impl Core {
             len: job.msg.size(),
             peek_bytes,
             data: ItemData::Frags(job.msg.sg.frags().cloned().collect()),
+            meta: MessageMeta::None,
         };
         c.send.parked = Some(Box::new(ParkedSend { seq, job }));
         self.batch_item(ItemRef::Msg(sock, seq), item, None);
@@ -307,7 +309,7 @@ impl Core {
         &mut self,
         sock: SockId,
         seq: u64,
-        answer: Option<(Answer, Resolved)>,
+        answer: Option<(&[MsgEdit], Resolved)>,
     ) {
         let Some(slot) = self.slot_of(sock) else {
             return;
@@ -322,13 +324,13 @@ impl Core {
         let mut job = parked.job;
         let resolved = match answer {
             None => Resolved::Drop(DropReason::Verdict),
-            Some((a, resolved)) => match apply_edits(&mut job.msg, &a.edits) {
+            Some((edits, resolved)) => match apply_edits(&mut job.msg, edits) {
                 Ok(()) => resolved,
                 Err(code) => {
                     self.events.push_back(Event::Error {
                         sock: Some(sock),
                         code,
-                        detail: format!("msg verdict edits {:?} rejected", a.edits),
+                        detail: format!("msg verdict edits {edits:?} rejected"),
                     });
                     Resolved::Drop(DropReason::Verdict)
                 }
