@@ -19,7 +19,7 @@ import { SockmapError, callBinding, fromBinding, type SockmapErrorCode } from '.
 import { SockHash, SockMap, hashKey, mapRef, type AttachOptions, type MapHost } from './map'
 import { parserSpecOf } from './parsers'
 import { messageKeyOf, ruleOf, type RuleInternal } from './rules'
-import { Server, Socket, kClose, kEvent, type SocketHost } from './socket'
+import { Server, Socket, hostOf, kClose, kEvent, type PairOptions, type SocketHost } from './socket'
 import { addStats, toPrometheus, zeroStats, type EngineStats, type MapStats } from './stats'
 import { assertIntInRange, assertObject, assertOneOf, assertString } from './validate'
 import { BatchRunner } from './batch'
@@ -228,6 +228,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         return s instanceof Socket ? s : undefined
       },
       attachPrograms: (map, id, opts) => self.#attach(map, id, opts),
+      pair: (a, b, opts) => self.pair(a as Socket, b as Socket, opts),
     }
     this.#runner = new BatchRunner(this.#host)
     this.#report = (err) => this.reportError(err)
@@ -363,6 +364,35 @@ export class Engine extends EventEmitter<EngineEvents> {
     const id = callBinding(() => this.#binding.adopt(handle.fd as number, initial))
     netSocket.destroy()
     return this.#newSocket(id)
+  }
+
+  /**
+   * Declares `a` and `b` partners, once and whatever the verdicts of their maps (a TypeScript verdict, a native rule,
+   * none): the peer's FIN read on one goes to the other after every byte received before it (judged and queued, so
+   * after the answers of the verdicts still out), and the other shuts its write side after writing everything queued
+   * before it; a close of one ends or destroys the other ({@link PairOptions.onClose}; a reset always destroys it);
+   * each leaves its maps when it closes. The pair holds until either closes or {@link Socket.unpair}. Works across I/O
+   * threads. A native `rules.redirect(map, rules.key.socket)` forwards FINs to its target without a pair; a pair
+   * takes precedence over it.
+   * @throws {TypeError} when `a` or `b` is not a `Socket`, {@link PairOptions} are malformed.
+   * @throws {SockmapError} `EINVAL` when `a` is `b`, or a socket belongs to another engine; `ENOTCONN` when one is
+   * closed; `EBUSY` when one already has a partner.
+   */
+  pair(a: Socket, b: Socket, options: PairOptions = {}): void {
+    assertObject('options', options)
+    const onClose = options.onClose ?? (defaults.pairOnClose as 'end' | 'destroy')
+    assertOneOf('options.onClose', onClose, ['end', 'destroy'])
+    const check = (name: string, s: unknown): Socket => {
+      if (!(s instanceof Socket)) throw new TypeError(`${name} must be a Socket`)
+      if (hostOf(s) !== this.#host) throw new SockmapError('EINVAL', `EINVAL: ${name} is a socket of another engine`)
+      if (s.closed) throw new SockmapError('ENOTCONN', `ENOTCONN: ${name} is closed`)
+      return s
+    }
+    const x = check('a', a)
+    const y = check('b', b)
+    if (x === y) throw new SockmapError('EINVAL', 'EINVAL: a socket cannot be its own partner')
+    this.#checkOpen()
+    callBinding(() => this.#binding.pair(x.id, y.id, onClose))
   }
 
   /** Creates a SOCKMAP: sockets under integer indexes `0..maxEntries-1`. */

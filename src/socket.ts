@@ -15,6 +15,25 @@ export interface SocketHost {
   forget(id: number): void
   /** Acknowledges `bytes` of messages the application consumed (grouped, sent soon). */
   ack(id: number, bytes: number): void
+  /** Pairs two sockets (see {@link Engine.pair}). */
+  pair(a: unknown, b: unknown, options: PairOptions | undefined): void
+  /** The socket of this engine with id `id`, if open. */
+  socketById(id: number): Socket | undefined
+}
+
+/** What a close of one partner does to the other: see {@link PairOptions.onClose}. */
+export type OnClose = 'end' | 'destroy'
+
+/** Options of `engine.pair()` and {@link Socket.pair}. */
+export interface PairOptions {
+  /**
+   * What a close of one partner does to the other when it closes before both its directions finished and without an
+   * error (`destroy()`, the engine's close): `'end'` writes out everything queued for the other's peer, then sends it
+   * a FIN; `'destroy'` closes the other at once, discarding what is queued for it. A close on an error (a reset by the
+   * peer, a failed connect, an I/O error) always destroys the other, so that its peer never takes a broken exchange
+   * for a complete one. Default: `'end'`.
+   */
+  onClose?: OnClose
 }
 
 /** @internal */
@@ -116,6 +135,28 @@ export class Socket extends EventEmitter<SocketEvents> {
   /** Whether the socket is closed. */
   get closed(): boolean {
     return this.#closed
+  }
+
+  /**
+   * Declares `other` this socket's partner, whatever the verdicts of their maps (see `engine.pair()`).
+   * @throws {SockmapError} `EBUSY`, `EINVAL`, `ENOTCONN` as `engine.pair()`.
+   */
+  pair(other: Socket, options?: PairOptions): this {
+    this.#host.pair(this, other, options)
+    return this
+  }
+
+  /** Dissolves the socket's pair (both sides); `false` when it had no partner. */
+  unpair(): boolean {
+    if (this.#closed) return false
+    return callBinding(() => this.#host.binding.unpair(this.id))
+  }
+
+  /** The socket's partner (see {@link Socket.pair}), or `null`; a close of either dissolves the pair. */
+  get partner(): Socket | null {
+    if (this.#closed) return null
+    const id = callBinding(() => this.#host.binding.partner(this.id))
+    return id === null || id === undefined ? null : (this.#host.socketById(id) ?? null)
   }
 
   /** Whether message delivery is paused. */

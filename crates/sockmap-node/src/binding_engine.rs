@@ -432,7 +432,14 @@ impl BindingEngine {
             };
             self.handle
                 .pair(sock_id(a), sock_id(b), PairOptions { on_close })
-                .map_err(|e| engine_err(e, "pair failed"))
+                .map_err(|e| {
+                    let why = match e {
+                        Errno::Busy => "a socket already has a partner",
+                        Errno::NotConn => "a socket is closed",
+                        _ => "a socket cannot be paired with itself or a listener",
+                    };
+                    engine_err(e, why)
+                })
         })
     }
 
