@@ -70,8 +70,8 @@ async function tsProxy(
   return proxy
 }
 
-async function connectTo(port: number): Promise<net.Socket> {
-  const c = net.connect({ host: '127.0.0.1', port })
+async function connectTo(port: number, allowHalfOpen = false): Promise<net.Socket> {
+  const c = net.connect({ host: '127.0.0.1', port, allowHalfOpen })
   clients.push(c)
   await deadline(once(c, 'connect'), 5000, 'client connect')
   return c
@@ -157,7 +157,8 @@ describe('partners through a TypeScript verdict', () => {
       s.write('from upstream')
     })
     const proxy = await tsProxy(engine, portOf(srv), { pair: { onClose: 'end' } })
-    const client = await connectTo(proxy.port)
+    // Half-open: the client's FIN comes only when the test sends it.
+    const client = await connectTo(proxy.port, true)
     const chunks: Buffer[] = []
     client.on('data', (d: Buffer) => chunks.push(d))
     const clientEnd = once(client, 'end')

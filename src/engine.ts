@@ -19,7 +19,7 @@ import { SockmapError, callBinding, fromBinding, type SockmapErrorCode } from '.
 import { SockHash, SockMap, hashKey, mapRef, type AttachOptions, type MapHost } from './map'
 import { parserSpecOf } from './parsers'
 import { messageKeyOf, ruleOf, type RuleInternal } from './rules'
-import { Server, Socket, hostOf, kClose, kEvent, type PairOptions, type SocketHost } from './socket'
+import { Server, Socket, hostOf, kClose, kEvent, type AddressInfo, type PairOptions, type SocketHost } from './socket'
 import { addStats, toPrometheus, zeroStats, type EngineStats, type MapStats } from './stats'
 import { assertIntInRange, assertObject, assertOneOf, assertString } from './validate'
 import { BatchRunner } from './batch'
@@ -171,6 +171,11 @@ export interface EngineEvents {
 export class Engine extends EventEmitter<EngineEvents> {
   readonly #binding: BindingEngine
   readonly #sockets = new Map<number, Socket | Server>()
+  /**
+   * Accepted sockets no one has asked for yet (their listener had no `'connection'` listener): a `Socket` is made
+   * only when the application reaches one (a map lookup, a partner).
+   */
+  readonly #unborn = new Map<number, AddressInfo>()
   readonly #connecting = new Map<number, { resolve: (s: Socket) => void; reject: (e: unknown) => void }>()
   readonly #maps: Array<SockMap | SockHash> = []
   #req = 0
@@ -225,7 +230,11 @@ export class Engine extends EventEmitter<EngineEvents> {
       ack: (id, bytes) => self.#ack(id, bytes),
       socketById: (id) => {
         const s = self.#sockets.get(id)
-        return s instanceof Socket ? s : undefined
+        if (s instanceof Socket) return s
+        const remote = self.#unborn.get(id)
+        if (remote === undefined) return undefined
+        self.#unborn.delete(id)
+        return self.#newSocket(id, remote)
       },
       attachPrograms: (map, id, opts) => self.#attach(map, id, opts),
       pair: (a, b, opts) => self.pair(a as Socket, b as Socket, opts),
@@ -302,8 +311,15 @@ export class Engine extends EventEmitter<EngineEvents> {
     const ip = isIP(host) !== 0 ? host : (await lookup(host)).address
     this.#checkOpen()
     const r = callBinding(() => this.#binding.listen(ip, options.port, options.backlog))
-    const server = new Server(this.#host, r.id, { address: r.address, port: r.port, family: r.family }, (id, remote) =>
-      this.#newSocket(id, remote),
+    const server = new Server(
+      this.#host,
+      r.id,
+      { address: r.address, port: r.port, family: r.family },
+      (id, remote, later) => {
+        if (!later) return this.#newSocket(id, remote)
+        this.#unborn.set(id, remote)
+        return undefined
+      },
     )
     this.#sockets.set(r.id, server)
     return server
@@ -423,7 +439,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     const totals = zeroStats()
     for (const m of maps) addStats(totals, m)
     return {
-      sockets: this.#sockets.size,
+      sockets: this.#sockets.size + this.#unborn.size,
       wakeups: this.#binding.wakeups,
       batches: this.#runner.counters.batches,
       verdictMessages: this.#runner.counters.messages,
@@ -464,6 +480,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         this.#connecting.delete(id)
         p.reject(new SockmapError('EPIPE', 'EPIPE: the engine closed'))
       }
+      this.#unborn.clear()
       for (const s of [...this.#sockets.values()]) s[kClose](undefined)
     })
     return this.#closing
@@ -540,7 +557,9 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.reportError(new SockmapError(code, `${code}: ${ev.detail ?? 'engine error'}`))
       return
     }
-    this.#sockets.get(ev.sock)?.[kEvent](ev)
+    const target = this.#sockets.get(ev.sock)
+    if (target) target[kEvent](ev)
+    else if (ev.kind === EventKind.Closed) this.#unborn.delete(ev.sock)
   }
 
   #attach(map: SockMap | SockHash, id: number, opts: AttachOptions): void {
