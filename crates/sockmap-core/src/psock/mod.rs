@@ -489,7 +489,12 @@ impl Core {
         self.events.push_back(Event::Closed { sock: id, error });
         self.ops.push_back(Op::Close(id));
         if let Some(p) = partner {
+            // The registry no longer pairs them; a partner on another shard keeps a stale copy until its next
+            // relink, naming a socket that is gone (every use checks the id).
             self.at(slot).set_partner(None);
+            if let Some(ps) = self.slot_of(p.peer) {
+                self.at(ps).set_partner(None);
+            }
             match (error, p.on_close) {
                 _ if finished => self.end_partner(slot, p.peer),
                 (Some(_), _) | (None, OnClose::Destroy) => self.destroy_partner(p.peer),
