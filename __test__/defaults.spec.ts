@@ -95,6 +95,7 @@ describe('defaults', () => {
     'RespOptions.maxLineLength': d.resp.maxLineLength,
     'Http1Options.role': d.http1.role,
     'Http1Options.maxHeaderBytes': d.http1.maxHeaderBytes,
+    'PairOptions.onClose': d.pairOnClose,
   }
 
   /** Defaults of the TypeScript API itself, with no engine counterpart. */

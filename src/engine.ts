@@ -19,7 +19,7 @@ import { SockmapError, callBinding, fromBinding, type SockmapErrorCode } from '.
 import { SockHash, SockMap, hashKey, mapRef, type AttachOptions, type MapHost } from './map'
 import { parserSpecOf } from './parsers'
 import { messageKeyOf, ruleOf, type RuleInternal } from './rules'
-import { Server, Socket, kClose, kEvent, type SocketHost } from './socket'
+import { Server, Socket, hostOf, kClose, kEvent, type AddressInfo, type PairOptions, type SocketHost } from './socket'
 import { addStats, toPrometheus, zeroStats, type EngineStats, type MapStats } from './stats'
 import { assertIntInRange, assertObject, assertOneOf, assertString } from './validate'
 import { BatchRunner } from './batch'
@@ -185,6 +185,11 @@ export interface EngineEvents {
 export class Engine extends EventEmitter<EngineEvents> {
   readonly #binding: BindingEngine
   readonly #sockets = new Map<number, Socket | Server>()
+  /**
+   * Accepted sockets no one has asked for yet (their listener had no `'connection'` listener): a `Socket` is made
+   * only when the application reaches one (a map lookup, a partner).
+   */
+  readonly #unborn = new Map<number, AddressInfo>()
   readonly #connecting = new Map<number, { resolve: (s: Socket) => void; reject: (e: unknown) => void }>()
   readonly #maps: Array<SockMap | SockHash> = []
   #req = 0
@@ -241,9 +246,14 @@ export class Engine extends EventEmitter<EngineEvents> {
       ack: (id, bytes) => self.#ack(id, bytes),
       socketById: (id) => {
         const s = self.#sockets.get(id)
-        return s instanceof Socket ? s : undefined
+        if (s instanceof Socket) return s
+        const remote = self.#unborn.get(id)
+        if (remote === undefined) return undefined
+        self.#unborn.delete(id)
+        return self.#newSocket(id, remote)
       },
       attachPrograms: (map, id, opts) => self.#attach(map, id, opts),
+      pair: (a, b, opts) => self.pair(a as Socket, b as Socket, opts),
     }
     this.#runner = new BatchRunner(this.#host)
     this.#report = (err) => this.reportError(err)
@@ -322,8 +332,15 @@ export class Engine extends EventEmitter<EngineEvents> {
     const ip = isIP(host) !== 0 ? host : (await lookup(host)).address
     this.#checkOpen()
     const r = callBinding(() => this.#binding.listen(ip, options.port, options.backlog))
-    const server = new Server(this.#host, r.id, { address: r.address, port: r.port, family: r.family }, (id, remote) =>
-      this.#newSocket(id, remote),
+    const server = new Server(
+      this.#host,
+      r.id,
+      { address: r.address, port: r.port, family: r.family },
+      (id, remote, later) => {
+        if (!later) return this.#newSocket(id, remote)
+        this.#unborn.set(id, remote)
+        return undefined
+      },
     )
     this.#sockets.set(r.id, server)
     return server
@@ -386,6 +403,35 @@ export class Engine extends EventEmitter<EngineEvents> {
     return this.#newSocket(id)
   }
 
+  /**
+   * Declares `a` and `b` partners, once and whatever the verdicts of their maps (a TypeScript verdict, a native rule,
+   * none): the peer's FIN read on one goes to the other after every byte received before it (judged and queued, so
+   * after the answers of the verdicts still out), and the other shuts its write side after writing everything queued
+   * before it; a close of one ends or destroys the other ({@link PairOptions.onClose}; a reset always destroys it);
+   * each leaves its maps when it closes. The pair holds until either closes or {@link Socket.unpair}. Works across I/O
+   * threads. A native `rules.redirect(map, rules.key.socket)` forwards FINs to its target without a pair; a pair
+   * takes precedence over it.
+   * @throws {TypeError} when `a` or `b` is not a `Socket`, {@link PairOptions} are malformed.
+   * @throws {SockmapError} `EINVAL` when `a` is `b`, or a socket belongs to another engine; `ENOTCONN` when one is
+   * closed; `EBUSY` when one already has a partner.
+   */
+  pair(a: Socket, b: Socket, options: PairOptions = {}): void {
+    assertObject('options', options)
+    const onClose = options.onClose ?? (defaults.pairOnClose as 'end' | 'destroy')
+    assertOneOf('options.onClose', onClose, ['end', 'destroy'])
+    const check = (name: string, s: unknown): Socket => {
+      if (!(s instanceof Socket)) throw new TypeError(`${name} must be a Socket`)
+      if (hostOf(s) !== this.#host) throw new SockmapError('EINVAL', `EINVAL: ${name} is a socket of another engine`)
+      if (s.closed) throw new SockmapError('ENOTCONN', `ENOTCONN: ${name} is closed`)
+      return s
+    }
+    const x = check('a', a)
+    const y = check('b', b)
+    if (x === y) throw new SockmapError('EINVAL', 'EINVAL: a socket cannot be its own partner')
+    this.#checkOpen()
+    callBinding(() => this.#binding.pair(x.id, y.id, onClose))
+  }
+
   /** Creates a SOCKMAP: sockets under integer indexes `0..maxEntries-1`. */
   sockMap(options: { maxEntries: number }): SockMap {
     assertObject('options', options)
@@ -414,7 +460,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     const totals = zeroStats()
     for (const m of maps) addStats(totals, m)
     return {
-      sockets: this.#sockets.size,
+      sockets: this.#sockets.size + this.#unborn.size,
       wakeups: this.#binding.wakeups,
       batches: this.#runner.counters.batches,
       verdictMessages: this.#runner.counters.messages,
@@ -455,6 +501,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         this.#connecting.delete(id)
         p.reject(new SockmapError('EPIPE', 'EPIPE: the engine closed'))
       }
+      this.#unborn.clear()
       for (const s of [...this.#sockets.values()]) s[kClose](undefined)
     })
     return this.#closing
@@ -531,7 +578,9 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.reportError(new SockmapError(code, `${code}: ${ev.detail ?? 'engine error'}`))
       return
     }
-    this.#sockets.get(ev.sock)?.[kEvent](ev)
+    const target = this.#sockets.get(ev.sock)
+    if (target) target[kEvent](ev)
+    else if (ev.kind === EventKind.Closed) this.#unborn.delete(ev.sock)
   }
 
   #attach(map: SockMap | SockHash, id: number, opts: AttachOptions): void {

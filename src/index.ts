@@ -17,7 +17,15 @@ export {
   type BackendStats,
   type ListenOptions,
 } from './engine'
-export { Socket, Server, type AddressInfo, type ServerEvents, type SocketEvents } from './socket'
+export {
+  Socket,
+  Server,
+  type AddressInfo,
+  type OnClose,
+  type PairOptions,
+  type ServerEvents,
+  type SocketEvents,
+} from './socket'
 export { SockMap, SockHash, type AttachOptions, type SetOptions, type UpdateFlag } from './map'
 export {
   Verdict,

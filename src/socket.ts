@@ -15,12 +15,33 @@ export interface SocketHost {
   forget(id: number): void
   /** Acknowledges `bytes` of messages the application consumed (grouped, sent soon). */
   ack(id: number, bytes: number): void
+  /** Pairs two sockets (see {@link Engine.pair}). */
+  pair(a: unknown, b: unknown, options: PairOptions | undefined): void
+  /** The socket of this engine with id `id`, if open. */
+  socketById(id: number): Socket | undefined
+}
+
+/** What a close of one partner does to the other: see {@link PairOptions.onClose}. */
+export type OnClose = 'end' | 'destroy'
+
+/** Options of `engine.pair()` and {@link Socket.pair}. */
+export interface PairOptions {
+  /**
+   * What a close of one partner does to the other when it closes before both its directions finished and without an
+   * error (`destroy()`, the engine's close): `'end'` writes out everything queued for the other's peer, then sends it
+   * a FIN; `'destroy'` closes the other at once, discarding what is queued for it. A close on an error (a reset by the
+   * peer, a failed connect, an I/O error) always destroys the other, so that its peer never takes a broken exchange
+   * for a complete one. Default: `'end'`.
+   */
+  onClose?: OnClose
 }
 
 /** @internal */
 export const kEvent = Symbol('sockmap.event')
 /** @internal */
 export const kClose = Symbol('sockmap.close')
+/** @internal */
+const kListening = Symbol('sockmap.listening')
 
 /** An address, as `server.address()` and `socket.remoteAddress` give it. */
 export interface AddressInfo {
@@ -61,12 +82,30 @@ function sockError(code: string | undefined, what: string): SockmapError {
   return new SockmapError(c, `${c}: ${what}`)
 }
 
-const hosts = new WeakMap<Socket, SocketHost>()
+/** A send awaiting its outcome. */
+interface PendingSend {
+  resolve: (n: number) => void
+  reject: (e: unknown) => void
+}
+
+/** The engine of a socket (set once the class is defined: it reads a private field). */
+let hostOfSocket: (sock: object) => SocketHost | undefined
 
 /** The engine a socket belongs to. @internal */
 export function hostOf(sock: unknown): SocketHost | undefined {
-  return typeof sock === 'object' && sock !== null ? hosts.get(sock as Socket) : undefined
+  return typeof sock === 'object' && sock !== null ? hostOfSocket(sock) : undefined
 }
+
+/**
+ * `EventEmitter` without its constructor: its methods create the listener table with the first listener (as they do
+ * for emitters made with `util.inherits`), so a socket no one listens to carries none.
+ */
+function LazyEmitter(): void {}
+LazyEmitter.prototype = Object.create(EventEmitter.prototype, {
+  constructor: { value: LazyEmitter, writable: true, configurable: true },
+})
+Object.setPrototypeOf(LazyEmitter, EventEmitter)
+const SocketBase = LazyEmitter as unknown as new () => EventEmitter<SocketEvents>
 
 /**
  * A TCP socket owned by the engine. It starts paused: it reads nothing until it is inserted into a map with
@@ -85,7 +124,9 @@ export function hostOf(sock: unknown): SocketHost | undefined {
  * await sock.send('PING\r\n')
  * ```
  */
-export class Socket extends EventEmitter<SocketEvents> {
+export class Socket extends SocketBase {
+  // An idle proxied socket costs little: no closure per socket, and what only some sockets use (held messages,
+  // sends in flight, the last counters) is allocated when first needed.
   /** Stable number, unique within the engine. */
   readonly id: number
   /** The peer's address, when known (accepted sockets). */
@@ -95,11 +136,16 @@ export class Socket extends EventEmitter<SocketEvents> {
   #resumedOnce = false
   #closed = false
   #ended = false
-  #held: Buffer[] = []
+  /** Messages that arrived while paused. */
+  #held: Buffer[] | undefined
   /** Async iterators running: while any is, a message counts as consumed when an iterator hands it out. */
   #iterators = 0
-  #sends = new Map<number, { resolve: (n: number) => void; reject: (e: unknown) => void }>()
-  #lastStats: SocketStats = zeroStats()
+  #sends: Map<number, PendingSend> | undefined
+  #lastStats: SocketStats | undefined
+
+  static {
+    hostOfSocket = (sock) => (#host in sock ? (sock as Socket).#host : undefined)
+  }
 
   /** @internal */
   constructor(host: SocketHost, id: number, remote?: AddressInfo) {
@@ -107,15 +153,38 @@ export class Socket extends EventEmitter<SocketEvents> {
     this.#host = host
     this.id = id
     this.remoteAddress = remote
-    hosts.set(this, host)
-    ;(this as EventEmitter).on('newListener', (event: string | symbol) => {
-      if (event === 'message' && !this.#resumedOnce) queueMicrotask(() => this.resume())
-    })
+  }
+
+  /** A `'message'` listener is being added: the first one resumes the socket. @internal */
+  [kListening](event: string | symbol): void {
+    if (event === 'message' && !this.#resumedOnce) queueMicrotask(() => this.resume())
   }
 
   /** Whether the socket is closed. */
   get closed(): boolean {
     return this.#closed
+  }
+
+  /**
+   * Declares `other` this socket's partner, whatever the verdicts of their maps (see `engine.pair()`).
+   * @throws {SockmapError} `EBUSY`, `EINVAL`, `ENOTCONN` as `engine.pair()`.
+   */
+  pair(other: Socket, options?: PairOptions): this {
+    this.#host.pair(this, other, options)
+    return this
+  }
+
+  /** Dissolves the socket's pair (both sides); `false` when it had no partner. */
+  unpair(): boolean {
+    if (this.#closed) return false
+    return callBinding(() => this.#host.binding.unpair(this.id))
+  }
+
+  /** The socket's partner (see {@link Socket.pair}), or `null`; a close of either dissolves the pair. */
+  get partner(): Socket | null {
+    if (this.#closed) return null
+    const id = callBinding(() => this.#host.binding.partner(this.id))
+    return id === null || id === undefined ? null : (this.#host.socketById(id) ?? null)
   }
 
   /** Whether message delivery is paused. */
@@ -135,7 +204,7 @@ export class Socket extends EventEmitter<SocketEvents> {
     if (this.#closed || this.#ended) return Promise.reject(sockError('EPIPE', 'the socket is closed or ended'))
     const req = this.#host.nextRequest()
     return new Promise<number>((resolve, reject) => {
-      this.#sends.set(req, { resolve, reject })
+      ;(this.#sends ??= new Map()).set(req, { resolve, reject })
       callBinding(() => this.#host.binding.send(this.id, bytes, req))
     })
   }
@@ -153,10 +222,10 @@ export class Socket extends EventEmitter<SocketEvents> {
     this.#paused = false
     if (!this.#closed) callBinding(() => this.#host.binding.resume(this.id))
     const held = this.#held
-    this.#held = []
-    for (const m of held) {
+    this.#held = undefined
+    for (const m of held ?? []) {
       if (this.#paused) {
-        this.#held.push(m)
+        ;(this.#held ??= []).push(m)
       } else {
         this.#deliver(m)
       }
@@ -189,7 +258,7 @@ export class Socket extends EventEmitter<SocketEvents> {
       const raw = callBinding(() => this.#host.binding.sockStats(this.id))
       if (raw) this.#lastStats = socketStats(raw)
     }
-    return { ...this.#lastStats }
+    return { ...(this.#lastStats ?? zeroStats()) }
   }
 
   /** Iterates over the messages; ends when the peer ends or the socket closes, throws on a socket error. */
@@ -253,16 +322,16 @@ export class Socket extends EventEmitter<SocketEvents> {
   [kEvent](ev: JsEvent): void {
     switch (ev.kind) {
       case EventKind.Message:
-        if (this.#paused) this.#held.push(ev.data as Buffer)
+        if (this.#paused) (this.#held ??= []).push(ev.data as Buffer)
         else this.#deliver(ev.data as Buffer)
         return
       case EventKind.ReadEnd:
         this.emit('end')
         return
       case EventKind.SendDone: {
-        const p = this.#sends.get(ev.other)
+        const p = this.#sends?.get(ev.other)
         if (!p) return
-        this.#sends.delete(ev.other)
+        this.#sends?.delete(ev.other)
         if (ev.code) p.reject(sockError(ev.code, 'send failed'))
         else p.resolve(ev.bytes)
         return
@@ -285,15 +354,29 @@ export class Socket extends EventEmitter<SocketEvents> {
     this.stats()
     this.#closed = true
     this.#host.forget(this.id)
-    for (const p of this.#sends.values()) p.reject(sockError('EPIPE', 'the socket closed'))
-    this.#sends.clear()
+    for (const p of this.#sends?.values() ?? []) p.reject(sockError('EPIPE', 'the socket closed'))
+    this.#sends = undefined
     // Messages held by a pause are still the application's: deliver them before 'close'.
     const held = this.#held
-    this.#held = []
-    for (const m of held) this.emit('message', m)
+    this.#held = undefined
+    for (const m of held ?? []) this.emit('message', m)
     if (code && this.listenerCount('error') > 0) this.emit('error', sockError(code, 'the socket closed on an error'))
     this.emit('close', code !== undefined)
   }
+}
+
+// The first 'message' listener resumes a socket. Hooked into the prototype's listener methods (`once`,
+// `prependOnceListener` and `events.on/once` go through them) rather than a 'newListener' closure per socket.
+for (const name of ['on', 'addListener', 'prependListener'] as const) {
+  const base = EventEmitter.prototype[name] as (this: EventEmitter, e: string | symbol, l: never) => EventEmitter
+  Object.defineProperty(Socket.prototype, name, {
+    value: function (this: Socket, event: string | symbol, listener: never) {
+      this[kListening](event)
+      return base.call(this, event, listener)
+    },
+    writable: true,
+    configurable: true,
+  })
 }
 
 /**
@@ -304,12 +387,18 @@ export class Server extends EventEmitter<ServerEvents> {
   readonly id: number
   readonly #host: SocketHost
   readonly #address: AddressInfo
-  readonly #make: (id: number, remote: AddressInfo) => Socket
+  /** Makes the socket of an accepted connection, or (`later`) records it to make when first asked for. */
+  readonly #make: (id: number, remote: AddressInfo, later: boolean) => Socket | undefined
   #closed = false
   #onClosed: Array<() => void> = []
 
   /** @internal */
-  constructor(host: SocketHost, id: number, address: AddressInfo, make: (id: number, r: AddressInfo) => Socket) {
+  constructor(
+    host: SocketHost,
+    id: number,
+    address: AddressInfo,
+    make: (id: number, remote: AddressInfo, later: boolean) => Socket | undefined,
+  ) {
     super()
     this.#host = host
     this.id = id
@@ -339,12 +428,17 @@ export class Server extends EventEmitter<ServerEvents> {
   /** Handles one engine event for this listener. @internal */
   [kEvent](ev: JsEvent): void {
     if (ev.kind === EventKind.Accepted) {
-      const sock = this.#make(ev.other, {
+      const remote = {
         address: ev.detail ?? '',
         port: ev.port ?? 0,
         family: (ev.detail ?? '').includes(':') ? 'IPv6' : 'IPv4',
-      })
-      this.emit('connection', sock)
+      }
+      // With no 'connection' listener, the socket is made only when the application reaches it.
+      if (this.listenerCount('connection') === 0) {
+        this.#make(ev.other, remote, true)
+        return
+      }
+      this.emit('connection', this.#make(ev.other, remote, false) as Socket)
     } else if (ev.kind === EventKind.Error) {
       this.emit('error', sockError(ev.code, ev.detail ?? 'listener error'))
     } else if (ev.kind === EventKind.Closed) {

@@ -34,6 +34,7 @@ use crate::event::Event;
 use crate::id::{MapId, SockId};
 use crate::key::Key;
 use crate::map::{MapKind, UpdateFlag};
+use crate::partner::PairOptions;
 use crate::program::Programs;
 use crate::psock::{Core, NewSock};
 use crate::registry::{MapSink, Registry, Relink, Shared, SockState};
@@ -746,6 +747,34 @@ impl EngineHandle {
     /// The socket's counters, while it exists.
     pub fn sock_stats(&self, sock: SockId) -> Option<StatsSnapshot> {
         self.shared.lock().sock(sock).map(|e| e.stats.snapshot())
+    }
+
+    /// Declares `a` and `b` partners ([`crate::partner`]), whatever their
+    /// verdicts: a peer's FIN on one goes to the other after the bytes
+    /// before it, and a close of one ends or destroys the other (`opts`).
+    ///
+    /// # Errors
+    /// `EINVAL` when `a` is `b` or either is a listener, `ENOTCONN` when
+    /// either is closed or unknown, `EBUSY` when either already has a partner.
+    pub fn pair(&self, a: SockId, b: SockId, opts: PairOptions) -> Result<(), Errno> {
+        let mut reg = self.shared.lock();
+        let relink = reg.pair(a, b, opts)?;
+        self.publish(reg, relink);
+        Ok(())
+    }
+
+    /// Dissolves `sock`'s pair; false when it had no partner.
+    pub fn unpair(&self, sock: SockId) -> bool {
+        let mut reg = self.shared.lock();
+        let relink = reg.unpair(sock);
+        let had = !relink.is_empty();
+        self.publish(reg, relink);
+        had
+    }
+
+    /// The socket's partner, while both are paired.
+    pub fn partner(&self, sock: SockId) -> Option<SockId> {
+        self.shared.lock().partner(sock)
     }
 
     /// Creates a map.

@@ -155,7 +155,8 @@ pub struct StreamVerdictProg {
     pub kind: VerdictKind,
     /// Forward the peer's FIN to the socket's partner, so a proxy pair
     /// carries half-closes both ways. The kernel's sockmap does not propagate
-    /// FIN; here the partner is the target of a native egress
+    /// FIN. A partner declared with `EngineHandle::pair` ([`crate::partner`])
+    /// gets it whatever the verdict; without one, the partner is the target of a native egress
     /// [`Rule::Redirect`] keyed by [`KeySource::Socket`](crate::rules::KeySource::Socket)
     /// (the 1:1 pairing), and only it: sockets the source merely redirected
     /// messages to (a shared upstream, a fixed key, a target chosen per

@@ -20,6 +20,7 @@ use crate::id::{MapId, SockId};
 use crate::key::Key;
 use crate::map::{MapKind, Slot, Store, UpdateFlag};
 use crate::map_view::MapChange;
+use crate::partner::{PairOptions, Partner};
 use crate::program::Programs;
 use crate::stats::Stats;
 
@@ -47,6 +48,8 @@ pub(crate) struct SockEntry {
     /// The map whose stream verdict the socket took, for per-map counters.
     pub(crate) verdict_map: Option<MapId>,
     pub(crate) stats: Arc<Stats>,
+    /// The socket's partner ([`crate::partner`]); each side names the other.
+    pub(crate) partner: Option<Partner>,
 }
 
 #[derive(Debug)]
@@ -222,6 +225,7 @@ impl Registry {
                         programs: Programs::default(),
                         verdict_map: None,
                         stats: Arc::default(),
+                        partner: None,
                     });
                     if skipped != slot {
                         self.free[skipped % shards].push(skipped as u32);
@@ -233,6 +237,7 @@ impl Registry {
         let e = &mut self.socks[slot as usize];
         e.state = state;
         e.stats = Arc::default();
+        e.partner = None;
         SockId::new(slot, e.gen)
     }
 
@@ -263,6 +268,7 @@ impl Registry {
             e.links.clear();
             e.programs = Programs::default();
             e.verdict_map = None;
+            e.partner = None;
             let shards = self.shards.max(1);
             if self.free.len() < shards {
                 self.free.resize_with(shards, Vec::new);
@@ -272,6 +278,68 @@ impl Registry {
             self.free[shard].push(id.slot() as u32);
             self.load[shard] = self.load[shard].saturating_sub(1);
         }
+    }
+
+    /// Pairs `a` and `b` ([`crate::partner`]); both shards must relink them.
+    ///
+    /// # Errors
+    /// `EINVAL` when `a` is `b` or either is a listener, `ENOTCONN` when
+    /// either is closed or unknown, `EBUSY` when either already has a partner.
+    pub(crate) fn pair(
+        &mut self,
+        a: SockId,
+        b: SockId,
+        opts: PairOptions,
+    ) -> Result<Relink, Errno> {
+        if a == b {
+            return Err(Errno::Inval);
+        }
+        for s in [a, b] {
+            let e = self.sock(s).ok_or(Errno::NotConn)?;
+            match e.state {
+                SockState::Connecting | SockState::Established => {}
+                SockState::Listening => return Err(Errno::Inval),
+                SockState::Closed | SockState::Free => return Err(Errno::NotConn),
+            }
+        }
+        for s in [a, b] {
+            if self.sock(s).is_some_and(|e| e.partner.is_some()) {
+                return Err(Errno::Busy);
+            }
+        }
+        for (s, peer) in [(a, b), (b, a)] {
+            if let Some(e) = self.sock_mut(s) {
+                e.partner = Some(Partner {
+                    peer,
+                    on_close: opts.on_close,
+                });
+            }
+        }
+        Ok(SmallVec::from_slice(&[a, b]))
+    }
+
+    /// Dissolves `sock`'s pair, if it has one: the two sockets to relink.
+    pub(crate) fn unpair(&mut self, sock: SockId) -> Relink {
+        match self.take_partner(sock) {
+            Some(p) => SmallVec::from_slice(&[sock, p.peer]),
+            None => Relink::new(),
+        }
+    }
+
+    /// Dissolves `sock`'s pair on both sides: its partner, if it had one.
+    pub(crate) fn take_partner(&mut self, sock: SockId) -> Option<Partner> {
+        let p = self.sock_mut(sock)?.partner.take()?;
+        if let Some(e) = self.sock_mut(p.peer) {
+            if e.partner.is_some_and(|q| q.peer == sock) {
+                e.partner = None;
+            }
+        }
+        Some(p)
+    }
+
+    /// The socket's partner.
+    pub(crate) fn partner(&self, sock: SockId) -> Option<SockId> {
+        self.sock(sock)?.partner.map(|p| p.peer)
     }
 
     pub(crate) fn create_map(&mut self, kind: MapKind, max_entries: u32) -> Result<MapId, Errno> {

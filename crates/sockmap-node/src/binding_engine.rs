@@ -19,7 +19,7 @@ use sockmap_core::backend::select;
 use sockmap_core::backend::select::BackendInfo;
 use sockmap_core::config::DEFAULT_BACKLOG;
 use sockmap_core::stats::StatsSnapshot;
-use sockmap_core::{Drive, Engine, EngineHandle, Errno, Hooks, Notify, SockId};
+use sockmap_core::{Drive, Engine, EngineHandle, Errno, Hooks, Notify, OnClose, PairOptions, SockId};
 
 use crate::binding_batch::{Inbox, JsVerdicts, Taken, WakeFn, Waker};
 use crate::binding_error::{error_of, guarded, host_error, Error, Result};
@@ -461,6 +461,45 @@ impl BindingEngine {
         guarded(|| {
             self.handle.destroy(sock_id(sock));
             Ok(())
+        })
+    }
+
+    /// Declares `a` and `b` partners; `on_close` is `"end"` or `"destroy"` (what a close of one does to the other).
+    #[napi]
+    pub fn pair(&self, a: f64, b: f64, on_close: String) -> Result<()> {
+        guarded(|| {
+            let on_close = match on_close.as_str() {
+                "end" => OnClose::End,
+                "destroy" => OnClose::Destroy,
+                _ => return Err(error_of(Errno::Inval, "onClose must be 'end' or 'destroy'")),
+            };
+            self.handle
+                .pair(sock_id(a), sock_id(b), PairOptions { on_close })
+                .map_err(|e| {
+                    let why = match e {
+                        Errno::Busy => "a socket already has a partner",
+                        Errno::NotConn => "a socket is closed",
+                        _ => "a socket cannot be paired with itself or a listener",
+                    };
+                    engine_err(e, why)
+                })
+        })
+    }
+
+    /// Dissolves the socket's pair; false when it had no partner.
+    #[napi]
+    pub fn unpair(&self, sock: f64) -> Result<bool> {
+        guarded(|| Ok(self.handle.unpair(sock_id(sock))))
+    }
+
+    /// The socket's partner, while paired.
+    #[napi]
+    pub fn partner(&self, sock: f64) -> Result<Option<f64>> {
+        guarded(|| {
+            Ok(self
+                .handle
+                .partner(sock_id(sock))
+                .map(|p| p.as_u64() as f64))
         })
     }
 

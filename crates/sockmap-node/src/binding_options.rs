@@ -141,6 +141,8 @@ pub struct NativeDefaults {
     pub resp: ParserSpec,
     /// `parsers.http1()`.
     pub http1: ParserSpec,
+    /// What a close of one partner does to the other (`pair()`'s `onClose`).
+    pub pair_on_close: String,
 }
 
 fn spec(kind: &str) -> ParserSpec {
@@ -237,6 +239,7 @@ pub fn native_defaults() -> NativeDefaults {
             max_header_bytes: Some(num(http.max_header_bytes)),
             ..spec("http1")
         },
+        pair_on_close: sockmap_core::OnClose::default().name().to_string(),
     }
 }
 

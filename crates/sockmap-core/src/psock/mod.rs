@@ -26,6 +26,7 @@
 //! | `egress.rs` | bytes into a target's send ring: the per-read coalescer, watermarks, the application queue |
 //! | `parse.rs` | the psock's stream parser, and the conversation with an external parser |
 //! | `answers.rs` | external verdict answers applied in order |
+//! | `remote.rs` | redirects and partners' ends across shards |
 //! | `send.rs` | the sk_msg path: application sends through the msg verdict |
 
 use std::collections::VecDeque;
@@ -44,6 +45,7 @@ use crate::event::Event;
 use crate::framer::MessageMeta;
 use crate::id::SockId;
 use crate::map_view::{MapChange, MapView};
+use crate::partner::OnClose;
 use crate::program::VerdictKind;
 use crate::registry::{Shared, SockState};
 use crate::rules::MsgBytes;
@@ -363,11 +365,10 @@ impl Core {
 
     /// Ends the read side once the peer's FIN was read and every message
     /// received before it was judged and queued: the application is told
-    /// ([`Event::ReadEnd`]), the FIN goes on to the socket's partner (see
-    /// [`StreamVerdictProg::propagate_fin`](crate::program::StreamVerdictProg::propagate_fin))
-    /// after the bytes queued for it, and a socket whose write side is
-    /// already shut closes. Call it only with no [`Egress`] pending, so the
-    /// partner's ring holds every byte before the FIN.
+    /// ([`Event::ReadEnd`]), the FIN goes on to the socket's partner
+    /// ([`Core::fin_partner`]) after the bytes queued for it, and a socket
+    /// whose write side is already shut closes. Call it only with no
+    /// [`Egress`] pending, so the partner's ring holds every byte before the FIN.
     fn finish_read(&mut self, slot: SlotIdx) {
         let p = self.at(slot);
         if !p.can_finish_read() {
@@ -377,26 +378,49 @@ impl Core {
         let (id, write_shut) = (p.id(), p.is_write_shut());
         let partner = self.fin_partner(slot);
         self.events.push_back(Event::ReadEnd { sock: id });
-        match partner {
-            Some(p) if self.is_remote(p) => self.end_remote(p),
-            Some(p) => {
-                if let Some(ps) = self.slot_of(p).filter(|&ps| ps != slot) {
-                    self.end(ps);
-                }
-            }
-            None => {}
+        if let Some(p) = partner {
+            self.end_partner(slot, p);
         }
         if write_shut {
             self.close(slot, None);
         }
     }
 
-    /// The partner a socket's FIN is forwarded to: the target of a native
-    /// egress redirect keyed by the socket's own id (a proxy pairing), when
-    /// its stream verdict propagates FIN. Targets a socket merely sent
-    /// messages to (a shared upstream, a target chosen per message) are
-    /// never ended by it.
+    /// Ends `partner` after the bytes queued for it (on its shard, after the
+    /// bytes sent there before), unless it is `slot` itself.
+    fn end_partner(&mut self, slot: SlotIdx, partner: SockId) {
+        if self.is_remote(partner) {
+            self.end_remote(partner);
+        } else if let Some(ps) = self.slot_of(partner).filter(|&ps| ps != slot) {
+            self.end(ps);
+        }
+    }
+
+    /// Closes `partner` at once (on its shard).
+    fn destroy_partner(&mut self, partner: SockId) {
+        if self.is_remote(partner) {
+            self.destroy_remote(partner);
+        } else if let Some(ps) = self.slot_of(partner) {
+            self.close(ps, None);
+        }
+    }
+
+    /// The partner a socket's FIN is forwarded to: its declared partner
+    /// ([`crate::partner`]), else the one its native stream verdict implies
+    /// (see [`StreamVerdictProg::propagate_fin`](crate::program::StreamVerdictProg::propagate_fin)).
     fn fin_partner(&mut self, slot: SlotIdx) -> Option<SockId> {
+        let p = self.socks[slot.get()].as_ref()?;
+        match p.partner() {
+            Some(partner) => Some(partner.peer),
+            None => self.rule_partner(slot),
+        }
+    }
+
+    /// The partner a native rule implies: the target of a native egress
+    /// redirect keyed by the socket's own id (a proxy pairing), when its
+    /// stream verdict propagates FIN. Targets a socket merely sent messages
+    /// to (a shared upstream, a target chosen per message) are never ended by it.
+    fn rule_partner(&mut self, slot: SlotIdx) -> Option<SockId> {
         let p = self.socks[slot.get()].as_ref()?;
         let prog = p.progs.verdict.clone().filter(|v| v.propagate_fin)?;
         let VerdictKind::Rule(
@@ -420,8 +444,9 @@ impl Core {
         }
     }
 
-    /// Closes a socket: it leaves every map, its queued bytes are discarded
-    /// and counted, the sources it stopped resume, and the driver is asked
+    /// Closes a socket: it leaves every map and its pair, its queued bytes
+    /// are discarded and counted, the sources it stopped resume, its partner
+    /// is ended or destroyed ([`crate::partner`]), and the driver is asked
     /// to close it.
     fn close(&mut self, slot: SlotIdx, error: Option<Errno>) {
         let p = self.at(slot);
@@ -429,6 +454,7 @@ impl Core {
             return;
         }
         let id = p.id();
+        let finished = p.is_read_done() && p.is_write_shut();
         let (lost, drain) = p.ring.discard();
         let mut waiters = drain.waiters;
         waiters.extend(p.app_queue.clear());
@@ -439,14 +465,16 @@ impl Core {
         p.gauge(|s| &s.queued_bytes, 0);
         p.gauge(|s| &s.app_queued_bytes, 0);
         p.gauge(|s| &s.pending_bytes, 0);
-        {
+        let partner = {
             let mut reg = self.shared.lock();
+            let partner = reg.take_partner(id);
             reg.remove_links(id);
             reg.set_state(id, SockState::Closed);
             for change in self.shared.fan_out(&mut reg, Some(self.shard)) {
                 self.maps.apply(change);
             }
-        }
+            partner
+        };
         for a in drain.acks {
             self.events.push_back(Event::SendDone {
                 sock: a.sock,
@@ -460,6 +488,19 @@ impl Core {
         self.release_remote_acks(slot);
         self.events.push_back(Event::Closed { sock: id, error });
         self.ops.push_back(Op::Close(id));
+        if let Some(p) = partner {
+            // The registry no longer pairs them; a partner on another shard keeps a stale copy until its next
+            // relink, naming a socket that is gone (every use checks the id).
+            self.at(slot).set_partner(None);
+            if let Some(ps) = self.slot_of(p.peer) {
+                self.at(ps).set_partner(None);
+            }
+            match (error, p.on_close) {
+                _ if finished => self.end_partner(slot, p.peer),
+                (Some(_), _) | (None, OnClose::Destroy) => self.destroy_partner(p.peer),
+                (None, OnClose::End) => self.end_partner(slot, p.peer),
+            }
+        }
     }
 
     // ---- application commands ------------------------------------------------------------
@@ -480,19 +521,25 @@ impl Core {
         self.maps.apply(change);
     }
 
-    /// The registry changed the socket's maps: take its programs afresh.
+    /// The registry changed the socket's maps or its pair: take its programs
+    /// and partner afresh.
     pub fn handle_relink(&mut self, id: SockId) {
         let Some(slot) = self.slot_of(id) else { return };
-        let (progs, map_stats) = {
+        let (progs, map_stats, partner) = {
             let reg = self.shared.lock();
             let Some(e) = reg.sock(id) else { return };
             let map_stats = e
                 .verdict_map
                 .and_then(|m| reg.map(m).ok())
                 .map(|m| m.stats.clone());
-            (e.programs.clone(), map_stats)
+            (e.programs.clone(), map_stats, e.partner)
         };
+        let paired = self.at(slot).set_partner(partner);
         self.at(slot).set_programs(progs, map_stats);
+        if let Some(p) = partner.filter(|_| paired && self.at_ref(slot).is_read_done()) {
+            // The FIN was read before the pair was made: it goes on now.
+            self.end_partner(slot, p.peer);
+        }
         self.relink_parser(slot);
         self.take_initial(slot);
         self.finish_read(slot);

@@ -1,5 +1,5 @@
 //! Redirects across shards: messages whose target another shard (I/O
-//! thread) owns, a partner's end of stream, and the backpressure between a
+//! thread) owns, a partner's end of stream or close, and the backpressure between a
 //! source on one shard and its target on another.
 //!
 //! A message for a socket another shard owns leaves its source as a
@@ -58,8 +58,10 @@ pub(crate) enum Remote {
         /// The application send whose last bytes these are, reported on the ack.
         done: Option<SendAck>,
     },
-    /// `target`'s partner read to its end: end `target` after its queued bytes.
+    /// `target`'s partner read to its end (or closed): end `target` after its queued bytes.
     End { target: SockId },
+    /// `target`'s partner closed on an error (or as its pair asked): close `target` at once.
+    Destroy { target: SockId },
     /// The answer to a `Bytes` item of `src`.
     Ack {
         src: SockId,
@@ -177,6 +179,11 @@ impl Core {
         self.remote_to(target, Remote::End { target });
     }
 
+    /// Destroys `target`, a partner another shard owns.
+    pub(super) fn destroy_remote(&mut self, target: SockId) {
+        self.remote_to(target, Remote::Destroy { target });
+    }
+
     /// Stops `src`, a source another shard owns, at its next read.
     pub(super) fn block_remote(&mut self, src: SockId) {
         self.remote_to(src, Remote::Block { src });
@@ -250,6 +257,11 @@ impl Core {
                 Remote::End { target } => {
                     if let Some(ts) = self.slot_of(target) {
                         self.end(ts);
+                    }
+                }
+                Remote::Destroy { target } => {
+                    if let Some(ts) = self.slot_of(target) {
+                        self.close(ts, None);
                     }
                 }
                 Remote::Ack {

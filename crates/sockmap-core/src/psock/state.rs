@@ -21,6 +21,8 @@
 //!   application said anything, it has receive programs), and nothing holds
 //!   it back (a full target, too many bytes awaiting answers or held by an
 //!   external parser).
+//! - **Partner**: a copy of the registry's pair ([`crate::partner`]), taken
+//!   at relink; the registry is the truth when the socket closes.
 //! - `blocked` counts the targets whose waiter lists hold this socket; each
 //!   list holds a socket at most once; plus one while `remote_blocked`
 //!   (too many bytes unacknowledged by other shards).
@@ -34,6 +36,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::id::SockId;
+use crate::partner::Partner;
 use crate::program::Programs;
 use crate::stats::{DropReason, Stats};
 use crate::verdict::RouteCache;
@@ -151,6 +154,8 @@ pub(crate) struct Psock {
     pub(crate) send: SendState,
     /// Bytes the application read before the engine adopted the socket.
     initial: Bytes,
+    /// The declared partner, as of the last relink.
+    partner: Option<Partner>,
 }
 
 impl Psock {
@@ -181,6 +186,7 @@ impl Psock {
             parser: RxParser::default(),
             send: SendState::default(),
             initial: Bytes::new(),
+            partner: None,
         }
     }
 
@@ -375,6 +381,19 @@ impl Psock {
     /// The adopted bytes, once the socket reads.
     pub(crate) fn take_initial(&mut self) -> Option<Bytes> {
         (!self.initial.is_empty() && self.wants_read()).then(|| std::mem::take(&mut self.initial))
+    }
+
+    // ---- partner --------------------------------------------------------------------------
+
+    /// The declared partner.
+    pub(crate) fn partner(&self) -> Option<Partner> {
+        self.partner
+    }
+
+    /// Takes the registry's pair; true when the partner changed to a new socket.
+    pub(crate) fn set_partner(&mut self, partner: Option<Partner>) -> bool {
+        let old = std::mem::replace(&mut self.partner, partner);
+        partner.is_some_and(|p| old.map(|o| o.peer) != Some(p.peer))
     }
 
     // ---- transmit side --------------------------------------------------------------------
