@@ -24,11 +24,11 @@ export const kClose = Symbol('sockmap.close')
 
 /** An address, as `server.address()` and `socket.remoteAddress` give it. */
 export interface AddressInfo {
-  /** The IP address. */
+  /** The IP address; for a Unix socket its path (`'\0name'` for an abstract name, `''` for an unnamed client). */
   address: string
-  /** The port. */
+  /** The port (`0` for a Unix socket). */
   port: number
-  /** `'IPv4'` or `'IPv6'`. */
+  /** `'IPv4'`, `'IPv6'` or `'Unix'`. */
   family: string
 }
 
@@ -339,11 +339,9 @@ export class Server extends EventEmitter<ServerEvents> {
   /** Handles one engine event for this listener. @internal */
   [kEvent](ev: JsEvent): void {
     if (ev.kind === EventKind.Accepted) {
-      const sock = this.#make(ev.other, {
-        address: ev.detail ?? '',
-        port: ev.port ?? 0,
-        family: (ev.detail ?? '').includes(':') ? 'IPv6' : 'IPv4',
-      })
+      const address = ev.detail ?? ''
+      const family = ev.port === undefined ? 'Unix' : address.includes(':') ? 'IPv6' : 'IPv4'
+      const sock = this.#make(ev.other, { address, port: ev.port ?? 0, family })
       this.emit('connection', sock)
     } else if (ev.kind === EventKind.Error) {
       this.emit('error', sockError(ev.code, ev.detail ?? 'listener error'))
