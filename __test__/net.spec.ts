@@ -5,79 +5,23 @@
 import { once } from 'node:events'
 import { existsSync, writeFileSync, rmSync } from 'node:fs'
 import net from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 
 import { describe, expect, it } from 'vitest'
 
-import { Verdict, parsers, rules, type Engine, type Server, type Socket } from '../src/index'
+import { Verdict, parsers, rules, type Engine, type Socket } from '../src/index'
+import {
+  clientOn as clientOnIn,
+  families,
+  pattern,
+  unixName,
+  upstreamOn as upstreamOnIn,
+  type Family,
+} from './families'
 import { deadline, engineScope, frame, readN, until } from './helpers'
 
 const { newEngine, clients } = engineScope()
-
-type Family = 'tcp4' | 'tcp6' | 'unix' | 'abstract'
-const families: Family[] =
-  process.platform === 'linux' ? ['tcp4', 'tcp6', 'unix', 'abstract'] : ['tcp4', 'tcp6', 'unix']
-
-let seq = 0
-/**
- * A fresh Unix socket name of the family: a path under the temp dir, or an abstract name. Abstract names fill all
- * 107 bytes (NUL-padded): Node 20's `net` pads them so, and a full-length name is the same bytes either way.
- */
-function unixName(family: 'unix' | 'abstract'): string {
-  const base = `sockmap-net-${process.pid}-${seq++}`
-  return family === 'abstract' ? `\0${base.padEnd(107, '\0')}` : join(tmpdir(), `${base}.sock`)
-}
-
-/** What `listen`/`connect` and node:net take for a family. */
-function endpoint(family: Family): { host: string; port: number } | { path: string } {
-  if (family === 'tcp4') return { host: '127.0.0.1', port: 0 }
-  if (family === 'tcp6') return { host: '::1', port: 0 }
-  return { path: unixName(family) }
-}
-
-/** How a node:net client reaches an engine server. */
-function reach(server: Server, family: Family, ep: ReturnType<typeof endpoint>): net.NetConnectOpts {
-  if ('path' in ep) return { path: ep.path }
-  return { host: family === 'tcp6' ? '::1' : '127.0.0.1', port: server.address().port }
-}
-
-/** A node:net client of an engine server on `family`, and the engine socket accepted for it. */
-async function clientOn(engine: Engine, family: Family): Promise<{ client: net.Socket; sock: Socket; server: Server }> {
-  const ep = endpoint(family)
-  const server = await engine.listen(ep)
-  const accepted = once(server, 'connection') as Promise<[Socket]>
-  const client = net.connect(reach(server, family, ep))
-  clients.push(client)
-  await deadline(once(client, 'connect'), 5000, 'client connect')
-  const [sock] = await deadline(accepted, 5000, 'accept')
-  return { client, sock, server }
-}
-
-/** A node:net server on `family` and an engine socket connected to it, with the server's end. */
-async function upstreamOn(engine: Engine, family: Family, near: Socket): Promise<{ peer: net.Socket; sock: Socket }> {
-  const ep = endpoint(family)
-  let peer: net.Socket | undefined
-  const srv = net.createServer((s) => {
-    peer = s
-    clients.push(s)
-  })
-  srv.listen('path' in ep ? { path: ep.path } : { host: ep.host, port: 0 })
-  await deadline(once(srv, 'listening'), 5000, 'net listen')
-  const to =
-    'path' in ep ? { path: ep.path, near } : { host: ep.host, port: (srv.address() as net.AddressInfo).port, near }
-  const sock = await deadline(engine.connect(to), 5000, 'engine connect')
-  await until(() => peer !== undefined, 5000, 'upstream accepted')
-  srv.close()
-  return { peer: peer!, sock }
-}
-
-/** Bytes whose value depends on their position, so a lost, doubled or reordered chunk shows. */
-function pattern(n: number, salt: number): Buffer {
-  const b = Buffer.alloc(n)
-  for (let i = 0; i < n; i++) b[i] = (i * 7 + salt) % 251
-  return b
-}
+const clientOn = (engine: Engine, family: Family) => clientOnIn(engine, family, clients)
+const upstreamOn = (engine: Engine, family: Family, near: Socket) => upstreamOnIn(engine, family, near, clients)
 
 describe('socket families', () => {
   it('proxies every family to every family with exact bytes and the FIN', async () => {
