@@ -123,6 +123,15 @@ describe('socket families', () => {
     await expect(engine.connect({ path })).rejects.toMatchObject({ code: 'ENOENT' })
   })
 
+  it('removes the socket files of its servers when the engine closes', async () => {
+    const engine = newEngine()
+    const paths = [unixName('unix'), unixName('unix')]
+    for (const path of paths) await engine.listen({ path })
+    expect(paths.map(existsSync)).toEqual([true, true])
+    await engine.close()
+    expect(paths.map(existsSync)).toEqual([false, false])
+  })
+
   it('listens on [::] for IPv6 clients and IPv4 ones where the OS is dual-stack', async () => {
     const engine = newEngine()
     const server = await engine.listen({ host: '::', port: 0 })
