@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest'
 
 import { Verdict, type Engine, type SockHash, type SockMap, type Socket } from '../src/index'
-import { clientOn, pattern, type Family } from './families'
+import { clientOn, families, pattern, type Family } from './families'
 import { deadline, engineScope, readN } from './helpers'
 
 const { newEngine, clients } = engineScope()
@@ -14,7 +14,7 @@ const { newEngine, clients } = engineScope()
 const mapKinds = ['sockMap', 'sockHash'] as const
 const verdictKinds = ['stream', 'msg'] as const
 const directions = ['egress', 'ingress'] as const
-const kinds: Family[] = ['tcp4', 'tcp6', 'unix']
+const kinds = families.filter((f) => f !== 'abstract')
 
 interface Cell {
   map: (typeof mapKinds)[number]

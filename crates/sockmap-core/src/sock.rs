@@ -142,9 +142,11 @@ impl Stream {
     }
 
     /// Turns Nagle's algorithm off (TCP; nothing to do on a Unix socket).
+    #[cfg(target_os = "linux")] // the io_uring backend's; epoll sets it on mio's stream
     pub(crate) fn set_nodelay(&self) {
-        if let Stream::Tcp(s) = self {
-            let _ = s.set_nodelay(true);
+        match self {
+            Stream::Tcp(s) => drop(s.set_nodelay(true)),
+            Stream::Unix(_) => {}
         }
     }
 

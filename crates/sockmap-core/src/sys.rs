@@ -68,7 +68,6 @@ pub(crate) fn recv_into<S: AsRawFd>(s: &S, buf: &mut BytesMut) -> io::Result<usi
 /// `WouldBlock` when nothing is available, or the read error.
 #[cfg(not(unix))]
 pub(crate) fn recv_into<S: std::io::Read>(s: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
-    use std::io::Read;
     let start = buf.len();
     let room = buf.capacity() - start;
     buf.resize(start + room, 0);

@@ -441,9 +441,9 @@ fn bulk_bytes_between_unix_partners_are_spliced_on_epoll() {
 
 #[test]
 fn only_stream_sockets_can_be_taken_over_by_descriptor() {
+    use sockmap_core::Stream;
     use std::os::fd::OwnedFd;
     use std::os::unix::net::UnixDatagram;
-    use sockmap_core::Stream;
     let code = |fd: OwnedFd| {
         Stream::from_socket_fd(fd)
             .map(|s| match s {
@@ -462,7 +462,10 @@ fn only_stream_sockets_can_be_taken_over_by_descriptor() {
     // Datagram sockets are not streams: refused, as the kernel's sockmap refuses an unsupported socket type.
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     assert_eq!(code(udp.into()), Err(Errno::OpNotSupp));
-    assert_eq!(code(UnixDatagram::pair().unwrap().0.into()), Err(Errno::OpNotSupp));
+    assert_eq!(
+        code(UnixDatagram::pair().unwrap().0.into()),
+        Err(Errno::OpNotSupp)
+    );
     // Not a socket at all.
     let file = std::fs::File::open("/dev/null").unwrap();
     assert!(code(file.into()).is_err());

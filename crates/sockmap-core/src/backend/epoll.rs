@@ -59,9 +59,12 @@ impl MioStream {
     }
 
     fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        if let MioStream::Tcp(s) = self {
-            let _ = s.set_nodelay(true);
+        match self {
+            MioStream::Tcp(s) => drop(s.set_nodelay(true)),
+            #[cfg(unix)]
+            MioStream::Unix(_) => {}
         }
+
         let interest = Interest::READABLE | Interest::WRITABLE;
         each!(MioStream, self, s => registry.register(s, token, interest))
     }
