@@ -154,8 +154,8 @@ export interface UnixListenOptions {
 /** Options of {@link Engine.connect}: a TCP address (`host`, `port`) or a Unix socket (`path`), not both. */
 export type ConnectOptions = TcpConnectOptions | UnixConnectOptions
 
-/** What every {@link Engine.connect} takes. */
-interface ConnectCommon {
+/** What every {@link Engine.connect} takes, whatever the family. */
+export interface ConnectCommonOptions {
   /** Give up with `ETIMEDOUT` after this many milliseconds (`0`: no limit). Default: no limit beyond the kernel's. */
   timeoutMs?: number
   /**
@@ -166,7 +166,7 @@ interface ConnectCommon {
 }
 
 /** Options of {@link Engine.connect} over TCP, IPv4 or IPv6. */
-export interface TcpConnectOptions extends ConnectCommon {
+export interface TcpConnectOptions extends ConnectCommonOptions {
   /** The host to connect to: an IPv4 or IPv6 address or a name. Default: `'127.0.0.1'`. */
   host?: string
   /** The port. */
@@ -176,7 +176,7 @@ export interface TcpConnectOptions extends ConnectCommon {
 }
 
 /** Options of {@link Engine.connect} to a Unix-domain stream socket. */
-export interface UnixConnectOptions extends ConnectCommon {
+export interface UnixConnectOptions extends ConnectCommonOptions {
   /** The socket's path, or on Linux an abstract name with a leading NUL (`'\0name'`; see {@link UnixListenOptions.path}). */
   path: string
   /** Not with `path`. */

@@ -37,7 +37,7 @@ use crate::map::{MapKind, UpdateFlag};
 use crate::program::Programs;
 use crate::psock::{Core, NewSock};
 use crate::registry::{MapSink, Registry, Relink, Shared, SockState};
-use crate::sock::{Addr, Listener, Stream, UnixName};
+use crate::sock::{Listener, Stream, UnixName};
 use crate::stats::StatsSnapshot;
 
 /// What the application plugs into an engine.
@@ -429,17 +429,15 @@ impl EngineHandle {
         self.check_alive()?;
         let (l, local) =
             Listener::bind_tcp(addr, listen_backlog(backlog)).map_err(|e| io_err(&e))?;
-        let Addr::Inet(local) = local else {
-            unreachable!("a TCP listener has an IP address")
-        };
         Ok((self.register_listener(l), local))
     }
 
     /// Listens on a Unix-domain stream socket named `name` (a filesystem
     /// path, or an abstract name on Linux); returns the listener and its
     /// name. A path is removed again when the listener closes, if it still
-    /// names this socket; an existing path is `EADDRINUSE` (remove a stale
-    /// one first). Accepted sockets arrive as [`Event::Accepted`], paused.
+    /// names this socket; an existing path is `EADDRINUSE` (shown as `EIO`;
+    /// remove a stale one first). Accepted sockets arrive as
+    /// [`Event::Accepted`], paused.
     ///
     /// # Errors
     /// The bind or listen error; `EOPNOTSUPP` outside Unix, or for an
@@ -450,9 +448,6 @@ impl EngineHandle {
         {
             let (l, local) =
                 Listener::bind_unix(name, listen_backlog(backlog)).map_err(|e| io_err(&e))?;
-            let Addr::Unix(local) = local else {
-                unreachable!("a Unix listener has a Unix name")
-            };
             Ok((self.register_listener(l), local))
         }
         #[cfg(not(unix))]

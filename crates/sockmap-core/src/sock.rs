@@ -204,22 +204,23 @@ impl Listener {
     ///
     /// # Errors
     /// The bind or listen error.
-    pub(crate) fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<(Listener, Addr)> {
+    pub(crate) fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<(Listener, SocketAddr)> {
         let l = TcpListener::bind(addr)?;
         crate::sys::set_backlog(&l, backlog)?;
         l.set_nonblocking(true)?;
         let local = l.local_addr()?;
-        Ok((Listener::Tcp(l), Addr::Inet(local)))
+        Ok((Listener::Tcp(l), local))
     }
 
     /// Binds and listens on a Unix socket name. A filesystem path is
     /// removed again when the listener closes (see [`SocketFile`]); a path
-    /// that exists already is `EADDRINUSE`, as `bind` reports it.
+    /// that exists already is `EADDRINUSE`, as `bind` reports it, and is left
+    /// alone.
     ///
     /// # Errors
     /// The bind or listen error.
     #[cfg(unix)]
-    pub(crate) fn bind_unix(name: &UnixName, backlog: i32) -> io::Result<(Listener, Addr)> {
+    pub(crate) fn bind_unix(name: &UnixName, backlog: i32) -> io::Result<(Listener, UnixName)> {
         let l = UnixListener::bind_addr(&name.to_addr()?)?;
         let file = match name {
             UnixName::Path(p) => Some(SocketFile::of(p.clone())?),
@@ -228,7 +229,7 @@ impl Listener {
         crate::sys::set_backlog(&l, backlog)?;
         l.set_nonblocking(true)?;
         let local = UnixName::of(&l.local_addr()?);
-        Ok((Listener::Unix(l, file), Addr::Unix(local)))
+        Ok((Listener::Unix(l, file), local))
     }
 
     /// The family of the streams this listener accepts.
