@@ -470,3 +470,23 @@ fn only_stream_sockets_can_be_taken_over_by_descriptor() {
     let file = std::fs::File::open("/dev/null").unwrap();
     assert!(code(file.into()).is_err());
 }
+
+#[test]
+fn a_unix_listener_with_a_full_backlog_refuses_at_once_with_eagain() {
+    use std::os::fd::AsRawFd;
+    let h = Harness::new();
+    let name = unix_name(Fam::UnixAbstract);
+    let full = UnixListener::bind_addr(&std_unix_addr(&name)).unwrap();
+    // SAFETY: `listen` on a valid, bound socket descriptor only shrinks its accept backlog.
+    assert_eq!(unsafe { libc::listen(full.as_raw_fd(), 0) }, 0);
+    // Nobody accepts: the first connects fill the backlog, then the next is refused without waiting.
+    let mut outcomes = Vec::new();
+    for _ in 0..8 {
+        outcomes.push(h.h().connect_unix(&name, None, None).err());
+        if outcomes.last() != Some(&None) {
+            break;
+        }
+    }
+    assert_eq!(outcomes.last(), Some(&Some(Errno::Again)), "{outcomes:?}");
+    assert!(outcomes.len() > 1, "{outcomes:?}");
+}
