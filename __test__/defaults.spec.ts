@@ -72,9 +72,10 @@ describe('defaults', () => {
     'EngineOptions.recvBuffers': d.engine.recvBuffers,
     'EngineOptions.shards': d.engine.shards,
     'EngineOptions.drive': d.engine.drive,
-    'ListenOptions.host': d.host,
-    'ListenOptions.backlog': d.backlog,
-    'ConnectOptions.host': d.host,
+    'TcpListenOptions.host': d.host,
+    'TcpListenOptions.backlog': d.backlog,
+    'UnixListenOptions.backlog': d.backlog,
+    'TcpConnectOptions.host': d.host,
     'AttachOptions.peekBytes': d.peekBytes,
     'ParserLimits.maxMessageBytes': d.maxMessageBytes,
     'ParserLimits.messageTimeoutMs': d.messageTimeoutMs,
@@ -100,7 +101,7 @@ describe('defaults', () => {
 
   /** Defaults of the TypeScript API itself, with no engine counterpart. */
   const api: Record<string, unknown> = {
-    'ConnectOptions.timeoutMs': undefined,
+    'ConnectCommonOptions.timeoutMs': undefined,
     'AttachOptions.onError': Verdict.DROP,
     'SetOptions.flag': 'any',
     'RedirectOptions.ingress': false,

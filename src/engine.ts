@@ -132,22 +132,44 @@ export interface EngineOptions {
   readBudget?: number
 }
 
-/** Options of {@link Engine.listen}. */
-export interface ListenOptions {
-  /** The address to bind. Default: `'127.0.0.1'`. */
+/** Options of {@link Engine.listen}: a TCP address (`host`, `port`) or a Unix socket (`path`), not both. */
+export type ListenOptions = TcpListenOptions | UnixListenOptions
+
+/** Options of {@link Engine.listen} on TCP, IPv4 or IPv6. */
+export interface TcpListenOptions {
+  /** The address to bind: IPv4, IPv6 (`'::1'`; `'::'` accepts IPv4 too where the OS is dual-stack), or a name. Default: `'127.0.0.1'`. */
   host?: string
   /** The port; `0` picks a free one. */
   port: number
   /** The accept backlog. Default: `1024`. */
   backlog?: number
+  /** Not with `host`/`port`. */
+  path?: undefined
 }
 
-/** Options of {@link Engine.connect}. */
-export interface ConnectOptions {
-  /** The host to connect to. Default: `'127.0.0.1'`. */
-  host?: string
-  /** The port. */
-  port: number
+/** Options of {@link Engine.listen} on a Unix-domain stream socket. */
+export interface UnixListenOptions {
+  /**
+   * The socket's path (at most 107 bytes), or on Linux an abstract name written with a leading NUL (`'\0name'`), as
+   * `node:net` writes it; the name is exactly the bytes after the NUL (Node 20's `net` pads its abstract names with
+   * NULs to 107 bytes: to meet it, pad yours the same way). A path that exists already is refused (`EIO`, the bind's
+   * `EADDRINUSE`); the engine removes the path when the server closes (or the engine does), if it still names this
+   * socket.
+   */
+  path: string
+  /** The accept backlog. Default: `1024`. */
+  backlog?: number
+  /** Not with `path`. */
+  host?: undefined
+  /** Not with `path`. */
+  port?: undefined
+}
+
+/** Options of {@link Engine.connect}: a TCP address (`host`, `port`) or a Unix socket (`path`), not both. */
+export type ConnectOptions = TcpConnectOptions | UnixConnectOptions
+
+/** What every {@link Engine.connect} takes, whatever the family. */
+export interface ConnectCommonOptions {
   /** Give up with `ETIMEDOUT` after this many milliseconds (`0`: no limit). Default: no limit beyond the kernel's. */
   timeoutMs?: number
   /**
@@ -155,6 +177,44 @@ export interface ConnectOptions {
    * threads (a gateway connects a client's upstream near the client). Left out: the least loaded thread.
    */
   near?: Socket
+}
+
+/** Options of {@link Engine.connect} over TCP, IPv4 or IPv6. */
+export interface TcpConnectOptions extends ConnectCommonOptions {
+  /** The host to connect to: an IPv4 or IPv6 address or a name. Default: `'127.0.0.1'`. */
+  host?: string
+  /** The port. */
+  port: number
+  /** Not with `host`/`port`. */
+  path?: undefined
+}
+
+/** Options of {@link Engine.connect} to a Unix-domain stream socket. */
+export interface UnixConnectOptions extends ConnectCommonOptions {
+  /** The socket's path, or on Linux an abstract name with a leading NUL (`'\0name'`; see {@link UnixListenOptions.path}). */
+  path: string
+  /** Not with `path`. */
+  host?: undefined
+  /** Not with `path`. */
+  port?: undefined
+}
+
+/**
+ * Checks a Unix socket path option: a path of 1 to 107 bytes without NUL, or an abstract name (a leading NUL, then 1
+ * to 107 bytes of any value).
+ */
+function assertUnixPath(options: Record<string, unknown>): string {
+  const path = options.path
+  assertString('options.path', path)
+  if (options.host !== undefined || options.port !== undefined) {
+    throw new TypeError('options.path cannot be combined with options.host or options.port')
+  }
+  const abstract = path.startsWith('\0')
+  const bytes = Buffer.byteLength(path) - (abstract ? 1 : 0)
+  if (bytes === 0 || bytes > 107) throw new RangeError(`options.path must be 1 to 107 bytes, got ${bytes}`)
+  if (!abstract && path.includes('\0'))
+    throw new TypeError('options.path must not contain NUL but as its first character')
+  return path
 }
 
 /** Events of an {@link Engine}. */
@@ -318,20 +378,31 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   /**
-   * Listens for TCP connections; accepted sockets arrive as the server's `'connection'` event, paused. A host name is
-   * resolved with `dns.lookup()` (the first address).
+   * Listens for TCP connections (`host`, `port`: IPv4 or IPv6) or on a Unix-domain stream socket (`path`); accepted
+   * sockets arrive as the server's `'connection'` event, paused. A host name is resolved with `dns.lookup()` (the
+   * first address). A Unix server's `address()` is `{ address: path, port: 0, family: 'Unix' }`.
+   * @throws {TypeError} when `path` comes with `host` or `port`, or is not a string; {RangeError} for a path of more
+   * than 107 bytes.
    * @throws the `dns.lookup()` error (`ENOTFOUND`...) unchanged when the host name does not resolve.
    */
   async listen(options: ListenOptions): Promise<Server> {
     assertObject('options', options)
+    if (options.backlog !== undefined) assertIntInRange('options.backlog', options.backlog, 1, 65535)
+    if (options.path !== undefined) {
+      const path = assertUnixPath(options as unknown as Record<string, unknown>)
+      this.#checkOpen()
+      return this.#serve(callBinding(() => this.#binding.listenUnix(path, options.backlog)))
+    }
     const host = options.host ?? defaults.host
     assertString('options.host', host)
     assertIntInRange('options.port', options.port, 0, 65535)
-    if (options.backlog !== undefined) assertIntInRange('options.backlog', options.backlog, 1, 65535)
     this.#checkOpen()
     const ip = isIP(host) !== 0 ? host : (await lookup(host)).address
     this.#checkOpen()
-    const r = callBinding(() => this.#binding.listen(ip, options.port, options.backlog))
+    return this.#serve(callBinding(() => this.#binding.listen(ip, options.port, options.backlog)))
+  }
+
+  #serve(r: { id: number; address: string; port: number; family: string }): Server {
     const server = new Server(
       this.#host,
       r.id,
@@ -347,16 +418,22 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   /**
-   * Connects to `host:port`. A host name is resolved with `dns.lookup()` (the first address).
-   * @throws {SockmapError} `ECONNREFUSED`, `ETIMEDOUT`...
+   * Connects to `host:port` (IPv4 or IPv6), or to the Unix-domain stream socket `path`. A host name is resolved with
+   * `dns.lookup()` (the first address).
+   * @throws {SockmapError} `ECONNREFUSED`, `ETIMEDOUT`...; for a Unix path, `ENOENT` (no such socket),
+   * `ECONNREFUSED` (nothing listens) or `EAGAIN` (the listener's backlog is full).
+   * @throws {TypeError} when `path` comes with `host` or `port`; {RangeError} for a path of more than 107 bytes.
    * @throws the `dns.lookup()` error (`ENOTFOUND`...) unchanged when the host name does not resolve, as
    * `net.connect()` and `fetch()` report it.
    */
   connect(options: ConnectOptions): Promise<Socket> {
     assertObject('options', options)
+    const path = options.path !== undefined ? assertUnixPath(options as unknown as Record<string, unknown>) : undefined
     const host = options.host ?? defaults.host
-    assertString('options.host', host)
-    assertIntInRange('options.port', options.port, 1, 65535)
+    if (path === undefined) {
+      assertString('options.host', host)
+      assertIntInRange('options.port', options.port, 1, 65535)
+    }
     if (options.timeoutMs !== undefined) assertIntInRange('options.timeoutMs', options.timeoutMs, 0, 2 ** 31)
     const timeoutMs = options.timeoutMs === 0 ? undefined : options.timeoutMs
     const near = options.near
@@ -364,15 +441,29 @@ export class Engine extends EventEmitter<EngineEvents> {
       throw new TypeError('options.near must be a socket of this engine')
     }
     this.#checkOpen()
-    if (isIP(host) !== 0) return this.#connectTo(host, options.port, timeoutMs, near)
+    if (path !== undefined) {
+      return this.#pendingConnect(() => this.#binding.connectUnix(path, timeoutMs, near?.id))
+    }
+    const port = options.port as number
+    if (isIP(host) !== 0) return this.#connectTo(host, port, timeoutMs, near)
     return lookup(host).then((a) => {
       this.#checkOpen()
-      return this.#connectTo(a.address, options.port, timeoutMs, near)
+      return this.#connectTo(a.address, port, timeoutMs, near)
     })
   }
 
   #connectTo(ip: string, port: number, timeoutMs: number | undefined, near: Socket | undefined): Promise<Socket> {
-    const id = callBinding(() => this.#binding.connect(ip, port, timeoutMs, near?.id))
+    return this.#pendingConnect(() => this.#binding.connect(ip, port, timeoutMs, near?.id))
+  }
+
+  /** The socket of a connect under way, resolved when it connects. */
+  #pendingConnect(start: () => number): Promise<Socket> {
+    let id: number
+    try {
+      id = callBinding(start)
+    } catch (e) {
+      return Promise.reject(e)
+    }
     const sock = this.#newSocket(id)
     return new Promise((resolve, reject) => this.#connecting.set(id, { resolve: () => resolve(sock), reject }))
   }
@@ -383,7 +474,7 @@ export class Engine extends EventEmitter<EngineEvents> {
    * once the socket is inserted into a map with programs (or resumed), they pass through its parser and verdict
    * first, in order, before anything the engine reads from the connection. Data Node already emitted as `'data'` is
    * not given back.
-   * @throws {TypeError} when `netSocket` is not a connected TCP socket.
+   * @throws {TypeError} when `netSocket` is not a connected TCP or Unix stream socket.
    */
   adopt(netSocket: NetSocket): Socket {
     const handle = (netSocket as unknown as { _handle?: { fd?: number; readStop?: () => void } } | null)?._handle

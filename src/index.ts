@@ -10,12 +10,17 @@ export { SockmapError, type SockmapErrorCode } from './errors'
 export {
   Engine,
   type BatchOptions,
+  type ConnectCommonOptions,
   type ConnectOptions,
   type EngineEvents,
   type EngineOptions,
   type BackendInfo,
   type BackendStats,
   type ListenOptions,
+  type TcpConnectOptions,
+  type TcpListenOptions,
+  type UnixConnectOptions,
+  type UnixListenOptions,
 } from './engine'
 export {
   Socket,

@@ -45,11 +45,11 @@ const kListening = Symbol('sockmap.listening')
 
 /** An address, as `server.address()` and `socket.remoteAddress` give it. */
 export interface AddressInfo {
-  /** The IP address. */
+  /** The IP address; for a Unix socket its path (`'\0name'` for an abstract name, `''` for an unnamed client). */
   address: string
-  /** The port. */
+  /** The port (`0` for a Unix socket). */
   port: number
-  /** `'IPv4'` or `'IPv6'`. */
+  /** `'IPv4'`, `'IPv6'` or `'Unix'`. */
   family: string
 }
 
@@ -428,11 +428,9 @@ export class Server extends EventEmitter<ServerEvents> {
   /** Handles one engine event for this listener. @internal */
   [kEvent](ev: JsEvent): void {
     if (ev.kind === EventKind.Accepted) {
-      const remote = {
-        address: ev.detail ?? '',
-        port: ev.port ?? 0,
-        family: (ev.detail ?? '').includes(':') ? 'IPv6' : 'IPv4',
-      }
+      const address = ev.detail ?? ''
+      const family = ev.port === undefined ? 'Unix' : address.includes(':') ? 'IPv6' : 'IPv4'
+      const remote = { address, port: ev.port ?? 0, family }
       // With no 'connection' listener, the socket is made only when the application reaches it.
       if (this.listenerCount('connection') === 0) {
         this.#make(ev.other, remote, true)

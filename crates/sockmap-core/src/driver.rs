@@ -18,7 +18,6 @@
 #[cfg(loom)]
 use loom::sync::atomic::{AtomicBool, Ordering};
 use std::io;
-use std::net::SocketAddr;
 #[cfg(not(loom))]
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
@@ -33,6 +32,7 @@ use crate::event::Event;
 use crate::id::SockId;
 use crate::map_view::MapChange;
 use crate::psock::{Core, NewSock, Op, Remote};
+use crate::sock::Addr;
 
 /// A command for the I/O thread.
 #[derive(Debug)]
@@ -46,7 +46,7 @@ pub(crate) enum Command {
         /// Bytes the application read from an adopted stream before the engine took it.
         initial: Bytes,
         /// A connection another shard's listener accepted: the listener and the peer.
-        accepted: Option<(SockId, SocketAddr)>,
+        accepted: Option<(SockId, Addr)>,
     },
     /// Items from another shard's core (cross-shard redirects and their answers).
     Remote(Vec<Remote>),

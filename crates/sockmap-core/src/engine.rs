@@ -38,6 +38,7 @@ use crate::partner::PairOptions;
 use crate::program::Programs;
 use crate::psock::{Core, NewSock};
 use crate::registry::{MapSink, Registry, Relink, Shared, SockState};
+use crate::sock::{Listener, Stream, UnixName};
 use crate::stats::StatsSnapshot;
 
 /// What the application plugs into an engine.
@@ -544,6 +545,11 @@ fn io_err(e: &io::Error) -> Errno {
     Errno::from_io(e)
 }
 
+/// The `listen` backlog for a requested one (at least 1).
+fn listen_backlog(backlog: u32) -> i32 {
+    i32::try_from(backlog.max(1)).unwrap_or(i32::MAX)
+}
+
 impl EngineHandle {
     /// A handle whose commands a caller-driven backend drains itself.
     pub(crate) fn detached(
@@ -610,11 +616,38 @@ impl EngineHandle {
     /// The bind or listen error (`EADDRINUSE` shows as `EIO`...).
     pub fn listen(&self, addr: SocketAddr, backlog: u32) -> Result<(SockId, SocketAddr), Errno> {
         self.check_alive()?;
-        let l = std::net::TcpListener::bind(addr).map_err(|e| io_err(&e))?;
-        let backlog = i32::try_from(backlog.max(1)).unwrap_or(i32::MAX);
-        crate::sys::set_backlog(&l, backlog).map_err(|e| io_err(&e))?;
-        l.set_nonblocking(true).map_err(|e| io_err(&e))?;
-        let local = l.local_addr().map_err(|e| io_err(&e))?;
+        let (l, local) =
+            Listener::bind_tcp(addr, listen_backlog(backlog)).map_err(|e| io_err(&e))?;
+        Ok((self.register_listener(l), local))
+    }
+
+    /// Listens on a Unix-domain stream socket named `name` (a filesystem
+    /// path, or an abstract name on Linux); returns the listener and its
+    /// name. A path is removed again when the listener closes, if it still
+    /// names this socket; an existing path is `EADDRINUSE` (shown as `EIO`;
+    /// remove a stale one first). Accepted sockets arrive as
+    /// [`Event::Accepted`], paused.
+    ///
+    /// # Errors
+    /// The bind or listen error; `EOPNOTSUPP` outside Unix, or for an
+    /// abstract name outside Linux.
+    pub fn listen_unix(&self, name: &UnixName, backlog: u32) -> Result<(SockId, UnixName), Errno> {
+        self.check_alive()?;
+        #[cfg(unix)]
+        {
+            let (l, local) =
+                Listener::bind_unix(name, listen_backlog(backlog)).map_err(|e| io_err(&e))?;
+            Ok((self.register_listener(l), local))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (name, backlog);
+            Err(Errno::OpNotSupp)
+        }
+    }
+
+    /// Hands a bound, listening socket to its I/O thread.
+    fn register_listener(&self, l: Listener) -> SockId {
         let id = self.alloc(SockState::Listening, None);
         self.command(
             id,
@@ -627,7 +660,7 @@ impl EngineHandle {
                 accepted: None,
             },
         );
-        Ok((id, local))
+        id
     }
 
     /// Starts a non-blocking connect; [`Event::Connected`] reports the outcome
@@ -653,7 +686,43 @@ impl EngineHandle {
     ) -> Result<SockId, Errno> {
         self.check_alive()?;
         let s = mio::net::TcpStream::connect(addr).map_err(|e| io_err(&e))?;
-        let s = std::net::TcpStream::from(s);
+        self.register_connecting(Stream::Tcp(s.into()), timeout, near)
+    }
+
+    /// [`EngineHandle::connect_near`] to a Unix-domain stream socket named
+    /// `name`. A listener whose backlog is full refuses at once with
+    /// `EAGAIN` (Unix sockets do not wait for room when non-blocking).
+    ///
+    /// # Errors
+    /// `ENOENT` when no socket has that path, `ECONNREFUSED` when nothing
+    /// listens on it, `EOPNOTSUPP` outside Unix.
+    pub fn connect_unix(
+        &self,
+        name: &UnixName,
+        timeout: Option<Duration>,
+        near: Option<SockId>,
+    ) -> Result<SockId, Errno> {
+        self.check_alive()?;
+        #[cfg(unix)]
+        {
+            let addr = name.to_addr().map_err(|e| io_err(&e))?;
+            let s = mio::net::UnixStream::connect_addr(&addr).map_err(|e| io_err(&e))?;
+            self.register_connecting(Stream::Unix(s.into()), timeout, near)
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (name, timeout, near);
+            Err(Errno::OpNotSupp)
+        }
+    }
+
+    /// Hands a socket whose connect is under way to its I/O thread.
+    fn register_connecting(
+        &self,
+        s: Stream,
+        timeout: Option<Duration>,
+        near: Option<SockId>,
+    ) -> Result<SockId, Errno> {
         let id = self.alloc(SockState::Connecting, near);
         self.command(
             id,
@@ -669,11 +738,11 @@ impl EngineHandle {
         Ok(id)
     }
 
-    /// Takes over a connected stream; it starts paused.
+    /// Takes over a connected stream (TCP, or Unix on Unix); it starts paused.
     ///
     /// # Errors
     /// `ENOTCONN` if the stream is not connected.
-    pub fn adopt(&self, stream: std::net::TcpStream) -> Result<SockId, Errno> {
+    pub fn adopt(&self, stream: impl Into<Stream>) -> Result<SockId, Errno> {
         self.adopt_with(stream, Bytes::new())
     }
 
@@ -685,10 +754,11 @@ impl EngineHandle {
     ///
     /// # Errors
     /// `ENOTCONN` if the stream is not connected.
-    pub fn adopt_with(&self, stream: std::net::TcpStream, initial: Bytes) -> Result<SockId, Errno> {
+    pub fn adopt_with(&self, stream: impl Into<Stream>, initial: Bytes) -> Result<SockId, Errno> {
         self.check_alive()?;
+        let stream = stream.into();
         stream.peer_addr().map_err(|_| Errno::NotConn)?;
-        stream.set_nonblocking(true).map_err(|e| io_err(&e))?;
+        stream.set_nonblocking().map_err(|e| io_err(&e))?;
         let id = self.alloc(SockState::Established, None);
         self.command(
             id,

@@ -1,12 +1,11 @@
 //! What the engine reports to the application.
 
-use std::net::SocketAddr;
-
 use bytes::Bytes;
 use smallvec::SmallVec;
 
 use crate::error::Errno;
 use crate::id::SockId;
+use crate::sock::Addr;
 
 /// The bytes of one message, as fragments that share the buffers they were read into.
 pub type Frags = SmallVec<[Bytes; 2]>;
@@ -29,8 +28,8 @@ pub enum Event {
         listener: SockId,
         /// The new socket.
         sock: SockId,
-        /// The peer's address.
-        peer: SocketAddr,
+        /// The peer's address (a Unix client is usually [`UnixName::Unnamed`](crate::sock::UnixName::Unnamed)).
+        peer: Addr,
     },
     /// A connect finished: `Ok` when established, else the error (then `Closed` follows).
     Connected {

@@ -6,18 +6,17 @@
 //! the portable path through the standard library and mio.
 
 use std::io;
-use std::net::TcpListener;
+#[cfg(unix)]
+use std::os::fd::AsRawFd;
 
 use bytes::BytesMut;
-use mio::net::TcpStream;
 
 /// Sets the accept backlog of a bound, listening socket.
 ///
 /// # Errors
 /// The `listen` error.
 #[cfg(unix)]
-pub(crate) fn set_backlog(l: &TcpListener, backlog: i32) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
+pub(crate) fn set_backlog<L: AsRawFd>(l: &L, backlog: i32) -> io::Result<()> {
     // SAFETY: `listen` on a valid, owned, bound socket descriptor; it only
     // adjusts the accept backlog of a socket that is already listening.
     if unsafe { libc::listen(l.as_raw_fd(), backlog) } != 0 {
@@ -34,7 +33,7 @@ pub(crate) fn set_backlog(l: &TcpListener, backlog: i32) -> io::Result<()> {
 /// # Errors
 /// None.
 #[cfg(not(unix))]
-pub(crate) fn set_backlog(_l: &TcpListener, _backlog: i32) -> io::Result<()> {
+pub(crate) fn set_backlog<L>(_l: &L, _backlog: i32) -> io::Result<()> {
     Ok(())
 }
 
@@ -44,8 +43,7 @@ pub(crate) fn set_backlog(_l: &TcpListener, _backlog: i32) -> io::Result<()> {
 /// # Errors
 /// `WouldBlock` when nothing is available, or the read error.
 #[cfg(unix)]
-pub(crate) fn recv_into(s: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
+pub(crate) fn recv_into<S: AsRawFd>(s: &S, buf: &mut BytesMut) -> io::Result<usize> {
     let fd = s.as_raw_fd();
     let spare = buf.spare_capacity_mut();
     // SAFETY: `recv` writes at most `spare.len()` bytes into the buffer's
@@ -69,8 +67,7 @@ pub(crate) fn recv_into(s: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usi
 /// # Errors
 /// `WouldBlock` when nothing is available, or the read error.
 #[cfg(not(unix))]
-pub(crate) fn recv_into(s: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    use std::io::Read;
+pub(crate) fn recv_into<S: std::io::Read>(s: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
     let start = buf.len();
     let room = buf.capacity() - start;
     buf.resize(start + room, 0);
@@ -79,10 +76,50 @@ pub(crate) fn recv_into(s: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usi
     r
 }
 
+/// The domain (`AF_INET`, `AF_INET6`, `AF_UNIX`...) and type (`SOCK_STREAM`...) of a socket descriptor.
+///
+/// # Errors
+/// `ENOTSOCK` when the descriptor is not a socket, or the `getsockname`/`getsockopt` error.
+#[cfg(unix)]
+pub(crate) fn domain_and_type<S: AsRawFd>(s: &S) -> io::Result<(i32, i32)> {
+    let fd = s.as_raw_fd();
+    // SAFETY: an all-zero `sockaddr_storage` is a valid value of that plain C struct.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `getsockname` writes at most `len` bytes into `addr`, a struct of that size.
+    if unsafe {
+        libc::getsockname(
+            fd,
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    let mut ty: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `getsockopt` writes at most `len` bytes into `ty`, an int of that size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut ty as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((i32::from(addr.ss_family), ty))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::net::TcpListener;
 
     #[test]
     fn recv_into_appends_to_the_buffer_and_reports_end_of_stream() {
@@ -92,12 +129,14 @@ mod tests {
         let (rx, _) = l.accept().unwrap();
         tx.write_all(b"hello").unwrap();
         drop(tx);
-        let mut rx = TcpStream::from_std(rx);
+        let mut rx = mio::net::TcpStream::from_std(rx);
         let mut buf = BytesMut::with_capacity(64);
         buf.extend_from_slice(b">");
         let mut total = 0;
         loop {
-            match recv_into(&mut rx, &mut buf) {
+            #[allow(clippy::unnecessary_mut_passed)] // the read path off Unix takes `&mut`
+            let r = recv_into(&mut rx, &mut buf);
+            match r {
                 Ok(0) => break,
                 Ok(n) => total += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

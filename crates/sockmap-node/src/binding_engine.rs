@@ -19,11 +19,14 @@ use sockmap_core::backend::select;
 use sockmap_core::backend::select::BackendInfo;
 use sockmap_core::config::DEFAULT_BACKLOG;
 use sockmap_core::stats::StatsSnapshot;
-use sockmap_core::{Drive, Engine, EngineHandle, Errno, Hooks, Notify, OnClose, PairOptions, SockId};
+use sockmap_core::{
+    Drive, Engine, EngineHandle, Errno, Hooks, Notify, OnClose, PairOptions, SockId, Stream,
+    UnixName,
+};
 
 use crate::binding_batch::{Inbox, JsVerdicts, Taken, WakeFn, Waker};
 use crate::binding_error::{error_of, guarded, host_error, Error, Result};
-use crate::binding_event::{js_event, JsEvent};
+use crate::binding_event::{js_event, unix_path, JsEvent};
 use crate::binding_inline::Inline;
 use crate::binding_options::{engine_config, EngineOptions};
 
@@ -190,6 +193,14 @@ fn socket_addr(ip: &str, port: u32) -> Result<SocketAddr> {
         .parse()
         .map_err(|_| error_of(Errno::Inval, &format!("not an IP address: '{ip}'")))?;
     Ok(SocketAddr::new(ip, port))
+}
+
+/// The Unix socket name a JavaScript path stands for: a leading NUL makes it abstract (Linux), as in `node:net`.
+fn unix_name(path: &str) -> UnixName {
+    match path.strip_prefix('\0') {
+        Some(name) => UnixName::Abstract(name.as_bytes().to_vec()),
+        None => UnixName::Path(path.into()),
+    }
 }
 
 fn engine_err(e: Errno, what: &str) -> Error {
@@ -370,6 +381,43 @@ impl BindingEngine {
         })
     }
 
+    /// Listens on the Unix-domain stream socket `path` (a leading NUL: a Linux abstract name). The result's address
+    /// is the path, its port 0 and its family `'Unix'`.
+    #[napi]
+    pub fn listen_unix(&self, path: String, backlog: Option<u32>) -> Result<ListenResult> {
+        guarded(|| {
+            let (id, local) = self
+                .handle
+                .listen_unix(&unix_name(&path), backlog.unwrap_or(DEFAULT_BACKLOG))
+                .map_err(|e| engine_err(e, "listen failed"))?;
+            Ok(ListenResult {
+                id: id.as_u64() as f64,
+                address: unix_path(&local).unwrap_or(path),
+                port: 0,
+                family: "Unix".to_string(),
+            })
+        })
+    }
+
+    /// Starts a connect to the Unix-domain stream socket `path` (a leading NUL: a Linux abstract name), giving up
+    /// after `timeout_ms` if given; the `Connected` event reports the outcome.
+    #[napi]
+    pub fn connect_unix(
+        &self,
+        path: String,
+        timeout_ms: Option<f64>,
+        near: Option<f64>,
+    ) -> Result<f64> {
+        guarded(|| {
+            let timeout = timeout_ms.map(|ms| Duration::from_micros((ms * 1000.0) as u64));
+            let id = self
+                .handle
+                .connect_unix(&unix_name(&path), timeout, near.map(sock_id))
+                .map_err(|e| engine_err(e, "connect failed"))?;
+            Ok(id.as_u64() as f64)
+        })
+    }
+
     /// Starts a connect to `ip:port` (`ip` an IP address literal; `EINVAL` otherwise), giving up after `timeout_ms`
     /// if given; the `Connected` event reports the outcome.
     #[napi]
@@ -392,7 +440,7 @@ impl BindingEngine {
         })
     }
 
-    /// Takes over a connected TCP socket by file descriptor (the fd is duplicated; the caller closes its own).
+    /// Takes over a connected TCP or Unix stream socket by file descriptor (the fd is duplicated; the caller closes its own).
     /// `initial`: bytes the application had already read from it, received first once the socket reads.
     #[napi]
     pub fn adopt(&self, fd: i32, initial: Option<&[u8]>) -> Result<f64> {
@@ -573,9 +621,9 @@ impl Task for CloseTask {
     }
 }
 
-/// A stream over a duplicate of descriptor `fd` (the caller keeps its own).
+/// A stream (TCP or Unix, by the socket's family) over a duplicate of descriptor `fd` (the caller keeps its own).
 #[cfg(unix)]
-fn stream_of_fd(fd: i32) -> Result<std::net::TcpStream> {
+fn stream_of_fd(fd: i32) -> Result<Stream> {
     use std::os::fd::{FromRawFd, OwnedFd};
     // SAFETY: `dup` on a descriptor number only creates a new descriptor (or fails); it touches no memory.
     let dup = unsafe { libc::dup(fd) };
@@ -587,12 +635,13 @@ fn stream_of_fd(fd: i32) -> Result<std::net::TcpStream> {
     }
     // SAFETY: `dup` just returned this descriptor; nothing else owns it.
     let owned = unsafe { OwnedFd::from_raw_fd(dup) };
-    Ok(std::net::TcpStream::from(owned))
+    Stream::from_socket_fd(owned)
+        .map_err(|e| engine_err(Errno::from_io(&e), "adopt: not a TCP or Unix stream socket"))
 }
 
 /// Node exposes no socket descriptor on Windows (`handle.fd` is -1), so there is nothing to take over.
 #[cfg(not(unix))]
-fn stream_of_fd(_fd: i32) -> Result<std::net::TcpStream> {
+fn stream_of_fd(_fd: i32) -> Result<Stream> {
     Err(engine_err(
         Errno::OpNotSupp,
         "adopt: taking over a socket by descriptor needs a Unix platform",

@@ -1,7 +1,7 @@
 //! Engine events as plain JS objects, drained in one call per wake-up.
 
 use napi_derive::napi;
-use sockmap_core::{Errno, Event, Fatal};
+use sockmap_core::{Addr, Errno, Event, Fatal, UnixName};
 
 use crate::binding_bytes::JsBytes;
 use crate::binding_error::ENGINE_PANIC;
@@ -40,7 +40,7 @@ pub struct JsEvent {
     pub bytes: f64,
     /// The error code name, when the event carries one.
     pub code: Option<String>,
-    /// A human-readable detail (errors), or the peer address (accepted).
+    /// A human-readable detail (errors), or the peer address (accepted; a Unix peer: its path, absent when unnamed).
     pub detail: Option<String>,
     /// The peer port (accepted).
     pub port: Option<u32>,
@@ -69,6 +69,15 @@ fn code(e: Option<Errno>) -> Option<String> {
     e.map(|e| e.name().to_string())
 }
 
+/// A Unix socket name as JavaScript writes it: a path, or a leading NUL for an abstract name (`None`: unnamed).
+pub(crate) fn unix_path(name: &UnixName) -> Option<String> {
+    match name {
+        UnixName::Path(p) => Some(p.to_string_lossy().into_owned()),
+        UnixName::Abstract(n) => Some(format!("\0{}", String::from_utf8_lossy(n))),
+        UnixName::Unnamed => None,
+    }
+}
+
 /// Converts an engine event (copying message bytes into a Buffer).
 pub fn js_event(ev: Event) -> JsEvent {
     match ev {
@@ -76,12 +85,18 @@ pub fn js_event(ev: Event) -> JsEvent {
             listener,
             sock,
             peer,
-        } => JsEvent {
-            other: sock.as_u64() as f64,
-            detail: Some(peer.ip().to_string()),
-            port: Some(u32::from(peer.port())),
-            ..base(EventKind::Accepted, listener.as_u64() as f64)
-        },
+        } => {
+            let (detail, port) = match peer {
+                Addr::Inet(a) => (Some(a.ip().to_string()), Some(u32::from(a.port()))),
+                Addr::Unix(name) => (unix_path(&name), None),
+            };
+            JsEvent {
+                other: sock.as_u64() as f64,
+                detail,
+                port,
+                ..base(EventKind::Accepted, listener.as_u64() as f64)
+            }
+        }
         Event::Connected { sock, result } => JsEvent {
             code: code(result.err()),
             ..base(EventKind::Connected, sock.as_u64() as f64)

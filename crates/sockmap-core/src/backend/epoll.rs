@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 #[cfg(target_os = "linux")]
 use super::splice::{Next, Splicer};
@@ -19,6 +19,121 @@ use super::{Backend, BackendCounters, Handoff, SocketIo};
 use crate::error::Errno;
 use crate::id::SockId;
 use crate::psock::{Accepted, Core, NewSock};
+use crate::sock::{Addr, Listener, Stream};
+
+/// Runs `$body` with `$s` bound to the mio object inside a [`MioStream`] or
+/// [`MioListener`], whatever its family.
+macro_rules! each {
+    ($kind:ident, $e:expr, $s:ident => $body:expr) => {
+        match $e {
+            $kind::Tcp($s) => $body,
+            #[cfg(unix)]
+            $kind::Unix($s, ..) => $body,
+        }
+    };
+}
+
+/// A stream socket as mio holds it: TCP or Unix, one set of calls.
+#[derive(Debug)]
+enum MioStream {
+    Tcp(TcpStream),
+    #[cfg(unix)]
+    Unix(mio::net::UnixStream),
+}
+
+impl MioStream {
+    fn from_std(s: Stream) -> MioStream {
+        match s {
+            Stream::Tcp(s) => MioStream::Tcp(TcpStream::from_std(s)),
+            #[cfg(unix)]
+            Stream::Unix(s) => MioStream::Unix(mio::net::UnixStream::from_std(s)),
+        }
+    }
+
+    fn into_std(self) -> Stream {
+        match self {
+            MioStream::Tcp(s) => Stream::Tcp(s.into()),
+            #[cfg(unix)]
+            MioStream::Unix(s) => Stream::Unix(s.into()),
+        }
+    }
+
+    fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        match self {
+            MioStream::Tcp(s) => drop(s.set_nodelay(true)),
+            #[cfg(unix)]
+            MioStream::Unix(_) => {}
+        }
+
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        each!(MioStream, self, s => registry.register(s, token, interest))
+    }
+
+    fn recv_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        each!(MioStream, self, s => crate::sys::recv_into(s, buf))
+    }
+
+    fn write_vectored(&mut self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+        each!(MioStream, self, s => s.write_vectored(iov))
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        each!(MioStream, self, s => s.shutdown(std::net::Shutdown::Write))
+    }
+
+    fn take_error(&self) -> io::Result<Option<io::Error>> {
+        each!(MioStream, self, s => s.take_error())
+    }
+
+    /// `Ok` once connected; `NotConnected` while a connect is in progress.
+    fn connected(&self) -> io::Result<()> {
+        each!(MioStream, self, s => s.peer_addr().map(drop))
+    }
+
+    #[cfg(target_os = "linux")]
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        each!(MioStream, self, s => s.as_raw_fd())
+    }
+}
+
+/// A listener as mio holds it: TCP, or Unix with the socket file it removes when dropped.
+#[derive(Debug)]
+enum MioListener {
+    Tcp(TcpListener),
+    #[cfg(unix)]
+    Unix(
+        mio::net::UnixListener,
+        #[allow(dead_code)] // held for its drop, which removes the file
+        Option<crate::sock::SocketFile>,
+    ),
+}
+
+impl MioListener {
+    fn from_std(l: Listener) -> MioListener {
+        match l {
+            Listener::Tcp(l) => MioListener::Tcp(TcpListener::from_std(l)),
+            #[cfg(unix)]
+            Listener::Unix(l, file) => MioListener::Unix(mio::net::UnixListener::from_std(l), file),
+        }
+    }
+
+    fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        each!(MioListener, self, l => registry.register(l, token, Interest::READABLE))
+    }
+
+    fn accept(&self) -> io::Result<(MioStream, Addr)> {
+        match self {
+            MioListener::Tcp(l) => l.accept().map(|(s, a)| (MioStream::Tcp(s), Addr::Inet(a))),
+            #[cfg(unix)]
+            MioListener::Unix(l, _) => l.accept().map(|(s, a)| {
+                (
+                    MioStream::Unix(s),
+                    Addr::Unix(crate::sock::UnixName::of(&a)),
+                )
+            }),
+        }
+    }
+}
 
 /// The token of the cross-thread waker.
 const WAKER: Token = Token(usize::MAX);
@@ -27,9 +142,9 @@ const WAKER: Token = Token(usize::MAX);
 #[derive(Debug)]
 enum IoSource {
     /// A listening socket.
-    Listener(TcpListener),
+    Listener(MioListener),
     /// A connected or connecting stream.
-    Stream(TcpStream),
+    Stream(MioStream),
 }
 struct Io {
     id: SockId,
@@ -63,7 +178,7 @@ impl IoTable {
             .filter(|io| io.id == id)
     }
 
-    fn stream(&mut self, id: SockId) -> io::Result<&mut TcpStream> {
+    fn stream(&mut self, id: SockId) -> io::Result<&mut MioStream> {
         match self.get_mut(id).map(|io| &mut io.src) {
             Some(IoSource::Stream(s)) => Ok(s),
             _ => Err(Errno::BadF.into()),
@@ -73,7 +188,7 @@ impl IoTable {
 
 impl SocketIo for IoTable {
     fn read(&mut self, id: SockId, buf: &mut BytesMut) -> io::Result<usize> {
-        crate::sys::recv_into(self.stream(id)?, buf)
+        self.stream(id)?.recv_into(buf)
     }
 
     fn writev(&mut self, id: SockId, iov: &[IoSlice<'_>]) -> io::Result<usize> {
@@ -81,7 +196,7 @@ impl SocketIo for IoTable {
     }
 
     fn shutdown_write(&mut self, id: SockId) -> io::Result<()> {
-        match self.stream(id)?.shutdown(std::net::Shutdown::Write) {
+        match self.stream(id)?.shutdown_write() {
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
             r => r,
         }
@@ -153,13 +268,8 @@ impl EpollBackend {
     fn insert(&mut self, core: &mut Core, id: SockId, mut src: IoSource) {
         let token = Token(id.slot());
         let r = match &mut src {
-            IoSource::Listener(l) => self.poll.registry().register(l, token, Interest::READABLE),
-            IoSource::Stream(s) => {
-                let _ = s.set_nodelay(true);
-                self.poll
-                    .registry()
-                    .register(s, token, Interest::READABLE | Interest::WRITABLE)
-            }
+            IoSource::Listener(l) => l.register(self.poll.registry(), token),
+            IoSource::Stream(s) => s.register(self.poll.registry(), token),
         };
         let slot = id.slot();
         if self.table.ios.len() <= slot {
@@ -187,18 +297,15 @@ impl EpollBackend {
                 return;
             };
             match l.accept() {
-                Ok((stream, peer)) => match core.handle_accepted(listener, peer) {
+                Ok((stream, peer)) => match core.handle_accepted(listener, peer.clone()) {
                     Accepted::Here(id) => self.insert(core, id, IoSource::Stream(stream)),
-                    Accepted::There { shard, id } => {
-                        let std = std::net::TcpStream::from(stream);
-                        self.handoffs.push(Handoff {
-                            shard,
-                            id,
-                            src: Source::Stream(std),
-                            listener,
-                            peer,
-                        });
-                    }
+                    Accepted::There { shard, id } => self.handoffs.push(Handoff {
+                        shard,
+                        id,
+                        src: Source::Stream(stream.into_std()),
+                        listener,
+                        peer,
+                    }),
                 },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -215,7 +322,7 @@ impl EpollBackend {
         let Ok(s) = self.table.stream(id) else { return };
         match s.take_error() {
             Ok(Some(e)) | Err(e) => core.handle_connected(id, Err(Errno::from_io(&e))),
-            Ok(None) => match s.peer_addr() {
+            Ok(None) => match s.connected() {
                 Ok(_) => core.handle_connected(id, Ok(())),
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
                 Err(e) => core.handle_connected(id, Err(Errno::from_io(&e))),
@@ -298,8 +405,8 @@ impl Backend for EpollBackend {
         deadline: Option<Instant>,
     ) {
         let src = match src {
-            Source::Listener(l) => IoSource::Listener(TcpListener::from_std(l)),
-            Source::Stream(s) => IoSource::Stream(TcpStream::from_std(s)),
+            Source::Listener(l) => IoSource::Listener(MioListener::from_std(l)),
+            Source::Stream(s) => IoSource::Stream(MioStream::from_std(s)),
         };
         core.handle_new_socket(id, kind, deadline);
         self.insert(core, id, src);

@@ -38,6 +38,7 @@ use bytes::BytesMut;
 use crate::error::Errno;
 use crate::id::SockId;
 use crate::psock::{Core, NewSock};
+use crate::sock::{Addr, Listener, Stream};
 
 /// Counters a backend keeps on the I/O thread, readable from any thread.
 #[derive(Debug, Default)]
@@ -115,10 +116,10 @@ impl Wake for mio::Waker {
 /// An I/O object handed to the I/O thread by an application thread.
 #[derive(Debug)]
 pub(crate) enum Source {
-    /// A listening socket (non-blocking).
-    Listener(std::net::TcpListener),
-    /// A connected or connecting stream (non-blocking).
-    Stream(std::net::TcpStream),
+    /// A listening socket (non-blocking), TCP or Unix.
+    Listener(Listener),
+    /// A connected or connecting stream (non-blocking), TCP or Unix.
+    Stream(Stream),
 }
 
 /// A connection a listener of this shard accepted for another shard: the
@@ -129,7 +130,7 @@ pub(crate) struct Handoff {
     pub(crate) id: SockId,
     pub(crate) src: Source,
     pub(crate) listener: SockId,
-    pub(crate) peer: std::net::SocketAddr,
+    pub(crate) peer: Addr,
 }
 
 /// The per-socket system calls.

@@ -31,7 +31,6 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -50,6 +49,7 @@ use crate::program::VerdictKind;
 use crate::registry::{Shared, SockState};
 use crate::rules::MsgBytes;
 use crate::rules::{KeySource, Rule};
+use crate::sock::Addr;
 use crate::timer::{Timer, TimerTable};
 use crate::verdict::{eval_rule, Message, Resolved};
 
@@ -260,7 +260,7 @@ impl Core {
     /// The connection goes to the shard with the fewest sockets (this one on
     /// a tie): [`Accepted::There`] asks the driver to hand its I/O object to
     /// that shard, which reports it ([`Core::handle_handed`]).
-    pub fn handle_accepted(&mut self, listener: SockId, peer: SocketAddr) -> Accepted {
+    pub fn handle_accepted(&mut self, listener: SockId, peer: Addr) -> Accepted {
         let (id, shard) = {
             let mut reg = self.shared.lock();
             let least = reg.least_loaded();
@@ -280,7 +280,7 @@ impl Core {
     }
 
     /// A connection another shard's listener accepted is registered here: reports it.
-    pub fn handle_handed(&mut self, id: SockId, listener: SockId, peer: SocketAddr) {
+    pub fn handle_handed(&mut self, id: SockId, listener: SockId, peer: Addr) {
         self.events.push_back(Event::Accepted {
             listener,
             sock: id,

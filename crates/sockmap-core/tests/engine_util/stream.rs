@@ -2,7 +2,6 @@
 //! from a thread and checked byte for byte, and the backend settings.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 
 use sockmap_core::config::BackendChoice;
 use sockmap_core::EngineConfig;
@@ -30,7 +29,7 @@ pub fn pattern(i: usize) -> u8 {
 }
 
 /// Writes `total` pattern bytes into `to` from a thread.
-pub fn pump(mut to: TcpStream, total: usize) -> std::thread::JoinHandle<TcpStream> {
+pub fn pump<S: Write + Send + 'static>(mut to: S, total: usize) -> std::thread::JoinHandle<S> {
     std::thread::spawn(move || {
         let mut sent = 0;
         let mut block = vec![0u8; 48 << 10];
@@ -47,7 +46,7 @@ pub fn pump(mut to: TcpStream, total: usize) -> std::thread::JoinHandle<TcpStrea
 }
 
 /// Reads `total` bytes and checks each against the pattern.
-pub fn expect_pattern(from: &mut TcpStream, total: usize, chunk: usize) {
+pub fn expect_pattern(from: &mut impl Read, total: usize, chunk: usize) {
     let mut got = 0;
     let mut buf = vec![0u8; chunk];
     while got < total {

@@ -38,7 +38,7 @@ mod buf_ring;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,6 +54,7 @@ use crate::config::EngineConfig;
 use crate::error::Errno;
 use crate::id::SockId;
 use crate::psock::{Accepted, Core, NewSock};
+use crate::sock::{Addr, Family, Listener, SocketFile, Stream, UnixName};
 
 /// Submission queue entries; the completion queue has four times as many.
 const SQ_ENTRIES: u32 = 1024;
@@ -188,7 +189,10 @@ enum Orphan {
 struct Entry {
     id: SockId,
     fd: OwnedFd,
-    listener: bool,
+    /// A listener: the family of the streams it accepts.
+    listener: Option<Family>,
+    /// The socket file a Unix listener removes when its entry drops.
+    _file: Option<SocketFile>,
     connecting: bool,
     recv: Recv,
     /// Bytes received and not yet handed to the core, oldest first.
@@ -205,11 +209,12 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(id: SockId, fd: OwnedFd, listener: bool, connecting: bool) -> Entry {
+    fn new(id: SockId, fd: OwnedFd, listener: Option<Family>, connecting: bool) -> Entry {
         Entry {
             id,
             fd,
             listener,
+            _file: None,
             connecting,
             recv: Recv::Idle,
             parked: VecDeque::new(),
@@ -490,7 +495,7 @@ impl UringBackend {
         let wants = core.wants_read(id);
         let multishot = self.multishot;
         let Some(e) = self.entry(id) else { return };
-        if e.listener || e.connecting {
+        if e.listener.is_some() || e.connecting {
             return;
         }
         match e.recv {
@@ -605,14 +610,19 @@ impl UringBackend {
         if res >= 0 {
             // SAFETY: a successful accept completion carries a new descriptor we now own.
             let fd = unsafe { OwnedFd::from_raw_fd(res) };
-            let stream = TcpStream::from(fd);
-            let _ = stream.set_nodelay(true);
-            let peer = stream
-                .peer_addr()
-                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-            match core.handle_accepted(listener, peer) {
+            let family = self
+                .entry(listener)
+                .and_then(|e| e.listener)
+                .unwrap_or(Family::Tcp);
+            let stream = Stream::from_fd(family, fd);
+            stream.set_nodelay();
+            let peer = stream.peer_addr().unwrap_or(match family {
+                Family::Tcp => Addr::Inet(SocketAddr::from(([0, 0, 0, 0], 0))),
+                Family::Unix => Addr::Unix(UnixName::Unnamed),
+            });
+            match core.handle_accepted(listener, peer.clone()) {
                 Accepted::Here(id) => {
-                    self.insert(Entry::new(id, stream.into(), false, false));
+                    self.insert(Entry::new(id, stream.into(), None, false));
                     self.settle(core, id);
                 }
                 Accepted::There { shard, id } => self.handoffs.push(Handoff {
@@ -800,17 +810,26 @@ impl Backend for UringBackend {
         deadline: Option<Instant>,
     ) {
         core.handle_new_socket(id, kind, deadline);
-        let (fd, listener): (OwnedFd, bool) = match src {
-            Source::Listener(l) => (l.into(), true),
+        let (fd, listener, file): (OwnedFd, _, _) = match src {
+            Source::Listener(l) => {
+                let family = l.family();
+                let (fd, file) = match l {
+                    Listener::Tcp(l) => (l.into(), None),
+                    Listener::Unix(l, file) => (l.into(), file),
+                };
+                (fd, Some(family), file)
+            }
             Source::Stream(s) => {
-                let _ = s.set_nodelay(true);
-                (s.into(), false)
+                s.set_nodelay();
+                (s.into(), None, None)
             }
         };
         let connecting = kind == NewSock::Connecting;
         let raw = fd.as_raw_fd();
-        self.insert(Entry::new(id, fd, listener, connecting));
-        if listener {
+        let mut entry = Entry::new(id, fd, listener, connecting);
+        entry._file = file;
+        self.insert(entry);
+        if listener.is_some() {
             self.arm_accept(id);
         } else if connecting {
             let sqe = opcode::PollAdd::new(Fd(raw), libc::POLLOUT as u32)

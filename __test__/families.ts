@@ -1,0 +1,81 @@
+// Test helpers for socket families: names and endpoints of TCP over IPv4 and IPv6 and Unix stream sockets (paths and
+// Linux abstract names), node:net clients of engine servers and node:net servers of engine connects on each family.
+import { once } from 'node:events'
+import net from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+import type { Engine, Server, Socket } from '../src/index'
+import { deadline, until } from './helpers'
+
+/** A socket family a test listens and connects on. */
+export type Family = 'tcp4' | 'tcp6' | 'unix' | 'abstract'
+
+/** Every family this platform has (abstract names are Linux-only, Unix sockets not on Windows). */
+export const families: Family[] = (['tcp4', 'tcp6', 'unix', 'abstract'] as const).filter(
+  (f) => (f !== 'abstract' || process.platform === 'linux') && (f !== 'unix' || process.platform !== 'win32'),
+)
+
+let seq = 0
+
+/**
+ * A fresh Unix socket name of the family: a path under the temp dir, or an abstract name. Abstract names fill all
+ * 107 bytes (NUL-padded): Node 20's `net` pads them so, and a full-length name is the same bytes either way.
+ */
+export function unixName(family: 'unix' | 'abstract'): string {
+  const base = `sockmap-net-${process.pid}-${seq++}`
+  return family === 'abstract' ? `\0${base.padEnd(107, '\0')}` : join(tmpdir(), `${base}.sock`)
+}
+
+/** What `listen`/`connect` and node:net take for a family (port 0: any). */
+export function endpoint(family: Family): { host: string; port: number } | { path: string } {
+  if (family === 'tcp4') return { host: '127.0.0.1', port: 0 }
+  if (family === 'tcp6') return { host: '::1', port: 0 }
+  return { path: unixName(family) }
+}
+
+/** A node:net client of a new engine server on `family`, the engine socket accepted for it, and the server. */
+export async function clientOn(
+  engine: Engine,
+  family: Family,
+  clients: net.Socket[],
+): Promise<{ client: net.Socket; sock: Socket; server: Server }> {
+  const ep = endpoint(family)
+  const server = await engine.listen(ep)
+  const accepted = once(server, 'connection') as Promise<[Socket]>
+  const client = net.connect('path' in ep ? { path: ep.path } : { host: ep.host, port: server.address().port })
+  clients.push(client)
+  await deadline(once(client, 'connect'), 5000, 'client connect')
+  const [sock] = await deadline(accepted, 5000, 'accept')
+  return { client, sock, server }
+}
+
+/** A node:net server on `family` and an engine socket connected to it near `near`, with the server's end. */
+export async function upstreamOn(
+  engine: Engine,
+  family: Family,
+  near: Socket,
+  clients: net.Socket[],
+): Promise<{ peer: net.Socket; sock: Socket }> {
+  const ep = endpoint(family)
+  let peer: net.Socket | undefined
+  const srv = net.createServer((s) => {
+    peer = s
+    clients.push(s)
+  })
+  srv.listen('path' in ep ? { path: ep.path } : { host: ep.host, port: 0 })
+  await deadline(once(srv, 'listening'), 5000, 'net listen')
+  const to =
+    'path' in ep ? { path: ep.path, near } : { host: ep.host, port: (srv.address() as net.AddressInfo).port, near }
+  const sock = await deadline(engine.connect(to), 5000, 'engine connect')
+  await until(() => peer !== undefined, 5000, 'upstream accepted')
+  srv.close()
+  return { peer: peer!, sock }
+}
+
+/** Bytes whose value depends on their position and `salt`, so a lost, doubled or reordered chunk shows. */
+export function pattern(n: number, salt: number): Buffer {
+  const b = Buffer.alloc(n)
+  for (let i = 0; i < n; i++) b[i] = (i * 7 + salt) % 251
+  return b
+}
