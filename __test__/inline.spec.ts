@@ -3,7 +3,7 @@ import { readdirSync, readFileSync } from 'node:fs'
 
 import { describe, expect, it } from 'vitest'
 
-import { Engine, parsers, type EngineOptions } from '../src/index'
+import { Engine, parsers } from '../src/index'
 import { codeOf, connections, engineScope, readN } from './helpers'
 
 const { newEngine, clients } = engineScope()
@@ -68,7 +68,7 @@ describe('inline driving', () => {
   })
 })
 
-describe.each<[string, EngineOptions['drive']]>([
+describe.each<[string, 'threads' | 'inline']>([
   ['threads', 'threads'],
   ['inline', 'inline'],
 ])('batching (%s)', (_name, drive) => {
