@@ -22,7 +22,7 @@ function ioThreads(): number {
 describe('inline driving', () => {
   it('runs one shard on the readiness backend, on this thread, and says so', () => {
     const before = process.platform === 'linux' ? ioThreads() : 0
-    const engine = newEngine({ drive: 'inline' })
+    const engine = newEngine({ drive: 'inline', backend: 'auto' })
     expect(engine.drive).toBe('inline')
     expect(engine.shards).toBe(1)
     expect(engine.backend).toBe(process.platform === 'linux' ? 'epoll' : 'poll')

@@ -80,8 +80,8 @@ async function connectTo(port: number, allowHalfOpen = false): Promise<net.Socke
 describe('partners through a TypeScript verdict', () => {
   for (const [name, engineOpts, near] of [
     ['one I/O thread', { shards: 1 }, false],
-    ['two I/O threads, upstream near its client', { shards: 2 }, true],
-    ['two I/O threads, upstream on the other thread', { shards: 2 }, false],
+    ['two I/O threads, upstream near its client', { shards: 2, drive: 'threads' }, true],
+    ['two I/O threads, upstream on the other thread', { shards: 2, drive: 'threads' }, false],
   ] as const) {
     it(`carry half-closes both ways with exact bytes before each FIN (${name})`, async () => {
       const engine = newEngine(engineOpts)
@@ -107,7 +107,7 @@ describe('partners through a TypeScript verdict', () => {
   }
 
   it('destroys the other side when one is reset', async () => {
-    const engine = newEngine({ shards: 2 })
+    const engine = newEngine({ shards: 2, drive: 'threads' })
     const upstreamClosed: Array<Promise<unknown>> = []
     const srv = await netServer((s) => {
       s.on('error', () => {})

@@ -468,7 +468,8 @@ export class BatchRunner {
         this.#grow(-n)
         continue
       }
-      this.#answer(n, binding, report)
+      // The answer says how many batches still wait: none, and the round is over without asking again.
+      if (this.#answer(n, binding, report) === 0) return
     }
   }
 
@@ -502,7 +503,8 @@ export class BatchRunner {
     throw new TypeError(`the verdict returned ${describe(v)}, not a Verdict`)
   }
 
-  #answer(n: number, binding: BindingEngine, report: (err: SockmapError) => void): void {
+  /** Runs the callbacks of the batch just taken and answers it; returns the batches still waiting. */
+  #answer(n: number, binding: BindingEngine, report: (err: SockmapError) => void): number {
     const descs = this.#descs
     const answers = this.#answers
     const payload = this.#payload
@@ -610,7 +612,7 @@ export class BatchRunner {
     counters.batches++
     view.data = payload.subarray(0, 0)
     this.#sendView.reset(0, 0, view.data)
-    callBinding(() =>
+    const waiting = callBinding(() =>
       binding.answerBatch(
         answers.subarray(0, n),
         this.#targets.subarray(0, this.#targetCount * TARGET_STRIDE),
@@ -627,6 +629,7 @@ export class BatchRunner {
         }),
       )
     }
+    return waiting
   }
 }
 

@@ -7,6 +7,7 @@ import {
   availableCores,
   EventKind,
   nativeDefaults,
+  Wake,
   type EngineOptions as NativeEngineOptions,
   type JsEvent,
   type KeySpec,
@@ -296,7 +297,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (options.backend !== undefined) native.backend = options.backend
     if (options.drive !== undefined) native.drive = options.drive
     if (options.shards !== undefined) native.shards = options.shards === 'auto' ? availableCores() : options.shards
-    const wake = (): void => this.#drain()
+    // A threaded engine calls it with nothing (both may wait); an inline one says what waits.
+    const wake = (what?: number): void => this.#drain(what ?? Wake.Events | Wake.Batches)
     this.#binding = callBinding(() => new BindingEngine(native, wake))
     const self = this
     this.#host = {
@@ -586,7 +588,7 @@ export class Engine extends EventEmitter<EngineEvents> {
    */
   close(): Promise<void> {
     if (this.#closing) return this.#closing
-    this.#drain()
+    this.#drain(Wake.Events | Wake.Batches)
     this.#closing = this.#binding.close().then(() => {
       for (const [id, p] of this.#connecting) {
         this.#connecting.delete(id)
@@ -619,15 +621,15 @@ export class Engine extends EventEmitter<EngineEvents> {
     else process.emitWarning(err)
   }
 
-  #drain(): void {
-    let events: JsEvent[]
+  #drain(what: number): void {
+    let events: JsEvent[] = []
     try {
-      events = this.#binding.drain()
+      if (what & Wake.Events) events = this.#binding.drain()
     } catch (err) {
       this.reportError(fromBinding(err) as SockmapError)
       return
     }
-    if (this.#runner.active) {
+    if (what & Wake.Batches && this.#runner.active) {
       try {
         this.#runner.run(this.#binding, this.#report)
       } catch (err) {

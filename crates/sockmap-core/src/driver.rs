@@ -211,6 +211,8 @@ pub(crate) struct LoopState {
     shutdown_at: Option<Instant>,
     /// Turns never wait (the caller waits for the backend's descriptor).
     nonblocking: bool,
+    /// The next turn skips the backend's wait (it only takes commands and writes).
+    skip_wait: bool,
     /// The last turn published events.
     published: bool,
 }
@@ -227,6 +229,11 @@ impl LoopState {
     /// Whether the last turn published events.
     pub(crate) fn published(&self) -> bool {
         self.published
+    }
+
+    /// The next turn does not ask the backend for news: the caller knows what it waits for is queued commands.
+    pub(crate) fn skip_next_wait(&mut self) {
+        self.skip_wait = true;
     }
 
     /// Whether the loop is done: shut down and every socket closed (or the grace period over).
@@ -252,7 +259,9 @@ pub(crate) fn turn<B: Backend>(
     } else {
         wait_for(backend, core, state)
     };
-    backend.wait(core, timeout)?;
+    if !std::mem::take(&mut state.skip_wait) {
+        backend.wait(core, timeout)?;
+    }
     inbox.bell.clear();
     while let Ok(cmd) = inbox.rx.try_recv() {
         match cmd {

@@ -527,6 +527,15 @@ impl Driven {
         }
     }
 
+    /// Runs one loop turn that does not ask the kernel for news first: it
+    /// takes the commands queued (the answers of external verdicts the caller
+    /// just ran), applies them and writes. The backend's descriptor stays
+    /// readable for whatever the kernel has meanwhile.
+    pub fn settle(&mut self) -> Turned {
+        self.state.skip_next_wait();
+        self.turn()
+    }
+
     /// How long the shard may sleep before its next deadline (`None`: until
     /// its descriptor is readable).
     pub fn timeout(&self) -> Option<Duration> {

@@ -58,6 +58,15 @@ impl Waker {
     }
 }
 
+/// What the wake function is called for, as its argument (a threaded engine calls it with none: both).
+#[napi]
+pub enum Wake {
+    /// Events wait: call `drain()`.
+    Events = 1,
+    /// Batches wait: call `takeBatch()`.
+    Batches = 2,
+}
+
 /// Batches handed off by the I/O thread, waiting for JavaScript.
 pub(crate) type Inbox = Arc<Mutex<VecDeque<Batch>>>;
 
@@ -380,7 +389,8 @@ impl BindingEngine {
     /// msg-verdict item: the item's index, a count, and that many parse results (one number each) or edits
     /// (`EDIT_STRIDE` numbers each, see `EditOp`). The codes go to the engine as they are, with the target table
     /// converted once; an answer this cannot read (a negative code, an unknown edit, a target that names a missing
-    /// key) goes as invalid, and the engine treats codes naming no target as invalid too.
+    /// key) goes as invalid, and the engine treats codes naming no target as invalid too. Returns the number of
+    /// batches still waiting to be taken (0: no need to call `takeBatch` again now).
     #[napi]
     pub fn answer_batch(
         &self,
@@ -388,7 +398,7 @@ impl BindingEngine {
         targets: &[f64],
         keys: Vec<Buffer>,
         extras: &[f64],
-    ) -> Result<()> {
+    ) -> Result<u32> {
         guarded(|| {
             let taken = lock(&self.taken)
                 .take()
@@ -455,7 +465,7 @@ impl BindingEngine {
                 }
             }
             batch.reply(out);
-            Ok(())
+            Ok(lock(&self.inbox).len() as u32)
         })
     }
 }

@@ -32,7 +32,7 @@ use std::time::Duration;
 use napi::sys;
 use sockmap_core::{Driven, Errno};
 
-use crate::binding_batch::Inbox;
+use crate::binding_batch::{Inbox, Wake};
 use crate::binding_engine::lock;
 use crate::binding_error::{error_of, Result};
 
@@ -338,13 +338,18 @@ impl InlineLoop {
     /// events or handed off new batches, then arms the timer for the core's next deadline.
     fn drive(&self) {
         self.idle_stop();
-        let mut rounds = 0;
+        let (mut rounds, mut settle) = (0, false);
         loop {
             let waiting = lock(&self.inbox).len();
             let turned = {
                 let mut d = self.driven.borrow_mut();
                 let Some(d) = d.as_mut() else { return };
-                d.turn()
+                // Right after JavaScript ran, what the turn is for is its answers: no need to ask the kernel.
+                if std::mem::take(&mut settle) {
+                    d.settle()
+                } else {
+                    d.turn()
+                }
             };
             if turned.finished && self.closing.get() {
                 self.finish();
@@ -356,7 +361,15 @@ impl InlineLoop {
                 if let Some(d) = self.driven.borrow().as_ref() {
                     d.hold();
                 }
-                self.call_js();
+                let mut what = 0;
+                if turned.events {
+                    what |= Wake::Events as u32;
+                }
+                if fresh {
+                    what |= Wake::Batches as u32;
+                }
+                self.call_js(what);
+                settle = true;
                 if self.js_gone.get() {
                     self.stop_watching();
                     return;
@@ -453,9 +466,9 @@ impl InlineLoop {
         }
     }
 
-    /// Calls the JavaScript wake function in its async context; an exception it throws becomes the process's
-    /// uncaught exception, as a throwing event listener's would.
-    fn call_js(&self) {
+    /// Calls the JavaScript wake function in its async context with what there is for it (`Wake` bits); an exception it throws becomes the process's uncaught exception, as a throwing event
+    /// listener's would.
+    fn call_js(&self, what: u32) {
         self.wakeups.fetch_add(1, Ordering::Relaxed);
         let env = self.env;
         // SAFETY: on the JavaScript thread of `env`, outside any JavaScript frame (a libuv callback), with a handle

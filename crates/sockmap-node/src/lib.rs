@@ -19,8 +19,8 @@ mod binding_ring;
 
 pub use binding_batch::{
     AnswerCode, BatchItemKind, DescField, EditOp, MetaField, MetaKind, TargetField, TargetFlag,
-    DESC_STRIDE, EDIT_STRIDE, META_STRIDE, PARSE_FAILED_ERRNO, PARSE_HANDBACK, PARSE_NEED_MORE,
-    TARGET_STRIDE,
+    Wake, DESC_STRIDE, EDIT_STRIDE, META_STRIDE, PARSE_FAILED_ERRNO, PARSE_HANDBACK,
+    PARSE_NEED_MORE, TARGET_STRIDE,
 };
 #[cfg(feature = "electron-cage")]
 pub use binding_cage::cage_probe;
