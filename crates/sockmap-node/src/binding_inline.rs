@@ -479,21 +479,19 @@ impl InlineLoop {
             if sys::napi_open_handle_scope(env, &mut scope) != sys::Status::napi_ok {
                 return;
             }
-            let (mut func, mut recv, mut result) =
-                (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+            let (mut func, mut recv, mut result, mut arg) = (
+                ptr::null_mut(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+            );
             if sys::napi_get_reference_value(env, self.wake, &mut func) == sys::Status::napi_ok
                 && !func.is_null()
                 && sys::napi_get_global(env, &mut recv) == sys::Status::napi_ok
+                && sys::napi_create_uint32(env, what, &mut arg) == sys::Status::napi_ok
             {
-                let status = sys::napi_make_callback(
-                    env,
-                    self.async_ctx,
-                    recv,
-                    func,
-                    0,
-                    ptr::null(),
-                    &mut result,
-                );
+                let status =
+                    sys::napi_make_callback(env, self.async_ctx, recv, func, 1, &arg, &mut result);
                 if status == sys::Status::napi_pending_exception {
                     let mut exc = ptr::null_mut();
                     let mut kind = sys::ValueType::napi_undefined;
