@@ -49,7 +49,7 @@ use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 
 use self::buf_ring::BufRing;
 use super::select::StartError;
-use super::{Backend, BackendCounters, Handoff, Source, Wake};
+use super::{Backend, BackendCounters, Handoff, Source, Wake, ACCEPT_BACKOFF};
 use crate::config::EngineConfig;
 use crate::error::Errno;
 use crate::id::SockId;
@@ -63,8 +63,6 @@ const BGID: u16 = 0;
 const SEND_FRAGS: usize = 64;
 /// Bytes a basic-mode receive asks for.
 const BASIC_RECV: usize = 16 << 10;
-/// How long a listener waits before accepting again after a transient error (`EMFILE`...).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 /// What a submission is for: the top byte of its `user_data`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -601,6 +599,7 @@ impl UringBackend {
                 self.arm_accept(listener)
             }
             libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
+                core.handle_accept_starved(listener, errno(-res));
                 let at = Instant::now() + ACCEPT_BACKOFF;
                 self.accept_later.push((listener, at));
             }
