@@ -132,3 +132,219 @@ fn descriptor_exhaustion_io_uring() {
     }
     run_in_child("descriptor_exhaustion_io_uring");
 }
+
+/// Both backends where they can run: the settings for each.
+fn backends() -> Vec<EngineConfig> {
+    let mut v = vec![epoll()];
+    if io_uring_allowed() {
+        v.push(uring(EngineConfig::default()));
+    }
+    v
+}
+
+/// `cfg` without splicing: every byte a socket holds for its peer is in its
+/// send ring, where the counters see it (a pipe is bounded by its own size).
+fn copying(cfg: EngineConfig) -> EngineConfig {
+    EngineConfig {
+        splice_min: None,
+        ..cfg
+    }
+}
+
+/// A peer that resets in the middle of a frame: the whole frames before it
+/// are delivered, the socket closes with `ECONNRESET` by its name.
+#[test]
+fn a_reset_mid_message_closes_with_econnreset() {
+    use sockmap_core::framer::LengthFieldOptions;
+    use sockmap_core::program::{ParserKind, ParserProg, Programs, StreamVerdictProg};
+    use sockmap_core::Rule;
+    for cfg in backends() {
+        let mut h = Harness::with_config(cfg);
+        let m = h
+            .h()
+            .create_map(sockmap_core::map::MapKind::SockHash, 4)
+            .unwrap();
+        let progs = Programs {
+            parser: Some(std::sync::Arc::new(ParserProg::new(
+                ParserKind::LengthField(LengthFieldOptions::default()),
+            ))),
+            verdict: Some(std::sync::Arc::new(StreamVerdictProg::rule(Rule::Pass))),
+            ..Programs::default()
+        };
+        h.h().attach(m, progs).unwrap();
+        let (mut p, s) = h.pair();
+        h.put(m, "s", s);
+        let whole = [frame(b"one"), frame(b"two")].concat();
+        write(&mut p, &[&whole[..], &frame(&[7u8; 100])[..40]].concat());
+        assert_eq!(h.take_messages(s, 2), vec![frame(b"one"), frame(b"two")]);
+        reset(p);
+        assert_eq!(h.closed(s), Some(Errno::ConnReset));
+        assert_eq!(
+            h.h().map_len(m).unwrap(),
+            0,
+            "the closed socket left its map"
+        );
+    }
+}
+
+/// A peer that resets while the engine writes to it (its receive buffer
+/// full): the engine's write fails, the socket closes with the error's name
+/// (`ECONNRESET`, or `EPIPE` once the reset was seen), and the source of the
+/// redirected bytes keeps working.
+#[test]
+fn a_reset_while_the_engine_writes_closes_with_its_name() {
+    for cfg in backends() {
+        let mut h = Harness::with_config(copying(cfg));
+        let (pa, a, pb, b, _) = h.proxy_pair();
+        let writer = flood(pa.try_clone().unwrap());
+        // The engine holds bytes for b: b's peer is full and not reading.
+        h.stats_until(b, |s| s.queued_bytes > 0);
+        reset(pb);
+        let err = h.closed(b);
+        assert!(
+            matches!(err, Some(Errno::ConnReset | Errno::Pipe)),
+            "closed with {err:?}"
+        );
+        // a's bytes now go nowhere (its target is gone) but a lives on.
+        let mut pa = pa;
+        assert_eq!(h.send(a, b"still here"), Ok(10));
+        assert_eq!(read_n(&mut pa, 10), b"still here");
+        // Shutting the write side wakes the blocked writer with EPIPE.
+        pa.shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(writer.join().unwrap() > 0);
+    }
+}
+
+/// A peer that never reads: the engine's queue for it stays under the send
+/// ring's high watermark (plus one read), its source is stopped instead, and
+/// other sockets keep moving bytes exactly.
+#[test]
+fn a_peer_that_never_reads_holds_bounded_memory() {
+    for cfg in backends() {
+        let cfg = copying(cfg);
+        let high = cfg.send_high_watermark;
+        let read = cfg.read_buffer;
+        let h = Harness::with_config(cfg);
+        let (pa, _a, _pb, b, _) = h.proxy_pair();
+        let _writer = flood(pa);
+        let mut peak = 0;
+        for _ in 0..50 {
+            let s = h.h().sock_stats(b).unwrap();
+            peak = peak.max(s.queued_bytes);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(peak > 0, "nothing queued for the stalled peer");
+        assert!(
+            peak <= (high + 2 * read) as u64,
+            "{peak} bytes queued for a peer that never reads (high watermark {high})"
+        );
+        round_trip(&h, 4 << 20);
+    }
+}
+
+/// Bursts of connections opened and closed (half by the peer's reset, half
+/// by the application): every descriptor is closed again, every socket
+/// leaves its map, slots are reused (the table does not grow) and no id
+/// repeats while an old socket could still be held.
+fn connection_bursts(cfg: EngineConfig) {
+    const BURSTS: usize = 20;
+    const PER_BURST: usize = 100;
+    let mut h = Harness::with_config(cfg);
+    let m = h
+        .h()
+        .create_map(sockmap_core::map::MapKind::SockHash, PER_BURST as u32)
+        .unwrap();
+    let base = open_fds().len();
+    let mut ids = std::collections::HashSet::new();
+    let mut top_slot = 0;
+    for _ in 0..BURSTS {
+        let mut socks = Vec::new();
+        for i in 0..PER_BURST {
+            let (p, id) = h.pair();
+            assert!(ids.insert(id), "id {id:?} given twice");
+            // The low 32 bits of an id are its slot in the engine's table.
+            top_slot = top_slot.max(id.as_u64() & u64::from(u32::MAX));
+            h.put(m, format!("k{i}").as_str(), id);
+            h.h().resume(id);
+            socks.push((p, id));
+        }
+        assert_eq!(h.h().map_len(m).unwrap(), PER_BURST);
+        let mut closing = Vec::new();
+        for (i, (p, id)) in socks.into_iter().enumerate() {
+            if i % 2 == 0 {
+                h.h().destroy(id);
+            } else {
+                reset(p);
+            }
+            closing.push(id);
+        }
+        for id in closing {
+            h.closed(id);
+        }
+        assert_eq!(
+            h.h().map_len(m).unwrap(),
+            0,
+            "closed sockets left in the map"
+        );
+    }
+    let end = std::time::Instant::now() + DEADLINE;
+    while open_fds().len() > base {
+        assert!(
+            std::time::Instant::now() < end,
+            "{} descriptors leaked",
+            open_fds().len() - base
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        top_slot < 4 * PER_BURST as u64,
+        "slot {top_slot}: the table grows"
+    );
+}
+
+#[test]
+fn connection_bursts_epoll() {
+    if in_child("connection_bursts_epoll") {
+        return connection_bursts(epoll());
+    }
+    run_in_child("connection_bursts_epoll");
+}
+
+#[test]
+fn connection_bursts_io_uring() {
+    if !io_uring_allowed() {
+        return;
+    }
+    if in_child("connection_bursts_io_uring") {
+        return connection_bursts(uring(EngineConfig::default()));
+    }
+    run_in_child("connection_bursts_io_uring");
+}
+
+/// The kernel's errors reach the application by their names, not as `EIO`:
+/// listen on an address in use or not on this host, connect to a network
+/// with no route (a multicast address), to a port nobody listens on.
+#[test]
+fn os_errors_keep_their_names() {
+    for cfg in backends() {
+        let mut h = Harness::with_config(cfg);
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        assert_eq!(h.h().listen(addr, 16).err(), Some(Errno::AddrInUse));
+        let elsewhere = "198.51.100.1:0".parse().unwrap();
+        assert_eq!(h.h().listen(elsewhere, 16).err(), Some(Errno::AddrNotAvail));
+        let multicast = "224.0.0.1:80".parse().unwrap();
+        assert_eq!(
+            h.h().connect(multicast, None).err(),
+            Some(Errno::NetUnreach)
+        );
+        drop(taken);
+        let id = h.h().connect(addr, Some(DEADLINE)).unwrap();
+        let result = h.wait(|e| match e {
+            Event::Connected { sock, result } if *sock == id => Some(*result),
+            _ => None,
+        });
+        assert_eq!(result, Err(Errno::ConnRefused));
+        assert_eq!(h.closed(id), Some(Errno::ConnRefused));
+    }
+}
