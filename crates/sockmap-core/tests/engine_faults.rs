@@ -225,15 +225,15 @@ fn a_peer_that_never_reads_holds_bounded_memory() {
         let high = cfg.send_high_watermark;
         let read = cfg.read_buffer;
         let h = Harness::with_config(cfg);
-        let (pa, _a, _pb, b, _) = h.proxy_pair();
+        let (pa, a, _pb, b, _) = h.proxy_pair();
         let _writer = flood(pa);
+        // The kernel's buffers fill first; then the engine queues, then stops the source.
+        h.stats_until(a, |s| s.backpressure_stalls > 0);
         let mut peak = 0;
-        for _ in 0..50 {
-            let s = h.h().sock_stats(b).unwrap();
-            peak = peak.max(s.queued_bytes);
+        for _ in 0..20 {
+            peak = peak.max(h.h().sock_stats(b).unwrap().queued_bytes);
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert!(peak > 0, "nothing queued for the stalled peer");
         assert!(
             peak <= (high + 2 * read) as u64,
             "{peak} bytes queued for a peer that never reads (high watermark {high})"
