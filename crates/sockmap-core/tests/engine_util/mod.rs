@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 #[cfg(target_os = "linux")]
+pub mod netns;
+#[cfg(target_os = "linux")]
 pub mod os;
 pub mod sim;
 pub mod stream;
