@@ -348,3 +348,29 @@ fn os_errors_keep_their_names() {
         assert_eq!(h.closed(id), Some(Errno::ConnRefused));
     }
 }
+
+/// An engine shut down right after it closed its sockets (the last one
+/// closing ends the loop) still closes their descriptors: the peer of a
+/// socket closed in that last turn sees its connection end. (On io_uring the
+/// close was queued for the next submission, which never came.)
+#[test]
+fn shutdown_closes_the_sockets_of_the_last_turn() {
+    for cfg in backends() {
+        let mut h = Harness::with_config(copying(cfg));
+        let (pa, _a, pb, b, _) = h.proxy_pair();
+        let writer = flood(pa.try_clone().unwrap());
+        h.stats_until(b, |s| s.queued_bytes > 0);
+        reset(pb);
+        h.closed(b);
+        drop(h);
+        let end = std::time::Instant::now() + DEADLINE;
+        while !writer.is_finished() {
+            assert!(
+                std::time::Instant::now() < end,
+                "the engine is gone, its socket still open"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(pa);
+    }
+}

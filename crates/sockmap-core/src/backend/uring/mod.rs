@@ -238,6 +238,8 @@ pub(crate) struct UringBackend {
     spare: Vec<Box<SendOp>>,
     /// Listeners to accept on again, and when.
     accept_later: Vec<(SockId, Instant)>,
+    /// `IORING_OP_CLOSE`s queued or in flight: each owns a socket's descriptor.
+    closing: usize,
     /// Sockets whose receive waits for buffers.
     starved: Vec<SockId>,
     wake: Arc<EventFd>,
@@ -352,6 +354,7 @@ impl UringBackend {
             orphans: HashMap::new(),
             spare: Vec::new(),
             accept_later: Vec::new(),
+            closing: 0,
             starved: Vec::new(),
             wake: wake.clone(),
             wake_buf: Box::new(0),
@@ -535,6 +538,9 @@ impl UringBackend {
         if kind == Kind::Wake {
             self.arm_wake();
             return;
+        }
+        if kind == Kind::Close {
+            self.closing -= 1;
         }
         let id = token.id();
         if self.entry(id).is_none() {
@@ -732,6 +738,48 @@ fn errno(raw: i32) -> Errno {
     Errno::from_raw(raw).unwrap_or(Errno::Io)
 }
 
+/// How long dropping the backend waits for the closes it queued.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+impl Drop for UringBackend {
+    /// The loop can end right after a turn queued a socket's cancel and
+    /// close (its last socket closed): submit them and wait for the closes,
+    /// or those descriptors would stay open (and their peers connected) for
+    /// as long as the process lives.
+    fn drop(&mut self) {
+        let end = Instant::now() + CLOSE_GRACE;
+        while self.closing > 0 && Instant::now() < end {
+            self.drain_backlog();
+            let ts = Timespec::new().nsec(10_000_000);
+            let args = SubmitArgs::new().timespec(&ts);
+            match self.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                    ) => {}
+                Err(_) => return,
+            }
+            let done: Vec<(u64, i32)> = self
+                .ring
+                .completion()
+                .map(|c| (c.user_data(), c.result()))
+                .collect();
+            for (token, res) in done {
+                match Token(token).kind() {
+                    Some(Kind::Close) => self.closing -= 1,
+                    Some(Kind::Accept) if res >= 0 => {
+                        // SAFETY: an accept completion carries a new descriptor nobody else owns.
+                        drop(unsafe { OwnedFd::from_raw_fd(res) });
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
 /// The socket's pending error (`SO_ERROR`), if any.
 fn socket_error(fd: RawFd) -> Option<i32> {
     let mut err: libc::c_int = 0;
@@ -923,6 +971,7 @@ impl Backend for UringBackend {
                     .build()
                     .user_data(Token::new(Kind::Close, id).0);
                 self.push_all(&[cancel, close]);
+                self.closing += 1;
             }
         }
         core.handle_closed(id);
