@@ -1,6 +1,8 @@
 // Shared test helpers: loopback peers and deadlines. Every wait here is bounded.
+import { execFile } from 'node:child_process'
 import { once } from 'node:events'
 import net from 'node:net'
+import { join } from 'node:path'
 
 import { afterEach, expect } from 'vitest'
 
@@ -225,4 +227,19 @@ export function collect(sock: Socket, count: number, ms = 5000): Promise<string[
     ms,
     `${count} messages`,
   )
+}
+
+/** Runs `node <args>` in `__test__/fixtures` as a child process; rejects if it has not exited within `ms`. */
+export function runFixture(
+  args: string[],
+  ms: number,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const cwd = join(__dirname, 'fixtures')
+  return new Promise((done, fail) => {
+    execFile(process.execPath, args, { cwd, timeout: ms, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
+      const e = err as (Error & { killed?: boolean; code?: number | string }) | null
+      if (e?.killed) fail(new Error(`deadline: ${args.join(' ')} still running after ${ms} ms\n${stderr}`))
+      else done({ code: typeof e?.code === 'number' ? e.code : e ? 1 : 0, stdout: stdout.trim(), stderr })
+    })
+  })
 }

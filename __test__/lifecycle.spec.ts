@@ -1,20 +1,13 @@
-import { execFile, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { resolve } from 'node:path'
 
 import { describe, expect, it } from 'vitest'
 
+import { runFixture } from './helpers'
+
 const fixtures = resolve(__dirname, 'fixtures')
 
-/** Runs a fixture in a child process; rejects if it has not exited within `ms`. */
-function run(args: string[], ms: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((done, fail) => {
-    execFile(process.execPath, args, { cwd: fixtures, timeout: ms, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
-      const e = err as (Error & { killed?: boolean; code?: number | string }) | null
-      if (e?.killed) fail(new Error(`deadline: ${args.join(' ')} still running after ${ms} ms\n${stderr}`))
-      else done({ code: typeof e?.code === 'number' ? e.code : e ? 1 : 0, stdout: stdout.trim(), stderr })
-    })
-  })
-}
+const run = runFixture
 
 describe('process lifetime', () => {
   it('an unref’d engine lets the process exit', async () => {

@@ -622,7 +622,7 @@ impl EngineHandle {
     /// Accepted sockets arrive as [`Event::Accepted`], paused.
     ///
     /// # Errors
-    /// The bind or listen error (`EADDRINUSE` shows as `EIO`...).
+    /// The bind or listen error by its name (`EADDRINUSE`, `EACCES`...).
     pub fn listen(&self, addr: SocketAddr, backlog: u32) -> Result<(SockId, SocketAddr), Errno> {
         self.check_alive()?;
         let (l, local) =
@@ -676,7 +676,7 @@ impl EngineHandle {
     /// (`ECONNREFUSED`, or `ETIMEDOUT` after `timeout`).
     ///
     /// # Errors
-    /// Errors the connect reports at once (e.g. `ENETUNREACH` as `EIO`).
+    /// Errors the connect reports at once, by their name (`ENETUNREACH`, `EADDRNOTAVAIL`...).
     pub fn connect(&self, addr: SocketAddr, timeout: Option<Duration>) -> Result<SockId, Errno> {
         self.connect_near(addr, timeout, None)
     }

@@ -59,6 +59,26 @@ pub enum Errno {
     Perm,
     /// Function not implemented (e.g. a kernel without io_uring).
     NoSys,
+    /// The process has no free descriptor.
+    MFile,
+    /// The system has no free descriptor.
+    NFile,
+    /// No buffer space available.
+    NoBufs,
+    /// The address is already in use.
+    AddrInUse,
+    /// The address is not available on this host.
+    AddrNotAvail,
+    /// The network is unreachable.
+    NetUnreach,
+    /// No route to the host.
+    HostUnreach,
+    /// The network is down.
+    NetDown,
+    /// The connection was aborted.
+    ConnAborted,
+    /// The address family is not supported.
+    AfNoSupport,
 }
 
 impl Errno {
@@ -88,6 +108,16 @@ impl Errno {
             Errno::NotConn => "ENOTCONN",
             Errno::Perm => "EPERM",
             Errno::NoSys => "ENOSYS",
+            Errno::MFile => "EMFILE",
+            Errno::NFile => "ENFILE",
+            Errno::NoBufs => "ENOBUFS",
+            Errno::AddrInUse => "EADDRINUSE",
+            Errno::AddrNotAvail => "EADDRNOTAVAIL",
+            Errno::NetUnreach => "ENETUNREACH",
+            Errno::HostUnreach => "EHOSTUNREACH",
+            Errno::NetDown => "ENETDOWN",
+            Errno::ConnAborted => "ECONNABORTED",
+            Errno::AfNoSupport => "EAFNOSUPPORT",
         }
     }
 
@@ -118,6 +148,16 @@ impl Errno {
             Errno::NotConn => 107,
             Errno::Perm => 1,
             Errno::NoSys => 38,
+            Errno::MFile => 24,
+            Errno::NFile => 23,
+            Errno::NoBufs => 105,
+            Errno::AddrInUse => 98,
+            Errno::AddrNotAvail => 99,
+            Errno::NetUnreach => 101,
+            Errno::HostUnreach => 113,
+            Errno::NetDown => 100,
+            Errno::ConnAborted => 103,
+            Errno::AfNoSupport => 97,
         }
     }
 
@@ -156,6 +196,16 @@ impl Errno {
             Errno::NotConn => libc::ENOTCONN,
             Errno::Perm => libc::EPERM,
             Errno::NoSys => libc::ENOSYS,
+            Errno::MFile => libc::EMFILE,
+            Errno::NFile => libc::ENFILE,
+            Errno::NoBufs => libc::ENOBUFS,
+            Errno::AddrInUse => libc::EADDRINUSE,
+            Errno::AddrNotAvail => libc::EADDRNOTAVAIL,
+            Errno::NetUnreach => libc::ENETUNREACH,
+            Errno::HostUnreach => libc::EHOSTUNREACH,
+            Errno::NetDown => libc::ENETDOWN,
+            Errno::ConnAborted => libc::ECONNABORTED,
+            Errno::AfNoSupport => libc::EAFNOSUPPORT,
         })
     }
 
@@ -182,6 +232,8 @@ impl Errno {
             Errno::NoMem => K::OutOfMemory,
             Errno::Again => K::WouldBlock,
             Errno::NotConn => K::NotConnected,
+            Errno::AddrInUse => K::AddrInUse,
+            Errno::AddrNotAvail => K::AddrNotAvailable,
             _ => K::Other,
         }
     }
@@ -203,6 +255,8 @@ impl Errno {
             K::OutOfMemory => Errno::NoMem,
             K::WouldBlock => Errno::Again,
             K::NotConnected => Errno::NotConn,
+            K::AddrInUse => Errno::AddrInUse,
+            K::AddrNotAvailable => Errno::AddrNotAvail,
             _ => Errno::Io,
         }
     }
@@ -228,7 +282,7 @@ impl Errno {
     }
 }
 
-const ALL: [Errno; 23] = [
+const ALL: [Errno; 33] = [
     Errno::Inval,
     Errno::NoSpc,
     Errno::TooBig,
@@ -252,6 +306,16 @@ const ALL: [Errno; 23] = [
     Errno::NotConn,
     Errno::Perm,
     Errno::NoSys,
+    Errno::MFile,
+    Errno::NFile,
+    Errno::NoBufs,
+    Errno::AddrInUse,
+    Errno::AddrNotAvail,
+    Errno::NetUnreach,
+    Errno::HostUnreach,
+    Errno::NetDown,
+    Errno::ConnAborted,
+    Errno::AfNoSupport,
 ];
 
 impl fmt::Display for Errno {

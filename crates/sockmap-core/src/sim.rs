@@ -130,6 +130,14 @@ impl Sim {
         self.sock(id).writes.extend(steps);
     }
 
+    /// Forgets the socket's scripted reads and writes that have not run yet:
+    /// its calls move as many bytes as they can again.
+    pub fn clear_scripts(&mut self, id: SockId) {
+        let s = self.sock(id);
+        s.reads.clear();
+        s.writes.clear();
+    }
+
     /// Takes the bytes the engine wrote to a socket so far.
     pub fn take_output(&mut self, id: SockId) -> Vec<u8> {
         std::mem::take(&mut self.sock(id).outbound)

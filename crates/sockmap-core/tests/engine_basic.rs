@@ -83,11 +83,13 @@ fn drop_counts_and_missing_key_drops() {
     let (mut pa, a) = h.pair();
     h.put(drop_map, "x", a);
     write(&mut pa, b"gone");
-    let s = h.stats_until(a, |s| s.bytes_in == 4);
+    // The drop is counted last (bytes_in at the read, messages_in before the verdict).
+    let s = h.stats_until(a, |s| s.dropped_bytes == 4);
     assert_eq!(
-        (s.dropped, s.dropped_verdict, s.dropped_bytes),
+        (s.dropped, s.dropped_verdict, s.bytes_in),
         (s.messages_in, s.messages_in, 4)
     );
+    assert!(s.messages_in > 0);
 
     let miss = h.hash_with(|m| Rule::Redirect {
         map: m,
@@ -97,8 +99,10 @@ fn drop_counts_and_missing_key_drops() {
     let (mut pc, c) = h.pair();
     h.put(miss, "c", c);
     write(&mut pc, b"nowhere");
-    let s = h.settled_until(c, |s| s.bytes_in == 7);
+    let s = h.settled_until(c, |s| s.dropped_bytes == 7);
+    assert_eq!(s.bytes_in, 7);
     assert_eq!(s.dropped_no_key, s.messages_in);
+    assert!(s.messages_in > 0);
     assert_eq!(h.h().map_stats(miss).unwrap().dropped_no_key, s.messages_in);
     assert!(h
         .backlog

@@ -15,7 +15,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 #[cfg(target_os = "linux")]
 use super::splice::{Next, Splicer};
 use super::{drive_close, drive_flush, drive_read, drive_shutdown, ReadBuf, ReadEnd, Source};
-use super::{Backend, BackendCounters, Handoff, SocketIo};
+use super::{Backend, BackendCounters, Handoff, SocketIo, ACCEPT_BACKOFF};
 use crate::error::Errno;
 use crate::id::SockId;
 use crate::psock::{Accepted, Core, NewSock};
@@ -218,6 +218,10 @@ pub(crate) struct EpollBackend {
     rb: ReadBuf,
     counters: Arc<BackendCounters>,
     handoffs: Vec<Handoff>,
+    /// Listeners out of descriptors, and when to accept on them again (their
+    /// readiness is ignored until then: edge-triggered, the queued connections
+    /// would not signal again).
+    accept_later: Vec<(SockId, Instant)>,
     /// Reads of at least this many bytes switch a spliceable socket to splice.
     splice_min: Option<usize>,
     #[cfg(target_os = "linux")]
@@ -245,6 +249,7 @@ impl EpollBackend {
                 rb: ReadBuf::new(read_buffer),
                 counters: Arc::default(),
                 handoffs: Vec::new(),
+                accept_later: Vec::new(),
                 splice_min: None,
                 #[cfg(target_os = "linux")]
                 splicer: Splicer::default(),
@@ -309,7 +314,14 @@ impl EpollBackend {
                 },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_transient_accept_error(&e) => return,
+                // The connection died in the queue: the next one may be fine.
+                Err(e) if is_aborted_accept(&e) => {}
+                Err(e) if is_out_of_descriptors(&e) => {
+                    core.handle_accept_starved(listener, Errno::from_io(&e));
+                    self.accept_later
+                        .push((listener, Instant::now() + ACCEPT_BACKOFF));
+                    return;
+                }
                 Err(e) => {
                     core.handle_error(listener, Errno::from_io(&e));
                     return;
@@ -413,6 +425,13 @@ impl Backend for EpollBackend {
     }
 
     fn wait(&mut self, core: &mut Core, timeout: Option<Duration>) -> io::Result<()> {
+        let timeout = match self.accept_later.iter().map(|(_, at)| *at).min() {
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                Some(timeout.map_or(left, |t| t.min(left)))
+            }
+            None => timeout,
+        };
         self.counters.waited();
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
@@ -429,7 +448,9 @@ impl Backend for EpollBackend {
             };
             let id = io.id;
             if matches!(io.src, IoSource::Listener(_)) {
-                self.accept_all(core, id);
+                if !self.accept_later.iter().any(|(l, _)| *l == id) {
+                    self.accept_all(core, id);
+                }
                 continue;
             }
             if core.is_connecting(id) && (ev.is_writable() || ev.is_error() || ev.is_write_closed())
@@ -450,6 +471,14 @@ impl Backend for EpollBackend {
         }
         turn.clear();
         self.events = turn;
+        if !self.accept_later.is_empty() {
+            let now = Instant::now();
+            let (due, later) = self.accept_later.drain(..).partition(|(_, at)| *at <= now);
+            self.accept_later = later;
+            for (id, _) in due {
+                self.accept_all(core, id);
+            }
+        }
         Ok(())
     }
 
@@ -520,23 +549,22 @@ impl Backend for EpollBackend {
     }
 }
 
-fn is_transient_accept_error(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::ConnectionAborted
-        || matches!(Errno::from_io(e), Errno::NoMem | Errno::Proto)
-        || is_out_of_descriptors(e)
+/// ECONNABORTED or EPROTO: the connection at the head of the queue died before it was accepted.
+fn is_aborted_accept(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::ConnectionAborted || Errno::from_io(e) == Errno::Proto
 }
 
-/// EMFILE, ENFILE or ENOBUFS: the process or system is out of descriptors or buffers.
+/// EMFILE, ENFILE, ENOBUFS or ENOMEM: the process or system is out of descriptors or buffers.
 #[cfg(unix)]
 fn is_out_of_descriptors(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS)
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
 }
 
 /// WSAEMFILE or WSAENOBUFS: the process or system is out of sockets or buffers.
 #[cfg(not(unix))]
 fn is_out_of_descriptors(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(10024 | 10055))
+    matches!(e.raw_os_error(), Some(10024 | 10055)) || e.kind() == io::ErrorKind::OutOfMemory
 }

@@ -40,6 +40,10 @@ use crate::id::SockId;
 use crate::psock::{Core, NewSock};
 use crate::sock::{Addr, Listener, Stream};
 
+/// How long a listener waits before accepting again when the process is out
+/// of descriptors (`EMFILE`...): an exhausted table is retried, never spun on.
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+
 /// Counters a backend keeps on the I/O thread, readable from any thread.
 #[derive(Debug, Default)]
 pub struct BackendCounters {

@@ -115,6 +115,8 @@ pub struct Core {
     shard: usize,
     /// Items for other shards, by shard ([`remote`]).
     remote: Vec<Vec<Remote>>,
+    /// Listeners whose accepts fail for want of descriptors (told once, until one succeeds).
+    accept_starved: Vec<SockId>,
 }
 
 impl Core {
@@ -133,6 +135,7 @@ impl Core {
             lens: Vec::new(),
             batcher: None,
             now,
+            accept_starved: Vec::new(),
         }
     }
 
@@ -261,6 +264,9 @@ impl Core {
     /// a tie): [`Accepted::There`] asks the driver to hand its I/O object to
     /// that shard, which reports it ([`Core::handle_handed`]).
     pub fn handle_accepted(&mut self, listener: SockId, peer: Addr) -> Accepted {
+        if !self.accept_starved.is_empty() {
+            self.accept_starved.retain(|l| *l != listener);
+        }
         let (id, shard) = {
             let mut reg = self.shared.lock();
             let least = reg.least_loaded();
@@ -277,6 +283,24 @@ impl Core {
         self.handle_new_socket(id, NewSock::Established, None);
         self.handle_handed(id, listener, peer);
         Accepted::Here(id)
+    }
+
+    /// A listener's accept failed for want of descriptors or kernel memory
+    /// (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`); the backend tries again after
+    /// a backoff. The application hears it once ([`Event::Error`] on the
+    /// listener), not once per attempt: again only after an accept succeeded.
+    pub fn handle_accept_starved(&mut self, listener: SockId, err: Errno) {
+        if self.accept_starved.contains(&listener) || self.slot_of(listener).is_none() {
+            return;
+        }
+        self.accept_starved.push(listener);
+        self.events.push_back(Event::Error {
+            sock: Some(listener),
+            code: err,
+            detail: format!(
+                "accept failed: {err} (out of descriptors); retrying until it succeeds"
+            ),
+        });
     }
 
     /// A connection another shard's listener accepted is registered here: reports it.
@@ -455,6 +479,10 @@ impl Core {
         }
         let id = p.id();
         let finished = p.is_read_done() && p.is_write_shut();
+        if !self.accept_starved.is_empty() {
+            self.accept_starved.retain(|l| *l != id);
+        }
+        let p = self.at(slot);
         let (lost, drain) = p.ring.discard();
         let mut waiters = drain.waiters;
         waiters.extend(p.app_queue.clear());

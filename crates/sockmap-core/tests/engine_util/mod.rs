@@ -3,6 +3,10 @@
 //! simulated-backend helpers of [`sim`].
 #![allow(dead_code)]
 
+#[cfg(target_os = "linux")]
+pub mod netns;
+#[cfg(target_os = "linux")]
+pub mod os;
 pub mod sim;
 pub mod stream;
 

@@ -70,3 +70,21 @@ pub fn round_trip(h: &Harness, total: usize) {
     expect_pattern(&mut pa, total, 64 << 10);
     drop(writer.join().unwrap());
 }
+
+/// Writes pattern bytes into `to` from a thread until a write fails (the
+/// connection reset or closed); the thread returns how many it wrote.
+pub fn flood(mut to: TcpStream) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut sent = 0;
+        let mut block = vec![0u8; 48 << 10];
+        loop {
+            for (k, b) in block.iter_mut().enumerate() {
+                *b = pattern(sent + k);
+            }
+            match to.write(&block) {
+                Ok(n) if n > 0 => sent += n,
+                _ => return sent,
+            }
+        }
+    })
+}

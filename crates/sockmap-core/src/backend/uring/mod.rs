@@ -49,7 +49,7 @@ use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 
 use self::buf_ring::BufRing;
 use super::select::StartError;
-use super::{Backend, BackendCounters, Handoff, Source, Wake};
+use super::{Backend, BackendCounters, Handoff, Source, Wake, ACCEPT_BACKOFF};
 use crate::config::EngineConfig;
 use crate::error::Errno;
 use crate::id::SockId;
@@ -64,8 +64,6 @@ const BGID: u16 = 0;
 const SEND_FRAGS: usize = 64;
 /// Bytes a basic-mode receive asks for.
 const BASIC_RECV: usize = 16 << 10;
-/// How long a listener waits before accepting again after a transient error (`EMFILE`...).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 /// What a submission is for: the top byte of its `user_data`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -245,6 +243,8 @@ pub(crate) struct UringBackend {
     spare: Vec<Box<SendOp>>,
     /// Listeners to accept on again, and when.
     accept_later: Vec<(SockId, Instant)>,
+    /// `IORING_OP_CLOSE`s queued or in flight: each owns a socket's descriptor.
+    closing: usize,
     /// Sockets whose receive waits for buffers.
     starved: Vec<SockId>,
     wake: Arc<EventFd>,
@@ -255,31 +255,6 @@ pub(crate) struct UringBackend {
     multishot: bool,
     counters: Arc<BackendCounters>,
     handoffs: Vec<Handoff>,
-    /// Close chains submitted and not yet completed.
-    closing: usize,
-}
-
-impl Drop for UringBackend {
-    /// Runs what is still queued before the ring goes: the cancel-and-close chains of sockets closed in the last
-    /// turn (the core already counts them closed) would otherwise be cancelled with the ring, and their descriptors
-    /// leak. A close waits behind its cancel, which completes through the ring's deferred work: wait briefly (at most
-    /// 64 × 1 ms) until every close has completed.
-    fn drop(&mut self) {
-        let ts = Timespec::new().nsec(1_000_000);
-        for _ in 0..64 {
-            self.drain_backlog();
-            let args = SubmitArgs::new().timespec(&ts);
-            let _ = self.ring.submitter().submit_with_args(1, &args);
-            for cqe in self.ring.completion() {
-                if Token(cqe.user_data()).kind() == Some(Kind::Close) {
-                    self.closing = self.closing.saturating_sub(1);
-                }
-            }
-            if self.closing == 0 && self.backlog.is_empty() {
-                break;
-            }
-        }
-    }
 }
 
 impl UringBackend {
@@ -390,12 +365,12 @@ impl UringBackend {
             orphans: HashMap::new(),
             spare: Vec::new(),
             accept_later: Vec::new(),
+            closing: 0,
             starved: Vec::new(),
             wake: wake.clone(),
             wake_buf: Box::new(0),
             cqes: Vec::with_capacity(SQ_ENTRIES as usize * 4),
             backlog: VecDeque::new(),
-            closing: 0,
             multishot,
             counters: Arc::default(),
             handoffs: Vec::new(),
@@ -575,6 +550,9 @@ impl UringBackend {
             self.arm_wake();
             return;
         }
+        if kind == Kind::Close {
+            self.closing -= 1;
+        }
         let id = token.id();
         if self.entry(id).is_none() {
             // Stale: the socket closed (or its slot was reused) after this was submitted.
@@ -596,8 +574,7 @@ impl UringBackend {
             Kind::Recv => self.on_recv(id, res, flags),
             Kind::Send => self.on_send(core, id, res),
             Kind::Connect => self.on_connect(core, id, res),
-            Kind::Close => self.closing = self.closing.saturating_sub(1),
-            Kind::Wake | Kind::Cancel => {}
+            Kind::Wake | Kind::Cancel | Kind::Close => {}
         }
     }
 
@@ -644,6 +621,7 @@ impl UringBackend {
                 self.arm_accept(listener)
             }
             libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
+                core.handle_accept_starved(listener, errno(-res));
                 let at = Instant::now() + ACCEPT_BACKOFF;
                 self.accept_later.push((listener, at));
             }
@@ -774,6 +752,48 @@ impl UringBackend {
 
 fn errno(raw: i32) -> Errno {
     Errno::from_raw(raw).unwrap_or(Errno::Io)
+}
+
+/// How long dropping the backend waits for the closes it queued.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+impl Drop for UringBackend {
+    /// The loop can end right after a turn queued a socket's cancel and
+    /// close (its last socket closed): submit them and wait for the closes,
+    /// or those descriptors would stay open (and their peers connected) for
+    /// as long as the process lives.
+    fn drop(&mut self) {
+        let end = Instant::now() + CLOSE_GRACE;
+        while self.closing > 0 && Instant::now() < end {
+            self.drain_backlog();
+            let ts = Timespec::new().nsec(10_000_000);
+            let args = SubmitArgs::new().timespec(&ts);
+            match self.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                    ) => {}
+                Err(_) => return,
+            }
+            let done: Vec<(u64, i32)> = self
+                .ring
+                .completion()
+                .map(|c| (c.user_data(), c.result()))
+                .collect();
+            for (token, res) in done {
+                match Token(token).kind() {
+                    Some(Kind::Close) => self.closing -= 1,
+                    Some(Kind::Accept) if res >= 0 => {
+                        // SAFETY: an accept completion carries a new descriptor nobody else owns.
+                        drop(unsafe { OwnedFd::from_raw_fd(res) });
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
 }
 
 /// The socket's pending error (`SO_ERROR`), if any.
