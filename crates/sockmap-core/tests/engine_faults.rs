@@ -107,7 +107,10 @@ fn accept_until(
                 listener,
                 sock,
                 peer,
-            } if *listener == l => Some((*sock, *peer)),
+            } if *listener == l => match peer {
+                sockmap_core::Addr::Inet(a) => Some((*sock, *a)),
+                sockmap_core::Addr::Unix(_) => None,
+            },
             _ => None,
         });
         accepted.insert(peer, sock);

@@ -2,6 +2,7 @@
 //! from a thread and checked byte for byte, and the backend settings.
 
 use std::io::{Read, Write};
+use std::net::TcpStream;
 
 use sockmap_core::config::BackendChoice;
 use sockmap_core::EngineConfig;
