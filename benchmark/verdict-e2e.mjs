@@ -13,7 +13,7 @@
 // two sinks: `resp` (a TS verdict hashing msg.resp.key), `resp-bytes` (a TS verdict that reads no metadata, routing by a
 // byte of the key) and `resp-native` (rules.hashRoute(out, rules.key.resp)); the default rows are then these three.
 //
-//   npm run build && node benchmark/verdict-e2e.mjs     (E2E_SECONDS=3 E2E_CONNS=16 E2E_ROUTERS=ts,ts1,node,native)
+//   npm run build && node benchmark/verdict-e2e.mjs     (E2E_SECONDS=3 E2E_CONNS=16 E2E_ROUTERS=ts,ts1,inline,node,native)
 //   E2E_PROTO=resp node benchmark/verdict-e2e.mjs        (E2E_ROUTERS=resp,resp-bytes,resp-native)
 import { fork } from 'node:child_process'
 import { readFileSync } from 'node:fs'
@@ -45,8 +45,8 @@ function fnv(s) {
   return h >>> 0
 }
 
-async function sockmapRouter(sinkPorts, { maxMessages, native, resp }) {
-  const engine = new Engine({ batch: { maxMessages, maxDelayMicros: 50 } })
+async function sockmapRouter(sinkPorts, { maxMessages, native, resp, drive }) {
+  const engine = new Engine({ drive, batch: { maxMessages, maxDelayMicros: 50 } })
   const out = engine.sockHash({ maxEntries: 4 })
   const [a, b] = await Promise.all(sinkPorts.map((port) => engine.connect({ host: '127.0.0.1', port })))
   const front = engine.sockHash({ maxEntries: 4096 })
@@ -170,6 +170,7 @@ async function run(name, make) {
 const routers = {
   ts: ['sockmap, TS verdict', (p) => sockmapRouter(p, { maxMessages: 1024 })],
   ts1: ['sockmap, TS verdict, batch 1', (p) => sockmapRouter(p, { maxMessages: 1 })],
+  inline: ['sockmap, TS verdict, inline', (p) => sockmapRouter(p, { maxMessages: 1024, drive: 'inline' })],
   node: ['node:net router', (p) => nodeRouter(p)],
   native: ['sockmap, native rule', (p) => sockmapRouter(p, { maxMessages: 1024, native: true })],
   resp: ['RESP, TS verdict on msg.resp.key', (p) => sockmapRouter(p, { maxMessages: 1024, resp: 'key' })],

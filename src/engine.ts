@@ -153,8 +153,8 @@ export interface UnixListenOptions {
   /**
    * The socket's path (at most 107 bytes), or on Linux an abstract name written with a leading NUL (`'\0name'`), as
    * `node:net` writes it; the name is exactly the bytes after the NUL (Node 20's `net` pads its abstract names with
-   * NULs to 107 bytes: to meet it, pad yours the same way). A path that exists already is refused (`EIO`, the bind's
-   * `EADDRINUSE`); the engine removes the path when the server closes (or the engine does), if it still names this
+   * NULs to 107 bytes: to meet it, pad yours the same way). A path that exists already is refused
+   * (`EADDRINUSE`); the engine removes the path when the server closes (or the engine does), if it still names this
    * socket.
    */
   path: string
