@@ -220,6 +220,11 @@ impl Batcher {
         Some(now + self.cfg.max_delay)
     }
 
+    /// Whether items wait in a batch not yet handed off.
+    pub(crate) fn has_open(&self) -> bool {
+        !self.open.is_empty()
+    }
+
     /// The batch timer fired: hands the open batch off if it is old enough.
     pub(crate) fn handle_timer(&mut self, now: Instant) -> Option<Instant> {
         match self.open_since {

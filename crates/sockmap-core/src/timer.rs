@@ -33,6 +33,17 @@ impl TimerTable {
         self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
+    /// Drops the earliest deadlines while `stale` says their cause is gone, so
+    /// that [`TimerTable::next`] does not wake the loop for them.
+    pub(crate) fn prune(&mut self, mut stale: impl FnMut(&Timer) -> bool) {
+        while let Some(Reverse((_, t))) = self.heap.peek() {
+            if !stale(t) {
+                return;
+            }
+            self.heap.pop();
+        }
+    }
+
     /// Pops one expired timer.
     pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<Timer> {
         match self.heap.peek() {

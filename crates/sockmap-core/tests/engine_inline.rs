@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::os::fd::RawFd;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use engine_util::{read_n, read_to_end, ChanSink, DEADLINE};
 use sockmap_core::backend::select::BackendKind;
@@ -17,7 +17,9 @@ use sockmap_core::batch::Batch;
 use sockmap_core::config::Drive;
 use sockmap_core::map::{MapKind, UpdateFlag};
 use sockmap_core::program::{Programs, StreamVerdictProg, VerdictKind};
-use sockmap_core::{Driven, Engine, EngineConfig, Event, Hooks, Key, MapId, SockId, Verdict};
+use sockmap_core::{
+    BatchConfig, Driven, Engine, EngineConfig, Event, Hooks, Key, MapId, SockId, Verdict,
+};
 
 /// Whether `fd` is readable within `ms` milliseconds.
 fn readable(fd: RawFd, ms: i32) -> bool {
@@ -36,6 +38,11 @@ fn inline_engine() -> (Engine, Driven, Receiver<Batch>) {
     let (sink, rx) = ChanSink::new();
     let cfg = EngineConfig {
         drive: Some(Drive::Inline),
+        // A batch would wait a second for company: a deadline left by a handed-off batch shows as about that.
+        batch: BatchConfig {
+            max_delay: Duration::from_secs(1),
+            ..BatchConfig::default()
+        },
         ..EngineConfig::default()
     };
     let hooks = Hooks {
@@ -172,6 +179,13 @@ fn answers_given_while_held_need_no_wake_and_the_next_turn_writes_them() {
             Err(e) => panic!("{e}"),
         });
         assert_eq!(batch.items.len(), 1);
+        // Handed off at once when the loop went idle (not after max_delay), and the batch's own deadline is gone
+        // with it, so nothing wakes the loop while the verdict runs.
+        assert!(
+            d.timeout().is_none_or(|t| t < Duration::from_millis(500)),
+            "a handed-off batch left its deadline: {:?}",
+            d.timeout()
+        );
         if round % 2 == 0 {
             // Held (the binding runs JavaScript right after the turn): answering rings nothing.
             d.hold();

@@ -155,6 +155,8 @@ struct InlineLoop {
     closing: Cell<bool>,
     /// JavaScript can no longer run (the environment is terminating).
     js_gone: Cell<bool>,
+    /// The shard finished and the handles are closed (or closing).
+    finished: Cell<bool>,
     /// Told once the shard finished after `close()`.
     on_finished: RefCell<Option<SyncSender<()>>>,
     /// Handles not yet closed.
@@ -251,6 +253,7 @@ impl Inline {
             wakeups,
             closing: Cell::new(false),
             js_gone: Cell::new(false),
+            finished: Cell::new(false),
             on_finished: RefCell::new(None),
             open: Cell::new(0),
             cleanup: Cell::new(ptr::null_mut()),
@@ -323,11 +326,15 @@ impl Inline {
     }
 
     /// After the engine was told to shut down: turns until its sockets closed, then closes the handles and tells
-    /// `done`. JavaScript is no longer called.
+    /// `done` (at once if the shard already finished). JavaScript is no longer called.
     pub(crate) fn close(&self, done: SyncSender<()>) {
         let s = &self.state;
         s.closing.set(true);
         lock(&s.inbox).clear();
+        if s.finished.get() {
+            let _ = done.send(());
+            return;
+        }
         *s.on_finished.borrow_mut() = Some(done);
         s.soon();
     }
@@ -375,9 +382,10 @@ impl InlineLoop {
                     return;
                 }
             }
-            if turned.finished && !self.closing.get() {
-                // The loop failed (its fatal event was delivered above): nothing more to watch.
-                self.stop_watching();
+            if turned.finished {
+                // Shut down without `close()` (the engine was dropped), or failed (its fatal event was delivered
+                // above): nothing more to drive.
+                self.finish();
                 return;
             }
             if !(call || turned.again) {
@@ -449,6 +457,7 @@ impl InlineLoop {
 
     /// The shard finished after `close()`: closes the handles and tells the waiting close task.
     fn finish(&self) {
+        self.finished.set(true);
         self.close_handles();
         if let Some(done) = self.on_finished.borrow_mut().take() {
             let _ = done.send(());

@@ -663,6 +663,11 @@ impl Core {
         if let Some(at) = self.batcher.as_mut().and_then(|b| b.dispatch(now)) {
             self.timers.set(at, Timer::Batch);
         }
+        // Nothing left open: the batch deadline set when it opened has no cause, and must not wake the loop (an
+        // idle engine waking mid-verdict costs the verdict's latency on a busy core).
+        if !self.batcher.as_ref().is_some_and(Batcher::has_open) {
+            self.timers.prune(|t| *t == Timer::Batch);
+        }
     }
 
     /// Runs the deadlines that have passed.
