@@ -57,31 +57,9 @@ fn peer_reset_surfaces_as_econnreset() {
     let (pa, a, mut pb, b, _) = h.proxy_pair();
     let _ = pb.write_all(b"x");
     // SO_LINGER 0 then close: the kernel sends RST.
-    let sock = socket_linger0(pa);
-    drop(sock);
+    engine_util::os::reset(pa);
     assert_eq!(h.closed(a), Some(sockmap_core::Errno::ConnReset));
     let _ = b;
-}
-
-#[cfg(unix)]
-fn socket_linger0(s: std::net::TcpStream) -> std::net::TcpStream {
-    use std::os::fd::AsRawFd;
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on a valid socket with a correctly sized linger struct.
-    let r = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0);
-    s
 }
 
 #[test]

@@ -424,14 +424,13 @@ fn bulk_bytes_between_unix_partners_are_spliced_on_epoll() {
         shards: Some(1),
         ..EngineConfig::default()
     });
-    let (pa, a, mut pb, b) = unix_proxy_pair(&h);
+    let (pa, a, pb, b) = unix_proxy_pair(&h);
     const TOTAL: usize = 32 << 20;
-    let there = pump(pa.try_clone().unwrap(), TOTAL);
-    let back = pump(pb.try_clone().unwrap(), TOTAL);
-    expect_pattern(&mut pb, TOTAL, 256 << 10);
-    let mut pa = pa;
-    expect_pattern(&mut pa, TOTAL, 256 << 10);
-    drop((there.join().unwrap(), back.join().unwrap()));
+    exchange(
+        (pa.try_clone().unwrap(), pa),
+        (pb.try_clone().unwrap(), pb),
+        TOTAL,
+    );
     assert!(h.engine.backend_stats().spliced > 0, "nothing was spliced");
     for src in [a, b] {
         let s = h.settled_until(src, |s| s.bytes_in == TOTAL as u64);

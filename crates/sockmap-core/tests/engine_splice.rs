@@ -26,14 +26,13 @@ fn epoll(splice_min: Option<usize>) -> Harness {
 #[test]
 fn bulk_bytes_between_partners_are_spliced_exactly() {
     let h = epoll(EngineConfig::default().splice_min);
-    let (pa, a, mut pb, b, _) = h.proxy_pair();
+    let (pa, a, pb, b, _) = h.proxy_pair();
     const TOTAL: usize = 64 << 20;
-    let there = pump(pa.try_clone().unwrap(), TOTAL);
-    let back = pump(pb.try_clone().unwrap(), TOTAL);
-    expect_pattern(&mut pb, TOTAL, 256 << 10);
-    let mut pa = pa;
-    expect_pattern(&mut pa, TOTAL, 256 << 10);
-    drop((there.join().unwrap(), back.join().unwrap()));
+    exchange(
+        (pa.try_clone().unwrap(), pa),
+        (pb.try_clone().unwrap(), pb),
+        TOTAL,
+    );
     assert!(h.engine.backend_stats().spliced > 0, "nothing was spliced");
     for (src, dst) in [(a, b), (b, a)] {
         let s = h.settled_until(src, |s| s.bytes_in == TOTAL as u64);
