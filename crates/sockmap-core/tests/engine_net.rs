@@ -424,11 +424,11 @@ fn bulk_bytes_between_unix_partners_are_spliced_on_epoll() {
         shards: Some(1),
         ..EngineConfig::default()
     });
-    let (pa, a, pb, b) = unix_proxy_pair(&h);
+    let (mut pa, a, mut pb, b) = unix_proxy_pair(&h);
     const TOTAL: usize = 32 << 20;
     exchange(
-        (pa.try_clone().unwrap(), pa),
-        (pb.try_clone().unwrap(), pb),
+        (pa.try_clone().unwrap(), &mut pa),
+        (pb.try_clone().unwrap(), &mut pb),
         TOTAL,
     );
     assert!(h.engine.backend_stats().spliced > 0, "nothing was spliced");

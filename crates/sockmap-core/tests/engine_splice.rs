@@ -26,11 +26,11 @@ fn epoll(splice_min: Option<usize>) -> Harness {
 #[test]
 fn bulk_bytes_between_partners_are_spliced_exactly() {
     let h = epoll(EngineConfig::default().splice_min);
-    let (pa, a, pb, b, _) = h.proxy_pair();
+    let (mut pa, a, mut pb, b, _) = h.proxy_pair();
     const TOTAL: usize = 64 << 20;
     exchange(
-        (pa.try_clone().unwrap(), pa),
-        (pb.try_clone().unwrap(), pb),
+        (pa.try_clone().unwrap(), &mut pa),
+        (pb.try_clone().unwrap(), &mut pb),
         TOTAL,
     );
     assert!(h.engine.backend_stats().spliced > 0, "nothing was spliced");

@@ -48,16 +48,17 @@ pub fn pump<S: Write + Send + 'static>(mut to: S, total: usize) -> std::thread::
 
 /// Reads `total` bytes and checks each against the pattern.
 /// Pumps `total` pattern bytes each way between the two clients of a proxied pair at once (each given as a writing
-/// and a reading handle) and checks what each end reads.
-pub fn exchange<W, R>((a_w, mut a_r): (W, R), (b_w, mut b_r): (W, R), total: usize)
+/// handle, a clone the pump thread owns, and the client itself, which the caller keeps open) and checks what each end
+/// reads.
+pub fn exchange<W, R>((a_w, a_r): (W, &mut R), (b_w, b_r): (W, &mut R), total: usize)
 where
     W: Write + Send + 'static,
     R: Read,
 {
     let there = pump(a_w, total);
     let back = pump(b_w, total);
-    expect_pattern(&mut b_r, total, 256 << 10);
-    expect_pattern(&mut a_r, total, 256 << 10);
+    expect_pattern(b_r, total, 256 << 10);
+    expect_pattern(a_r, total, 256 << 10);
     drop((there.join().unwrap(), back.join().unwrap()));
 }
 
