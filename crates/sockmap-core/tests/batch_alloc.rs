@@ -9,14 +9,14 @@ mod alloc_count;
 mod engine_util;
 
 use std::sync::mpsc::Receiver;
-use std::sync::Arc;
 
 use alloc_count::allocations_in;
+use engine_util::external_programs;
 use engine_util::sim::{put, sim_with_external};
 use sockmap_core::batch::{Answers, Batch, ItemDesc, Target};
 use sockmap_core::framer::{MessageMeta, RespOptions};
 use sockmap_core::map::MapKind;
-use sockmap_core::program::{ParserKind, ParserProg, Programs, StreamVerdictProg, VerdictKind};
+use sockmap_core::program::ParserKind;
 use sockmap_core::sim::Sim;
 use sockmap_core::{BatchConfig, EngineConfig, Key, MapId, SockId};
 
@@ -50,23 +50,8 @@ fn rig() -> Rig {
     let h = sim.handle().clone();
     let ups = h.create_map(MapKind::SockHash, 4).unwrap();
     let gw = h.create_map(MapKind::SockHash, 4).unwrap();
-    h.attach(
-        gw,
-        Programs {
-            parser: Some(Arc::new(ParserProg::new(ParserKind::Resp(
-                RespOptions::default(),
-            )))),
-            verdict: Some(Arc::new(StreamVerdictProg {
-                kind: VerdictKind::External {
-                    tag: 1,
-                    peek_bytes: 64,
-                },
-                propagate_fin: false,
-            })),
-            ..Programs::default()
-        },
-    )
-    .unwrap();
+    let resp = Some(ParserKind::Resp(RespOptions::default()));
+    h.attach(gw, external_programs(1, 64, false, resp)).unwrap();
     let target = sim.add_socket();
     put(&sim, ups, 0u64, target);
     let client = sim.add_socket();

@@ -3,13 +3,11 @@
 mod engine_util;
 
 use std::sync::mpsc::Receiver;
-use std::sync::Arc;
 use std::time::Duration;
 
 use engine_util::*;
 use sockmap_core::batch::{Answer, Batch, ItemDesc};
 use sockmap_core::map::MapKind;
-use sockmap_core::program::{Programs, StreamVerdictProg, VerdictKind};
 use sockmap_core::{BatchConfig, EngineConfig, Event, Key, MapId, Verdict};
 
 fn harness(batch: BatchConfig) -> (Harness, Receiver<Batch>) {
@@ -29,14 +27,9 @@ fn harness_on_one_shard(batch: BatchConfig) -> (Harness, Receiver<Batch>) {
 
 fn external_map(h: &Harness, tag: u32) -> MapId {
     let m = h.h().create_map(MapKind::SockHash, 64).unwrap();
-    let progs = Programs {
-        verdict: Some(Arc::new(StreamVerdictProg {
-            kind: VerdictKind::External { tag, peek_bytes: 4 },
-            propagate_fin: false,
-        })),
-        ..Programs::default()
-    };
-    h.h().attach(m, progs).unwrap();
+    h.h()
+        .attach(m, external_programs(tag, 4, false, None))
+        .unwrap();
     m
 }
 
@@ -193,14 +186,9 @@ fn missing_answers_drop_and_report() {
 /// A map like [`external_map`] whose verdict propagates FIN (as the Node binding sets it).
 fn external_map_fin(h: &Harness, tag: u32) -> MapId {
     let m = h.h().create_map(MapKind::SockHash, 64).unwrap();
-    let progs = Programs {
-        verdict: Some(Arc::new(StreamVerdictProg {
-            kind: VerdictKind::External { tag, peek_bytes: 4 },
-            propagate_fin: true,
-        })),
-        ..Programs::default()
-    };
-    h.h().attach(m, progs).unwrap();
+    h.h()
+        .attach(m, external_programs(tag, 4, true, None))
+        .unwrap();
     m
 }
 

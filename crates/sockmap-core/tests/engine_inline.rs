@@ -8,15 +8,13 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::os::fd::RawFd;
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine_util::{read_n, read_to_end, ChanSink, DEADLINE};
+use engine_util::{external_programs, read_n, read_to_end, ChanSink, DEADLINE};
 use sockmap_core::backend::select::BackendKind;
 use sockmap_core::batch::Batch;
 use sockmap_core::config::Drive;
 use sockmap_core::map::{MapKind, UpdateFlag};
-use sockmap_core::program::{Programs, StreamVerdictProg, VerdictKind};
 use sockmap_core::{
     BatchConfig, Driven, Engine, EngineConfig, Event, Hooks, Key, MapId, SockId, Verdict,
 };
@@ -77,17 +75,7 @@ fn drive_until<T>(d: &mut Driven, what: &str, mut done: impl FnMut(&mut Driven) 
 fn echo_map(engine: &Engine) -> MapId {
     let h = engine.handle();
     let m = h.create_map(MapKind::SockHash, 4).unwrap();
-    let progs = Programs {
-        verdict: Some(Arc::new(StreamVerdictProg {
-            kind: VerdictKind::External {
-                tag: 1,
-                peek_bytes: 64,
-            },
-            propagate_fin: false,
-        })),
-        ..Programs::default()
-    };
-    h.attach(m, progs).unwrap();
+    h.attach(m, external_programs(1, 64, false, None)).unwrap();
     m
 }
 

@@ -5,13 +5,13 @@
 mod engine_util;
 
 use std::sync::mpsc::Receiver;
-use std::sync::Arc;
 
+use engine_util::external_programs;
 use engine_util::sim::{proxy_pair, put, read_ends, sim_with_external};
 use sockmap_core::batch::{Answer, Answers, Batch, ItemKind};
 use sockmap_core::framer::{LengthFieldOptions, Parse};
 use sockmap_core::map::MapKind;
-use sockmap_core::program::{ParserKind, ParserProg, Programs, StreamVerdictProg, VerdictKind};
+use sockmap_core::program::{ParserKind, ParserProg};
 use sockmap_core::sim::Sim;
 use sockmap_core::{EngineConfig, Errno, Event, Key, MapId, SockId, Verdict};
 
@@ -19,17 +19,7 @@ use sockmap_core::{EngineConfig, Errno, Event, Key, MapId, SockId, Verdict};
 fn external_verdict_map(sim: &Sim) -> MapId {
     let h = sim.handle();
     let m = h.create_map(MapKind::SockHash, 16).unwrap();
-    let progs = Programs {
-        verdict: Some(Arc::new(StreamVerdictProg {
-            kind: VerdictKind::External {
-                tag: 1,
-                peek_bytes: 64,
-            },
-            propagate_fin: true,
-        })),
-        ..Programs::default()
-    };
-    h.attach(m, progs).unwrap();
+    h.attach(m, external_programs(1, 64, true, None)).unwrap();
     m
 }
 
@@ -203,23 +193,9 @@ fn one_answer_per_batch_routes_to_many_targets_missing_keys_and_dead_targets_in_
     let h = sim.handle().clone();
     let ups = h.create_map(MapKind::SockHash, 64).unwrap();
     let gw = h.create_map(MapKind::SockHash, 16).unwrap();
-    h.attach(
-        gw,
-        Programs {
-            parser: Some(Arc::new(ParserProg::new(ParserKind::LengthField(
-                LengthFieldOptions::default(),
-            )))),
-            verdict: Some(Arc::new(StreamVerdictProg {
-                kind: VerdictKind::External {
-                    tag: 1,
-                    peek_bytes: ROUTED_FRAME,
-                },
-                propagate_fin: false,
-            })),
-            ..Programs::default()
-        },
-    )
-    .unwrap();
+    let framed = Some(ParserKind::LengthField(LengthFieldOptions::default()));
+    h.attach(gw, external_programs(1, ROUTED_FRAME, false, framed))
+        .unwrap();
     let targets: Vec<SockId> = (0..TARGETS).map(|_| sim.add_socket()).collect();
     for (i, &t) in targets.iter().enumerate() {
         put(&sim, ups, format!("u{i}").as_str(), t);

@@ -20,11 +20,29 @@ use std::time::{Duration, Instant};
 use sockmap_core::batch::{Batch, ExternalVerdicts};
 use sockmap_core::event::frags_to_vec;
 use sockmap_core::map::{MapKind, UpdateFlag};
-use sockmap_core::program::{Programs, StreamVerdictProg};
+use sockmap_core::program::{ParserKind, ParserProg, Programs, StreamVerdictProg, VerdictKind};
 use sockmap_core::stats::StatsSnapshot;
 use sockmap_core::{
     Engine, EngineConfig, EngineHandle, Event, Hooks, Key, KeySource, MapId, Rule, SockId,
 };
+
+/// Programs whose stream verdict is external (`tag`, showing the first `peek_bytes` of each message), after `parser`
+/// when one is given.
+pub fn external_programs(
+    tag: u32,
+    peek_bytes: usize,
+    propagate_fin: bool,
+    parser: Option<ParserKind>,
+) -> Programs {
+    Programs {
+        parser: parser.map(|k| Arc::new(ParserProg::new(k))),
+        verdict: Some(Arc::new(StreamVerdictProg {
+            kind: VerdictKind::External { tag, peek_bytes },
+            propagate_fin,
+        })),
+        ..Programs::default()
+    }
+}
 
 /// Every wait in the tests ends by then.
 pub const DEADLINE: Duration = Duration::from_secs(10);

@@ -768,14 +768,8 @@ impl Drop for UringBackend {
             self.drain_backlog();
             let ts = Timespec::new().nsec(10_000_000);
             let args = SubmitArgs::new().timespec(&ts);
-            match self.ring.submitter().submit_with_args(1, &args) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                    ) => {}
-                Err(_) => return,
+            if waited(self.ring.submitter().submit_with_args(1, &args)).is_err() {
+                return;
             }
             let done: Vec<(u64, i32)> = self
                 .ring
@@ -793,6 +787,22 @@ impl Drop for UringBackend {
                 }
             }
         }
+    }
+}
+
+/// The outcome of a submit-and-wait: a timeout, an interrupted wait and a full completion queue (`ETIME`, `EINTR`,
+/// `EBUSY`) are waits that ended, not failures.
+fn waited(r: io::Result<usize>) -> io::Result<()> {
+    match r {
+        Err(e)
+            if !matches!(
+                e.raw_os_error(),
+                Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+            ) =>
+        {
+            Err(e)
+        }
+        _ => Ok(()),
     }
 }
 
@@ -884,15 +894,7 @@ impl Backend for UringBackend {
             }
             None => self.ring.submit_and_wait(1),
         };
-        match r {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                ) => {}
-            Err(e) => return Err(e),
-        }
+        waited(r)?;
         let mut cqes = std::mem::take(&mut self.cqes);
         cqes.extend(
             self.ring
