@@ -35,6 +35,7 @@ pub mod msg;
 pub mod partner;
 pub mod program;
 pub mod psock;
+pub mod redis;
 mod registry;
 pub mod ring;
 pub mod rules;
