@@ -68,6 +68,30 @@ impl fmt::Display for MapId {
     }
 }
 
+/// The I/O threads (shards): which one owns a socket.
+#[derive(Clone, Copy, Debug)]
+pub struct Shards {
+    count: usize,
+}
+
+impl Shards {
+    pub(crate) fn new(count: usize) -> Shards {
+        Shards {
+            count: count.max(1),
+        }
+    }
+
+    /// How many shards run.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The shard that owns `id`.
+    pub fn of(&self, id: SockId) -> usize {
+        id.slot() % self.count
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

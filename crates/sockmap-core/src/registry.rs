@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use smallvec::SmallVec;
 
 use crate::error::Errno;
+pub use crate::id::Shards;
 use crate::id::{MapId, SockId};
 use crate::key::Key;
 use crate::map::{EntryOptions, MapKind, Server, Slot, Store, UpdateFlag};
@@ -83,30 +84,6 @@ pub(crate) struct Registry {
 /// shard sees the changes in the registry's order).
 pub(crate) type MapSink = Box<dyn Fn(MapChange) + Send + Sync>;
 
-/// The I/O threads (shards): which one owns a socket.
-#[derive(Clone, Copy, Debug)]
-pub struct Shards {
-    count: usize,
-}
-
-impl Shards {
-    pub(crate) fn new(count: usize) -> Shards {
-        Shards {
-            count: count.max(1),
-        }
-    }
-
-    /// How many shards run.
-    pub fn count(&self) -> usize {
-        self.count
-    }
-
-    /// The shard that owns `id`.
-    pub fn of(&self, id: SockId) -> usize {
-        id.slot() % self.count
-    }
-}
-
 /// The registry, shared between threads.
 pub(crate) struct Shared {
     registry: Mutex<Registry>,
@@ -136,9 +113,9 @@ impl Shared {
     pub(crate) fn new(shards: usize) -> Shared {
         let shards = Shards::new(shards);
         let registry = Registry {
-            free: vec![Vec::new(); shards.count],
-            load: vec![0; shards.count],
-            shards: shards.count,
+            free: vec![Vec::new(); shards.count()],
+            load: vec![0; shards.count()],
+            shards: shards.count(),
             ..Registry::default()
         };
         Shared {
