@@ -97,6 +97,7 @@ describe('defaults', () => {
     'Http1Options.role': d.http1.role,
     'Http1Options.maxHeaderBytes': d.http1.maxHeaderBytes,
     'PairOptions.onClose': d.pairOnClose,
+    'SetOptions.weight': d.entryWeight,
   }
 
   /** Defaults of the TypeScript API itself, with no engine counterpart. */

@@ -143,6 +143,8 @@ pub struct NativeDefaults {
     pub http1: ParserSpec,
     /// What a close of one partner does to the other (`pair()`'s `onClose`).
     pub pair_on_close: String,
+    /// The weight of a map entry's server on the ring (`set()`'s `weight`).
+    pub entry_weight: u32,
 }
 
 fn spec(kind: &str) -> ParserSpec {
@@ -240,6 +242,7 @@ pub fn native_defaults() -> NativeDefaults {
             ..spec("http1")
         },
         pair_on_close: sockmap_core::OnClose::default().name().to_string(),
+        entry_weight: sockmap_core::EntryOptions::default().weight,
     }
 }
 
