@@ -7,10 +7,11 @@ mod engine_util;
 use std::io::Write;
 use std::net::TcpStream;
 
+use bytes::Bytes;
 use engine_util::stream::*;
 use engine_util::*;
 use sockmap_core::map::MapKind;
-use sockmap_core::{EngineConfig, Event, KeySource, Rule};
+use sockmap_core::{EngineConfig, EntryOptions, Event, Key, KeySource, Rule, UpdateFlag};
 
 fn two_shards(cfg: EngineConfig) -> Harness {
     Harness::with_config(EngineConfig {
@@ -154,4 +155,51 @@ fn a_closed_target_leaves_every_shards_view_of_the_map() {
     }
     let st = h.settled_until(s, |st| st.messages_in == 64);
     assert_eq!((st.redirected_egress, st.dropped), (64, 0));
+}
+
+#[test]
+fn a_servers_connection_on_the_source_shard_takes_its_keys() {
+    let h = two_shards(EngineConfig::default());
+    let pool = h.h().create_map(MapKind::SockHash, 8).unwrap();
+    let src = h.hash_with(|_| Rule::HashRoute {
+        map: pool,
+        key: KeySource::Range { offset: 0, len: 4 },
+        ingress: false,
+        hash_tag: None,
+    });
+    let (mut ps, s) = h.pair();
+    let (p1, c1) = h.pair();
+    let (p2, c2) = h.pair();
+    let near_shard = h.h().shard_of(s);
+    assert_ne!(h.h().shard_of(c1), h.h().shard_of(c2));
+    let ((mut near_peer, near), (mut far_peer, far)) = if h.h().shard_of(c1) == near_shard {
+        ((p1, c1), (p2, c2))
+    } else {
+        ((p2, c2), (p1, c1))
+    };
+    // Two connections of one server: the ring has that server's points once.
+    let one_server = EntryOptions {
+        server: Some(Bytes::from_static(b"10.0.0.1:6379")),
+        weight: 1,
+    };
+    for (k, c) in [("c1", c1), ("c2", c2)] {
+        h.h()
+            .map_update_entry(pool, &Key::from(k), c, UpdateFlag::Any, &one_server)
+            .unwrap();
+    }
+    h.put(src, s, s);
+    let keys: Vec<u8> = (0..32u32)
+        .flat_map(|i| format!("{i:04}").into_bytes())
+        .collect();
+    ps.write_all(&keys).unwrap();
+    assert_eq!(read_n(&mut near_peer, keys.len()), keys);
+    assert_eq!(h.h().sock_stats(far).unwrap().bytes_out, 0);
+    // Without a connection on the source's shard, the other one serves.
+    h.h()
+        .map_delete(pool, &Key::from(if near == c1 { "c1" } else { "c2" }))
+        .unwrap();
+    ps.write_all(b"0000").unwrap();
+    assert_eq!(read_n(&mut far_peer, 4), b"0000");
+    let st = h.settled_until(s, |st| st.messages_in >= 2);
+    assert_eq!(st.dropped, 0);
 }
