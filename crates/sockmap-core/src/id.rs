@@ -1,4 +1,5 @@
-//! Small opaque identifiers: sockets and maps.
+//! Small opaque identifiers: sockets and maps; and [`Shards`], which shard (I/O
+//! thread) owns a socket id.
 
 use std::fmt;
 
