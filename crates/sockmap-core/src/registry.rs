@@ -23,7 +23,7 @@ use crate::map::{EntryOptions, MapKind, Server, Slot, Store, UpdateFlag};
 use crate::map_view::MapChange;
 use crate::partner::{PairOptions, Partner};
 use crate::program::Programs;
-use crate::stats::Stats;
+use crate::stats::{ShardedStats, Stats};
 
 /// Where a socket is in its life, as map operations see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +57,7 @@ pub(crate) struct SockEntry {
 pub(crate) struct MapState {
     pub(crate) store: Store,
     pub(crate) programs: Programs,
-    pub(crate) stats: Arc<Stats>,
+    pub(crate) stats: ShardedStats,
 }
 
 /// Socket slots and maps.
@@ -326,7 +326,7 @@ impl Registry {
         let state = MapState {
             store: Store::new(kind, max_entries),
             programs: Programs::default(),
-            stats: Arc::default(),
+            stats: ShardedStats::new(self.shards),
         };
         let id = MapId(self.maps.len() as u32);
         self.maps.push(Some(state));

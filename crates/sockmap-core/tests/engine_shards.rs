@@ -6,12 +6,14 @@ mod engine_util;
 
 use std::io::Write;
 use std::net::TcpStream;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use engine_util::stream::*;
 use engine_util::*;
 use sockmap_core::map::MapKind;
-use sockmap_core::{EngineConfig, EntryOptions, Event, Key, KeySource, Rule, UpdateFlag};
+use sockmap_core::program::{ParserKind, ParserProg, Programs, StreamVerdictProg};
+use sockmap_core::{EngineConfig, EntryOptions, Event, Key, KeySource, Rule, UpdateFlag, Verdict};
 
 fn two_shards(cfg: EngineConfig) -> Harness {
     Harness::with_config(EngineConfig {
@@ -202,4 +204,41 @@ fn a_servers_connection_on_the_source_shard_takes_its_keys() {
     assert_eq!(read_n(&mut far_peer, 4), b"0000");
     let st = h.settled_until(s, |st| st.messages_in >= 2);
     assert_eq!(st.dropped, 0);
+}
+
+/// Sockets of one map on both shards, judged at the same time message by
+/// message: the map's counters are the exact sum of its sockets' (each
+/// shard writes its own share of them, so no increment is lost to the
+/// other).
+#[test]
+fn a_maps_counters_add_up_over_both_shards() {
+    let h = two_shards(EngineConfig::default());
+    let map = h.h().create_map(MapKind::SockHash, 64).unwrap();
+    let drop_all: sockmap_core::rules::VerdictFn = Arc::new(|_| Verdict::Drop);
+    let progs = Programs {
+        parser: Some(Arc::new(ParserProg::new(ParserKind::Fixed(16)))),
+        verdict: Some(Arc::new(StreamVerdictProg::rule(Rule::Func(drop_all)))),
+        ..Programs::default()
+    };
+    h.h().attach(map, progs).unwrap();
+    const EACH: usize = 4 << 20;
+    let mut ids = Vec::new();
+    let mut writers = Vec::new();
+    for k in 0..8u64 {
+        let (peer, id) = h.pair();
+        h.put(map, k, id);
+        ids.push(id);
+        writers.push(pump(peer, EACH));
+    }
+    let shards: std::collections::HashSet<usize> = ids.iter().map(|&s| h.h().shard_of(s)).collect();
+    assert_eq!(shards.len(), 2, "the sockets are spread over both shards");
+    let peers: Vec<TcpStream> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    for &id in &ids {
+        h.stats_until(id, |s| s.dropped == (EACH / 16) as u64);
+    }
+    let m = h.h().map_stats(map).unwrap();
+    let messages = (8 * EACH / 16) as u64;
+    assert_eq!(m.bytes_in, (8 * EACH) as u64);
+    assert_eq!((m.messages_in, m.dropped), (messages, messages));
+    drop(peers);
 }
