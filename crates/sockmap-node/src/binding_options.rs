@@ -18,7 +18,8 @@ use sockmap_core::program::{
     MsgVerdictKind, MsgVerdictProg, ParserKind, ParserProg, Programs, RequestsConfig,
     StreamVerdictProg, VerdictKind, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PEEK_BYTES,
 };
-use sockmap_core::{EngineConfig, Errno, Key, KeySource, MapId, Rule};
+use sockmap_core::redis::RedisConfig;
+use sockmap_core::{EngineConfig, Errno, HttpRoute, Key, KeySource, MapId, Rule};
 
 use crate::binding_bytes::JsBytes;
 use crate::binding_error::{error_of, Result};
@@ -247,6 +248,7 @@ pub fn native_defaults() -> NativeDefaults {
             RequestsSpec {
                 timeout_ms: Some(r.timeout.as_secs_f64() * 1000.0),
                 max_pending: Some(r.max_pending as u32),
+                redis: None,
             }
         },
     }
@@ -320,17 +322,57 @@ fn key_source_of(k: &KeySpec) -> Result<KeySource> {
     }
 }
 
+/// One route of an `httpRoute` rule.
+#[napi(object, object_to_js = false)]
+pub struct HttpRouteSpec {
+    /// The `Host` header to match, without port.
+    pub host: Option<String>,
+    /// A prefix of the request target to match.
+    pub path_prefix: Option<String>,
+    /// The pool map's number.
+    pub pool: u32,
+}
+
 /// A native verdict rule.
 #[napi(object, object_to_js = false)]
 pub struct RuleSpec {
-    /// `'pass' | 'drop' | 'redirect' | 'hashRoute'`.
+    /// `'pass' | 'drop' | 'redirect' | 'hashRoute' | 'roundRobin' | 'httpRoute'`.
     pub kind: String,
-    /// The target map (`redirect`, `hashRoute`).
+    /// The target map (`redirect`, `hashRoute`, `roundRobin`).
     pub map: Option<u32>,
     /// Where the key comes from (`redirect`, `hashRoute`).
     pub key: Option<KeySpec>,
     /// Deliver to the target's application instead of transmitting.
     pub ingress: Option<bool>,
+    /// `hashRoute`: the two hash-tag delimiters, e.g. `'{}'`.
+    pub hash_tag: Option<String>,
+    /// `httpRoute`: the routes, in order.
+    pub routes: Option<Vec<HttpRouteSpec>>,
+}
+
+fn hash_tag_of(tag: Option<&str>) -> Result<Option<[u8; 2]>> {
+    match tag.map(str::as_bytes) {
+        None => Ok(None),
+        Some(&[open, close]) => Ok(Some([open, close])),
+        Some(_) => Err(error_of(
+            Errno::Inval,
+            "a hash tag is two one-byte characters",
+        )),
+    }
+}
+
+fn http_route_of(r: &HttpRouteSpec) -> HttpRoute {
+    HttpRoute {
+        host: r
+            .host
+            .as_ref()
+            .map(|h| Bytes::copy_from_slice(h.as_bytes())),
+        path_prefix: r
+            .path_prefix
+            .as_ref()
+            .map(|p| Bytes::copy_from_slice(p.as_bytes())),
+        pool: MapId::from_u32(r.pool),
+    }
 }
 
 /// Converts a native rule.
@@ -353,7 +395,34 @@ pub fn rule_of(r: &RuleSpec) -> Result<Rule> {
         "pass" => Ok(Rule::Pass),
         "drop" => Ok(Rule::Drop),
         "redirect" => target().map(|(map, key, ingress)| Rule::Redirect { map, key, ingress }),
-        "hashRoute" => target().map(|(map, key, ingress)| Rule::HashRoute { map, key, ingress }),
+        "hashRoute" => {
+            let hash_tag = hash_tag_of(r.hash_tag.as_deref())?;
+            target().map(|(map, key, ingress)| Rule::HashRoute {
+                map,
+                key,
+                ingress,
+                hash_tag,
+            })
+        }
+        "roundRobin" => {
+            let map = r
+                .map
+                .ok_or_else(|| error_of(Errno::Inval, "rule without a map"))?;
+            Ok(Rule::RoundRobin {
+                map: MapId::from_u32(map),
+                ingress: r.ingress.unwrap_or(false),
+            })
+        }
+        "httpRoute" => {
+            let routes = r
+                .routes
+                .as_ref()
+                .ok_or_else(|| error_of(Errno::Inval, "httpRoute without routes"))?;
+            Ok(Rule::HttpRoute {
+                routes: routes.iter().map(http_route_of).collect(),
+                ingress: r.ingress.unwrap_or(false),
+            })
+        }
         "reply" => Ok(Rule::Reply),
         _ => Err(error_of(Errno::Inval, "unknown rule kind")),
     }
@@ -570,6 +639,17 @@ pub struct RequestsSpec {
     pub timeout_ms: Option<f64>,
     /// Requests a client may have awaiting replies before it stops being read.
     pub max_pending: Option<u32>,
+    /// The Redis command planner (RESP clients routed by `hashRoute`).
+    pub redis: Option<RedisSpec>,
+}
+
+/// `requests.redis`: the Redis command planner's settings.
+#[napi(object)]
+pub struct RedisSpec {
+    /// Clients must `AUTH` with this password first.
+    pub password: Option<String>,
+    /// Commands forwarded by their first key although the planner would refuse them.
+    pub allow: Option<Vec<String>>,
 }
 
 fn requests_of(r: &RequestsSpec) -> RequestsConfig {
@@ -579,6 +659,17 @@ fn requests_of(r: &RequestsSpec) -> RequestsConfig {
     }
     if let Some(n) = r.max_pending {
         c.max_pending = n as usize;
+    }
+    if let Some(redis) = &r.redis {
+        c.redis = Some(RedisConfig {
+            password: redis.password.as_ref().map(|p| Bytes::from(p.clone())),
+            allow: redis
+                .allow
+                .iter()
+                .flatten()
+                .map(|a| Bytes::from(a.clone()))
+                .collect(),
+        });
     }
     c
 }
