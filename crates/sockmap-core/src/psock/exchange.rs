@@ -11,8 +11,10 @@
 //! - **Client slots**: a client's messages are numbered in order; each one
 //!   that was judged has one slot in its queue, in that order: `Waiting`
 //!   (forwarded to an upstream), `App` (passed to the application, whose next
-//!   send fills it), or `Ready` (a reply: the upstream's, the application's,
-//!   or an error reply the client's framer made). Only the `Ready` slots at
+//!   send fills it), `Merge` (a Redis command split over several upstreams:
+//!   it becomes ready when its last part answered), or `Ready` (a reply: the
+//!   upstream's, the application's, a local one, or an error reply the
+//!   client's framer made). Only the `Ready` slots at
 //!   the head of the queue leave it, onto the client's send ring, through
 //!   the [`Egress`] of the input that completed them (the bytes are never
 //!   copied; a full client ring stops the upstream that fills it, as a
