@@ -111,6 +111,9 @@ pub(crate) struct Pending {
 struct UpstreamSide {
     pending: VecDeque<Pending>,
     armed: bool,
+    /// Heads of requests forwarded while the upstream's parser was out of
+    /// its psock (during its own read), told to its framer once it is back.
+    untold: Vec<SmallVec<[u8; 32]>>,
 }
 
 /// A psock's pairing state (see the module documentation).
@@ -376,8 +379,15 @@ impl Core {
         let deadline = self.now + timeout;
         let t = self.at(ts);
         let upstream = t.id();
-        if let Some(strp) = t.parser.strp.as_mut() {
-            strp.framer_mut().request_forwarded(head);
+        match t.parser.strp.as_mut() {
+            Some(strp) => strp.framer_mut().request_forwarded(head),
+            None if t.progs.parser.is_some() => t
+                .exchange
+                .upstream
+                .get_or_insert_with(Box::default)
+                .untold
+                .push(SmallVec::from_slice(head)),
+            None => {}
         }
         if t.exchange.forwarded(Pending {
             client,
@@ -586,6 +596,25 @@ impl Core {
                 more.flush(self);
             }
             self.kick_read(slot);
+        }
+    }
+
+    /// Tells the upstream's framer of the requests forwarded while its
+    /// parser was running (see [`Core::expect_reply`]), in order.
+    pub(super) fn tell_forwarded(&mut self, slot: SlotIdx) {
+        let p = self.at(slot);
+        let Some(u) = p
+            .exchange
+            .upstream
+            .as_mut()
+            .filter(|u| !u.untold.is_empty())
+        else {
+            return;
+        };
+        if let Some(strp) = p.parser.strp.as_mut() {
+            for head in u.untold.drain(..) {
+                strp.framer_mut().request_forwarded(&head);
+            }
         }
     }
 
