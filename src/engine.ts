@@ -18,7 +18,7 @@ import {
   type VerdictSpec,
 } from './binding.cjs'
 import { SockmapError, callBinding, fromBinding, type SockmapErrorCode } from './errors'
-import { SockHash, SockMap, hashKey, mapRef, type AttachOptions, type MapHost } from './map'
+import { SockHash, SockMap, hashKey, mapRef, requestsSpec, type AttachOptions, type MapHost } from './map'
 import { parserSpecOf } from './parsers'
 import { messageKeyOf, ruleOf, type RuleInternal } from './rules'
 import { Server, Socket, hostOf, kClose, kEvent, type AddressInfo, type PairOptions, type SocketHost } from './socket'
@@ -692,6 +692,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (opts.msgVerdict !== undefined) {
       spec.msgVerdict = this.#verdictSpec('options.msgVerdict', opts.msgVerdict, onError, peekBytes)
     }
+    if (opts.requests !== undefined) spec.requests = requestsSpec(opts.requests)
     void map
     callBinding(() => this.#binding.attach(id, spec))
   }
@@ -724,7 +725,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   #ruleSpec(name: string, r: RuleInternal): RuleSpec {
-    if (r.kind === 'pass' || r.kind === 'drop') return { kind: r.kind }
+    if (r.kind === 'pass' || r.kind === 'drop' || r.kind === 'reply') return { kind: r.kind }
     const mapId = (what: string, map: unknown): number => {
       const ref = mapRef(map as SockMap)
       if (ref.host !== this.#host) throw new TypeError(`${name}: the ${what} belongs to another engine`)

@@ -27,7 +27,12 @@ use crate::stats::DropReason;
 pub(crate) enum Resolved {
     Pass,
     Drop(DropReason),
-    Redirect { target: SockId, ingress: bool },
+    Redirect {
+        target: SockId,
+        ingress: bool,
+    },
+    /// An upstream's reply, for its oldest pending request ([`Rule::Reply`]).
+    Reply,
 }
 
 /// The stream verdict that held for every message of a socket at a map epoch.
@@ -95,6 +100,7 @@ pub(crate) fn eval_rule(
 ) -> (Resolved, bool) {
     match rule {
         Rule::Pass => (Resolved::Pass, true),
+        Rule::Reply => (Resolved::Reply, true),
         Rule::Drop => (Resolved::Drop(DropReason::Verdict), true),
         Rule::Redirect { map, key, ingress } => {
             let r = match derive(key, sock, msg) {
@@ -193,6 +199,19 @@ pub(crate) fn resolve(maps: &MapView, v: &Verdict) -> Resolved {
             redirect_to(maps.lookup(*map, DerivedKey::from_key(key).raw()), *ingress)
         }
     }
+}
+
+/// Resolves a ring route of a batch's answers for a message of `sock`
+/// (`msg.route`): an empty key has no route.
+pub(crate) fn resolve_route(maps: &mut MapView, t: &Target, sock: SockId) -> Resolved {
+    let key = DerivedKey::from_key(&t.key);
+    if matches!(&t.key, crate::key::Key::Bytes(b) if b.is_empty()) {
+        return Resolved::Drop(DropReason::NoKey);
+    }
+    redirect_to(
+        maps.route(t.map, key.raw().ring_hash(None), sock),
+        t.ingress,
+    )
 }
 
 /// Resolves a redirect target of a batch's answers.

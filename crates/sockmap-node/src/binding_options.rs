@@ -15,9 +15,10 @@ use sockmap_core::framer::{
 };
 use sockmap_core::map::{MapKind, UpdateFlag};
 use sockmap_core::program::{
-    MsgVerdictKind, MsgVerdictProg, ParserKind, ParserProg, Programs, StreamVerdictProg,
-    VerdictKind, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PEEK_BYTES,
+    MsgVerdictKind, MsgVerdictProg, ParserKind, ParserProg, Programs, RequestsConfig,
+    StreamVerdictProg, VerdictKind, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PEEK_BYTES,
 };
+use sockmap_core::redis::RedisConfig;
 use sockmap_core::{EngineConfig, Errno, HttpRoute, Key, KeySource, MapId, Rule};
 
 use crate::binding_bytes::JsBytes;
@@ -143,6 +144,8 @@ pub struct NativeDefaults {
     pub http1: ParserSpec,
     /// What a close of one partner does to the other (`pair()`'s `onClose`).
     pub pair_on_close: String,
+    /// `attach({ requests })`.
+    pub requests: RequestsSpec,
     /// The weight of a map entry's server on the ring (`set()`'s `weight`).
     pub entry_weight: u32,
 }
@@ -242,6 +245,14 @@ pub fn native_defaults() -> NativeDefaults {
             ..spec("http1")
         },
         pair_on_close: sockmap_core::OnClose::default().name().to_string(),
+        requests: {
+            let r = RequestsConfig::default();
+            RequestsSpec {
+                timeout_ms: Some(r.timeout.as_secs_f64() * 1000.0),
+                max_pending: Some(r.max_pending as u32),
+                redis: None,
+            }
+        },
         entry_weight: sockmap_core::EntryOptions::default().weight,
     }
 }
@@ -415,6 +426,7 @@ pub fn rule_of(r: &RuleSpec) -> Result<Rule> {
                 ingress: r.ingress.unwrap_or(false),
             })
         }
+        "reply" => Ok(Rule::Reply),
         _ => Err(error_of(Errno::Inval, "unknown rule kind")),
     }
 }
@@ -619,6 +631,50 @@ pub struct ProgramsSpec {
     pub verdict: Option<VerdictSpec>,
     /// The msg verdict.
     pub msg_verdict: Option<VerdictSpec>,
+    /// Request/response pairing of the sockets' messages.
+    pub requests: Option<RequestsSpec>,
+}
+
+/// `map.attach({ requests })`: request/response pairing; each option absent keeps the engine's default.
+#[napi(object)]
+pub struct RequestsSpec {
+    /// How long an upstream may leave a request unanswered, in milliseconds.
+    pub timeout_ms: Option<f64>,
+    /// Requests a client may have awaiting replies before it stops being read.
+    pub max_pending: Option<u32>,
+    /// The Redis command planner (RESP clients routed by `hashRoute`).
+    pub redis: Option<RedisSpec>,
+}
+
+/// `requests.redis`: the Redis command planner's settings.
+#[napi(object)]
+pub struct RedisSpec {
+    /// Clients must `AUTH` with this password first.
+    pub password: Option<String>,
+    /// Commands forwarded by their first key although the planner would refuse them.
+    pub allow: Option<Vec<String>>,
+}
+
+fn requests_of(r: &RequestsSpec) -> RequestsConfig {
+    let mut c = RequestsConfig::default();
+    if let Some(ms) = r.timeout_ms {
+        c.timeout = Duration::from_secs_f64(ms.max(0.0) / 1000.0);
+    }
+    if let Some(n) = r.max_pending {
+        c.max_pending = n as usize;
+    }
+    if let Some(redis) = &r.redis {
+        c.redis = Some(RedisConfig {
+            password: redis.password.as_ref().map(|p| Bytes::from(p.clone())),
+            allow: redis
+                .allow
+                .iter()
+                .flatten()
+                .map(|a| Bytes::from(a.clone()))
+                .collect(),
+        });
+    }
+    c
 }
 
 /// Converts the programs of `map.attach()`.
@@ -638,5 +694,6 @@ pub fn programs_of(p: &ProgramsSpec) -> Result<Programs> {
         parser: parser.map(Into::into),
         verdict: verdict.map(Into::into),
         msg_verdict: msg_verdict.map(Into::into),
+        requests: p.requests.as_ref().map(|r| requests_of(r).into()),
     })
 }

@@ -9,6 +9,7 @@ pub mod netns;
 #[cfg(target_os = "linux")]
 pub mod os;
 pub mod programs;
+pub mod resp_upstream;
 pub mod sim;
 pub mod stream;
 
