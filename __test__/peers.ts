@@ -3,6 +3,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import net from 'node:net'
+import { join } from 'node:path'
 
 import RedisParser from 'redis-parser'
 
@@ -137,3 +138,54 @@ export async function startRedis(): Promise<RedisServer> {
 
 /** Waits until `cond()` holds (re-exported for the gateway tests). */
 export { until }
+
+/** A `sockmap` command run as a child process (from the TypeScript source). */
+export interface CliRun {
+  child: ChildProcess
+  /** Everything printed so far. */
+  stdout(): string
+  stderr(): string
+  /** Resolves with the first match of `re` in stdout (waiting for it, bounded). */
+  waitFor(re: RegExp, ms?: number): Promise<RegExpMatchArray>
+  /** Resolves with the exit code (bounded). */
+  exited(ms?: number): Promise<number | null>
+}
+
+/** Runs `sockmap <args>` (`node --import tsx src/cli.ts`) in the repository. */
+export function runCli(args: string[], cwd = join(__dirname, '..')): CliRun {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd, stdio: 'pipe' })
+  let out = ''
+  let err = ''
+  const watchers = new Set<() => void>()
+  child.stdout?.on('data', (d: Buffer) => {
+    out += d.toString()
+    for (const w of watchers) w()
+  })
+  child.stderr?.on('data', (d: Buffer) => {
+    err += d.toString()
+  })
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  return {
+    child,
+    stdout: () => out,
+    stderr: () => err,
+    waitFor: (re, ms = 15_000) =>
+      deadline(
+        new Promise<RegExpMatchArray>((resolve, reject) => {
+          const look = (): void => {
+            const m = out.match(re)
+            if (m) {
+              watchers.delete(look)
+              resolve(m)
+            }
+          }
+          watchers.add(look)
+          look()
+          void exit.then((code) => reject(new Error(`sockmap exited (${code}) before ${re}: ${err}${out}`)))
+        }),
+        ms,
+        `sockmap output ${re}`,
+      ),
+    exited: (ms = 15_000) => deadline(exit, ms, 'sockmap exit'),
+  }
+}

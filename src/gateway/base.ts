@@ -124,7 +124,7 @@ export abstract class Gateway extends EventEmitter<GatewayEvents> {
   protected abstract pools(): UpstreamPool[]
 
   /** Makes the client map of a new generation (its programs attached). @internal */
-  protected abstract clientPrograms(): { options: AttachOptions; requests: RequestsOptions }
+  protected abstract clientPrograms(): { options: AttachOptions; requests: RequestsOptions } | undefined
 
   /** @internal */
   protected newPool(label: string, extra: ConstructorParameters<typeof UpstreamPool>[1]): UpstreamPool {
@@ -152,7 +152,9 @@ export abstract class Gateway extends EventEmitter<GatewayEvents> {
 
   /** Starts a new generation of client programs: clients accepted from now on take them. @internal */
   protected renewPrograms(): void {
-    const { options, requests } = this.clientPrograms()
+    const programs = this.clientPrograms()
+    if (!programs) return
+    const { options, requests } = programs
     const map = this.engine.sockHash({ maxEntries: this.#maxClients })
     attachRequests(map, options, requests)
     this.#clients = map
@@ -178,7 +180,7 @@ export abstract class Gateway extends EventEmitter<GatewayEvents> {
   }
 
   #accept(sock: Socket): void {
-    if (this.#closing || !this.#clients) {
+    if (this.#closing) {
       sock.destroy()
       return
     }
@@ -187,12 +189,17 @@ export abstract class Gateway extends EventEmitter<GatewayEvents> {
     sock.once('close', () => this.#open.delete(sock))
     sock.on('error', () => {})
     try {
-      this.#clients.set(sock.id, sock)
+      this.admit(sock)
     } catch {
       sock.destroy()
       return
     }
     this.emit('connection', sock)
+  }
+
+  /** Gives a new client its programs: inserts it into the current client map. @internal */
+  protected admit(sock: Socket): void {
+    this.#clients?.set(sock.id, sock)
   }
 
   /** Client, upstream and engine counters. */

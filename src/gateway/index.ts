@@ -25,3 +25,4 @@ export { Gateway, type CloseOptions, type GatewayEvents, type GatewayOptions, ty
 export { RedisGateway, type RedisGatewayOptions, type RedisPolicy, type RedisReloadOptions } from './redis'
 export { HttpRouter, checkRoutes, type HttpRoute, type HttpRouterOptions } from './http'
 export { RpcRouter, type RpcRouterOptions } from './rpc'
+export { TcpProxy, type ProxyPolicy, type ProxyProtocol, type ProxyRoute, type TcpProxyOptions } from './proxy'

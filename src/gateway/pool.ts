@@ -323,6 +323,18 @@ export class UpstreamPool extends EventEmitter<UpstreamPoolEvents> {
     return pick.length === 0 ? undefined : (pick[socketId % pick.length] as Slot).key
   }
 
+  /** Like {@link UpstreamPool.connectionFor}, on the first server (in order) that is up. */
+  firstConnection(socketId: number): string | undefined {
+    const server = [...this.#servers.values()].find((s) => s.up && s.slots.some((x) => x.sock && !x.sock.closed))
+    if (!server) return undefined
+    const anchor = [...this.#anchors.values()][0]
+    const shard = anchor ? (hostOf(anchor)?.binding.shardOf(socketId) ?? 0) : 0
+    const open = server.slots.filter((x) => x.sock !== undefined && !x.sock.closed)
+    const near = open.filter((x) => x.shard === shard)
+    const pick = near.length > 0 ? near : open
+    return (pick[socketId % pick.length] as Slot).key
+  }
+
   /** Per-server counters. */
   stats(): UpstreamStats[] {
     return [...this.#servers.values()].map((s) => ({
