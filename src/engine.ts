@@ -17,7 +17,7 @@ import {
   type VerdictSpec,
 } from './binding.cjs'
 import { SockmapError, callBinding, fromBinding, type SockmapErrorCode } from './errors'
-import { SockHash, SockMap, hashKey, mapRef, type AttachOptions, type MapHost } from './map'
+import { SockHash, SockMap, hashKey, mapRef, requestsSpec, type AttachOptions, type MapHost } from './map'
 import { parserSpecOf } from './parsers'
 import { messageKeyOf, ruleOf, type RuleInternal } from './rules'
 import { Server, Socket, hostOf, kClose, kEvent, type AddressInfo, type PairOptions, type SocketHost } from './socket'
@@ -691,6 +691,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (opts.msgVerdict !== undefined) {
       spec.msgVerdict = this.#verdictSpec('options.msgVerdict', opts.msgVerdict, onError, peekBytes)
     }
+    if (opts.requests !== undefined) spec.requests = requestsSpec(opts.requests)
     void map
     callBinding(() => this.#binding.attach(id, spec))
   }
@@ -723,7 +724,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   #ruleSpec(name: string, r: RuleInternal): RuleSpec {
-    if (r.kind === 'pass' || r.kind === 'drop') return { kind: r.kind }
+    if (r.kind === 'pass' || r.kind === 'drop' || r.kind === 'reply') return { kind: r.kind }
     const target = mapRef(r.map as SockMap)
     if (target.host !== this.#host) throw new TypeError(`${name}: the rule's map belongs to another engine`)
     return { kind: r.kind, map: target.id, key: this.#keySpec(r.key, r.map instanceof SockMap), ingress: !!r.ingress }

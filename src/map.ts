@@ -34,6 +34,41 @@ export interface AttachOptions {
   peekBytes?: number
   /** The verdict a message gets when its verdict or parser throws or returns garbage. Default: `Verdict.DROP`. */
   onError?: Verdict
+  /**
+   * Request/response pairing: every message a socket of this map sends gets exactly one reply, in request order. A
+   * message redirected to an upstream whose verdict is `rules.reply()` gets that upstream's reply; one dropped or
+   * routed to nothing gets an error reply made by the parser (RESP `-ERR sockmap: ...`, HTTP/1 `502`/`503`/`504`/
+   * `403`; other parsers close the socket with the errno); one passed to the application is answered by its next
+   * `send()`.
+   */
+  requests?: RequestsOptions
+}
+
+/** Options of {@link AttachOptions.requests}; each one left out takes `nativeDefaults().requests`'s. */
+export interface RequestsOptions {
+  /**
+   * An upstream that leaves its oldest request unanswered this long (ms) is closed with `ETIMEDOUT`, the request
+   * answered with a timeout error reply. Default: 5000.
+   */
+  timeoutMs?: number
+  /** A client with this many requests awaiting replies is not read until half were answered. Default: 1024. */
+  maxPending?: number
+}
+
+/** Validates {@link AttachOptions.requests} into the binding's form. @internal */
+export function requestsSpec(r: unknown): { timeoutMs?: number; maxPending?: number } {
+  assertObject('options.requests', r)
+  const { timeoutMs, maxPending } = r as RequestsOptions
+  const out: { timeoutMs?: number; maxPending?: number } = {}
+  if (timeoutMs !== undefined) {
+    assertIntInRange('options.requests.timeoutMs', timeoutMs, 1, 2 ** 31 - 1)
+    out.timeoutMs = timeoutMs
+  }
+  if (maxPending !== undefined) {
+    assertIntInRange('options.requests.maxPending', maxPending, 1, 2 ** 31 - 1)
+    out.maxPending = maxPending
+  }
+  return out
 }
 
 /** What a map needs from its engine. @internal */

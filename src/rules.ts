@@ -19,7 +19,7 @@ export interface NativeRule {
 
 /** @internal */
 export interface RuleInternal {
-  kind: 'pass' | 'drop' | 'redirect' | 'hashRoute'
+  kind: 'pass' | 'drop' | 'redirect' | 'hashRoute' | 'reply'
   map?: SockMap | SockHash
   key?: MapKey | MessageKey
   ingress?: boolean
@@ -77,6 +77,15 @@ export const rules = {
   /** Always DROP. */
   drop(): NativeRule {
     return rule({ kind: 'drop' })
+  },
+
+  /**
+   * The stream verdict of upstream sockets in request/response pairing (see `attach({ requests })`): each message an
+   * upstream sends answers the oldest request forwarded to it and goes to that request's client, in the client's
+   * request order. A message with no request pending is passed to the application (counted `unsolicited`).
+   */
+  reply(): NativeRule {
+    return rule({ kind: 'reply' })
   },
 
   /** Redirect each message to the socket stored under `key` in `map` (egress unless `ingress`). */

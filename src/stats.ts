@@ -55,6 +55,28 @@ export interface SocketStats {
   sendsRefused: number
   /** Times reading stopped because a redirect target was full. */
   backpressureStalls: number
+  /** Requests of a client in requests mode (each gets exactly one reply, in order). */
+  requests: number
+  /** Upstream replies delivered to clients in their request order. */
+  replies: number
+  /** Replies the application made (a send filling the slot of a request passed to it). */
+  localReplies: number
+  /** Error replies made in place of an upstream's (or clients closed, without a reply format). */
+  errorReplies: number
+  /** ...because the upstream did not answer in time. */
+  errorTimeout: number
+  /** ...because the upstream closed or failed before answering. */
+  errorUpstreamClosed: number
+  /** ...because no upstream could take the request. */
+  errorNoUpstream: number
+  /** ...because the verdict dropped the request. */
+  errorDenied: number
+  /** Upstream replies discarded because their client was gone (counted on the upstream). */
+  orphanReplies: number
+  /** Upstream messages with no request pending, passed to its application (counted on the upstream). */
+  unsolicited: number
+  /** Requests awaiting their reply (a gauge of each socket: a client's unanswered requests, an upstream's). */
+  pendingRequests: number
 }
 
 /** Counters of one map. */
@@ -95,7 +117,13 @@ const nativeKeys = statsFields() as Array<Exclude<keyof SocketStats, 'redirected
 /** Every counter: the engine's, and `redirected` (their sum over egress and ingress). */
 const keys: Array<keyof SocketStats> = [...nativeKeys, 'redirected']
 
-const gauges = new Set<keyof SocketStats>(['queuedBytes', 'pendingBytes', 'appQueuedBytes', 'remoteBytes'])
+const gauges = new Set<keyof SocketStats>([
+  'queuedBytes',
+  'pendingBytes',
+  'appQueuedBytes',
+  'remoteBytes',
+  'pendingRequests',
+])
 
 /** @internal */
 export function zeroStats(): SocketStats {

@@ -189,7 +189,7 @@ fn main() {
         Programs {
             parser: parser(args.frames),
             verdict: Some(Arc::new(StreamVerdictProg::rule(redirect))),
-            msg_verdict: None,
+            ..Programs::default()
         },
     )
     .expect("attach");

@@ -98,6 +98,13 @@ pub const DEFAULT_SPLICE_MIN: usize = 16 << 10;
 /// The application queue bound of [`EngineConfig::acknowledged`]: 1 MiB.
 pub const ACK_APP_HIGH_WATERMARK: usize = 1 << 20;
 
+/// How long an upstream may leave a request unanswered in request/response
+/// pairing before it is closed with `ETIMEDOUT`: 5 s.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Requests a client may have awaiting replies before it stops being read: 1024.
+pub const DEFAULT_MAX_PENDING_REQUESTS: usize = 1024;
+
 /// The accept backlog a listener gets when the application names none.
 pub const DEFAULT_BACKLOG: u32 = 1024;
 

@@ -221,6 +221,30 @@ pub struct MsgVerdictProg {
     pub kind: MsgVerdictKind,
 }
 
+/// Request/response pairing on the client sockets of a map
+/// (`map.attach({ requests })`): every message a client sends gets exactly
+/// one reply, in request order (see `psock::exchange`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestsConfig {
+    /// An upstream that leaves its oldest request unanswered this long is
+    /// closed with `ETIMEDOUT`, the request answered with a timeout error
+    /// reply. Default: [`DEFAULT_REQUEST_TIMEOUT`](crate::config::DEFAULT_REQUEST_TIMEOUT).
+    pub timeout: Duration,
+    /// A client with this many requests awaiting replies is not read until
+    /// half of them were answered (bounded memory). Default:
+    /// [`DEFAULT_MAX_PENDING_REQUESTS`](crate::config::DEFAULT_MAX_PENDING_REQUESTS).
+    pub max_pending: usize,
+}
+
+impl Default for RequestsConfig {
+    fn default() -> RequestsConfig {
+        RequestsConfig {
+            timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
+            max_pending: crate::config::DEFAULT_MAX_PENDING_REQUESTS,
+        }
+    }
+}
+
 /// The programs of a map, or the ones a socket has taken.
 ///
 /// Each program is shared by `Arc`: a socket already holding a program of one
@@ -234,6 +258,8 @@ pub struct Programs {
     pub verdict: Option<Arc<StreamVerdictProg>>,
     /// The msg verdict.
     pub msg_verdict: Option<Arc<MsgVerdictProg>>,
+    /// Request/response pairing of the sockets' messages.
+    pub requests: Option<Arc<RequestsConfig>>,
 }
 
 fn link_one<T>(mine: &mut Option<Arc<T>>, theirs: &Option<Arc<T>>) -> Result<bool, Errno> {
@@ -258,7 +284,10 @@ fn check_one<T>(mine: &Option<Arc<T>>, theirs: &Option<Arc<T>>) -> Result<(), Er
 impl Programs {
     /// True when no program is set.
     pub fn is_empty(&self) -> bool {
-        self.parser.is_none() && self.verdict.is_none() && self.msg_verdict.is_none()
+        self.parser.is_none()
+            && self.verdict.is_none()
+            && self.msg_verdict.is_none()
+            && self.requests.is_none()
     }
 
     /// Checks that `other` can be merged in without replacing a different program.
@@ -268,7 +297,8 @@ impl Programs {
     pub(crate) fn check_link(&self, other: &Programs) -> Result<(), Errno> {
         check_one(&self.parser, &other.parser)?;
         check_one(&self.verdict, &other.verdict)?;
-        check_one(&self.msg_verdict, &other.msg_verdict)
+        check_one(&self.msg_verdict, &other.msg_verdict)?;
+        check_one(&self.requests, &other.requests)
     }
 
     /// Takes the programs of `other` this set lacks; true if anything changed.
@@ -276,6 +306,7 @@ impl Programs {
         self.check_link(other).is_ok()
             && (link_one(&mut self.parser, &other.parser).unwrap_or(false)
                 | link_one(&mut self.verdict, &other.verdict).unwrap_or(false)
-                | link_one(&mut self.msg_verdict, &other.msg_verdict).unwrap_or(false))
+                | link_one(&mut self.msg_verdict, &other.msg_verdict).unwrap_or(false)
+                | link_one(&mut self.requests, &other.requests).unwrap_or(false))
     }
 }

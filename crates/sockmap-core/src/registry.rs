@@ -390,6 +390,9 @@ impl Registry {
         if programs.msg_verdict.is_some() {
             m.programs.msg_verdict = programs.msg_verdict;
         }
+        if programs.requests.is_some() {
+            m.programs.requests = programs.requests;
+        }
         Ok(())
     }
 

@@ -130,6 +130,11 @@ pub enum Rule {
     },
     /// A Rust function, run inline for each message.
     Func(VerdictFn),
+    /// The stream verdict of an upstream in request/response pairing: each
+    /// message answers the oldest request forwarded to the socket and goes
+    /// to that request's client, in the client's request order; a message
+    /// with no request pending is passed to the application.
+    Reply,
 }
 
 impl fmt::Debug for Rule {
@@ -144,6 +149,7 @@ impl fmt::Debug for Rule {
                 write!(f, "HashRoute({map}, {key:?}, ingress={ingress})")
             }
             Rule::Func(_) => f.write_str("Func"),
+            Rule::Reply => f.write_str("Reply"),
         }
     }
 }

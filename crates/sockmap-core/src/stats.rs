@@ -105,6 +105,30 @@ counters! {
         sends_refused,
         /// Times reading stopped because a redirect target was full.
         backpressure_stalls,
+        /// Requests of a client in requests mode (each gets exactly one reply, in order).
+        requests,
+        /// Upstream replies delivered to the client in its request order.
+        replies,
+        /// Replies the application made (`msg.reply`, or a send filling a passed request's slot).
+        local_replies,
+        /// Error replies made in place of an upstream's (or, without a reply
+        /// format, clients closed), for any of the reasons below.
+        error_replies,
+        /// ...because the upstream did not answer in time.
+        error_timeout,
+        /// ...because the upstream closed or failed before answering.
+        error_upstream_closed,
+        /// ...because no upstream could take the request.
+        error_no_upstream,
+        /// ...because the verdict dropped the request.
+        error_denied,
+        /// Upstream replies discarded because their client was gone (on the upstream).
+        orphan_replies,
+        /// Upstream messages with no request pending, passed to its application (on the upstream).
+        unsolicited,
+        /// Requests awaiting their reply (a gauge): on a client, its slots
+        /// not yet sent; on an upstream, the requests forwarded to it and not answered.
+        pending_requests,
     }
 }
 

@@ -15,6 +15,8 @@ pub(crate) enum Timer {
     Batch,
     /// A socket's parser has a message deadline (`ETIMEDOUT`).
     Parser(SockId),
+    /// The oldest request forwarded to an upstream has a deadline (`ETIMEDOUT`).
+    Request(SockId),
 }
 
 /// Pending deadlines; an entry whose cause is gone is skipped when it fires.

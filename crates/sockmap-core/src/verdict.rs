@@ -26,7 +26,12 @@ use crate::stats::DropReason;
 pub(crate) enum Resolved {
     Pass,
     Drop(DropReason),
-    Redirect { target: SockId, ingress: bool },
+    Redirect {
+        target: SockId,
+        ingress: bool,
+    },
+    /// An upstream's reply, for its oldest pending request ([`Rule::Reply`]).
+    Reply,
 }
 
 /// The stream verdict that held for every message of a socket at a map epoch.
@@ -94,6 +99,7 @@ pub(crate) fn eval_rule(
 ) -> (Resolved, bool) {
     match rule {
         Rule::Pass => (Resolved::Pass, true),
+        Rule::Reply => (Resolved::Reply, true),
         Rule::Drop => (Resolved::Drop(DropReason::Verdict), true),
         Rule::Redirect { map, key, ingress } => {
             let r = match derive(key, sock, msg) {

@@ -204,7 +204,7 @@ fn run(case: &Case, scan: bool) -> (Outcome, usize) {
         Programs {
             parser: Some(Arc::new(parser)),
             verdict: rule.map(|r| Arc::new(StreamVerdictProg::rule(r))),
-            msg_verdict: None,
+            ..Programs::default()
         },
     )
     .unwrap();
@@ -422,7 +422,7 @@ fn loopback_pair_forwards_random_frames_exactly() {
                 Programs {
                     parser: Some(Arc::new(parser)),
                     verdict: Some(Arc::new(StreamVerdictProg::rule(rule))),
-                    msg_verdict: None,
+                    ..Programs::default()
                 },
             )
             .unwrap();

@@ -15,8 +15,8 @@ use sockmap_core::framer::{
 };
 use sockmap_core::map::{MapKind, UpdateFlag};
 use sockmap_core::program::{
-    MsgVerdictKind, MsgVerdictProg, ParserKind, ParserProg, Programs, StreamVerdictProg,
-    VerdictKind, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PEEK_BYTES,
+    MsgVerdictKind, MsgVerdictProg, ParserKind, ParserProg, Programs, RequestsConfig,
+    StreamVerdictProg, VerdictKind, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PEEK_BYTES,
 };
 use sockmap_core::{EngineConfig, Errno, Key, KeySource, MapId, Rule};
 
@@ -143,6 +143,8 @@ pub struct NativeDefaults {
     pub http1: ParserSpec,
     /// What a close of one partner does to the other (`pair()`'s `onClose`).
     pub pair_on_close: String,
+    /// `attach({ requests })`.
+    pub requests: RequestsSpec,
 }
 
 fn spec(kind: &str) -> ParserSpec {
@@ -240,6 +242,13 @@ pub fn native_defaults() -> NativeDefaults {
             ..spec("http1")
         },
         pair_on_close: sockmap_core::OnClose::default().name().to_string(),
+        requests: {
+            let r = RequestsConfig::default();
+            RequestsSpec {
+                timeout_ms: Some(r.timeout.as_secs_f64() * 1000.0),
+                max_pending: Some(r.max_pending as u32),
+            }
+        },
     }
 }
 
@@ -345,6 +354,7 @@ pub fn rule_of(r: &RuleSpec) -> Result<Rule> {
         "drop" => Ok(Rule::Drop),
         "redirect" => target().map(|(map, key, ingress)| Rule::Redirect { map, key, ingress }),
         "hashRoute" => target().map(|(map, key, ingress)| Rule::HashRoute { map, key, ingress }),
+        "reply" => Ok(Rule::Reply),
         _ => Err(error_of(Errno::Inval, "unknown rule kind")),
     }
 }
@@ -549,6 +559,28 @@ pub struct ProgramsSpec {
     pub verdict: Option<VerdictSpec>,
     /// The msg verdict.
     pub msg_verdict: Option<VerdictSpec>,
+    /// Request/response pairing of the sockets' messages.
+    pub requests: Option<RequestsSpec>,
+}
+
+/// `map.attach({ requests })`: request/response pairing; each option absent keeps the engine's default.
+#[napi(object)]
+pub struct RequestsSpec {
+    /// How long an upstream may leave a request unanswered, in milliseconds.
+    pub timeout_ms: Option<f64>,
+    /// Requests a client may have awaiting replies before it stops being read.
+    pub max_pending: Option<u32>,
+}
+
+fn requests_of(r: &RequestsSpec) -> RequestsConfig {
+    let mut c = RequestsConfig::default();
+    if let Some(ms) = r.timeout_ms {
+        c.timeout = Duration::from_secs_f64(ms.max(0.0) / 1000.0);
+    }
+    if let Some(n) = r.max_pending {
+        c.max_pending = n as usize;
+    }
+    c
 }
 
 /// Converts the programs of `map.attach()`.
@@ -568,5 +600,6 @@ pub fn programs_of(p: &ProgramsSpec) -> Result<Programs> {
         parser: parser.map(Into::into),
         verdict: verdict.map(Into::into),
         msg_verdict: msg_verdict.map(Into::into),
+        requests: p.requests.as_ref().map(|r| requests_of(r).into()),
     })
 }

@@ -46,7 +46,7 @@ use std::sync::{Arc, Mutex};
 
 use memchr::memmem;
 
-use super::{Chunks, Framer, MessageMeta, Parse};
+use super::{Chunks, Framer, MessageMeta, Parse, ReplyError};
 use crate::error::Errno;
 
 /// Which direction of an HTTP/1 connection a framer reads.
@@ -531,6 +531,40 @@ impl Framer for Http1 {
 
     fn meta(&self) -> MessageMeta {
         self.meta.clone()
+    }
+
+    /// For requests: `502 Bad Gateway` (upstream closed), `504 Gateway
+    /// Timeout`, `503 Service Unavailable` (no upstream), `403 Forbidden`
+    /// (denied), with a plain-text body and `Content-Length`, keeping the
+    /// connection alive. Responses have none.
+    fn error_reply(&self, kind: ReplyError) -> Option<bytes::Bytes> {
+        if self.role != Http1Role::Request {
+            return None;
+        }
+        let status = match kind {
+            ReplyError::Timeout => "504 Gateway Timeout",
+            ReplyError::UpstreamClosed => "502 Bad Gateway",
+            ReplyError::NoUpstream => "503 Service Unavailable",
+            ReplyError::Denied => "403 Forbidden",
+        };
+        let body = format!("sockmap: {}\n", kind.reason());
+        Some(bytes::Bytes::from(format!(
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )))
+    }
+
+    /// For responses: records the forwarded request's method in the
+    /// framer's [`RequestLog`] (created on first use), so the response to a
+    /// `HEAD` is framed without a body.
+    fn request_forwarded(&mut self, head: &[u8]) {
+        if self.role != Http1Role::Response {
+            return;
+        }
+        let end = head.iter().position(|&b| b == b' ').unwrap_or(head.len());
+        self.log
+            .get_or_insert_with(RequestLog::new)
+            .push(Method::of(&head[..end]));
     }
 
     fn reset(&mut self) {

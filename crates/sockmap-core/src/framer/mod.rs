@@ -102,6 +102,59 @@ pub trait Framer: Send + 'static {
         let _ = (data, max, lens);
         0
     }
+
+    /// The reply a gateway sends in place of an upstream's when it cannot
+    /// forward a request or its upstream failed (request/response pairing):
+    /// a message of this framer's protocol. Default: none, and the client
+    /// is closed with [`ReplyError::errno`] instead.
+    fn error_reply(&self, kind: ReplyError) -> Option<bytes::Bytes> {
+        let _ = kind;
+        None
+    }
+
+    /// A request was forwarded on the connection whose replies this framer
+    /// reads; `head` is its first bytes (at most 16). A responses framer
+    /// that must know the request (an HTTP/1 `HEAD`'s response has no body)
+    /// records it. Default: nothing.
+    fn request_forwarded(&mut self, head: &[u8]) {
+        let _ = head;
+    }
+}
+
+/// Why a request gets an error reply instead of its upstream's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyError {
+    /// The upstream did not answer within the request timeout.
+    Timeout,
+    /// The upstream closed or failed before answering.
+    UpstreamClosed,
+    /// No upstream could take the request (no key, no route, a dead target,
+    /// an upstream on another shard).
+    NoUpstream,
+    /// The verdict dropped the request.
+    Denied,
+}
+
+impl ReplyError {
+    /// The errno a client without an error reply format is closed with.
+    pub fn errno(self) -> Errno {
+        match self {
+            ReplyError::Timeout => Errno::TimedOut,
+            ReplyError::UpstreamClosed => Errno::ConnReset,
+            ReplyError::NoUpstream => Errno::HostUnreach,
+            ReplyError::Denied => Errno::Acces,
+        }
+    }
+
+    /// A short reason, for error replies.
+    pub fn reason(self) -> &'static str {
+        match self {
+            ReplyError::Timeout => "upstream timed out",
+            ReplyError::UpstreamClosed => "upstream closed",
+            ReplyError::NoUpstream => "no upstream",
+            ReplyError::Denied => "denied",
+        }
+    }
 }
 
 /// A framer's answer for the current message.

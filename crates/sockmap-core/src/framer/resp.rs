@@ -32,9 +32,10 @@
 
 use std::ops::Range;
 
+use bytes::Bytes;
 use smallvec::SmallVec;
 
-use super::{Chunks, Framer, MessageMeta, Parse};
+use super::{Chunks, Framer, MessageMeta, Parse, ReplyError};
 use crate::error::Errno;
 
 /// Options of [`Resp`] (`parsers.resp({...})`).
@@ -474,6 +475,11 @@ impl Framer for Resp {
             },
             None => MessageMeta::None,
         }
+    }
+
+    /// `-ERR sockmap: <reason>\r\n`.
+    fn error_reply(&self, kind: ReplyError) -> Option<Bytes> {
+        Some(Bytes::from(format!("-ERR sockmap: {}\r\n", kind.reason())))
     }
 
     fn reset(&mut self) {

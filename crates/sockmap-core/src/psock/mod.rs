@@ -27,6 +27,7 @@
 //! | `parse.rs` | the psock's stream parser, and the conversation with an external parser |
 //! | `answers.rs` | external verdict answers applied in order |
 //! | `remote.rs` | redirects and partners' ends across shards |
+//! | `exchange.rs` | request/response pairing: clients' reply slots in order, upstreams' pending requests |
 //! | `send.rs` | the sk_msg path: application sends through the msg verdict |
 
 use std::collections::VecDeque;
@@ -55,6 +56,7 @@ use crate::verdict::{eval_rule, Message, Resolved};
 
 mod answers;
 mod egress;
+mod exchange;
 mod parse;
 mod queue;
 mod recv;
@@ -405,7 +407,8 @@ impl Core {
         if let Some(p) = partner {
             self.end_partner(slot, p);
         }
-        if write_shut {
+        if write_shut || self.answers_requests(slot) {
+            // An upstream that ended can answer no request any more.
             self.close(slot, None);
         }
     }
@@ -511,6 +514,7 @@ impl Core {
             });
         }
         self.drop_parser(slot);
+        self.close_exchange(slot);
         self.fail_parked_sends(slot);
         self.release_waiters(waiters);
         self.release_remote_acks(slot);
@@ -686,6 +690,7 @@ impl Core {
                     }
                 }
                 Timer::Parser(id) => self.handle_parser_timer(id),
+                Timer::Request(id) => self.handle_request_timer(id, now),
             }
         }
     }

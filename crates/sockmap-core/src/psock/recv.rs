@@ -97,6 +97,7 @@ impl Core {
         let by_boundary = self.judges_by_boundary(slot);
         loop {
             loop {
+                self.hold_requests(slot, &mut strp);
                 if by_boundary {
                     if let Some(block) = strp.take_whole(&mut self.lens) {
                         self.deliver_block(slot, block, out);
@@ -270,7 +271,15 @@ impl Core {
         len: usize,
         out: &mut Egress,
     ) {
+        let (resolved, body) = match self.is_client(slot) {
+            true => match self.request(slot, resolved, body, len, out) {
+                Some(r) => r,
+                None => return,
+            },
+            false => (resolved, body),
+        };
         match resolved {
+            Resolved::Reply => self.take_reply(slot, body, len, out),
             Resolved::Pass => {
                 self.at(slot).count(|s| &s.passed, 1);
                 self.queue_for_app(Some(self.at_ref(slot).id()), slot, body.into_frags(), len);
@@ -307,6 +316,9 @@ impl Core {
     ) {
         let count = lens.len() as u64;
         let total: usize = lens.iter().sum();
+        if self.is_client(slot) {
+            return self.apply_requests_run(slot, resolved, block, start, lens, out);
+        }
         match resolved {
             Resolved::Drop(reason) => self.at(slot).count_drops(reason, count, total),
             Resolved::Redirect {
@@ -327,13 +339,46 @@ impl Core {
                     .at(slot)
                     .count_drops(DropReason::DeadTarget, count, total),
             },
-            Resolved::Pass | Resolved::Redirect { ingress: true, .. } => {
+            Resolved::Pass | Resolved::Reply | Resolved::Redirect { ingress: true, .. } => {
                 let mut at = start;
                 for &len in lens {
                     self.apply(slot, resolved, Body::Range(block, at, at + len), len, out);
                     at += len;
                 }
             }
+        }
+    }
+
+    /// [`Core::apply_run`] for a client in requests mode: a run forwarded to
+    /// an upstream that answers requests moves as one range (each request
+    /// with its slot); any other verdict is carried out message by message.
+    fn apply_requests_run(
+        &mut self,
+        slot: SlotIdx,
+        resolved: Resolved,
+        block: &Bytes,
+        start: usize,
+        lens: &[usize],
+        out: &mut Egress,
+    ) {
+        let total: usize = lens.iter().sum();
+        if let Resolved::Redirect {
+            target,
+            ingress: false,
+        } = resolved
+        {
+            if let Some(ts) = self.local_request_target(target) {
+                let p = self.at(slot);
+                if !p.is_closing() {
+                    let body = Body::Range(block, start, start + total);
+                    return self.forward(slot, ts, lens, body, out);
+                }
+            }
+        }
+        let mut at = start;
+        for &len in lens {
+            self.apply(slot, resolved, Body::Range(block, at, at + len), len, out);
+            at += len;
         }
     }
 }

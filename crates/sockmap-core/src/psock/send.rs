@@ -133,7 +133,7 @@ impl Core {
     fn start_send(&mut self, slot: SlotIdx, data: Bytes, req: u64) {
         let n = data.len();
         if self.at(slot).progs.msg_verdict.is_none() {
-            self.push_own(slot, [data]);
+            self.transmit_own(slot, [data]);
             let out = SendOutcome {
                 accepted: n,
                 ring: Some(slot),
@@ -412,8 +412,8 @@ impl Core {
             out.pipe |= pipe;
         };
         match resolved {
-            Resolved::Pass => {
-                self.push_own(slot, part.frags().cloned());
+            Resolved::Pass | Resolved::Reply => {
+                self.transmit_own(slot, part.frags().cloned());
                 out.accepted += len;
                 out.ring = Some(slot);
             }

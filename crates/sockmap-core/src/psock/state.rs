@@ -23,6 +23,8 @@
 //!   external parser).
 //! - **Partner**: a copy of the registry's pair ([`crate::partner`]), taken
 //!   at relink; the registry is the truth when the socket closes.
+//! - **Requests** (`exchange`): a client in requests mode is not read while
+//!   it has its maximum of requests awaiting replies (`psock/exchange.rs`).
 //! - `blocked` counts the targets whose waiter lists hold this socket; each
 //!   list holds a socket at most once; plus one while `remote_blocked`
 //!   (too many bytes unacknowledged by other shards).
@@ -41,6 +43,7 @@ use crate::program::Programs;
 use crate::stats::{DropReason, Stats};
 use crate::verdict::RouteCache;
 
+use super::exchange::Exchange;
 use super::parse::RxParser;
 use super::queue::{AppQueue, AwaitQueue, SendRing};
 use super::send::SendState;
@@ -105,6 +108,8 @@ pub(crate) enum Hold {
     Awaiting,
     /// The external parser holds too many unframed bytes.
     Parser,
+    /// The client has its maximum of requests awaiting replies.
+    Requests,
 }
 
 /// The kind of socket a psock is created as.
@@ -135,6 +140,7 @@ pub(crate) struct Psock {
     remote_acks: Vec<super::Remote>,
     hold_awaiting: bool,
     hold_parser: bool,
+    hold_requests: bool,
     /// Counters of the socket, and of the map whose stream verdict it took.
     stats: Arc<Stats>,
     map_stats: Option<Arc<Stats>>,
@@ -152,6 +158,8 @@ pub(crate) struct Psock {
     pub(crate) parser: RxParser,
     /// The sk_msg state of data the application sends.
     pub(crate) send: SendState,
+    /// Request/response pairing: a client's reply slots, an upstream's pending requests.
+    pub(crate) exchange: Exchange,
     /// Bytes the application read before the engine adopted the socket.
     initial: Bytes,
     /// The declared partner, as of the last relink.
@@ -176,6 +184,7 @@ impl Psock {
             remote_acks: Vec::new(),
             hold_awaiting: false,
             hold_parser: false,
+            hold_requests: false,
             stats,
             map_stats: None,
             progs: Programs::default(),
@@ -185,6 +194,7 @@ impl Psock {
             awaiting: AwaitQueue::default(),
             parser: RxParser::default(),
             send: SendState::default(),
+            exchange: Exchange::default(),
             initial: Bytes::new(),
             partner: None,
         }
@@ -293,6 +303,7 @@ impl Psock {
             && self.blocked == 0
             && !self.hold_awaiting
             && !self.hold_parser
+            && !self.hold_requests
             && self.rx == Rx::Open
             && self.life == Life::Open
     }
@@ -310,6 +321,7 @@ impl Psock {
         let flag = match hold {
             Hold::Awaiting => &mut self.hold_awaiting,
             Hold::Parser => &mut self.hold_parser,
+            Hold::Requests => &mut self.hold_requests,
         };
         std::mem::replace(flag, on) != on
     }
@@ -318,6 +330,7 @@ impl Psock {
         match hold {
             Hold::Awaiting => self.hold_awaiting,
             Hold::Parser => self.hold_parser,
+            Hold::Requests => self.hold_requests,
         }
     }
 
@@ -427,6 +440,7 @@ impl Psock {
     pub(crate) fn set_programs(&mut self, progs: Programs, map_stats: Option<Arc<Stats>>) {
         self.progs = progs;
         self.map_stats = map_stats;
+        self.exchange.programs_changed();
         self.route = RouteCache::default();
     }
 

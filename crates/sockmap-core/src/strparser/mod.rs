@@ -604,6 +604,12 @@ impl StrParser {
         self.paused = false;
     }
 
+    /// The framer, to tell it what it cannot see in its input
+    /// ([`Framer::request_forwarded`]).
+    pub fn framer_mut(&mut self) -> &mut dyn Framer {
+        &mut *self.framer
+    }
+
     /// Whether delivery is paused.
     pub fn is_paused(&self) -> bool {
         self.paused

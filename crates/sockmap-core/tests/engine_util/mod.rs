@@ -7,6 +7,7 @@
 pub mod netns;
 #[cfg(target_os = "linux")]
 pub mod os;
+pub mod resp_upstream;
 pub mod sim;
 pub mod stream;
 

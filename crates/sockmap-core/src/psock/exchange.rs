@@ -1,0 +1,529 @@
+//! Request/response pairing: every message a client socket sends gets
+//! exactly one reply, in request order, whichever upstream answers it and
+//! however fast.
+//!
+//! A client is a socket whose map was attached with
+//! [`RequestsConfig`](crate::program::RequestsConfig); an upstream is a
+//! socket whose stream verdict is [`Rule::Reply`](crate::rules::Rule::Reply).
+//!
+//! Invariants:
+//!
+//! - **Client slots**: a client's messages are numbered in order; each one
+//!   that was judged has one slot in its queue, in that order: `Waiting`
+//!   (forwarded to an upstream), `App` (passed to the application, whose next
+//!   send fills it), or `Ready` (a reply: the upstream's, the application's,
+//!   or an error reply the client's framer made). Only the `Ready` slots at
+//!   the head of the queue leave it, onto the client's send ring, through
+//!   the [`Egress`] of the input that completed them (the bytes are never
+//!   copied; a full client ring stops the upstream that fills it, as a
+//!   redirect does). So a client's replies go out in its request order.
+//! - **Upstream FIFO**: an upstream answers in order (Redis, HTTP/1), so the
+//!   requests forwarded to it wait in a FIFO (client, slot number, deadline);
+//!   each message it sends answers the oldest. An entry whose client is gone
+//!   (closed, or its slot no longer there) is an orphan: its reply is
+//!   discarded and counted.
+//! - **Timer**: an upstream with pending requests has at most one armed
+//!   [`Timer::Request`]; when it fires, the oldest request past its
+//!   deadline gets a timeout error reply and the upstream closes with
+//!   `ETIMEDOUT` (its later replies would pair wrongly); otherwise it is
+//!   armed again at the oldest request's deadline.
+//! - **Failure**: an upstream that closes answers every pending request with
+//!   an "upstream closed" error reply. A client that closes drops its slots.
+//! - **Bounded**: a client with `max_pending` slots is not read until half of
+//!   them left (one read's messages may take it past the bound).
+//! - Pairing is shard-local: a request routed to an upstream on another
+//!   shard gets a "no upstream" error reply.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::Bytes;
+use smallvec::{smallvec, SmallVec};
+
+use super::egress::Egress;
+use super::recv::Body;
+use super::state::{AppRead, Hold};
+use super::{Core, SlotIdx};
+use crate::event::Frags;
+use crate::framer::{Framer, ReplyError};
+use crate::id::SockId;
+use crate::program::VerdictKind;
+use crate::rules::{copy_range, Rule};
+use crate::stats::{DropReason, Stats};
+use crate::strparser::StrParser;
+use crate::timer::Timer;
+use crate::verdict::Resolved;
+
+/// Bytes of a forwarded request shown to the upstream's framer.
+const HEAD_PEEK: usize = 16;
+
+/// One request's place in its client's reply order.
+enum Slot {
+    /// Forwarded; waits for its upstream's reply.
+    Waiting,
+    /// Passed to the application; its next send fills the slot.
+    App,
+    /// The reply, ready to go once every earlier slot went.
+    Ready(Frags),
+}
+
+/// The client side: the slots of its requests, in order.
+#[derive(Default)]
+struct ClientSide {
+    /// The number of `slots[0]`.
+    head: u64,
+    slots: VecDeque<Slot>,
+    /// The framer that makes the client's error replies (built once).
+    replier: Option<Option<Box<dyn Framer>>>,
+}
+
+/// A request forwarded to an upstream.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pending {
+    client: SockId,
+    seq: u64,
+    deadline: Instant,
+}
+
+/// The upstream side: the requests forwarded to it, oldest first.
+#[derive(Default)]
+struct UpstreamSide {
+    pending: VecDeque<Pending>,
+    armed: bool,
+}
+
+/// A psock's pairing state (see the module documentation).
+#[derive(Default)]
+pub(crate) struct Exchange {
+    client: Option<Box<ClientSide>>,
+    upstream: Option<Box<UpstreamSide>>,
+}
+
+impl Exchange {
+    fn client(&mut self) -> &mut ClientSide {
+        self.client.get_or_insert_with(Box::default)
+    }
+
+    /// Opens the next slot; returns its number.
+    fn open(&mut self, slot: Slot) -> u64 {
+        let c = self.client();
+        c.slots.push_back(slot);
+        c.head + c.slots.len() as u64 - 1
+    }
+
+    /// Fills a waiting (or application) slot with its reply; false when it is gone.
+    fn fill(&mut self, seq: u64, reply: Frags) -> bool {
+        let Some(c) = self.client.as_mut() else {
+            return false;
+        };
+        let Some(i) = seq.checked_sub(c.head) else {
+            return false;
+        };
+        match c.slots.get_mut(i as usize) {
+            Some(s @ (Slot::Waiting | Slot::App)) => {
+                *s = Slot::Ready(reply);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The number of the oldest slot reserved for the application.
+    fn app_slot(&self) -> Option<u64> {
+        let c = self.client.as_ref()?;
+        let i = c.slots.iter().position(|s| matches!(s, Slot::App))?;
+        Some(c.head + i as u64)
+    }
+
+    /// Takes the head slot's reply, if it is ready.
+    fn take_ready(&mut self) -> Option<Frags> {
+        let c = self.client.as_mut()?;
+        if !matches!(c.slots.front(), Some(Slot::Ready(_))) {
+            return None;
+        }
+        c.head += 1;
+        match c.slots.pop_front() {
+            Some(Slot::Ready(f)) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Requests of the client awaiting their turn.
+    pub(crate) fn slots(&self) -> usize {
+        self.client.as_ref().map_or(0, |c| c.slots.len())
+    }
+
+    /// Requests forwarded to the upstream and not answered.
+    pub(crate) fn pending(&self) -> usize {
+        self.upstream.as_ref().map_or(0, |u| u.pending.len())
+    }
+
+    /// Records a request forwarded to this upstream; true when its timer must be armed.
+    fn forwarded(&mut self, p: Pending) -> bool {
+        let u = self.upstream.get_or_insert_with(Box::default);
+        u.pending.push_back(p);
+        !std::mem::replace(&mut u.armed, true)
+    }
+
+    fn pop_pending(&mut self) -> Option<Pending> {
+        self.upstream.as_mut()?.pending.pop_front()
+    }
+
+    /// The timer fired: the oldest request, the timer disarmed.
+    fn oldest(&mut self) -> Option<Pending> {
+        let u = self.upstream.as_mut()?;
+        u.armed = false;
+        u.pending.front().copied()
+    }
+
+    fn arm(&mut self) {
+        if let Some(u) = self.upstream.as_mut() {
+            u.armed = true;
+        }
+    }
+
+    /// Close: every request pending on the upstream, and the client's slots dropped.
+    fn take_all(&mut self) -> VecDeque<Pending> {
+        self.client = None;
+        self.upstream.take().map(|u| u.pending).unwrap_or_default()
+    }
+
+    /// The socket's programs changed: its error replies are made afresh.
+    pub(crate) fn programs_changed(&mut self) {
+        if let Some(c) = self.client.as_mut() {
+            c.replier = None;
+        }
+    }
+}
+
+/// The first bytes of a message.
+fn head_of(body: &Body<'_>) -> SmallVec<[u8; 32]> {
+    match body {
+        Body::Range(b, s, e) => SmallVec::from_slice(&b[*s..(*e).min(s + HEAD_PEEK)]),
+        Body::Frags(f) => {
+            let len = f.iter().map(Bytes::len).sum::<usize>().min(HEAD_PEEK);
+            let mut out = SmallVec::new();
+            copy_range(f, 0, len, &mut out);
+            out
+        }
+    }
+}
+
+fn count_error(p: &super::Psock, kind: ReplyError) {
+    p.count(|s| &s.error_replies, 1);
+    p.count(
+        |s: &Stats| match kind {
+            ReplyError::Timeout => &s.error_timeout,
+            ReplyError::UpstreamClosed => &s.error_upstream_closed,
+            ReplyError::NoUpstream => &s.error_no_upstream,
+            ReplyError::Denied => &s.error_denied,
+        },
+        1,
+    );
+}
+
+impl Core {
+    /// Whether `slot`'s stream verdict answers requests ([`Rule::Reply`]).
+    pub(super) fn answers_requests(&self, slot: SlotIdx) -> bool {
+        matches!(
+            self.at_ref(slot).progs.verdict.as_deref().map(|v| &v.kind),
+            Some(VerdictKind::Rule(Rule::Reply))
+        )
+    }
+
+    /// `target`'s slot, when it is an upstream on this shard that can take a request now.
+    pub(super) fn local_request_target(&self, target: SockId) -> Option<SlotIdx> {
+        if self.is_remote(target) {
+            return None;
+        }
+        self.live_target(target, false)
+            .filter(|&ts| self.answers_requests(ts))
+    }
+
+    /// Whether `slot` is a client in requests mode.
+    pub(super) fn is_client(&self, slot: SlotIdx) -> bool {
+        self.at_ref(slot).progs.requests.is_some()
+    }
+
+    /// A verdict on one request of a client: forwarded to an upstream that
+    /// answers requests, answered with an error reply, or given a slot the
+    /// application fills. Returns the verdict and body to carry out as
+    /// usual when the message needs no more (a PASS, after its slot; a plain
+    /// redirect).
+    pub(super) fn request<'a>(
+        &mut self,
+        slot: SlotIdx,
+        resolved: Resolved,
+        body: Body<'a>,
+        len: usize,
+        out: &mut Egress,
+    ) -> Option<(Resolved, Body<'a>)> {
+        if self.at_ref(slot).is_closing() {
+            return None;
+        }
+        match resolved {
+            Resolved::Redirect {
+                target,
+                ingress: false,
+            } => {
+                let ts = (!self.is_remote(target))
+                    .then(|| self.live_target(target, false))
+                    .flatten();
+                match ts {
+                    Some(ts) if self.answers_requests(ts) => {
+                        self.forward(slot, ts, &[len], body, out);
+                        None
+                    }
+                    Some(_) => Some((resolved, body)),
+                    None => {
+                        self.at(slot).count_drops(DropReason::DeadTarget, 1, len);
+                        self.error_reply(slot, ReplyError::NoUpstream, out);
+                        None
+                    }
+                }
+            }
+            Resolved::Drop(reason) => {
+                self.at(slot).count_drops(reason, 1, len);
+                let kind = match reason {
+                    DropReason::Verdict => ReplyError::Denied,
+                    _ => ReplyError::NoUpstream,
+                };
+                self.error_reply(slot, kind, out);
+                None
+            }
+            Resolved::Pass => {
+                self.open_slot(slot, Slot::App);
+                Some((resolved, body))
+            }
+            _ => Some((resolved, body)),
+        }
+    }
+
+    /// Forwards consecutive requests of `slot` (their lengths `lens`, their
+    /// bytes `body`) to the upstream `ts`: a slot and a FIFO entry each, the
+    /// bytes as one push.
+    pub(super) fn forward(
+        &mut self,
+        slot: SlotIdx,
+        ts: SlotIdx,
+        lens: &[usize],
+        body: Body<'_>,
+        out: &mut Egress,
+    ) {
+        let Some(timeout) = self.at_ref(slot).progs.requests.as_ref().map(|r| r.timeout) else {
+            return;
+        };
+        let client = self.at_ref(slot).id();
+        let deadline = self.now + timeout;
+        let upstream = self.at_ref(ts).id();
+        let mut at = 0;
+        for &len in lens {
+            let seq = self.open_slot(slot, Slot::Waiting);
+            let t = self.at(ts);
+            if let Some(strp) = t.parser.strp.as_mut() {
+                let head = match &body {
+                    Body::Range(b, s, _) => {
+                        let s = s + at;
+                        SmallVec::<[u8; 32]>::from_slice(&b[s..s + len.min(HEAD_PEEK)])
+                    }
+                    frags => head_of(frags),
+                };
+                strp.framer_mut().request_forwarded(&head);
+            }
+            if t.exchange.forwarded(Pending {
+                client,
+                seq,
+                deadline,
+            }) {
+                self.timers.set(deadline, Timer::Request(upstream));
+            }
+            at += len;
+        }
+        let t = self.at(ts);
+        t.gauge(|s| &s.pending_requests, t.exchange.pending());
+        out.push(self, ts, lens.len() as u64, body);
+    }
+
+    /// Opens the client's next slot, counted; a client with `max_pending`
+    /// slots stops being read.
+    fn open_slot(&mut self, slot: SlotIdx, s: Slot) -> u64 {
+        let max = self
+            .at_ref(slot)
+            .progs
+            .requests
+            .as_ref()
+            .map(|r| r.max_pending);
+        let p = self.at(slot);
+        let seq = p.exchange.open(s);
+        p.count(|s| &s.requests, 1);
+        let n = p.exchange.slots();
+        p.gauge(|s| &s.pending_requests, n);
+        if max.is_some_and(|m| n >= m) {
+            p.set_hold(Hold::Requests, true);
+        }
+        seq
+    }
+
+    /// The client's error reply of `kind`, from its framer.
+    fn error_bytes(&mut self, slot: SlotIdx, kind: ReplyError) -> Option<Bytes> {
+        let p = self.at(slot);
+        let prog = p.progs.parser.clone();
+        let c = p.exchange.client();
+        let replier = c
+            .replier
+            .get_or_insert_with(|| prog.and_then(|pp| pp.framer().ok().flatten()));
+        replier.as_ref().and_then(|f| f.error_reply(kind))
+    }
+
+    /// Answers the client's next request with an error reply (a new slot),
+    /// or closes it with the errno when its framer has no reply format.
+    fn error_reply(&mut self, slot: SlotIdx, kind: ReplyError, out: &mut Egress) {
+        let seq = self.open_slot(slot, Slot::Waiting);
+        self.fail_slot(slot, seq, kind, out);
+    }
+
+    /// Fills the client's slot `seq` with an error reply of `kind`, or
+    /// closes the client with the errno when its framer has none.
+    fn fail_slot(&mut self, slot: SlotIdx, seq: u64, kind: ReplyError, out: &mut Egress) {
+        count_error(self.at_ref(slot), kind);
+        match self.error_bytes(slot, kind) {
+            Some(reply) => {
+                self.at(slot).exchange.fill(seq, smallvec![reply]);
+                self.drain_replies(slot, out);
+            }
+            None => self.close(slot, Some(kind.errno())),
+        }
+    }
+
+    /// [`Core::fail_slot`] outside a read: for the client `client`, if it is still there.
+    fn fail_request(&mut self, client: SockId, seq: u64, kind: ReplyError) {
+        let Some(cs) = self
+            .slot_of(client)
+            .filter(|&c| !self.at_ref(c).is_closing())
+        else {
+            return;
+        };
+        let mut out = Egress::new(cs, Bytes::new());
+        self.fail_slot(cs, seq, kind, &mut out);
+        out.flush(self);
+    }
+
+    /// Sends the ready replies at the head of the client's queue, in order;
+    /// a client stopped by `max_pending` reads again once half its slots left.
+    fn drain_replies(&mut self, slot: SlotIdx, out: &mut Egress) {
+        let mut sent = false;
+        while let Some(reply) = self.at(slot).exchange.take_ready() {
+            out.push(self, slot, 0, Body::Frags(reply));
+            sent = true;
+        }
+        if !sent {
+            return;
+        }
+        let max = self
+            .at_ref(slot)
+            .progs
+            .requests
+            .as_ref()
+            .map(|r| r.max_pending);
+        let p = self.at(slot);
+        let n = p.exchange.slots();
+        p.gauge(|s| &s.pending_requests, n);
+        if p.is_held(Hold::Requests) && max.map_or(true, |m| n <= m / 2) {
+            p.set_hold(Hold::Requests, false);
+            if p.app_read() != AppRead::Paused && p.parser.unpause() {
+                let mut more = Egress::new(slot, Bytes::new());
+                self.run_parser(slot, &mut more);
+                more.flush(self);
+            }
+            self.kick_read(slot);
+        }
+    }
+
+    /// Keeps a client's parser paused while it has its maximum of requests
+    /// awaiting replies (the messages stay buffered in it), and unpaused
+    /// again once it has room, unless the application paused it.
+    pub(super) fn hold_requests(&self, slot: SlotIdx, strp: &mut StrParser) {
+        let p = self.at_ref(slot);
+        if p.is_held(Hold::Requests) {
+            strp.pause();
+        } else if strp.is_paused() && p.app_read() != AppRead::Paused {
+            strp.unpause();
+        }
+    }
+
+    /// A message of the upstream `slot` ([`Resolved::Reply`]): the reply to
+    /// its oldest pending request, to that request's client; with none
+    /// pending, passed to the application.
+    pub(super) fn take_reply(
+        &mut self,
+        slot: SlotIdx,
+        body: Body<'_>,
+        len: usize,
+        out: &mut Egress,
+    ) {
+        let p = self.at(slot);
+        let Some(req) = p.exchange.pop_pending() else {
+            p.count(|s| &s.unsolicited, 1);
+            p.count(|s| &s.passed, 1);
+            let id = p.id();
+            return self.queue_for_app(Some(id), slot, body.into_frags(), len);
+        };
+        p.gauge(|s| &s.pending_requests, p.exchange.pending());
+        let client = self
+            .slot_of(req.client)
+            .filter(|&c| !self.at_ref(c).is_closing());
+        match client {
+            Some(cs) if self.at(cs).exchange.fill(req.seq, body.into_frags()) => {
+                self.at(cs).count(|s| &s.replies, 1);
+                self.drain_replies(cs, out);
+            }
+            _ => self.at(slot).count(|s| &s.orphan_replies, 1),
+        }
+    }
+
+    /// An application send on `slot`: fills the oldest slot reserved for
+    /// the application when the socket is a client with one, else goes to
+    /// its send ring as usual.
+    pub(super) fn transmit_own(&mut self, slot: SlotIdx, frags: impl IntoIterator<Item = Bytes>) {
+        let Some(seq) = self.at_ref(slot).exchange.app_slot() else {
+            return self.push_own(slot, frags);
+        };
+        let p = self.at(slot);
+        p.exchange.fill(seq, frags.into_iter().collect());
+        p.count(|s| &s.local_replies, 1);
+        let mut out = Egress::new(slot, Bytes::new());
+        self.drain_replies(slot, &mut out);
+        out.flush(self);
+    }
+
+    /// The upstream's request timer fired.
+    pub(super) fn handle_request_timer(&mut self, id: SockId, now: Instant) {
+        let Some(slot) = self.slot_of(id) else { return };
+        let p = self.at(slot);
+        match p.exchange.oldest() {
+            None => {}
+            Some(req) if req.deadline <= now => {
+                p.exchange.pop_pending();
+                self.fail_request(req.client, req.seq, ReplyError::Timeout);
+                self.close(slot, Some(crate::error::Errno::TimedOut));
+            }
+            Some(req) => {
+                p.exchange.arm();
+                self.timers.set(req.deadline, Timer::Request(id));
+            }
+        }
+    }
+
+    /// The socket closes: the requests pending on it (an upstream) get
+    /// "upstream closed" error replies; its own slots (a client) are dropped.
+    pub(super) fn close_exchange(&mut self, slot: SlotIdx) {
+        let p = self.at(slot);
+        let pending = p.exchange.take_all();
+        if p.progs.requests.is_some() || !pending.is_empty() {
+            p.gauge(|s| &s.pending_requests, 0);
+        }
+        for req in pending {
+            self.fail_request(req.client, req.seq, ReplyError::UpstreamClosed);
+        }
+    }
+}
