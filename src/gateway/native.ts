@@ -8,17 +8,13 @@
  * @module
  */
 import { SockmapError } from '../errors'
-import type { AttachOptions, SetOptions, SockHash, SockMap } from '../map'
+import type { AttachOptions, RequestsOptions as EngineRequestsOptions, SetOptions, SockHash, SockMap } from '../map'
 import { rules, type MessageKey, type NativeRule } from '../rules'
 import type { Socket } from '../socket'
 import type { MapKey, RedirectOptions, StreamMessage, Verdict } from '../verdict'
 
-/** How a client map pairs each request with one reply (`attach({ requests })`). */
-export interface RequestsOptions {
-  /** A forwarded request not answered within this many milliseconds gets a timeout error reply. */
-  timeoutMs?: number
-  /** Most requests of one client awaiting their replies; beyond it the client is not read. */
-  maxPending?: number
+/** How a client map pairs each request with one reply: the engine's options, and the Redis planner's. */
+export interface RequestsOptions extends EngineRequestsOptions {
   /** The Redis command planner: AUTH checked against `password`, commands refused unless in `allow`. */
   redis?: { password?: string; allow?: string[] }
 }
