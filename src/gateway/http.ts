@@ -41,6 +41,9 @@ export interface HttpRouterOptions extends GatewayOptions {
   upgrades?: boolean
 }
 
+/** A members key no connection ever has (connection keys hold '#'). */
+const NO_CONNECTION = 'none'
+
 interface Compiled {
   host: string | undefined
   pathPrefix: string | undefined
@@ -158,8 +161,9 @@ export class HttpRouter extends Gateway {
       ((msg: StreamMessage): Verdict => {
         if (upgrades && isUpgrade(msg)) return Verdict.PASS
         const route = match(routes, msg)
-        const key = route?.pool.connectionFor(msg.socket)
-        return route && key !== undefined ? msg.redirect(route.pool.members, key) : Verdict.DROP
+        if (!route) return Verdict.DROP
+        // No server up: routed to nothing (a key no connection has), which the engine answers with a 503.
+        return msg.redirect(route.pool.members, route.pool.connectionFor(msg.socket) ?? NO_CONNECTION)
       })
     return { options: { parser, verdict }, requests: this.requestsOptions() }
   }
