@@ -97,6 +97,8 @@ describe('defaults', () => {
     'Http1Options.role': d.http1.role,
     'Http1Options.maxHeaderBytes': d.http1.maxHeaderBytes,
     'PairOptions.onClose': d.pairOnClose,
+    'RequestsOptions.timeoutMs': d.requests.timeoutMs,
+    'RequestsOptions.maxPending': d.requests.maxPending,
   }
 
   /** Defaults of the TypeScript API itself, with no engine counterpart. */

@@ -48,10 +48,10 @@ export interface AttachOptions {
 export interface RequestsOptions {
   /**
    * An upstream that leaves its oldest request unanswered this long (ms) is closed with `ETIMEDOUT`, the request
-   * answered with a timeout error reply. Default: 5000.
+   * answered with a timeout error reply. Default: `5000`.
    */
   timeoutMs?: number
-  /** A client with this many requests awaiting replies is not read until half were answered. Default: 1024. */
+  /** A client with this many requests awaiting replies is not read until half were answered. Default: `1024`. */
   maxPending?: number
 }
 
