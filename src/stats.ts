@@ -22,6 +22,8 @@ export interface SocketStats {
   droppedVerdict: number
   /** Messages dropped because the redirect key was absent. */
   droppedNoKey: number
+  /** Messages dropped because no route of a `rules.httpRoute` matched the request. */
+  droppedNoRoute: number
   /** Messages dropped because the redirect target could not take them. */
   droppedDeadTarget: number
   /** Partial messages dropped by a parser error or a close mid-message. */

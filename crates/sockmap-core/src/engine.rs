@@ -33,7 +33,7 @@ use crate::error::Errno;
 use crate::event::Event;
 use crate::id::{MapId, SockId};
 use crate::key::Key;
-use crate::map::{MapKind, UpdateFlag};
+use crate::map::{EntryOptions, MapKind, UpdateFlag};
 use crate::partner::PairOptions;
 use crate::program::Programs;
 use crate::psock::{Core, NewSock};
@@ -889,8 +889,24 @@ impl EngineHandle {
         sock: SockId,
         flag: UpdateFlag,
     ) -> Result<(), Errno> {
+        self.map_update_entry(map, key, sock, flag, &EntryOptions::default())
+    }
+
+    /// [`map_update`](Self::map_update) naming the server the entry is a
+    /// connection to, and its weight, on the map's consistent-hash ring.
+    ///
+    /// # Errors
+    /// As `map_update`; `EINVAL` for a weight of 0.
+    pub fn map_update_entry(
+        &self,
+        map: MapId,
+        key: &Key,
+        sock: SockId,
+        flag: UpdateFlag,
+        opts: &EntryOptions,
+    ) -> Result<(), Errno> {
         let mut reg = self.shared.lock();
-        let relink = reg.update(map, key, sock, flag)?;
+        let relink = reg.update(map, key, sock, flag, opts)?;
         self.publish(reg, relink);
         Ok(())
     }

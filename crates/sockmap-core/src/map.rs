@@ -1,11 +1,64 @@
-//! SockMap and SockHash storage: the kernel's update flags and errors.
+//! SockMap and SockHash storage: the kernel's update flags and errors, and
+//! the server each entry stands for on its map's consistent-hash ring.
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
+
 use crate::error::Errno;
-use crate::hash_ring::HashRing;
 use crate::id::SockId;
-use crate::key::{stable_hash, Key};
+use crate::key::{decimal, fnv1a_64, hash_tagged, Key};
+
+/// How a map entry takes part in its map's consistent-hash ring
+/// (`map.set(key, sock, { server, weight })`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryOptions {
+    /// The server the entry is a connection to: entries naming the same
+    /// server share its points on the ring. `None`: the entry is a server
+    /// named by its key (numbers in decimal).
+    pub server: Option<Bytes>,
+    /// The server's weight, at least 1 (its share of the ring). Default: 1.
+    pub weight: u32,
+}
+
+impl Default for EntryOptions {
+    fn default() -> Self {
+        EntryOptions {
+            server: None,
+            weight: 1,
+        }
+    }
+}
+
+/// The server an entry stands for on the ring, its name resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Server {
+    pub(crate) name: Bytes,
+    pub(crate) weight: u32,
+}
+
+impl Server {
+    /// The server of an entry stored under `key` at `slot` with `opts`.
+    ///
+    /// # Errors
+    /// `EINVAL` for a weight of 0.
+    pub(crate) fn of(key: &Key, slot: &Slot, opts: &EntryOptions) -> Result<Server, Errno> {
+        if opts.weight == 0 {
+            return Err(Errno::Inval);
+        }
+        let mut buf = [0u8; 20];
+        let name = match (&opts.server, slot, key) {
+            (Some(s), _, _) => s.clone(),
+            (None, Slot::Index(i), _) => Bytes::copy_from_slice(decimal(u64::from(*i), &mut buf)),
+            (None, Slot::Hash(_), Key::Num(n)) => Bytes::copy_from_slice(decimal(*n, &mut buf)),
+            (None, Slot::Hash(_), Key::Bytes(b)) => b.clone(),
+        };
+        Ok(Server {
+            name,
+            weight: opts.weight,
+        })
+    }
+}
 
 /// How a map update treats an existing entry (`BPF_ANY`, `BPF_NOEXIST`, `BPF_EXIST`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,7 +82,7 @@ pub enum MapKind {
 }
 
 /// Where a socket sits in a map, as recorded on the socket for removal.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Slot {
     Index(u32),
     Hash(Box<[u8]>),
@@ -175,17 +228,6 @@ impl Store {
                 .collect(),
         }
     }
-
-    /// Builds the consistent-hash ring over the entries.
-    pub(crate) fn build_ring(&self) -> HashRing {
-        HashRing::build(self.entries().into_iter().map(|(slot, sock)| {
-            let h = match &slot {
-                Slot::Index(i) => stable_hash(&u64::from(*i).to_le_bytes()),
-                Slot::Hash(k) => stable_hash(k),
-            };
-            (h, sock)
-        }))
-    }
 }
 
 /// A key borrowed from a message or a rule, for lookups that must not allocate.
@@ -196,10 +238,12 @@ pub(crate) enum RawKey<'a> {
 }
 
 impl RawKey<'_> {
-    pub(crate) fn hash(self) -> u64 {
+    /// The key's hash on a ring (`key::fnv1a_64`; numbers in decimal), of
+    /// the part `tag` selects ([`hash_tagged`]).
+    pub(crate) fn ring_hash(self, tag: Option<[u8; 2]>) -> u32 {
         match self {
-            RawKey::Num(n) => stable_hash(&n.to_le_bytes()),
-            RawKey::Bytes(b) => stable_hash(b),
+            RawKey::Num(n) => fnv1a_64(decimal(n, &mut [0u8; 20])),
+            RawKey::Bytes(b) => fnv1a_64(hash_tagged(b, tag)),
         }
     }
 }

@@ -13,11 +13,15 @@
 //! I/O thread already closed (their entries are gone from both, and a change
 //! naming a socket that is no longer open empties the entry instead); `epoch`
 //! grows with every applied change, so a verdict cached at an epoch holds
-//! until the next change.
+//! until the next change. The ring and the round-robin order of a map are
+//! derived from its entries on first use after a change, never patched.
 
-use crate::hash_ring::HashRing;
+use std::collections::HashMap;
+
+use crate::hash_ring::{HashRing, Member};
 use crate::id::{MapId, SockId};
-use crate::map::{MapKind, RawKey, Slot, Store};
+use crate::map::{MapKind, RawKey, Server, Slot, Store};
+use crate::registry::Shards;
 
 /// One change the registry made to its maps.
 #[derive(Clone, Debug)]
@@ -28,11 +32,12 @@ pub(crate) enum MapChange {
         kind: MapKind,
         max_entries: u32,
     },
-    /// `slot` of `map` now holds `sock`.
+    /// `slot` of `map` now holds `sock`, a connection to `server`.
     Set {
         map: MapId,
         slot: Slot,
         sock: SockId,
+        server: Server,
     },
     /// `slot` of `map` is empty.
     Remove { map: MapId, slot: Slot },
@@ -42,18 +47,46 @@ pub(crate) enum MapChange {
 
 struct ViewMap {
     store: Store,
+    /// The server of each entry.
+    servers: HashMap<Slot, Server>,
     /// The consistent-hash ring, built on first use after a change.
     ring: Option<HashRing>,
+    /// The entries in slot order, by shard, built on first use after a change.
+    order: Option<Vec<Vec<SockId>>>,
+    /// Messages `round_robin` has routed.
+    turn: usize,
+}
+
+impl ViewMap {
+    fn changed(&mut self) {
+        self.ring = None;
+        self.order = None;
+    }
 }
 
 /// The maps as the I/O thread sees them.
-#[derive(Default)]
 pub(crate) struct MapView {
     maps: Vec<Option<ViewMap>>,
     epoch: u64,
+    shards: Shards,
+}
+
+impl Default for MapView {
+    fn default() -> MapView {
+        MapView::new(Shards::new(1))
+    }
 }
 
 impl MapView {
+    /// An empty view for an engine with `shards`.
+    pub(crate) fn new(shards: Shards) -> MapView {
+        MapView {
+            maps: Vec::new(),
+            epoch: 0,
+            shards,
+        }
+    }
+
     /// Grows with every change.
     #[inline]
     pub(crate) fn epoch(&self) -> u64 {
@@ -75,19 +108,29 @@ impl MapView {
                 }
                 self.maps[i] = Some(ViewMap {
                     store: Store::new(kind, max_entries),
+                    servers: HashMap::new(),
                     ring: None,
+                    order: None,
+                    turn: 0,
                 });
             }
-            MapChange::Set { map, slot, sock } => {
+            MapChange::Set {
+                map,
+                slot,
+                sock,
+                server,
+            } => {
                 if let Some(m) = self.map_mut(map) {
-                    m.store.set(slot, sock);
-                    m.ring = None;
+                    m.store.set(slot.clone(), sock);
+                    m.servers.insert(slot, server);
+                    m.changed();
                 }
             }
             MapChange::Remove { map, slot } => {
                 if let Some(m) = self.map_mut(map) {
                     m.store.remove(&slot);
-                    m.ring = None;
+                    m.servers.remove(&slot);
+                    m.changed();
                 }
             }
             MapChange::Destroy(map) => {
@@ -112,10 +155,54 @@ impl MapView {
             .lookup_raw(key)
     }
 
-    /// The entry of `map` owning `hash` on its consistent-hash ring.
-    pub(crate) fn route(&mut self, map: MapId, hash: u64) -> Option<SockId> {
+    /// The entry of `map` owning `hash` on its ketama ring, preferring a
+    /// connection on `source`'s shard ([`HashRing::route`]).
+    pub(crate) fn route(&mut self, map: MapId, hash: u32, source: SockId) -> Option<SockId> {
+        let shards = self.shards;
+        let m = self.map_mut(map)?;
+        let (store, servers) = (&m.store, &m.servers);
+        m.ring
+            .get_or_insert_with(|| {
+                let entries = store.entries();
+                HashRing::build(entries.iter().filter_map(|(slot, sock)| {
+                    let s = servers.get(slot)?;
+                    Some(Member {
+                        server: &s.name,
+                        weight: s.weight,
+                        sock: *sock,
+                    })
+                }))
+            })
+            .route(hash, source, shards)
+    }
+
+    /// The next entry of `map` in slot order, among those on `source`'s
+    /// shard when it has any there, else among all; one turn per call.
+    pub(crate) fn round_robin(&mut self, map: MapId, source: SockId) -> Option<SockId> {
+        let shards = self.shards;
         let m = self.map_mut(map)?;
         let store = &m.store;
-        m.ring.get_or_insert_with(|| store.build_ring()).route(hash)
+        let order = m.order.get_or_insert_with(|| {
+            let mut entries = store.entries();
+            entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let mut by_shard = vec![Vec::new(); shards.count() + 1];
+            for (_, sock) in entries {
+                by_shard[shards.of(sock)].push(sock);
+                by_shard[shards.count()].push(sock);
+            }
+            by_shard
+        });
+        let local = &order[shards.of(source)];
+        let list = if local.is_empty() {
+            &order[shards.count()]
+        } else {
+            local
+        };
+        if list.is_empty() {
+            return None;
+        }
+        let pick = list[m.turn % list.len()];
+        m.turn = m.turn.wrapping_add(1);
+        Some(pick)
     }
 }

@@ -18,7 +18,7 @@ use smallvec::SmallVec;
 use crate::error::Errno;
 use crate::id::{MapId, SockId};
 use crate::key::Key;
-use crate::map::{MapKind, Slot, Store, UpdateFlag};
+use crate::map::{EntryOptions, MapKind, Server, Slot, Store, UpdateFlag};
 use crate::map_view::MapChange;
 use crate::partner::{PairOptions, Partner};
 use crate::program::Programs;
@@ -396,16 +396,20 @@ impl Registry {
         Ok(())
     }
 
-    /// `bpf_map_update_elem` from user space.
+    /// `bpf_map_update_elem` from user space; `opts` name the entry's
+    /// server on the map's ring (setting the same socket again with other
+    /// options changes only its server).
     pub(crate) fn update(
         &mut self,
         map: MapId,
         key: &Key,
         sock: SockId,
         flag: UpdateFlag,
+        opts: &EntryOptions,
     ) -> Result<Relink, Errno> {
         let m = self.map(map)?;
         let slot = m.store.slot_of(key)?;
+        let server = Server::of(key, &slot, opts)?;
         let entry = self.sock(sock).ok_or(Errno::OpNotSupp)?;
         if !matches!(entry.state, SockState::Established | SockState::Listening) {
             return Err(Errno::OpNotSupp);
@@ -417,6 +421,12 @@ impl Registry {
             _ => {}
         }
         if old == Some(sock) {
+            self.changes.push(MapChange::Set {
+                map,
+                slot,
+                sock,
+                server,
+            });
             return Ok(Relink::new());
         }
         m.store.check_room(&slot)?;
@@ -438,6 +448,7 @@ impl Registry {
             map,
             slot: slot.clone(),
             sock,
+            server,
         });
         let m = self.map_mut(map)?;
         m.store.set(slot, sock);
@@ -536,30 +547,88 @@ mod tests {
         let m = r.create_map(MapKind::SockMap, 2).unwrap();
         let h = r.create_map(MapKind::SockHash, 1).unwrap();
         assert_eq!(
-            r.update(m, &Key::Num(2), a, UpdateFlag::Any),
+            r.update(
+                m,
+                &Key::Num(2),
+                a,
+                UpdateFlag::Any,
+                &EntryOptions::default()
+            ),
             Err(Errno::TooBig)
         );
         assert_eq!(
-            r.update(m, &Key::Num(0), c, UpdateFlag::Any),
+            r.update(
+                m,
+                &Key::Num(0),
+                c,
+                UpdateFlag::Any,
+                &EntryOptions::default()
+            ),
             Err(Errno::OpNotSupp)
         );
         assert_eq!(
-            r.update(m, &Key::Num(0), a, UpdateFlag::Exist),
+            r.update(
+                m,
+                &Key::Num(0),
+                a,
+                UpdateFlag::Exist,
+                &EntryOptions::default()
+            ),
             Err(Errno::NoEnt)
         );
-        r.update(m, &Key::Num(0), a, UpdateFlag::NoExist).unwrap();
+        r.update(
+            m,
+            &Key::Num(0),
+            a,
+            UpdateFlag::NoExist,
+            &EntryOptions::default(),
+        )
+        .unwrap();
         assert_eq!(
-            r.update(m, &Key::Num(0), b, UpdateFlag::NoExist),
+            r.update(
+                m,
+                &Key::Num(0),
+                b,
+                UpdateFlag::NoExist,
+                &EntryOptions::default()
+            ),
             Err(Errno::Exist)
         );
-        r.update(m, &Key::Num(0), b, UpdateFlag::Exist).unwrap();
+        r.update(
+            m,
+            &Key::Num(0),
+            b,
+            UpdateFlag::Exist,
+            &EntryOptions::default(),
+        )
+        .unwrap();
         assert!(r.sock(a).unwrap().links.is_empty());
-        r.update(h, &Key::from("x"), a, UpdateFlag::Any).unwrap();
+        r.update(
+            h,
+            &Key::from("x"),
+            a,
+            UpdateFlag::Any,
+            &EntryOptions::default(),
+        )
+        .unwrap();
         assert_eq!(
-            r.update(h, &Key::from("y"), b, UpdateFlag::Any),
+            r.update(
+                h,
+                &Key::from("y"),
+                b,
+                UpdateFlag::Any,
+                &EntryOptions::default()
+            ),
             Err(Errno::TooBig)
         );
-        r.update(h, &Key::from("x"), b, UpdateFlag::Any).unwrap();
+        r.update(
+            h,
+            &Key::from("x"),
+            b,
+            UpdateFlag::Any,
+            &EntryOptions::default(),
+        )
+        .unwrap();
         assert_eq!(r.delete(h, &Key::from("nope")), Err(Errno::NoEnt));
         assert_eq!(r.delete(m, &Key::Num(1)), Err(Errno::Inval));
         assert_eq!(r.sock(b).unwrap().links.len(), 2);
@@ -568,7 +637,13 @@ mod tests {
         assert_eq!(r.map(h).unwrap().store.len(), 0);
         r.set_state(a, SockState::Closed);
         assert_eq!(
-            r.update(m, &Key::Num(1), a, UpdateFlag::Any),
+            r.update(
+                m,
+                &Key::Num(1),
+                a,
+                UpdateFlag::Any,
+                &EntryOptions::default()
+            ),
             Err(Errno::OpNotSupp)
         );
         r.release(a);
@@ -589,12 +664,32 @@ mod tests {
         r.attach(m1, shared.clone()).unwrap();
         r.attach(m2, verdict(Rule::Drop)).unwrap();
         r.attach(m3, shared).unwrap();
-        r.update(m1, &Key::Num(1), s, UpdateFlag::Any).unwrap();
+        r.update(
+            m1,
+            &Key::Num(1),
+            s,
+            UpdateFlag::Any,
+            &EntryOptions::default(),
+        )
+        .unwrap();
         assert_eq!(
-            r.update(m2, &Key::Num(1), s, UpdateFlag::Any),
+            r.update(
+                m2,
+                &Key::Num(1),
+                s,
+                UpdateFlag::Any,
+                &EntryOptions::default()
+            ),
             Err(Errno::Busy)
         );
-        r.update(m3, &Key::Num(1), s, UpdateFlag::Any).unwrap();
+        r.update(
+            m3,
+            &Key::Num(1),
+            s,
+            UpdateFlag::Any,
+            &EntryOptions::default(),
+        )
+        .unwrap();
         assert_eq!(r.sock(s).unwrap().verdict_map, Some(m1));
         r.delete(m1, &Key::Num(1)).unwrap();
         assert!(r.sock(s).unwrap().programs.verdict.is_some());

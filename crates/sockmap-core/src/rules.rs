@@ -119,12 +119,35 @@ pub enum Rule {
         /// Deliver to the target's application instead of transmitting.
         ingress: bool,
     },
-    /// Redirect to the entry of `map` chosen by a consistent hash of a key.
+    /// Redirect to the entry of `map` chosen by its ketama ring (twemproxy's
+    /// `distribution: ketama`, `hash: fnv1a_64`) from a key: a connection of
+    /// the key's server on the source socket's shard, else any.
     HashRoute {
         /// The map whose entries share the traffic.
         map: MapId,
         /// Where the routed key comes from.
         key: KeySource,
+        /// Deliver to the target's application instead of transmitting.
+        ingress: bool,
+        /// `[open, close]`: hash only what lies between the first `open` and
+        /// the next `close` when it is not empty (twemproxy's `hash_tag`).
+        hash_tag: Option<[u8; 2]>,
+    },
+    /// Redirect each message to the next entry of `map` (in key order),
+    /// among those on the source socket's shard when there are any.
+    RoundRobin {
+        /// The map whose entries share the traffic.
+        map: MapId,
+        /// Deliver to the target's application instead of transmitting.
+        ingress: bool,
+    },
+    /// Redirect an HTTP/1 request (`parsers.http1()`) to the pool of the
+    /// first route it matches; within the pool, the ring on the source
+    /// socket's id picks the connection, so one client stays on one. No
+    /// match drops (counted `dropped_no_route`).
+    HttpRoute {
+        /// The routes, tried in order.
+        routes: Arc<[HttpRoute]>,
         /// Deliver to the target's application instead of transmitting.
         ingress: bool,
     },
@@ -145,12 +168,70 @@ impl fmt::Debug for Rule {
             Rule::Redirect { map, key, ingress } => {
                 write!(f, "Redirect({map}, {key:?}, ingress={ingress})")
             }
-            Rule::HashRoute { map, key, ingress } => {
-                write!(f, "HashRoute({map}, {key:?}, ingress={ingress})")
+            Rule::HashRoute {
+                map,
+                key,
+                ingress,
+                hash_tag,
+            } => {
+                write!(f, "HashRoute({map}, {key:?}, ingress={ingress}")?;
+                match hash_tag {
+                    Some([o, c]) => write!(f, ", hashTag={}{})", *o as char, *c as char),
+                    None => f.write_str(")"),
+                }
+            }
+            Rule::RoundRobin { map, ingress } => write!(f, "RoundRobin({map}, ingress={ingress})"),
+            Rule::HttpRoute { routes, ingress } => {
+                write!(f, "HttpRoute({routes:?}, ingress={ingress})")
             }
             Rule::Func(_) => f.write_str("Func"),
             Rule::Reply => f.write_str("Reply"),
         }
+    }
+}
+
+/// One route of [`Rule::HttpRoute`]: a request matches when every given
+/// condition holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpRoute {
+    /// The `Host` header without its port, compared case-insensitively.
+    pub host: Option<Bytes>,
+    /// A prefix of the request target.
+    pub path_prefix: Option<Bytes>,
+    /// The map of the upstream connections serving the route.
+    pub pool: MapId,
+}
+
+impl HttpRoute {
+    /// Whether a request with `host` (the header's value, port included)
+    /// and request target `path` matches.
+    pub fn matches(&self, host: Option<&[u8]>, path: &[u8]) -> bool {
+        let host_ok = match (&self.host, host) {
+            (None, _) => true,
+            (Some(want), Some(h)) => host_name(h).eq_ignore_ascii_case(want),
+            (Some(_), None) => false,
+        };
+        host_ok
+            && self
+                .path_prefix
+                .as_ref()
+                .map_or(true, |p| path.starts_with(p))
+    }
+}
+
+/// A `Host` value without its port (`[v6]:port` keeps the brackets) and
+/// surrounding blanks.
+fn host_name(h: &[u8]) -> &[u8] {
+    let h = h.trim_ascii();
+    if h.first() == Some(&b'[') {
+        return match memchr::memchr(b']', h) {
+            Some(e) => &h[..=e],
+            None => h,
+        };
+    }
+    match memchr::memchr(b':', h) {
+        Some(c) => &h[..c],
+        None => h,
     }
 }
 
@@ -162,6 +243,15 @@ pub(crate) enum DerivedKey<'a> {
 }
 
 impl DerivedKey<'_> {
+    /// The key's bytes (empty for a number).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            DerivedKey::Num(_) => &[],
+            DerivedKey::Borrowed(b) => b,
+            DerivedKey::Owned(b) => b,
+        }
+    }
+
     pub(crate) fn raw(&self) -> RawKey<'_> {
         match self {
             DerivedKey::Num(n) => RawKey::Num(*n),
@@ -204,7 +294,7 @@ impl<'a> MsgBytes<'a> {
         }
     }
 
-    fn meta_range(self, r: &Range<usize>) -> Option<DerivedKey<'a>> {
+    pub(crate) fn meta_range(self, r: &Range<usize>) -> Option<DerivedKey<'a>> {
         self.range(r.start, r.end.checked_sub(r.start)?)
     }
 }
@@ -252,5 +342,26 @@ mod tests {
         assert_eq!(&out[..], b"cde");
         assert!(!copy_range(&frags, 5, 3, &mut out));
         assert!(copy_range(&frags, 7, 0, &mut out));
+    }
+
+    #[test]
+    fn http_routes_match_host_without_port_and_path_prefix() {
+        let r = HttpRoute {
+            host: Some(Bytes::from_static(b"api.example")),
+            path_prefix: Some(Bytes::from_static(b"/v1/")),
+            pool: MapId::from_u32(0),
+        };
+        assert!(r.matches(Some(b"API.Example:8080"), b"/v1/users"));
+        assert!(r.matches(Some(b" api.example "), b"/v1/"));
+        assert!(!r.matches(Some(b"api.example"), b"/v2/users"));
+        assert!(!r.matches(Some(b"api.example.org"), b"/v1/x"));
+        assert!(!r.matches(None, b"/v1/x"));
+        let any = HttpRoute {
+            host: Some(Bytes::from_static(b"[::1]")),
+            path_prefix: None,
+            pool: MapId::from_u32(0),
+        };
+        assert!(any.matches(Some(b"[::1]:80"), b"/"));
+        assert!(!any.matches(Some(b"[::2]"), b"/"));
     }
 }

@@ -13,6 +13,8 @@ pub enum DropReason {
     Verdict,
     /// The redirect key is absent from the map.
     NoKey,
+    /// No route of an `httpRoute` rule matched the request.
+    NoRoute,
     /// The redirect target is closed, listening or otherwise unable to take data.
     DeadTarget,
     /// The parser failed or the socket closed in the middle of a message.
@@ -73,6 +75,8 @@ counters! {
         dropped_verdict,
         /// Messages dropped because the redirect key was absent.
         dropped_no_key,
+        /// Messages dropped because no route of an `httpRoute` rule matched.
+        dropped_no_route,
         /// Messages dropped because the redirect target could not take them.
         dropped_dead_target,
         /// Partial messages dropped by a parser error or a close mid-message.
@@ -153,6 +157,7 @@ impl Stats {
         let field = match reason {
             DropReason::Verdict => &self.dropped_verdict,
             DropReason::NoKey => &self.dropped_no_key,
+            DropReason::NoRoute => &self.dropped_no_route,
             DropReason::DeadTarget => &self.dropped_dead_target,
             DropReason::Parser => &self.dropped_parser,
         };

@@ -16,9 +16,10 @@ use bytes::Bytes;
 use crate::batch::Target;
 use crate::framer::MessageMeta;
 use crate::id::SockId;
+use crate::map::RawKey;
 use crate::map_view::MapView;
 use crate::program::{StreamVerdictProg, VerdictKind};
-use crate::rules::{DerivedKey, KeySource, MessageView, MsgBytes, Rule, Verdict};
+use crate::rules::{DerivedKey, HttpRoute, KeySource, MessageView, MsgBytes, Rule, Verdict};
 use crate::stats::DropReason;
 
 /// A verdict with its target resolved to a socket.
@@ -108,12 +109,26 @@ pub(crate) fn eval_rule(
             };
             (r, key.is_message_independent())
         }
-        Rule::HashRoute { map, key, ingress } => {
+        Rule::HashRoute {
+            map,
+            key,
+            ingress,
+            hash_tag,
+        } => {
             let r = match derive(key, sock, msg) {
                 None => Resolved::Drop(DropReason::NoKey),
-                Some(k) => redirect_to(maps.route(*map, k.raw().hash()), *ingress),
+                Some(k) => redirect_to(
+                    maps.route(*map, k.raw().ring_hash(*hash_tag), sock),
+                    *ingress,
+                ),
             };
             (r, key.is_message_independent())
+        }
+        Rule::RoundRobin { map, ingress } => {
+            (redirect_to(maps.round_robin(*map, sock), *ingress), false)
+        }
+        Rule::HttpRoute { routes, ingress } => {
+            (http_route(maps, routes, *ingress, sock, msg), false)
         }
         Rule::Func(f) => {
             let one;
@@ -136,6 +151,30 @@ pub(crate) fn eval_rule(
             }
         }
     }
+}
+
+/// The pool of the first route `msg` matches, and the connection in it the
+/// ring gives the source socket's id.
+fn http_route(
+    maps: &mut MapView,
+    routes: &[HttpRoute],
+    ingress: bool,
+    sock: SockId,
+    msg: &Message<'_>,
+) -> Resolved {
+    let MessageMeta::Http { path, host, .. } = msg.meta else {
+        return Resolved::Drop(DropReason::NoRoute);
+    };
+    let host = host.as_ref().and_then(|h| msg.bytes.meta_range(h));
+    let Some(path) = msg.bytes.meta_range(path) else {
+        return Resolved::Drop(DropReason::NoRoute);
+    };
+    let host = host.as_ref().map(DerivedKey::bytes);
+    let Some(route) = routes.iter().find(|r| r.matches(host, path.bytes())) else {
+        return Resolved::Drop(DropReason::NoRoute);
+    };
+    let hash = RawKey::Num(sock.as_u64()).ring_hash(None);
+    redirect_to(maps.route(route.pool, hash, sock), ingress)
 }
 
 /// A rule's key for one message.

@@ -177,8 +177,9 @@ fn hash_route_spreads_keys_consistently() {
     let pool = h.h().create_map(MapKind::SockHash, 8).unwrap();
     let src_map = h.hash_with(|_| Rule::HashRoute {
         map: pool,
-        key: KeySource::Range { offset: 0, len: 1 },
+        key: KeySource::Range { offset: 0, len: 4 },
         ingress: false,
+        hash_tag: None,
     });
     let (mut t1, id1) = h.pair();
     let (mut t2, id2) = h.pair();
@@ -188,23 +189,31 @@ fn hash_route_spreads_keys_consistently() {
     h.put(src_map, "s", s);
     let mut sent = 0;
     let mut pass = |ps: &mut std::net::TcpStream| {
-        // One message per read: send one byte, wait until it is counted.
+        // One message per read: send one 4-byte key, wait until it is
+        // counted. The ring hashes with FNV-1a (as twemproxy), under which
+        // keys differing only in their last byte stay close: they differ first.
         for k in 0..16u8 {
-            write(ps, &[k]);
+            write(ps, &[k.wrapping_mul(17), 1, 2, 3]);
             sent += 1;
             h.stats_until(s, |st| st.messages_in == sent);
         }
         h.stats_until(s, |st| st.redirected_egress == sent);
-        let out = |id| h.h().sock_stats(id).unwrap().bytes_out;
+        let out = |id| h.h().sock_stats(id).unwrap().bytes_out / 4;
         h.stats_until(id1, |_| out(id1) + out(id2) == sent);
         (out(id1), out(id2))
     };
     let (n1, n2) = pass(&mut ps);
     assert!(n1 > 0 && n2 > 0, "both targets get keys: {n1} {n2}");
-    let first = (read_n(&mut t1, n1 as usize), read_n(&mut t2, n2 as usize));
+    let first = (
+        read_n(&mut t1, 4 * n1 as usize),
+        read_n(&mut t2, 4 * n2 as usize),
+    );
     let (m1, m2) = pass(&mut ps);
     assert_eq!((m1 - n1, m2 - n2), (n1, n2));
-    let second = (read_n(&mut t1, n1 as usize), read_n(&mut t2, n2 as usize));
+    let second = (
+        read_n(&mut t1, 4 * n1 as usize),
+        read_n(&mut t2, 4 * n2 as usize),
+    );
     assert_eq!(first, second, "the same key goes to the same target");
     assert_eq!(h.h().sock_stats(s).unwrap().dropped, 0);
 }

@@ -130,6 +130,7 @@ fn a_closed_target_leaves_every_shards_view_of_the_map() {
         map: targets,
         key: KeySource::Range { offset: 0, len: 4 },
         ingress: false,
+        hash_tag: None,
     });
     let (mut ps, s) = h.pair();
     let (mut p1, t1) = h.pair();

@@ -1,8 +1,9 @@
 //! Maps of a `BindingEngine`: SockMap / SockHash updates, lookups and programs.
 
+use bytes::Bytes;
 use napi::bindgen_prelude::{Buffer, Either};
 use napi_derive::napi;
-use sockmap_core::{Errno, MapId};
+use sockmap_core::{EntryOptions, Errno, MapId};
 
 use crate::binding_bytes::JsBytes;
 use crate::binding_engine::{sock_id, stats_values, BindingEngine};
@@ -37,7 +38,8 @@ impl BindingEngine {
         })
     }
 
-    /// Stores `sock` under `key`.
+    /// Stores `sock` under `key`; `server` and `weight` name the server the
+    /// entry is a connection to on the map's ring (absent: the core's defaults).
     #[napi]
     pub fn map_update(
         &self,
@@ -45,11 +47,18 @@ impl BindingEngine {
         key: Either<f64, Buffer>,
         sock: f64,
         flag: String,
+        server: Option<Buffer>,
+        weight: Option<u32>,
     ) -> Result<()> {
         guarded(|| {
             let id = MapId::from_u32(map);
+            let defaults = EntryOptions::default();
+            let opts = EntryOptions {
+                server: server.map(|s| Bytes::copy_from_slice(&s)),
+                weight: weight.unwrap_or(defaults.weight),
+            };
             self.handle
-                .map_update(id, &key_of(&key), sock_id(sock), flag_of(&flag)?)
+                .map_update_entry(id, &key_of(&key), sock_id(sock), flag_of(&flag)?, &opts)
                 .map_err(|e| map_err(e, "map update failed"))
         })
     }

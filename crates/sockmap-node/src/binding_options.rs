@@ -18,7 +18,7 @@ use sockmap_core::program::{
     MsgVerdictKind, MsgVerdictProg, ParserKind, ParserProg, Programs, RequestsConfig,
     StreamVerdictProg, VerdictKind, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PEEK_BYTES,
 };
-use sockmap_core::{EngineConfig, Errno, Key, KeySource, MapId, Rule};
+use sockmap_core::{EngineConfig, Errno, HttpRoute, Key, KeySource, MapId, Rule};
 
 use crate::binding_bytes::JsBytes;
 use crate::binding_error::{error_of, Result};
@@ -320,17 +320,57 @@ fn key_source_of(k: &KeySpec) -> Result<KeySource> {
     }
 }
 
+/// One route of an `httpRoute` rule.
+#[napi(object, object_to_js = false)]
+pub struct HttpRouteSpec {
+    /// The `Host` header to match, without port.
+    pub host: Option<String>,
+    /// A prefix of the request target to match.
+    pub path_prefix: Option<String>,
+    /// The pool map's number.
+    pub pool: u32,
+}
+
 /// A native verdict rule.
 #[napi(object, object_to_js = false)]
 pub struct RuleSpec {
-    /// `'pass' | 'drop' | 'redirect' | 'hashRoute'`.
+    /// `'pass' | 'drop' | 'redirect' | 'hashRoute' | 'roundRobin' | 'httpRoute'`.
     pub kind: String,
-    /// The target map (`redirect`, `hashRoute`).
+    /// The target map (`redirect`, `hashRoute`, `roundRobin`).
     pub map: Option<u32>,
     /// Where the key comes from (`redirect`, `hashRoute`).
     pub key: Option<KeySpec>,
     /// Deliver to the target's application instead of transmitting.
     pub ingress: Option<bool>,
+    /// `hashRoute`: the two hash-tag delimiters, e.g. `'{}'`.
+    pub hash_tag: Option<String>,
+    /// `httpRoute`: the routes, in order.
+    pub routes: Option<Vec<HttpRouteSpec>>,
+}
+
+fn hash_tag_of(tag: Option<&str>) -> Result<Option<[u8; 2]>> {
+    match tag.map(str::as_bytes) {
+        None => Ok(None),
+        Some(&[open, close]) => Ok(Some([open, close])),
+        Some(_) => Err(error_of(
+            Errno::Inval,
+            "a hash tag is two one-byte characters",
+        )),
+    }
+}
+
+fn http_route_of(r: &HttpRouteSpec) -> HttpRoute {
+    HttpRoute {
+        host: r
+            .host
+            .as_ref()
+            .map(|h| Bytes::copy_from_slice(h.as_bytes())),
+        path_prefix: r
+            .path_prefix
+            .as_ref()
+            .map(|p| Bytes::copy_from_slice(p.as_bytes())),
+        pool: MapId::from_u32(r.pool),
+    }
 }
 
 /// Converts a native rule.
@@ -353,7 +393,34 @@ pub fn rule_of(r: &RuleSpec) -> Result<Rule> {
         "pass" => Ok(Rule::Pass),
         "drop" => Ok(Rule::Drop),
         "redirect" => target().map(|(map, key, ingress)| Rule::Redirect { map, key, ingress }),
-        "hashRoute" => target().map(|(map, key, ingress)| Rule::HashRoute { map, key, ingress }),
+        "hashRoute" => {
+            let hash_tag = hash_tag_of(r.hash_tag.as_deref())?;
+            target().map(|(map, key, ingress)| Rule::HashRoute {
+                map,
+                key,
+                ingress,
+                hash_tag,
+            })
+        }
+        "roundRobin" => {
+            let map = r
+                .map
+                .ok_or_else(|| error_of(Errno::Inval, "rule without a map"))?;
+            Ok(Rule::RoundRobin {
+                map: MapId::from_u32(map),
+                ingress: r.ingress.unwrap_or(false),
+            })
+        }
+        "httpRoute" => {
+            let routes = r
+                .routes
+                .as_ref()
+                .ok_or_else(|| error_of(Errno::Inval, "httpRoute without routes"))?;
+            Ok(Rule::HttpRoute {
+                routes: routes.iter().map(http_route_of).collect(),
+                ingress: r.ingress.unwrap_or(false),
+            })
+        }
         "reply" => Ok(Rule::Reply),
         _ => Err(error_of(Errno::Inval, "unknown rule kind")),
     }

@@ -356,10 +356,17 @@ mod tests {
                 reg.alloc(SockState::Established, 0),
                 reg.alloc(SockState::Established, 0),
             ];
-            reg.update(gw, &Key::Num(0), src, UpdateFlag::Any).unwrap();
+            reg.update(gw, &Key::Num(0), src, UpdateFlag::Any, &Default::default())
+                .unwrap();
             for (i, t) in targets.iter().enumerate() {
-                reg.update(ups, &Key::Num(i as u64), *t, UpdateFlag::Any)
-                    .unwrap();
+                reg.update(
+                    ups,
+                    &Key::Num(i as u64),
+                    *t,
+                    UpdateFlag::Any,
+                    &Default::default(),
+                )
+                .unwrap();
             }
             (src, targets, ups)
         };
@@ -556,6 +563,7 @@ mod tests {
                 map: ups,
                 key: crate::rules::KeySource::Range { offset: 4, len: 1 },
                 ingress: false,
+                hash_tag: None,
             })
         });
         let frames: Vec<u8> = (0..N).flat_map(|i| [0, 0, 0, 2, i as u8, 0xab]).collect();

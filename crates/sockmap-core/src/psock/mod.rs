@@ -124,11 +124,12 @@ pub struct Core {
 impl Core {
     pub(crate) fn new(shared: Arc<Shared>, cfg: EngineConfig, shard: usize, now: Instant) -> Core {
         let shards = shared.shards.count();
+        let maps = MapView::new(shared.shards);
         Core {
             shard,
             remote: (0..shards).map(|_| Vec::new()).collect(),
             shared,
-            maps: MapView::default(),
+            maps,
             cfg,
             socks: Vec::new(),
             events: VecDeque::new(),
@@ -543,9 +544,9 @@ impl Core {
     /// began closing.
     pub(crate) fn handle_map_change(&mut self, change: MapChange) {
         let change = match change {
-            MapChange::Set { map, slot, sock }
-                if !self.is_remote(sock) && !self.psock(sock).is_some_and(|p| !p.is_closing()) =>
-            {
+            MapChange::Set {
+                map, slot, sock, ..
+            } if !self.is_remote(sock) && !self.psock(sock).is_some_and(|p| !p.is_closing()) => {
                 MapChange::Remove { map, slot }
             }
             other => other,
