@@ -12,7 +12,7 @@ import { promisify } from 'node:util'
 import Redis from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 
-import { RedisGateway, hasPairing, type GatewayMessage } from '../src/index'
+import { RedisGateway, hasPairing, rules, type GatewayMessage } from '../src/index'
 import { deadline, until } from './helpers'
 import { freePort, needs, program, redisCall, respOf, runCli, startRedis, type RedisServer } from './peers'
 
@@ -20,6 +20,14 @@ const run = promisify(execFile)
 const pairing = hasPairing()
 if (!pairing) console.warn('SKIPPED: this build of the engine has no request/response pairing')
 const ready = pairing && needs('redis-server')
+
+/**
+ * `n` keys spread over the ring: twemproxy's fnv1a_64 (truncated to 32 bits) puts keys that differ only in their last
+ * characters next to each other, so keys like `k:1`, `k:2`... would all land on one server.
+ */
+function spread(prefix: string, n: number): string[] {
+  return Array.from({ length: n }, (_, i) => `${(i * 2654435761) % 1_000_000_007}:${prefix}`)
+}
 
 /** An ioredis client that sends only what the test asks (no ready check, no retries). */
 function client(port: number): Redis {
@@ -38,6 +46,9 @@ describe.skipIf(!ready)('RedisGateway (real redis-servers, ioredis, redis-cli)',
   let b: RedisServer
   let gw: RedisGateway
   let port: number
+  let planner = false
+  const named = typeof (rules as { roundRobin?: unknown }).roundRobin === 'function'
+  if (!named) console.warn('SKIPPED (placement test): this build of the ring has no server names')
   const clients: Redis[] = []
   const open = async (): Promise<Redis> => {
     const c = client(port)
@@ -59,6 +70,10 @@ describe.skipIf(!ready)('RedisGateway (real redis-servers, ioredis, redis-cli)',
       reconnect: { initialMs: 10, maxMs: 100 },
     })
     port = (await gw.listen()).port
+    // What this build of the engine does yet: the Redis planner (PING answered by the gateway), servers named on the
+    // ring (twemproxy's placement), TypeScript replies and routes.
+    planner = (await redisCall(port, ['PING']))[0] === 'PONG'
+    if (!planner) console.warn('SKIPPED (planner tests): this build of the engine has no Redis planner')
   })
   afterEach(async () => {
     for (const c of clients.splice(0)) c.disconnect()
@@ -69,9 +84,10 @@ describe.skipIf(!ready)('RedisGateway (real redis-servers, ioredis, redis-cli)',
     await Promise.all([a?.stop(), b?.stop()])
   })
 
-  it('stores every key on one shard, the one twemproxy (ketama, fnv1a_64) picks, and nowhere else', async () => {
+  it('stores every key on one shard, the one twemproxy (ketama, fnv1a_64) picks, and nowhere else', async (ctx) => {
+    if (!named) ctx.skip()
     const c = await open()
-    const keys = Array.from({ length: 200 }, (_, i) => `user:${i}`)
+    const keys = spread('user', 200)
     for (const k of keys) expect(await c.set(k, `v-${k}`)).toBe('OK')
     const onA = await redisCall(a.port, ...keys.map((k) => ['EXISTS', k]))
     const onB = await redisCall(b.port, ...keys.map((k) => ['EXISTS', k]))
@@ -108,9 +124,11 @@ describe.skipIf(!ready)('RedisGateway (real redis-servers, ioredis, redis-cli)',
     }
   })
 
-  it('honours {hash tags}: keys with one tag share a shard', async () => {
+  it('honours {hash tags}: keys with one tag share a shard', async (ctx) => {
+    if (!named) ctx.skip()
     const c = await open()
-    const keys = Array.from({ length: 30 }, (_, i) => `{order:7}:line:${i}`)
+    // Spread keys would go to both shards (see the first test); with one tag they all go to one.
+    const keys = spread('line', 30).map((k) => `{order:7}:${k}`)
     for (const k of keys) await c.set(k, '1')
     const onA = (await redisCall(a.port, ['DBSIZE']))[0] as number
     const onB = (await redisCall(b.port, ['DBSIZE']))[0] as number
@@ -127,9 +145,10 @@ describe.skipIf(!ready)('RedisGateway (real redis-servers, ioredis, redis-cli)',
     )
   })
 
-  it('splits MSET, MGET, DEL, EXISTS across shards and merges the replies', async () => {
+  it('splits MSET, MGET, DEL, EXISTS across shards and merges the replies', async (ctx) => {
+    if (!planner) ctx.skip()
     const c = await open()
-    const keys = Array.from({ length: 20 }, (_, i) => `m:${i}`)
+    const keys = spread('m', 20)
     expect(await c.mset(Object.fromEntries(keys.map((k) => [k, `x${k}`])))).toBe('OK')
     expect(await c.mget(...keys, 'missing')).toEqual([...keys.map((k) => `x${k}`), null])
     const sizes = await Promise.all([a, b].map((r) => redisCall(r.port, ['DBSIZE'])))
@@ -139,7 +158,8 @@ describe.skipIf(!ready)('RedisGateway (real redis-servers, ioredis, redis-cli)',
     expect(await c.exists(...keys)).toBe(15)
   })
 
-  it('answers PING, ECHO, SELECT 0 locally and refuses KEYS and FLUSHALL (redis-cli)', async () => {
+  it('answers PING, ECHO, SELECT 0 locally and refuses KEYS and FLUSHALL (redis-cli)', async (ctx) => {
+    if (!planner) ctx.skip()
     if (!program('redis-cli')) return
     const cli = async (...args: string[]): Promise<string> =>
       (await run('redis-cli', ['-p', String(port), '--no-raw', ...args], { timeout: 5000 })).stdout.trim()
@@ -161,7 +181,7 @@ describe.skipIf(!ready)('RedisGateway (real redis-servers, ioredis, redis-cli)',
   it('gives error replies while a backend is dead, ejects it, and uses it again once it is back', async () => {
     const c = await open()
     // A key of each shard.
-    const keys = Array.from({ length: 50 }, (_, i) => `e:${i}`)
+    const keys = spread('e', 50)
     for (const k of keys) await c.set(k, 'v')
     const onB = (await redisCall(b.port, ...keys.map((k) => ['EXISTS', k]))).map((x) => x === 1)
     const kb = keys[onB.indexOf(true)] as string
@@ -192,15 +212,24 @@ describe.skipIf(!ready)('RedisGateway (real redis-servers, ioredis, redis-cli)',
     expect(s?.ejections).toBeGreaterThanOrEqual(1)
   })
 
-  it('a TS policy verdict refuses with a reply and routes the rest', async () => {
+  it('a TS policy verdict refuses with a reply and routes the rest', async (ctx) => {
     const gw2 = new RedisGateway({
       listen: '127.0.0.1:0',
       upstreams: [`127.0.0.1:${a.port}`],
       verdict: (msg: GatewayMessage, route) =>
         msg.resp?.command.toUpperCase() === 'DEL' ? msg.reply('-ERR no deletes here\r\n') : route(),
     })
+    const unsupported: string[] = []
+    gw2.engine.on('error', (e) => {
+      if (/EOPNOTSUPP/.test(String((e as Error & { cause?: unknown }).cause ?? e.message))) unsupported.push(e.message)
+    })
     const p2 = (await gw2.listen()).port
     try {
+      await redisCall(p2, ['GET', 'probe'])
+      if (unsupported.length > 0) {
+        console.warn('SKIPPED (policy test): this build of the engine has no msg.reply() and msg.route()')
+        ctx.skip()
+      }
       const replies = await redisCall(p2, ['SET', 'pol', '1'], ['DEL', 'pol'], ['GET', 'pol'])
       expect(replies[0]).toBe('OK')
       expect(String(replies[1])).toMatch(/no deletes here/)
