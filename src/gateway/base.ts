@@ -187,6 +187,7 @@ export abstract class Gateway extends EventEmitter<GatewayEvents> {
     this.#accepted++
     this.#open.add(sock)
     sock.once('close', () => this.#open.delete(sock))
+    sock.once('end', () => void this.#endWhenAnswered(sock))
     sock.on('error', () => {})
     try {
       this.admit(sock)
@@ -200,6 +201,20 @@ export abstract class Gateway extends EventEmitter<GatewayEvents> {
   /** Gives a new client its programs: inserts it into the current client map. @internal */
   protected admit(sock: Socket): void {
     this.#clients?.set(sock.id, sock)
+  }
+
+  /**
+   * A client that shut its side gets the replies of its requests in flight, then the gateway's FIN (bounded by the
+   * request timeout and a second).
+   */
+  async #endWhenAnswered(sock: Socket): Promise<void> {
+    const end = Date.now() + (this.common.timeoutMs ?? 5000) + 1000
+    while (!sock.closed && Date.now() < end) {
+      const s = sock.stats() as SocketStats & { pendingRequests?: number }
+      if ((s.pendingRequests ?? 0) === 0 && s.pendingBytes === 0) break
+      await new Promise((r) => setTimeout(r, 5))
+    }
+    sock.end()
   }
 
   /** Client, upstream and engine counters. */
