@@ -3,7 +3,7 @@
 // several clients multiplexed onto one connection per upstream) and from two node:http servers (keep-alive,
 // pipelined, HEAD and chunked responses); a dead upstream answers with the exact error replies; a request passed to
 // the application is answered by its send(); the `requests` option's errors.
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtempSync, rmSync } from 'node:fs'
 import http from 'node:http'
@@ -137,6 +137,60 @@ describe.skipIf(!hasProgram('redis-server'))('pairing with redis-server upstream
     expect((await readN(client, none.length)).toString()).toBe(none)
     const s = sock.stats()
     expect([s.requests, s.replies, s.localReplies, s.errorUpstreamClosed, s.errorNoUpstream]).toEqual([5, 2, 1, 1, 1])
+  })
+})
+
+describe.skipIf(!hasProgram('redis-server'))('the Redis planner in pairing', () => {
+  it('answers locally, refuses, checks AUTH, and splits multi-key commands over two servers', async () => {
+    const [a, b] = await Promise.all([redis('pa'), redis('pb')])
+    const engine = newEngine()
+    const ups = engine.sockHash({ maxEntries: 8 })
+    ups.attach({ parser: parsers.resp(), verdict: rules.reply() })
+    const clientsMap = engine.sockHash({ maxEntries: 8 })
+    clientsMap.attach({
+      parser: parsers.resp(),
+      verdict: rules.hashRoute(ups, rules.key.resp),
+      requests: { redis: { password: 'pw' } },
+    })
+    const [{ client, sock }] = (await connections(engine, 1, clients)) as [{ client: net.Socket; sock: Socket }]
+    ups.set('a', await engine.connect({ path: a.path, near: sock }))
+    ups.set('b', await engine.connect({ path: b.path, near: sock }))
+    clientsMap.set(sock.id, sock)
+    const keys = Array.from({ length: 20 }, (_, i) => `key${i}`)
+    client.write(
+      cmd('GET', 'key0') +
+        cmd('AUTH', 'wrong') +
+        cmd('AUTH', 'pw') +
+        cmd('PING') +
+        cmd('MSET', ...keys.flatMap((k) => [k, `v-${k}`])) +
+        cmd('MGET', ...keys.slice(0, 10), 'none') +
+        cmd('DEL', ...keys.slice(0, 5)) +
+        cmd('EXISTS', ...keys) +
+        cmd('KEYS', '*') +
+        cmd('GET', 'key7'),
+    )
+    const want =
+      '-NOAUTH Authentication required.\r\n' +
+      '-WRONGPASS invalid username-password pair or user is disabled.\r\n' +
+      '+OK\r\n' +
+      '+PONG\r\n' +
+      '+OK\r\n' +
+      `*11\r\n${keys
+        .slice(0, 10)
+        .map((k) => bulk(`v-${k}`))
+        .join('')}$-1\r\n` +
+      ':5\r\n' +
+      ':15\r\n' +
+      "-ERR sockmap: 'keys' is not supported by the sharding gateway\r\n" +
+      bulk('v-key7')
+    expect((await readN(client, Buffer.byteLength(want))).toString()).toBe(want)
+    // The keys were spread over both servers.
+    const dbsize = (path: string): number => Number(execFileSync('redis-cli', ['-s', path, 'dbsize']).toString())
+    const [na, nb] = [dbsize(a.path), dbsize(b.path)]
+    expect(na + nb).toBe(15)
+    expect(Math.min(na, nb)).toBeGreaterThan(0)
+    const s = sock.stats()
+    expect([s.requests, s.localReplies, s.errorDenied, s.pendingRequests]).toEqual([10, 2, 3, 0])
   })
 })
 

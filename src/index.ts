@@ -31,7 +31,15 @@ export {
   type ServerEvents,
   type SocketEvents,
 } from './socket'
-export { SockMap, SockHash, type AttachOptions, type RequestsOptions, type SetOptions, type UpdateFlag } from './map'
+export {
+  SockMap,
+  SockHash,
+  type AttachOptions,
+  type RedisOptions,
+  type RequestsOptions,
+  type SetOptions,
+  type UpdateFlag,
+} from './map'
 export {
   Verdict,
   Parse,

@@ -53,13 +53,42 @@ export interface RequestsOptions {
   timeoutMs?: number
   /** A client with this many requests awaiting replies is not read until half were answered. Default: `1024`. */
   maxPending?: number
+  /**
+   * The Redis command planner, for `parsers.resp()` clients routed by `rules.hashRoute`: `PING`, `ECHO`, `SELECT 0`,
+   * `AUTH`... answered by the gateway, commands that cannot be sharded refused, and `MGET`, `MSET`, `DEL`, `UNLINK`,
+   * `EXISTS`, `TOUCH` split over the servers their keys hash to, their replies merged.
+   */
+  redis?: RedisOptions
+}
+
+/** Options of {@link RequestsOptions.redis}. */
+export interface RedisOptions {
+  /** Clients must `AUTH` with this password before other commands. */
+  password?: string
+  /** Command names forwarded by their first key although the planner would refuse them (e.g. `['KEYS']`). */
+  allow?: string[]
 }
 
 /** Validates {@link AttachOptions.requests} into the binding's form. @internal */
-export function requestsSpec(r: unknown): { timeoutMs?: number; maxPending?: number } {
+export function requestsSpec(r: unknown): { timeoutMs?: number; maxPending?: number; redis?: RedisOptions } {
   assertObject('options.requests', r)
-  const { timeoutMs, maxPending } = r as RequestsOptions
-  const out: { timeoutMs?: number; maxPending?: number } = {}
+  const { timeoutMs, maxPending, redis } = r as RequestsOptions
+  const out: { timeoutMs?: number; maxPending?: number; redis?: RedisOptions } = {}
+  if (redis !== undefined) {
+    assertObject('options.requests.redis', redis)
+    const spec: RedisOptions = {}
+    if (redis.password !== undefined) {
+      if (typeof redis.password !== 'string') throw new TypeError('options.requests.redis.password must be a string')
+      spec.password = redis.password
+    }
+    if (redis.allow !== undefined) {
+      if (!Array.isArray(redis.allow) || !redis.allow.every((a) => typeof a === 'string')) {
+        throw new TypeError('options.requests.redis.allow must be an array of strings')
+      }
+      spec.allow = [...redis.allow]
+    }
+    out.redis = spec
+  }
   if (timeoutMs !== undefined) {
     assertIntInRange('options.requests.timeoutMs', timeoutMs, 1, 2 ** 31 - 1)
     out.timeoutMs = timeoutMs

@@ -234,6 +234,11 @@ pub struct RequestsConfig {
     /// half of them were answered (bounded memory). Default:
     /// [`DEFAULT_MAX_PENDING_REQUESTS`](crate::config::DEFAULT_MAX_PENDING_REQUESTS).
     pub max_pending: usize,
+    /// The Redis command planner ([`crate::redis`]), for RESP clients routed
+    /// by [`Rule::HashRoute`]: local replies, refusals, `AUTH`, and multi-key
+    /// commands split over the servers their keys hash to. `None`: every
+    /// request is routed as it is.
+    pub redis: Option<crate::redis::RedisConfig>,
 }
 
 impl Default for RequestsConfig {
@@ -241,6 +246,7 @@ impl Default for RequestsConfig {
         RequestsConfig {
             timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
             max_pending: crate::config::DEFAULT_MAX_PENDING_REQUESTS,
+            redis: None,
         }
     }
 }

@@ -18,6 +18,7 @@ use sockmap_core::program::{
     MsgVerdictKind, MsgVerdictProg, ParserKind, ParserProg, Programs, RequestsConfig,
     StreamVerdictProg, VerdictKind, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PEEK_BYTES,
 };
+use sockmap_core::redis::RedisConfig;
 use sockmap_core::{EngineConfig, Errno, HttpRoute, Key, KeySource, MapId, Rule};
 
 use crate::binding_bytes::JsBytes;
@@ -247,6 +248,7 @@ pub fn native_defaults() -> NativeDefaults {
             RequestsSpec {
                 timeout_ms: Some(r.timeout.as_secs_f64() * 1000.0),
                 max_pending: Some(r.max_pending as u32),
+                redis: None,
             }
         },
     }
@@ -637,6 +639,17 @@ pub struct RequestsSpec {
     pub timeout_ms: Option<f64>,
     /// Requests a client may have awaiting replies before it stops being read.
     pub max_pending: Option<u32>,
+    /// The Redis command planner (RESP clients routed by `hashRoute`).
+    pub redis: Option<RedisSpec>,
+}
+
+/// `requests.redis`: the Redis command planner's settings.
+#[napi(object)]
+pub struct RedisSpec {
+    /// Clients must `AUTH` with this password first.
+    pub password: Option<String>,
+    /// Commands forwarded by their first key although the planner would refuse them.
+    pub allow: Option<Vec<String>>,
 }
 
 fn requests_of(r: &RequestsSpec) -> RequestsConfig {
@@ -646,6 +659,17 @@ fn requests_of(r: &RequestsSpec) -> RequestsConfig {
     }
     if let Some(n) = r.max_pending {
         c.max_pending = n as usize;
+    }
+    if let Some(redis) = &r.redis {
+        c.redis = Some(RedisConfig {
+            password: redis.password.as_ref().map(|p| Bytes::from(p.clone())),
+            allow: redis
+                .allow
+                .iter()
+                .flatten()
+                .map(|a| Bytes::from(a.clone()))
+                .collect(),
+        });
     }
     c
 }

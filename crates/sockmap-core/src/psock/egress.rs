@@ -122,6 +122,11 @@ impl Egress {
         core.push_egress(self.src, target, messages, frags);
     }
 
+    /// Queues what is gathered for `target` now (before it ends).
+    pub(crate) fn flush_target_of(&mut self, core: &mut Core, target: SlotIdx) {
+        self.flush_target(core, target);
+    }
+
     /// Queues what is gathered for `target` now (before bytes that must follow it).
     fn flush_target(&mut self, core: &mut Core, target: SlotIdx) {
         if let Some(i) = self.staged.iter().position(|s| s.target == target) {

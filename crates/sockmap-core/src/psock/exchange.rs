@@ -45,9 +45,11 @@ use super::recv::Body;
 use super::state::{AppRead, Hold};
 use super::{Core, SlotIdx};
 use crate::event::Frags;
-use crate::framer::{Framer, ReplyError};
+use crate::framer::{Framer, MessageMeta, ReplyError};
 use crate::id::SockId;
+use crate::map::RawKey;
 use crate::program::VerdictKind;
+use crate::redis::{ClientState, Merger, Plan, Split};
 use crate::rules::{copy_range, Rule};
 use crate::stats::{DropReason, Stats};
 use crate::strparser::StrParser;
@@ -65,6 +67,19 @@ enum Slot {
     App,
     /// The reply, ready to go once every earlier slot went.
     Ready(Frags),
+    /// A Redis command split over several upstreams: `left` parts still to answer.
+    Merge { merger: Box<Merger>, left: usize },
+}
+
+/// What filling a slot did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Filled {
+    /// The slot is gone (or was never waiting): an orphan reply.
+    Gone,
+    /// The slot holds its reply now.
+    Ready,
+    /// A part of a split command answered; others are still to come.
+    Part,
 }
 
 /// The client side: the slots of its requests, in order.
@@ -75,14 +90,18 @@ struct ClientSide {
     slots: VecDeque<Slot>,
     /// The framer that makes the client's error replies (built once).
     replier: Option<Option<Box<dyn Framer>>>,
+    /// The Redis planner's state of the client (`AUTH`), once it planned a command.
+    redis: Option<ClientState>,
 }
 
 /// A request forwarded to an upstream.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Pending {
     client: SockId,
     seq: u64,
     deadline: Instant,
+    /// The key indices of a split command's part.
+    part: Option<Box<[usize]>>,
 }
 
 /// The upstream side: the requests forwarded to it, oldest first.
@@ -111,21 +130,33 @@ impl Exchange {
         c.head + c.slots.len() as u64 - 1
     }
 
-    /// Fills a waiting (or application) slot with its reply; false when it is gone.
-    fn fill(&mut self, seq: u64, reply: Frags) -> bool {
+    /// Fills a waiting (or application) slot with its reply, or gives a
+    /// split command's merger the reply of its `part`.
+    fn fill(&mut self, seq: u64, part: Option<&[usize]>, reply: Frags) -> Filled {
         let Some(c) = self.client.as_mut() else {
-            return false;
+            return Filled::Gone;
         };
-        let Some(i) = seq.checked_sub(c.head) else {
-            return false;
+        let Some(i) = seq.checked_sub(c.head).map(|i| i as usize) else {
+            return Filled::Gone;
         };
-        match c.slots.get_mut(i as usize) {
-            Some(s @ (Slot::Waiting | Slot::App)) => {
+        match (c.slots.get_mut(i), part) {
+            (Some(s @ (Slot::Waiting | Slot::App)), None) => {
                 *s = Slot::Ready(reply);
-                true
+                return Filled::Ready;
             }
-            _ => false,
+            (Some(Slot::Merge { merger, left }), Some(part)) => {
+                merger.add(part, &reply);
+                *left -= 1;
+                if *left > 0 {
+                    return Filled::Part;
+                }
+            }
+            _ => return Filled::Gone,
         }
+        if let Slot::Merge { merger, .. } = std::mem::replace(&mut c.slots[i], Slot::Waiting) {
+            c.slots[i] = Slot::Ready(smallvec![merger.finish()]);
+        }
+        Filled::Ready
     }
 
     /// The number of the oldest slot reserved for the application.
@@ -170,10 +201,10 @@ impl Exchange {
     }
 
     /// The timer fired: the oldest request, the timer disarmed.
-    fn oldest(&mut self) -> Option<Pending> {
+    fn oldest(&mut self) -> Option<Instant> {
         let u = self.upstream.as_mut()?;
         u.armed = false;
-        u.pending.front().copied()
+        u.pending.front().map(|p| p.deadline)
     }
 
     fn arm(&mut self) {
@@ -310,38 +341,148 @@ impl Core {
         body: Body<'_>,
         out: &mut Egress,
     ) {
+        let mut at = 0;
+        for &len in lens {
+            let seq = self.open_slot(slot, Slot::Waiting);
+            let head = match &body {
+                Body::Range(b, s, _) => {
+                    let s = s + at;
+                    SmallVec::<[u8; 32]>::from_slice(&b[s..s + len.min(HEAD_PEEK)])
+                }
+                frags => head_of(frags),
+            };
+            self.expect_reply(slot, ts, seq, None, &head);
+            at += len;
+        }
+        out.push(self, ts, lens.len() as u64, body);
+    }
+
+    /// Records on the upstream `ts` that the request of `slot`'s slot `seq`
+    /// (a split command's `part`) awaits its reply; `head`: its first bytes.
+    fn expect_reply(
+        &mut self,
+        slot: SlotIdx,
+        ts: SlotIdx,
+        seq: u64,
+        part: Option<Box<[usize]>>,
+        head: &[u8],
+    ) {
         let Some(timeout) = self.at_ref(slot).progs.requests.as_ref().map(|r| r.timeout) else {
             return;
         };
         let client = self.at_ref(slot).id();
         let deadline = self.now + timeout;
-        let upstream = self.at_ref(ts).id();
-        let mut at = 0;
-        for &len in lens {
-            let seq = self.open_slot(slot, Slot::Waiting);
-            let t = self.at(ts);
-            if let Some(strp) = t.parser.strp.as_mut() {
-                let head = match &body {
-                    Body::Range(b, s, _) => {
-                        let s = s + at;
-                        SmallVec::<[u8; 32]>::from_slice(&b[s..s + len.min(HEAD_PEEK)])
-                    }
-                    frags => head_of(frags),
-                };
-                strp.framer_mut().request_forwarded(&head);
-            }
-            if t.exchange.forwarded(Pending {
-                client,
-                seq,
-                deadline,
-            }) {
-                self.timers.set(deadline, Timer::Request(upstream));
-            }
-            at += len;
+        let t = self.at(ts);
+        let upstream = t.id();
+        if let Some(strp) = t.parser.strp.as_mut() {
+            strp.framer_mut().request_forwarded(head);
+        }
+        if t.exchange.forwarded(Pending {
+            client,
+            seq,
+            deadline,
+            part,
+        }) {
+            self.timers.set(deadline, Timer::Request(upstream));
         }
         let t = self.at(ts);
         t.gauge(|s| &s.pending_requests, t.exchange.pending());
-        out.push(self, ts, lens.len() as u64, body);
+    }
+
+    /// Runs the Redis planner on a request of a client whose requests carry a
+    /// [`RedisConfig`](crate::redis::RedisConfig): a local reply or refusal
+    /// takes a slot at once; a multi-key command is split over the servers
+    /// its keys hash to. Returns false when the request goes on as it is
+    /// (forwarded by the socket's rule).
+    pub(super) fn plan_request(
+        &mut self,
+        slot: SlotIdx,
+        frags: &Frags,
+        len: usize,
+        meta: &MessageMeta,
+        out: &mut Egress,
+    ) -> bool {
+        let p = self.at(slot);
+        let Some(req) = p.progs.requests.clone() else {
+            return false;
+        };
+        let Some(cfg) = req.redis.as_ref() else {
+            return false;
+        };
+        let c = p.exchange.client();
+        let state = c.redis.get_or_insert_with(|| ClientState::new(cfg));
+        let (reply, end) = match crate::redis::plan(frags, len, meta, cfg, state) {
+            Plan::Forward(_) => return false,
+            Plan::Split(split) => return self.split(slot, &split, out),
+            Plan::Local(reply) if reply.is_empty() => return true,
+            Plan::Local(reply) => (reply, false),
+            Plan::End(reply) => (reply, true),
+            Plan::Refuse(reply) => (reply, false),
+        };
+        let refused = reply.first() == Some(&b'-');
+        let seq = self.open_slot(slot, Slot::Waiting);
+        let p = self.at(slot);
+        p.exchange.fill(seq, None, smallvec![reply]);
+        if refused {
+            count_error(p, ReplyError::Denied);
+        } else {
+            p.count(|s| &s.local_replies, 1);
+        }
+        self.drain_replies(slot, out);
+        if end && self.at_ref(slot).exchange.slots() == 0 {
+            // QUIT: the client ends once its replies are written.
+            out.flush_target_of(self, slot);
+            self.end(slot);
+        }
+        true
+    }
+
+    /// Sends the parts of a split command to the servers its keys hash to
+    /// (by the socket's [`Rule::HashRoute`]), under one merge slot. Returns
+    /// false when the socket's rule is another (the command goes on whole).
+    fn split(&mut self, slot: SlotIdx, split: &Split, out: &mut Egress) -> bool {
+        let rule = self.at_ref(slot).progs.verdict.as_deref().map(|v| &v.kind);
+        let Some(VerdictKind::Rule(Rule::HashRoute { map, hash_tag, .. })) = rule else {
+            return false;
+        };
+        let (map, hash_tag) = (*map, *hash_tag);
+        let client = self.at_ref(slot).id();
+        let mut parts: SmallVec<[(SockId, Vec<usize>); 4]> = SmallVec::new();
+        for (i, k) in split.keys().iter().enumerate() {
+            let hash = RawKey::Bytes(k).ring_hash(hash_tag);
+            let Some(t) = self.maps.route(map, hash, client) else {
+                parts.clear();
+                break;
+            };
+            match parts.iter_mut().find(|(s, _)| *s == t) {
+                Some((_, keys)) => keys.push(i),
+                None => parts.push((t, vec![i])),
+            }
+        }
+        let targets: Option<SmallVec<[SlotIdx; 4]>> = parts
+            .iter()
+            .map(|(t, _)| self.local_request_target(*t))
+            .collect();
+        let targets = targets.filter(|t| !t.is_empty());
+        let Some(targets) = targets else {
+            self.error_reply(slot, ReplyError::NoUpstream, out);
+            return true;
+        };
+        let merger = Box::new(split.merger());
+        let seq = self.open_slot(
+            slot,
+            Slot::Merge {
+                merger,
+                left: parts.len(),
+            },
+        );
+        for ((_, keys), ts) in parts.into_iter().zip(targets) {
+            let sub = split.build(&keys);
+            let head = SmallVec::<[u8; 32]>::from_slice(&sub[..sub.len().min(HEAD_PEEK)]);
+            self.expect_reply(slot, ts, seq, Some(keys.into_boxed_slice()), &head);
+            out.push(self, ts, 1, Body::Frags(smallvec![sub]));
+        }
+        true
     }
 
     /// Opens the client's next slot, counted; a client with `max_pending`
@@ -379,16 +520,23 @@ impl Core {
     /// or closes it with the errno when its framer has no reply format.
     fn error_reply(&mut self, slot: SlotIdx, kind: ReplyError, out: &mut Egress) {
         let seq = self.open_slot(slot, Slot::Waiting);
-        self.fail_slot(slot, seq, kind, out);
+        self.fail_slot(slot, seq, None, kind, out);
     }
 
     /// Fills the client's slot `seq` with an error reply of `kind`, or
     /// closes the client with the errno when its framer has none.
-    fn fail_slot(&mut self, slot: SlotIdx, seq: u64, kind: ReplyError, out: &mut Egress) {
+    fn fail_slot(
+        &mut self,
+        slot: SlotIdx,
+        seq: u64,
+        part: Option<&[usize]>,
+        kind: ReplyError,
+        out: &mut Egress,
+    ) {
         count_error(self.at_ref(slot), kind);
         match self.error_bytes(slot, kind) {
             Some(reply) => {
-                self.at(slot).exchange.fill(seq, smallvec![reply]);
+                self.at(slot).exchange.fill(seq, part, smallvec![reply]);
                 self.drain_replies(slot, out);
             }
             None => self.close(slot, Some(kind.errno())),
@@ -396,15 +544,15 @@ impl Core {
     }
 
     /// [`Core::fail_slot`] outside a read: for the client `client`, if it is still there.
-    fn fail_request(&mut self, client: SockId, seq: u64, kind: ReplyError) {
+    fn fail_request(&mut self, req: Pending, kind: ReplyError) {
         let Some(cs) = self
-            .slot_of(client)
+            .slot_of(req.client)
             .filter(|&c| !self.at_ref(c).is_closing())
         else {
             return;
         };
         let mut out = Egress::new(cs, Bytes::new());
-        self.fail_slot(cs, seq, kind, &mut out);
+        self.fail_slot(cs, req.seq, req.part.as_deref(), kind, &mut out);
         out.flush(self);
     }
 
@@ -472,11 +620,21 @@ impl Core {
         let client = self
             .slot_of(req.client)
             .filter(|&c| !self.at_ref(c).is_closing());
-        match client {
-            Some(cs) if self.at(cs).exchange.fill(req.seq, body.into_frags()) => {
+        let filled = match client {
+            Some(cs) => {
+                let frags = body.into_frags();
+                self.at(cs)
+                    .exchange
+                    .fill(req.seq, req.part.as_deref(), frags)
+            }
+            None => Filled::Gone,
+        };
+        match (filled, client) {
+            (Filled::Ready, Some(cs)) => {
                 self.at(cs).count(|s| &s.replies, 1);
                 self.drain_replies(cs, out);
             }
+            (Filled::Part, _) => {}
             _ => self.at(slot).count(|s| &s.orphan_replies, 1),
         }
     }
@@ -489,7 +647,7 @@ impl Core {
             return self.push_own(slot, frags);
         };
         let p = self.at(slot);
-        p.exchange.fill(seq, frags.into_iter().collect());
+        p.exchange.fill(seq, None, frags.into_iter().collect());
         p.count(|s| &s.local_replies, 1);
         let mut out = Egress::new(slot, Bytes::new());
         self.drain_replies(slot, &mut out);
@@ -502,14 +660,15 @@ impl Core {
         let p = self.at(slot);
         match p.exchange.oldest() {
             None => {}
-            Some(req) if req.deadline <= now => {
-                p.exchange.pop_pending();
-                self.fail_request(req.client, req.seq, ReplyError::Timeout);
+            Some(deadline) if deadline <= now => {
+                if let Some(req) = p.exchange.pop_pending() {
+                    self.fail_request(req, ReplyError::Timeout);
+                }
                 self.close(slot, Some(crate::error::Errno::TimedOut));
             }
-            Some(req) => {
+            Some(deadline) => {
                 p.exchange.arm();
-                self.timers.set(req.deadline, Timer::Request(id));
+                self.timers.set(deadline, Timer::Request(id));
             }
         }
     }
@@ -523,7 +682,7 @@ impl Core {
             p.gauge(|s| &s.pending_requests, 0);
         }
         for req in pending {
-            self.fail_request(req.client, req.seq, ReplyError::UpstreamClosed);
+            self.fail_request(req, ReplyError::UpstreamClosed);
         }
     }
 }

@@ -204,6 +204,13 @@ impl Core {
             len,
             meta,
         };
+        if external.is_none()
+            && self.at(slot).awaiting.is_empty()
+            && self.is_client(slot)
+            && self.plan_request(slot, &frags, len, meta, out)
+        {
+            return;
+        }
         if external.is_some() || !self.at(slot).awaiting.is_empty() {
             let known = external.is_none().then(|| self.decide(slot, &msg).0);
             return self.await_message(slot, frags, len, meta, external, known, out);
