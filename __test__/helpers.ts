@@ -1,6 +1,7 @@
 // Shared test helpers: loopback peers and deadlines. Every wait here is bounded.
 import { execFile, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
+import { accessSync, constants } from 'node:fs'
 import net from 'node:net'
 import { join } from 'node:path'
 
@@ -249,4 +250,65 @@ export function hasProgram(program: string): boolean {
   const ok = spawnSync(program, ['--version'], { stdio: 'ignore' }).status === 0
   if (!ok) console.warn(`${program} is not installed: skipping the tests that need it`)
   return ok
+}
+
+/**
+ * The path of the executable `name` on `PATH` (and `/usr/sbin`, where Debian puts `nutcracker`), or `undefined`: a
+ * test that needs it skips with a message saying so (CI installs it).
+ */
+export function programPath(name: string): string | undefined {
+  const dirs = [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/usr/local/sbin'].filter((d) => d !== '')
+  for (const d of dirs) {
+    const p = join(d, name)
+    try {
+      accessSync(p, constants.X_OK)
+      return p
+    } catch {
+      // not here
+    }
+  }
+  return undefined
+}
+
+/** The programs of `names` that are absent; warns once naming them when some are (the caller then skips). */
+export function missingPrograms(names: string[]): string[] {
+  const missing = names.filter((n) => programPath(n) === undefined)
+  if (missing.length > 0) console.warn(`skipping: ${missing.join(', ')} not installed`)
+  return missing
+}
+
+/**
+ * A TCP port free on loopback now, for an external program that must be told its port (it asked the kernel for port
+ * 0 and released it; the program binds it right after).
+ */
+export async function freePort(): Promise<number> {
+  const srv = net.createServer()
+  srv.listen(0, '127.0.0.1')
+  await deadline(once(srv, 'listening'), 5000, 'free port')
+  const port = portOf(srv)
+  await new Promise((r) => srv.close(r))
+  return port
+}
+
+/** Connects to `port` on loopback until it accepts, within `ms`. */
+export async function untilListening(port: number, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect({ host: '127.0.0.1', port })
+      s.once('connect', () => {
+        s.destroy()
+        resolve(true)
+      })
+      s.once('error', () => resolve(false))
+    })
+    if (ok) return
+    if (Date.now() > end) throw new Error(`${what}: port ${port} not listening within ${ms} ms`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
+/** A RESP request: an array of bulk strings (lengths in UTF-8 bytes). */
+export function respCommand(...args: string[]): string {
+  return `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`
 }

@@ -7,6 +7,7 @@ import {
   frame,
   messagesN,
   readN,
+  respCommand,
   until,
   writeBytewise,
   engineScope,
@@ -123,8 +124,7 @@ describe('native framers', () => {
   it('resp: routes pipelined commands by their first key with rules.key.resp', async () => {
     const { src, targets, front } = await router(parsers.resp(), rules.key.resp, ['user:1', 'user:2'])
     const [s1, s2] = targets
-    const cmd = (...args: string[]): string =>
-      `*${args.length}\r\n${args.map((a) => `$${a.length}\r\n${a}\r\n`).join('')}`
+    const cmd = respCommand
     const one = cmd('SET', 'user:1', 'alice') + cmd('GET', 'user:1')
     const two = cmd('GET', 'user:2')
     const gone = cmd('GET', 'user:3')

@@ -13,6 +13,7 @@ import {
   type KeySpec,
   type ParserSpec,
   type ProgramsSpec,
+  type HttpRouteSpec,
   type RuleSpec,
   type VerdictSpec,
 } from './binding.cjs'
@@ -725,9 +726,30 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   #ruleSpec(name: string, r: RuleInternal): RuleSpec {
     if (r.kind === 'pass' || r.kind === 'drop' || r.kind === 'reply') return { kind: r.kind }
-    const target = mapRef(r.map as SockMap)
-    if (target.host !== this.#host) throw new TypeError(`${name}: the rule's map belongs to another engine`)
-    return { kind: r.kind, map: target.id, key: this.#keySpec(r.key, r.map instanceof SockMap), ingress: !!r.ingress }
+    const mapId = (what: string, map: unknown): number => {
+      const ref = mapRef(map as SockMap)
+      if (ref.host !== this.#host) throw new TypeError(`${name}: the ${what} belongs to another engine`)
+      return ref.id
+    }
+    if (r.kind === 'httpRoute') {
+      const routes = (r.routes ?? []).map((route) => {
+        const out: HttpRouteSpec = { pool: mapId("route's pool", route.pool) }
+        if (route.host !== undefined) out.host = route.host
+        if (route.pathPrefix !== undefined) out.pathPrefix = route.pathPrefix
+        return out
+      })
+      return { kind: r.kind, routes, ingress: !!r.ingress }
+    }
+    const map = mapId("rule's map", r.map)
+    if (r.kind === 'roundRobin') return { kind: r.kind, map, ingress: !!r.ingress }
+    const spec: RuleSpec = {
+      kind: r.kind,
+      map,
+      key: this.#keySpec(r.key, r.map instanceof SockMap),
+      ingress: !!r.ingress,
+    }
+    if (r.hashTag !== undefined) spec.hashTag = r.hashTag
+    return spec
   }
 
   #keySpec(key: unknown, indexed: boolean): KeySpec {

@@ -63,7 +63,7 @@ export {
   type NativeParser,
   type ParserLimits,
 } from './parsers'
-export { rules, type MessageKey, type NativeRule } from './rules'
+export { rules, type HashRouteOptions, type HttpRouteEntry, type MessageKey, type NativeRule } from './rules'
 export type { EngineStats, MapStats, SocketStats } from './stats'
 
 export type { NativeDefaults }

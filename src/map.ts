@@ -7,7 +7,7 @@ import type { NativeParser } from './parsers'
 import type { NativeRule } from './rules'
 import { hostOf, type Socket } from './socket'
 import { socketStats, type MapStats } from './stats'
-import { assertIntInRange, assertObject, assertOneOf } from './validate'
+import { assertIntInRange, assertObject, assertOneOf, assertString } from './validate'
 import type { MapKey, MsgVerdictFunction, ParseFunction, Verdict, VerdictFunction } from './verdict'
 
 /** How {@link SockMap.set} treats an existing entry (the kernel's `BPF_ANY`, `BPF_NOEXIST`, `BPF_EXIST`). */
@@ -17,6 +17,16 @@ export type UpdateFlag = 'any' | 'noexist' | 'exist'
 export interface SetOptions {
   /** `'any'`: create or replace; `'noexist'`: `EEXIST` if present; `'exist'`: `ENOENT` if absent. Default: `'any'`. */
   flag?: UpdateFlag
+  /**
+   * The server this entry is a connection to, on the map's consistent-hash ring (`rules.hashRoute`,
+   * `rules.httpRoute`): entries with the same server share its points, and a route picks one of them, preferring the
+   * source socket's I/O thread. For twemproxy's placement, name servers as its configuration does: `'host:port'`
+   * (`'host'` alone for port 11211), or the name given after the weight. Default: the entry is a server named by its
+   * key (numbers in decimal).
+   */
+  server?: string
+  /** The server's weight: its share of the ring (160 points × weight ÷ average weight). Integer ≥ 1. Default: `1`. */
+  weight?: number
 }
 
 /** The programs of {@link SockMap.attach}: they apply to each socket inserted after the call. */
@@ -137,7 +147,9 @@ abstract class BaseMap {
   protected abstract get kind(): 'sockmap' | 'sockhash'
 
   /**
-   * Stores `sock` under `key` (`bpf_map_update_elem`); the socket takes the map's programs.
+   * Stores `sock` under `key` (`bpf_map_update_elem`); the socket takes the map's programs. Setting the same socket
+   * again with another `server` or `weight` changes only its place on the ring.
+   * @throws {TypeError} or {RangeError} for a bad `options.server` (a non-empty string) or `options.weight`.
    * @throws {SockmapError} `E2BIG` (index beyond the map, or a full hash), `EEXIST` / `ENOENT` per `flag`,
    * `EBUSY` (the socket carries another map's programs), `EOPNOTSUPP` (the socket is closed).
    */
@@ -147,7 +159,15 @@ abstract class BaseMap {
     assertObject('options', options)
     const flag = options.flag ?? 'any'
     assertOneOf('options.flag', flag, ['any', 'noexist', 'exist'])
-    callBinding(() => this.#host.binding.mapUpdate(this.#id, k, sock.id, flag))
+    let server: Buffer | undefined
+    if (options.server !== undefined) {
+      assertString('options.server', options.server)
+      if (options.server === '') throw new RangeError('options.server must not be empty')
+      server = Buffer.from(options.server)
+    }
+    const weight: unknown = options.weight
+    if (weight !== undefined) assertIntInRange('options.weight', weight, 1, 2 ** 31 - 1)
+    callBinding(() => this.#host.binding.mapUpdate(this.#id, k, sock.id, flag, server, weight))
     return this
   }
 

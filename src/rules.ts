@@ -1,6 +1,6 @@
 import type { SockHash, SockMap } from './map'
 import type { MapKey, RedirectOptions } from './verdict'
-import { assertBoolean, assertIntInRange, assertObject } from './validate'
+import { assertBoolean, assertIntInRange, assertObject, assertString } from './validate'
 
 const kRule = Symbol('sockmap.rule')
 const kKey = Symbol('sockmap.key')
@@ -17,12 +17,33 @@ export interface NativeRule {
   readonly [kRule]: RuleInternal
 }
 
+/** Options of {@link rules.hashRoute}. */
+export interface HashRouteOptions extends RedirectOptions {
+  /**
+   * Two characters, e.g. `'{}'`: hash only what lies between the first opening one and the next closing one, when that
+   * is not empty (twemproxy's `hash_tag`), so `user:{42}:name` and `user:{42}:mail` go to one server. Default: none.
+   */
+  hashTag?: string
+}
+
+/** One route of {@link rules.httpRoute}: a request matches when every condition given holds. */
+export interface HttpRouteEntry {
+  /** The `Host` header, without its port, compared case-insensitively. Default: any host. */
+  host?: string
+  /** A prefix of the request target (`'/api/'`). Default: any path. */
+  pathPrefix?: string
+  /** The map of upstream connections serving the route. */
+  pool: SockMap | SockHash
+}
+
 /** @internal */
 export interface RuleInternal {
-  kind: 'pass' | 'drop' | 'redirect' | 'hashRoute' | 'reply'
+  kind: 'pass' | 'drop' | 'redirect' | 'hashRoute' | 'reply' | 'roundRobin' | 'httpRoute'
   map?: SockMap | SockHash
   key?: MapKey | MessageKey
   ingress?: boolean
+  hashTag?: string
+  routes?: readonly HttpRouteEntry[]
 }
 
 /** @internal */
@@ -97,13 +118,77 @@ export const rules = {
     return rule({ kind: 'redirect', map, key, ingress: opts.ingress ?? false })
   },
 
-  /** Route each message to an entry of `map` chosen by a consistent hash of `key`. */
-  hashRoute(map: SockMap | SockHash, key: MapKey | MessageKey, opts: RedirectOptions = {}): NativeRule {
+  /**
+   * Route each message to an entry of `map` chosen by its consistent-hash ring from `key`. The ring is twemproxy's
+   * ketama (`distribution: ketama`, `hash: fnv1a_64`): entries set with the same `server` (see `SetOptions`) are
+   * connections to one server, which gets 160 points scaled by its weight; entries without one are servers named by
+   * their key. Of the chosen server, a connection on the source socket's I/O thread is preferred. With the same server
+   * names and weights, keys go where twemproxy sends them. An empty map drops (counted `droppedNoKey`).
+   */
+  hashRoute(map: SockMap | SockHash, key: MapKey | MessageKey, opts: HashRouteOptions = {}): NativeRule {
     target('map', map)
     checkKey('key', key)
     assertObject('opts', opts)
     if (opts.ingress !== undefined) assertBoolean('opts.ingress', opts.ingress)
-    return rule({ kind: 'hashRoute', map, key, ingress: opts.ingress ?? false })
+    const spec: RuleInternal = { kind: 'hashRoute', map, key, ingress: opts.ingress ?? false }
+    if (opts.hashTag !== undefined) {
+      assertString('opts.hashTag', opts.hashTag)
+      if (!/^[\x21-\x7e]{2}$/.test(opts.hashTag)) {
+        throw new RangeError('opts.hashTag must be two printable ASCII characters, such as "{}"')
+      }
+      spec.hashTag = opts.hashTag
+    }
+    return rule(spec)
+  },
+
+  /**
+   * Send each message to the next entry of `map`, in key order, among the entries on the source socket's I/O thread
+   * when there are any there (else among all). An empty map drops (counted `droppedNoKey`).
+   */
+  roundRobin(map: SockMap | SockHash, opts: RedirectOptions = {}): NativeRule {
+    target('map', map)
+    assertObject('opts', opts)
+    if (opts.ingress !== undefined) assertBoolean('opts.ingress', opts.ingress)
+    return rule({ kind: 'roundRobin', map, ingress: opts.ingress ?? false })
+  },
+
+  /**
+   * Route HTTP/1 requests (`parsers.http1()`) to the pool of the first route they match, by `Host` (without port,
+   * case-insensitively) and path prefix. Within the pool, the ring (see {@link rules.hashRoute}) on the client socket's
+   * id picks the connection, so one client's requests stay on one upstream connection. A request no route matches is
+   * dropped (counted `droppedNoRoute`).
+   *
+   * @example
+   * ```ts
+   * front.attach({ parser: parsers.http1(), verdict: rules.httpRoute([
+   *   { host: 'api.example.com', pathPrefix: '/v1/', pool: apiV1 },
+   *   { pool: web },
+   * ]) })
+   * ```
+   */
+  httpRoute(routes: readonly HttpRouteEntry[], opts: RedirectOptions = {}): NativeRule {
+    if (!Array.isArray(routes) || routes.length === 0) throw new TypeError('routes must be a non-empty array')
+    const copy = routes.map((r: unknown, i) => {
+      assertObject(`routes[${i}]`, r)
+      target(`routes[${i}].pool`, r.pool)
+      const out: HttpRouteEntry = { pool: r.pool }
+      if (r.host !== undefined) {
+        assertString(`routes[${i}].host`, r.host)
+        const bracketed = /^\[[0-9a-fA-F:.]+\]$/.test(r.host)
+        if (!bracketed && !/^[^\s:/]+$/.test(r.host)) {
+          throw new RangeError(`routes[${i}].host must be a host name without port`)
+        }
+        out.host = r.host
+      }
+      if (r.pathPrefix !== undefined) {
+        assertString(`routes[${i}].pathPrefix`, r.pathPrefix)
+        out.pathPrefix = r.pathPrefix
+      }
+      return Object.freeze(out)
+    })
+    assertObject('opts', opts)
+    if (opts.ingress !== undefined) assertBoolean('opts.ingress', opts.ingress)
+    return rule({ kind: 'httpRoute', routes: Object.freeze(copy), ingress: opts.ingress ?? false })
   },
 
   /** Keys taken from each message. */
