@@ -7,11 +7,8 @@ import net from 'node:net'
 import autocannon from 'autocannon'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
-import { HttpRouter, hasPairing } from '../src/index'
+import { HttpRouter } from '../src/index'
 import { deadline, portOf, readN, until } from './helpers'
-
-const pairing = hasPairing()
-if (!pairing) console.warn('SKIPPED: this build of the engine has no request/response pairing')
 
 /** A Node http server that answers `name method url bodyLength` (chunked for /chunked, dies on /die). */
 async function backend(name: string): Promise<http.Server> {
@@ -51,7 +48,7 @@ function get(port: number, path: string, agent: http.Agent, headers: Record<stri
   })
 }
 
-describe.skipIf(!pairing)('HttpRouter (real Node http servers)', () => {
+describe('HttpRouter (real Node http servers)', () => {
   let api: http.Server
   let web: http.Server
   let other: http.Server
@@ -139,7 +136,7 @@ describe.skipIf(!pairing)('HttpRouter (real Node http servers)', () => {
   })
 })
 
-describe.skipIf(!pairing)('HttpRouter with no upstream up, and upgrades', () => {
+describe('HttpRouter with no upstream up, and upgrades', () => {
   it('answers 503 when every server of the route is down', async () => {
     const dead = net.createServer()
     await new Promise<void>((r) => dead.listen(0, '127.0.0.1', r))

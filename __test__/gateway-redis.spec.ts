@@ -12,14 +12,12 @@ import { promisify } from 'node:util'
 import Redis from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 
-import { RedisGateway, hasPairing, rules, type GatewayMessage } from '../src/index'
+import { RedisGateway, type GatewayMessage } from '../src/index'
 import { deadline, until } from './helpers'
 import { freePort, needs, program, redisCall, respOf, runCli, startRedis, type RedisServer } from './peers'
 
 const run = promisify(execFile)
-const pairing = hasPairing()
-if (!pairing) console.warn('SKIPPED: this build of the engine has no request/response pairing')
-const ready = pairing && needs('redis-server')
+const ready = needs('redis-server')
 
 /**
  * `n` keys spread over the ring: twemproxy's fnv1a_64 (truncated to 32 bits) puts keys that differ only in their last
@@ -46,9 +44,6 @@ describe.skipIf(!ready)('RedisGateway (real redis-servers, ioredis, redis-cli)',
   let b: RedisServer
   let gw: RedisGateway
   let port: number
-  let planner = false
-  const named = typeof (rules as { roundRobin?: unknown }).roundRobin === 'function'
-  if (!named) console.warn('SKIPPED (placement test): this build of the ring has no server names')
   const clients: Redis[] = []
   const open = async (): Promise<Redis> => {
     const c = client(port)
@@ -70,10 +65,6 @@ describe.skipIf(!ready)('RedisGateway (real redis-servers, ioredis, redis-cli)',
       reconnect: { initialMs: 10, maxMs: 100 },
     })
     port = (await gw.listen()).port
-    // What this build of the engine does yet: the Redis planner (PING answered by the gateway), servers named on the
-    // ring (twemproxy's placement), TypeScript replies and routes.
-    planner = (await redisCall(port, ['PING']))[0] === 'PONG'
-    if (!planner) console.warn('SKIPPED (planner tests): this build of the engine has no Redis planner')
   })
   afterEach(async () => {
     for (const c of clients.splice(0)) c.disconnect()
@@ -84,8 +75,7 @@ describe.skipIf(!ready)('RedisGateway (real redis-servers, ioredis, redis-cli)',
     await Promise.all([a?.stop(), b?.stop()])
   })
 
-  it('stores every key on one shard, the one twemproxy (ketama, fnv1a_64) picks, and nowhere else', async (ctx) => {
-    if (!named) ctx.skip()
+  it('stores every key on one shard, the one twemproxy (ketama, fnv1a_64) picks, and nowhere else', async () => {
     const c = await open()
     const keys = spread('user', 200)
     for (const k of keys) expect(await c.set(k, `v-${k}`)).toBe('OK')
@@ -124,8 +114,7 @@ describe.skipIf(!ready)('RedisGateway (real redis-servers, ioredis, redis-cli)',
     }
   })
 
-  it('honours {hash tags}: keys with one tag share a shard', async (ctx) => {
-    if (!named) ctx.skip()
+  it('honours {hash tags}: keys with one tag share a shard', async () => {
     const c = await open()
     // Spread keys would go to both shards (see the first test); with one tag they all go to one.
     const keys = spread('line', 30).map((k) => `{order:7}:${k}`)
@@ -145,8 +134,7 @@ describe.skipIf(!ready)('RedisGateway (real redis-servers, ioredis, redis-cli)',
     )
   })
 
-  it('splits MSET, MGET, DEL, EXISTS across shards and merges the replies', async (ctx) => {
-    if (!planner) ctx.skip()
+  it('splits MSET, MGET, DEL, EXISTS across shards and merges the replies', async () => {
     const c = await open()
     const keys = spread('m', 20)
     expect(await c.mset(Object.fromEntries(keys.map((k) => [k, `x${k}`])))).toBe('OK')
@@ -158,8 +146,7 @@ describe.skipIf(!ready)('RedisGateway (real redis-servers, ioredis, redis-cli)',
     expect(await c.exists(...keys)).toBe(15)
   })
 
-  it('answers PING, ECHO, SELECT 0 locally and refuses KEYS and FLUSHALL (redis-cli)', async (ctx) => {
-    if (!planner) ctx.skip()
+  it('answers PING, ECHO, SELECT 0 locally and refuses KEYS and FLUSHALL (redis-cli)', async () => {
     if (!program('redis-cli')) return
     const cli = async (...args: string[]): Promise<string> =>
       (await run('redis-cli', ['-p', String(port), '--no-raw', ...args], { timeout: 5000 })).stdout.trim()

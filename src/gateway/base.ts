@@ -16,7 +16,7 @@ import type { AttachOptions, SockHash } from '../map'
 import type { Server, Socket } from '../socket'
 import { addStats, zeroStats, type EngineStats, type MapStats, type SocketStats } from '../stats'
 import { parseHostPort, type HostPort } from './address'
-import { attachRequests, type RequestsOptions } from './native'
+import type { RequestsOptions } from './native'
 import { UpstreamPool, type HealthCheckOptions, type ReconnectOptions, type UpstreamStats } from './pool'
 
 /** Options every gateway takes. */
@@ -156,7 +156,7 @@ export abstract class Gateway extends EventEmitter<GatewayEvents> {
     if (!programs) return
     const { options, requests } = programs
     const map = this.engine.sockHash({ maxEntries: this.#maxClients })
-    attachRequests(map, options, requests)
+    map.attach({ ...options, requests })
     this.#clients = map
     this.#generations.push(map)
   }

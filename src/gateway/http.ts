@@ -18,7 +18,8 @@ import { parsers } from '../parsers'
 import type { Socket } from '../socket'
 import { Verdict, type StreamMessage } from '../verdict'
 import { Gateway, type GatewayOptions } from './base'
-import { httpRouteRule, replyRule, type RequestsOptions } from './native'
+import { rules } from '../rules'
+import type { RequestsOptions } from './native'
 import { parseUpstreams, type UpstreamPool, type UpstreamSpec } from './pool'
 
 /** One route. */
@@ -122,7 +123,7 @@ export class HttpRouter extends Gateway {
         pool = this.newPool(`http${this.#pools.size}`, {
           upstreams: r.upstreams,
           protocol: 'http1',
-          programs: { parser: parsers.http1({ role: 'response' }), verdict: replyRule() },
+          programs: { parser: parsers.http1({ role: 'response' }), verdict: rules.reply() },
           healthCheck:
             this.common.healthCheck === false ? false : { path: this.#healthPath, ...this.common.healthCheck },
         })
@@ -141,20 +142,15 @@ export class HttpRouter extends Gateway {
   protected clientPrograms(): { options: AttachOptions; requests: RequestsOptions } {
     const routes = this.#routes
     const parser = parsers.http1({ role: 'request' })
-    let native: AttachOptions['verdict'] | undefined
-    if (!this.#upgrades) {
-      try {
-        native = httpRouteRule(
+    const native = this.#upgrades
+      ? undefined
+      : rules.httpRoute(
           routes.map((r) => ({
             pool: r.pool.ring,
             ...(r.host !== undefined ? { host: r.host } : {}),
             ...(r.pathPrefix !== undefined ? { pathPrefix: r.pathPrefix } : {}),
           })),
         )
-      } catch {
-        native = undefined // an engine without rules.httpRoute: the same routing in TypeScript
-      }
-    }
     const upgrades = this.#upgrades
     const verdict =
       native ??

@@ -9,7 +9,7 @@
  */
 export { formatHostPort, parseHostPort, type HostPort } from './address'
 export { check as healthCheck, type CheckOptions, type CheckProtocol } from './health'
-export { hasPairing, type GatewayMessage, type RequestsOptions as GatewayRequestsOptions } from './native'
+export { type GatewayMessage, type RequestsOptions as GatewayRequestsOptions } from './native'
 export {
   UpstreamPool,
   parseUpstreams,

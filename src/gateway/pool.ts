@@ -22,7 +22,6 @@ import type { AttachOptions, SockHash } from '../map'
 import { hostOf, type Socket } from '../socket'
 import { formatHostPort, parseHostPort } from './address'
 import { check, respCommand, type CheckProtocol } from './health'
-import { setEntry } from './native'
 
 /** An upstream server: `'host:port'`, or its address with a weight and a name. */
 export type UpstreamSpec = string | UpstreamServer
@@ -495,7 +494,7 @@ export class UpstreamPool extends EventEmitter<UpstreamPoolEvents> {
     // An upstream that shuts its side will answer nothing more: the connection is done.
     sock.once('end', () => sock.destroy())
     this.members.set(slot.key, sock)
-    if (s.up) setEntry(this.ring, slot.key, sock, { server: s.name, weight: s.weight })
+    if (s.up) this.ring.set(slot.key, sock, { server: s.name, weight: s.weight })
     // A connect brings a server up, but after an ejection only a health check does (when checks are on).
     else if (this.#opts.health === false || s.s.ejections === 0) this.#up(s)
   }
@@ -561,7 +560,7 @@ export class UpstreamPool extends EventEmitter<UpstreamPoolEvents> {
     s.up = true
     s.s.failures = 0
     for (const slot of s.slots) {
-      if (slot.sock && !slot.sock.closed) setEntry(this.ring, slot.key, slot.sock, { server: s.name, weight: s.weight })
+      if (slot.sock && !slot.sock.closed) this.ring.set(slot.key, slot.sock, { server: s.name, weight: s.weight })
     }
     this.emit('up', s.name)
   }

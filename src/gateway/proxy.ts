@@ -19,14 +19,7 @@ import { rules, type MessageKey } from '../rules'
 import type { Socket } from '../socket'
 import { Verdict, type StreamMessage } from '../verdict'
 import { Gateway, type GatewayOptions } from './base'
-import {
-  gatewayMessage,
-  hashRouteRule,
-  replyRule,
-  roundRobinRule,
-  type GatewayMessage,
-  type RequestsOptions,
-} from './native'
+import { gatewayMessage, type GatewayMessage, type RequestsOptions } from './native'
 import { parseUpstreams, UpstreamPool, type UpstreamSpec } from './pool'
 
 /** How a proxy frames messages: `'raw'` (no framing: connections are proxied) or a framer. */
@@ -107,7 +100,7 @@ export class TcpProxy extends Gateway {
       this.#pool = this.newPool('proxy', {
         upstreams: options.upstreams,
         protocol: protocol === 'resp' ? 'resp' : protocol === 'http1' ? 'http1' : 'tcp',
-        programs: { parser: framer(protocol, 'response'), verdict: replyRule() },
+        programs: { parser: framer(protocol, 'response'), verdict: rules.reply() },
       })
     }
   }
@@ -129,9 +122,9 @@ export class TcpProxy extends Gateway {
     }
     const native =
       this.#route === 'round-robin'
-        ? roundRobinRule(ring)
+        ? rules.roundRobin(ring)
         : this.#route === 'hash'
-          ? hashRouteRule(ring, keyOf(protocol))
+          ? rules.hashRoute(ring, keyOf(protocol))
           : undefined
     const policy = this.#policy
     let verdict: AttachOptions['verdict']

@@ -13,7 +13,7 @@ import { parsers } from '../parsers'
 import { rules } from '../rules'
 import type { StreamMessage, Verdict } from '../verdict'
 import { Gateway, type GatewayOptions } from './base'
-import { gatewayMessage, hashRouteRule, replyRule, type GatewayMessage, type RequestsOptions } from './native'
+import { gatewayMessage, type GatewayMessage, type RequestsOptions } from './native'
 import type { UpstreamPool, UpstreamSpec } from './pool'
 
 /**
@@ -96,7 +96,7 @@ export class RedisGateway extends Gateway {
     this.pool = this.newPool('redis', {
       upstreams: options.upstreams,
       protocol: 'resp',
-      programs: { parser: parsers.resp(), verdict: replyRule() },
+      programs: { parser: parsers.resp(), verdict: rules.reply() },
       ...(options.upstreamPassword !== undefined ? { password: options.upstreamPassword } : {}),
     })
   }
@@ -119,7 +119,10 @@ export class RedisGateway extends Gateway {
     const policy = this.#policy
     if (!policy) {
       const tag = this.#hashTag === '' ? undefined : this.#hashTag
-      return { parser: parsers.resp(), verdict: hashRouteRule(ring, rules.key.resp, tag) }
+      return {
+        parser: parsers.resp(),
+        verdict: rules.hashRoute(ring, rules.key.resp, tag === undefined ? {} : { hashTag: tag }),
+      }
     }
     return {
       parser: parsers.resp(),

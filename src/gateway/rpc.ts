@@ -11,7 +11,7 @@ import type { AttachOptions } from '../map'
 import { parsers, type LengthFieldOptions } from '../parsers'
 import { rules } from '../rules'
 import { Gateway, type GatewayOptions } from './base'
-import { hashRouteRule, replyRule, type RequestsOptions } from './native'
+import type { RequestsOptions } from './native'
 import type { UpstreamPool, UpstreamSpec } from './pool'
 
 /** Options of {@link RpcRouter}. */
@@ -41,7 +41,7 @@ export class RpcRouter extends Gateway {
     this.pool = this.newPool('rpc', {
       upstreams: options.upstreams,
       protocol: 'tcp',
-      programs: { parser: parsers.lengthField(this.#framing), verdict: replyRule() },
+      programs: { parser: parsers.lengthField(this.#framing), verdict: rules.reply() },
     })
   }
 
@@ -54,7 +54,7 @@ export class RpcRouter extends Gateway {
   protected clientPrograms(): { options: AttachOptions; requests: RequestsOptions } {
     const key = rules.key.bytes(this.#key.offset, this.#key.length)
     return {
-      options: { parser: parsers.lengthField(this.#framing), verdict: hashRouteRule(this.pool.ring, key) },
+      options: { parser: parsers.lengthField(this.#framing), verdict: rules.hashRoute(this.pool.ring, key) },
       requests: this.requestsOptions(),
     }
   }
