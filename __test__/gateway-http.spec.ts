@@ -124,7 +124,12 @@ describe('HttpRouter (real Node http servers)', () => {
     const head = (await readN(c, 'HTTP/1.1 502'.length)).toString()
     expect(head).toBe('HTTP/1.1 502')
     c.destroy()
-    await until(() => router.stats().upstreams.every((u) => u.up), 5000, 'web back up')
+    const webName = `127.0.0.1:${portOf(web as unknown as net.Server)}`
+    await until(
+      () => router.stats().upstreams.some((u) => u.server === webName && u.up && u.ejections === 1),
+      5000,
+      'web ejected by the close and back after a check',
+    )
     expect((await get(port, '/after', agent)).body).toBe('web GET /after 0')
   })
 

@@ -530,6 +530,10 @@ export class UpstreamPool extends EventEmitter<UpstreamPoolEvents> {
     if (this.#closed || s.retired) return
     this.#down(s, 'connection closed')
     this.#retry(s, slot)
+    // Check at once rather than at the next interval: a server that merely closed an idle connection is back in the
+    // ring within a round trip.
+    const h = this.#opts.health
+    if (h !== false) void this.#check(s, h)
   }
 
   #retry(s: ServerState, slot: Slot): void {
@@ -584,6 +588,16 @@ export class UpstreamPool extends EventEmitter<UpstreamPoolEvents> {
   }
 
   async #check(s: ServerState, h: Required<HealthCheckOptions>): Promise<void> {
+    if (s.checking) return
+    s.checking = true
+    try {
+      await this.#checkOnce(s, h)
+    } finally {
+      s.checking = false
+    }
+  }
+
+  async #checkOnce(s: ServerState, h: Required<HealthCheckOptions>): Promise<void> {
     try {
       await check({
         host: s.host,
