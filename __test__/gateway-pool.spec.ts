@@ -3,6 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { Engine, UpstreamPool, parsers } from '../src/index'
+import { hostOf } from '../src/socket'
 import { deadline, until } from './helpers'
 import { needs, startRedis, type RedisServer } from './peers'
 
@@ -48,6 +49,11 @@ describe.skipIf(!haveRedis)('UpstreamPool (real redis-server)', () => {
     expect(keys).toEqual(
       [a.port, b.port].flatMap((p) => ['0.0', '0.1', '1.0', '1.1'].map((s) => `127.0.0.1:${p}#${s}`)).sort(),
     )
+    // Each connection is on the shard its slot serves: a client of either shard finds every server on its own.
+    for (const k of keys) {
+      const sock = pool.members.get(k)
+      expect(sock && hostOf(sock)?.binding.shardOf(sock.id)).toBe(Number(/#(\d)\./.exec(k)?.[1]))
+    }
     await pool.close()
   })
 
@@ -59,12 +65,13 @@ describe.skipIf(!haveRedis)('UpstreamPool (real redis-server)', () => {
     pool.on('down', (s) => events.push(`down ${s}`))
     await deadline(pool.ready(), 10_000, 'pool ready')
     expect(events).toEqual([`up 127.0.0.1:${a.port}`, `up 127.0.0.1:${b.port}`])
-    expect(pool.ring.size).toBe(4)
+    const perServer = 2 * engine.shards
+    expect(pool.ring.size).toBe(2 * perServer)
 
     await b.kill()
     await until(() => events.length === 3, 5000, 'down event')
     expect(events[2]).toBe(`down 127.0.0.1:${b.port}`)
-    await until(() => pool.ring.size === 2, 5000, 'b out of the ring')
+    await until(() => pool.ring.size === perServer, 5000, 'b out of the ring')
     expect(pool.ring.keys().every((k) => k.toString().startsWith(`127.0.0.1:${a.port}#`))).toBe(true)
     // The health checks keep failing while it is dead: it stays out.
     await until(() => (pool.stats()[1]?.checksFailed ?? 0) >= 2, 5000, 'failed checks')
@@ -73,11 +80,11 @@ describe.skipIf(!haveRedis)('UpstreamPool (real redis-server)', () => {
     await b.restart()
     await until(() => events.length === 4, 5000, 'up event')
     expect(events[3]).toBe(`up 127.0.0.1:${b.port}`)
-    expect(pool.ring.size).toBe(4)
+    expect(pool.ring.size).toBe(2 * perServer)
     const sb = pool.stats()[1]
     expect(sb?.ejections).toBe(1)
-    expect(sb?.connections).toBe(2)
-    expect(sb?.reconnects).toBe(2)
+    expect(sb?.connections).toBe(perServer)
+    expect(sb?.reconnects).toBe(perServer)
     expect(pool.metrics()).toContain(`sockmap_upstream_ejections_total{pool="default",server="127.0.0.1:${b.port}"} 1`)
     await pool.close()
   })
@@ -88,13 +95,14 @@ describe.skipIf(!haveRedis)('UpstreamPool (real redis-server)', () => {
     await deadline(pool.ready(), 10_000, 'pool ready')
     const kept = pool.ring.get(`127.0.0.1:${a.port}#0.0`)
     expect(kept).toBeDefined()
+    const perServer = 2 * engine.shards
     await pool.reload([`127.0.0.1:${b.port}`, `127.0.0.1:${a.port}`], 0)
     expect(pool.servers.sort()).toEqual([`127.0.0.1:${a.port}`, `127.0.0.1:${b.port}`].sort())
-    expect(pool.ring.size).toBe(4)
+    expect(pool.ring.size).toBe(2 * perServer)
     expect(pool.ring.get(`127.0.0.1:${a.port}#0.0`)).toBe(kept)
     await pool.reload([`127.0.0.1:${b.port}`], 0)
     expect(pool.servers).toEqual([`127.0.0.1:${b.port}`])
-    expect(pool.ring.size).toBe(2)
+    expect(pool.ring.size).toBe(perServer)
     await until(() => kept?.closed === true, 5000, 'removed server connection ended')
     await pool.close()
   })

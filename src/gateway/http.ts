@@ -180,7 +180,7 @@ export class HttpRouter extends Gateway {
     const before = new Set(this.#pools.values())
     this.#routes = this.#compile(routes)
     const used = new Set(this.#routes.map((r) => r.pool))
-    await Promise.all([...used].filter((p) => !before.has(p)).map((p) => p.ready()))
+    for (const p of [...used].filter((x) => !before.has(x))) await p.ready()
     this.renewPrograms()
     for (const [key, p] of this.#pools) {
       if (!used.has(p)) {

@@ -123,7 +123,10 @@ export interface UpstreamStats {
 
 interface Slot {
   key: string
+  /** The shard the slot serves. */
   shard: number
+  /** The shard its connection is on (the same, unless no connection of the pool was there to connect near). */
+  onShard: number
   sock: Socket | undefined
   connecting: boolean
   attempt: number
@@ -225,8 +228,6 @@ export class UpstreamPool extends EventEmitter<UpstreamPoolEvents> {
     reconnect: Required<ReconnectOptions>
     password: string | undefined
   }
-  /** A pool connection per shard, the `near` of new connections of that shard. */
-  readonly #anchors = new Map<number, Socket>()
   #closed = false
   #initial: Promise<void> | undefined
 
@@ -313,11 +314,11 @@ export class UpstreamPool extends EventEmitter<UpstreamPoolEvents> {
   connectionFor(socketId: number): string | undefined {
     const up = [...this.#servers.values()].filter((s) => s.up)
     if (up.length === 0) return undefined
-    const anchor = [...this.#anchors.values()][0]
+    const anchor = this.#anySocket()
     const shard = anchor ? (hostOf(anchor)?.binding.shardOf(socketId) ?? 0) : 0
     const open = (slot: Slot): boolean => slot.sock !== undefined && !slot.sock.closed
     const server = up[socketId % up.length] as ServerState
-    const candidates = server.slots.filter((x) => open(x) && x.shard === shard)
+    const candidates = server.slots.filter((x) => open(x) && x.onShard === shard)
     const pick = candidates.length > 0 ? candidates : up.flatMap((s) => s.slots.filter(open))
     return pick.length === 0 ? undefined : (pick[socketId % pick.length] as Slot).key
   }
@@ -326,10 +327,10 @@ export class UpstreamPool extends EventEmitter<UpstreamPoolEvents> {
   firstConnection(socketId: number): string | undefined {
     const server = [...this.#servers.values()].find((s) => s.up && s.slots.some((x) => x.sock && !x.sock.closed))
     if (!server) return undefined
-    const anchor = [...this.#anchors.values()][0]
+    const anchor = this.#anySocket()
     const shard = anchor ? (hostOf(anchor)?.binding.shardOf(socketId) ?? 0) : 0
     const open = server.slots.filter((x) => x.sock !== undefined && !x.sock.closed)
-    const near = open.filter((x) => x.shard === shard)
+    const near = open.filter((x) => x.onShard === shard)
     const pick = near.length > 0 ? near : open
     return (pick[socketId % pick.length] as Slot).key
   }
@@ -429,6 +430,7 @@ export class UpstreamPool extends EventEmitter<UpstreamPoolEvents> {
         s.slots.push({
           key: `${n.name}#${shard}.${i}`,
           shard,
+          onShard: shard,
           sock: undefined,
           connecting: false,
           attempt: 0,
@@ -456,19 +458,51 @@ export class UpstreamPool extends EventEmitter<UpstreamPoolEvents> {
     return hostOf(sock)?.binding.shardOf(sock.id) ?? 0
   }
 
+  /** An open connection of any pool of this engine on `shard`, to connect near. */
+  #nearOn(shard: number): Socket | undefined {
+    for (const sock of poolSockets(this.#engine)) {
+      if (!sock.closed && this.#shardOf(sock) === shard) return sock
+    }
+    return undefined
+  }
+
+  /** Any open pool connection (its engine tells the shard of a client). */
+  #anySocket(): Socket | undefined {
+    for (const srv of this.#servers.values()) for (const x of srv.slots) if (x.sock && !x.sock.closed) return x.sock
+    return undefined
+  }
+
   async #connect(s: ServerState, slot: Slot): Promise<void> {
-    if (this.#closed || s.retired || slot.sock || slot.connecting) return
+    // Without a connection on the slot's shard to connect near, the engine places the connect on its least loaded
+    // shard: one that lands elsewhere serves a free slot of that shard, and the slot tries again (a few times).
+    for (let tries = 0; tries <= 2 * this.#engine.shards; tries++) {
+      if (this.#closed || s.retired || slot.sock || slot.connecting) return
+      const near = this.#nearOn(slot.shard)
+      const sock = await this.#open(s, slot, near)
+      if (!sock) return
+      const shard = this.#shardOf(sock)
+      const other =
+        shard === slot.shard || near ? undefined : s.slots.find((x) => x.shard === shard && !x.sock && !x.connecting)
+      if (!other) {
+        this.#adopt(s, slot, sock, shard)
+        return
+      }
+      this.#adopt(s, other, sock, shard)
+    }
+  }
+
+  /** Opens a connection for `slot` (AUTH included); on failure counts it and schedules the retry. */
+  async #open(s: ServerState, slot: Slot, near: Socket | undefined): Promise<Socket | undefined> {
     slot.connecting = true
     clearTimeout(slot.timer)
     slot.timer = undefined
-    const near = this.#anchors.get(slot.shard)
     let sock: Socket
     try {
       sock = await this.#engine.connect({
         host: s.host,
         port: s.port,
         timeoutMs: this.#opts.connectTimeoutMs,
-        ...(near && !near.closed ? { near } : {}),
+        ...(near ? { near } : {}),
       })
       if (this.#opts.password !== undefined) await this.#auth(sock)
     } catch (err) {
@@ -476,20 +510,31 @@ export class UpstreamPool extends EventEmitter<UpstreamPoolEvents> {
       s.s.connectErrors++
       this.#failure(s, `connect: ${(err as Error).message}`)
       this.#retry(s, slot)
-      return
+      return undefined
     }
     slot.connecting = false
     if (this.#closed || s.retired) {
       sock.destroy()
-      return
+      return undefined
     }
+    return sock
+  }
+
+  /** Makes `sock` the connection of `slot`: a member of the pool, and in the ring while its server is up. */
+  #adopt(s: ServerState, slot: Slot, sock: Socket, shard: number): void {
     if (slot.connectedOnce) s.s.reconnects++
     slot.connectedOnce = true
     slot.attempt = 0
     slot.sock = sock
-    const shard = this.#shardOf(sock)
-    if (!this.#anchors.has(shard) || this.#anchors.get(shard)?.closed) this.#anchors.set(shard, sock)
-    sock.once('close', () => this.#closedSlot(s, slot, sock))
+    slot.onShard = shard
+    clearTimeout(slot.timer)
+    slot.timer = undefined
+    const all = poolSockets(this.#engine)
+    all.add(sock)
+    sock.once('close', () => {
+      all.delete(sock)
+      this.#closedSlot(s, slot, sock)
+    })
     sock.on('error', () => {})
     // An upstream that shuts its side will answer nothing more: the connection is done.
     sock.once('end', () => sock.destroy())
@@ -526,7 +571,6 @@ export class UpstreamPool extends EventEmitter<UpstreamPoolEvents> {
   #closedSlot(s: ServerState, slot: Slot, sock: Socket): void {
     if (slot.sock !== sock) return
     slot.sock = undefined
-    for (const [shard, a] of this.#anchors) if (a === sock) this.#anchors.delete(shard)
     if (this.#closed || s.retired) return
     this.#down(s, 'connection closed')
     this.#retry(s, slot)
@@ -637,6 +681,15 @@ export class UpstreamPool extends EventEmitter<UpstreamPoolEvents> {
       if (sock) setTimeout(() => sock.end(), graceMs).unref()
     }
   }
+}
+
+/** The open connections of every pool of each engine: what new connections join to land on a given shard. */
+const socketsByEngine = new WeakMap<Engine, Set<Socket>>()
+
+function poolSockets(engine: Engine): Set<Socket> {
+  let set = socketsByEngine.get(engine)
+  if (!set) socketsByEngine.set(engine, (set = new Set()))
+  return set
 }
 
 function esc(v: string): string {
