@@ -128,7 +128,7 @@ describe('the binding', () => {
         let n = 0
         await until(() => (n = b.takeBatch(payload, descs, meta)) > 0, 5000, `batch of '${data}'`)
         expect(n).toBe(1)
-        b.answerBatch(Int32Array.of(code), new Float64Array(0), [], new Float64Array(0))
+        b.answerBatch(Int32Array.of(code), new Float64Array(0), [], new Float64Array(0), [], new Float64Array(0))
       }
 
       await judge('abc', 99) // an unknown code

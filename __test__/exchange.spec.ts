@@ -140,6 +140,43 @@ describe.skipIf(!hasProgram('redis-server'))('pairing with redis-server upstream
   })
 })
 
+describe.skipIf(!hasProgram('redis-server'))('msg.reply() and msg.route() in requests mode', () => {
+  it('answers locally and routes by the ring, in request order', async () => {
+    const [a, b] = await Promise.all([redis('ra'), redis('rb')])
+    const engine = newEngine()
+    const { clientsMap, ups } = gatewayMaps(engine, 'resp', (msg) => {
+      const command = msg.resp?.command.toUpperCase()
+      if (command === 'PING') return msg.reply('+PONG\r\n')
+      if (command === 'ECHO') return msg.reply(Buffer.from(`+${msg.resp?.key ?? ''}\r\n`))
+      return msg.route(ups)
+    })
+    const [{ client, sock }] = (await connections(engine, 1, clients)) as [{ client: net.Socket; sock: Socket }]
+    ups.set('a', await engine.connect({ path: a.path, near: sock }))
+    ups.set('b', await engine.connect({ path: b.path, near: sock }))
+    clientsMap.set(sock.id, sock)
+    const keys = Array.from({ length: 20 }, (_, i) => `key${i}`)
+    client.write(
+      keys.map((k) => cmd('SET', k, `v${k}`)).join('') +
+        cmd('PING') +
+        keys.map((k) => cmd('GET', k)).join('') +
+        cmd('ECHO', 'hi') +
+        cmd('DBSIZE'),
+    )
+    const want =
+      '+OK\r\n'.repeat(20) +
+      '+PONG\r\n' +
+      keys.map((k) => bulk(`v${k}`)).join('') +
+      '+hi\r\n' +
+      '-ERR sockmap: no upstream\r\n'
+    expect((await readN(client, Buffer.byteLength(want))).toString()).toBe(want)
+    const dbsize = (path: string): number => Number(execFileSync('redis-cli', ['-s', path, 'dbsize']).toString())
+    expect(dbsize(a.path) + dbsize(b.path)).toBe(20)
+    expect(Math.min(dbsize(a.path), dbsize(b.path))).toBeGreaterThan(0)
+    const s = sock.stats()
+    expect([s.requests, s.replies, s.localReplies, s.errorNoUpstream]).toEqual([43, 40, 2, 1])
+  })
+})
+
 describe.skipIf(!hasProgram('redis-server'))('the Redis planner in pairing', () => {
   it('answers locally, refuses, checks AUTH, and splits multi-key commands over two servers', async () => {
     const [a, b] = await Promise.all([redis('pa'), redis('pb')])
@@ -324,6 +361,20 @@ describe('pairing with node:http upstreams', () => {
     expect([s.requests, s.replies, s.errorUpstreamClosed, s.errorNoUpstream]).toEqual([8, 6, 1, 1])
     a.srv.close()
     b.srv.close()
+  })
+})
+
+describe('msg.reply() without requests', () => {
+  it('writes the reply out of the source socket instead of the message', async () => {
+    const engine = newEngine()
+    const m = engine.sockHash({ maxEntries: 4 })
+    m.attach({ parser: parsers.lines(), verdict: (msg) => msg.reply(`got ${msg.length} bytes\n`) })
+    const [{ client, sock }] = (await connections(engine, 1, clients)) as [{ client: net.Socket; sock: Socket }]
+    m.set(sock.id, sock)
+    client.write('hello\nworld!\n')
+    const want = 'got 5 bytes\ngot 6 bytes\n'
+    expect((await readN(client, want.length)).toString()).toBe(want)
+    await until(() => sock.stats().localReplies === 2, 5000, 'two local replies')
   })
 })
 

@@ -15,7 +15,7 @@ import {
   type BindingEngine,
 } from './binding.cjs'
 import { SockmapError, callBinding } from './errors'
-import { hashKey, mapRef, SockMap, type MapHost, type SockHash } from './map'
+import { hashKey, mapRef, SockHash, SockMap, type MapHost } from './map'
 import {
   Parse,
   Verdict,
@@ -50,6 +50,8 @@ const TARGET_BYTES_KEY = 2
 const A_DROP = 0
 const A_PASS = 1
 const A_REDIRECT = 2
+const A_REPLY = 1 << 29
+const A_ROUTE = 1 << 30
 const T_MAP = 0
 const T_KEY = 1
 const T_FLAGS = 2
@@ -79,6 +81,8 @@ export function checkAbi(): void {
     ['AnswerCode.Drop', A_DROP, AnswerCode.Drop],
     ['AnswerCode.Pass', A_PASS, AnswerCode.Pass],
     ['AnswerCode.Redirect', A_REDIRECT, AnswerCode.Redirect],
+    ['AnswerCode.Reply', A_REPLY, AnswerCode.Reply],
+    ['AnswerCode.Route', A_ROUTE, AnswerCode.Route],
     ['TargetField.Map', T_MAP, TargetField.Map],
     ['TargetField.Key', T_KEY, TargetField.Key],
     ['TargetField.Flags', T_FLAGS, TargetField.Flags],
@@ -252,6 +256,16 @@ class MessageView implements StreamMessage {
     this.runner.chooseTarget(target, key, opts?.ingress === true)
     return Verdict.REDIRECT
   }
+
+  reply(data: Uint8Array | string): Verdict {
+    this.runner.chooseReply(data)
+    return Verdict.REDIRECT
+  }
+
+  route(pool: SockHash): Verdict {
+    this.runner.chooseRoute(pool, this.resp?.keyBytes)
+    return Verdict.REDIRECT
+  }
 }
 
 function rangeError(message: string): RangeError {
@@ -369,6 +383,13 @@ export class BatchRunner {
   #lastId = 0
   #lastCache: TargetCache | undefined
   #chosen = -1
+  /** The answer code of a `msg.reply()` or `msg.route()` of the message being judged, else -1. */
+  #special = -1
+  /** Replies of the current batch (`msg.reply`). */
+  #replies: Buffer[] = []
+  /** Ring routes of the current batch (`msg.route`), as target rows. */
+  #routes = new Float64Array(TARGET_STRIDE * 16)
+  #routeCount = 0
   /**
    * `data` views of the payload by item index, reused from batch to batch while the item's offset and length are the
    * same (always, for messages of one size): no view is created per message.
@@ -399,8 +420,38 @@ export class BatchRunner {
     return this.#callbacks.push({ type: 'parser', fn }) - 1
   }
 
+  /** Called by {@link MessageView.reply}: the message is answered with `data` (copied). */
+  chooseReply(data: unknown): void {
+    let b: Buffer
+    if (typeof data === 'string') b = Buffer.from(data)
+    else if (data instanceof Uint8Array) b = Buffer.from(data)
+    else throw new TypeError(`msg.reply() data must be a Buffer or string, got ${describe(data)}`)
+    this.#replies.push(b)
+    this.#special = A_REPLY + this.#replies.length - 1
+  }
+
+  /** Called by {@link MessageView.route}: the message goes where `pool`'s ring puts `key` (none: no route). */
+  chooseRoute(pool: unknown, key: Buffer | undefined): void {
+    if (!(pool instanceof SockHash)) throw new TypeError('msg.route() pool must be a SockHash')
+    const ref = mapRef(pool)
+    if (ref.host !== this.#host) throw new TypeError('route pool belongs to another engine')
+    this.#keys.push(key === undefined ? Buffer.alloc(0) : Buffer.from(key))
+    const r = this.#routeCount++
+    if ((r + 1) * TARGET_STRIDE > this.#routes.length) {
+      const grown = new Float64Array(this.#routes.length * 2)
+      grown.set(this.#routes)
+      this.#routes = grown
+    }
+    const at = r * TARGET_STRIDE
+    this.#routes[at + T_MAP] = ref.id
+    this.#routes[at + T_KEY] = this.#keys.length - 1
+    this.#routes[at + T_FLAGS] = TARGET_BYTES_KEY
+    this.#special = A_ROUTE + r
+  }
+
   /** Called by {@link MessageView.redirect}: records the target for the message being judged. */
   chooseTarget(target: SockMap | SockHash, key: MapKey, ingress: boolean): void {
+    this.#special = -1
     let cache = this.#lastCache
     if (target !== this.#lastTarget || ingress !== this.#lastIngress || cache === undefined) {
       const ref = mapRef(target)
@@ -499,6 +550,7 @@ export class BatchRunner {
   #verdictCode(v: unknown): number {
     if (v === Verdict.PASS) return A_PASS
     if (v === Verdict.DROP) return A_DROP
+    if (v === Verdict.REDIRECT && this.#special >= 0) return this.#special
     if (v === Verdict.REDIRECT && this.#chosen >= 0) return A_REDIRECT + this.#chosen
     throw new TypeError(`the verdict returned ${describe(v)}, not a Verdict`)
   }
@@ -515,7 +567,9 @@ export class BatchRunner {
     let firstCause: unknown
     let e = 0
     this.#targetCount = 0
+    this.#routeCount = 0
     this.#keys = []
+    this.#replies = []
     for (const c of this.#targetCache.values()) c.clear()
     const views = this.#views
     for (let i = 0, d = 0; i < n; i++, d += STRIDE) {
@@ -538,6 +592,7 @@ export class BatchRunner {
         view.index = i
         view.length = descs[d + D_LEN] as number
         this.#chosen = -1
+        this.#special = -1
         try {
           answers[i] = this.#verdictCode(cb.fn(view))
         } catch (err) {
@@ -586,6 +641,7 @@ export class BatchRunner {
         sv.reset(descs[d + D_SOCK] as number, descs[d + D_LEN] as number, payload.subarray(offset, offset + copied))
         sv.index = i // a msg item has no metadata
         this.#chosen = -1
+        this.#special = -1
         let code: number
         if (cb === undefined || cb.type !== 'msgVerdict') {
           code = A_DROP
@@ -618,6 +674,8 @@ export class BatchRunner {
         this.#targets.subarray(0, this.#targetCount * TARGET_STRIDE),
         this.#keys,
         this.#extras.subarray(0, e),
+        this.#replies,
+        this.#routes.subarray(0, this.#routeCount * TARGET_STRIDE),
       ),
     )
     if (failures > 0) {

@@ -100,6 +100,19 @@ export interface StreamMessage {
    * verdict returns. A missing key or a dead target drops the message (counted), as in the kernel.
    */
   redirect(target: SockMap | SockHash, key: MapKey, opts?: RedirectOptions): Verdict
+  /**
+   * Answers the message with `data` (copied) instead of sending it anywhere: on a map attached with `requests`, the
+   * reply takes the message's place in the client's reply order; elsewhere it is written out of the source socket.
+   * Returns {@link Verdict.REDIRECT}, which the verdict returns. Stream verdicts only (a msg verdict's answer is
+   * invalid).
+   */
+  reply(data: Uint8Array | string): Verdict
+  /**
+   * Routes the message to the connection of `pool` that its consistent-hash ring gives the message's RESP key (what
+   * `rules.hashRoute(pool, rules.key.resp)` does; a message without a key has no route and is dropped, in requests
+   * mode with an error reply). Returns {@link Verdict.REDIRECT}, which the verdict returns.
+   */
+  route(pool: SockHash): Verdict
 }
 
 /**

@@ -20,6 +20,7 @@
 //! index. [`Answer`] is one item's answer, for callers that build answers
 //! one by one (`Vec<Answer>` converts into [`Answers`]).
 
+use bytes::Bytes;
 use std::sync::Arc;
 
 use crate::event::Frags;
@@ -222,6 +223,13 @@ pub struct Answers {
     pub edits: Vec<MsgEdit>,
     /// The item index of each entry of `edits`.
     pub edit_items: Vec<u32>,
+    /// Local replies the codes name ([`Answers::REPLY`]` + r`, stream verdicts only).
+    pub replies: Vec<Bytes>,
+    /// Ring routes the codes name ([`Answers::ROUTE`]` + r`): the entry of
+    /// `map` the consistent-hash ring gives `key`, on the source socket's
+    /// shard when it has one there (what `rules.hashRoute` does); an empty
+    /// key has no route.
+    pub routes: Vec<Target>,
 }
 
 impl Answers {
@@ -231,6 +239,12 @@ impl Answers {
     pub const PASS: u32 = 1;
     /// REDIRECT to target 0 (target `t`: `REDIRECT + t`).
     pub const REDIRECT: u32 = 2;
+    /// Answer with `replies[0]` (`replies[r]`: `REPLY + r`): the message is
+    /// consumed and the bytes are its reply (in requests mode, its slot;
+    /// else written out of the source socket).
+    pub const REPLY: u32 = 1 << 29;
+    /// Route by `routes[0]` (`routes[r]`: `ROUTE + r`).
+    pub const ROUTE: u32 = 1 << 30;
     /// An answer that could not be understood.
     pub const INVALID: u32 = u32::MAX;
 

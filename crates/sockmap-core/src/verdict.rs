@@ -201,6 +201,19 @@ pub(crate) fn resolve(maps: &MapView, v: &Verdict) -> Resolved {
     }
 }
 
+/// Resolves a ring route of a batch's answers for a message of `sock`
+/// (`msg.route`): an empty key has no route.
+pub(crate) fn resolve_route(maps: &mut MapView, t: &Target, sock: SockId) -> Resolved {
+    let key = DerivedKey::from_key(&t.key);
+    if matches!(&t.key, crate::key::Key::Bytes(b) if b.is_empty()) {
+        return Resolved::Drop(DropReason::NoKey);
+    }
+    redirect_to(
+        maps.route(t.map, key.raw().ring_hash(None), sock),
+        t.ingress,
+    )
+}
+
 /// Resolves a redirect target of a batch's answers.
 pub(crate) fn resolve_target(maps: &MapView, t: &Target) -> Resolved {
     redirect_to(

@@ -21,7 +21,7 @@ use sockmap_core::framer::{LengthFieldOptions, MessageMeta, RespOptions};
 use sockmap_core::map::MapKind;
 use sockmap_core::program::{ParserKind, ParserProg, Programs, RequestsConfig, StreamVerdictProg};
 use sockmap_core::rules::MessageView;
-use sockmap_core::{Errno, Event, Key, MapId, Rule, SockId, Verdict};
+use sockmap_core::{EngineConfig, Errno, Event, Key, MapId, Rule, SockId, Verdict};
 
 /// An engine acting as a Redis gateway: clients on one map, upstreams `A`
 /// and `B` (one connection each per shard) on another. Keys starting with
@@ -64,7 +64,11 @@ fn resp() -> Option<Arc<ParserProg>> {
 
 impl Gateway {
     fn new(requests: RequestsConfig) -> Gateway {
-        let h = Harness::new();
+        Gateway::on(requests, EngineConfig::default())
+    }
+
+    fn on(requests: RequestsConfig, cfg: EngineConfig) -> Gateway {
+        let h = Harness::with_config(cfg);
         let ups = h.h().create_map(MapKind::SockHash, 64).unwrap();
         h.h()
             .attach(
@@ -328,4 +332,28 @@ fn a_client_without_an_error_reply_format_is_closed_with_the_errno() {
     h.put(m, id, id);
     write(&mut peer, &frame(b"hello"));
     assert_eq!(h.closed(id), Some(Errno::Acces));
+}
+
+#[test]
+fn a_request_routed_to_an_upstream_of_another_shard_gets_an_error_reply() {
+    let (a, b) = (RespUpstream::start("A"), RespUpstream::start("B"));
+    let cfg = EngineConfig {
+        shards: Some(2),
+        ..EngineConfig::default()
+    };
+    let mut g = Gateway::on(RequestsConfig::default(), cfg);
+    let (mut peer, id) = g.client(&a, &b);
+    let shard = g.h.h().shard_of(id);
+    // A socket on the other shard (the least loaded), and an upstream near it under the client's "A" key.
+    let (_other_peer, other) = g.h.pair();
+    assert_ne!(g.h.h().shard_of(other), shard);
+    let far = g.connect(a.addr, other);
+    g.h.put(g.ups, format!("A-{shard}").as_str(), far);
+    write(&mut peer, &commands(&["a1".into(), "f1".into()]));
+    let mut want = b"-ERR sockmap: no upstream\r\n".to_vec();
+    want.extend(get_reply("B", "f1"));
+    assert_eq!(read_n(&mut peer, want.len()), want);
+    let s = g.h.stats_until(id, |s| s.requests == 2);
+    assert_eq!((s.replies, s.error_no_upstream), (1, 1));
+    assert_eq!(a.seen.received.load(Ordering::SeqCst), 0);
 }

@@ -339,3 +339,61 @@ proptest! {
         prop_assert_eq!(a, b);
     }
 }
+
+/// Error replies of a gateway's requests framer: the exact responses, keep-alive, none from a responses framer.
+#[test]
+fn error_replies_are_complete_responses_and_only_for_requests() {
+    use sockmap_core::framer::{Framer, ReplyError};
+    let req = Http1::requests();
+    let cases = [
+        (
+            ReplyError::Timeout,
+            "504 Gateway Timeout",
+            "sockmap: upstream timed out\n",
+        ),
+        (
+            ReplyError::UpstreamClosed,
+            "502 Bad Gateway",
+            "sockmap: upstream closed\n",
+        ),
+        (
+            ReplyError::NoUpstream,
+            "503 Service Unavailable",
+            "sockmap: no upstream\n",
+        ),
+        (ReplyError::Denied, "403 Forbidden", "sockmap: denied\n"),
+    ];
+    for (kind, status, body) in cases {
+        let want = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let got = req.error_reply(kind).expect("a reply");
+        assert_eq!(std::str::from_utf8(&got).unwrap(), want);
+        // A responses framer frames it as one whole response.
+        let (outs, _) = run_whole(
+            Box::new(Http1::responses()),
+            StrParserConfig::default(),
+            &got,
+        );
+        assert_eq!(msgs(&outs), vec![got.to_vec()]);
+    }
+    assert_eq!(Http1::responses().error_reply(ReplyError::Timeout), None);
+}
+
+/// A responses framer told of a forwarded `HEAD` frames its response without a body.
+#[test]
+fn a_forwarded_head_makes_its_response_bodyless() {
+    use sockmap_core::framer::Framer;
+    let mut f = Http1::responses();
+    f.request_forwarded(b"HEAD / HTTP/1.1\r");
+    f.request_forwarded(b"GET / HTTP/1.1\r\n");
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n";
+    let mut stream = head.to_vec();
+    stream.extend_from_slice(head);
+    stream.extend_from_slice(b"abc");
+    let (outs, _) = run_whole(Box::new(f), StrParserConfig::default(), &stream);
+    let mut second = head.to_vec();
+    second.extend_from_slice(b"abc");
+    assert_eq!(msgs(&outs), vec![head.to_vec(), second]);
+}

@@ -260,3 +260,21 @@ proptest! {
         prop_assert_eq!(a, b);
     }
 }
+
+/// The RESP error reply of each reason, one whole RESP value.
+#[test]
+fn error_replies_are_resp_errors() {
+    use sockmap_core::framer::{Framer, ReplyError};
+    let f = Resp::default();
+    for (kind, text) in [
+        (ReplyError::Timeout, "upstream timed out"),
+        (ReplyError::UpstreamClosed, "upstream closed"),
+        (ReplyError::NoUpstream, "no upstream"),
+        (ReplyError::Denied, "denied"),
+    ] {
+        let got = f.error_reply(kind).expect("a reply");
+        assert_eq!(&got[..], format!("-ERR sockmap: {text}\r\n").as_bytes());
+        let (outs, _) = run_whole(Box::new(Resp::default()), StrParserConfig::default(), &got);
+        assert_eq!(msgs(&outs), vec![got.to_vec()]);
+    }
+}

@@ -214,6 +214,10 @@ pub enum AnswerCode {
     Pass = 1,
     /// REDIRECT to target 0 (target `t`: `Redirect + t`).
     Redirect = 2,
+    /// Answer with reply 0 (reply `r`: `Reply + r`); 2^29.
+    Reply = 536870912,
+    /// Route by route 0 (route `r`: `Route + r`); 2^30.
+    Route = 1073741824,
 }
 
 /// A parse result: a length (> 0), `PARSE_NEED_MORE`, `PARSE_HANDBACK`, or `-errno`.
@@ -337,6 +341,8 @@ const _: () = assert!(
     AnswerCode::Drop as u32 == Answers::DROP
         && AnswerCode::Pass as u32 == Answers::PASS
         && AnswerCode::Redirect as u32 == Answers::REDIRECT
+        && AnswerCode::Reply as u32 == Answers::REPLY
+        && AnswerCode::Route as u32 == Answers::ROUTE
 );
 
 #[napi]
@@ -390,14 +396,19 @@ impl BindingEngine {
     /// (`EDIT_STRIDE` numbers each, see `EditOp`). The codes go to the engine as they are, with the target table
     /// converted once; an answer this cannot read (a negative code, an unknown edit, a target that names a missing
     /// key) goes as invalid, and the engine treats codes naming no target as invalid too. Returns the number of
-    /// batches still waiting to be taken (0: no need to call `takeBatch` again now).
+    /// batches still waiting to be taken (0: no need to call `takeBatch` again now). `Reply + r` answers a stream
+    /// verdict item with the bytes `replies[r]` (`msg.reply`); `Route + r` routes it by the ring of route `r` of
+    /// `routes` (the same rows as `targets`; `msg.route`).
     #[napi]
+    #[allow(clippy::too_many_arguments)]
     pub fn answer_batch(
         &self,
         answers: &[i32],
         targets: &[f64],
         keys: Vec<Buffer>,
         extras: &[f64],
+        replies: Vec<Buffer>,
+        routes: &[f64],
     ) -> Result<u32> {
         guarded(|| {
             let taken = lock(&self.taken)
@@ -418,6 +429,20 @@ impl BindingEngine {
                         unreadable.push(Answers::REDIRECT.saturating_add(t as u32));
                         // A placeholder keeps the indexes; no code names it (see below).
                         out.targets.push(Target {
+                            map: MapId::from_u32(u32::MAX),
+                            key: Key::Num(0),
+                            ingress: false,
+                        });
+                    }
+                }
+            }
+            out.replies = replies.iter().map(|b| Bytes::copy_from_slice(b)).collect();
+            for (r, row) in routes.chunks_exact(TARGET_STRIDE as usize).enumerate() {
+                match target_of(row, &keys) {
+                    Some(route) => out.routes.push(route),
+                    None => {
+                        unreadable.push(Answers::ROUTE.saturating_add(r as u32));
+                        out.routes.push(Target {
                             map: MapId::from_u32(u32::MAX),
                             key: Key::Num(0),
                             ingress: false,

@@ -29,7 +29,7 @@ use crate::framer::MessageMeta;
 use crate::id::SockId;
 use crate::stats::DropReason;
 use crate::timer::Timer;
-use crate::verdict::{resolve_target, Resolved};
+use crate::verdict::{resolve_route, resolve_target, Resolved};
 
 /// The entries of a side stream (`items`: the item index of each, sorted)
 /// that belong to item `i`, from the cursor `at` on; moves the cursor past them.
@@ -172,9 +172,28 @@ impl Core {
                 self.answer_missing(r);
                 continue;
             };
+            let mut reply = None;
             let verdict = match code {
                 Answers::DROP => Some(Resolved::Drop(DropReason::Verdict)),
                 Answers::PASS => Some(Resolved::Pass),
+                Answers::INVALID => None,
+                c if c >= Answers::ROUTE => {
+                    match (answers.routes.get((c - Answers::ROUTE) as usize), r) {
+                        (Some(t), ItemRef::Verdict(sock, _) | ItemRef::Msg(sock, _)) => {
+                            Some(resolve_route(&mut self.maps, t, sock))
+                        }
+                        _ => None,
+                    }
+                }
+                c if c >= Answers::REPLY => {
+                    match (answers.replies.get((c - Answers::REPLY) as usize), r) {
+                        (Some(b), ItemRef::Verdict(..)) => {
+                            reply = Some(b.clone());
+                            Some(Resolved::Pass)
+                        }
+                        _ => None,
+                    }
+                }
                 c => c
                     .checked_sub(Answers::REDIRECT)
                     .and_then(|t| targets.get(t as usize))
@@ -186,7 +205,14 @@ impl Core {
                 continue;
             };
             match r {
-                ItemRef::Verdict(sock, seq) => self.answer_one(sock, seq, verdict),
+                ItemRef::Verdict(sock, seq) => match reply {
+                    Some(b) => {
+                        if let Some(slot) = self.slot_of(sock) {
+                            self.at(slot).awaiting.answer_reply(seq, b);
+                        }
+                    }
+                    None => self.answer_one(sock, seq, verdict),
+                },
                 ItemRef::Parse(sock, req) => {
                     let span = item_span(&answers.parse_items, &mut parse_at, i);
                     self.handle_parse_answer(sock, req, &answers.parse[span]);
@@ -250,7 +276,15 @@ impl Core {
     /// Applies the socket's answered messages from the front, in order.
     fn drain_awaited(&mut self, slot: SlotIdx, out: &mut Egress) {
         let mut block = Bytes::new();
-        while let Some(a) = self.at(slot).awaiting.pop_answered(&mut block) {
+        loop {
+            let reply = self.at(slot).awaiting.take_reply();
+            let Some(a) = self.at(slot).awaiting.pop_answered(&mut block) else {
+                break;
+            };
+            if let Some(reply) = reply {
+                self.local_reply(slot, reply, out);
+                continue;
+            }
             match a {
                 Answered::Frags(frags, len, resolved) => {
                     self.apply(slot, resolved, Body::Frags(frags), len, out);

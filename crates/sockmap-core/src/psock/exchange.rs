@@ -639,6 +639,19 @@ impl Core {
         }
     }
 
+    /// A TypeScript verdict answered a message of `slot` with `reply`
+    /// (`msg.reply`): a client's next slot takes it, in order; any other
+    /// socket writes it out.
+    pub(super) fn local_reply(&mut self, slot: SlotIdx, reply: Bytes, out: &mut Egress) {
+        self.at(slot).count(|s| &s.local_replies, 1);
+        if !self.is_client(slot) || self.at_ref(slot).is_closing() {
+            return out.push(self, slot, 0, Body::Frags(smallvec![reply]));
+        }
+        let seq = self.open_slot(slot, Slot::Waiting);
+        self.at(slot).exchange.fill(seq, None, smallvec![reply]);
+        self.drain_replies(slot, out);
+    }
+
     /// An application send on `slot`: fills the oldest slot reserved for
     /// the application when the socket is a client with one, else goes to
     /// its send ring as usual.

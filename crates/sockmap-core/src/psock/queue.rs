@@ -193,6 +193,8 @@ struct Awaited {
     len: usize,
     answer: Option<Resolved>,
     own: bool,
+    /// A local reply answering the message (`msg.reply`).
+    reply: Option<bytes::Bytes>,
 }
 
 /// A socket's awaited messages, oldest first, numbered from `base`.
@@ -247,6 +249,7 @@ impl AwaitQueue {
             len,
             answer,
             own: true,
+            reply: None,
         });
         self.bytes += len;
     }
@@ -259,6 +262,7 @@ impl AwaitQueue {
             len,
             answer: None,
             own: false,
+            reply: None,
         }));
     }
 
@@ -270,6 +274,25 @@ impl AwaitQueue {
         if let Some(a) = self.items.get_mut(i as usize) {
             a.answer = Some(resolved);
         }
+    }
+
+    /// Records that message `seq` is answered with a local reply.
+    pub(crate) fn answer_reply(&mut self, seq: u64, reply: Bytes) {
+        let Some(i) = seq.checked_sub(self.base) else {
+            return;
+        };
+        if let Some(a) = self.items.get_mut(i as usize) {
+            a.answer = Some(Resolved::Pass);
+            a.reply = Some(reply);
+        }
+    }
+
+    /// Takes the reply of the front message, if it was answered with one
+    /// (before [`AwaitQueue::pop_answered`] takes the message).
+    pub(crate) fn take_reply(&mut self) -> Option<Bytes> {
+        let a = self.items.front_mut()?;
+        a.answer?;
+        a.reply.take()
     }
 
     /// Takes the front message if it is answered. For a message of a block,
