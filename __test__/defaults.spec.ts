@@ -99,6 +99,7 @@ describe('defaults', () => {
     'PairOptions.onClose': d.pairOnClose,
     'RequestsOptions.timeoutMs': d.requests.timeoutMs,
     'RequestsOptions.maxPending': d.requests.maxPending,
+    'SetOptions.weight': d.entryWeight,
   }
 
   /** Defaults of the TypeScript API itself, with no engine counterpart. */

@@ -1,7 +1,18 @@
 import { describe, expect, it } from 'vitest'
 
-import { SockmapError } from '../src/index'
-import { clientOf, deadline, listening, netServer, portOf, runFixture, engineScope } from './helpers'
+import { SockmapError, parsers, rules } from '../src/index'
+import {
+  clientOf,
+  collect,
+  deadline,
+  engineScope,
+  errorOf,
+  frame,
+  listening,
+  netServer,
+  portOf,
+  runFixture,
+} from './helpers'
 
 const { newEngine } = engineScope()
 
@@ -60,5 +71,40 @@ describe('the application misbehaving', () => {
     const results = await deadline(settled, 10_000, 'every promise settles')
     expect(results).toHaveLength(9)
     client.destroy()
+  })
+})
+
+describe('peers and limits', () => {
+  it('a slowloris sending one byte at a time is cut off by the parser timeout; others are served meanwhile', async () => {
+    const engine = newEngine()
+    const server = await listening(engine)
+    const map = engine.sockMap({ maxEntries: 2 })
+    map.attach({ parser: parsers.lengthField({ lengthFieldLength: 4, messageTimeoutMs: 300 }), verdict: rules.pass() })
+    const slow = await clientOf(server)
+    const fast = await clientOf(server)
+    map.set(0, slow.sock)
+    map.set(1, fast.sock)
+    const slowEnd = errorOf(slow.sock, 5000)
+    // One byte every 50 ms of a 1 KiB frame: it would take 50 s to finish.
+    const whole = frame(Buffer.alloc(1024, 1))
+    let sent = 0
+    const drip = setInterval(() => {
+      if (!slow.client.destroyed) slow.client.write(whole.subarray(sent, ++sent))
+    }, 50)
+    try {
+      const got = collect(fast.sock, 3)
+      for (const p of ['one', 'two', 'three']) fast.client.write(frame(p))
+      expect((await got).map((m) => m.slice(4))).toEqual(['one', 'two', 'three'])
+      expect(await slowEnd).toEqual({ code: 'ETIMEDOUT', hadError: true })
+      expect(sent).toBeLessThan(whole.length)
+      // The fast connection still works after the slow one was cut off.
+      const more = collect(fast.sock, 1)
+      fast.client.write(frame('four'))
+      expect((await more).map((m) => m.slice(4))).toEqual(['four'])
+    } finally {
+      clearInterval(drip)
+      slow.client.destroy()
+      fast.client.destroy()
+    }
   })
 })

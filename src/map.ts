@@ -21,7 +21,7 @@ export interface SetOptions {
    * The server this entry is a connection to, on the map's consistent-hash ring (`rules.hashRoute`,
    * `rules.httpRoute`): entries with the same server share its points, and a route picks one of them, preferring the
    * source socket's I/O thread. For twemproxy's placement, name servers as its configuration does: `'host:port'`
-   * (`'host'` alone for port 11211), or the name given after the weight. Default: the entry is a server named by its
+   * (`'host'` alone for port 11211), or the name given after the weight. Absent: the entry is a server named by its
    * key (numbers in decimal).
    */
   server?: string

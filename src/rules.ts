@@ -21,16 +21,16 @@ export interface NativeRule {
 export interface HashRouteOptions extends RedirectOptions {
   /**
    * Two characters, e.g. `'{}'`: hash only what lies between the first opening one and the next closing one, when that
-   * is not empty (twemproxy's `hash_tag`), so `user:{42}:name` and `user:{42}:mail` go to one server. Default: none.
+   * is not empty (twemproxy's `hash_tag`), so `user:{42}:name` and `user:{42}:mail` go to one server. Absent: the whole key is hashed.
    */
   hashTag?: string
 }
 
 /** One route of {@link rules.httpRoute}: a request matches when every condition given holds. */
 export interface HttpRouteEntry {
-  /** The `Host` header, without its port, compared case-insensitively. Default: any host. */
+  /** The `Host` header, without its port, compared case-insensitively. Absent: any host. */
   host?: string
-  /** A prefix of the request target (`'/api/'`). Default: any path. */
+  /** A prefix of the request target (`'/api/'`). Absent: any path. */
   pathPrefix?: string
   /** The map of upstream connections serving the route. */
   pool: SockMap | SockHash

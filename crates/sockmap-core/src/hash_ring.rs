@@ -18,8 +18,8 @@
 
 use md5::{Digest, Md5};
 
+use crate::id::Shards;
 use crate::id::SockId;
-use crate::registry::Shards;
 
 /// Points per server of weight equal to the average (twemproxy's
 /// `KETAMA_POINTS_PER_SERVER`).

@@ -1,4 +1,5 @@
-//! Small opaque identifiers: sockets and maps.
+//! Small opaque identifiers: sockets and maps; and [`Shards`], which shard (I/O
+//! thread) owns a socket id.
 
 use std::fmt;
 
@@ -65,6 +66,30 @@ impl MapId {
 impl fmt::Display for MapId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "map#{}", self.0)
+    }
+}
+
+/// The I/O threads (shards): which one owns a socket.
+#[derive(Clone, Copy, Debug)]
+pub struct Shards {
+    count: usize,
+}
+
+impl Shards {
+    pub(crate) fn new(count: usize) -> Shards {
+        Shards {
+            count: count.max(1),
+        }
+    }
+
+    /// How many shards run.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The shard that owns `id`.
+    pub fn of(&self, id: SockId) -> usize {
+        id.slot() % self.count
     }
 }
 

@@ -19,9 +19,9 @@
 use std::collections::HashMap;
 
 use crate::hash_ring::{HashRing, Member};
+use crate::id::Shards;
 use crate::id::{MapId, SockId};
 use crate::map::{MapKind, RawKey, Server, Slot, Store};
-use crate::registry::Shards;
 
 /// One change the registry made to its maps.
 #[derive(Clone, Debug)]

@@ -16,13 +16,14 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use smallvec::SmallVec;
 
 use crate::error::Errno;
+pub use crate::id::Shards;
 use crate::id::{MapId, SockId};
 use crate::key::Key;
 use crate::map::{EntryOptions, MapKind, Server, Slot, Store, UpdateFlag};
 use crate::map_view::MapChange;
 use crate::partner::{PairOptions, Partner};
 use crate::program::Programs;
-use crate::stats::Stats;
+use crate::stats::{ShardedStats, Stats};
 
 /// Where a socket is in its life, as map operations see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +57,7 @@ pub(crate) struct SockEntry {
 pub(crate) struct MapState {
     pub(crate) store: Store,
     pub(crate) programs: Programs,
-    pub(crate) stats: Arc<Stats>,
+    pub(crate) stats: ShardedStats,
 }
 
 /// Socket slots and maps.
@@ -82,30 +83,6 @@ pub(crate) struct Registry {
 /// for that shard's I/O thread (called with the registry locked, so every
 /// shard sees the changes in the registry's order).
 pub(crate) type MapSink = Box<dyn Fn(MapChange) + Send + Sync>;
-
-/// The I/O threads (shards): which one owns a socket.
-#[derive(Clone, Copy, Debug)]
-pub struct Shards {
-    count: usize,
-}
-
-impl Shards {
-    pub(crate) fn new(count: usize) -> Shards {
-        Shards {
-            count: count.max(1),
-        }
-    }
-
-    /// How many shards run.
-    pub fn count(&self) -> usize {
-        self.count
-    }
-
-    /// The shard that owns `id`.
-    pub fn of(&self, id: SockId) -> usize {
-        id.slot() % self.count
-    }
-}
 
 /// The registry, shared between threads.
 pub(crate) struct Shared {
@@ -136,9 +113,9 @@ impl Shared {
     pub(crate) fn new(shards: usize) -> Shared {
         let shards = Shards::new(shards);
         let registry = Registry {
-            free: vec![Vec::new(); shards.count],
-            load: vec![0; shards.count],
-            shards: shards.count,
+            free: vec![Vec::new(); shards.count()],
+            load: vec![0; shards.count()],
+            shards: shards.count(),
             ..Registry::default()
         };
         Shared {
@@ -349,7 +326,7 @@ impl Registry {
         let state = MapState {
             store: Store::new(kind, max_entries),
             programs: Programs::default(),
-            stats: Arc::default(),
+            stats: ShardedStats::new(self.shards),
         };
         let id = MapId(self.maps.len() as u32);
         self.maps.push(Some(state));

@@ -2,9 +2,12 @@
 //!
 //! Each counter has one writer, the I/O thread, which adds with a plain load
 //! and store (no locked instruction on the hot path); any thread may read a
-//! [`StatsSnapshot`] at any time.
+//! [`StatsSnapshot`] at any time. A map's sockets live on every shard, so a
+//! map has one [`Stats`] per shard ([`ShardedStats`]), each written by its
+//! shard alone, and its snapshot is their sum.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Why a message was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +45,11 @@ macro_rules! counters {
             /// The counter values, in the order of [`Self::FIELDS`].
             pub fn values(&self) -> Vec<u64> {
                 vec![$(self.$field),*]
+            }
+
+            /// Adds every counter of `other` to this one.
+            pub fn merge(&mut self, other: &$snap) {
+                $(self.$field = self.$field.wrapping_add(other.$field);)*
             }
         }
 
@@ -133,6 +141,32 @@ counters! {
         /// Requests awaiting their reply (a gauge): on a client, its slots
         /// not yet sent; on an upstream, the requests forwarded to it and not answered.
         pending_requests,
+    }
+}
+
+/// One [`Stats`] per shard: the counters of a map, whose sockets every shard
+/// may own. Shard `i` writes only `of(i)`.
+#[derive(Debug)]
+pub(crate) struct ShardedStats(Box<[Arc<Stats>]>);
+
+impl ShardedStats {
+    /// Counters for `shards` shards (at least one).
+    pub(crate) fn new(shards: usize) -> ShardedStats {
+        ShardedStats((0..shards.max(1)).map(|_| Arc::default()).collect())
+    }
+
+    /// The counters shard `shard` writes.
+    pub(crate) fn of(&self, shard: usize) -> Arc<Stats> {
+        self.0[shard % self.0.len()].clone()
+    }
+
+    /// The sum over every shard.
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+        let mut sum = StatsSnapshot::default();
+        for s in self.0.iter() {
+            sum.merge(&s.snapshot());
+        }
+        sum
     }
 }
 

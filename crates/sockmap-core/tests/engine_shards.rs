@@ -6,11 +6,14 @@ mod engine_util;
 
 use std::io::Write;
 use std::net::TcpStream;
+use std::sync::Arc;
 
+use bytes::Bytes;
 use engine_util::stream::*;
 use engine_util::*;
 use sockmap_core::map::MapKind;
-use sockmap_core::{EngineConfig, Event, KeySource, Rule};
+use sockmap_core::program::{ParserKind, ParserProg, Programs, StreamVerdictProg};
+use sockmap_core::{EngineConfig, EntryOptions, Event, Key, KeySource, Rule, UpdateFlag, Verdict};
 
 fn two_shards(cfg: EngineConfig) -> Harness {
     Harness::with_config(EngineConfig {
@@ -154,4 +157,88 @@ fn a_closed_target_leaves_every_shards_view_of_the_map() {
     }
     let st = h.settled_until(s, |st| st.messages_in == 64);
     assert_eq!((st.redirected_egress, st.dropped), (64, 0));
+}
+
+#[test]
+fn a_servers_connection_on_the_source_shard_takes_its_keys() {
+    let h = two_shards(EngineConfig::default());
+    let pool = h.h().create_map(MapKind::SockHash, 8).unwrap();
+    let src = h.hash_with(|_| Rule::HashRoute {
+        map: pool,
+        key: KeySource::Range { offset: 0, len: 4 },
+        ingress: false,
+        hash_tag: None,
+    });
+    let (mut ps, s) = h.pair();
+    let (p1, c1) = h.pair();
+    let (p2, c2) = h.pair();
+    let near_shard = h.h().shard_of(s);
+    assert_ne!(h.h().shard_of(c1), h.h().shard_of(c2));
+    let ((mut near_peer, near), (mut far_peer, far)) = if h.h().shard_of(c1) == near_shard {
+        ((p1, c1), (p2, c2))
+    } else {
+        ((p2, c2), (p1, c1))
+    };
+    // Two connections of one server: the ring has that server's points once.
+    let one_server = EntryOptions {
+        server: Some(Bytes::from_static(b"10.0.0.1:6379")),
+        weight: 1,
+    };
+    for (k, c) in [("c1", c1), ("c2", c2)] {
+        h.h()
+            .map_update_entry(pool, &Key::from(k), c, UpdateFlag::Any, &one_server)
+            .unwrap();
+    }
+    h.put(src, s, s);
+    let keys: Vec<u8> = (0..32u32)
+        .flat_map(|i| format!("{i:04}").into_bytes())
+        .collect();
+    ps.write_all(&keys).unwrap();
+    assert_eq!(read_n(&mut near_peer, keys.len()), keys);
+    assert_eq!(h.h().sock_stats(far).unwrap().bytes_out, 0);
+    // Without a connection on the source's shard, the other one serves.
+    h.h()
+        .map_delete(pool, &Key::from(if near == c1 { "c1" } else { "c2" }))
+        .unwrap();
+    ps.write_all(b"0000").unwrap();
+    assert_eq!(read_n(&mut far_peer, 4), b"0000");
+    let st = h.settled_until(s, |st| st.messages_in >= 2);
+    assert_eq!(st.dropped, 0);
+}
+
+/// Sockets of one map on both shards, judged at the same time message by
+/// message: the map's counters are the exact sum of its sockets' (each
+/// shard writes its own share of them, so no increment is lost to the
+/// other).
+#[test]
+fn a_maps_counters_add_up_over_both_shards() {
+    let h = two_shards(EngineConfig::default());
+    let map = h.h().create_map(MapKind::SockHash, 64).unwrap();
+    let drop_all: sockmap_core::rules::VerdictFn = Arc::new(|_| Verdict::Drop);
+    let progs = Programs {
+        parser: Some(Arc::new(ParserProg::new(ParserKind::Fixed(16)))),
+        verdict: Some(Arc::new(StreamVerdictProg::rule(Rule::Func(drop_all)))),
+        ..Programs::default()
+    };
+    h.h().attach(map, progs).unwrap();
+    const EACH: usize = 4 << 20;
+    let mut ids = Vec::new();
+    let mut writers = Vec::new();
+    for k in 0..8u64 {
+        let (peer, id) = h.pair();
+        h.put(map, k, id);
+        ids.push(id);
+        writers.push(pump(peer, EACH));
+    }
+    let shards: std::collections::HashSet<usize> = ids.iter().map(|&s| h.h().shard_of(s)).collect();
+    assert_eq!(shards.len(), 2, "the sockets are spread over both shards");
+    let peers: Vec<TcpStream> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    for &id in &ids {
+        h.stats_until(id, |s| s.dropped == (EACH / 16) as u64);
+    }
+    let m = h.h().map_stats(map).unwrap();
+    let messages = (8 * EACH / 16) as u64;
+    assert_eq!(m.bytes_in, (8 * EACH) as u64);
+    assert_eq!((m.messages_in, m.dropped), (messages, messages));
+    drop(peers);
 }

@@ -52,11 +52,13 @@ impl BindingEngine {
     ) -> Result<()> {
         guarded(|| {
             let id = MapId::from_u32(map);
-            let defaults = EntryOptions::default();
-            let opts = EntryOptions {
+            let mut opts = EntryOptions {
                 server: server.map(|s| Bytes::copy_from_slice(&s)),
-                weight: weight.unwrap_or(defaults.weight),
+                ..EntryOptions::default()
             };
+            if let Some(w) = weight {
+                opts.weight = w;
+            }
             self.handle
                 .map_update_entry(id, &key_of(&key), sock_id(sock), flag_of(&flag)?, &opts)
                 .map_err(|e| map_err(e, "map update failed"))

@@ -146,6 +146,8 @@ pub struct NativeDefaults {
     pub pair_on_close: String,
     /// `attach({ requests })`.
     pub requests: RequestsSpec,
+    /// The weight of a map entry's server on the ring (`set()`'s `weight`).
+    pub entry_weight: u32,
 }
 
 fn spec(kind: &str) -> ParserSpec {
@@ -251,6 +253,7 @@ pub fn native_defaults() -> NativeDefaults {
                 redis: None,
             }
         },
+        entry_weight: sockmap_core::EntryOptions::default().weight,
     }
 }
 

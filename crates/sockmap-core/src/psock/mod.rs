@@ -564,7 +564,7 @@ impl Core {
             let map_stats = e
                 .verdict_map
                 .and_then(|m| reg.map(m).ok())
-                .map(|m| m.stats.clone());
+                .map(|m| m.stats.of(self.shard));
             (e.programs.clone(), map_stats, e.partner)
         };
         let paired = self.at(slot).set_partner(partner);
