@@ -195,22 +195,9 @@ async function main(): Promise<void> {
 
     await flush()
     const upstreams = [`127.0.0.1:${a.port}`, `127.0.0.1:${b.port}`]
-    let gw = new RedisGateway({ listen: '127.0.0.1:0', upstreams, verdict: policy })
-    let unsupported = false
-    gw.engine.on('error', (e) => {
-      unsupported ||= /EOPNOTSUPP/.test(String((e as Error & { cause?: unknown }).cause ?? e.message))
-    })
-    let at = await gw.listen()
-    await call(at.port, ['GET', 'probe'])
-    let path = 'sockmap gateway (A + B, TS policy)'
-    if (unsupported) {
-      // An engine without msg.reply()/msg.route(): the gateway's native planner refuses FLUSHALL and KEYS itself.
-      console.log('  (this build of the engine has no msg.reply()/msg.route(): native routing and refusals only)')
-      await gw.close({ drainMs: 0 })
-      gw = new RedisGateway({ listen: '127.0.0.1:0', upstreams })
-      at = await gw.listen()
-      path = 'sockmap gateway (A + B, native)'
-    }
+    const gw = new RedisGateway({ listen: '127.0.0.1:0', upstreams, verdict: policy })
+    const at = await gw.listen()
+    const path = 'sockmap gateway (A + B, TS policy)'
     const refused = await call(at.port, ['FLUSHALL'])
     results.push(await load(worker, path, at.port, dbsize))
     const s = gw.stats()

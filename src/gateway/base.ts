@@ -266,7 +266,14 @@ export abstract class Gateway extends EventEmitter<GatewayEvents> {
   async #close(drainMs: number): Promise<void> {
     await this.#server?.close()
     const end = Date.now() + drainMs
-    while (this.#open.size > 0 && this.inFlight() > 0 && Date.now() < end) {
+    // Drained: nothing in flight and nothing read from the clients over a few polls in a row (bytes the clients sent
+    // before the close may still be on their way in).
+    let quiet = 0
+    let lastIn = -1
+    while (this.#open.size > 0 && quiet < 4 && Date.now() < end) {
+      const bytesIn = this.#generations.reduce((n, m) => n + m.stats().bytesIn, 0)
+      quiet = this.inFlight() === 0 && bytesIn === lastIn ? quiet + 1 : 0
+      lastIn = bytesIn
       await new Promise((r) => setTimeout(r, 5))
     }
     const closed = [...this.#open].map((s) => new Promise((r) => s.once('close', r)))
