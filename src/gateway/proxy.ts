@@ -44,7 +44,8 @@ export interface TcpProxyOptions extends GatewayOptions {
 }
 
 function framer(p: Exclude<ProxyProtocol, 'raw'>, side: 'request' | 'response'): NativeParser {
-  if (p === 'lines') return parsers.lines()
+  // Lines keep their ending: they are forwarded as they came.
+  if (p === 'lines') return parsers.delimiter({ delimiters: ['\n'], stripDelimiter: false })
   if (p === 'resp') return parsers.resp()
   if (p === 'http1') return parsers.http1({ role: side })
   return parsers.lengthField(p.options ?? {})
