@@ -199,6 +199,27 @@ describe.skipIf(!ready)('RedisGateway (real redis-servers, ioredis, redis-cli)',
     expect(s?.ejections).toBeGreaterThanOrEqual(1)
   })
 
+  it('checks AUTH at the gateway before forwarding anything', async () => {
+    const gw2 = new RedisGateway({ listen: '127.0.0.1:0', upstreams: [`127.0.0.1:${a.port}`], password: 'sesame' })
+    const p2 = (await gw2.listen()).port
+    try {
+      const [before, wrong, right, after] = await redisCall(
+        p2,
+        ['SET', 'auth:1', 'x'],
+        ['AUTH', 'nope'],
+        ['AUTH', 'sesame'],
+        ['SET', 'auth:1', 'y'],
+      )
+      expect(String(before)).toMatch(/NOAUTH/)
+      expect(String(wrong)).toMatch(/WRONGPASS|invalid password/i)
+      expect([right, after]).toEqual(['OK', 'OK'])
+      // Only the authenticated SET reached the server.
+      expect((await redisCall(a.port, ['GET', 'auth:1']))[0]).toBe('y')
+    } finally {
+      await gw2.close({ drainMs: 100 })
+    }
+  })
+
   it('a TS policy verdict refuses with a reply and routes the rest', async () => {
     const gw2 = new RedisGateway({
       listen: '127.0.0.1:0',
