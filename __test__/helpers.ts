@@ -1,5 +1,5 @@
 // Shared test helpers: loopback peers and deadlines. Every wait here is bounded.
-import { execFile, spawnSync } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { once } from 'node:events'
 import { accessSync, constants } from 'node:fs'
 import net from 'node:net'
@@ -243,13 +243,6 @@ export function runFixture(
       else done({ code: typeof e?.code === 'number' ? e.code : e ? 1 : 0, stdout: stdout.trim(), stderr })
     })
   })
-}
-
-/** Whether `program` runs here (`program --version` succeeds); a test that needs it skips, saying so, when not. */
-export function hasProgram(program: string): boolean {
-  const ok = spawnSync(program, ['--version'], { stdio: 'ignore' }).status === 0
-  if (!ok) console.warn(`${program} is not installed: skipping the tests that need it`)
-  return ok
 }
 
 /**

@@ -38,7 +38,7 @@ export interface HttpRouteEntry {
 
 /** @internal */
 export interface RuleInternal {
-  kind: 'pass' | 'drop' | 'redirect' | 'hashRoute' | 'reply' | 'roundRobin' | 'httpRoute'
+  kind: 'pass' | 'drop' | 'redirect' | 'hashRoute' | 'roundRobin' | 'httpRoute' | 'reply'
   map?: SockMap | SockHash
   key?: MapKey | MessageKey
   ingress?: boolean
