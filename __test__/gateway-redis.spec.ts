@@ -248,7 +248,35 @@ describe.skipIf(!ready)('sockmap redis (the command)', () => {
     await a?.stop()
   })
 
+  it('loads a TypeScript policy verdict from --verdict', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sockmap-verdict-'))
+    const file = join(dir, 'policy.ts')
+    writeFileSync(
+      file,
+      [
+        'type Msg = { resp?: { command: string }; reply(data: string): number }',
+        'export default function policy(msg: Msg, route: () => number): number {',
+        "  return msg.resp?.command.toUpperCase() === 'DEL' ? msg.reply('-ERR no deletes\\r\\n') : route()",
+        '}',
+        '',
+      ].join('\n'),
+    )
+    const cli = runCli(['redis', '--listen', '127.0.0.1:0', '--upstream', `127.0.0.1:${a.port}`, '--verdict', file])
+    try {
+      const port = Number((await cli.waitFor(/listening on 127\.0\.0\.1:(\d+)/))[1])
+      const replies = await redisCall(port, ['SET', 'v:1', 'x'], ['DEL', 'v:1'], ['GET', 'v:1'])
+      expect(replies[0]).toBe('OK')
+      expect(String(replies[1])).toMatch(/no deletes/)
+      expect(replies[2]).toBe('x')
+      cli.child.kill('SIGTERM')
+      expect(await cli.exited()).toBe(0)
+    } finally {
+      cli.child.kill('SIGKILL')
+    }
+  })
+
   it('drains the requests in flight on SIGTERM and exits 0', async () => {
+    await redisCall(a.port, ['FLUSHALL'])
     const cli = runCli([
       'redis',
       '--listen',

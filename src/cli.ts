@@ -63,7 +63,11 @@ const specific: Record<Command, FlagDoc[]> = {
     { name: 'upstream-password', arg: 'PASSWORD', doc: 'the gateway AUTHs with PASSWORD on each server' },
     { name: 'allow', arg: 'CMD', multiple: true, doc: 'forward a command refused by default, e.g. KEYS (repeat)' },
     { name: 'hash-tag', arg: 'XY', doc: "hash only what is between X and Y in keys ('{}'; '' for none)" },
-    { name: 'verdict', arg: 'FILE', doc: 'a TypeScript or JavaScript policy verdict: its default export' },
+    {
+      name: 'verdict',
+      arg: 'FILE',
+      doc: 'a policy verdict: the default export of a .js file, or of a .ts file (with tsx installed)',
+    },
   ],
   http: [
     {
@@ -82,7 +86,11 @@ const specific: Record<Command, FlagDoc[]> = {
       doc: 'raw proxies connections; a framing proxies messages (length:N or length:key=value,...) (raw)',
     },
     { name: 'route', arg: 'hash|first|round-robin', doc: 'how an upstream is chosen per connection or message (hash)' },
-    { name: 'verdict', arg: 'FILE', doc: 'a TypeScript or JavaScript verdict (message mode): its default export' },
+    {
+      name: 'verdict',
+      arg: 'FILE',
+      doc: 'a verdict (message mode): the default export of a .js file, or of a .ts file (with tsx installed)',
+    },
   ],
 }
 
