@@ -84,6 +84,10 @@ describe('HttpRouter (real Node http servers)', () => {
     expect([r2.status, r2.body]).toEqual([200, 'web GET /index.html 0'])
     expect([r3.status, r3.body]).toEqual([200, 'other GET /api/x 0'])
     expect([r2.reused, r3.reused]).toEqual([true, true])
+    // Three pools, one exposition: each metric typed once, a series per server.
+    const metrics = router.metrics()
+    expect(metrics.match(/^# TYPE sockmap_upstream_up gauge$/gm)).toHaveLength(1)
+    expect(metrics.match(/^sockmap_upstream_up\{pool="http\d",server="[^"]+"\} 1$/gm)).toHaveLength(3)
   })
 
   it('answers pipelined requests in order, across upstreams, with chunked bodies both ways', async () => {
@@ -102,7 +106,8 @@ describe('HttpRouter (real Node http servers)', () => {
       new Promise<void>((resolve) => {
         c.on('data', (d) => {
           text += d.toString()
-          if (text.includes('0\r\n\r\n')) resolve()
+          // The last response is chunked: complete once its last chunk arrived.
+          if ((text.match(/HTTP\/1\.1 /g) ?? []).length === 4 && text.endsWith('\r\n0\r\n\r\n')) resolve()
         })
       }),
       5000,

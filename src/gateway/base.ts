@@ -17,7 +17,7 @@ import type { Server, Socket } from '../socket'
 import { addStats, zeroStats, type EngineStats, type MapStats, type SocketStats } from '../stats'
 import { parseHostPort, type HostPort } from './address'
 import type { RequestsOptions } from './native'
-import { UpstreamPool, type HealthCheckOptions, type ReconnectOptions, type UpstreamStats } from './pool'
+import { UpstreamPool, poolMetrics, type HealthCheckOptions, type ReconnectOptions, type UpstreamStats } from './pool'
 
 /** Options every gateway takes. */
 export interface GatewayOptions {
@@ -241,7 +241,7 @@ export abstract class Gateway extends EventEmitter<GatewayEvents> {
       '# TYPE sockmap_gateway_accepted_total counter',
       `sockmap_gateway_accepted_total ${this.#accepted}`,
     ].join('\n')
-    return [this.engine.metrics(), ...this.pools().map((p) => p.metrics()), gauges + '\n'].join('')
+    return [this.engine.metrics(), poolMetrics(this.pools()), gauges + '\n'].join('')
   }
 
   /** Requests in flight (forwarded, not yet answered) over every client. */

@@ -350,23 +350,7 @@ export class UpstreamPool extends EventEmitter<UpstreamPoolEvents> {
 
   /** The pool's counters in the Prometheus text format. */
   metrics(): string {
-    const rows = this.stats()
-    const out: string[] = []
-    const lbl = (r: UpstreamStats): string => `pool="${esc(this.label)}",server="${esc(r.server)}"`
-    const series: Array<[string, string, string, (r: UpstreamStats) => number]> = [
-      ['sockmap_upstream_up', 'gauge', 'Whether the server is in the ring.', (r) => (r.up ? 1 : 0)],
-      ['sockmap_upstream_connections', 'gauge', 'Upstream connections open.', (r) => r.connections],
-      ['sockmap_upstream_ejections_total', 'counter', 'Times the server left the ring.', (r) => r.ejections],
-      ['sockmap_upstream_reconnects_total', 'counter', 'Reconnections made.', (r) => r.reconnects],
-      ['sockmap_upstream_connect_errors_total', 'counter', 'Connects that failed.', (r) => r.connectErrors],
-      ['sockmap_upstream_checks_ok_total', 'counter', 'Health checks passed.', (r) => r.checksOk],
-      ['sockmap_upstream_checks_failed_total', 'counter', 'Health checks failed.', (r) => r.checksFailed],
-    ]
-    for (const [name, type, help, get] of series) {
-      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`)
-      for (const r of rows) out.push(`${name}{${lbl(r)}} ${get(r)}`)
-    }
-    return out.join('\n') + '\n'
+    return poolMetrics([this])
   }
 
   /**
@@ -681,6 +665,28 @@ export class UpstreamPool extends EventEmitter<UpstreamPoolEvents> {
       if (sock) setTimeout(() => sock.end(), graceMs).unref()
     }
   }
+}
+
+/** The counters of `pools` in the Prometheus text format: each metric's HELP and TYPE once, a series per server. */
+export function poolMetrics(pools: UpstreamPool[]): string {
+  const out: string[] = []
+  const series: Array<[string, string, string, (r: UpstreamStats) => number]> = [
+    ['sockmap_upstream_up', 'gauge', 'Whether the server is in the ring.', (r) => (r.up ? 1 : 0)],
+    ['sockmap_upstream_connections', 'gauge', 'Upstream connections open.', (r) => r.connections],
+    ['sockmap_upstream_ejections_total', 'counter', 'Times the server left the ring.', (r) => r.ejections],
+    ['sockmap_upstream_reconnects_total', 'counter', 'Reconnections made.', (r) => r.reconnects],
+    ['sockmap_upstream_connect_errors_total', 'counter', 'Connects that failed.', (r) => r.connectErrors],
+    ['sockmap_upstream_checks_ok_total', 'counter', 'Health checks passed.', (r) => r.checksOk],
+    ['sockmap_upstream_checks_failed_total', 'counter', 'Health checks failed.', (r) => r.checksFailed],
+  ]
+  const rows = pools.flatMap((p) =>
+    p.stats().map((r) => ({ r, label: `pool="${esc(p.label)}",server="${esc(r.server)}"` })),
+  )
+  for (const [name, type, help, get] of series) {
+    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`)
+    for (const { r, label } of rows) out.push(`${name}{${label}} ${get(r)}`)
+  }
+  return out.join('\n') + '\n'
 }
 
 /** The open connections of every pool of each engine: what new connections join to land on a given shard. */
