@@ -11,8 +11,10 @@
 //! - **Client slots**: a client's messages are numbered in order; each one
 //!   that was judged has one slot in its queue, in that order: `Waiting`
 //!   (forwarded to an upstream), `App` (passed to the application, whose next
-//!   send fills it), or `Ready` (a reply: the upstream's, the application's,
-//!   or an error reply the client's framer made). Only the `Ready` slots at
+//!   send fills it), `Merge` (a Redis command split over several upstreams:
+//!   it becomes ready when its last part answered), or `Ready` (a reply: the
+//!   upstream's, the application's, a local one, or an error reply the
+//!   client's framer made). Only the `Ready` slots at
 //!   the head of the queue leave it, onto the client's send ring, through
 //!   the [`Egress`] of the input that completed them (the bytes are never
 //!   copied; a full client ring stops the upstream that fills it, as a
@@ -109,6 +111,9 @@ pub(crate) struct Pending {
 struct UpstreamSide {
     pending: VecDeque<Pending>,
     armed: bool,
+    /// Heads of requests forwarded while the upstream's parser was out of
+    /// its psock (during its own read), told to its framer once it is back.
+    untold: Vec<SmallVec<[u8; 32]>>,
 }
 
 /// A psock's pairing state (see the module documentation).
@@ -374,8 +379,15 @@ impl Core {
         let deadline = self.now + timeout;
         let t = self.at(ts);
         let upstream = t.id();
-        if let Some(strp) = t.parser.strp.as_mut() {
-            strp.framer_mut().request_forwarded(head);
+        match t.parser.strp.as_mut() {
+            Some(strp) => strp.framer_mut().request_forwarded(head),
+            None if t.progs.parser.is_some() => t
+                .exchange
+                .upstream
+                .get_or_insert_with(Box::default)
+                .untold
+                .push(SmallVec::from_slice(head)),
+            None => {}
         }
         if t.exchange.forwarded(Pending {
             client,
@@ -584,6 +596,25 @@ impl Core {
                 more.flush(self);
             }
             self.kick_read(slot);
+        }
+    }
+
+    /// Tells the upstream's framer of the requests forwarded while its
+    /// parser was running (see [`Core::expect_reply`]), in order.
+    pub(super) fn tell_forwarded(&mut self, slot: SlotIdx) {
+        let p = self.at(slot);
+        let Some(u) = p
+            .exchange
+            .upstream
+            .as_mut()
+            .filter(|u| !u.untold.is_empty())
+        else {
+            return;
+        };
+        if let Some(strp) = p.parser.strp.as_mut() {
+            for head in u.untold.drain(..) {
+                strp.framer_mut().request_forwarded(&head);
+            }
         }
     }
 

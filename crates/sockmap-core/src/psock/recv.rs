@@ -150,6 +150,8 @@ impl Core {
         let p = self.at(slot);
         let id = p.id();
         p.parser.strp = Some(strp);
+        self.tell_forwarded(slot);
+        let p = self.at(slot);
         if let Some(d) = deadline {
             if p.parser.timer.map_or(true, |t| d < t) {
                 p.parser.timer = Some(d);
