@@ -423,7 +423,7 @@ async function build(cmd: Command, c: CliConfig): Promise<Gateway> {
   }
 }
 
-async function reload(gw: Gateway, cmd: Command, c: CliConfig): Promise<void> {
+async function reload(gw: Gateway, c: CliConfig): Promise<void> {
   if (gw instanceof RedisGateway) {
     const verdict = c.verdict !== undefined ? await loadVerdict(c.verdict) : null
     await gw.reload({ ...(c.upstreams ? { upstreams: c.upstreams } : {}), allow: c.allow ?? [], verdict })
@@ -432,7 +432,6 @@ async function reload(gw: Gateway, cmd: Command, c: CliConfig): Promise<void> {
   } else if (gw instanceof TcpProxy) {
     if (c.upstreams) await gw.reload({ upstreams: c.upstreams })
   }
-  void cmd
 }
 
 function statsLine(gw: Gateway): string {
@@ -537,7 +536,7 @@ export async function main(argv: string[]): Promise<number> {
     void (async () => {
       try {
         const next = readConfig(cmd, configFile)
-        await reload(gw, cmd, { ...current, ...next })
+        await reload(gw, { ...current, ...next })
         current = { ...current, ...next }
         process.stdout.write(`reloaded ${configFile}\n`)
       } catch (e) {
