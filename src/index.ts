@@ -75,3 +75,5 @@ export function nativeDefaults(): NativeDefaults {
 
 /** Version of the native engine loaded. */
 export const nativeVersion: string = engineVersion()
+
+export * from './gateway/index'
