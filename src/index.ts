@@ -57,6 +57,7 @@ export {
 } from './parsers'
 export { rules, type MessageKey, type NativeRule } from './rules'
 export type { EngineStats, MapStats, SocketStats } from './stats'
+export type { Pem, TlsCertificate, TlsConnectOptions, TlsInfo, TlsServerOptions, TlsStats } from './tls'
 
 export type { NativeDefaults }
 

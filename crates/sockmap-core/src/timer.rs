@@ -15,6 +15,8 @@ pub(crate) enum Timer {
     Batch,
     /// A socket's parser has a message deadline (`ETIMEDOUT`).
     Parser(SockId),
+    /// A TLS handshake that must finish by then (`ETIMEDOUT`).
+    Tls(SockId),
 }
 
 /// Pending deadlines; an entry whose cause is gone is skipped when it fires.

@@ -16,6 +16,7 @@ mod binding_inline;
 mod binding_map;
 mod binding_options;
 mod binding_ring;
+mod binding_tls;
 
 pub use binding_batch::{
     AnswerCode, BatchItemKind, DescField, EditOp, MetaField, MetaKind, TargetField, TargetFlag,
