@@ -7,7 +7,16 @@ import tls from 'node:tls'
 
 import { describe, expect, it } from 'vitest'
 
-import { parsers, rules, SockmapError, type Engine, type Server, type Socket } from '../src/index'
+import {
+  clientHelloSni,
+  parsers,
+  rules,
+  SockmapError,
+  Verdict,
+  type Engine,
+  type Server,
+  type Socket,
+} from '../src/index'
 import { deadline, engineScope, until } from './helpers'
 import { hasOpenssl, pki, type TestCert } from './tls-certs'
 
@@ -425,5 +434,103 @@ run('a TLS proxy: terminates on one side, originates on the other, redirects pla
     const st = engine.stats()
     expect(st.tls.handshakes).toBe(2)
     srv.close()
+  })
+})
+
+run('verdicts on TLS sockets, and passthrough by SNI', () => {
+  const { newEngine, clients } = engineScope()
+
+  it('a msg verdict edits plaintext before it is encrypted (pop, push), exact bytes at the TLS server', async () => {
+    const engine = newEngine()
+    const p = pki()
+    const received: Buffer[] = []
+    const srv = await nodeTlsServer(p.localhost, (s) => {
+      clients.push(s)
+      s.on('data', (d: Buffer) => received.push(d))
+    })
+    const up = await engine.connect({ host: '127.0.0.1', port: srv.port, tls: { servername: 'localhost', ca: p.ca } })
+    const map = engine.sockMap({ maxEntries: 1 })
+    map.attach({
+      msgVerdict: (msg) => {
+        msg.pop(0, 2)
+        msg.push(msg.length, 1)
+        return Verdict.PASS
+      },
+    })
+    map.set(0, up)
+    await up.send(Buffer.from('XXhello'))
+    await up.send(Buffer.from('YYworld'))
+    await until(() => Buffer.concat(received).length === 12, 5000, 'edited bytes at the server')
+    expect(Buffer.concat(received)).toEqual(Buffer.from('hello\0world\0'))
+    srv.close()
+  })
+
+  it('redirects ingress on a TLS socket: plaintext reaches the application of the target', async () => {
+    const engine = newEngine()
+    const p = pki()
+    const server = await engine.listen({
+      host: '127.0.0.1',
+      port: 0,
+      tls: { cert: p.localhost.cert, key: p.localhost.key },
+    })
+    const map = engine.sockHash({ maxEntries: 4 })
+    map.attach({ parser: keepLines(), verdict: (msg) => msg.redirect(map, msg.socket, { ingress: true }) })
+    const accepted = once(server, 'connection') as Promise<[Socket]>
+    const c = await tlsClient(server)
+    clients.push(c)
+    const [sock] = await deadline(accepted, 5000, 'connection')
+    map.set(sock.id, sock)
+    const got: string[] = []
+    sock.on('message', (m) => got.push(m.toString()))
+    c.write('in one\nin two\n')
+    await until(() => got.length === 2, 5000, 'two messages at the application')
+    expect(got).toEqual(['in one\n', 'in two\n'])
+    expect(sock.stats().redirectedIngress).toBe(2)
+  })
+
+  it('routes TLS connections by SNI without terminating them (clientHelloSni), end to end encrypted', async () => {
+    const engine = newEngine()
+    const p = pki()
+    const backend = (tag: string, cert: TestCert) =>
+      nodeTlsServer(cert, (s) => {
+        clients.push(s)
+        s.on('data', (d: Buffer) => s.write(`${tag}:${d.toString()}`))
+      })
+    const a = await backend('A', p.localhost)
+    const b = await backend('B', p.other)
+    const server = await engine.listen({ host: '127.0.0.1', port: 0 })
+    const peers = engine.sockHash({ maxEntries: 16 })
+    peers.attach({ verdict: rules.redirect(peers, rules.key.socket) })
+    const names: Array<string | undefined> = []
+    server.on('connection', (client) => {
+      client.once('message', (hello: Buffer) => {
+        const sni = clientHelloSni(hello)
+        names.push(sni)
+        void engine
+          .connect({ host: '127.0.0.1', port: sni === 'b.test' ? b.port : a.port, near: client })
+          .then(async (up) => {
+            peers.set(client.id, up)
+            peers.set(up.id, client)
+            await up.send(hello)
+          })
+      })
+    })
+    for (const [servername, tag, cn] of [
+      ['b.test', 'B', 'b.test'],
+      ['localhost', 'A', 'localhost'],
+    ] as const) {
+      const c = await tlsClient(server, { servername })
+      clients.push(c)
+      expect(c.getPeerCertificate().subject.CN).toBe(cn)
+      const got = lines(c, 1)
+      c.write('ping\n')
+      expect(await got).toEqual([`${tag}:ping`])
+    }
+    expect(names).toEqual(['b.test', 'localhost'])
+    expect(engine.stats().tls.handshakes).toBe(0)
+    expect(clientHelloSni(Buffer.from('GET / HTTP/1.1\r\n\r\n'))).toBeUndefined()
+    expect(() => clientHelloSni('x' as never)).toThrow(TypeError)
+    a.close()
+    b.close()
   })
 })

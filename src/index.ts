@@ -57,7 +57,15 @@ export {
 } from './parsers'
 export { rules, type MessageKey, type NativeRule } from './rules'
 export type { EngineStats, MapStats, SocketStats } from './stats'
-export type { Pem, TlsCertificate, TlsConnectOptions, TlsInfo, TlsServerOptions, TlsStats } from './tls'
+export {
+  clientHelloSni,
+  type Pem,
+  type TlsCertificate,
+  type TlsConnectOptions,
+  type TlsInfo,
+  type TlsServerOptions,
+  type TlsStats,
+} from './tls'
 
 export type { NativeDefaults }
 

@@ -3,8 +3,8 @@
  * originates TLS itself (rustls, on its I/O threads): parsers, verdicts and the application only ever see plaintext.
  * @module
  */
-import type { JsTlsInfo, TlsClientSpec, TlsServerSpec } from './binding.cjs'
-import { assertBoolean, assertIntInRange, assertObject, assertString } from './validate'
+import { clientHelloSni as nativeSni, type JsTlsInfo, type TlsClientSpec, type TlsServerSpec } from './binding.cjs'
+import { assertBoolean, assertBytes, assertIntInRange, assertObject, assertString } from './validate'
 
 /** PEM text or its bytes. */
 export type Pem = string | Uint8Array
@@ -142,4 +142,15 @@ export function tlsInfo(t: JsTlsInfo): TlsInfo {
   if (t.alpn != null) info.alpn = t.alpn
   if (t.sni != null) info.sni = t.sni
   return info
+}
+
+/**
+ * The server name a TLS client asks for, read from the ClientHello at the start of `data` without terminating TLS
+ * (HAProxy's `req.ssl_sni`): for routing TLS connections by name and passing them through untouched. `undefined`
+ * when the ClientHello sends none, `data` is not one, or it is incomplete (the first record must be whole).
+ * @throws {TypeError} when `data` is not a Buffer or Uint8Array.
+ */
+export function clientHelloSni(data: Uint8Array): string | undefined {
+  assertBytes('data', data)
+  return nativeSni(data) ?? undefined
 }

@@ -228,3 +228,15 @@ pub fn js_tls_stats(s: TlsStatsSnapshot) -> JsTlsStats {
             .collect(),
     }
 }
+
+/// The server name (SNI) of the TLS ClientHello that `data` starts with, without terminating anything; `null` when
+/// it sends none, is not a ClientHello, or is incomplete.
+#[napi]
+pub fn client_hello_sni(data: &[u8]) -> Result<Option<String>> {
+    crate::binding_error::guarded(|| {
+        Ok(match sockmap_core::tls::hello::peek(data) {
+            sockmap_core::tls::hello::Peek::Hello { sni } => sni,
+            _ => None,
+        })
+    })
+}

@@ -119,3 +119,70 @@ fn hello(body: &[u8]) -> Option<Peek> {
     }
     Some(Peek::Hello { sni: None })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{peek, Peek};
+    use crate::tls::{ClientOptions, ClientTls};
+
+    /// The first flight of a real rustls client for `name`.
+    fn client_hello(name: &str) -> Vec<u8> {
+        let tls = ClientTls::new(&ClientOptions {
+            server_name: name.into(),
+            insecure: true,
+            ..ClientOptions::default()
+        })
+        .expect("client config");
+        let mut conn =
+            rustls::ClientConnection::new(tls.config.clone(), tls.name.clone()).expect("client");
+        let mut out = Vec::new();
+        conn.write_tls(&mut out).expect("write_tls");
+        out
+    }
+
+    #[test]
+    fn reads_the_server_name_of_a_real_client_hello() {
+        let hello = client_hello("Api.Example.COM");
+        assert_eq!(
+            peek(&hello),
+            Peek::Hello {
+                sni: Some("api.example.com".into())
+            }
+        );
+        // An IP address is never sent as SNI.
+        assert_eq!(peek(&client_hello("127.0.0.1")), Peek::Hello { sni: None });
+    }
+
+    #[test]
+    fn asks_for_exactly_what_is_missing() {
+        let hello = client_hello("a.test");
+        for cut in 0..hello.len() {
+            match peek(&hello[..cut]) {
+                Peek::NeedMore(n) => {
+                    assert_eq!(cut + n, if cut < 5 { 5 } else { hello.len() }, "cut {cut}")
+                }
+                other => panic!("cut {cut}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_client_hello() {
+        assert_eq!(peek(b"GET / HTTP/1.1\r\n\r\n"), Peek::NotTls);
+        assert_eq!(peek(b"G"), Peek::NotTls);
+        assert_eq!(peek(&[0x16, 0x03, 0x01, 0x00, 0x00]), Peek::NotTls);
+        // A handshake record holding a ServerHello (type 2), not a ClientHello.
+        assert_eq!(
+            peek(&[0x16, 0x03, 0x03, 0x00, 0x04, 0x02, 0x00, 0x00, 0x00]),
+            Peek::NotTls
+        );
+        // A ClientHello whose extensions overrun their length.
+        let mut hello = client_hello("a.test");
+        let n = hello.len();
+        hello[n - 1] = 0xff;
+        hello.truncate(n - 3);
+        let len = (hello.len() - 5) as u16;
+        hello[3..5].copy_from_slice(&len.to_be_bytes());
+        assert!(matches!(peek(&hello), Peek::NotTls | Peek::Hello { .. }));
+    }
+}
