@@ -381,6 +381,48 @@ run('TLS origination (engine.connect({ tls }))', () => {
 run('a TLS proxy: terminates on one side, originates on the other, redirects plaintext', () => {
   const { newEngine, clients } = engineScope()
 
+  it('keeps every byte of a TLS source stopped by a full target (backpressure mid-read)', async () => {
+    const engine = newEngine({ sendHighWatermark: 64 * 1024, sendLowWatermark: 16 * 1024 })
+    const p = pki()
+    // A plain upstream that reads slowly at first, so the TLS client's socket is stopped and released many times.
+    const received: Buffer[] = []
+    let got = 0
+    const upstream = net.createServer((s) => {
+      clients.push(s)
+      s.pause()
+      setTimeout(() => s.resume(), 200)
+      s.on('data', (d: Buffer) => {
+        received.push(d)
+        got += d.length
+      })
+    })
+    upstream.listen(0, '127.0.0.1')
+    await once(upstream, 'listening')
+    const server = await engine.listen({
+      host: '127.0.0.1',
+      port: 0,
+      tls: { cert: p.localhost.cert, key: p.localhost.key },
+    })
+    const peers = engine.sockHash({ maxEntries: 4 })
+    peers.attach({ verdict: rules.redirect(peers, rules.key.socket) })
+    const accepted = once(server, 'connection') as Promise<[Socket]>
+    const c = await tlsClient(server)
+    clients.push(c)
+    const [client] = await deadline(accepted, 5000, 'connection')
+    const up = await engine.connect({ host: '127.0.0.1', port: (upstream.address() as net.AddressInfo).port })
+    peers.set(client.id, up)
+    peers.set(up.id, client)
+    const total = 8 * 1024 * 1024
+    const data = Buffer.alloc(total)
+    for (let i = 0; i < total; i += 4) data.writeUInt32BE(i, i)
+    for (let i = 0; i < total; i += 256 * 1024) c.write(data.subarray(i, i + 256 * 1024))
+    await until(() => got >= total, 20000, 'every byte at the upstream')
+    expect(Buffer.concat(received).equals(data)).toBe(true)
+    expect(client.stats().backpressureStalls).toBeGreaterThan(0)
+    expect(client.stats().bytesIn).toBe(total)
+    upstream.close()
+  })
+
   it('carries exact bytes both ways through verdicts on plaintext', async () => {
     const engine = newEngine()
     const p = pki()

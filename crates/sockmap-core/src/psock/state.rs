@@ -296,17 +296,22 @@ impl Psock {
 
     /// Whether what the socket reads goes to its programs and application now.
     pub(crate) fn reads_for_app(&self) -> bool {
-        let enabled = match self.app {
-            AppRead::Initial => self.has_rx_programs(),
-            AppRead::Resumed => true,
-            AppRead::Paused => false,
-        };
-        enabled
+        self.app_enabled()
             && self.blocked == 0
             && !self.hold_awaiting
             && !self.hold_parser
             && self.rx == Rx::Open
             && self.life == Life::Open
+    }
+
+    /// Whether the application or the socket's programs take what it receives (holds and
+    /// backpressure aside: they stop reads, not bytes already read).
+    pub(crate) fn app_enabled(&self) -> bool {
+        match self.app {
+            AppRead::Initial => self.has_rx_programs(),
+            AppRead::Resumed => true,
+            AppRead::Paused => false,
+        }
     }
 
     pub(crate) fn app_read(&self) -> AppRead {
@@ -401,6 +406,11 @@ impl Psock {
     /// Discards the adopted bytes not received yet (close): how many.
     pub(crate) fn discard_initial(&mut self) -> usize {
         std::mem::take(&mut self.initial).len()
+    }
+
+    /// The bytes held back, whatever holds the socket's reads (they were read already).
+    pub(crate) fn take_initial_now(&mut self) -> Option<Bytes> {
+        (!self.initial.is_empty()).then(|| std::mem::take(&mut self.initial))
     }
 
     /// The adopted bytes, once the socket reads.

@@ -95,7 +95,12 @@ impl Core {
             if self.slot_of(id) != Some(slot) || self.at_ref(slot).is_closing() {
                 return;
             }
-            if self.at_ref(slot).reads_for_app() {
+            // Held back only until the application or programs take bytes; backpressure met while this read is
+            // handled stops the next read, not these bytes (they are queued as any read's are).
+            if self.at_ref(slot).app_enabled() {
+                if let Some(held) = self.at(slot).take_initial_now() {
+                    self.receive_plain(slot, held);
+                }
                 self.receive_plain(slot, chunk);
             } else {
                 self.at(slot).add_initial(chunk);
