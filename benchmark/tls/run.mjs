@@ -92,7 +92,8 @@ async function sockmapProxy(certDir, upstreamPort) {
           peers.set(client.id, up)
           peers.set(up.id, client)
           engine.pair(client, up)
-          if (process.env.TLS_DEBUG) process.on('message', () => console.error('CLIENT', client.stats(), 'UP', up.stats()))
+          if (process.env.TLS_DEBUG)
+            process.on('message', () => console.error('CLIENT', client.stats(), 'UP', up.stats()))
         } catch {
           up.destroy()
         }

@@ -29,6 +29,7 @@ pub use binding_engine::stats_fields;
 pub use binding_error::error_codes;
 pub use binding_event::EventKind;
 pub use binding_options::{native_defaults, NativeDefaults};
+pub use binding_tls::client_hello_sni;
 
 use napi_derive::napi;
 
