@@ -97,6 +97,8 @@ describe('defaults', () => {
     'Http1Options.role': d.http1.role,
     'Http1Options.maxHeaderBytes': d.http1.maxHeaderBytes,
     'PairOptions.onClose': d.pairOnClose,
+    'TlsServerOptions.handshakeTimeoutMs': d.tlsHandshakeTimeoutMs,
+    'TlsConnectOptions.handshakeTimeoutMs': d.tlsHandshakeTimeoutMs,
   }
 
   /** Defaults of the TypeScript API itself, with no engine counterpart. */
@@ -105,6 +107,7 @@ describe('defaults', () => {
     'AttachOptions.onError': Verdict.DROP,
     'SetOptions.flag': 'any',
     'RedirectOptions.ingress': false,
+    'TlsConnectOptions.insecure': false,
   }
 
   it('states each engine default as the engine defines it', () => {

@@ -660,7 +660,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     const tls = this.#tlsPending.get(id)
     if (tls) {
       this.#tlsPending.delete(id)
-      s[kTls] = tls
+      s[kTls](tls)
     }
     this.#sockets.set(id, s)
     return s
@@ -751,7 +751,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
     const info = tlsInfo(t)
     const sock = this.#sockets.get(ev.sock)
-    if (sock instanceof Socket) sock[kTls] = info
+    if (sock instanceof Socket) sock[kTls](info)
     else this.#tlsPending.set(ev.sock, info)
   }
 

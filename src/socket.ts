@@ -151,9 +151,8 @@ export class Socket extends SocketBase {
   /** Async iterators running: while any is, a message counts as consumed when an iterator hands it out. */
   #iterators = 0
   #sends: Map<number, PendingSend> | undefined
-  #lastStats: SocketStats | undefined;
-  /** @internal */
-  [kTls]: TlsInfo | undefined
+  #lastStats: SocketStats | undefined
+  #tls: TlsInfo | undefined
 
   static {
     hostOfSocket = (sock) => (#host in sock ? (sock as Socket).#host : undefined)
@@ -179,8 +178,13 @@ export class Socket extends SocketBase {
 
   /** What the TLS handshake negotiated (sockets a TLS server accepted or a TLS connect made); else `undefined`. */
   get tls(): TlsInfo | undefined {
-    const t = this[kTls]
+    const t = this.#tls
     return t && { ...t }
+  }
+
+  /** Records what the handshake negotiated. @internal */
+  [kTls](info: TlsInfo): void {
+    this.#tls = info
   }
 
   /**

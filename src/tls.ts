@@ -25,7 +25,7 @@ export interface TlsServerOptions extends TlsCertificate {
   sni?: Record<string, TlsCertificate>
   /** CA certificates: clients must present a certificate that chains to one of them. */
   ca?: Pem
-  /** A handshake not finished by then closes the connection (`ETIMEDOUT`). Default: 10000. */
+  /** A handshake not finished by then closes the connection (`ETIMEDOUT`). Default: `10000`. */
   handshakeTimeoutMs?: number
 }
 
@@ -33,17 +33,17 @@ export interface TlsServerOptions extends TlsCertificate {
 export interface TlsConnectOptions {
   /** The name sent as SNI and verified against the certificate (a DNS name or an IP address). */
   servername: string
-  /** CA certificates to trust. Default: the Mozilla root store. */
+  /** CA certificates to trust; absent, the Mozilla root store. */
   ca?: Pem
   /** ALPN protocols offered, in preference order. */
   alpn?: string[]
-  /** Accepts any certificate: no authentication at all (tests only). Default: false. */
+  /** Accepts any certificate: no authentication at all (tests only). Default: `false`. */
   insecure?: boolean
   /** A client certificate chain, presented when the server asks (with `key`). */
   cert?: Pem
   /** The client certificate's key. */
   key?: Pem
-  /** A handshake not finished by then fails the connect (`ETIMEDOUT`). Default: 10000. */
+  /** A handshake not finished by then fails the connect (`ETIMEDOUT`). Default: `10000`. */
   handshakeTimeoutMs?: number
 }
 
