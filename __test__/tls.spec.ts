@@ -197,6 +197,24 @@ run('TLS termination (engine.listen({ tls }))', () => {
     expect(await got).toEqual(['still here'])
   })
 
+  it('closes at once, with a handshake under way (engine.close() does not wait for its deadline)', async () => {
+    const engine = newEngine()
+    const server = await echoServer(engine)
+    const silent = net.connect({ host: '127.0.0.1', port: server.address().port })
+    clients.push(silent)
+    silent.on('error', () => {}) // reset or ended: either way it closes
+    await deadline(once(silent, 'connect'), 5000, 'connect')
+    // A client announced after it means the silent one was accepted (one listener accepts in order).
+    const barrier = await tlsClient(server)
+    clients.push(barrier)
+    const closed = new Promise((resolve) => silent.on('close', resolve))
+    const started = Date.now()
+    await deadline(engine.close(), 3000, 'engine close')
+    await deadline(closed, 3000, 'client closed')
+    // Not after the shutdown grace (2 s) that sockets still ending get.
+    expect(Date.now() - started).toBeLessThan(1000)
+  })
+
   it('refuses garbage instead of a ClientHello (EPROTO), other connections unaffected', async () => {
     const engine = newEngine()
     const server = await echoServer(engine)

@@ -648,15 +648,19 @@ impl Core {
         }
     }
 
-    /// Closes every socket (engine shutdown): listeners and connects at
-    /// once, others after their queues drain.
+    /// Closes every socket (engine shutdown): listeners, connects and TLS
+    /// handshakes at once, others after their queues drain.
     pub fn handle_shutdown(&mut self) {
         for i in 0..self.socks.len() {
             let Some(p) = self.socks[i].as_ref() else {
                 continue;
             };
             let slot = SlotIdx::of(p.id());
-            if p.is_listener() || p.is_connecting() {
+            // A TLS handshake under way is a connect not finished yet: closed at once too.
+            if p.is_listener()
+                || p.is_connecting()
+                || p.tls.as_ref().is_some_and(|t| t.is_handshaking())
+            {
                 self.close(slot, None);
                 continue;
             }
