@@ -100,6 +100,8 @@ describe('defaults', () => {
     'RequestsOptions.timeoutMs': d.requests.timeoutMs,
     'RequestsOptions.maxPending': d.requests.maxPending,
     'SetOptions.weight': d.entryWeight,
+    'TlsServerOptions.handshakeTimeoutMs': d.tlsHandshakeTimeoutMs,
+    'TlsConnectOptions.handshakeTimeoutMs': d.tlsHandshakeTimeoutMs,
   }
 
   /** Defaults of the TypeScript API itself, with no engine counterpart. */
@@ -108,6 +110,7 @@ describe('defaults', () => {
     'AttachOptions.onError': Verdict.DROP,
     'SetOptions.flag': 'any',
     'RedirectOptions.ingress': false,
+    'TlsConnectOptions.insecure': false,
   }
 
   it('states each engine default as the engine defines it', () => {

@@ -15,13 +15,34 @@ import {
   type ProgramsSpec,
   type HttpRouteSpec,
   type RuleSpec,
+  type TlsClientSpec,
   type VerdictSpec,
 } from './binding.cjs'
 import { SockmapError, callBinding, fromBinding, type SockmapErrorCode } from './errors'
 import { SockHash, SockMap, hashKey, mapRef, requestsSpec, type AttachOptions, type MapHost } from './map'
 import { parserSpecOf } from './parsers'
 import { messageKeyOf, ruleOf, type RuleInternal } from './rules'
-import { Server, Socket, hostOf, kClose, kEvent, type AddressInfo, type PairOptions, type SocketHost } from './socket'
+import {
+  clientSpec,
+  serverSpec,
+  tlsInfo,
+  type TlsConnectOptions,
+  type TlsInfo,
+  type TlsServerOptions,
+  type TlsStats,
+} from './tls'
+import {
+  Server,
+  Socket,
+  hostOf,
+  kClose,
+  kEvent,
+  kTls,
+  kTlsError,
+  type AddressInfo,
+  type PairOptions,
+  type SocketHost,
+} from './socket'
 import { addStats, toPrometheus, zeroStats, type EngineStats, type MapStats } from './stats'
 import { assertIntInRange, assertObject, assertOneOf, assertString } from './validate'
 import { BatchRunner } from './batch'
@@ -145,6 +166,12 @@ export interface TcpListenOptions {
   port: number
   /** The accept backlog. Default: `1024`. */
   backlog?: number
+  /**
+   * Terminate TLS on every accepted connection: a socket is announced (`'connection'`) once its handshake finished,
+   * with `socket.tls` set, and its parser, verdict and application see plaintext only. A failed handshake closes the
+   * connection, is counted in `stats().tls` and emitted as the server's `'tlsClientError'`.
+   */
+  tls?: TlsServerOptions
   /** Not with `host`/`port`. */
   path?: undefined
 }
@@ -187,6 +214,12 @@ export interface TcpConnectOptions extends ConnectCommonOptions {
   host?: string
   /** The port. */
   port: number
+  /**
+   * Originate TLS: the connect resolves once the handshake finished (`socket.tls` set), and rejects with its failure
+   * (`EPROTO` with the reason in the message, `ETIMEDOUT`, `ECONNRESET`); bytes sent or redirected to the socket are
+   * encrypted as they leave.
+   */
+  tls?: TlsConnectOptions
   /** Not with `host`/`port`. */
   path?: undefined
 }
@@ -253,6 +286,9 @@ export class Engine extends EventEmitter<EngineEvents> {
    */
   readonly #unborn = new Map<number, AddressInfo>()
   readonly #connecting = new Map<number, { resolve: (s: Socket) => void; reject: (e: unknown) => void }>()
+  /** TLS parameters of accepted sockets not made yet; the failure text of TLS connects under way. */
+  readonly #tlsPending = new Map<number, TlsInfo>()
+  readonly #tlsFailures = new Map<number, string>()
   readonly #maps: Array<SockMap | SockHash> = []
   #req = 0
   #closing: Promise<void> | undefined
@@ -399,10 +435,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     const host = options.host ?? defaults.host
     assertString('options.host', host)
     assertIntInRange('options.port', options.port, 0, 65535)
+    const tls = options.tls === undefined ? undefined : serverSpec('options.tls', options.tls)
     this.#checkOpen()
     const ip = isIP(host) !== 0 ? host : (await lookup(host)).address
     this.#checkOpen()
-    return this.#serve(callBinding(() => this.#binding.listen(ip, options.port, options.backlog)))
+    return this.#serve(callBinding(() => this.#binding.listen(ip, options.port, options.backlog, tls)))
   }
 
   #serve(r: { id: number; address: string; port: number; family: string }): Server {
@@ -438,6 +475,8 @@ export class Engine extends EventEmitter<EngineEvents> {
       assertIntInRange('options.port', options.port, 1, 65535)
     }
     if (options.timeoutMs !== undefined) assertIntInRange('options.timeoutMs', options.timeoutMs, 0, 2 ** 31)
+    const tls = options.tls === undefined || path !== undefined ? undefined : clientSpec('options.tls', options.tls)
+    if (path !== undefined && options.tls !== undefined) throw new TypeError('options.tls is for TCP connects only')
     const timeoutMs = options.timeoutMs === 0 ? undefined : options.timeoutMs
     const near = options.near
     if (near !== undefined && !(near instanceof Socket && this.#sockets.get(near.id) === near)) {
@@ -448,15 +487,21 @@ export class Engine extends EventEmitter<EngineEvents> {
       return this.#pendingConnect(() => this.#binding.connectUnix(path, timeoutMs, near?.id))
     }
     const port = options.port as number
-    if (isIP(host) !== 0) return this.#connectTo(host, port, timeoutMs, near)
+    if (isIP(host) !== 0) return this.#connectTo(host, port, timeoutMs, near, tls)
     return lookup(host).then((a) => {
       this.#checkOpen()
-      return this.#connectTo(a.address, port, timeoutMs, near)
+      return this.#connectTo(a.address, port, timeoutMs, near, tls)
     })
   }
 
-  #connectTo(ip: string, port: number, timeoutMs: number | undefined, near: Socket | undefined): Promise<Socket> {
-    return this.#pendingConnect(() => this.#binding.connect(ip, port, timeoutMs, near?.id))
+  #connectTo(
+    ip: string,
+    port: number,
+    timeoutMs: number | undefined,
+    near: Socket | undefined,
+    tls: TlsClientSpec | undefined,
+  ): Promise<Socket> {
+    return this.#pendingConnect(() => this.#binding.connect(ip, port, timeoutMs, near?.id, tls))
   }
 
   /** The socket of a connect under way, resolved when it connects. */
@@ -561,6 +606,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       parseRequests: this.#runner.counters.parseRequests,
       parserCalls: this.#runner.counters.parserCalls,
       callbackErrors: this.#runner.counters.errors,
+      tls: this.#binding.tlsStats() as TlsStats,
       totals,
       maps,
     }
@@ -612,6 +658,11 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   #newSocket(id: number, remote?: { address: string; port: number; family: string }): Socket {
     const s = new Socket(this.#host, id, remote)
+    const tls = this.#tlsPending.get(id)
+    if (tls) {
+      this.#tlsPending.delete(id)
+      s[kTls](tls)
+    }
     this.#sockets.set(id, s)
     return s
   }
@@ -655,13 +706,16 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   #dispatch(ev: JsEvent): void {
+    if (ev.kind === EventKind.Tls) return this.#onTls(ev)
     if (ev.kind === EventKind.Connected) {
       const p = this.#connecting.get(ev.sock)
       if (!p) return
       this.#connecting.delete(ev.sock)
+      const tlsFailure = this.#tlsFailures.get(ev.sock)
+      this.#tlsFailures.delete(ev.sock)
       if (ev.code) {
         const code = ev.code as SockmapErrorCode
-        p.reject(new SockmapError(code, `${code}: connect failed`))
+        p.reject(new SockmapError(code, `${code}: ${tlsFailure ?? 'connect failed'}`))
       } else {
         p.resolve(this.#sockets.get(ev.sock) as Socket)
       }
@@ -674,7 +728,32 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
     const target = this.#sockets.get(ev.sock)
     if (target) target[kEvent](ev)
-    else if (ev.kind === EventKind.Closed) this.#unborn.delete(ev.sock)
+    else if (ev.kind === EventKind.Closed) {
+      this.#unborn.delete(ev.sock)
+      this.#tlsPending.delete(ev.sock)
+    }
+  }
+
+  /** A TLS handshake finished (the socket's `tls`), or a TLS connection failed (a connect's rejection, the server's
+   * `'tlsClientError'`). */
+  #onTls(ev: JsEvent): void {
+    const t = ev.tls
+    if (!t) return
+    if (t.reason != null) {
+      const code = (ev.code ?? 'EPROTO') as SockmapErrorCode
+      const text = `TLS ${t.reason} failure: ${ev.detail ?? ''}`
+      const server = ev.other >= 0 ? this.#sockets.get(ev.other) : undefined
+      // A connect rejects with the text; an announced socket's 'close' carries the code; else the server hears it.
+      if (this.#connecting.has(ev.sock)) this.#tlsFailures.set(ev.sock, text)
+      else if (!this.#sockets.has(ev.sock) && server instanceof Server) {
+        server[kTlsError](new SockmapError(code, `${code}: ${text}`))
+      }
+      return
+    }
+    const info = tlsInfo(t)
+    const sock = this.#sockets.get(ev.sock)
+    if (sock instanceof Socket) sock[kTls](info)
+    else this.#tlsPending.set(ev.sock, info)
   }
 
   #attach(map: SockMap | SockHash, id: number, opts: AttachOptions): void {

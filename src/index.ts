@@ -65,6 +65,15 @@ export {
 } from './parsers'
 export { rules, type HashRouteOptions, type HttpRouteEntry, type MessageKey, type NativeRule } from './rules'
 export type { EngineStats, MapStats, SocketStats } from './stats'
+export {
+  clientHelloSni,
+  type Pem,
+  type TlsCertificate,
+  type TlsConnectOptions,
+  type TlsInfo,
+  type TlsServerOptions,
+  type TlsStats,
+} from './tls'
 
 export type { NativeDefaults }
 

@@ -3,6 +3,7 @@ import { EventEmitter } from 'node:events'
 import { EventKind, type BindingEngine, type JsEvent } from './binding.cjs'
 import { SockmapError, callBinding, type SockmapErrorCode } from './errors'
 import { socketStats, zeroStats, type SocketStats } from './stats'
+import { serverSpec, type TlsInfo, type TlsServerOptions } from './tls'
 import { assertBytes } from './validate'
 
 /** Event kinds of the binding, as the native side defines them. @internal */
@@ -42,6 +43,10 @@ export const kEvent = Symbol('sockmap.event')
 export const kClose = Symbol('sockmap.close')
 /** @internal */
 const kListening = Symbol('sockmap.listening')
+/** @internal */
+export const kTls = Symbol('sockmap.tls')
+/** @internal */
+export const kTlsError = Symbol('sockmap.tlsError')
 
 /** An address, as `server.address()` and `socket.remoteAddress` give it. */
 export interface AddressInfo {
@@ -75,6 +80,11 @@ export interface ServerEvents {
   close: []
   /** An error concerning the listener. */
   error: [err: SockmapError]
+  /**
+   * A TLS connection failed before it was announced (a bad handshake, a timeout, a peer gone): its code (`EPROTO`,
+   * `ETIMEDOUT`, `ECONNRESET`) and reason. The server goes on; unlike `'error'`, nothing is thrown without a listener.
+   */
+  tlsClientError: [err: SockmapError]
 }
 
 function sockError(code: string | undefined, what: string): SockmapError {
@@ -142,6 +152,7 @@ export class Socket extends SocketBase {
   #iterators = 0
   #sends: Map<number, PendingSend> | undefined
   #lastStats: SocketStats | undefined
+  #tls: TlsInfo | undefined
 
   static {
     hostOfSocket = (sock) => (#host in sock ? (sock as Socket).#host : undefined)
@@ -163,6 +174,17 @@ export class Socket extends SocketBase {
   /** Whether the socket is closed. */
   get closed(): boolean {
     return this.#closed
+  }
+
+  /** What the TLS handshake negotiated (sockets a TLS server accepted or a TLS connect made); else `undefined`. */
+  get tls(): TlsInfo | undefined {
+    const t = this.#tls
+    return t && { ...t }
+  }
+
+  /** Records what the handshake negotiated. @internal */
+  [kTls](info: TlsInfo): void {
+    this.#tls = info
   }
 
   /**
@@ -414,6 +436,21 @@ export class Server extends EventEmitter<ServerEvents> {
   /** Whether the server stopped listening. */
   get closed(): boolean {
     return this.#closed
+  }
+
+  /**
+   * Replaces a TLS server's certificates (and ALPN, SNI names, client CA): connections accepted from now on use them,
+   * those open keep theirs, and sessions resume across the change.
+   * @throws {SockmapError} `EINVAL` for a server without TLS, or a certificate or key that does not parse or match.
+   */
+  setSecureContext(tls: TlsServerOptions): void {
+    const spec = serverSpec('tls', tls)
+    callBinding(() => this.#host.binding.setSecureContext(this.id, spec))
+  }
+
+  /** A TLS connection failed before it was announced. @internal */
+  [kTlsError](err: SockmapError): void {
+    if (this.listenerCount('tlsClientError') > 0) this.emit('tlsClientError', err)
   }
 
   /** Stops listening; resolves once the listener is closed. Accepted sockets stay open. */

@@ -1,4 +1,5 @@
 import { statsFields } from './binding.cjs'
+import type { TlsStats } from './tls'
 
 /** Counters of one socket, or of the sockets that took one map's stream verdict. */
 export interface SocketStats {
@@ -107,6 +108,8 @@ export interface EngineStats {
   parserCalls: number
   /** Callbacks that threw or returned something that is not a verdict (each counted, each reported). */
   callbackErrors: number
+  /** TLS handshakes, resumptions and failures by reason, over every TLS socket. */
+  tls: TlsStats
   /** Totals over every map. */
   totals: SocketStats
   /** Per-map counters. */
@@ -168,9 +171,17 @@ export function toPrometheus(s: EngineStats): string {
     ['sockmap_parser_calls_total', s.parserCalls, 'counter', 'Calls of TypeScript parsers.'],
     ['sockmap_callback_errors_total', s.callbackErrors, 'counter', 'TypeScript callbacks that failed.'],
   ]
+  engine.push(
+    ['sockmap_tls_handshakes_total', s.tls.handshakes, 'counter', 'TLS handshakes finished.'],
+    ['sockmap_tls_resumed_total', s.tls.resumed, 'counter', 'TLS handshakes that resumed a session.'],
+  )
   for (const [name, value, type, help] of engine) {
     out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, `${name} ${value}`)
   }
+  out.push('# HELP sockmap_tls_failures_total TLS handshakes and connections that failed, by reason.')
+  out.push('# TYPE sockmap_tls_failures_total counter')
+  for (const [reason, n] of Object.entries(s.tls.failures))
+    out.push(`sockmap_tls_failures_total{reason="${reason}"} ${n}`)
   for (const k of keys) {
     const gauge = gauges.has(k)
     const name = `sockmap_map_${snake(k)}${gauge ? '' : '_total'}`

@@ -40,6 +40,7 @@ use crate::psock::{Core, NewSock};
 use crate::registry::{MapSink, Registry, Relink, Shared, SockState};
 use crate::sock::{Listener, Stream, UnixName};
 use crate::stats::StatsSnapshot;
+use crate::tls::{ClientTls, ServerTls, SockTls, TlsStatsSnapshot};
 
 /// What the application plugs into an engine.
 #[derive(Default)]
@@ -592,12 +593,21 @@ impl EngineHandle {
 
     /// Allocates a socket on `near`'s shard, else on the least loaded one.
     fn alloc(&self, state: SockState, near: Option<SockId>) -> SockId {
+        self.alloc_tls(state, near, None)
+    }
+
+    /// Allocates a socket id with its TLS role set before any command names it.
+    fn alloc_tls(&self, state: SockState, near: Option<SockId>, tls: Option<SockTls>) -> SockId {
         let mut reg = self.shared.lock();
         let shard = match near {
             Some(n) => self.shared.shards.of(n),
             None => reg.least_loaded(),
         };
-        reg.alloc(state, shard)
+        let id = reg.alloc(state, shard);
+        if tls.is_some() {
+            reg.set_tls(id, tls);
+        }
+        id
     }
 
     fn check_alive(&self) -> Result<(), Errno> {
@@ -624,10 +634,59 @@ impl EngineHandle {
     /// # Errors
     /// The bind or listen error by its name (`EADDRINUSE`, `EACCES`...).
     pub fn listen(&self, addr: SocketAddr, backlog: u32) -> Result<(SockId, SocketAddr), Errno> {
+        self.listen_tls(addr, backlog, None)
+    }
+
+    /// [`EngineHandle::listen`], terminating TLS with `tls` on every
+    /// connection it accepts: each is announced (`Event::Tls`, then
+    /// `Event::Accepted`) once its handshake finished, and only plaintext
+    /// reaches its programs and application.
+    ///
+    /// # Errors
+    /// As [`EngineHandle::listen`].
+    pub fn listen_tls(
+        &self,
+        addr: SocketAddr,
+        backlog: u32,
+        tls: Option<ServerTls>,
+    ) -> Result<(SockId, SocketAddr), Errno> {
         self.check_alive()?;
         let (l, local) =
             Listener::bind_tcp(addr, listen_backlog(backlog)).map_err(|e| io_err(&e))?;
-        Ok((self.register_listener(l), local))
+        Ok((self.register_listener(l, tls), local))
+    }
+
+    /// Replaces a TLS listener's configuration: connections accepted from
+    /// now on take `tls`; those already open keep theirs.
+    ///
+    /// # Errors
+    /// `ENOENT` for a socket that is gone, `EINVAL` for one that is not a TLS listener.
+    pub fn set_listener_tls(&self, listener: SockId, tls: ServerTls) -> Result<(), Errno> {
+        let mut reg = self.shared.lock();
+        let e = reg.sock(listener).ok_or(Errno::NoEnt)?;
+        if e.state != SockState::Listening || !matches!(e.tls, Some(SockTls::Server(_))) {
+            return Err(Errno::Inval);
+        }
+        reg.set_tls(listener, Some(SockTls::Server(tls)));
+        Ok(())
+    }
+
+    /// A TLS listener's current configuration (to build a reload upon: its sessions carry over).
+    pub fn listener_tls(&self, listener: SockId) -> Option<ServerTls> {
+        match self
+            .shared
+            .lock()
+            .sock(listener)
+            .and_then(|e| e.tls.clone())
+        {
+            Some(SockTls::Server(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The engine's TLS counters.
+    pub fn tls_stats(&self) -> TlsStatsSnapshot {
+        self.shared.tls.snapshot()
     }
 
     /// Listens on a Unix-domain stream socket named `name` (a filesystem
@@ -646,7 +705,7 @@ impl EngineHandle {
         {
             let (l, local) =
                 Listener::bind_unix(name, listen_backlog(backlog)).map_err(|e| io_err(&e))?;
-            Ok((self.register_listener(l), local))
+            Ok((self.register_listener(l, None), local))
         }
         #[cfg(not(unix))]
         {
@@ -656,8 +715,8 @@ impl EngineHandle {
     }
 
     /// Hands a bound, listening socket to its I/O thread.
-    fn register_listener(&self, l: Listener) -> SockId {
-        let id = self.alloc(SockState::Listening, None);
+    fn register_listener(&self, l: Listener, tls: Option<ServerTls>) -> SockId {
+        let id = self.alloc_tls(SockState::Listening, None, tls.map(SockTls::Server));
         self.command(
             id,
             Command::Register {
@@ -693,9 +752,26 @@ impl EngineHandle {
         timeout: Option<Duration>,
         near: Option<SockId>,
     ) -> Result<SockId, Errno> {
+        self.connect_tls(addr, timeout, near, None)
+    }
+
+    /// [`EngineHandle::connect_near`], originating TLS with `tls`: the
+    /// connect is reported (`Event::Tls`, then `Event::Connected`) once the
+    /// handshake finished; bytes redirected or sent to the socket are
+    /// encrypted as they leave.
+    ///
+    /// # Errors
+    /// As [`EngineHandle::connect`].
+    pub fn connect_tls(
+        &self,
+        addr: SocketAddr,
+        timeout: Option<Duration>,
+        near: Option<SockId>,
+        tls: Option<ClientTls>,
+    ) -> Result<SockId, Errno> {
         self.check_alive()?;
         let s = mio::net::TcpStream::connect(addr).map_err(|e| io_err(&e))?;
-        self.register_connecting(Stream::Tcp(s.into()), timeout, near)
+        self.register_connecting(Stream::Tcp(s.into()), timeout, near, tls)
     }
 
     /// [`EngineHandle::connect_near`] to a Unix-domain stream socket named
@@ -716,7 +792,7 @@ impl EngineHandle {
         {
             let addr = name.to_addr().map_err(|e| io_err(&e))?;
             let s = mio::net::UnixStream::connect_addr(&addr).map_err(|e| io_err(&e))?;
-            self.register_connecting(Stream::Unix(s.into()), timeout, near)
+            self.register_connecting(Stream::Unix(s.into()), timeout, near, None)
         }
         #[cfg(not(unix))]
         {
@@ -731,8 +807,9 @@ impl EngineHandle {
         s: Stream,
         timeout: Option<Duration>,
         near: Option<SockId>,
+        tls: Option<ClientTls>,
     ) -> Result<SockId, Errno> {
-        let id = self.alloc(SockState::Connecting, near);
+        let id = self.alloc_tls(SockState::Connecting, near, tls.map(SockTls::Client));
         self.command(
             id,
             Command::Register {

@@ -73,6 +73,16 @@ pub enum Event {
         /// The error that closed it, if any (`ECONNRESET`, `EPIPE`, `EPROTO`...).
         error: Option<Errno>,
     },
+    /// A TLS socket's handshake finished (before its `Accepted` or
+    /// `Connected`), or its connection failed (before its `Closed`).
+    Tls {
+        /// The socket.
+        sock: SockId,
+        /// The listener that accepted it (server side).
+        listener: Option<SockId>,
+        /// What was negotiated, or why it failed.
+        result: Result<crate::tls::TlsInfo, crate::tls::Failure>,
+    },
     /// Something went wrong that the application should hear about; the
     /// engine keeps running (see [`Event::Fatal`] for when it cannot).
     Error {

@@ -45,6 +45,7 @@ pub mod stats;
 pub mod strparser;
 mod sys;
 mod timer;
+pub mod tls;
 mod verdict;
 
 pub use config::{BatchConfig, Drive, EngineConfig};

@@ -51,6 +51,8 @@ pub(crate) struct SockEntry {
     pub(crate) stats: Arc<Stats>,
     /// The socket's partner ([`crate::partner`]); each side names the other.
     pub(crate) partner: Option<Partner>,
+    /// TLS: a listener's current configuration (replaced on reload), or a socket's own.
+    pub(crate) tls: Option<crate::tls::SockTls>,
 }
 
 #[derive(Debug)]
@@ -89,6 +91,8 @@ pub(crate) struct Shared {
     registry: Mutex<Registry>,
     pub(crate) shards: Shards,
     sinks: OnceLock<Vec<MapSink>>,
+    /// TLS counters of every shard.
+    pub(crate) tls: crate::tls::TlsStats,
     /// Times the registry was locked (unit tests count them).
     #[cfg(test)]
     pub(crate) locks: AtomicU64,
@@ -122,6 +126,7 @@ impl Shared {
             registry: Mutex::new(registry),
             shards,
             sinks: OnceLock::new(),
+            tls: crate::tls::TlsStats::default(),
             #[cfg(test)]
             locks: AtomicU64::new(0),
         }
@@ -203,6 +208,7 @@ impl Registry {
                         verdict_map: None,
                         stats: Arc::default(),
                         partner: None,
+                        tls: None,
                     });
                     if skipped != slot {
                         self.free[skipped % shards].push(skipped as u32);
@@ -215,7 +221,27 @@ impl Registry {
         e.state = state;
         e.stats = Arc::default();
         e.partner = None;
+        e.tls = None;
         SockId::new(slot, e.gen)
+    }
+
+    /// Sets a live socket's TLS role (a listener's: what its next accepted connections take).
+    pub(crate) fn set_tls(&mut self, id: SockId, tls: Option<crate::tls::SockTls>) -> bool {
+        match self.sock_mut(id) {
+            Some(e) => {
+                e.tls = tls;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// An accepted connection takes its listener's TLS configuration as it is now.
+    pub(crate) fn inherit_tls(&mut self, id: SockId, listener: SockId) {
+        let tls = self.sock(listener).and_then(|l| l.tls.clone());
+        if tls.is_some() {
+            self.set_tls(id, tls);
+        }
     }
 
     pub(crate) fn sock(&self, id: SockId) -> Option<&SockEntry> {
@@ -245,6 +271,7 @@ impl Registry {
             e.links.clear();
             e.programs = Programs::default();
             e.verdict_map = None;
+            e.tls = None;
             e.partner = None;
             let shards = self.shards.max(1);
             if self.free.len() < shards {

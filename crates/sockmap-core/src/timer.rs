@@ -17,6 +17,8 @@ pub(crate) enum Timer {
     Parser(SockId),
     /// The oldest request forwarded to an upstream has a deadline (`ETIMEDOUT`).
     Request(SockId),
+    /// A TLS handshake that must finish by then (`ETIMEDOUT`).
+    Tls(SockId),
 }
 
 /// Pending deadlines; an entry whose cause is gone is skipped when it fires.

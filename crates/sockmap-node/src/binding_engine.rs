@@ -29,6 +29,9 @@ use crate::binding_error::{error_of, guarded, host_error, Error, Result};
 use crate::binding_event::{js_event, unix_path, JsEvent};
 use crate::binding_inline::Inline;
 use crate::binding_options::{engine_config, EngineOptions};
+use crate::binding_tls::{
+    js_tls_stats, server_tls, ClientCache, JsTlsStats, TlsClientSpec, TlsServerSpec,
+};
 
 /// The engine, shared with the env cleanup hook so that an env torn down
 /// without `close()` (a terminated worker) still stops the I/O thread.
@@ -142,6 +145,8 @@ pub struct BindingEngine {
     cleanup: Option<CleanupEnvHook<Arc<EngineCell>>>,
     backend: BackendInfoJs,
     shards: u32,
+    /// TLS client configurations by option set (sessions resume across connects).
+    tls_clients: ClientCache,
 }
 
 impl BindingEngine {
@@ -279,6 +284,7 @@ impl BindingEngine {
                 cleanup: Some(cleanup),
                 backend,
                 shards,
+                tls_clients: ClientCache::default(),
             })
         })
     }
@@ -365,12 +371,20 @@ impl BindingEngine {
 
     /// Listens on `ip:port` (`ip` an IP address literal; `EINVAL` otherwise).
     #[napi]
-    pub fn listen(&self, ip: String, port: u32, backlog: Option<u32>) -> Result<ListenResult> {
+    /// `tls`: terminate TLS on every accepted connection.
+    pub fn listen(
+        &self,
+        ip: String,
+        port: u32,
+        backlog: Option<u32>,
+        tls: Option<TlsServerSpec>,
+    ) -> Result<ListenResult> {
         guarded(|| {
             let addr = socket_addr(&ip, port)?;
+            let tls = tls.as_ref().map(|t| server_tls(t, None)).transpose()?;
             let (id, local) = self
                 .handle
-                .listen(addr, backlog.unwrap_or(DEFAULT_BACKLOG))
+                .listen_tls(addr, backlog.unwrap_or(DEFAULT_BACKLOG), tls)
                 .map_err(|e| engine_err(e, "listen failed"))?;
             Ok(ListenResult {
                 id: id.as_u64() as f64,
@@ -428,16 +442,38 @@ impl BindingEngine {
         port: u32,
         timeout_ms: Option<f64>,
         near: Option<f64>,
+        tls: Option<TlsClientSpec>,
     ) -> Result<f64> {
         guarded(|| {
             let addr = socket_addr(&ip, port)?;
             let timeout = timeout_ms.map(|ms| Duration::from_micros((ms * 1000.0) as u64));
+            let tls = tls.as_ref().map(|t| self.tls_clients.get(t)).transpose()?;
             let id = self
                 .handle
-                .connect_near(addr, timeout, near.map(sock_id))
+                .connect_tls(addr, timeout, near.map(sock_id), tls)
                 .map_err(|e| engine_err(e, "connect failed"))?;
             Ok(id.as_u64() as f64)
         })
+    }
+
+    /// Replaces a TLS listener's certificates (and ALPN, SNI, client CA): later connections take them; sessions
+    /// carry over.
+    #[napi]
+    pub fn set_secure_context(&self, listener: f64, tls: TlsServerSpec) -> Result<()> {
+        guarded(|| {
+            let id = sock_id(listener);
+            let previous = self.handle.listener_tls(id);
+            let next = server_tls(&tls, previous.as_ref())?;
+            self.handle
+                .set_listener_tls(id, next)
+                .map_err(|e| engine_err(e, "setSecureContext failed: not a TLS listener"))
+        })
+    }
+
+    /// The engine's TLS counters.
+    #[napi]
+    pub fn tls_stats(&self) -> Result<JsTlsStats> {
+        guarded(|| Ok(js_tls_stats(self.handle.tls_stats())))
     }
 
     /// Takes over a connected TCP or Unix stream socket by file descriptor (the fd is duplicated; the caller closes its own).

@@ -5,6 +5,7 @@ use sockmap_core::{Addr, Errno, Event, Fatal, UnixName};
 
 use crate::binding_bytes::JsBytes;
 use crate::binding_error::ENGINE_PANIC;
+use crate::binding_tls::{js_tls, JsTlsInfo};
 
 /// Event kinds, in the `kind` field of [`JsEvent`].
 #[napi]
@@ -25,6 +26,8 @@ pub enum EventKind {
     Closed = 7,
     /// An engine error (`sock` may be -1, `fatal`).
     Error = 8,
+    /// A TLS handshake finished or a TLS connection failed (`tls`; `other` the listener or -1; `code` on failure).
+    Tls = 9,
 }
 
 /// One engine event (made in Rust, read in JavaScript).
@@ -49,6 +52,8 @@ pub struct JsEvent {
     pub data: Option<JsBytes>,
     /// The engine's I/O thread stopped.
     pub fatal: bool,
+    /// TLS events: what was negotiated, or why it failed.
+    pub tls: Option<JsTlsInfo>,
 }
 
 fn base(kind: EventKind, sock: f64) -> JsEvent {
@@ -62,6 +67,7 @@ fn base(kind: EventKind, sock: f64) -> JsEvent {
         port: None,
         data: None,
         fatal: false,
+        tls: None,
     }
 }
 
@@ -126,6 +132,20 @@ pub fn js_event(ev: Event) -> JsEvent {
             detail: Some(detail),
             ..base(EventKind::Error, sock.map_or(-1.0, |s| s.as_u64() as f64))
         },
+        Event::Tls {
+            sock,
+            listener,
+            result,
+        } => {
+            let (tls, code, detail) = js_tls(result);
+            JsEvent {
+                other: listener.map_or(-1.0, |l| l.as_u64() as f64),
+                code,
+                detail,
+                tls: Some(tls),
+                ..base(EventKind::Tls, sock.as_u64() as f64)
+            }
+        }
         Event::Fatal {
             cause,
             code,

@@ -132,6 +132,8 @@ pub struct NativeDefaults {
     pub max_message_bytes: f64,
     /// How long a parser waits for a message to complete, in milliseconds (absent: no limit).
     pub message_timeout_ms: Option<f64>,
+    /// The TLS handshake deadline of `listen({ tls })` and `connect({ tls })`, in milliseconds.
+    pub tls_handshake_timeout_ms: f64,
     /// `parsers.lengthField()`.
     pub length_field: ParserSpec,
     /// `parsers.delimiter()`.
@@ -212,6 +214,8 @@ pub fn native_defaults() -> NativeDefaults {
         backlog: DEFAULT_BACKLOG,
         peek_bytes: DEFAULT_PEEK_BYTES as u32,
         max_message_bytes: num(DEFAULT_MAX_MESSAGE_BYTES),
+        tls_handshake_timeout_ms: sockmap_core::tls::DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64()
+            * 1000.0,
         message_timeout_ms: ParserProg::new(ParserKind::None)
             .message_timeout
             .map(|t| t.as_secs_f64() * 1000.0),

@@ -16,6 +16,7 @@ mod binding_inline;
 mod binding_map;
 mod binding_options;
 mod binding_ring;
+mod binding_tls;
 
 pub use binding_batch::{
     AnswerCode, BatchItemKind, DescField, EditOp, MetaField, MetaKind, TargetField, TargetFlag,
@@ -28,6 +29,7 @@ pub use binding_engine::stats_fields;
 pub use binding_error::error_codes;
 pub use binding_event::EventKind;
 pub use binding_options::{native_defaults, NativeDefaults};
+pub use binding_tls::client_hello_sni;
 
 use napi_derive::napi;
 

@@ -346,6 +346,8 @@ impl Core {
     pub fn handle_sent(&mut self, id: SockId, n: usize) {
         let Some(slot) = self.slot_of(id) else { return };
         let low = self.cfg.send_low_watermark;
+        // TLS: `n` bytes of ciphertext were written; the plaintext they carried leaves the ring.
+        let n = self.tls_sent(slot, n);
         let p = self.at(slot);
         p.ring.advance(n);
         p.count(|s| &s.bytes_out, n as u64);
@@ -364,6 +366,9 @@ impl Core {
             }
             self.release_waiters(drain.waiters);
             self.release_remote_acks(slot);
+        }
+        if self.slot_of(id) == Some(slot) {
+            self.tls_pump(slot, false);
         }
         if self.at(slot).should_shut() {
             self.ops.push_back(Op::ShutdownWrite(id));

@@ -64,6 +64,7 @@ mod remote;
 mod send;
 mod splice;
 mod state;
+mod tls;
 
 pub use state::NewSock;
 pub(crate) use state::{AppRead, Psock, SlotIdx};
@@ -180,7 +181,14 @@ impl Core {
 
     /// The next thing the driver must do.
     pub fn poll_op(&mut self) -> Option<Op> {
-        self.ops.pop_front()
+        let op = self.ops.pop_front();
+        // TLS: the plaintext queued since the last write is sealed as the write is asked for.
+        if let Some(Op::Flush(id)) = op {
+            if let Some(slot) = self.slot_of(id).filter(|&s| self.at_ref(s).tls.is_some()) {
+                self.tls_pump(slot, false);
+            }
+        }
+        op
     }
 
     /// The next event for the application.
@@ -200,8 +208,13 @@ impl Core {
 
     /// Whether the socket has bytes waiting to be written.
     pub fn has_tx(&self, id: SockId) -> bool {
-        self.psock(id)
-            .is_some_and(|p| !p.ring.is_empty() && !p.is_closing())
+        self.psock(id).is_some_and(|p| {
+            !p.is_closing()
+                && match &p.tls {
+                    Some(t) => !t.cipher().is_empty(),
+                    None => !p.ring.is_empty(),
+                }
+        })
     }
 
     /// Whether the socket is a connect in progress.
@@ -212,7 +225,10 @@ impl Core {
     /// Fills `iov` with the socket's queued bytes; returns how many entries.
     pub fn fill_iovec<'a>(&'a self, id: SockId, iov: &mut [IoSlice<'a>]) -> usize {
         match self.psock(id) {
-            Some(p) if p.can_write() => p.ring.ring().fill_iovec(iov),
+            Some(p) if p.can_write() => match &p.tls {
+                Some(t) => t.cipher().fill_iovec(iov),
+                None => p.ring.ring().fill_iovec(iov),
+            },
             _ => 0,
         }
     }
@@ -225,7 +241,8 @@ impl Core {
     pub fn clone_tx(&self, id: SockId, out: &mut Vec<Bytes>, max: usize) -> usize {
         let mut len = 0;
         if let Some(p) = self.psock(id).filter(|p| p.can_write()) {
-            for f in p.ring.ring().frags().take(max) {
+            let ring = p.tls.as_ref().map_or(p.ring.ring(), |t| t.cipher());
+            for f in ring.frags().take(max) {
                 len += f.len();
                 out.push(f.clone());
             }
@@ -247,8 +264,8 @@ impl Core {
         kind: NewSock,
         connect_deadline: Option<Instant>,
     ) {
-        let stats = match self.shared.lock().sock(id) {
-            Some(e) => e.stats.clone(),
+        let (stats, tls) = match self.shared.lock().sock(id) {
+            Some(e) => (e.stats.clone(), e.tls.clone()),
             None => return,
         };
         let slot = SlotIdx::of(id).get();
@@ -256,6 +273,9 @@ impl Core {
             self.socks.resize_with(slot + 1, || None);
         }
         self.socks[slot] = Some(Psock::new(id, kind, stats));
+        if kind != NewSock::Listener {
+            self.tls_attach(SlotIdx::of(id), tls, None);
+        }
         if let Some(at) = connect_deadline {
             self.timers.set(at, Timer::Connect(id));
         }
@@ -278,7 +298,9 @@ impl Core {
             } else {
                 self.shard
             };
-            (reg.alloc(SockState::Established, shard), shard)
+            let id = reg.alloc(SockState::Established, shard);
+            reg.inherit_tls(id, listener);
+            (id, shard)
         };
         if shard != self.shard {
             return Accepted::There { shard, id };
@@ -308,6 +330,12 @@ impl Core {
 
     /// A connection another shard's listener accepted is registered here: reports it.
     pub fn handle_handed(&mut self, id: SockId, listener: SockId, peer: Addr) {
+        if let Some(t) = self.slot_of(id).and_then(|s| self.at(s).tls.as_mut()) {
+            t.listener = Some(listener);
+        }
+        if self.tls_hold_accept(id, listener, &peer) {
+            return;
+        }
         self.events.push_back(Event::Accepted {
             listener,
             sock: id,
@@ -321,12 +349,16 @@ impl Core {
         if !self.at(slot).is_connecting() {
             return;
         }
-        self.events.push_back(Event::Connected { sock: id, result });
+        // TLS: `Connected` waits for the handshake (psock/tls.rs).
+        if result.is_err() || self.at_ref(slot).tls.is_none() {
+            self.events.push_back(Event::Connected { sock: id, result });
+        }
         match result {
             Ok(()) => {
                 self.shared.lock().set_state(id, SockState::Established);
+                self.at(slot).connected();
+                self.tls_connected(slot);
                 let p = self.at(slot);
-                p.connected();
                 if !p.ring.is_empty() {
                     self.ops.push_back(Op::Flush(id));
                 }
@@ -352,8 +384,7 @@ impl Core {
     /// Receives the adopted socket's initial bytes once it reads.
     fn take_initial(&mut self, slot: SlotIdx) {
         if let Some(data) = self.at(slot).take_initial() {
-            let (id, now) = (self.at(slot).id(), self.now);
-            self.handle_received(id, data, now);
+            self.receive_plain(slot, data);
         }
     }
 
@@ -385,6 +416,9 @@ impl Core {
     /// The peer shut down its write side (a read returned 0).
     pub fn handle_eof(&mut self, id: SockId) {
         let Some(slot) = self.slot_of(id) else { return };
+        if self.tls_eof(slot) {
+            return;
+        }
         if self.at(slot).mark_eof() {
             self.finish_read(slot);
         }
@@ -490,6 +524,9 @@ impl Core {
         let (lost, drain) = p.ring.discard();
         let mut waiters = drain.waiters;
         waiters.extend(p.app_queue.clear());
+        if let Some(t) = p.tls.as_mut() {
+            t.discard();
+        }
         let lost = lost + p.discard_initial() + p.send.discard_cork() + p.awaiting.clear();
         if lost > 0 {
             p.count(|s| &s.discarded_bytes, lost as u64);
@@ -616,15 +653,19 @@ impl Core {
         }
     }
 
-    /// Closes every socket (engine shutdown): listeners and connects at
-    /// once, others after their queues drain.
+    /// Closes every socket (engine shutdown): listeners, connects and TLS
+    /// handshakes at once, others after their queues drain.
     pub fn handle_shutdown(&mut self) {
         for i in 0..self.socks.len() {
             let Some(p) = self.socks[i].as_ref() else {
                 continue;
             };
             let slot = SlotIdx::of(p.id());
-            if p.is_listener() || p.is_connecting() {
+            // A TLS handshake under way is a connect not finished yet: closed at once too.
+            if p.is_listener()
+                || p.is_connecting()
+                || p.tls.as_ref().is_some_and(|t| t.is_handshaking())
+            {
                 self.close(slot, None);
                 continue;
             }
@@ -643,6 +684,8 @@ impl Core {
         if !p.request_end() {
             return;
         }
+        self.tls_pump(slot, true);
+        let p = self.at(slot);
         if p.is_listener() {
             self.close(slot, None);
         } else if p.should_shut() {
@@ -692,6 +735,7 @@ impl Core {
                 }
                 Timer::Parser(id) => self.handle_parser_timer(id),
                 Timer::Request(id) => self.handle_request_timer(id, now),
+                Timer::Tls(id) => self.tls_timeout(id, now),
             }
         }
     }

@@ -64,6 +64,15 @@ impl Core {
     pub fn handle_received(&mut self, id: SockId, data: Bytes, now: std::time::Instant) {
         let Some(slot) = self.slot_of(id) else { return };
         self.now = now;
+        if self.at_ref(slot).tls.is_some() {
+            // TLS: ciphertext; its plaintext comes back through `receive_plain` (psock/tls.rs).
+            return self.tls_received(slot, &data);
+        }
+        self.receive_plain(slot, data);
+    }
+
+    /// Plaintext received: counted, through the parser and verdict.
+    pub(super) fn receive_plain(&mut self, slot: SlotIdx, data: Bytes) {
         self.at(slot).count(|s| &s.bytes_in, data.len() as u64);
         let mut out = Egress::new(slot, data.clone());
         self.ingest(slot, data, &mut out);

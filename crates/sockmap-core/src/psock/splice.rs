@@ -32,7 +32,7 @@ impl Core {
     pub fn splice_route(&mut self, id: SockId) -> Option<SockId> {
         let slot = self.slot_of(id)?;
         let p = self.at_ref(slot);
-        if !p.wants_read() || p.parser.strp.is_some() || p.parser.handed_back {
+        if !p.wants_read() || p.parser.strp.is_some() || p.parser.handed_back || p.tls.is_some() {
             return None;
         }
         if p.has_initial() || !p.awaiting.is_empty() {
@@ -63,8 +63,12 @@ impl Core {
         }
         let ts = self.slot_of(target)?;
         let t = self.at_ref(ts);
-        (ts != slot && t.is_egress_target() && !t.is_connecting() && t.ring.is_empty())
-            .then_some(target)
+        (ts != slot
+            && t.is_egress_target()
+            && !t.is_connecting()
+            && t.ring.is_empty()
+            && t.tls.is_none())
+        .then_some(target)
     }
 
     /// The backend spliced `n` bytes of `src` into the pipe toward `target`.

@@ -164,6 +164,8 @@ pub(crate) struct Psock {
     initial: Bytes,
     /// The declared partner, as of the last relink.
     partner: Option<Partner>,
+    /// TLS: the record layer between the socket's bytes and its plaintext (`psock/tls.rs`).
+    pub(crate) tls: Option<Box<crate::tls::session::Session>>,
 }
 
 impl Psock {
@@ -197,6 +199,7 @@ impl Psock {
             exchange: Exchange::default(),
             initial: Bytes::new(),
             partner: None,
+            tls: None,
         }
     }
 
@@ -292,20 +295,34 @@ impl Psock {
         self.progs.parser.is_some() || self.progs.verdict.is_some()
     }
 
-    /// Whether the socket should be read now.
+    /// Whether the socket should be read now: for its application, or for
+    /// its TLS handshake (whose plaintext waits as initial bytes).
     pub(crate) fn wants_read(&self) -> bool {
-        let enabled = match self.app {
-            AppRead::Initial => self.has_rx_programs(),
-            AppRead::Resumed => true,
-            AppRead::Paused => false,
-        };
-        enabled
+        self.reads_for_app()
+            || (self.tls.as_ref().is_some_and(|t| t.is_handshaking())
+                && self.rx == Rx::Open
+                && self.life == Life::Open)
+    }
+
+    /// Whether what the socket reads goes to its programs and application now.
+    pub(crate) fn reads_for_app(&self) -> bool {
+        self.app_enabled()
             && self.blocked == 0
             && !self.hold_awaiting
             && !self.hold_parser
             && !self.hold_requests
             && self.rx == Rx::Open
             && self.life == Life::Open
+    }
+
+    /// Whether the application or the socket's programs take what it receives (holds and
+    /// backpressure aside: they stop reads, not bytes already read).
+    pub(crate) fn app_enabled(&self) -> bool {
+        match self.app {
+            AppRead::Initial => self.has_rx_programs(),
+            AppRead::Resumed => true,
+            AppRead::Paused => false,
+        }
     }
 
     pub(crate) fn app_read(&self) -> AppRead {
@@ -382,18 +399,37 @@ impl Psock {
         self.initial = data;
     }
 
-    /// Discards the adopted bytes not received yet (close): how many.
+    /// Appends plaintext a TLS socket decrypted before its application reads.
+    pub(crate) fn add_initial(&mut self, data: Bytes) {
+        if self.initial.is_empty() {
+            self.initial = data;
+        } else {
+            let mut v = Vec::with_capacity(self.initial.len() + data.len());
+            v.extend_from_slice(&self.initial);
+            v.extend_from_slice(&data);
+            self.initial = Bytes::from(v);
+        }
+    }
+
+    /// Whether bytes wait to be received first.
     pub(crate) fn has_initial(&self) -> bool {
         !self.initial.is_empty()
     }
 
+    /// Discards the adopted bytes not received yet (close): how many.
     pub(crate) fn discard_initial(&mut self) -> usize {
         std::mem::take(&mut self.initial).len()
     }
 
+    /// The bytes held back, whatever holds the socket's reads (they were read already).
+    pub(crate) fn take_initial_now(&mut self) -> Option<Bytes> {
+        (!self.initial.is_empty()).then(|| std::mem::take(&mut self.initial))
+    }
+
     /// The adopted bytes, once the socket reads.
     pub(crate) fn take_initial(&mut self) -> Option<Bytes> {
-        (!self.initial.is_empty() && self.wants_read()).then(|| std::mem::take(&mut self.initial))
+        (!self.initial.is_empty() && self.reads_for_app())
+            .then(|| std::mem::take(&mut self.initial))
     }
 
     // ---- partner --------------------------------------------------------------------------
@@ -422,7 +458,15 @@ impl Psock {
 
     /// Whether the write side should be shut now: ending, written out, not shut yet.
     pub(crate) fn should_shut(&self) -> bool {
-        self.tx == Tx::Ending && self.ring.is_empty() && self.life == Life::Open
+        self.tx == Tx::Ending
+            && self.ring.is_empty()
+            && self.life == Life::Open
+            && self.tls.as_ref().map_or(true, |t| t.may_shut())
+    }
+
+    /// Whether the application asked to end and the write side is not shut yet.
+    pub(crate) fn is_ending(&self) -> bool {
+        self.tx == Tx::Ending
     }
 
     /// The write side is shut down.

@@ -1,0 +1,22 @@
+#![no_main]
+//! The ClientHello peek (`tls::hello::peek`): never panics, and a prefix of the input never contradicts it: it asks for
+//! exactly the bytes still missing, or gives the same answer once the first record is whole.
+
+use libfuzzer_sys::fuzz_target;
+use sockmap_core::tls::hello::{peek, Peek};
+
+fuzz_target!(|data: &[u8]| {
+    let full = peek(data);
+    for cut in 0..=data.len() {
+        match peek(&data[..cut]) {
+            Peek::NeedMore(n) => assert!(n > 0 && cut + n <= 5 + 65535, "cut {cut} asks for {n}"),
+            answer if cut >= 5 => {
+                if let Peek::NeedMore(_) = full {
+                    panic!("cut {cut} answered {answer:?} but the whole input needs more");
+                }
+                assert_eq!(answer, full, "cut {cut}");
+            }
+            _ => {}
+        }
+    }
+});
