@@ -27,7 +27,17 @@ import { readFileSync, rmSync, existsSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { Proc, run, freePort, waitListen, headerLines, firstLine, cpuLine, saveResults } from '../engine/procs.mjs'
+import {
+  Proc,
+  run,
+  freePort,
+  waitListen,
+  headerLines,
+  firstLine,
+  cpuLine,
+  saveResults,
+  redisBenchmark,
+} from '../engine/procs.mjs'
 import { configFile, have, startHaproxy } from '../engine/peers.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
@@ -282,46 +292,6 @@ async function startRedis() {
   return { p, port }
 }
 
-/** Runs redis-benchmark against `port`; returns { SET, GET } rows of its CSV output. */
-async function redisBench(port, n, depth) {
-  const c = await run(
-    'redis-benchmark',
-    'redis-benchmark',
-    [
-      '-h',
-      '127.0.0.1',
-      '-p',
-      String(port),
-      '-t',
-      'set,get',
-      '-d',
-      '64',
-      '-r',
-      '100000',
-      '-c',
-      '50',
-      '-n',
-      String(n),
-      '-P',
-      String(depth),
-      '--csv',
-    ],
-    {},
-    300000,
-  )
-  const lines = c.lines.filter((l) => l.startsWith('"'))
-  const head = (lines.find((l) => l.startsWith('"test"')) ?? '').split(',').map((h) => h.replace(/"/g, ''))
-  const out = {}
-  for (const l of lines) {
-    const cells = l.split(',').map((x) => x.replace(/"/g, ''))
-    if (cells[0] === 'SET' || cells[0] === 'GET')
-      out[cells[0]] = Object.fromEntries(head.map((h, i) => [h, Number(cells[i])]))
-  }
-  if (!out.SET || !out.GET)
-    throw new Error(`redis-benchmark (exit ${c.code}): ${c.stderr.trim().slice(-160) || c.lines.join(' ').slice(-160)}`)
-  return out
-}
-
 async function redisSection() {
   redis = await startRedis()
   try {
@@ -346,7 +316,7 @@ async function redisSection() {
             const n = CFG.redisN[depth]
             const p0 = proxy?.cpuSecs() ?? 0
             const r0 = redis.p.cpuSecs()
-            const out = await redisBench(port, n, depth)
+            const out = await redisBenchmark(port, n, depth)
             const p1 = proxy?.cpuSecs() ?? 0
             const r1 = redis.p.cpuSecs()
             const reqM = (2 * n) / 1e6
@@ -627,7 +597,7 @@ async function countsSection() {
         const proxy = await start(port, redis.port)
         started.push(proxy)
         const counter = await perfAttach(proxy)
-        await redisBench(port, CFG.countsRedisN, 1)
+        await redisBenchmark(port, CFG.countsRedisN, 1)
         const sums = await counter.finish()
         for (const [e] of PERF_EVENTS) results[`counts/redis/${name}/${e}`] = [(sums[e] ?? 0) / (2 * CFG.countsRedisN)]
       })

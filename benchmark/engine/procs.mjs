@@ -258,3 +258,46 @@ export function saveResults(root, file, prefix, data) {
   writeFileSync(out, JSON.stringify(data, null, 1))
   return out
 }
+
+/**
+ * Runs `redis-benchmark -t set,get -d 64 -r 100000 -c 50 -n N -P DEPTH` against `port`; returns its SET and GET rows
+ * ({ SET, GET }), each with the CSV's columns (`rps`, `p50_latency_ms`, `p99_latency_ms`...).
+ */
+export async function redisBenchmark(port, n, depth) {
+  const c = await run(
+    'redis-benchmark',
+    'redis-benchmark',
+    [
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(port),
+      '-t',
+      'set,get',
+      '-d',
+      '64',
+      '-r',
+      '100000',
+      '-c',
+      '50',
+      '-n',
+      String(n),
+      '-P',
+      String(depth),
+      '--csv',
+    ],
+    {},
+    300000,
+  )
+  const lines = c.lines.filter((l) => l.startsWith('"'))
+  const head = (lines.find((l) => l.startsWith('"test"')) ?? '').split(',').map((h) => h.replace(/"/g, ''))
+  const out = {}
+  for (const l of lines) {
+    const cells = l.split(',').map((x) => x.replace(/"/g, ''))
+    if (cells[0] === 'SET' || cells[0] === 'GET')
+      out[cells[0]] = Object.fromEntries(head.map((h, i) => [h, Number(cells[i])]))
+  }
+  if (!out.SET || !out.GET)
+    throw new Error(`redis-benchmark (exit ${c.code}): ${c.stderr.trim().slice(-160) || c.lines.join(' ').slice(-160)}`)
+  return out
+}

@@ -15,7 +15,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import { have, configFile, startHaproxy } from '../engine/peers.mjs'
-import { Proc, cpuLine, freePort, run, waitListen } from '../engine/procs.mjs'
+import { Proc, cpuLine, freePort, redisBenchmark, run, waitListen } from '../engine/procs.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(HERE, '../..')
@@ -70,42 +70,11 @@ async function startNode(script, args) {
   return p
 }
 
-/** One redis-benchmark run: { set: {rps, p50, p99}, get: {...} } */
+/** One redis-benchmark run: { set: {rps, p50, p99}, get: {...} } (latencies in µs) */
 async function redisBench(port, pipeline) {
-  const p = await run(
-    'redis-benchmark',
-    'redis-benchmark',
-    [
-      '-h',
-      '127.0.0.1',
-      '-p',
-      String(port),
-      '-t',
-      'set,get',
-      '-d',
-      '64',
-      '-r',
-      '100000',
-      '-c',
-      '50',
-      '-n',
-      String(N),
-      '-P',
-      String(pipeline),
-      '--csv',
-    ],
-    {},
-    300000,
-  )
-  const out = {}
-  for (const line of p.lines) {
-    const f = line.split(',').map((x) => x.replace(/"/g, ''))
-    if (f[0] === 'SET' || f[0] === 'GET') {
-      out[f[0].toLowerCase()] = { rps: Number(f[1]), p50: Number(f[4]) * 1000, p99: Number(f[6]) * 1000 }
-    }
-  }
-  if (!out.set || !out.get) throw new Error(`redis-benchmark printed no result: ${p.stderr.trim().split('\n')[0]}`)
-  return { ...out, requests: 2 * N }
+  const out = await redisBenchmark(port, N, pipeline)
+  const row = (r) => ({ rps: r.rps, p50: r.p50_latency_ms * 1000, p99: r.p99_latency_ms * 1000 })
+  return { set: row(out.SET), get: row(out.GET), requests: 2 * N }
 }
 
 /** One wrk run: { rps, p50, p99, requests, errors } */
