@@ -37,8 +37,9 @@ import {
   cpuLine,
   saveResults,
   redisBenchmark,
+  median,
 } from '../engine/procs.mjs'
-import { configFile, have, startHaproxy } from '../engine/peers.mjs'
+import { configFile, have, startHaproxy, startRedis } from '../engine/peers.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const BIN = path.join(process.env.CARGO_TARGET_DIR ?? path.join(ROOT, 'target'), 'release')
@@ -83,11 +84,6 @@ const DEPTHS = [1, 16]
 const results = {} // "section/.../metric" -> samples; "row/error" -> message
 const note = (key, v) => {
   if (Number.isFinite(v)) (results[key] ??= []).push(v)
-}
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = s.length >> 1
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
 }
 const med = (key) => (results[key]?.length ? median(results[key]) : undefined)
 
@@ -268,30 +264,6 @@ const MANY_ROWS = [
 // ---------------------------------------------------------------- redis
 
 let redis = null
-async function startRedis() {
-  const port = await freePort()
-  const p = new Proc('redis-server', 'redis-server', [
-    '--port',
-    String(port),
-    '--bind',
-    '127.0.0.1',
-    '--save',
-    '',
-    '--appendonly',
-    'no',
-    '--protected-mode',
-    'no',
-    '--daemonize',
-    'no',
-    '--logfile',
-    '',
-    '--loglevel',
-    'warning',
-  ])
-  await waitListen(port)
-  return { p, port }
-}
-
 async function redisSection() {
   redis = await startRedis()
   try {
@@ -315,10 +287,10 @@ async function redisSection() {
             }
             const n = CFG.redisN[depth]
             const p0 = proxy?.cpuSecs() ?? 0
-            const r0 = redis.p.cpuSecs()
+            const r0 = redis.proc.cpuSecs()
             const out = await redisBenchmark(port, n, depth)
             const p1 = proxy?.cpuSecs() ?? 0
-            const r1 = redis.p.cpuSecs()
+            const r1 = redis.proc.cpuSecs()
             const reqM = (2 * n) / 1e6
             note(`${key}/set`, out.SET.rps)
             note(`${key}/get`, out.GET.rps)
@@ -337,7 +309,7 @@ async function redisSection() {
       }
     }
   } finally {
-    await redis.p.stop()
+    await redis.proc.stop()
   }
 }
 
@@ -603,7 +575,7 @@ async function countsSection() {
       })
     }
   } finally {
-    await redis.p.stop()
+    await redis.proc.stop()
   }
   const diag = MANY_ROWS.at(-1)
   for (const [name, start] of [...rows, [diag[0], diag[2]]]) {

@@ -1,10 +1,10 @@
-// Peer proxies shared by the benchmarks: HAProxy in TCP mode with one thread, started from a
-// generated configuration and awaited until it listens.
+// Peers shared by the benchmarks: HAProxy in TCP mode with one thread, started from a generated configuration and
+// awaited until it listens, and redis-server without persistence.
 import { execFileSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { Proc, waitListen } from './procs.mjs'
+import { Proc, freePort, waitListen } from './procs.mjs'
 
 /** True when `cmd` is on the PATH. */
 export function have(cmd) {
@@ -53,4 +53,29 @@ export async function startHaproxy(listen, upstream, { pin = false, maxconn = 20
     throw new Error(`${e.message} ${p.stderr}`)
   })
   return p
+}
+
+/** A redis-server on a free loopback port, without persistence, awaited until it listens: { port, proc }. */
+export async function startRedis() {
+  const port = await freePort()
+  const proc = new Proc('redis-server', 'redis-server', [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+    '--protected-mode',
+    'no',
+    '--daemonize',
+    'no',
+    '--logfile',
+    '',
+    '--loglevel',
+    'warning',
+  ])
+  await waitListen(port)
+  return { port, proc }
 }

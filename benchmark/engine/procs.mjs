@@ -207,6 +207,13 @@ export async function waitPort(port, timeoutMs = 10000) {
   throw new Error(`port ${port} not listening after ${timeoutMs} ms`)
 }
 
+/** The median of a list of numbers (NaN when empty). */
+export function median(xs) {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >> 1
+  return s.length === 0 ? NaN : s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
+}
+
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
 /** Waits until something listens on the loopback `port` (read from /proc, no connection made). */

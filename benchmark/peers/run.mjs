@@ -14,8 +14,8 @@ import { existsSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-import { have, configFile, startHaproxy } from '../engine/peers.mjs'
-import { Proc, cpuLine, freePort, redisBenchmark, run, waitListen } from '../engine/procs.mjs'
+import { have, configFile, startHaproxy, startRedis } from '../engine/peers.mjs'
+import { Proc, cpuLine, freePort, median, redisBenchmark, run, waitListen } from '../engine/procs.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(HERE, '../..')
@@ -24,27 +24,6 @@ const REPS = Number(process.env.BENCH_REPS ?? 2)
 const N = Number(process.env.BENCH_REDIS_N ?? 200000)
 const HTTP_SECONDS = Number(process.env.BENCH_HTTP_SECONDS ?? 4)
 const ONLY = (process.env.BENCH_ONLY ?? 'redis,http').split(',')
-
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
-}
-
-async function startRedis() {
-  const port = await freePort()
-  const p = new Proc('redis-server', 'redis-server', [
-    '--port',
-    String(port),
-    '--bind',
-    '127.0.0.1',
-    '--save',
-    '',
-    '--appendonly',
-    'no',
-  ])
-  await waitListen(port)
-  return { port, proc: p }
-}
 
 async function startNutcracker(backends) {
   const port = await freePort()

@@ -350,10 +350,7 @@ impl Core {
         for &len in lens {
             let seq = self.open_slot(slot, Slot::Waiting);
             let head = match &body {
-                Body::Range(b, s, _) => {
-                    let s = s + at;
-                    SmallVec::<[u8; 32]>::from_slice(&b[s..s + len.min(HEAD_PEEK)])
-                }
+                Body::Range(b, s, _) => head_of(&Body::Range(b, s + at, s + at + len)),
                 frags => head_of(frags),
             };
             self.expect_reply(slot, ts, seq, None, &head);
@@ -415,14 +412,14 @@ impl Core {
         out: &mut Egress,
     ) -> bool {
         let p = self.at(slot);
-        let Some(req) = p.progs.requests.clone() else {
+        let Some(cfg) = p.progs.requests.as_ref().and_then(|r| r.redis.as_ref()) else {
             return false;
         };
-        let Some(cfg) = req.redis.as_ref() else {
-            return false;
-        };
-        let c = p.exchange.client();
-        let state = c.redis.get_or_insert_with(|| ClientState::new(cfg));
+        let state = p
+            .exchange
+            .client()
+            .redis
+            .get_or_insert_with(|| ClientState::new(cfg));
         let (reply, end) = match crate::redis::plan(frags, len, meta, cfg, state) {
             Plan::Forward(_) => return false,
             Plan::Split(split) => return self.split(slot, &split, out),
@@ -497,15 +494,19 @@ impl Core {
         true
     }
 
-    /// Opens the client's next slot, counted; a client with `max_pending`
-    /// slots stops being read.
-    fn open_slot(&mut self, slot: SlotIdx, s: Slot) -> u64 {
-        let max = self
-            .at_ref(slot)
+    /// The client's `max_pending`, when it is in requests mode.
+    fn max_pending(&self, slot: SlotIdx) -> Option<usize> {
+        self.at_ref(slot)
             .progs
             .requests
             .as_ref()
-            .map(|r| r.max_pending);
+            .map(|r| r.max_pending)
+    }
+
+    /// Opens the client's next slot, counted; a client with `max_pending`
+    /// slots stops being read.
+    fn open_slot(&mut self, slot: SlotIdx, s: Slot) -> u64 {
+        let max = self.max_pending(slot);
         let p = self.at(slot);
         let seq = p.exchange.open(s);
         p.count(|s| &s.requests, 1);
@@ -579,12 +580,7 @@ impl Core {
         if !sent {
             return;
         }
-        let max = self
-            .at_ref(slot)
-            .progs
-            .requests
-            .as_ref()
-            .map(|r| r.max_pending);
+        let max = self.max_pending(slot);
         let p = self.at(slot);
         let n = p.exchange.slots();
         p.gauge(|s| &s.pending_requests, n);

@@ -332,11 +332,11 @@ impl Core {
         lens: &[usize],
         out: &mut Egress,
     ) {
-        let count = lens.len() as u64;
-        let total: usize = lens.iter().sum();
         if self.is_client(slot) {
             return self.apply_requests_run(slot, resolved, block, start, lens, out);
         }
+        let count = lens.len() as u64;
+        let total: usize = lens.iter().sum();
         match resolved {
             Resolved::Drop(reason) => self.at(slot).count_drops(reason, count, total),
             Resolved::Redirect {
@@ -358,11 +358,7 @@ impl Core {
                     .count_drops(DropReason::DeadTarget, count, total),
             },
             Resolved::Pass | Resolved::Reply | Resolved::Redirect { ingress: true, .. } => {
-                let mut at = start;
-                for &len in lens {
-                    self.apply(slot, resolved, Body::Range(block, at, at + len), len, out);
-                    at += len;
-                }
+                self.apply_each(slot, resolved, block, start, lens, out);
             }
         }
     }
@@ -393,6 +389,19 @@ impl Core {
                 }
             }
         }
+        self.apply_each(slot, resolved, block, start, lens, out);
+    }
+
+    /// Carries out one verdict for consecutive messages of `block`, one at a time.
+    fn apply_each(
+        &mut self,
+        slot: SlotIdx,
+        resolved: Resolved,
+        block: &Bytes,
+        start: usize,
+        lens: &[usize],
+        out: &mut Egress,
+    ) {
         let mut at = start;
         for &len in lens {
             self.apply(slot, resolved, Body::Range(block, at, at + len), len, out);
