@@ -141,7 +141,7 @@ impl Core {
             return;
         };
         if d.sessions_cfg().is_some() {
-            return self.to_session(slot, from, data);
+            return self.route_to_session(slot, from, data);
         }
         let from = from.filter(|_| d.role == DgramRole::Bound);
         self.receive_dgram(slot, from, data);
@@ -176,7 +176,7 @@ impl Core {
 
     /// A datagram read by a bound socket with sessions: to the session of
     /// its sender, created on its first datagram.
-    fn to_session(&mut self, slot: SlotIdx, from: Option<Addr>, data: Bytes) {
+    fn route_to_session(&mut self, slot: SlotIdx, from: Option<Addr>, data: Bytes) {
         let len = data.len();
         // The bound socket counts every datagram it reads; a session counts those it takes.
         self.at(slot).count(|s| &s.bytes_in, len as u64);
