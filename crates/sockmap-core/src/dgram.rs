@@ -18,7 +18,7 @@ use std::io;
 #[cfg(target_os = "linux")]
 use std::net::SocketAddr;
 #[cfg(target_os = "linux")]
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -70,91 +70,112 @@ pub(crate) struct Datagram {
     pub(crate) data: Bytes,
 }
 
+/// What to open a datagram socket as.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum DgramOpen<'a> {
+    /// A UDP socket bound on the address (port 0 picks one).
+    BindUdp(std::net::SocketAddr),
+    /// A UDP socket connected to the peer, bound to the local address if given (else any port of the peer's family).
+    ConnectUdp(std::net::SocketAddr, Option<std::net::SocketAddr>),
+    /// A Unix datagram socket bound on the name (a path is removed again when it closes).
+    BindUnix(&'a crate::sock::UnixName),
+    /// A Unix datagram socket connected to the peer, bound to the local name if given (a client must be bound to
+    /// receive replies).
+    ConnectUnix(&'a crate::sock::UnixName, Option<&'a crate::sock::UnixName>),
+}
+
 /// A datagram socket (non-blocking once the engine holds it).
 #[derive(Debug)]
+#[cfg(target_os = "linux")]
 pub struct DgramSock {
-    #[cfg(target_os = "linux")]
     pub(crate) fd: OwnedFd,
     /// The file a Unix socket bound to a path removes when it closes.
-    #[cfg(target_os = "linux")]
     pub(crate) file: Option<crate::sock::SocketFile>,
+}
+
+/// A datagram socket: none outside Linux, where opening one fails with `EOPNOTSUPP`.
+#[derive(Debug)]
+#[cfg(not(target_os = "linux"))]
+pub enum DgramSock {}
+
+#[cfg(not(target_os = "linux"))]
+impl DgramSock {
+    pub(crate) fn open(_: DgramOpen<'_>) -> std::io::Result<(DgramSock, Addr)> {
+        Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
 }
 
 #[cfg(target_os = "linux")]
 impl DgramSock {
-    /// Binds a UDP socket on `addr` (port 0 picks one); returns it and its address.
+    /// Opens a datagram socket as `what` says; returns it and its local address.
     ///
     /// # Errors
-    /// The bind error.
-    pub(crate) fn bind_udp(addr: SocketAddr) -> io::Result<(DgramSock, SocketAddr)> {
-        let s = std::net::UdpSocket::bind(addr)?;
-        s.set_nonblocking(true)?;
-        let local = s.local_addr()?;
-        Ok((DgramSock::udp(s), local))
-    }
-
-    /// A UDP socket connected to `peer`, bound to `local` (else any port of
-    /// the peer's family); returns it and its local address.
-    ///
-    /// # Errors
-    /// The bind or connect error.
-    pub(crate) fn connect_udp(
-        peer: SocketAddr,
-        local: Option<SocketAddr>,
-    ) -> io::Result<(DgramSock, SocketAddr)> {
-        let local = local.unwrap_or_else(|| match peer {
-            SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
-            SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
-        });
-        let s = std::net::UdpSocket::bind(local)?;
-        s.connect(peer)?;
-        s.set_nonblocking(true)?;
-        let local = s.local_addr()?;
-        Ok((DgramSock::udp(s), local))
-    }
-
-    fn udp(s: std::net::UdpSocket) -> DgramSock {
-        DgramSock {
-            fd: s.into(),
-            file: None,
-        }
-    }
-
-    /// Binds a Unix datagram socket on `name`; a path is removed again when it closes.
-    ///
-    /// # Errors
-    /// The bind error (`EADDRINUSE` for a path that exists).
-    pub(crate) fn bind_unix(name: &UnixName) -> io::Result<(DgramSock, UnixName)> {
-        let s = std::os::unix::net::UnixDatagram::bind_addr(&name.to_addr()?)?;
-        let file = match name {
-            UnixName::Path(p) => Some(crate::sock::SocketFile::of(p.clone())?),
-            _ => None,
-        };
-        s.set_nonblocking(true)?;
-        let local = UnixName::of(&s.local_addr()?);
-        Ok((DgramSock { fd: s.into(), file }, local))
-    }
-
-    /// A Unix datagram socket connected to `peer`, bound to `local` if given
-    /// (a client must be bound to receive replies).
-    ///
-    /// # Errors
-    /// The bind or connect error (`ENOENT`, `ECONNREFUSED`).
-    pub(crate) fn connect_unix(peer: &UnixName, local: Option<&UnixName>) -> io::Result<DgramSock> {
-        let (s, file) = match local {
-            Some(l) => {
-                let s = std::os::unix::net::UnixDatagram::bind_addr(&l.to_addr()?)?;
-                let file = match l {
-                    UnixName::Path(p) => Some(crate::sock::SocketFile::of(p.clone())?),
-                    _ => None,
-                };
-                (s, file)
+    /// The bind or connect error (`EADDRINUSE`, `ENOENT`, `ECONNREFUSED`...).
+    pub(crate) fn open(what: DgramOpen<'_>) -> io::Result<(DgramSock, Addr)> {
+        use std::os::unix::net::UnixDatagram;
+        let (fd, file): (OwnedFd, _) = match what {
+            DgramOpen::BindUdp(addr) => (std::net::UdpSocket::bind(addr)?.into(), None),
+            DgramOpen::ConnectUdp(peer, local) => {
+                let local = local.unwrap_or_else(|| match peer {
+                    SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+                    SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+                });
+                let s = std::net::UdpSocket::bind(local)?;
+                s.connect(peer)?;
+                (s.into(), None)
             }
-            None => (std::os::unix::net::UnixDatagram::unbound()?, None),
+            DgramOpen::BindUnix(name) => {
+                let s = UnixDatagram::bind_addr(&name.to_addr()?)?;
+                (s.into(), socket_file(name)?)
+            }
+            DgramOpen::ConnectUnix(peer, local) => {
+                let (s, file) = match local {
+                    Some(l) => (UnixDatagram::bind_addr(&l.to_addr()?)?, socket_file(l)?),
+                    None => (UnixDatagram::unbound()?, None),
+                };
+                s.connect_addr(&peer.to_addr()?)?;
+                (s.into(), file)
+            }
         };
-        s.connect_addr(&peer.to_addr()?)?;
-        s.set_nonblocking(true)?;
-        Ok(DgramSock { fd: s.into(), file })
+        let sock = DgramSock { fd, file };
+        let local = sock.local_addr()?;
+        // SAFETY: plain fcntl calls on a descriptor this socket owns.
+        unsafe {
+            let flags = libc::fcntl(sock.fd.as_raw_fd(), libc::F_GETFL);
+            if flags < 0
+                || libc::fcntl(sock.fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok((sock, local))
+    }
+
+    /// The address the socket is bound to.
+    fn local_addr(&self) -> io::Result<Addr> {
+        let mut st: libc::sockaddr_storage = zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: getsockname writes at most `len` bytes into `st`, a sockaddr_storage of that size.
+        let r = unsafe {
+            libc::getsockname(
+                self.fd.as_raw_fd(),
+                (&mut st as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        decode(&st, len).ok_or_else(|| io::Error::from_raw_os_error(libc::EAFNOSUPPORT))
+    }
+}
+
+/// The file a Unix socket bound to `name` removes when it closes (a path; none for an abstract name).
+#[cfg(target_os = "linux")]
+fn socket_file(name: &UnixName) -> io::Result<Option<crate::sock::SocketFile>> {
+    match name {
+        UnixName::Path(p) => Ok(Some(crate::sock::SocketFile::of(p.clone())?)),
+        _ => Ok(None),
     }
 }
 

@@ -218,6 +218,16 @@ fn inet_result(id: SockId, local: SocketAddr) -> ListenResult {
     }
 }
 
+/// The id and name of a Unix socket bound to `path`, as `listen()` reports them.
+fn unix_result(id: SockId, local: &UnixName, path: String) -> ListenResult {
+    ListenResult {
+        id: id.as_u64() as f64,
+        address: unix_path(local).unwrap_or(path),
+        port: 0,
+        family: "Unix".to_string(),
+    }
+}
+
 fn engine_err(e: Errno, what: &str) -> Error {
     error_of(e, what)
 }
@@ -396,12 +406,7 @@ impl BindingEngine {
                 .handle
                 .listen_tls(addr, backlog.unwrap_or(DEFAULT_BACKLOG), tls)
                 .map_err(|e| engine_err(e, "listen failed"))?;
-            Ok(ListenResult {
-                id: id.as_u64() as f64,
-                address: local.ip().to_string(),
-                port: u32::from(local.port()),
-                family: if local.is_ipv4() { "IPv4" } else { "IPv6" }.to_string(),
-            })
+            Ok(inet_result(id, local))
         })
     }
 
@@ -414,12 +419,7 @@ impl BindingEngine {
                 .handle
                 .listen_unix(&unix_name(&path), backlog.unwrap_or(DEFAULT_BACKLOG))
                 .map_err(|e| engine_err(e, "listen failed"))?;
-            Ok(ListenResult {
-                id: id.as_u64() as f64,
-                address: unix_path(&local).unwrap_or(path),
-                port: 0,
-                family: "Unix".to_string(),
-            })
+            Ok(unix_result(id, &local, path))
         })
     }
 
@@ -559,12 +559,7 @@ impl BindingEngine {
                 .handle
                 .bind_unix_dgram(&unix_name(&path), sessions.as_ref().map(session_config))
                 .map_err(|e| engine_err(e, "bind failed"))?;
-            Ok(ListenResult {
-                id: id.as_u64() as f64,
-                address: unix_path(&local).unwrap_or(path),
-                port: 0,
-                family: "Unix".to_string(),
-            })
+            Ok(unix_result(id, &local, path))
         })
     }
 
