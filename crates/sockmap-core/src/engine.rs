@@ -332,6 +332,8 @@ impl Engine {
                 starved: a.starved + r.starved,
                 stale: a.stale + r.stale,
                 spliced: a.spliced + r.spliced,
+                segmented: a.segmented + r.segmented,
+                coalesced: a.coalesced + r.coalesced,
             }
         })
     }

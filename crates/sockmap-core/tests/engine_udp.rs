@@ -224,3 +224,43 @@ fn unix_datagram_sessions_answer_bound_clients() {
         std::fs::remove_file(&cpath).unwrap();
     }
 }
+
+#[test]
+fn offloads_keep_every_datagram_whole() {
+    for cfg in backend_configs() {
+        let mut h = Harness::with_config(cfg);
+        let (bound, local) = h
+            .h()
+            .bind_udp("127.0.0.1:0".parse().unwrap(), None)
+            .unwrap();
+        h.h().resume(bound);
+        let (c, _) = h.h().connect_udp(local, None, None).unwrap();
+        // Datagrams of one size (and a shorter last one) that queue together go as one segmented send, coalesced
+        // on receipt; bursts until one did (the I/O thread may take a burst's sends over several turns).
+        let mut req = 0;
+        for round in 0..50u8 {
+            let sent: Vec<Vec<u8>> = (0..40u8)
+                .map(|i| vec![i ^ round; if i == 39 { 300 } else { 1200 }])
+                .collect();
+            for d in &sent {
+                req += 1;
+                h.h().send(c, Bytes::from(d.clone()), req);
+            }
+            for want in &sent {
+                let got = h.wait(|e| match e {
+                    Event::Datagram { sock, data, .. } if *sock == bound => {
+                        Some(frags_to_vec(data))
+                    }
+                    _ => None,
+                });
+                assert_eq!(&got, want, "round {round}");
+            }
+            let st = h.engine.backend_stats();
+            if st.segmented > 0 && st.coalesced > 0 {
+                break;
+            }
+            assert!(round < 49, "never segmented and coalesced: {st:?}");
+        }
+        h.engine.shutdown();
+    }
+}

@@ -88,6 +88,10 @@ pub struct BackendStatsJs {
     pub stale: f64,
     /// Read passes that spliced bytes nothing inspects (epoll).
     pub spliced: f64,
+    /// Datagrams sent as segments of `UDP_SEGMENT` sends (GSO).
+    pub segmented: f64,
+    /// Datagrams received coalesced with others by `UDP_GRO`.
+    pub coalesced: f64,
 }
 
 fn backend_info(i: &BackendInfo) -> BackendInfoJs {
@@ -339,6 +343,8 @@ impl BindingEngine {
             starved: s.starved as f64,
             stale: s.stale as f64,
             spliced: s.spliced as f64,
+            segmented: s.segmented as f64,
+            coalesced: s.coalesced as f64,
         }
     }
 
