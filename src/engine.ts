@@ -354,6 +354,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       attachPrograms: (map, id, opts) => self.#attach(map, id, opts),
       pair: (a, b, opts) => self.pair(a as Socket, b as Socket, opts),
       holdChanges: () => self.#holdChanges(),
+      releaseChanges: () => self.#releaseChanges(),
     }
     this.#runner = new BatchRunner(this.#host)
     this.#report = (err) => this.reportError(err)
@@ -361,6 +362,7 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   readonly #report: (err: SockmapError) => void
   #changesHeld = false
+  #holds = 0
 
   /**
    * Map changes and pairings made in one synchronous run of JavaScript reach the I/O threads together, when it ends:
@@ -369,12 +371,19 @@ export class Engine extends EventEmitter<EngineEvents> {
   #holdChanges(): void {
     if (this.#changesHeld) return
     this.#changesHeld = true
+    const hold = ++this.#holds
     this.#binding.holdChanges()
     queueMicrotask(() => {
-      this.#changesHeld = false
-      this.#binding.releaseChanges()
+      if (hold === this.#holds) this.#releaseChanges()
     })
   }
+
+  #releaseChanges(): void {
+    if (!this.#changesHeld) return
+    this.#changesHeld = false
+    this.#binding.releaseChanges()
+  }
+
   /** Consumed bytes per socket, sent to the engine once per turn of the JavaScript thread. */
   readonly #acks = new Map<number, number>()
   #ackScheduled = false

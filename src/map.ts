@@ -115,6 +115,8 @@ export interface MapHost {
   readonly binding: BindingEngine
   /** Holds the engine's map changes until this JavaScript task ends, so the I/O threads take them together. */
   holdChanges(): void
+  /** Sends the held map changes now (before answers that may depend on them). */
+  releaseChanges(): void
   socketById(id: number): Socket | undefined
   attachPrograms(map: SockMap | SockHash, id: number, options: AttachOptions): void
 }

@@ -13,11 +13,13 @@
 //! the last hold ends, so that an I/O thread never judges a message between
 //! two changes the application made as one (a pair of partners stored under
 //! each other's ids). The registry itself changes at once: lookups, sizes and
-//! errors never wait for a hold.
+//! errors never wait for a hold, and a command to an I/O thread sends what
+//! is held before it.
 
 #[cfg(test)]
 use std::sync::atomic::AtomicU64;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use smallvec::SmallVec;
@@ -102,6 +104,9 @@ pub(crate) struct Shared {
     registry: Mutex<Registry>,
     pub(crate) shards: Shards,
     sinks: OnceLock<Vec<MapSink>>,
+    /// Whether the application holds its changes (`Registry::hold` above 0),
+    /// read without the lock by every command.
+    pub(crate) held: AtomicBool,
     /// TLS counters of every shard.
     pub(crate) tls: crate::tls::TlsStats,
     /// Times the registry was locked (unit tests count them).
@@ -137,6 +142,7 @@ impl Shared {
             registry: Mutex::new(registry),
             shards,
             sinks: OnceLock::new(),
+            held: AtomicBool::new(false),
             tls: crate::tls::TlsStats::default(),
             #[cfg(test)]
             locks: AtomicU64::new(0),
