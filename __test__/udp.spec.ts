@@ -210,5 +210,6 @@ describe.skipIf(dgramFamilies.length === 0)('a bound UDP socket', () => {
     const b = await engine.bindUdp({ port: 0 })
     await expect(engine.bindUdp({ port: b.address().port })).rejects.toMatchObject({ code: 'EADDRINUSE' })
     expect(() => b.send('x', 0)).toThrow(RangeError)
+    expect(() => b.send('x', 53, 'not-an-ip')).toThrow(TypeError)
   })
 })

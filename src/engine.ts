@@ -44,7 +44,7 @@ import {
   type SocketHost,
 } from './socket'
 import { addStats, toPrometheus, zeroStats, type EngineStats, type MapStats } from './stats'
-import { assertIntInRange, assertObject, assertOneOf, assertString } from './validate'
+import { assertIntInRange, assertObject, assertOneOf, assertString, assertUnixName } from './validate'
 import { BatchRunner } from './batch'
 import { DatagramSocket, sessionsSpec, type DatagramBindOptions, type DatagramConnectOptions } from './dgram'
 import { Verdict, type MsgVerdictFunction, type ParseFunction, type VerdictFunction } from './verdict'
@@ -249,21 +249,13 @@ export interface UnixConnectOptions extends ConnectCommonOptions {
   port?: undefined
 }
 
-/**
- * Checks a Unix socket path option: a path of 1 to 107 bytes without NUL, or an abstract name (a leading NUL, then 1
- * to 107 bytes of any value).
- */
+/** Checks a Unix socket path option (see {@link assertUnixName}), which excludes `host` and `port`. */
 function assertUnixPath(options: Record<string, unknown>, name = 'options.path'): string {
   const path = options.path
-  assertString(name, path)
+  assertUnixName(name, path)
   if (options.host !== undefined || options.port !== undefined) {
     throw new TypeError('options.path cannot be combined with options.host or options.port')
   }
-  const abstract = path.startsWith('\0')
-  const bytes = Buffer.byteLength(path) - (abstract ? 1 : 0)
-  if (bytes === 0 || bytes > 107) throw new RangeError(`options.path must be 1 to 107 bytes, got ${bytes}`)
-  if (!abstract && path.includes('\0'))
-    throw new TypeError('options.path must not contain NUL but as its first character')
   return path
 }
 
