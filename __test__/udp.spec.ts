@@ -4,11 +4,12 @@
 // a bound socket's 'message' with its sender and its send(data, port, host); argument errors.
 import dgram from 'node:dgram'
 import { once } from 'node:events'
+import { existsSync } from 'node:fs'
 import net from 'node:net'
 import { describe, expect, it } from 'vitest'
 
 import { rules, type DatagramSocket, type Socket } from '../src/index'
-import { dgramFamilies } from './families'
+import { dgramFamilies, unixName } from './families'
 import { deadline, engineScope, until } from './helpers'
 
 const { newEngine, clients } = engineScope()
@@ -168,6 +169,32 @@ describe.skipIf(dgramFamilies.length === 0)('a connected UDP source into a slow 
     p.close()
     srv.close()
   }, 60000)
+})
+
+describe.skipIf(dgramFamilies.length === 0)('Unix datagram sessions', () => {
+  it('answer each bound client by its name, and leave nothing behind', async () => {
+    const engine = newEngine()
+    const clientsEngine = newEngine()
+    const path = unixName('unix')
+    const gw = await engine.bindUdp({ path, sessions: { idleTimeoutMs: 200 } })
+    expect(gw.address()).toEqual({ address: path, port: 0, family: 'Unix' })
+    const seen: string[] = []
+    gw.on('session', (s) => {
+      seen.push(s.remoteAddress!.address)
+      s.on('message', (m) => void s.send(Buffer.concat([Buffer.from('re:'), m])))
+    })
+    const names = [unixName('abstract'), unixName('unix')]
+    for (const [i, localPath] of names.entries()) {
+      const c = await clientsEngine.connectUdp({ path, localPath })
+      const reply = deadline(once(c, 'message'), 5000, 'reply') as Promise<[Buffer]>
+      await c.send(`hello ${i}`)
+      expect((await reply)[0].toString()).toBe(`re:hello ${i}`)
+    }
+    expect(seen).toEqual(names)
+    gw.destroy()
+    await until(() => gw.closed, 5000, 'closed')
+    expect(existsSync(path)).toBe(false)
+  })
 })
 
 describe.skipIf(dgramFamilies.length === 0)('a bound UDP socket', () => {
