@@ -1,14 +1,15 @@
 // Datagram sockets beyond the redirect matrix: a UDP gateway with sessions carrying 1,000 node:dgram clients to two
 // upstream echo servers (hash by session) and every reply back to its own client, idle sessions and their upstreams
 // closing, counters exact; a flood into a slow upstream whose drop counter equals the datagrams that did not arrive;
-// a bound socket's 'message' with its sender and its send(data, port, host); argument errors.
+// a connected UDP source into a slow stream, the kernel's drops counted; Unix datagram sessions answering clients by
+// name; a bound socket's 'message' with its sender and its send(data, port, host); argument errors.
 import dgram from 'node:dgram'
 import { once } from 'node:events'
 import { existsSync } from 'node:fs'
 import net from 'node:net'
 import { describe, expect, it } from 'vitest'
 
-import { rules, type DatagramSocket, type Socket } from '../src/index'
+import { rules, type DatagramSocket, type Engine, type Socket } from '../src/index'
 import { dgramFamilies, unixName } from './families'
 import { deadline, engineScope, until } from './helpers'
 
@@ -20,6 +21,21 @@ async function udp4(): Promise<dgram.Socket> {
   s.bind(0, '127.0.0.1')
   await deadline(once(s, 'listening'), 5000, 'dgram bind')
   return s
+}
+
+/** An engine socket connected to a node:net peer that reads nothing until resumed. */
+async function slowUpstream(engine: Engine): Promise<{ up: Socket; peer: net.Socket; srv: net.Server }> {
+  let peer: net.Socket | undefined
+  const srv = net.createServer((s) => {
+    peer = s
+    clients.push(s)
+    s.pause()
+  })
+  srv.listen(0, '127.0.0.1')
+  await deadline(once(srv, 'listening'), 5000, 'listen')
+  const up = await engine.connect({ port: (srv.address() as net.AddressInfo).port })
+  await until(() => peer !== undefined, 5000, 'accepted')
+  return { up, peer: peer!, srv }
 }
 
 describe.skipIf(dgramFamilies.length === 0)('UDP sessions', () => {
@@ -86,16 +102,7 @@ describe.skipIf(dgramFamilies.length === 0)('UDP sessions', () => {
     const map = engine.sockHash({ maxEntries: 4 })
     map.attach({ verdict: rules.redirect(map, 'up') })
     // The slow upstream: a TCP peer that reads nothing during the flood.
-    let peer: net.Socket | undefined
-    const srv = net.createServer((s) => {
-      peer = s
-      clients.push(s)
-      s.pause()
-    })
-    srv.listen(0, '127.0.0.1')
-    await deadline(once(srv, 'listening'), 5000, 'listen')
-    const up = await engine.connect({ port: (srv.address() as net.AddressInfo).port })
-    await until(() => peer !== undefined, 5000, 'accepted')
+    const { up, peer, srv } = await slowUpstream(engine)
     map.set('up', up)
     let session: Socket | undefined
     gw.on('session', (s) => {
@@ -115,8 +122,8 @@ describe.skipIf(dgramFamilies.length === 0)('UDP sessions', () => {
     expect(dropped).toBeGreaterThan(0)
     expect(session!.stats().dropped).toBe(dropped)
     let arrived = 0
-    peer!.on('data', (d: Buffer) => (arrived += d.length))
-    peer!.resume()
+    peer.on('data', (d: Buffer) => (arrived += d.length))
+    peer.resume()
     await until(() => arrived === (total - session!.stats().droppedOverflow) * size, 10000, 'the rest arrives')
     expect(session!.stats().droppedOverflow).toBe(dropped + 0)
     expect(gw.stats().dropped).toBe(0)
@@ -130,16 +137,7 @@ describe.skipIf(dgramFamilies.length === 0)('a connected UDP source into a slow 
     const engine = newEngine({ sendHighWatermark: 4096, sendLowWatermark: 1024 })
     const map = engine.sockHash({ maxEntries: 4 })
     map.attach({ verdict: rules.redirect(map, 'up') })
-    let peer: net.Socket | undefined
-    const srv = net.createServer((s) => {
-      peer = s
-      clients.push(s)
-      s.pause()
-    })
-    srv.listen(0, '127.0.0.1')
-    await deadline(once(srv, 'listening'), 5000, 'listen')
-    const up = await engine.connect({ port: (srv.address() as net.AddressInfo).port })
-    await until(() => peer !== undefined, 5000, 'accepted')
+    const { up, peer, srv } = await slowUpstream(engine)
     const p = await udp4()
     const src = await engine.connectUdp({ port: p.address().port })
     map.set('up', up).set('src', src)
@@ -151,8 +149,8 @@ describe.skipIf(dgramFamilies.length === 0)('a connected UDP source into a slow 
       )
     for (let i = 0; i < total; i += 100) await Promise.all(Array.from({ length: 100 }, (_, j) => send(i + j)))
     let arrived = 0
-    peer!.on('data', (d: Buffer) => (arrived += d.length))
-    peer!.resume()
+    peer.on('data', (d: Buffer) => (arrived += d.length))
+    peer.resume()
     // The kernel tells its drop count with the next datagram read, so markers follow until one arrives after the
     // last drop (one may find the receive buffer still full, and be dropped too): then every datagram sent arrived
     // or is counted.
