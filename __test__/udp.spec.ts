@@ -2,16 +2,17 @@
 // upstream echo servers (hash by session) and every reply back to its own client, idle sessions and their upstreams
 // closing, counters exact; a flood into a slow upstream whose drop counter equals the datagrams that did not arrive;
 // a connected UDP source into a slow stream, the kernel's drops counted; Unix datagram sessions answering clients by
-// name; a bound socket's 'message' with its sender and its send(data, port, host); argument errors.
+// name; a stream into a datagram socket, a message above the datagram limit counted (EMSGSIZE); a bound socket's
+// 'message' with its sender and its send(data, port, host); argument errors.
 import dgram from 'node:dgram'
 import { once } from 'node:events'
 import { existsSync } from 'node:fs'
 import net from 'node:net'
 import { describe, expect, it } from 'vitest'
 
-import { rules, type DatagramSocket, type Engine, type Socket } from '../src/index'
-import { dgramFamilies, unixName } from './families'
-import { deadline, engineScope, until } from './helpers'
+import { parsers, rules, type DatagramSocket, type Engine, type Socket } from '../src/index'
+import { clientOn, dgramFamilies, unixName } from './families'
+import { deadline, engineScope, frame, until } from './helpers'
 
 const { newEngine, clients } = engineScope()
 
@@ -167,6 +168,30 @@ describe.skipIf(dgramFamilies.length === 0)('a connected UDP source into a slow 
     p.close()
     srv.close()
   }, 60000)
+})
+
+describe.skipIf(dgramFamilies.length === 0)('a stream into a datagram socket', () => {
+  it('sends each message as one datagram and counts one above the datagram limit (EMSGSIZE)', async () => {
+    const engine = newEngine()
+    const { client, sock, server } = await clientOn(engine, 'tcp4', clients)
+    const peer = await udp4()
+    const got: Buffer[] = []
+    peer.on('message', (m) => got.push(m))
+    const dst = await engine.connectUdp({ port: peer.address().port, near: sock })
+    const map = engine.sockHash({ maxEntries: 4 })
+    map.attach({ parser: parsers.lengthField(), verdict: rules.redirect(map, 'dst') })
+    map.set('dst', dst).set('src', sock)
+    const small = [frame('before'), frame(Buffer.alloc(1200, 1)), frame('after')]
+    client.write(Buffer.concat([small[0]!, small[1]!, frame(Buffer.alloc(70_000, 2)), small[2]!]))
+    await until(() => got.length === 3, 5000, 'three datagrams')
+    expect(got).toEqual(small)
+    await until(() => dst.stats().droppedTooBig === 1, 5000, 'the large one counted')
+    expect(dst.stats().dropped).toBe(1)
+    expect(dst.stats().droppedBytes).toBe(70_004)
+    expect(sock.stats().redirectedEgress).toBe(4)
+    peer.close()
+    await server.close()
+  })
 })
 
 describe.skipIf(dgramFamilies.length === 0)('Unix datagram sessions', () => {
