@@ -71,6 +71,7 @@ fn external_parser_frames_many_messages_per_crossing() {
             max_messages: 64,
             max_delay: Duration::from_micros(50),
             max_in_flight: 2,
+            ..BatchConfig::default()
         },
         ..EngineConfig::default()
     };
@@ -168,12 +169,10 @@ fn external_msg_verdict_with_edits_in_order() {
     *targets_cell.lock().unwrap() = Some(targets);
     let m = h.h().create_map(MapKind::SockHash, 8).unwrap();
     let progs = Programs {
-        msg_verdict: Some(Arc::new(MsgVerdictProg {
-            kind: MsgVerdictKind::External {
-                tag: 9,
-                peek_bytes: 64,
-            },
-        })),
+        msg_verdict: Some(Arc::new(MsgVerdictProg::new(MsgVerdictKind::External {
+            tag: 9,
+            peek_bytes: 64,
+        }))),
         ..Programs::default()
     };
     h.h().attach(m, progs).unwrap();

@@ -40,6 +40,7 @@ pub fn external_programs(
     Programs {
         parser: parser.map(|k| Arc::new(ParserProg::new(k))),
         verdict: Some(Arc::new(StreamVerdictProg {
+            on_error: Default::default(),
             kind: VerdictKind::External { tag, peek_bytes },
             propagate_fin,
         })),
@@ -273,9 +274,7 @@ impl Harness {
         use sockmap_core::program::{MsgVerdictKind, MsgVerdictProg};
         let m = self.h().create_map(MapKind::SockHash, 64).unwrap();
         let progs = Programs {
-            msg_verdict: Some(Arc::new(MsgVerdictProg {
-                kind: MsgVerdictKind::Func(f),
-            })),
+            msg_verdict: Some(Arc::new(MsgVerdictProg::new(MsgVerdictKind::Func(f)))),
             ..Programs::default()
         };
         self.h().attach(m, progs).unwrap();
