@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest'
 
-import { SockmapError, parsers, rules } from '../src/index'
+import { SockmapError, Verdict, parsers, rules, type Engine, type SockMap, type StreamMessage } from '../src/index'
 import {
   clientOf,
   collect,
+  connections,
   deadline,
   engineScope,
   errorOf,
@@ -11,10 +12,13 @@ import {
   listening,
   netServer,
   portOf,
+  readN,
   runFixture,
+  soloMap,
+  until,
 } from './helpers'
 
-const { newEngine } = engineScope()
+const { newEngine, clients } = engineScope()
 
 /** The error a promise rejects with (or a call throws), to inspect its code and message. */
 async function failure(f: () => Promise<unknown>): Promise<SockmapError> {
@@ -71,6 +75,74 @@ describe('the application misbehaving', () => {
     const results = await deadline(settled, 10_000, 'every promise settles')
     expect(results).toHaveLength(9)
     client.destroy()
+  })
+})
+
+describe('a verdict slower than the batch deadline', () => {
+  const TIMEOUT_MS = 200
+  /** A verdict that busy-waits `busyMs` on the message `slow` and sends every message to `sink`. */
+  function slowVerdict(sink: SockMap, busyMs: number, calls: string[]) {
+    return (msg: StreamMessage): Verdict => {
+      const text = msg.data.subarray(4).toString()
+      calls.push(text)
+      if (text === 'slow') {
+        const end = Date.now() + busyMs
+        while (Date.now() < end) calls.length += 0
+      }
+      return msg.redirect(sink, 0)
+    }
+  }
+
+  async function proxied(engine: Engine, busyMs: number, calls: string[]) {
+    const [a, b] = await connections(engine, 2, clients)
+    const sink = engine.sockMap({ maxEntries: 1 })
+    sink.set(0, b!.sock)
+    soloMap(engine, a!.sock, {
+      parser: parsers.lengthField({ lengthFieldLength: 4 }),
+      verdict: slowVerdict(sink, busyMs, calls),
+      onError: Verdict.PASS,
+    })
+    return { src: a!, dst: b! }
+  }
+
+  it('threads: the late batch gets onError, its answer is ignored and counted, the socket goes on', async () => {
+    const engine = newEngine({ drive: 'threads', batch: { verdictTimeoutMs: TIMEOUT_MS } })
+    const errors: SockmapError[] = []
+    engine.on('error', (e) => errors.push(e))
+    const calls: string[] = []
+    const { src, dst } = await proxied(engine, 5 * TIMEOUT_MS, calls)
+    const passed = collect(src.sock, 1)
+    src.client.write(frame('slow'))
+    // PASS is the map's onError: the message reaches the application instead of the sink.
+    expect(await passed).toEqual([frame('slow').toString('latin1')])
+    await until(() => src.sock.stats().verdictsLate === 1, 5000, 'the late answer counted')
+    expect(errors.map((e) => e.code)).toEqual(['ETIMEDOUT'])
+    expect(errors[0]!.message).toMatch(/no answer within 200 ms; its 1 items got the error verdict/)
+    const later = Buffer.concat([frame('two'), frame('three')])
+    src.client.write(later)
+    expect((await readN(dst.client, later.length)).equals(later)).toBe(true)
+    const s = src.sock.stats()
+    expect([s.messagesIn, s.passed, s.redirectedEgress, s.dropped, s.verdictTimeouts, s.verdictsLate]).toEqual([
+      3, 1, 2, 0, 1, 1,
+    ])
+    expect(engine.stats().totals.verdictTimeouts).toBe(1)
+    expect(calls).toEqual(['slow', 'two', 'three'])
+  })
+
+  it('inline: the verdict runs on the loop, so its answer is applied however long it took', async () => {
+    const engine = newEngine({ drive: 'inline', backend: 'auto', batch: { verdictTimeoutMs: TIMEOUT_MS } })
+    const errors: SockmapError[] = []
+    engine.on('error', (e) => errors.push(e))
+    const calls: string[] = []
+    const { src, dst } = await proxied(engine, 2 * TIMEOUT_MS, calls)
+    const all = Buffer.concat([frame('slow'), frame('two')])
+    src.client.write(frame('slow'))
+    await until(() => calls.length === 1, 5000, 'the slow verdict')
+    src.client.write(frame('two'))
+    expect((await readN(dst.client, all.length)).equals(all)).toBe(true)
+    const s = src.sock.stats()
+    expect([s.redirectedEgress, s.passed, s.verdictTimeouts, s.verdictsLate]).toEqual([2, 0, 0, 0])
+    expect(errors).toEqual([])
   })
 })
 
