@@ -1,3 +1,7 @@
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
 import { describe, expect, it } from 'vitest'
 
 import { SockmapError, Verdict, parsers, rules, type Engine, type SockMap, type StreamMessage } from '../src/index'
@@ -44,6 +48,23 @@ describe('OS errors reach the application by their names, with the call that fai
     }
     const elsewhere = await failure(() => engine.listen({ host: '198.51.100.1', port: 0 }))
     expect(elsewhere.code).toBe('EADDRNOTAVAIL')
+  })
+
+  it('errors the engine makes nothing of keep their names too: ENOTDIR and ELOOP (listen and connect)', async () => {
+    const engine = newEngine()
+    const dir = mkdtempSync(join(tmpdir(), 'sockmap-errno-'))
+    try {
+      const file = join(dir, 'file')
+      writeFileSync(file, '')
+      const loop = join(dir, 'loop')
+      symlinkSync(loop, loop)
+      const notDir = await failure(() => engine.listen({ path: join(file, 'sock') }))
+      expect([notDir.code, notDir.message]).toEqual(['ENOTDIR', expect.stringMatching(/listen failed/)])
+      const looped = await failure(() => engine.connect({ path: join(loop, 'sock') }))
+      expect([looped.code, looped.message]).toEqual(['ELOOP', expect.stringMatching(/connect failed/)])
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 
   it('connect: ENETUNREACH to a network without a route (a multicast address)', async () => {

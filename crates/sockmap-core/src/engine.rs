@@ -839,11 +839,12 @@ impl EngineHandle {
     /// anything read from the stream. It starts paused.
     ///
     /// # Errors
-    /// `ENOTCONN` if the stream is not connected.
+    /// `ENOTCONN` if the stream is not connected (or the errno the kernel
+    /// gave for the stream otherwise, e.g. `ENOTSOCK`).
     pub fn adopt_with(&self, stream: impl Into<Stream>, initial: Bytes) -> Result<SockId, Errno> {
         self.check_alive()?;
         let stream = stream.into();
-        stream.peer_addr().map_err(|_| Errno::NotConn)?;
+        stream.peer_addr().map_err(|e| io_err(&e))?;
         stream.set_nonblocking().map_err(|e| io_err(&e))?;
         let id = self.alloc(SockState::Established, None);
         self.command(
