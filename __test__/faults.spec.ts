@@ -82,6 +82,34 @@ describe('the application misbehaving', () => {
     expect(JSON.parse(r.stdout)).toEqual({ uncaught: ['listener bug'], text: 'onetwo', order: ['end', 'close'] })
   })
 
+  it.each(['threads', 'inline'])(
+    'a worker terminated while its engine proxies traffic (%s): peers see the end, descriptors come back',
+    async (drive) => {
+      const r = await runFixture(['worker-proxy.cjs', drive], 60_000)
+      expect(r.code, r.stdout + r.stderr).toBe(0)
+      const out = JSON.parse(r.stdout) as {
+        fdsBefore: number
+        first: Record<string, number | boolean>
+        second: { echoed: number; exact: boolean; ioThreadsAfter: number }
+      }
+      // The worker's engine held descriptors (4 clients, 4 upstreams, a listener, its backend's own); all closed.
+      expect(out.first.fdsDuring as number).toBeGreaterThan(out.fdsBefore + 8)
+      if (drive === 'threads') expect(out.first.ioThreadsDuring as number).toBeGreaterThan(0)
+      expect(out.first).toEqual({
+        // One I/O thread per shard (SOCKMAP_SHARDS may ask for several); an inline engine has none.
+        ioThreadsDuring: drive === 'inline' ? 0 : out.first.ioThreadsDuring,
+        fdsDuring: out.first.fdsDuring,
+        ioThreadsAfter: 0,
+        inFlight: true,
+        exact: true,
+        clientsClosed: 4,
+        upstreams: 4,
+        upstreamsClosed: 4,
+      })
+      expect(out.second).toEqual({ echoed: 1 << 20, exact: true, ioThreadsAfter: 0 })
+    },
+  )
+
   it('close() with sends and connects in flight settles every promise', async () => {
     const engine = newEngine()
     const server = await listening(engine)
