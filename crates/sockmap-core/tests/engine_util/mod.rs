@@ -211,7 +211,12 @@ impl Harness {
 
     /// A SockHash with a stream verdict running `rule`.
     pub fn hash_with(&self, rule: impl FnOnce(MapId) -> Rule) -> MapId {
-        let m = self.h().create_map(MapKind::SockHash, 64).unwrap();
+        self.hash_sized(64, rule)
+    }
+
+    /// [`Harness::hash_with`] holding at most `max_entries` sockets.
+    pub fn hash_sized(&self, max_entries: u32, rule: impl FnOnce(MapId) -> Rule) -> MapId {
+        let m = self.h().create_map(MapKind::SockHash, max_entries).unwrap();
         let progs = Programs {
             verdict: Some(Arc::new(StreamVerdictProg::rule(rule(m)))),
             ..Programs::default()
