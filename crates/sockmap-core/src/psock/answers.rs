@@ -299,7 +299,9 @@ impl Core {
             self.events.push_back(Event::Error {
                 sock: None,
                 code: Errno::Inval,
-                detail: format!("batch {batch}: {missing} messages had no answer and were dropped"),
+                detail: format!(
+                    "batch {batch}: {missing} messages had no answer and got the error verdict"
+                ),
             });
         }
         if invalid > 0 {
@@ -307,7 +309,7 @@ impl Core {
                 sock: None,
                 code: Errno::Inval,
                 detail: format!(
-                    "batch {batch}: {invalid} answers were invalid and got the error verdict (DROP)"
+                    "batch {batch}: {invalid} answers were invalid and got the error verdict"
                 ),
             });
         }
