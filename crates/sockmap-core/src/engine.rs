@@ -692,8 +692,8 @@ impl EngineHandle {
     /// Listens on a Unix-domain stream socket named `name` (a filesystem
     /// path, or an abstract name on Linux); returns the listener and its
     /// name. A path is removed again when the listener closes, if it still
-    /// names this socket; an existing path is `EADDRINUSE` (shown as `EIO`;
-    /// remove a stale one first). Accepted sockets arrive as
+    /// names this socket; an existing path is `EADDRINUSE` (remove a stale
+    /// one first). Accepted sockets arrive as
     /// [`Event::Accepted`], paused.
     ///
     /// # Errors

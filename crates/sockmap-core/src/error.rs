@@ -9,6 +9,17 @@
 
 use std::fmt;
 
+/// Whether this platform's errno numbers are Linux's asm-generic ones.
+const LINUX_NUMBERS: bool = cfg!(all(
+    any(target_os = "linux", target_os = "android"),
+    not(any(
+        target_arch = "mips",
+        target_arch = "mips64",
+        target_arch = "sparc",
+        target_arch = "sparc64"
+    ))
+));
+
 /// Declares [`Errno`] from its table: variant, Linux number, name.
 macro_rules! errnos {
     ($($(#[$doc:meta])* $v:ident = $raw:literal, $name:literal;)*) => {
@@ -317,35 +328,14 @@ impl Errno {
     }
 
     /// This platform's errno number for the code: the Linux number itself
-    /// where the platform uses the asm-generic numbers.
-    #[cfg(all(
-        any(target_os = "linux", target_os = "android"),
-        not(any(
-            target_arch = "mips",
-            target_arch = "mips64",
-            target_arch = "sparc",
-            target_arch = "sparc64"
-        ))
-    ))]
+    /// where the platform uses the asm-generic numbers, else where it has
+    /// one (the codes the engine makes itself and the socket calls' usual
+    /// errors).
+    #[cfg(unix)]
     fn os_raw(self) -> Option<i32> {
-        Some(self.raw())
-    }
-
-    /// This platform's errno number for the code, where it has one (the
-    /// codes the engine makes itself and the socket calls' usual errors).
-    #[cfg(all(
-        unix,
-        not(all(
-            any(target_os = "linux", target_os = "android"),
-            not(any(
-                target_arch = "mips",
-                target_arch = "mips64",
-                target_arch = "sparc",
-                target_arch = "sparc64"
-            ))
-        ))
-    ))]
-    fn os_raw(self) -> Option<i32> {
+        if LINUX_NUMBERS {
+            return Some(self.raw());
+        }
         Some(match self {
             Errno::Inval => libc::EINVAL,
             Errno::NoSpc => libc::ENOSPC,
