@@ -39,6 +39,13 @@ fn next_batch(rx: &Receiver<Batch>) -> Batch {
     rx.recv_timeout(DEADLINE).expect("a batch")
 }
 
+/// Takes the next batch and answers it with [`decide`].
+fn answer_next(rx: &Receiver<Batch>, targets: MapId) {
+    let b = next_batch(rx);
+    let ans = decide(&b, targets);
+    b.reply(ans);
+}
+
 /// The "JS side": copy the batch into one buffer and decide from the bytes.
 fn decide(batch: &Batch, targets: MapId) -> Vec<Answer> {
     let mut buf = vec![0u8; 1 << 16];
@@ -99,15 +106,11 @@ fn answers_out_of_order_keep_per_socket_order() {
     assert_eq!(st.pending_bytes, 0);
     // PASS and DROP from the external side.
     write(&mut pa, b"Pass");
-    let b = next_batch(&rx);
-    let ans = decide(&b, targets);
-    b.reply(ans);
+    answer_next(&rx, targets);
     let (got, _) = h.messages(a, 4);
     assert_eq!(got, b"Pass");
     write(&mut pa, b"Drop");
-    let b = next_batch(&rx);
-    let ans = decide(&b, targets);
-    b.reply(ans);
+    answer_next(&rx, targets);
     h.stats_until(a, |s| s.dropped_verdict == 1);
 }
 
@@ -384,9 +387,7 @@ fn an_unanswered_batch_times_out_into_the_error_verdict_in_order() {
     assert_eq!((st.passed, st.dropped), (1, 1));
     // The socket goes on: the next batch is answered in time.
     write(&mut pa, b"Pthree");
-    let b3 = next_batch(&rx);
-    let ans = decide(&b3, map);
-    b3.reply(ans);
+    answer_next(&rx, map);
     let (got, _) = h.messages(a, 6);
     assert_eq!(got, b"Pthree");
     let st = h.stats_until(a, |s| s.passed == 2);

@@ -109,6 +109,18 @@ fn external_parser_frames_many_messages_per_crossing() {
     assert_eq!(seen.lock().unwrap().last().unwrap().2, frames[50]);
 }
 
+/// A SockHash whose sockets take the external parser `tag` and pass every message.
+fn external_parser_map(h: &Harness, tag: u32) -> MapId {
+    let m = h.h().create_map(MapKind::SockHash, 8).unwrap();
+    let progs = Programs {
+        parser: Some(Arc::new(ParserProg::new(ParserKind::External { tag }))),
+        verdict: Some(Arc::new(StreamVerdictProg::rule(Rule::Pass))),
+        ..Programs::default()
+    };
+    h.h().attach(m, progs).unwrap();
+    m
+}
+
 #[test]
 fn external_parser_error_aborts_the_socket() {
     let (mut h, _seen, _t) = external_harness(EngineConfig::default(), |_, bytes| {
@@ -117,13 +129,7 @@ fn external_parser_error_aborts_the_socket() {
             _ => vec![Parse::Length(2)],
         })
     });
-    let m = h.h().create_map(MapKind::SockHash, 8).unwrap();
-    let progs = Programs {
-        parser: Some(Arc::new(ParserProg::new(ParserKind::External { tag: 1 }))),
-        verdict: Some(Arc::new(StreamVerdictProg::rule(Rule::Pass))),
-        ..Programs::default()
-    };
-    h.h().attach(m, progs).unwrap();
+    let m = external_parser_map(&h, 1);
     let (mut p, s) = h.pair();
     h.put(m, "s", s);
     write(&mut p, b"ok");
@@ -307,13 +313,7 @@ fn unanswered_parse_and_msg_items_time_out() {
         },
         ..EngineConfig::default()
     });
-    let parsed = h.h().create_map(MapKind::SockHash, 8).unwrap();
-    let progs = Programs {
-        parser: Some(Arc::new(ParserProg::new(ParserKind::External { tag: 3 }))),
-        verdict: Some(Arc::new(StreamVerdictProg::rule(Rule::Pass))),
-        ..Programs::default()
-    };
-    h.h().attach(parsed, progs).unwrap();
+    let parsed = external_parser_map(&h, 3);
     let sent = h.h().create_map(MapKind::SockHash, 8).unwrap();
     let progs = Programs {
         msg_verdict: Some(Arc::new(MsgVerdictProg {
