@@ -351,9 +351,10 @@ fn an_unanswered_batch_times_out_into_the_error_verdict_in_order() {
     let map = external_map(&h, 3);
     let (mut pa, a) = h.pair();
     h.put(map, "a", a);
+    // Before the write: the batch is handed off after it, and times out VERDICT_TIMEOUT after that.
+    let written = std::time::Instant::now();
     write(&mut pa, b"Pone");
     let b1 = next_batch(&rx);
-    let handed = std::time::Instant::now();
     write(&mut pa, b"Ptwo");
     let b2 = next_batch(&rx);
     assert_eq!((b1.items.len(), b2.items.len()), (1, 1));
@@ -362,9 +363,9 @@ fn an_unanswered_batch_times_out_into_the_error_verdict_in_order() {
     b2.reply(ans);
     let (got, n) = h.messages(a, 4);
     assert!(
-        handed.elapsed() >= VERDICT_TIMEOUT,
+        written.elapsed() >= VERDICT_TIMEOUT,
         "{:?}",
-        handed.elapsed()
+        written.elapsed()
     );
     assert_eq!((got.as_slice(), n), (&b"Ptwo"[..], 1));
     assert!(timed_out(&mut h).contains("1 items got the error verdict"));
