@@ -62,7 +62,8 @@ export interface BatchOptions {
   /**
    * Longest a batch handed to JavaScript may go unanswered, in milliseconds: then each of its messages gets its map's
    * `onError` verdict (a TypeScript parser's socket closes with `ETIMEDOUT`), the engine reports one `ETIMEDOUT`
-   * error per batch, and the answer, when it comes, is ignored (`verdictTimeouts` and `verdictsLate` in the stats).
+   * error per batch, and the answer, when it comes, is ignored (`verdictTimeouts` and `verdictsLate` in the stats; a
+   * batch JavaScript had not started yet still runs its callbacks when JavaScript gets to it).
    * With `drive: 'threads'`, a verdict that runs long (or a JavaScript thread busy elsewhere) no longer holds its
    * sockets. With `drive: 'inline'` the JavaScript thread runs the I/O loop: nothing moves while a verdict runs, and
    * the answer it returns is applied before the deadline is looked at, so the deadline only ends batches that never
