@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { execFile } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -16,6 +17,7 @@ import {
   listening,
   netServer,
   portOf,
+  programPath,
   readN,
   runFixture,
   soloMap,
@@ -65,6 +67,30 @@ describe('OS errors reach the application by their names, with the call that fai
     } finally {
       rmSync(dir, { recursive: true, force: true })
     }
+  })
+
+  /** Root can run a child as nobody (setpriv), for whom binding port 1 is privileged. */
+  const unprivileged =
+    process.getuid?.() === 0 &&
+    programPath('setpriv') !== undefined &&
+    Number(readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8')) > 1
+  if (!unprivileged) console.warn('skipping the EACCES test: needs root, setpriv and a privileged port 1')
+
+  it.skipIf(!unprivileged)('listen: EACCES binding a privileged port as an unprivileged user', async () => {
+    const dist = join(__dirname, '..', 'dist', 'index.js')
+    const script = `const { Engine } = require(${JSON.stringify(dist)})
+      const e = new Engine()
+      e.listen({ port: 1 }).then(() => console.log('listening'), (err) => console.log(err.code, err.message))
+        .finally(() => e.close())`
+    const out = await new Promise<string>((resolve, reject) => {
+      execFile(
+        programPath('setpriv')!,
+        ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script],
+        { timeout: 20_000 },
+        (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout.trim())),
+      )
+    })
+    expect(out).toBe('EACCES EACCES: listen failed')
   })
 
   it('connect: ENETUNREACH to a network without a route (a multicast address)', async () => {
