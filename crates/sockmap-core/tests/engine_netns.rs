@@ -202,7 +202,7 @@ fn client_fate(to: SocketAddr, i: usize) -> Fate {
 /// after); the other clients are reset or never answered by the kernel;
 /// nothing else happens to anyone.
 #[test]
-fn a_backlog_overflow_serves_what_the_kernel_completed_and_resets_the_rest() {
+fn a_backlog_overflow_serves_exactly_what_the_kernel_completed() {
     const CLIENTS: usize = 32;
     const BACKLOG: u32 = 4;
     for cfg in backends() {
