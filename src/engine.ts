@@ -59,6 +59,17 @@ export interface BatchOptions {
   maxDelayMicros?: number
   /** Most batches awaiting answers at once, per I/O thread (`shards`). Default: `4`. */
   maxInFlight?: number
+  /**
+   * Longest a batch handed to JavaScript may go unanswered, in milliseconds: then each of its messages gets its map's
+   * `onError` verdict (a TypeScript parser's socket closes with `ETIMEDOUT`), the engine reports one `ETIMEDOUT`
+   * error per batch, and the answer, when it comes, is ignored (`verdictTimeouts` and `verdictsLate` in the stats; a
+   * batch JavaScript had not started yet still runs its callbacks when JavaScript gets to it).
+   * With `drive: 'threads'`, a verdict that runs long (or a JavaScript thread busy elsewhere) no longer holds its
+   * sockets. With `drive: 'inline'` the JavaScript thread runs the I/O loop: nothing moves while a verdict runs, and
+   * the answer it returns is applied before the deadline is looked at, so the deadline only ends batches that never
+   * get to run. Default: `5000`.
+   */
+  verdictTimeoutMs?: number
 }
 
 /** What {@link Engine.backendInfo} tells. */
@@ -324,6 +335,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     opt('maxMessages', 'options.batch.maxMessages', b.maxMessages, 1, 1 << 20)
     opt('maxDelayMicros', 'options.batch.maxDelayMicros', b.maxDelayMicros, 0, 1_000_000)
     opt('maxInFlight', 'options.batch.maxInFlight', b.maxInFlight, 1, 1024)
+    opt('verdictTimeoutMs', 'options.batch.verdictTimeoutMs', b.verdictTimeoutMs, 1, 2 ** 31 - 1)
     opt('sendHighWatermark', 'options.sendHighWatermark', options.sendHighWatermark, 1, 2 ** 40)
     opt('sendLowWatermark', 'options.sendLowWatermark', options.sendLowWatermark, 1, 2 ** 40)
     opt('appHighWatermark', 'options.appHighWatermark', options.appHighWatermark, 1, 2 ** 40)
@@ -822,7 +834,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         name === 'options.msgVerdict'
           ? this.#runner.registerMsg(v as MsgVerdictFunction, onError)
           : this.#runner.register(v as VerdictFunction, onError)
-      const spec: VerdictSpec = { kind: 'external', tag }
+      const spec: VerdictSpec = { kind: 'external', tag, onError: onError === Verdict.PASS ? 'pass' : 'drop' }
       if (peekBytes !== undefined) spec.peekBytes = peekBytes
       return spec
     }

@@ -42,7 +42,10 @@ export interface AttachOptions {
    * are judged on their head. Default: `65536`.
    */
   peekBytes?: number
-  /** The verdict a message gets when its verdict or parser throws or returns garbage. Default: `Verdict.DROP`. */
+  /**
+   * The verdict a message gets when its verdict or parser throws or returns garbage, or when its batch goes unanswered
+   * past `batch.verdictTimeoutMs`. Default: `Verdict.DROP`.
+   */
   onError?: Verdict
   /**
    * Request/response pairing: every message a socket of this map sends gets exactly one reply, in request order. A

@@ -47,6 +47,10 @@ export interface SocketStats {
   queuedBytes: number
   /** Bytes waiting for a TypeScript verdict or parser (a gauge). */
   pendingBytes: number
+  /** Messages (and parse requests) whose batch went unanswered past `batch.verdictTimeoutMs`: each got `onError`. */
+  verdictTimeouts: number
+  /** Answers that came for messages after their batch had timed out (ignored). */
+  verdictsLate: number
   /**
    * Bytes redirected to sockets that another I/O thread (shard) owns, not yet acknowledged by it (a gauge of each
    * socket; maps report 0): until it is back to 0, the socket's redirect and drop counters may still change.

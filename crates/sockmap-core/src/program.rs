@@ -148,11 +148,24 @@ pub enum VerdictKind {
     },
 }
 
+/// The verdict a message gets when its external verdict fails: no answer
+/// before the batch's deadline, a missing or an invalid answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ErrorVerdict {
+    /// Drop the message (counted as dropped by the verdict).
+    #[default]
+    Drop,
+    /// Pass it on as the verdict PASS would.
+    Pass,
+}
+
 /// A stream verdict program: judges each message a socket receives.
 #[derive(Debug)]
 pub struct StreamVerdictProg {
     /// The verdict.
     pub kind: VerdictKind,
+    /// What a message gets when an external verdict fails.
+    pub on_error: ErrorVerdict,
     /// Forward the peer's FIN to the socket's partner, so a proxy pair
     /// carries half-closes both ways. The kernel's sockmap does not propagate
     /// FIN. A partner declared with `EngineHandle::pair` ([`crate::partner`])
@@ -173,6 +186,7 @@ impl StreamVerdictProg {
     pub fn new(kind: VerdictKind) -> StreamVerdictProg {
         StreamVerdictProg {
             kind,
+            on_error: ErrorVerdict::default(),
             propagate_fin: true,
         }
     }
@@ -219,6 +233,18 @@ impl fmt::Debug for MsgVerdictKind {
 pub struct MsgVerdictProg {
     /// The verdict.
     pub kind: MsgVerdictKind,
+    /// What a message gets when an external verdict fails.
+    pub on_error: ErrorVerdict,
+}
+
+impl MsgVerdictProg {
+    /// A program running `kind`, dropping on errors (the default).
+    pub fn new(kind: MsgVerdictKind) -> MsgVerdictProg {
+        MsgVerdictProg {
+            kind,
+            on_error: ErrorVerdict::default(),
+        }
+    }
 }
 
 /// Request/response pairing on the client sockets of a map

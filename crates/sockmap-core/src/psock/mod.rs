@@ -708,9 +708,8 @@ impl Core {
     /// external batch rather than let it wait for its timer.
     pub fn handle_idle(&mut self) {
         let now = self.now;
-        if let Some(at) = self.batcher.as_mut().and_then(|b| b.dispatch(now)) {
-            self.timers.set(at, Timer::Batch);
-        }
+        let at = self.batcher.as_mut().and_then(|b| b.dispatch(now));
+        self.batch_timers(at);
         // Nothing left open: the batch deadline set when it opened has no cause, and must not wake the loop (an
         // idle engine waking mid-verdict costs the verdict's latency on a busy core).
         if !self.batcher.as_ref().is_some_and(Batcher::has_open) {
@@ -729,10 +728,10 @@ impl Core {
                     }
                 }
                 Timer::Batch => {
-                    if let Some(at) = self.batcher.as_mut().and_then(|b| b.handle_timer(now)) {
-                        self.timers.set(at, Timer::Batch);
-                    }
+                    let at = self.batcher.as_mut().and_then(|b| b.handle_timer(now));
+                    self.batch_timers(at);
                 }
+                Timer::Answers => self.expire_batches(now),
                 Timer::Parser(id) => self.handle_parser_timer(id),
                 Timer::Request(id) => self.handle_request_timer(id, now),
                 Timer::Tls(id) => self.tls_timeout(id, now),

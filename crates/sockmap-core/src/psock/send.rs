@@ -322,8 +322,9 @@ impl Core {
             return;
         };
         let mut job = parked.job;
+        let on_error = c.progs.msg_verdict.as_ref().map(|m| m.on_error);
         let resolved = match answer {
-            None => Resolved::Drop(DropReason::Verdict),
+            None => super::answers::error_verdict(on_error.unwrap_or_default()),
             Some((edits, resolved)) => match apply_edits(&mut job.msg, edits) {
                 Ok(()) => resolved,
                 Err(code) => {

@@ -40,6 +40,7 @@ pub fn external_programs(
     Programs {
         parser: parser.map(|k| Arc::new(ParserProg::new(k))),
         verdict: Some(Arc::new(StreamVerdictProg {
+            on_error: Default::default(),
             kind: VerdictKind::External { tag, peek_bytes },
             propagate_fin,
         })),
@@ -210,7 +211,12 @@ impl Harness {
 
     /// A SockHash with a stream verdict running `rule`.
     pub fn hash_with(&self, rule: impl FnOnce(MapId) -> Rule) -> MapId {
-        let m = self.h().create_map(MapKind::SockHash, 64).unwrap();
+        self.hash_sized(64, rule)
+    }
+
+    /// [`Harness::hash_with`] holding at most `max_entries` sockets.
+    pub fn hash_sized(&self, max_entries: u32, rule: impl FnOnce(MapId) -> Rule) -> MapId {
+        let m = self.h().create_map(MapKind::SockHash, max_entries).unwrap();
         let progs = Programs {
             verdict: Some(Arc::new(StreamVerdictProg::rule(rule(m)))),
             ..Programs::default()
@@ -273,9 +279,7 @@ impl Harness {
         use sockmap_core::program::{MsgVerdictKind, MsgVerdictProg};
         let m = self.h().create_map(MapKind::SockHash, 64).unwrap();
         let progs = Programs {
-            msg_verdict: Some(Arc::new(MsgVerdictProg {
-                kind: MsgVerdictKind::Func(f),
-            })),
+            msg_verdict: Some(Arc::new(MsgVerdictProg::new(MsgVerdictKind::Func(f)))),
             ..Programs::default()
         };
         self.h().attach(m, progs).unwrap();
