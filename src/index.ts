@@ -49,6 +49,7 @@ export {
   type RedirectOptions,
   type SendMessage,
   type StreamMessage,
+  type MessageTls,
   type RespMeta,
   type HttpMeta,
   type VerdictFunction,

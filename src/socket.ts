@@ -45,6 +45,8 @@ export const kClose = Symbol('sockmap.close')
 const kListening = Symbol('sockmap.listening')
 /** @internal */
 export const kTls = Symbol('sockmap.tls')
+/** The TLS parameters, uncopied. @internal */
+export const kTlsInfo = Symbol('sockmap.tlsInfo')
 /** @internal */
 export const kTlsError = Symbol('sockmap.tlsError')
 
@@ -180,6 +182,11 @@ export class Socket extends SocketBase {
   get tls(): TlsInfo | undefined {
     const t = this.#tls
     return t && { ...t }
+  }
+
+  /** What the handshake negotiated, not copied (frozen). @internal */
+  get [kTlsInfo](): TlsInfo | undefined {
+    return this.#tls
   }
 
   /** Records what the handshake negotiated. @internal */

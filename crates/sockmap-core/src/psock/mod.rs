@@ -500,7 +500,7 @@ impl Core {
             len: 0,
             meta: &MessageMeta::None,
         };
-        match eval_rule(&mut self.maps, rule, p.id(), &msg).0 {
+        match eval_rule(&mut self.maps, rule, p.id(), None, &msg).0 {
             Resolved::Redirect { target, .. } => Some(target),
             _ => None,
         }

@@ -123,6 +123,10 @@ impl Core {
         let info = t.info();
         let listener = t.listener;
         let announce = t.announce.take();
+        p.sni = info
+            .sni
+            .as_deref()
+            .map(|s| Bytes::from(s.to_ascii_lowercase()));
         self.shared.tls.handshake(info.resumed);
         self.events.push_back(Event::Tls {
             sock: id,
