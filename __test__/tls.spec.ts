@@ -179,6 +179,31 @@ run('TLS termination (engine.listen({ tls }))', () => {
     expect(engine.stats().tls.failures.certificate).toBe(1)
   })
 
+  it('sends its alert before it closes a failed handshake: the client reads why', async () => {
+    const engine = newEngine()
+    const p = pki()
+    const server = await echoServer(engine, { ca: p.ca })
+    server.on('tlsClientError', () => {})
+    // The client sent no certificate: rustls answers certificate_required (also in TLS 1.2, where the client
+    // hears it in place of the server's Finished).
+    for (const maxVersion of ['TLSv1.3', 'TLSv1.2'] as const) {
+      const anon = tls.connect({
+        host: '127.0.0.1',
+        port: server.address().port,
+        servername: 'localhost',
+        ca: p.ca,
+        maxVersion,
+      })
+      clients.push(anon)
+      anon.resume()
+      const [err] = (await deadline(once(anon, 'error'), 5000, `${maxVersion} alert`).catch((e: unknown) => [e])) as [
+        NodeJS.ErrnoException,
+      ]
+      expect(err.code).toBe('ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED')
+    }
+    expect(engine.stats().tls.failures.certificate).toBe(2)
+  })
+
   it('times out a handshake that does not finish (ETIMEDOUT), other connections unaffected', async () => {
     const engine = newEngine()
     const server = await echoServer(engine, { handshakeTimeoutMs: 150 })
@@ -225,11 +250,17 @@ run('TLS termination (engine.listen({ tls }))', () => {
     const bad = net.connect({ host: '127.0.0.1', port: server.address().port })
     clients.push(bad)
     bad.on('error', () => {})
+    const heard: Buffer[] = []
+    bad.on('data', (d: Buffer) => heard.push(d))
     const closed = once(bad, 'close')
     bad.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n')
     const [err] = await deadline(failed, 5000, 'tlsClientError')
     expect(err.code).toBe('EPROTO')
     await deadline(closed, 5000, 'garbage client closed')
+    // A fatal alert record (level 2) came before the close.
+    const alert = Buffer.concat(heard)
+    expect([...alert.subarray(0, 6)]).toEqual([0x15, 0x03, alert[2], 0x00, 0x02, 0x02])
+    expect(alert.length).toBe(7)
     expect(engine.stats().tls.failures.protocol).toBe(1)
     const got = lines(good, 1)
     good.write('unaffected\n')
@@ -339,7 +370,7 @@ run('TLS origination (engine.connect({ tls }))', () => {
     const engine = newEngine()
     const p = pki()
     const srv = await nodeTlsServer(p.wrong, (s) => clients.push(s))
-    srv.on('tlsClientError', () => {})
+    const serverHeard = once(srv, 'tlsClientError') as Promise<[NodeJS.ErrnoException]>
     const err = await engine
       .connect({ host: '127.0.0.1', port: srv.port, tls: { servername: 'localhost', ca: p.ca } })
       .then(
@@ -350,6 +381,10 @@ run('TLS origination (engine.connect({ tls }))', () => {
     expect((err as SockmapError).code).toBe('EPROTO')
     expect((err as SockmapError).message).toMatch(/certificate/i)
     expect(engine.stats().tls.failures.certificate).toBe(1)
+    // The engine told the server why before it closed.
+    const [heard] = await deadline(serverHeard, 5000, 'the server hears the alert')
+    expect(heard.code).toBe('ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN')
+    srv.on('tlsClientError', () => {})
     // The wrong name is refused too; `insecure` accepts anything.
     const srv2 = await nodeTlsServer(p.localhost, (s) => clients.push(s))
     srv2.on('tlsClientError', () => {})

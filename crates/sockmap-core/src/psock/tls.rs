@@ -222,6 +222,14 @@ impl Core {
         true
     }
 
+    /// The bytes a backend writes, best effort and once, just before it
+    /// closes `id`'s descriptor: the alert of a failed TLS connection
+    /// (`bad_certificate`, `handshake_failure`...), so the peer learns why.
+    pub fn take_farewell(&mut self, id: SockId) -> Option<Bytes> {
+        let slot = self.slot_of(id)?;
+        self.at(slot).tls.as_mut()?.take_farewell()
+    }
+
     /// A handshake deadline passed.
     pub(super) fn tls_timeout(&mut self, id: SockId, now: Instant) {
         let Some(slot) = self.slot_of(id) else { return };

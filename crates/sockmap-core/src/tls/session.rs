@@ -18,6 +18,10 @@
 //!   the ring plus the window.
 //! - `frame` follows the record boundaries of what was received, so an end
 //!   of stream in the middle of a record is told from one between records.
+//! - A connection that fails keeps the alert rustls wrote for the peer as
+//!   its `farewell` when nothing else waited to be written (so it follows
+//!   every byte sent before it): the backend writes it, best effort, as it
+//!   closes the socket.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -104,6 +108,8 @@ pub(crate) struct Session {
     sealed: usize,
     close_sent: bool,
     frame: RecordFrame,
+    /// The alert of a failed connection, written as the socket closes.
+    farewell: Option<Bytes>,
     /// Owed to the application once the handshake finishes.
     pub(crate) announce: Option<Announce>,
     /// The handshake must finish by then.
@@ -138,6 +144,7 @@ impl Session {
             sealed: 0,
             close_sent: false,
             frame: RecordFrame::default(),
+            farewell: None,
             announce: None,
             deadline,
             listener: None,
@@ -181,7 +188,11 @@ impl Session {
             let state = match self.conn.process_new_packets() {
                 Ok(s) => s,
                 Err(e) => {
+                    let clean = self.cipher.is_empty();
                     self.pull();
+                    if clean && !self.cipher.is_empty() {
+                        self.farewell = Some(Bytes::from(self.cipher.to_vec()));
+                    }
                     return Err(Failure::from_rustls(e));
                 }
             };
@@ -313,6 +324,11 @@ impl Session {
     /// Whether the stream ended inside a record.
     pub(crate) fn mid_record(&self) -> bool {
         self.frame.mid_record()
+    }
+
+    /// The alert a failed connection owes its peer (once).
+    pub(crate) fn take_farewell(&mut self) -> Option<Bytes> {
+        self.farewell.take()
     }
 
     /// Drops everything queued (close).
