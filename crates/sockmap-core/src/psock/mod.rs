@@ -711,11 +711,26 @@ impl Core {
         if let Some(at) = self.batcher.as_mut().and_then(|b| b.dispatch(now)) {
             self.timers.set(at, Timer::Batch);
         }
-        // Nothing left open: the batch deadline set when it opened has no cause, and must not wake the loop (an
-        // idle engine waking mid-verdict costs the verdict's latency on a busy core).
-        if !self.batcher.as_ref().is_some_and(Batcher::has_open) {
-            self.timers.prune(|t| *t == Timer::Batch);
-        }
+        // Deadlines whose cause is gone must not stay the earliest: nothing left open, the batch deadline set when
+        // it opened must not wake the loop (an idle engine waking mid-verdict costs the verdict's latency on a busy
+        // core); a finished handshake or connect keeps no deadline either, else the backend waits with a timeout
+        // for its whole length (io_uring's timed wait adds tens of microseconds to every turn).
+        let batch_open = self.batcher.as_ref().is_some_and(Batcher::has_open);
+        let Core { timers, socks, .. } = self;
+        let live = |id: SockId| {
+            socks
+                .get(SlotIdx::of(id).get())
+                .and_then(Option::as_ref)
+                .filter(|p| p.id() == id)
+        };
+        timers.prune(|t| match *t {
+            Timer::Batch => !batch_open,
+            Timer::Tls(id) => {
+                !live(id).is_some_and(|p| p.tls.as_ref().is_some_and(|s| s.is_handshaking()))
+            }
+            Timer::Connect(id) => !live(id).is_some_and(Psock::is_connecting),
+            Timer::Parser(_) | Timer::Request(_) => false,
+        });
     }
 
     /// Runs the deadlines that have passed.
