@@ -204,6 +204,33 @@ run('TLS termination (engine.listen({ tls }))', () => {
     expect(engine.stats().tls.failures.certificate).toBe(2)
   })
 
+  it('counts per server (server.stats().tls, kept across reloads) and labels the metrics by server', async () => {
+    const engine = newEngine()
+    const p = pki()
+    const a = await echoServer(engine)
+    const b = await echoServer(engine, { ca: p.ca })
+    b.on('tlsClientError', () => {})
+    const plain = await engine.listen({ host: '127.0.0.1', port: 0 })
+    clients.push(await tlsClient(a), await tlsClient(a))
+    const anon = tls.connect({ host: '127.0.0.1', port: b.address().port, servername: 'localhost', ca: p.ca })
+    clients.push(anon)
+    anon.on('error', () => {})
+    await until(() => b.stats().tls?.failures.certificate === 1, 5000, 'the failure counted on b')
+    const none = { certificate: 0, alert: 0, protocol: 0, timeout: 0, closed: 0 }
+    a.setSecureContext({ cert: p.other.cert, key: p.other.key })
+    expect(a.stats().tls).toEqual({ handshakes: 2, resumed: 0, failures: none })
+    expect(b.stats().tls).toEqual({ handshakes: 0, resumed: 0, failures: { ...none, certificate: 1 } })
+    expect(plain.stats().tls).toBeUndefined()
+    expect(engine.stats().tls.handshakes).toBe(2)
+    const m = engine.metrics()
+    expect(m).toContain(`sockmap_server_tls_handshakes_total{server="${a.id}"} 2`)
+    expect(m).toContain(`sockmap_server_tls_failures_total{server="${b.id}",reason="certificate"} 1`)
+    expect(m).toContain(`sockmap_server_tls_resumed_total{server="${b.id}"} 0`)
+    expect(m).not.toContain(`{server="${plain.id}"`)
+    await a.close()
+    expect(a.stats().tls).toBeUndefined()
+  })
+
   it('times out a handshake that does not finish (ETIMEDOUT), other connections unaffected', async () => {
     const engine = newEngine()
     const server = await echoServer(engine, { handshakeTimeoutMs: 150 })

@@ -620,9 +620,21 @@ export class Engine extends EventEmitter<EngineEvents> {
       parserCalls: this.#runner.counters.parserCalls,
       callbackErrors: this.#runner.counters.errors,
       tls: this.#binding.tlsStats() as TlsStats,
+      tlsServers: this.#tlsServers(),
       totals,
       maps,
     }
+  }
+
+  /** The TLS counters of every open TLS server. */
+  #tlsServers(): EngineStats['tlsServers'] {
+    const out: EngineStats['tlsServers'] = []
+    for (const s of this.#sockets.values()) {
+      if (!(s instanceof Server)) continue
+      const tls = s.stats().tls
+      if (tls !== undefined) out.push({ server: s.id, tls })
+    }
+    return out
   }
 
   /** The same as {@link Engine.stats}, in the Prometheus text exposition format. */

@@ -29,6 +29,7 @@ export {
   type OnClose,
   type PairOptions,
   type ServerEvents,
+  type ServerStats,
   type SocketEvents,
 } from './socket'
 export {

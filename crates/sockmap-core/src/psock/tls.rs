@@ -123,6 +123,9 @@ impl Core {
         let info = t.info();
         let listener = t.listener;
         let announce = t.announce.take();
+        if let Some(s) = &t.listener_stats {
+            s.handshake(info.resumed);
+        }
         p.sni = info
             .sni
             .as_deref()
@@ -152,7 +155,12 @@ impl Core {
         let p = self.at(slot);
         let id = p.id();
         let (listener, announce) = match p.tls.as_mut() {
-            Some(t) => (t.listener, t.announce.take()),
+            Some(t) => {
+                if let Some(s) = &t.listener_stats {
+                    s.failure(f.reason);
+                }
+                (t.listener, t.announce.take())
+            }
             None => (None, None),
         };
         self.shared.tls.failure(f.reason);

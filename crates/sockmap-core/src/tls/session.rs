@@ -25,6 +25,7 @@
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -33,7 +34,7 @@ use crate::id::SockId;
 use crate::ring::SgRing;
 use crate::sock::Addr;
 
-use super::{ClientTls, FailReason, Failure, ServerTls, TlsInfo};
+use super::{ClientTls, FailReason, Failure, ServerTls, TlsInfo, TlsStats};
 
 /// Ciphertext sealed ahead of the kernel, at most (about eight full records).
 pub(crate) const WINDOW: usize = 128 * 1024;
@@ -116,6 +117,8 @@ pub(crate) struct Session {
     pub(crate) deadline: Instant,
     /// The listener whose configuration this connection took.
     pub(crate) listener: Option<SockId>,
+    /// That listener's counters.
+    pub(crate) listener_stats: Option<Arc<TlsStats>>,
 }
 
 impl Session {
@@ -123,7 +126,9 @@ impl Session {
     pub(crate) fn server(tls: &ServerTls, now: Instant) -> Result<Session, Failure> {
         let conn =
             rustls::ServerConnection::new(tls.config.clone()).map_err(Failure::from_rustls)?;
-        Ok(Session::with(conn.into(), now + tls.handshake_timeout))
+        let mut s = Session::with(conn.into(), now + tls.handshake_timeout);
+        s.listener_stats = Some(tls.stats.clone());
+        Ok(s)
     }
 
     /// The client side of a connect.
@@ -148,6 +153,7 @@ impl Session {
             announce: None,
             deadline,
             listener: None,
+            listener_stats: None,
         }
     }
 
