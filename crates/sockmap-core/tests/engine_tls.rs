@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use engine_util::stream::*;
@@ -43,8 +43,14 @@ fn openssl(dir: &Path, args: &[&str]) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// The test PKI, or `None` without a working `openssl`.
-fn pki() -> Option<Pki> {
+/// The test PKI (made once per process: the tests run in parallel), or
+/// `None` without a working `openssl`.
+fn pki() -> Option<&'static Pki> {
+    static PKI: OnceLock<Option<Pki>> = OnceLock::new();
+    PKI.get_or_init(make_pki).as_ref()
+}
+
+fn make_pki() -> Option<Pki> {
     let dir = std::env::temp_dir().join(format!("sockmap-engine-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).ok()?;
     let ec = [
@@ -139,7 +145,7 @@ fn client_config(ca: &[u8]) -> Arc<ClientConfig> {
 }
 
 /// A blocking rustls client of `addr` asking for `name`.
-fn tls_client(addr: SocketAddr, name: &str, ca: &[u8]) -> StreamOwned<ClientConnection, TcpStream> {
+fn tls_client(addr: SocketAddr, name: &str, ca: &[u8]) -> Client {
     let tcp = TcpStream::connect(addr).expect("connect");
     tcp.set_read_timeout(Some(DEADLINE)).unwrap();
     tcp.set_nodelay(true).unwrap();
@@ -193,7 +199,7 @@ fn tls_echo_server(
 
 /// Reads `tag`, then writes `total` pattern bytes on `s` in pieces, each
 /// read back before the next is written: every byte must come back, in order.
-fn expect_echo(s: &mut StreamOwned<ClientConnection, TcpStream>, tag: &[u8], total: usize) {
+fn expect_echo(s: &mut Client, tag: &[u8], total: usize) {
     let mut head = vec![0; tag.len()];
     s.read_exact(&mut head).expect("tag");
     assert_eq!(head, tag);
@@ -229,6 +235,31 @@ fn hash_parsed(h: &Harness, parser: Option<ParserKind>, rule: impl FnOnce(MapId)
     m
 }
 
+/// A TLS client's stream, returned by its thread so the test decides when it closes.
+type Client = StreamOwned<ClientConnection, TcpStream>;
+
+/// A TLS listener of the engine and a rustls client of it (a thread) that
+/// writes `first`, then expects `tag` and the echo of 1 MiB.
+fn tls_front(
+    h: &Harness,
+    p: &Pki,
+    first: &'static [u8],
+    tag: &'static [u8],
+) -> (SockId, JoinHandle<Client>) {
+    let (l, addr) = h
+        .h()
+        .listen_tls("127.0.0.1:0".parse().unwrap(), 16, Some(server_tls(p)))
+        .unwrap();
+    let ca = p.ca.clone();
+    let client = std::thread::spawn(move || {
+        let mut c = tls_client(addr, "localhost", &ca);
+        c.write_all(first).unwrap();
+        expect_echo(&mut c, tag, 1 << 20);
+        c
+    });
+    (l, client)
+}
+
 fn server_tls(p: &Pki) -> ServerTls {
     ServerTls::new(
         &ServerOptions {
@@ -246,16 +277,7 @@ fn terminates_tls_and_echoes_plaintext_exactly() {
     let Some(p) = pki() else { return };
     for cfg in backend_configs() {
         let mut h = Harness::with_config(cfg.clone());
-        let (l, addr) = h
-            .h()
-            .listen_tls("127.0.0.1:0".parse().unwrap(), 16, Some(server_tls(&p)))
-            .unwrap();
-        let ca = p.ca.clone();
-        let client = std::thread::spawn(move || {
-            let mut c = tls_client(addr, "localhost", &ca);
-            c.write_all(b"hello").unwrap();
-            expect_echo(&mut c, b"hello", 1 << 20);
-        });
+        let (l, client) = tls_front(&h, p, b"hello", b"hello");
         let sni = h.wait(|e| match e {
             Event::Tls {
                 result: Ok(info), ..
@@ -271,7 +293,7 @@ fn terminates_tls_and_echoes_plaintext_exactly() {
             ingress: false,
         });
         h.put(map, sock, sock);
-        client.join().expect("client");
+        let _open = client.join().expect("client");
         let s = h.stats_until(sock, |s| s.bytes_in == 5 + (1 << 20));
         assert_eq!(s.dropped, 0, "{cfg:?}");
         assert_eq!(h.h().tls_stats().handshakes, 1, "{cfg:?}");
@@ -284,15 +306,7 @@ fn proxies_tls_to_tls_with_exact_bytes_both_ways() {
     for cfg in backend_configs() {
         let mut h = Harness::with_config(cfg.clone());
         let (upstream, server) = tls_echo_server(&p.localhost, b"upstream:", 1);
-        let (l, addr) = h
-            .h()
-            .listen_tls("127.0.0.1:0".parse().unwrap(), 16, Some(server_tls(&p)))
-            .unwrap();
-        let ca = p.ca.clone();
-        let client = std::thread::spawn(move || {
-            let mut c = tls_client(addr, "localhost", &ca);
-            expect_echo(&mut c, b"upstream:", 1 << 20);
-        });
+        let (l, client) = tls_front(&h, p, b"", b"upstream:");
         let c = accepted(&mut h, l);
         let up_tls = ClientTls::new(&ClientOptions {
             server_name: "localhost".into(),
@@ -309,14 +323,8 @@ fn proxies_tls_to_tls_with_exact_bytes_both_ways() {
             _ => None,
         });
         assert_eq!(r, Ok(()), "{cfg:?}");
-        let map = h.hash_with(|m| Rule::Redirect {
-            map: m,
-            key: KeySource::Socket,
-            ingress: false,
-        });
-        h.put(map, c, u);
-        h.put(map, u, c);
-        client.join().expect("client");
+        h.redirect_pair(c, u);
+        let _open = client.join().expect("client");
         server.join().expect("server");
         for (src, dst) in [(c, u), (u, c)] {
             let s = h.settled_until(src, |s| s.bytes_in >= 1 << 20);
@@ -361,16 +369,16 @@ fn routes_passed_through_tls_by_the_client_hello_name() {
             let client = std::thread::spawn(move || {
                 let mut c = tls_client(addr, name, &ca);
                 expect_echo(&mut c, tag, 256 << 10);
+                c
             });
             let c = accepted(&mut h, l);
             h.put(back, u, c);
             h.put(front, c, c);
-            client.join().expect("client");
-            pairs.push((c, u));
+            pairs.push((c, client.join().expect("client")));
         }
         ta.join().unwrap();
         tb.join().unwrap();
-        for (c, _) in pairs {
+        for (c, _open) in pairs {
             let s = h.stats_until(c, |s| s.bytes_in >= 256 << 10);
             assert_eq!(s.dropped, 0, "{cfg:?}");
             // Each message is one record, every one of them redirected.
