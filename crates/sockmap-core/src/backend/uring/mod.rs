@@ -48,10 +48,10 @@ use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 
 use self::buf_ring::BufRing;
-use super::select::StartError;
 use super::{Backend, BackendCounters, Handoff, Source, Wake, ACCEPT_BACKOFF};
 use crate::config::EngineConfig;
 use crate::error::Errno;
+use crate::error::StartError;
 use crate::id::SockId;
 use crate::psock::{Accepted, Core, NewSock};
 use crate::sock::{Addr, Family, Listener, SocketFile, Stream, UnixName};
