@@ -38,6 +38,7 @@ import {
   kClose,
   kEvent,
   kTls,
+  kTlsInfo,
   kTlsError,
   type AddressInfo,
   type PairOptions,
@@ -46,7 +47,7 @@ import {
 import { addStats, toPrometheus, zeroStats, type EngineStats, type MapStats } from './stats'
 import { assertIntInRange, assertObject, assertOneOf, assertString } from './validate'
 import { BatchRunner } from './batch'
-import { Verdict, type MsgVerdictFunction, type ParseFunction, type VerdictFunction } from './verdict'
+import { Verdict, type MessageTls, type MsgVerdictFunction, type ParseFunction, type VerdictFunction } from './verdict'
 
 /** The engine's defaults (the single source of every default below). */
 const defaults = nativeDefaults()
@@ -300,6 +301,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** TLS parameters of accepted sockets not made yet; the failure text of TLS connects under way. */
   readonly #tlsPending = new Map<number, TlsInfo>()
   readonly #tlsFailures = new Map<number, string>()
+  /** The server names of passed-through ClientHellos (`parsers.tlsRecords()`), by socket, until it closes. */
+  readonly #helloSni = new Map<number, MessageTls>()
   readonly #maps: Array<SockMap | SockHash> = []
   #req = 0
   #closing: Promise<void> | undefined
@@ -353,7 +356,10 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.#host = {
       binding: this.#binding,
       nextRequest: () => ++self.#req,
-      forget: (id) => self.#sockets.delete(id),
+      forget: (id) => {
+        self.#sockets.delete(id)
+        self.#helloSni.delete(id)
+      },
       ack: (id, bytes) => self.#ack(id, bytes),
       socketById: (id) => {
         const s = self.#sockets.get(id)
@@ -362,6 +368,13 @@ export class Engine extends EventEmitter<EngineEvents> {
         if (remote === undefined) return undefined
         self.#unborn.delete(id)
         return self.#newSocket(id, remote)
+      },
+      tlsOf: (id) => {
+        const s = self.#sockets.get(id)
+        return (s instanceof Socket ? s[kTlsInfo] : self.#tlsPending.get(id)) ?? self.#helloSni.get(id)
+      },
+      rememberSni: (id, sni) => {
+        if (!self.#helloSni.has(id)) self.#helloSni.set(id, Object.freeze({ sni }))
       },
       attachPrograms: (map, id, opts) => self.#attach(map, id, opts),
       pair: (a, b, opts) => self.pair(a as Socket, b as Socket, opts),
@@ -645,9 +658,21 @@ export class Engine extends EventEmitter<EngineEvents> {
       parserCalls: this.#runner.counters.parserCalls,
       callbackErrors: this.#runner.counters.errors,
       tls: this.#binding.tlsStats() as TlsStats,
+      tlsServers: this.#tlsServers(),
       totals,
       maps,
     }
+  }
+
+  /** The TLS counters of every open TLS server. */
+  #tlsServers(): EngineStats['tlsServers'] {
+    const out: EngineStats['tlsServers'] = []
+    for (const s of this.#sockets.values()) {
+      if (!(s instanceof Server)) continue
+      const tls = s.stats().tls
+      if (tls !== undefined) out.push({ server: s.id, tls })
+    }
+    return out
   }
 
   /** The same as {@link Engine.stats}, in the Prometheus text exposition format. */
@@ -719,6 +744,16 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.reportError(fromBinding(err) as SockmapError)
       return
     }
+    let thrown: { err: unknown } | undefined
+    // TLS parameters first: the batches below may judge messages of the sockets whose handshakes these report.
+    for (const ev of events) {
+      if (ev.kind !== EventKind.Tls) continue
+      try {
+        this.#onTls(ev)
+      } catch (err) {
+        thrown ??= { err }
+      }
+    }
     if (what & Wake.Batches && this.#runner.active) {
       try {
         this.#runner.run(this.#binding, this.#report)
@@ -726,7 +761,6 @@ export class Engine extends EventEmitter<EngineEvents> {
         this.reportError(fromBinding(err) as SockmapError)
       }
     }
-    let thrown: { err: unknown } | undefined
     for (const ev of events) {
       try {
         this.#dispatch(ev)
@@ -744,7 +778,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   #dispatch(ev: JsEvent): void {
-    if (ev.kind === EventKind.Tls) return this.#onTls(ev)
+    if (ev.kind === EventKind.Tls) return // handled before the batches (`#drain`)
     if (ev.kind === EventKind.Connected) {
       const p = this.#connecting.get(ev.sock)
       if (!p) return
@@ -769,6 +803,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     else if (ev.kind === EventKind.Closed) {
       this.#unborn.delete(ev.sock)
       this.#tlsPending.delete(ev.sock)
+      this.#helloSni.delete(ev.sock)
     }
   }
 

@@ -29,6 +29,7 @@ export {
   type OnClose,
   type PairOptions,
   type ServerEvents,
+  type ServerStats,
   type SocketEvents,
 } from './socket'
 export {
@@ -49,6 +50,7 @@ export {
   type RedirectOptions,
   type SendMessage,
   type StreamMessage,
+  type MessageTls,
   type RespMeta,
   type HttpMeta,
   type VerdictFunction,

@@ -302,6 +302,15 @@ impl Batcher {
         self.armed
     }
 
+    /// Whether no batch awaits its answer; then the armed answer deadline
+    /// has no cause and is forgotten (the caller drops it from its timers).
+    pub(crate) fn disarm_if_answered(&mut self) -> bool {
+        if self.in_flight.is_empty() {
+            self.armed = None;
+        }
+        self.in_flight.is_empty()
+    }
+
     /// The answer deadline fired: takes the batches handed off at least
     /// `verdict_timeout` before `now` and still unanswered, oldest first
     /// (each with its items, in order), and remembers them as late.

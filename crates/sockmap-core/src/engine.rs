@@ -757,6 +757,12 @@ impl EngineHandle {
         }
     }
 
+    /// A TLS listener's counters: its connections' handshakes, resumptions
+    /// and failures (across reloads); `None` for a socket that is not one.
+    pub fn listener_tls_stats(&self, listener: SockId) -> Option<TlsStatsSnapshot> {
+        self.listener_tls(listener).map(|s| s.stats())
+    }
+
     /// The engine's TLS counters.
     pub fn tls_stats(&self) -> TlsStatsSnapshot {
         self.shared.tls.snapshot()

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::error::Errno;
 use crate::framer::{
     Chunks, Delimiter, DelimiterOptions, Fixed, Framer, Http1, Http1Options, LengthField,
-    LengthFieldOptions, Parse, Resp, RespOptions,
+    LengthFieldOptions, Parse, Resp, RespOptions, TlsRecords,
 };
 use crate::id::SockId;
 use crate::msg::SkMsg;
@@ -34,6 +34,9 @@ pub enum ParserKind {
     Resp(RespOptions),
     /// `parsers.http1(...)`: also gives rules the request's Host.
     Http1(Http1Options),
+    /// `parsers.tlsRecords()`: TLS records, undecrypted; gives `rules.key.sni`
+    /// the server name of the ClientHello.
+    TlsRecords,
     /// A Rust framer, built once per socket.
     Custom(FramerFactory),
     /// An external parser, answered asynchronously in batches; `tag` tells the
@@ -53,6 +56,7 @@ impl fmt::Debug for ParserKind {
             ParserKind::Fixed(n) => write!(f, "Fixed({n})"),
             ParserKind::Resp(o) => write!(f, "Resp({o:?})"),
             ParserKind::Http1(o) => write!(f, "Http1({:?})", o.role),
+            ParserKind::TlsRecords => f.write_str("TlsRecords"),
             ParserKind::Custom(_) => f.write_str("Custom"),
             ParserKind::External { tag } => write!(f, "External({tag})"),
         }
@@ -102,6 +106,7 @@ impl ParserProg {
             ParserKind::Fixed(n) => Box::new(Fixed::new(*n)?),
             ParserKind::Resp(o) => Box::new(Resp::new(*o)),
             ParserKind::Http1(o) => Box::new(Http1::new(o.clone())),
+            ParserKind::TlsRecords => Box::new(TlsRecords::new()),
             ParserKind::Custom(f) => f(),
             ParserKind::External { .. } => Box::new(Deferred),
         }))

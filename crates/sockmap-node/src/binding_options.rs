@@ -306,7 +306,7 @@ pub fn map_kind_of(kind: &str) -> Result<MapKind> {
 /// Where a native rule takes its key from.
 #[napi(object, object_to_js = false)]
 pub struct KeySpec {
-    /// `'fixed' | 'socket' | 'bytes' | 'resp' | 'httpHost'`.
+    /// `'fixed' | 'socket' | 'bytes' | 'resp' | 'httpHost' | 'sni'`.
     pub kind: String,
     /// The fixed key (`kind: 'fixed'`).
     pub value: Option<Either<f64, Buffer>>,
@@ -330,6 +330,7 @@ fn key_source_of(k: &KeySpec) -> Result<KeySource> {
         }),
         "resp" => Ok(KeySource::Resp),
         "httpHost" => Ok(KeySource::HttpHost),
+        "sni" => Ok(KeySource::Sni),
         other => Err(error_of(
             Errno::Inval,
             &format!("unknown message key '{other}'"),
@@ -447,7 +448,7 @@ pub fn rule_of(r: &RuleSpec) -> Result<Rule> {
 /// validated and filled in every option of the framer named by `kind`; the others are absent.
 #[napi(object)]
 pub struct ParserSpec {
-    /// `'none' | 'external' | 'lengthField' | 'delimiter' | 'lines' | 'fixed' | 'resp' | 'http1'`.
+    /// `'none' | 'external' | 'lengthField' | 'delimiter' | 'lines' | 'fixed' | 'resp' | 'http1' | 'tlsRecords'`.
     pub kind: String,
     /// Tag of the external parser (`'external'`).
     pub tag: Option<u32>,
@@ -561,6 +562,7 @@ fn parser_of(p: &ParserSpec) -> Result<ParserProg> {
                 max_line_length: p.max_line_length.map_or(d.max_line_length, bytes_of),
             })
         }
+        "tlsRecords" => ParserKind::TlsRecords,
         "http1" => {
             let d = Http1Options::default();
             ParserKind::Http1(Http1Options {

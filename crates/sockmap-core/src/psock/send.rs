@@ -387,7 +387,8 @@ impl Core {
                     len: msg.size(),
                     meta: &crate::framer::MessageMeta::None,
                 };
-                eval_rule(&mut self.maps, rule, id, &view).0
+                let sni = self.slot_of(id).and_then(|s| self.at_ref(s).sni.clone());
+                eval_rule(&mut self.maps, rule, id, sni.as_deref(), &view).0
             }
             MsgVerdictKind::Func(f) => match catch_unwind(AssertUnwindSafe(|| f(id, msg))) {
                 Ok(v) => resolve(&self.maps, &v),

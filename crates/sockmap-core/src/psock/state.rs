@@ -166,6 +166,10 @@ pub(crate) struct Psock {
     partner: Option<Partner>,
     /// TLS: the record layer between the socket's bytes and its plaintext (`psock/tls.rs`).
     pub(crate) tls: Option<Box<crate::tls::session::Session>>,
+    /// The server name the socket's stream asked for, lowercased: its
+    /// handshake's when the engine terminates TLS, else its ClientHello's
+    /// (`parsers.tlsRecords()`). What `KeySource::Sni` reads.
+    pub(crate) sni: Option<bytes::Bytes>,
 }
 
 impl Psock {
@@ -200,6 +204,7 @@ impl Psock {
             initial: Bytes::new(),
             partner: None,
             tls: None,
+            sni: None,
         }
     }
 

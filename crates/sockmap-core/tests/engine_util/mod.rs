@@ -228,16 +228,23 @@ impl Harness {
     /// Two adopted sockets redirecting to each other (a SockHash keyed by
     /// socket): the test's ends, the engine's ends and the map.
     pub fn proxy_pair(&self) -> (TcpStream, SockId, TcpStream, SockId, MapId) {
+        let (pa, a) = self.pair();
+        let (pb, b) = self.pair();
+        let map = self.redirect_pair(a, b);
+        (pa, a, pb, b, map)
+    }
+
+    /// Makes `a` and `b` redirect every message to each other (egress),
+    /// through a SockHash keyed by socket; returns it.
+    pub fn redirect_pair(&self, a: SockId, b: SockId) -> MapId {
         let map = self.hash_with(|m| Rule::Redirect {
             map: m,
             key: KeySource::Socket,
             ingress: false,
         });
-        let (pa, a) = self.pair();
-        let (pb, b) = self.pair();
         self.put(map, a, b);
         self.put(map, b, a);
-        (pa, a, pb, b, map)
+        map
     }
 
     pub fn put(&self, map: MapId, key: impl Into<Key>, sock: SockId) {

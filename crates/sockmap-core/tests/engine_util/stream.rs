@@ -24,6 +24,25 @@ pub fn io_uring_allowed() -> bool {
         .unwrap_or(true)
 }
 
+/// Both backends (io_uring where the kernel allows it), each with one and two shards.
+pub fn backend_configs() -> Vec<EngineConfig> {
+    let mut backends = vec![BackendChoice::Epoll];
+    if io_uring_allowed() {
+        backends.push(BackendChoice::IoUring);
+    }
+    let mut out = Vec::new();
+    for backend in backends {
+        for shards in [1, 2] {
+            out.push(EngineConfig {
+                backend: Some(backend),
+                shards: Some(shards),
+                ..EngineConfig::default()
+            });
+        }
+    }
+    out
+}
+
 /// A byte of a test stream: position-dependent, so a lost, doubled or reordered chunk shows.
 pub fn pattern(i: usize) -> u8 {
     ((i % 65521) % 251) as u8
