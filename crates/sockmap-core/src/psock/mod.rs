@@ -719,7 +719,7 @@ impl Core {
         let answered = self
             .batcher
             .as_mut()
-            .is_none_or(Batcher::disarm_if_answered);
+            .map_or(true, Batcher::disarm_if_answered);
         let Core { timers, socks, .. } = self;
         let live = |id: SockId| {
             socks
