@@ -23,6 +23,17 @@ export {
   type UnixListenOptions,
 } from './engine'
 export {
+  DatagramSocket,
+  type DatagramBindCommon,
+  type DatagramBindOptions,
+  type DatagramConnectOptions,
+  type SessionsOptions,
+  type UdpBindOptions,
+  type UdpConnectOptions,
+  type UnixDgramBindOptions,
+  type UnixDgramConnectOptions,
+} from './dgram'
+export {
   Socket,
   Server,
   type AddressInfo,

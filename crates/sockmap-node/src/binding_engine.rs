@@ -20,15 +20,15 @@ use sockmap_core::backend::select::BackendInfo;
 use sockmap_core::config::DEFAULT_BACKLOG;
 use sockmap_core::stats::StatsSnapshot;
 use sockmap_core::{
-    ChangeHold, Drive, Engine, EngineHandle, Errno, Hooks, Notify, OnClose, PairOptions, SockId,
-    Stream, UnixName,
+    Addr, ChangeHold, Drive, Engine, EngineHandle, Errno, Hooks, Notify, OnClose, PairOptions,
+    SockId, Stream, UnixName,
 };
 
 use crate::binding_batch::{Inbox, JsVerdicts, Taken, WakeFn, Waker};
 use crate::binding_error::{error_of, guarded, host_error, Error, Result};
 use crate::binding_event::{js_event, unix_path, JsEvent};
 use crate::binding_inline::Inline;
-use crate::binding_options::{engine_config, EngineOptions};
+use crate::binding_options::{engine_config, session_config, EngineOptions, SessionsSpec};
 use crate::binding_tls::{
     js_tls_stats, server_tls, ClientCache, JsTlsStats, TlsClientSpec, TlsServerSpec,
 };
@@ -88,6 +88,10 @@ pub struct BackendStatsJs {
     pub stale: f64,
     /// Read passes that spliced bytes nothing inspects (epoll).
     pub spliced: f64,
+    /// Datagrams sent as segments of `UDP_SEGMENT` sends (GSO).
+    pub segmented: f64,
+    /// Datagrams received coalesced with others by `UDP_GRO`.
+    pub coalesced: f64,
 }
 
 fn backend_info(i: &BackendInfo) -> BackendInfoJs {
@@ -210,6 +214,26 @@ fn unix_name(path: &str) -> UnixName {
     }
 }
 
+/// The id and local address of an IP socket, as `listen()` reports them.
+fn inet_result(id: SockId, local: SocketAddr) -> ListenResult {
+    ListenResult {
+        id: id.as_u64() as f64,
+        address: local.ip().to_string(),
+        port: u32::from(local.port()),
+        family: if local.is_ipv4() { "IPv4" } else { "IPv6" }.to_string(),
+    }
+}
+
+/// The id and name of a Unix socket bound to `path`, as `listen()` reports them.
+fn unix_result(id: SockId, local: &UnixName, path: String) -> ListenResult {
+    ListenResult {
+        id: id.as_u64() as f64,
+        address: unix_path(local).unwrap_or(path),
+        port: 0,
+        family: "Unix".to_string(),
+    }
+}
+
 fn engine_err(e: Errno, what: &str) -> Error {
     error_of(e, what)
 }
@@ -322,6 +346,8 @@ impl BindingEngine {
             starved: s.starved as f64,
             stale: s.stale as f64,
             spliced: s.spliced as f64,
+            segmented: s.segmented as f64,
+            coalesced: s.coalesced as f64,
         }
     }
 
@@ -389,12 +415,7 @@ impl BindingEngine {
                 .handle
                 .listen_tls(addr, backlog.unwrap_or(DEFAULT_BACKLOG), tls)
                 .map_err(|e| engine_err(e, "listen failed"))?;
-            Ok(ListenResult {
-                id: id.as_u64() as f64,
-                address: local.ip().to_string(),
-                port: u32::from(local.port()),
-                family: if local.is_ipv4() { "IPv4" } else { "IPv6" }.to_string(),
-            })
+            Ok(inet_result(id, local))
         })
     }
 
@@ -407,12 +428,7 @@ impl BindingEngine {
                 .handle
                 .listen_unix(&unix_name(&path), backlog.unwrap_or(DEFAULT_BACKLOG))
                 .map_err(|e| engine_err(e, "listen failed"))?;
-            Ok(ListenResult {
-                id: id.as_u64() as f64,
-                address: unix_path(&local).unwrap_or(path),
-                port: 0,
-                family: "Unix".to_string(),
-            })
+            Ok(unix_result(id, &local, path))
         })
     }
 
@@ -504,6 +520,106 @@ impl BindingEngine {
                 )
                 .map_err(|e| engine_err(e, "adopt failed"))?;
             Ok(id.as_u64() as f64)
+        })
+    }
+
+    /// Binds a UDP socket on `ip:port`; with `sessions`, one session socket per client address (announced as
+    /// `Accepted` events of the bound socket).
+    #[napi]
+    pub fn bind_udp(
+        &self,
+        ip: String,
+        port: u32,
+        sessions: Option<SessionsSpec>,
+    ) -> Result<ListenResult> {
+        guarded(|| {
+            let addr = socket_addr(&ip, port)?;
+            let (id, local) = self
+                .handle
+                .bind_udp(addr, sessions.as_ref().map(session_config))
+                .map_err(|e| engine_err(e, "bind failed"))?;
+            Ok(inet_result(id, local))
+        })
+    }
+
+    /// A UDP socket connected to `ip:port`, bound to `localIp:localPort` if given; the result is its local address.
+    #[napi]
+    pub fn connect_udp(
+        &self,
+        ip: String,
+        port: u32,
+        local_ip: Option<String>,
+        local_port: Option<u32>,
+        near: Option<f64>,
+    ) -> Result<ListenResult> {
+        guarded(|| {
+            let peer = socket_addr(&ip, port)?;
+            let local = match local_ip {
+                Some(l) => Some(socket_addr(&l, local_port.unwrap_or(0))?),
+                None => None,
+            };
+            let (id, local) = self
+                .handle
+                .connect_udp(peer, local, near.map(sock_id))
+                .map_err(|e| engine_err(e, "connect failed"))?;
+            Ok(inet_result(id, local))
+        })
+    }
+
+    /// Binds a Unix datagram socket on `path` (a leading NUL: a Linux abstract name), with sessions per client name
+    /// if asked.
+    #[napi]
+    pub fn bind_unix_dgram(
+        &self,
+        path: String,
+        sessions: Option<SessionsSpec>,
+    ) -> Result<ListenResult> {
+        guarded(|| {
+            let (id, local) = self
+                .handle
+                .bind_unix_dgram(&unix_name(&path), sessions.as_ref().map(session_config))
+                .map_err(|e| engine_err(e, "bind failed"))?;
+            Ok(unix_result(id, &local, path))
+        })
+    }
+
+    /// A Unix datagram socket connected to `path`, bound to `localPath` if given (to receive replies).
+    #[napi]
+    pub fn connect_unix_dgram(
+        &self,
+        path: String,
+        local_path: Option<String>,
+        near: Option<f64>,
+    ) -> Result<f64> {
+        guarded(|| {
+            let local = local_path.as_deref().map(unix_name);
+            let id = self
+                .handle
+                .connect_unix_dgram(&unix_name(&path), local.as_ref(), near.map(sock_id))
+                .map_err(|e| engine_err(e, "connect failed"))?;
+            Ok(id.as_u64() as f64)
+        })
+    }
+
+    /// Sends one datagram from a bound datagram socket to `ip:port`, or with `port` absent to the Unix socket
+    /// `address`; the `SendDone` event with `req` reports the outcome.
+    #[napi]
+    pub fn send_to(
+        &self,
+        sock: f64,
+        data: &[u8],
+        address: String,
+        port: Option<u32>,
+        req: f64,
+    ) -> Result<()> {
+        guarded(|| {
+            let to = match port {
+                Some(p) => Addr::Inet(socket_addr(&address, p)?),
+                None => Addr::Unix(unix_name(&address)),
+            };
+            self.handle
+                .send_to(sock_id(sock), Bytes::copy_from_slice(data), to, req as u64);
+            Ok(())
         })
     }
 

@@ -166,6 +166,8 @@ pub(crate) struct Psock {
     partner: Option<Partner>,
     /// TLS: the record layer between the socket's bytes and its plaintext (`psock/tls.rs`).
     pub(crate) tls: Option<Box<crate::tls::session::Session>>,
+    /// A datagram socket's queue and sessions (`psock/dgram.rs`).
+    pub(crate) dgram: Option<Box<super::dgram::DgramState>>,
     /// The server name the socket's stream asked for, lowercased: its
     /// handshake's when the engine terminates TLS, else its ClientHello's
     /// (`parsers.tlsRecords()`). What `KeySource::Sni` reads.
@@ -204,6 +206,7 @@ impl Psock {
             initial: Bytes::new(),
             partner: None,
             tls: None,
+            dgram: None,
             sni: None,
         }
     }
