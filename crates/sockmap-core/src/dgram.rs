@@ -68,6 +68,7 @@ pub enum DgramRole {
 
 /// One datagram waiting to be sent.
 #[derive(Clone, Debug)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // only Linux backends read datagram sockets
 pub(crate) struct Datagram {
     /// The destination (`None`: the socket's connected peer).
     pub(crate) to: Option<Addr>,
@@ -77,6 +78,7 @@ pub(crate) struct Datagram {
 
 /// What to open a datagram socket as.
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // only Linux backends read datagram sockets
 pub(crate) enum DgramOpen<'a> {
     /// A UDP socket bound on the address (port 0 picks one).
     BindUdp(std::net::SocketAddr),
@@ -103,6 +105,7 @@ pub struct DgramSock {
 /// What the kernel does for a socket beyond plain datagrams: the UDP
 /// offloads (none on a Unix socket), and reports of its drops.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // only Linux backends read datagram sockets
 pub(crate) struct Offload {
     /// Sends may carry several datagrams (`UDP_SEGMENT`, Linux 4.18).
     pub(crate) gso: bool,

@@ -490,6 +490,7 @@ impl Core {
     }
 
     /// The backend sent the first `n` queued datagrams.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // only Linux backends read datagram sockets
     pub(crate) fn handle_dgrams_sent(&mut self, id: SockId, n: usize) {
         let Some(slot) = self.slot_of(id) else { return };
         let p = self.at(slot);
@@ -513,6 +514,7 @@ impl Core {
 
     /// The kernel refused the first queued datagram: it is dropped and
     /// counted (`dropped_too_big` for `EMSGSIZE`, else `dropped_send_error`).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // only Linux backends read datagram sockets
     pub(crate) fn handle_dgram_failed(&mut self, id: SockId, err: Errno) {
         let Some(slot) = self.slot_of(id) else { return };
         let p = self.at(slot);
