@@ -88,7 +88,9 @@ describe.skipIf(!haveRedis)('UpstreamPool (real redis-server)', () => {
     const sb = pool.stats()[1]
     expect(sb?.ejections).toBe(1)
     expect(sb?.connections).toBe(perServer)
-    expect(sb?.reconnects).toBe(perServer)
+    // Every slot reconnected. On a loaded machine a slot may need more than one reconnection while the server starts
+    // again, so this is a lower bound; `connections` above is exact.
+    expect(sb?.reconnects).toBeGreaterThanOrEqual(perServer)
     expect(pool.metrics()).toContain(`sockmap_upstream_ejections_total{pool="default",server="127.0.0.1:${b.port}"} 1`)
     await pool.close()
   })
