@@ -1,12 +1,15 @@
 // Child processes for the benchmark: started, watched, measured through /proc and always
 // stopped (every child is killed when this process exits, however it exits).
 import { spawn, execFileSync } from 'node:child_process'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import path from 'node:path'
 import net from 'node:net'
 
 const live = new Set()
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100
+let unixDir = null
+let unixSeq = 0
 
 function killAll() {
   for (const p of live) {
@@ -17,6 +20,8 @@ function killAll() {
     }
   }
   live.clear()
+  if (unixDir) rmSync(unixDir, { recursive: true, force: true })
+  unixDir = null
 }
 process.on('exit', killAll)
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
@@ -187,6 +192,12 @@ export async function freePort() {
     if (ok) return port
   }
   throw new Error('no free loopback port')
+}
+
+/** A fresh path for a Unix socket named after `name`, in a private directory removed when this process exits. */
+export function unixPath(name) {
+  unixDir ??= mkdtempSync(path.join(tmpdir(), 'sockmap-bench-'))
+  return path.join(unixDir, `${name}-${unixSeq++}.sock`)
 }
 
 /** Resolves once a TCP connect to the loopback `port` succeeds; rejects after `timeoutMs`. */

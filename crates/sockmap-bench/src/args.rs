@@ -1,8 +1,10 @@
 //! A tiny `--name value` command-line parser shared by the programs.
 
+use crate::net::Endpoint;
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -101,6 +103,15 @@ impl Args {
         addr
     }
 
+    /// `--name` as a loopback TCP address or a Unix socket path (`unix:PATH`), required;
+    /// exits when missing or neither.
+    pub fn endpoint(&self, name: &str) -> Endpoint {
+        match self.values.get(name) {
+            Some(v) if v.starts_with("unix:") => self.get(name, Endpoint::Unix(PathBuf::new())),
+            _ => Endpoint::Tcp(self.loopback(name)),
+        }
+    }
+
     /// Prints `msg` and the usage text, then exits with status 2.
     pub fn fail(&self, msg: &str) -> ! {
         args_exit(self.usage, msg)
@@ -130,6 +141,12 @@ mod tests {
         assert_eq!(a.get("conns", 1u32), 3);
         assert_eq!(a.get("iters", 7u32), 7);
         assert_eq!(a.loopback("listen").port(), 9);
+        assert_eq!(a.endpoint("listen"), Endpoint::Tcp(a.loopback("listen")));
+        let u = parse("--connect unix:/tmp/x").unwrap();
+        assert_eq!(
+            u.endpoint("connect"),
+            Endpoint::Unix(PathBuf::from("/tmp/x"))
+        );
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! Small native load generators for the sockmap benchmarks. Each program in
 //! `src/bin/` is a thin `main` over the pieces here, uses plain blocking
 //! sockets on one thread per connection (`many-pingpong`: non-blocking
-//! sockets on one thread), talks to loopback addresses only and exits by
-//! itself (every loop is bounded by a duration or a count).
+//! sockets on one thread), talks to loopback addresses only (the framed programs
+//! also to Unix stream sockets, `unix:PATH`) and exits by itself (every loop is
+//! bounded by a duration or a count).
 //!
 //! | program | role |
 //! |---|---|
