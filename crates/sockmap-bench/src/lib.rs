@@ -15,6 +15,7 @@
 //! | `many-pingpong client` / `many-pingpong echo` | many connections (1,000 by default) each doing closed-loop request/response on one non-blocking thread: round trips/s and round-trip latency; its one-thread echo server |
 //! | `slow-sink` | a consumer reading at a fixed byte rate |
 //! | `idle-conns connect` / `idle-conns serve` | opens or accepts N connections and holds them idle |
+//! | `udp-load client` / `udp-load echo` | UDP round trips: several sockets, each with a window of datagrams in flight (datagrams/s, round-trip latency, losses), and a batched echo server |
 //!
 //! `PROGRAM --help` prints each one's options. Listeners print `ready` once bound; every
 //! program prints its result as one JSON line on stdout.
@@ -31,6 +32,7 @@
 #![deny(missing_docs)]
 
 pub mod args;
+pub mod dgram;
 pub mod frame;
 pub mod histogram;
 pub mod net;

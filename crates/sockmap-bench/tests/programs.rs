@@ -276,3 +276,41 @@ fn many_pingpong_round_trips_on_every_connection() {
     assert_eq!(field(&echo, "ended"), 50);
     assert!(field(&echo, "bytes") >= 64 * field(&client, "all_msgs"));
 }
+
+#[test]
+fn udp_load_gets_every_datagram_echoed() {
+    let (echo, out, addr) = start_server(
+        env!("CARGO_BIN_EXE_udp-load"),
+        &["echo", "--listen", "ADDR", "--duration", "3"],
+    );
+    let client = run(
+        env!("CARGO_BIN_EXE_udp-load"),
+        &[
+            "client",
+            "--connect",
+            &addr,
+            "--sockets",
+            "4",
+            "--window",
+            "8",
+            "--size",
+            "1200",
+            "--warmup",
+            "0.1",
+            "--duration",
+            "0.3",
+        ],
+    );
+    let sent = field(&client, "sent");
+    assert!(field(&client, "dgrams") > 0, "{client}");
+    assert!(
+        sent >= 32,
+        "every window was filled at least once: {client}"
+    );
+    assert_eq!(field(&client, "received"), sent, "{client}");
+    assert_eq!(field(&client, "lost"), 0);
+    assert_eq!(field(&client, "mismatches"), 0);
+    assert_eq!(field(&client, "errors"), 0);
+    let echo = finish(echo, out);
+    assert_eq!(field(&echo, "echoed"), sent, "{echo}");
+}
