@@ -39,7 +39,9 @@ import {
   cpuLine,
   saveResults,
   unixPath,
+  median,
 } from './procs.mjs'
+import { isReason, recorder, table } from './tables.mjs'
 import { have, startHaproxy } from './peers.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
@@ -196,78 +198,9 @@ const bin = (name) => path.join(BIN, name)
 
 // ---------------------------------------------------------------- results and formatting
 
-const results = {} // "scenario/row/metric" -> samples or error
-const note = (key, value) => {
-  ;(results[key] ??= []).push(value)
-}
-const fail = (key, err) => {
-  results[`${key}/error`] = String(err.message ?? err)
-    .split('\n')[0]
-    .slice(0, 160)
-}
-
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = s.length >> 1
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
-}
-
-function num(v, digits, plain = false) {
-  if (plain) return v.toFixed(digits)
-  if (Math.abs(v) >= 1e6) return `${(v / 1e6).toFixed(2)} M`
-  if (Math.abs(v) >= 1e4) return `${(v / 1e3).toFixed(0)} k`
-  return v.toFixed(digits)
-}
-
-/** "median (min–max)" of a row's metric, its error, or its reason to be missing. */
-function cell(key, digits = 2, { plain = false } = {}) {
-  const xs = results[key]
-  if (!xs || xs.length === 0) {
-    const rowKey = key.slice(0, key.lastIndexOf('/'))
-    return results[`${rowKey}/missing`] ?? (results[`${rowKey}/error`] ? `error: ${results[`${rowKey}/error`]}` : '—')
-  }
-  const f = (v) => num(v, digits, plain)
-  const lo = Math.min(...xs)
-  const hi = Math.max(...xs)
-  const m = f(median(xs))
-  return xs.length > 1 && f(lo) !== f(hi) ? `${m} (${f(lo)}–${f(hi)})` : m
-}
-
-const isReason = (c) => /^(n\/a|error)/.test(c)
-
-function table(head, rows) {
-  const out = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`]
-  for (const r of rows) {
-    // A row that could not run says why once, in its first cell.
-    const rest = r.slice(1)
-    const shown = rest.every((c) => c === rest[0] && isReason(c)) ? [r[0], rest[0], ...rest.slice(1).map(() => '')] : r
-    out.push(`| ${shown.join(' | ')} |`)
-  }
-  return out.join('\n')
-}
-
-/** Runs `body` for one row (retried once on error), recording a missing proxy or the error
- * instead of numbers. `body` pushes what it starts onto `started`; all of it is stopped. */
-async function row(key, proxyKey, body) {
-  const missing = proxyKey ? PROXIES[proxyKey].missing : null
-  if (missing) {
-    results[`${key}/missing`] = missing
-    return
-  }
-  const started = []
-  for (let attempt = 1; attempt <= 2; attempt++) {
-    try {
-      await body(started)
-      delete results[`${key}/error`]
-      return
-    } catch (e) {
-      fail(key, e)
-      process.stderr.write(`  ${key} (attempt ${attempt}): ${results[`${key}/error`]}\n`)
-    } finally {
-      for (const p of started.splice(0).reverse()) await p.stop()
-    }
-  }
-}
+const { results, note, cell, row: recordRow } = recorder() // "scenario/row/metric" -> samples or error
+/** {@link recorder}'s row, missing when its proxy is. */
+const row = (key, proxyKey, body) => recordRow(key, proxyKey ? PROXIES[proxyKey].missing : null, body)
 
 const cpuOf = (proxy) => (proxy ? proxy.cpuSecs() : 0)
 
