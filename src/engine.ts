@@ -46,6 +46,7 @@ import {
 import { addStats, toPrometheus, zeroStats, type EngineStats, type MapStats } from './stats'
 import { assertIntInRange, assertObject, assertOneOf, assertString } from './validate'
 import { BatchRunner } from './batch'
+import { DatagramSocket, sessionsSpec, type UdpBindOptions, type UdpConnectOptions } from './dgram'
 import { Verdict, type MsgVerdictFunction, type ParseFunction, type VerdictFunction } from './verdict'
 
 /** The engine's defaults (the single source of every default below). */
@@ -128,6 +129,13 @@ export interface EngineOptions {
    * empty ring is backpressure, never an error. Default: `128`.
    */
   recvBuffers?: number
+  /**
+   * Bytes a datagram socket may hold queued to send; a datagram beyond it is dropped and counted
+   * (`droppedOverflow`), a send rejects with `ENOBUFS`. Default: 1 MiB.
+   */
+  dgramQueueBytes?: number
+  /** Datagrams a datagram socket (or a session not yet read) may hold queued; beyond: as `dgramQueueBytes`. Default: 4096. */
+  dgramQueueDatagrams?: number
   /** How TypeScript callbacks are batched. */
   batch?: BatchOptions
   /** Send ring high watermark in bytes: above it, sources feeding the socket stop being read. Default: 1 MiB. */
@@ -238,9 +246,9 @@ export interface UnixConnectOptions extends ConnectCommonOptions {
  * Checks a Unix socket path option: a path of 1 to 107 bytes without NUL, or an abstract name (a leading NUL, then 1
  * to 107 bytes of any value).
  */
-function assertUnixPath(options: Record<string, unknown>): string {
+function assertUnixPath(options: Record<string, unknown>, name = 'options.path'): string {
   const path = options.path
-  assertString('options.path', path)
+  assertString(name, path)
   if (options.host !== undefined || options.port !== undefined) {
     throw new TypeError('options.path cannot be combined with options.host or options.port')
   }
@@ -330,6 +338,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     opt('maxPendingBytes', 'options.maxPendingBytes', options.maxPendingBytes, 1, 2 ** 40)
     opt('readBudget', 'options.readBudget', options.readBudget, 1, 2 ** 40)
     opt('readBuffer', 'options.readBuffer', options.readBuffer, 512, 1 << 26)
+    opt('dgramQueueBytes', 'options.dgramQueueBytes', options.dgramQueueBytes, 1, 2 ** 40)
+    opt('dgramQueueDatagrams', 'options.dgramQueueDatagrams', options.dgramQueueDatagrams, 1, 2 ** 31)
     opt('recvBuffers', 'options.recvBuffers', options.recvBuffers, 1, 1 << 15)
     if (options.backend !== undefined) native.backend = options.backend
     if (options.drive !== undefined) native.drive = options.drive
@@ -502,6 +512,91 @@ export class Engine extends EventEmitter<EngineEvents> {
     tls: TlsClientSpec | undefined,
   ): Promise<Socket> {
     return this.#pendingConnect(() => this.#binding.connect(ip, port, timeoutMs, near?.id, tls))
+  }
+
+  /**
+   * Binds a UDP socket (`host`, `port`: IPv4 or IPv6) or a Unix datagram socket (`path`): datagrams from anyone,
+   * each one message. Without `sessions` it passes each datagram with its sender (`'message'`'s `rinfo`) and
+   * `send(data, port, host)` names each destination; with `sessions`, each client address gets a session socket
+   * (`'session'`). It starts paused, like an accepted socket (with sessions it reads at once, for them).
+   * @throws {SockmapError} the bind error (`EADDRINUSE`...).
+   * @throws {TypeError} when `path` comes with `host` or `port`; {RangeError} for a port or session bound out of
+   * range.
+   */
+  async bindUdp(options: UdpBindOptions): Promise<DatagramSocket> {
+    assertObject('options', options)
+    const sessions = sessionsSpec(options.sessions)
+    if (options.path !== undefined) {
+      const path = assertUnixPath(options as unknown as Record<string, unknown>)
+      this.#checkOpen()
+      const r = callBinding(() => this.#binding.bindUnixDgram(path, sessions))
+      return this.#datagram(r.id, r)
+    }
+    const host = options.host ?? defaults.host
+    assertString('options.host', host)
+    assertIntInRange('options.port', options.port, 0, 65535)
+    this.#checkOpen()
+    const ip = isIP(host) !== 0 ? host : (await lookup(host)).address
+    this.#checkOpen()
+    const r = callBinding(() => this.#binding.bindUdp(ip, options.port as number, sessions))
+    return this.#datagram(r.id, r)
+  }
+
+  /**
+   * A UDP socket connected to `host:port` (bound to `localHost:localPort` if given), or a Unix datagram socket
+   * connected to `path` (bound to `localPath` if given): each datagram from its peer one message, each send or
+   * redirect to it one datagram to its peer. It starts paused.
+   * @throws {SockmapError} the bind or connect error (`ENOENT`, `ECONNREFUSED` for a Unix path).
+   * @throws {TypeError} when `path` comes with `host` or `port`; {RangeError} for a port out of range.
+   */
+  async connectUdp(options: UdpConnectOptions): Promise<DatagramSocket> {
+    assertObject('options', options)
+    const near = options.near
+    if (near !== undefined && !(near instanceof Socket && this.#sockets.get(near.id) === near)) {
+      throw new TypeError('options.near must be a socket of this engine')
+    }
+    if (options.path !== undefined) {
+      const path = assertUnixPath(options as unknown as Record<string, unknown>)
+      const localPath =
+        options.localPath === undefined ? undefined : assertUnixPath({ path: options.localPath }, 'options.localPath')
+      this.#checkOpen()
+      const id = callBinding(() => this.#binding.connectUnixDgram(path, localPath, near?.id))
+      const local = { address: localPath ?? '', port: 0, family: 'Unix' }
+      return this.#datagram(id, local, { address: path, port: 0, family: 'Unix' })
+    }
+    const host = options.host ?? defaults.host
+    assertString('options.host', host)
+    assertIntInRange('options.port', options.port, 1, 65535)
+    if (options.localHost !== undefined) assertString('options.localHost', options.localHost)
+    if (options.localPort !== undefined) assertIntInRange('options.localPort', options.localPort, 0, 65535)
+    this.#checkOpen()
+    const ip = isIP(host) !== 0 ? host : (await lookup(host)).address
+    this.#checkOpen()
+    const localHost =
+      options.localHost === undefined || isIP(options.localHost) !== 0
+        ? options.localHost
+        : (await lookup(options.localHost)).address
+    const localIp = localHost ?? (options.localPort !== undefined ? (isIP(ip) === 6 ? '::' : '0.0.0.0') : undefined)
+    const r = callBinding(() =>
+      this.#binding.connectUdp(ip, options.port as number, localIp, options.localPort, near?.id),
+    )
+    return this.#datagram(r.id, r, {
+      address: ip,
+      port: options.port as number,
+      family: isIP(ip) === 6 ? 'IPv6' : 'IPv4',
+    })
+  }
+
+  #datagram(id: number, local: AddressInfo, remote?: AddressInfo): DatagramSocket {
+    const s = new DatagramSocket(
+      this.#host,
+      id,
+      { address: local.address, port: local.port, family: local.family },
+      remote,
+      (sid, r) => this.#newSocket(sid, r),
+    )
+    this.#sockets.set(id, s)
+    return s
   }
 
   /** The socket of a connect under way, resolved when it connects. */

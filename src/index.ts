@@ -23,6 +23,13 @@ export {
   type UnixListenOptions,
 } from './engine'
 export {
+  DatagramSocket,
+  type DatagramBindCommon,
+  type SessionsOptions,
+  type UdpBindOptions,
+  type UdpConnectOptions,
+} from './dgram'
+export {
   Socket,
   Server,
   type AddressInfo,

@@ -47,6 +47,25 @@ const kListening = Symbol('sockmap.listening')
 export const kTls = Symbol('sockmap.tls')
 /** @internal */
 export const kTlsError = Symbol('sockmap.tlsError')
+/** Starts a send whose outcome a `SendDone` event reports. @internal */
+export const kSend = Symbol('sockmap.send')
+
+/** A datagram a bound socket passed while paused, with its sender. */
+interface HeldDatagram {
+  data: Buffer
+  from: AddressInfo
+}
+
+function isDatagram(m: Buffer | HeldDatagram): m is HeldDatagram {
+  return !(m instanceof Uint8Array)
+}
+
+/** The address an event carries: an IP and port, or a Unix name (no port). @internal */
+export function eventAddress(ev: JsEvent): AddressInfo {
+  const address = ev.detail ?? ''
+  const family = ev.port === undefined || ev.port === null ? 'Unix' : address.includes(':') ? 'IPv6' : 'IPv4'
+  return { address, port: ev.port ?? 0, family }
+}
 
 /** An address, as `server.address()` and `socket.remoteAddress` give it. */
 export interface AddressInfo {
@@ -60,8 +79,14 @@ export interface AddressInfo {
 
 /** Events of a {@link Socket}. */
 export interface SocketEvents {
-  /** A message: passed by the socket's verdict, redirected here with `{ ingress: true }`, or read without programs. */
-  message: [data: Buffer]
+  /**
+   * A message: passed by the socket's verdict, redirected here with `{ ingress: true }`, or read without programs.
+   * On a datagram socket each message is one datagram; a bound one (`engine.bindUdp()` without sessions) gives the
+   * sender of each datagram it passed as `rinfo`, as `node:dgram` does.
+   */
+  message: [data: Buffer, rinfo?: AddressInfo]
+  /** A bound datagram socket with sessions: a new client's first datagram made its session socket (paused). */
+  session: [socket: Socket]
   /** The peer shut down its write side: no more messages will come. */
   end: []
   /** The send ring drained below its low watermark after being above the high one. */
@@ -147,7 +172,7 @@ export class Socket extends SocketBase {
   #closed = false
   #ended = false
   /** Messages that arrived while paused. */
-  #held: Buffer[] | undefined
+  #held: Array<Buffer | HeldDatagram> | undefined
   /** Async iterators running: while any is, a message counts as consumed when an iterator hands it out. */
   #iterators = 0
   #sends: Map<number, PendingSend> | undefined
@@ -223,11 +248,21 @@ export class Socket extends SocketBase {
   send(data: Uint8Array | string): Promise<number> {
     const bytes = typeof data === 'string' ? Buffer.from(data) : data
     assertBytes('data', bytes)
+    return this[kSend]((req) => this.#host.binding.send(this.id, bytes, req))
+  }
+
+  /** Starts a send through `start` (given its request number); resolves or rejects on its `SendDone`. @internal */
+  [kSend](start: (req: number) => void): Promise<number> {
     if (this.#closed || this.#ended) return Promise.reject(sockError('EPIPE', 'the socket is closed or ended'))
     const req = this.#host.nextRequest()
     return new Promise<number>((resolve, reject) => {
       ;(this.#sends ??= new Map()).set(req, { resolve, reject })
-      callBinding(() => this.#host.binding.send(this.id, bytes, req))
+      try {
+        callBinding(() => start(req))
+      } catch (e) {
+        this.#sends?.delete(req)
+        reject(e)
+      }
     })
   }
 
@@ -256,8 +291,10 @@ export class Socket extends SocketBase {
   }
 
   /** Emits a message and counts it as consumed (unless an iterator will). */
-  #deliver(m: Buffer): void {
-    this.emit('message', m)
+  #deliver(held: Buffer | HeldDatagram): void {
+    const m = isDatagram(held) ? held.data : held
+    if (isDatagram(held)) this.emit('message', m, held.from)
+    else this.emit('message', m)
     if (this.#iterators === 0 && !this.#closed) this.#host.ack(this.id, m.length)
   }
 
@@ -344,9 +381,13 @@ export class Socket extends SocketBase {
   [kEvent](ev: JsEvent): void {
     switch (ev.kind) {
       case EventKind.Message:
-        if (this.#paused) (this.#held ??= []).push(ev.data as Buffer)
-        else this.#deliver(ev.data as Buffer)
+      case EventKind.Datagram: {
+        const m: Buffer | HeldDatagram =
+          ev.kind === EventKind.Message ? (ev.data as Buffer) : { data: ev.data as Buffer, from: eventAddress(ev) }
+        if (this.#paused) (this.#held ??= []).push(m)
+        else this.#deliver(m)
         return
+      }
       case EventKind.ReadEnd:
         this.emit('end')
         return
@@ -381,7 +422,10 @@ export class Socket extends SocketBase {
     // Messages held by a pause are still the application's: deliver them before 'close'.
     const held = this.#held
     this.#held = undefined
-    for (const m of held ?? []) this.emit('message', m)
+    for (const m of held ?? []) {
+      if (isDatagram(m)) this.emit('message', m.data, m.from)
+      else this.emit('message', m)
+    }
     if (code && this.listenerCount('error') > 0) this.emit('error', sockError(code, 'the socket closed on an error'))
     this.emit('close', code !== undefined)
   }
@@ -465,9 +509,7 @@ export class Server extends EventEmitter<ServerEvents> {
   /** Handles one engine event for this listener. @internal */
   [kEvent](ev: JsEvent): void {
     if (ev.kind === EventKind.Accepted) {
-      const address = ev.detail ?? ''
-      const family = ev.port === undefined ? 'Unix' : address.includes(':') ? 'IPv6' : 'IPv4'
-      const remote = { address, port: ev.port ?? 0, family }
+      const remote = eventAddress(ev)
       // With no 'connection' listener, the socket is made only when the application reaches it.
       if (this.listenerCount('connection') === 0) {
         this.#make(ev.other, remote, true)

@@ -71,6 +71,11 @@ pub struct EngineConfig {
     /// [`DRIVE_ENV`](crate::backend::select::DRIVE_ENV) decides, or else
     /// [`Drive::Threads`].
     pub drive: Option<Drive>,
+    /// Bytes a datagram socket may hold queued to send; a datagram beyond it is dropped and counted.
+    pub dgram_queue_bytes: usize,
+    /// Datagrams a datagram socket may hold queued to send (and a session
+    /// held before it reads); one beyond it is dropped and counted.
+    pub dgram_queue_datagrams: usize,
 }
 
 impl Default for EngineConfig {
@@ -88,9 +93,17 @@ impl Default for EngineConfig {
             shards: None,
             splice_min: Some(DEFAULT_SPLICE_MIN),
             drive: None,
+            dgram_queue_bytes: DEFAULT_DGRAM_QUEUE_BYTES,
+            dgram_queue_datagrams: DEFAULT_DGRAM_QUEUE_DATAGRAMS,
         }
     }
 }
+
+/// The bytes a datagram socket may hold queued to send: 1 MiB.
+pub const DEFAULT_DGRAM_QUEUE_BYTES: usize = 1 << 20;
+
+/// The datagrams a datagram socket may hold queued to send: 4096.
+pub const DEFAULT_DGRAM_QUEUE_DATAGRAMS: usize = 4096;
 
 /// The read size from which bytes nothing inspects are spliced: 16 KiB.
 pub const DEFAULT_SPLICE_MIN: usize = 16 << 10;

@@ -61,6 +61,13 @@ pub(crate) enum Command {
         data: Bytes,
         req: u64,
     },
+    /// A datagram from a bound socket to `to`.
+    SendTo {
+        sock: SockId,
+        data: Bytes,
+        to: Addr,
+        req: u64,
+    },
     Answer {
         batch: u64,
         answers: Box<Answers>,
@@ -291,6 +298,12 @@ pub(crate) fn turn<B: Backend>(
             Command::End(id) => core.handle_end(id),
             Command::Destroy(id) => core.handle_destroy(id),
             Command::Send { sock, data, req } => core.handle_send(sock, data, req),
+            Command::SendTo {
+                sock,
+                data,
+                to,
+                req,
+            } => core.handle_send_to(sock, data, to, req),
             Command::Answer { batch, answers } => core.handle_answers(batch, *answers),
             Command::Ack(sock, bytes) => core.handle_ack(sock, bytes),
         }

@@ -27,6 +27,9 @@ use crate::backend::select::{self, shards_from_env, BackendInfo, Opened, StartEr
 use crate::backend::{Backend, BackendCounters, BackendStats, Source};
 use crate::batch::ExternalVerdicts;
 use crate::config::{Drive, EngineConfig};
+use crate::dgram::SessionConfig;
+#[cfg(target_os = "linux")]
+use crate::dgram::{DgramRole, DgramSock};
 pub use crate::driver::Notify;
 use crate::driver::{replier, turn, wait_for, Command, Doorbell, EventOut, Inbox, LoopState, Peer};
 use crate::error::Errno;
@@ -38,7 +41,7 @@ use crate::partner::PairOptions;
 use crate::program::Programs;
 use crate::psock::{Core, NewSock};
 use crate::registry::{MapSink, Registry, Relink, Shared, SockState};
-use crate::sock::{Listener, Stream, UnixName};
+use crate::sock::{Addr, Listener, Stream, UnixName};
 use crate::stats::StatsSnapshot;
 use crate::tls::{ClientTls, ServerTls, SockTls, TlsStatsSnapshot};
 
@@ -555,6 +558,12 @@ fn io_err(e: &io::Error) -> Errno {
     Errno::from_io(e)
 }
 
+/// The role of a bound datagram socket, with or without sessions.
+#[cfg(target_os = "linux")]
+fn bound_role(sessions: Option<SessionConfig>) -> DgramRole {
+    sessions.map_or(DgramRole::Bound, DgramRole::Sessions)
+}
+
 /// The `listen` backlog for a requested one (at least 1).
 fn listen_backlog(backlog: u32) -> i32 {
     i32::try_from(backlog.max(1)).unwrap_or(i32::MAX)
@@ -858,6 +867,144 @@ impl EngineHandle {
             },
         );
         Ok(id)
+    }
+
+    /// Binds a UDP socket on `addr` (port 0 picks one); returns it and its
+    /// address. Without sessions it takes datagrams from anyone (each one
+    /// message; a PASS reaches the application as [`Event::Datagram`] with
+    /// its sender) and sends with [`EngineHandle::send_to`]; with `sessions`,
+    /// each client address gets a session socket, announced as
+    /// [`Event::Accepted`] with the bound socket as listener, on its first
+    /// datagram. It starts paused, as an accepted socket does (a bound
+    /// socket with sessions reads at once, for its sessions).
+    ///
+    /// # Errors
+    /// The bind error by its name (`EADDRINUSE`...); `EOPNOTSUPP` outside Linux.
+    pub fn bind_udp(
+        &self,
+        addr: SocketAddr,
+        sessions: Option<SessionConfig>,
+    ) -> Result<(SockId, SocketAddr), Errno> {
+        self.check_alive()?;
+        #[cfg(target_os = "linux")]
+        {
+            let (s, local) = DgramSock::bind_udp(addr).map_err(|e| io_err(&e))?;
+            Ok((self.register_dgram(s, bound_role(sessions), None), local))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (addr, sessions);
+            Err(Errno::OpNotSupp)
+        }
+    }
+
+    /// A UDP socket connected to `peer` (bound to `local`, else any port),
+    /// on `near`'s shard: each datagram it receives from its peer is one
+    /// message, each send or redirect to it one datagram to its peer. It
+    /// starts paused. Returns it and its local address.
+    ///
+    /// # Errors
+    /// The bind or connect error; `EOPNOTSUPP` outside Linux.
+    pub fn connect_udp(
+        &self,
+        peer: SocketAddr,
+        local: Option<SocketAddr>,
+        near: Option<SockId>,
+    ) -> Result<(SockId, SocketAddr), Errno> {
+        self.check_alive()?;
+        #[cfg(target_os = "linux")]
+        {
+            let (s, local) = DgramSock::connect_udp(peer, local).map_err(|e| io_err(&e))?;
+            Ok((self.register_dgram(s, DgramRole::Connected, near), local))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (peer, local, near);
+            Err(Errno::OpNotSupp)
+        }
+    }
+
+    /// [`EngineHandle::bind_udp`] for a Unix datagram socket named `name`
+    /// (a path, removed again when it closes, or an abstract name). Sessions
+    /// are per client name: a client that is not bound cannot be answered,
+    /// and its datagrams are dropped (`dropped_no_key`).
+    ///
+    /// # Errors
+    /// The bind error (`EADDRINUSE` for an existing path); `EOPNOTSUPP` outside Linux.
+    pub fn bind_unix_dgram(
+        &self,
+        name: &UnixName,
+        sessions: Option<SessionConfig>,
+    ) -> Result<(SockId, UnixName), Errno> {
+        self.check_alive()?;
+        #[cfg(target_os = "linux")]
+        {
+            let (s, local) = DgramSock::bind_unix(name).map_err(|e| io_err(&e))?;
+            Ok((self.register_dgram(s, bound_role(sessions), None), local))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (name, sessions);
+            Err(Errno::OpNotSupp)
+        }
+    }
+
+    /// [`EngineHandle::connect_udp`] for a Unix datagram socket named
+    /// `peer`, bound to `local` if given (needed to receive replies).
+    ///
+    /// # Errors
+    /// `ENOENT` when no socket has that path, `ECONNREFUSED` when nothing is
+    /// bound there; `EOPNOTSUPP` outside Linux.
+    pub fn connect_unix_dgram(
+        &self,
+        peer: &UnixName,
+        local: Option<&UnixName>,
+        near: Option<SockId>,
+    ) -> Result<SockId, Errno> {
+        self.check_alive()?;
+        #[cfg(target_os = "linux")]
+        {
+            let s = DgramSock::connect_unix(peer, local).map_err(|e| io_err(&e))?;
+            Ok(self.register_dgram(s, DgramRole::Connected, near))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (peer, local, near);
+            Err(Errno::OpNotSupp)
+        }
+    }
+
+    /// Hands a datagram socket to its I/O thread.
+    #[cfg(target_os = "linux")]
+    fn register_dgram(&self, sock: DgramSock, role: DgramRole, near: Option<SockId>) -> SockId {
+        let id = self.alloc(SockState::Established, near);
+        self.command(
+            id,
+            Command::Register {
+                id,
+                src: Source::Dgram(crate::backend::dgram::DgramIo { sock, role }),
+                kind: NewSock::Established,
+                deadline: None,
+                initial: Bytes::new(),
+                accepted: None,
+            },
+        );
+        id
+    }
+
+    /// Sends one datagram from a bound datagram socket to `to`;
+    /// [`Event::SendDone`] with `req` reports the outcome (`ENOBUFS` when its
+    /// send queue is full, `EPIPE` when the socket is gone or not a datagram socket).
+    pub fn send_to(&self, sock: SockId, data: Bytes, to: Addr, req: u64) {
+        self.command(
+            sock,
+            Command::SendTo {
+                sock,
+                data,
+                to,
+                req,
+            },
+        );
     }
 
     /// Sends `data` on the sk_msg path; [`Event::SendDone`] with `req` reports the outcome.

@@ -46,6 +46,15 @@ pub enum Event {
         /// The bytes.
         data: Frags,
     },
+    /// A datagram a bound datagram socket passed to its application, with its sender.
+    Datagram {
+        /// The bound socket.
+        sock: SockId,
+        /// The payload.
+        data: Frags,
+        /// Who sent it.
+        from: Addr,
+    },
     /// The peer shut down its write side (FIN): no more messages will come.
     ReadEnd {
         /// The socket.

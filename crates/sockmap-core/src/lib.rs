@@ -21,6 +21,7 @@ pub mod backend;
 pub mod batch;
 mod batcher;
 pub mod config;
+pub mod dgram;
 mod driver;
 pub mod engine;
 pub mod error;

@@ -21,9 +21,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 
 /// The address of a socket the engine listens on, connects to or accepted from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Addr {
-    /// An IPv4 or IPv6 address and port (TCP).
+    /// An IPv4 or IPv6 address and port (TCP or UDP).
     Inet(SocketAddr),
     /// A Unix-domain socket's name.
     Unix(UnixName),
@@ -36,7 +36,7 @@ impl From<SocketAddr> for Addr {
 }
 
 /// The name of a Unix-domain socket.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum UnixName {
     /// A filesystem path.
     Path(PathBuf),
@@ -255,7 +255,7 @@ pub(crate) struct SocketFile {
 
 #[cfg(unix)]
 impl SocketFile {
-    fn of(path: PathBuf) -> io::Result<SocketFile> {
+    pub(crate) fn of(path: PathBuf) -> io::Result<SocketFile> {
         use std::os::unix::fs::MetadataExt;
         let m = std::fs::symlink_metadata(&path)?;
         Ok(SocketFile {

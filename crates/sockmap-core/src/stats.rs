@@ -22,6 +22,14 @@ pub enum DropReason {
     DeadTarget,
     /// The parser failed or the socket closed in the middle of a message.
     Parser,
+    /// A datagram target's send queue was full, a session's held datagrams
+    /// at their bound, or a bound socket at its maximum of sessions.
+    Overflow,
+    /// A datagram above the size the kernel takes (`EMSGSIZE`), or one
+    /// received truncated.
+    TooBig,
+    /// The kernel refused a datagram (`ECONNREFUSED` after an ICMP error...).
+    SendError,
 }
 
 macro_rules! counters {
@@ -89,6 +97,13 @@ counters! {
         dropped_dead_target,
         /// Partial messages dropped by a parser error or a close mid-message.
         dropped_parser,
+        /// Datagrams dropped because their target's send queue was full, a
+        /// session held too many, or a bound socket had its maximum of sessions.
+        dropped_overflow,
+        /// Datagrams dropped for their size (`EMSGSIZE`, or received truncated).
+        dropped_too_big,
+        /// Datagrams the kernel refused to send (`ECONNREFUSED`...).
+        dropped_send_error,
         /// Bytes of dropped messages.
         dropped_bytes,
         /// Parser errors (each one aborted the socket).
@@ -194,6 +209,9 @@ impl Stats {
             DropReason::NoRoute => &self.dropped_no_route,
             DropReason::DeadTarget => &self.dropped_dead_target,
             DropReason::Parser => &self.dropped_parser,
+            DropReason::Overflow => &self.dropped_overflow,
+            DropReason::TooBig => &self.dropped_too_big,
+            DropReason::SendError => &self.dropped_send_error,
         };
         Stats::add(field, messages);
     }

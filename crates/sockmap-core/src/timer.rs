@@ -19,6 +19,8 @@ pub(crate) enum Timer {
     Request(SockId),
     /// A TLS handshake that must finish by then (`ETIMEDOUT`).
     Tls(SockId),
+    /// A datagram session may have been idle for its timeout by then.
+    Session(SockId),
 }
 
 /// Pending deadlines; an entry whose cause is gone is skipped when it fires.

@@ -20,7 +20,7 @@ use sockmap_core::backend::select::BackendInfo;
 use sockmap_core::config::DEFAULT_BACKLOG;
 use sockmap_core::stats::StatsSnapshot;
 use sockmap_core::{
-    Drive, Engine, EngineHandle, Errno, Hooks, Notify, OnClose, PairOptions, SockId, Stream,
+    Addr, Drive, Engine, EngineHandle, Errno, Hooks, Notify, OnClose, PairOptions, SockId, Stream,
     UnixName,
 };
 
@@ -28,7 +28,7 @@ use crate::binding_batch::{Inbox, JsVerdicts, Taken, WakeFn, Waker};
 use crate::binding_error::{error_of, guarded, host_error, Error, Result};
 use crate::binding_event::{js_event, unix_path, JsEvent};
 use crate::binding_inline::Inline;
-use crate::binding_options::{engine_config, EngineOptions};
+use crate::binding_options::{engine_config, session_config, EngineOptions, SessionsSpec};
 use crate::binding_tls::{
     js_tls_stats, server_tls, ClientCache, JsTlsStats, TlsClientSpec, TlsServerSpec,
 };
@@ -205,6 +205,16 @@ fn unix_name(path: &str) -> UnixName {
     match path.strip_prefix('\0') {
         Some(name) => UnixName::Abstract(name.as_bytes().to_vec()),
         None => UnixName::Path(path.into()),
+    }
+}
+
+/// The id and local address of an IP socket, as `listen()` reports them.
+fn inet_result(id: SockId, local: SocketAddr) -> ListenResult {
+    ListenResult {
+        id: id.as_u64() as f64,
+        address: local.ip().to_string(),
+        port: u32::from(local.port()),
+        family: if local.is_ipv4() { "IPv4" } else { "IPv6" }.to_string(),
     }
 }
 
@@ -490,6 +500,111 @@ impl BindingEngine {
                 )
                 .map_err(|e| engine_err(e, "adopt failed"))?;
             Ok(id.as_u64() as f64)
+        })
+    }
+
+    /// Binds a UDP socket on `ip:port`; with `sessions`, one session socket per client address (announced as
+    /// `Accepted` events of the bound socket).
+    #[napi]
+    pub fn bind_udp(
+        &self,
+        ip: String,
+        port: u32,
+        sessions: Option<SessionsSpec>,
+    ) -> Result<ListenResult> {
+        guarded(|| {
+            let addr = socket_addr(&ip, port)?;
+            let (id, local) = self
+                .handle
+                .bind_udp(addr, sessions.as_ref().map(session_config))
+                .map_err(|e| engine_err(e, "bind failed"))?;
+            Ok(inet_result(id, local))
+        })
+    }
+
+    /// A UDP socket connected to `ip:port`, bound to `localIp:localPort` if given; the result is its local address.
+    #[napi]
+    pub fn connect_udp(
+        &self,
+        ip: String,
+        port: u32,
+        local_ip: Option<String>,
+        local_port: Option<u32>,
+        near: Option<f64>,
+    ) -> Result<ListenResult> {
+        guarded(|| {
+            let peer = socket_addr(&ip, port)?;
+            let local = match local_ip {
+                Some(l) => Some(socket_addr(&l, local_port.unwrap_or(0))?),
+                None => None,
+            };
+            let (id, local) = self
+                .handle
+                .connect_udp(peer, local, near.map(sock_id))
+                .map_err(|e| engine_err(e, "connect failed"))?;
+            Ok(inet_result(id, local))
+        })
+    }
+
+    /// Binds a Unix datagram socket on `path` (a leading NUL: a Linux abstract name), with sessions per client name
+    /// if asked.
+    #[napi]
+    pub fn bind_unix_dgram(
+        &self,
+        path: String,
+        sessions: Option<SessionsSpec>,
+    ) -> Result<ListenResult> {
+        guarded(|| {
+            let (id, local) = self
+                .handle
+                .bind_unix_dgram(&unix_name(&path), sessions.as_ref().map(session_config))
+                .map_err(|e| engine_err(e, "bind failed"))?;
+            Ok(ListenResult {
+                id: id.as_u64() as f64,
+                address: unix_path(&local).unwrap_or(path),
+                port: 0,
+                family: "Unix".to_string(),
+            })
+        })
+    }
+
+    /// A Unix datagram socket connected to `path`, bound to `localPath` if given (to receive replies).
+    #[napi]
+    pub fn connect_unix_dgram(
+        &self,
+        path: String,
+        local_path: Option<String>,
+        near: Option<f64>,
+    ) -> Result<f64> {
+        guarded(|| {
+            let local = local_path.as_deref().map(unix_name);
+            let id = self
+                .handle
+                .connect_unix_dgram(&unix_name(&path), local.as_ref(), near.map(sock_id))
+                .map_err(|e| engine_err(e, "connect failed"))?;
+            Ok(id.as_u64() as f64)
+        })
+    }
+
+    /// Sends one datagram from a bound datagram socket to `ip:port`, or with `port` absent to the Unix socket
+    /// `address`; the `SendDone` event with `req` reports the outcome.
+    #[napi]
+    pub fn send_to(
+        &self,
+        sock: f64,
+        data: &[u8],
+        address: String,
+        port: Option<u32>,
+        req: f64,
+    ) -> Result<()> {
+        guarded(|| {
+            let to = match port {
+                Some(p) => Addr::Inet(socket_addr(&address, p)?),
+                None => Addr::Unix(unix_name(&address)),
+            };
+            self.handle
+                .send_to(sock_id(sock), Bytes::copy_from_slice(data), to, req as u64);
+            Ok(())
         })
     }
 

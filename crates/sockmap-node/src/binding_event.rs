@@ -28,6 +28,8 @@ pub enum EventKind {
     Error = 8,
     /// A TLS handshake finished or a TLS connection failed (`tls`; `other` the listener or -1; `code` on failure).
     Tls = 9,
+    /// A datagram a bound socket passed (`data`; `detail` and `port` its sender).
+    Datagram = 10,
 }
 
 /// One engine event (made in Rust, read in JavaScript).
@@ -84,6 +86,14 @@ pub(crate) fn unix_path(name: &UnixName) -> Option<String> {
     }
 }
 
+/// An address as an event carries it: the IP and port, or a Unix name.
+fn js_addr(a: Addr) -> (Option<String>, Option<u32>) {
+    match a {
+        Addr::Inet(a) => (Some(a.ip().to_string()), Some(u32::from(a.port()))),
+        Addr::Unix(name) => (unix_path(&name), None),
+    }
+}
+
 /// Converts an engine event (copying message bytes into a Buffer).
 pub fn js_event(ev: Event) -> JsEvent {
     match ev {
@@ -92,10 +102,7 @@ pub fn js_event(ev: Event) -> JsEvent {
             sock,
             peer,
         } => {
-            let (detail, port) = match peer {
-                Addr::Inet(a) => (Some(a.ip().to_string()), Some(u32::from(a.port()))),
-                Addr::Unix(name) => (unix_path(&name), None),
-            };
+            let (detail, port) = js_addr(peer);
             JsEvent {
                 other: sock.as_u64() as f64,
                 detail,
@@ -113,6 +120,17 @@ pub fn js_event(ev: Event) -> JsEvent {
                 bytes: data.len() as f64,
                 data: Some(data),
                 ..base(EventKind::Message, sock.as_u64() as f64)
+            }
+        }
+        Event::Datagram { sock, data, from } => {
+            let data = JsBytes::from(data);
+            let (detail, port) = js_addr(from);
+            JsEvent {
+                bytes: data.len() as f64,
+                data: Some(data),
+                detail,
+                port,
+                ..base(EventKind::Datagram, sock.as_u64() as f64)
             }
         }
         Event::ReadEnd { sock } => base(EventKind::ReadEnd, sock.as_u64() as f64),

@@ -54,6 +54,31 @@ pub struct EngineOptions {
     /// Who runs the I/O loop: `"threads"` or `"inline"`; absent: the `SOCKMAP_DRIVE` environment variable, or
     /// threads.
     pub drive: Option<String>,
+    /// Bytes a datagram socket may hold queued to send (beyond: dropped and counted).
+    pub dgram_queue_bytes: Option<f64>,
+    /// Datagrams a datagram socket may hold queued to send (beyond: dropped and counted).
+    pub dgram_queue_datagrams: Option<u32>,
+}
+
+/// `bindUdp({ sessions })`: each absent field keeps the engine's default.
+#[napi(object)]
+pub struct SessionsSpec {
+    /// A session closes after this long without a datagram either way, in milliseconds.
+    pub idle_timeout_ms: Option<f64>,
+    /// Sessions open at once; a new client's datagram beyond it is dropped and counted.
+    pub max_sessions: Option<u32>,
+}
+
+/// The session configuration of `s`, over the engine's defaults.
+pub fn session_config(s: &SessionsSpec) -> sockmap_core::dgram::SessionConfig {
+    let mut c = sockmap_core::dgram::SessionConfig::default();
+    set(
+        &mut c.idle_timeout,
+        s.idle_timeout_ms
+            .map(|ms| Duration::from_micros((ms * 1000.0) as u64)),
+    );
+    set(&mut c.max_sessions, s.max_sessions.map(|n| n as usize));
+    c
 }
 
 /// Builds the engine configuration: [`EngineConfig::acknowledged`] (JavaScript acknowledges what it consumes) with
@@ -89,6 +114,14 @@ pub fn engine_config(o: &EngineOptions) -> Result<EngineConfig> {
     set(&mut cfg.read_budget, o.read_budget.map(bytes_of));
     set(&mut cfg.recv_buffers, o.recv_buffers.map(|v| v as usize));
     set(&mut cfg.read_buffer, o.read_buffer.map(|v| v as usize));
+    set(
+        &mut cfg.dgram_queue_bytes,
+        o.dgram_queue_bytes.map(bytes_of),
+    );
+    set(
+        &mut cfg.dgram_queue_datagrams,
+        o.dgram_queue_datagrams.map(|v| v as usize),
+    );
     if let Some(n) = o.shards {
         cfg.shards = Some(n as usize);
     }
@@ -150,6 +183,8 @@ pub struct NativeDefaults {
     pub requests: RequestsSpec,
     /// The weight of a map entry's server on the ring (`set()`'s `weight`).
     pub entry_weight: u32,
+    /// `bindUdp({ sessions })`.
+    pub sessions: SessionsSpec,
 }
 
 fn spec(kind: &str) -> ParserSpec {
@@ -209,6 +244,15 @@ pub fn native_defaults() -> NativeDefaults {
             read_buffer: Some(e.read_buffer as u32),
             shards: Some(e.shards.unwrap_or(1) as u32),
             drive: Some(e.drive.unwrap_or_default().name().to_string()),
+            dgram_queue_bytes: Some(num(e.dgram_queue_bytes)),
+            dgram_queue_datagrams: Some(e.dgram_queue_datagrams as u32),
+        },
+        sessions: {
+            let s = sockmap_core::dgram::SessionConfig::default();
+            SessionsSpec {
+                idle_timeout_ms: Some(s.idle_timeout.as_secs_f64() * 1000.0),
+                max_sessions: Some(s.max_sessions as u32),
+            }
         },
         host: DEFAULT_HOST.to_string(),
         backlog: DEFAULT_BACKLOG,

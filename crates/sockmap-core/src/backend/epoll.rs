@@ -13,6 +13,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 #[cfg(target_os = "linux")]
+use super::dgram::{drive_dgram_flush, drive_dgram_read, DgramIo};
+#[cfg(target_os = "linux")]
 use super::splice::{Next, Splicer};
 use super::{drive_close, drive_flush, drive_read, drive_shutdown, ReadBuf, ReadEnd, Source};
 use super::{Backend, BackendCounters, Handoff, SocketIo, ACCEPT_BACKOFF};
@@ -145,6 +147,9 @@ enum IoSource {
     Listener(MioListener),
     /// A connected or connecting stream.
     Stream(MioStream),
+    /// A datagram socket.
+    #[cfg(target_os = "linux")]
+    Dgram(DgramIo),
 }
 struct Io {
     id: SockId,
@@ -226,6 +231,11 @@ pub(crate) struct EpollBackend {
     splice_min: Option<usize>,
     #[cfg(target_os = "linux")]
     splicer: Splicer,
+    /// Datagram receive buffers, made on the first datagram socket.
+    #[cfg(target_os = "linux")]
+    dgram_slots: Option<Box<crate::dgram::RecvSlots>>,
+    #[cfg(target_os = "linux")]
+    dgram_got: Vec<crate::dgram::Received>,
 }
 
 impl EpollBackend {
@@ -253,6 +263,10 @@ impl EpollBackend {
                 splice_min: None,
                 #[cfg(target_os = "linux")]
                 splicer: Splicer::default(),
+                #[cfg(target_os = "linux")]
+                dgram_slots: None,
+                #[cfg(target_os = "linux")]
+                dgram_got: Vec::new(),
             },
             waker,
         ))
@@ -275,6 +289,12 @@ impl EpollBackend {
         let r = match &mut src {
             IoSource::Listener(l) => l.register(self.poll.registry(), token),
             IoSource::Stream(s) => s.register(self.poll.registry(), token),
+            #[cfg(target_os = "linux")]
+            IoSource::Dgram(d) => self.poll.registry().register(
+                &mut mio::unix::SourceFd(&d.sock.fd.as_raw_fd()),
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            ),
         };
         let slot = id.slot();
         if self.table.ios.len() <= slot {
@@ -419,6 +439,14 @@ impl Backend for EpollBackend {
         let src = match src {
             Source::Listener(l) => IoSource::Listener(MioListener::from_std(l)),
             Source::Stream(s) => IoSource::Stream(MioStream::from_std(s)),
+            #[cfg(target_os = "linux")]
+            Source::Dgram(d) => {
+                let role = d.role;
+                core.handle_new_socket(id, kind, deadline);
+                self.dgram_slots.get_or_insert_with(Box::default);
+                self.insert(core, id, IoSource::Dgram(d));
+                return core.handle_new_dgram(id, role);
+            }
         };
         core.handle_new_socket(id, kind, deadline);
         self.insert(core, id, src);
@@ -450,6 +478,16 @@ impl Backend for EpollBackend {
             if matches!(io.src, IoSource::Listener(_)) {
                 if !self.accept_later.iter().any(|(l, _)| *l == id) {
                     self.accept_all(core, id);
+                }
+                continue;
+            }
+            #[cfg(target_os = "linux")]
+            if let IoSource::Dgram(d) = &io.src {
+                if ev.is_writable() && core.has_tx(id) {
+                    drive_dgram_flush(core, d.sock.fd.as_raw_fd(), id);
+                }
+                if ev.is_readable() || ev.is_error() {
+                    self.mark_ready(id);
                 }
                 continue;
             }
@@ -491,6 +529,16 @@ impl Backend for EpollBackend {
                 continue;
             };
             io.queued = false;
+            #[cfg(target_os = "linux")]
+            if let IoSource::Dgram(d) = &io.src {
+                let slots = self.dgram_slots.get_or_insert_with(Box::default);
+                let io = (d.sock.fd.as_raw_fd(), d.role);
+                let end = drive_dgram_read(core, io, id, slots, &mut self.dgram_got, now);
+                if end == ReadEnd::Budget {
+                    self.mark_ready(id);
+                }
+                continue;
+            }
             #[cfg_attr(not(target_os = "linux"), allow(unused_variables))] // bulk: for splicing
             let (hup, bulk) = (io.hup, io.bulk);
             #[cfg(target_os = "linux")]
@@ -524,6 +572,15 @@ impl Backend for EpollBackend {
     }
 
     fn flush(&mut self, core: &mut Core, id: SockId) {
+        #[cfg(target_os = "linux")]
+        if let Some(Io {
+            src: IoSource::Dgram(d),
+            ..
+        }) = self.table.get(id)
+        {
+            drive_dgram_flush(core, d.sock.fd.as_raw_fd(), id);
+            return;
+        }
         #[cfg(target_os = "linux")]
         if self.splicer.blocks(id) {
             // Spliced bytes go first: the ring follows once the pipe is empty.

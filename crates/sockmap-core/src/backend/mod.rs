@@ -21,6 +21,8 @@
 //! the kernel from a script through the same calls. The io_uring backend
 //! (`uring`, Linux) submits operations and feeds their completions to the core.
 
+#[cfg(target_os = "linux")]
+pub(crate) mod dgram;
 pub mod epoll;
 pub mod select;
 pub mod sim;
@@ -124,6 +126,9 @@ pub(crate) enum Source {
     Listener(Listener),
     /// A connected or connecting stream (non-blocking), TCP or Unix.
     Stream(Stream),
+    /// A datagram socket (non-blocking), UDP or Unix, with its role.
+    #[cfg(target_os = "linux")]
+    Dgram(dgram::DgramIo),
 }
 
 /// A connection a listener of this shard accepted for another shard: the

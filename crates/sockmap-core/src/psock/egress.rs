@@ -90,6 +90,10 @@ impl Egress {
 
     /// Queues `messages` messages of the source for `target` (a live egress target).
     pub(crate) fn push(&mut self, core: &mut Core, target: SlotIdx, messages: u64, body: Body<'_>) {
+        if core.is_dgram(target) {
+            // One datagram per message, never gathered with others.
+            return self.push_frags(core, target, messages, body.into_frags());
+        }
         let (block, start, end) = match body {
             Body::Range(b, s, e) => match offset_in(&self.chunk, &b[s..e]) {
                 Some(off) => (None, off, off + (e - s)),
@@ -227,6 +231,10 @@ impl Core {
             let bytes = frags.iter().map(Bytes::len).sum();
             return s.count_drops(DropReason::DeadTarget, messages, bytes);
         }
+        if self.is_dgram(target) {
+            return self.push_dgram_from(src, target, frags);
+        }
+        let s = self.at(src);
         s.count(|s| &s.redirected_egress, messages);
         let t = self.at(target);
         for f in frags {
@@ -313,6 +321,26 @@ impl Core {
         data: Frags,
         len: usize,
     ) {
+        let sock = self.account_app(src, target, len);
+        self.events.push_back(Event::Message { sock, data });
+    }
+
+    /// [`Core::queue_for_app`] for a datagram a bound socket passed, with its sender.
+    pub(super) fn queue_datagram_for_app(
+        &mut self,
+        src: Option<SockId>,
+        target: SlotIdx,
+        data: Frags,
+        len: usize,
+        from: crate::sock::Addr,
+    ) {
+        let sock = self.account_app(src, target, len);
+        self.events.push_back(Event::Datagram { sock, data, from });
+    }
+
+    /// Counts `len` bytes into `target`'s application queue (stopping `src`
+    /// above its high watermark); returns the target's id.
+    fn account_app(&mut self, src: Option<SockId>, target: SlotIdx, len: usize) -> SockId {
         let high = self.cfg.app_high_watermark;
         let t = self.at(target);
         let sock = t.id();
@@ -323,7 +351,7 @@ impl Core {
                 self.block_on(src, target, true);
             }
         }
-        self.events.push_back(Event::Message { sock, data });
+        sock
     }
 
     /// The application consumed `bytes` of the messages delivered to it.

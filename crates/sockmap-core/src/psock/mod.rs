@@ -29,6 +29,7 @@
 //! | `remote.rs` | redirects and partners' ends across shards |
 //! | `exchange.rs` | request/response pairing: clients' reply slots in order, upstreams' pending requests |
 //! | `send.rs` | the sk_msg path: application sends through the msg verdict |
+//! | `dgram.rs` | datagram sockets: one message per datagram, send queues of whole datagrams, sessions |
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -55,6 +56,7 @@ use crate::timer::{Timer, TimerTable};
 use crate::verdict::{eval_rule, Message, Resolved};
 
 mod answers;
+mod dgram;
 mod egress;
 mod exchange;
 mod parse;
@@ -120,6 +122,8 @@ pub struct Core {
     remote: Vec<Vec<Remote>>,
     /// Listeners whose accepts fail for want of descriptors (told once, until one succeeds).
     accept_starved: Vec<SockId>,
+    /// Some datagram socket of this core has had sessions.
+    has_sessions: bool,
 }
 
 impl Core {
@@ -140,6 +144,7 @@ impl Core {
             batcher: None,
             now,
             accept_starved: Vec::new(),
+            has_sessions: false,
         }
     }
 
@@ -181,7 +186,15 @@ impl Core {
 
     /// The next thing the driver must do.
     pub fn poll_op(&mut self) -> Option<Op> {
-        let op = self.ops.pop_front();
+        let mut op = self.ops.pop_front();
+        // A session has no I/O object: reading it means taking the datagrams it held.
+        while let Some(Op::Read(id)) = op.filter(|_| self.has_sessions) {
+            if !self.is_session(id) {
+                break;
+            }
+            self.drain_held(id);
+            op = self.ops.pop_front();
+        }
         // TLS: the plaintext queued since the last write is sealed as the write is asked for.
         if let Some(Op::Flush(id)) = op {
             if let Some(slot) = self.slot_of(id).filter(|&s| self.at_ref(s).tls.is_some()) {
@@ -211,6 +224,7 @@ impl Core {
         self.psock(id).is_some_and(|p| {
             !p.is_closing()
                 && match &p.tls {
+                    _ if p.dgram.is_some() => self.has_dgram_tx(id),
                     Some(t) => !t.cipher().is_empty(),
                     None => !p.ring.is_empty(),
                 }
@@ -528,6 +542,9 @@ impl Core {
             t.discard();
         }
         let lost = lost + p.discard_initial() + p.send.discard_cork() + p.awaiting.clear();
+        let (sessions, dgram_lost) = self.dgram_closing(slot);
+        let lost = lost + dgram_lost;
+        let p = self.at(slot);
         if lost > 0 {
             p.count(|s| &s.discarded_bytes, lost as u64);
         }
@@ -569,6 +586,11 @@ impl Core {
                 _ if finished => self.end_partner(slot, p.peer),
                 (Some(_), _) | (None, OnClose::Destroy) => self.destroy_partner(p.peer),
                 (None, OnClose::End) => self.end_partner(slot, p.peer),
+            }
+        }
+        for s in sessions {
+            if let Some(ss) = self.slot_of(s) {
+                self.close(ss, None);
             }
         }
     }
@@ -685,6 +707,9 @@ impl Core {
             return;
         }
         self.tls_pump(slot, true);
+        if self.is_dgram(slot) {
+            return self.dgram_end(slot);
+        }
         let p = self.at(slot);
         if p.is_listener() {
             self.close(slot, None);
@@ -736,6 +761,7 @@ impl Core {
                 Timer::Parser(id) => self.handle_parser_timer(id),
                 Timer::Request(id) => self.handle_request_timer(id, now),
                 Timer::Tls(id) => self.tls_timeout(id, now),
+                Timer::Session(id) => self.handle_session_timer(id, now),
             }
         }
     }

@@ -198,8 +198,8 @@ impl Core {
         decide(p.progs.verdict.as_deref(), &mut p.route, maps, id, msg)
     }
 
-    /// One message came out of the socket's parser.
-    fn deliver(
+    /// One message came out of the socket's parser (or one datagram was received).
+    pub(super) fn deliver(
         &mut self,
         slot: SlotIdx,
         frags: Frags,
@@ -296,11 +296,21 @@ impl Core {
             },
             false => (resolved, body),
         };
+        let from = match self.is_dgram(slot) {
+            true => self.take_rx_from(slot),
+            false => None,
+        };
         match resolved {
             Resolved::Reply => self.take_reply(slot, body, len, out),
             Resolved::Pass => {
                 self.at(slot).count(|s| &s.passed, 1);
-                self.queue_for_app(Some(self.at_ref(slot).id()), slot, body.into_frags(), len);
+                let src = Some(self.at_ref(slot).id());
+                match from {
+                    Some(from) => {
+                        self.queue_datagram_for_app(src, slot, body.into_frags(), len, from)
+                    }
+                    None => self.queue_for_app(src, slot, body.into_frags(), len),
+                }
             }
             Resolved::Drop(reason) => self.at(slot).count_drops(reason, 1, len),
             Resolved::Redirect { target, ingress } if self.is_remote(target) => {
@@ -350,6 +360,10 @@ impl Core {
                 target,
                 ingress: false,
             } => match self.slot_of(target) {
+                // Each message one datagram: not moved as one range.
+                Some(ts) if self.is_dgram(ts) => {
+                    self.apply_each(slot, resolved, block, start, lens, out)
+                }
                 Some(ts) if self.at_ref(ts).is_egress_target() => {
                     out.push(self, ts, count, Body::Range(block, start, start + total));
                 }

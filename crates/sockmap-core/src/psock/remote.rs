@@ -129,7 +129,13 @@ impl Core {
                 len: l,
                 frags: f,
                 done: None,
-            }) if !ingress && *s == src_id && *t == target => {
+                // Merged only while each message is one fragment, so a datagram target can tell them apart.
+            }) if !ingress
+                && *s == src_id
+                && *t == target
+                && f.len() as u64 == *m
+                && frags.len() as u64 == messages =>
+            {
                 f.extend(frags.iter().cloned());
                 *m += messages;
                 *l += len;
@@ -244,6 +250,9 @@ impl Core {
                         self.cfg
                             .app_high_watermark
                             .is_some_and(|h| t.app_queue.queued() > h)
+                    } else if self.is_dgram(ts) {
+                        self.push_dgrams_from_remote(ts, messages, frags);
+                        false
                     } else {
                         self.push_from_remote(src, ts, frags);
                         self.at_ref(ts).ring.len() > self.cfg.send_high_watermark

@@ -121,6 +121,9 @@ impl Core {
                 result: Err(Errno::Pipe),
             });
         };
+        if self.is_dgram(slot) {
+            return self.dgram_send(slot, None, data, req);
+        }
         let c = self.at(slot);
         c.count(|s| &s.sends, 1);
         if c.send.parked.is_some() {

@@ -166,6 +166,8 @@ pub(crate) struct Psock {
     partner: Option<Partner>,
     /// TLS: the record layer between the socket's bytes and its plaintext (`psock/tls.rs`).
     pub(crate) tls: Option<Box<crate::tls::session::Session>>,
+    /// A datagram socket's queue and sessions (`psock/dgram.rs`).
+    pub(crate) dgram: Option<Box<super::dgram::DgramState>>,
 }
 
 impl Psock {
@@ -200,6 +202,7 @@ impl Psock {
             initial: Bytes::new(),
             partner: None,
             tls: None,
+            dgram: None,
         }
     }
 

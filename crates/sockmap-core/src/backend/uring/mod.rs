@@ -48,9 +48,11 @@ use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 
 use self::buf_ring::BufRing;
+use super::dgram::{drive_dgram_flush, drive_dgram_read};
 use super::select::StartError;
 use super::{Backend, BackendCounters, Handoff, Source, Wake, ACCEPT_BACKOFF};
 use crate::config::EngineConfig;
+use crate::dgram::{DgramRole, Received, RecvSlots};
 use crate::error::Errno;
 use crate::id::SockId;
 use crate::psock::{Accepted, Core, NewSock};
@@ -76,6 +78,10 @@ enum Kind {
     Wake,
     Cancel,
     Close,
+    /// A datagram socket's readability (multishot poll).
+    Poll,
+    /// A datagram socket's writability, after a send found it full.
+    PollOut,
 }
 
 /// A submission's `user_data`: its kind and the socket's id.
@@ -98,6 +104,8 @@ impl Token {
             5 => Kind::Wake,
             6 => Kind::Cancel,
             7 => Kind::Close,
+            8 => Kind::Poll,
+            9 => Kind::PollOut,
             _ => return None,
         })
     }
@@ -204,6 +212,10 @@ struct Entry {
     /// The buffer a basic receive in flight fills.
     recv_buf: Option<BytesMut>,
     accept_armed: bool,
+    /// A datagram socket: its role, and its polls in flight.
+    dgram: Option<DgramRole>,
+    poll_armed: bool,
+    pollout_armed: bool,
 }
 
 impl Entry {
@@ -222,11 +234,19 @@ impl Entry {
             send: None,
             recv_buf: None,
             accept_armed: false,
+            dgram: None,
+            poll_armed: false,
+            pollout_armed: false,
         }
     }
 
     fn busy(&self) -> bool {
-        self.recv != Recv::Idle || self.send.is_some() || self.connecting || self.accept_armed
+        self.recv != Recv::Idle
+            || self.send.is_some()
+            || self.connecting
+            || self.accept_armed
+            || self.poll_armed
+            || self.pollout_armed
     }
 }
 
@@ -253,6 +273,9 @@ pub(crate) struct UringBackend {
     /// Entries the submission queue had no room for, in order (chains kept whole).
     backlog: VecDeque<Vec<squeue::Entry>>,
     multishot: bool,
+    /// Datagram receive buffers, made on the first datagram socket.
+    dgram_slots: Option<Box<RecvSlots>>,
+    dgram_got: Vec<Received>,
     counters: Arc<BackendCounters>,
     handoffs: Vec<Handoff>,
 }
@@ -372,6 +395,8 @@ impl UringBackend {
             cqes: Vec::with_capacity(SQ_ENTRIES as usize * 4),
             backlog: VecDeque::new(),
             multishot,
+            dgram_slots: None,
+            dgram_got: Vec::new(),
             counters: Arc::default(),
             handoffs: Vec::new(),
         };
@@ -449,6 +474,46 @@ impl UringBackend {
             self.table.resize_with(slot + 1, || None);
         }
         self.table[slot] = Some(e);
+    }
+
+    /// Arms a datagram socket's multishot readability poll.
+    fn arm_poll(&mut self, id: SockId) {
+        let Some(e) = self.entry(id) else { return };
+        if e.poll_armed {
+            return;
+        }
+        e.poll_armed = true;
+        let sqe = opcode::PollAdd::new(Fd(e.fd.as_raw_fd()), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(Token::new(Kind::Poll, id).0);
+        self.push(sqe);
+    }
+
+    /// A datagram socket became readable: read it this turn; the poll is armed again once it ends.
+    fn on_poll(&mut self, id: SockId, flags: u32) {
+        if !cqueue::more(flags) {
+            if let Some(e) = self.entry(id) {
+                e.poll_armed = false;
+            }
+            self.arm_poll(id);
+        }
+        self.mark(id);
+    }
+
+    /// Sends a datagram socket's queue; a full socket buffer waits for writability.
+    fn flush_dgram(&mut self, core: &mut Core, id: SockId) {
+        let Some(e) = self.entry(id) else { return };
+        let fd = e.fd.as_raw_fd();
+        if e.pollout_armed || !drive_dgram_flush(core, fd, id) {
+            return;
+        }
+        let Some(e) = self.entry(id) else { return };
+        e.pollout_armed = true;
+        let sqe = opcode::PollAdd::new(Fd(fd), libc::POLLOUT as u32)
+            .build()
+            .user_data(Token::new(Kind::PollOut, id).0);
+        self.push(sqe);
     }
 
     fn arm_accept(&mut self, id: SockId) {
@@ -574,6 +639,13 @@ impl UringBackend {
             Kind::Recv => self.on_recv(id, res, flags),
             Kind::Send => self.on_send(core, id, res),
             Kind::Connect => self.on_connect(core, id, res),
+            Kind::Poll => self.on_poll(id, flags),
+            Kind::PollOut => {
+                if let Some(e) = self.entry(id) {
+                    e.pollout_armed = false;
+                }
+                self.flush_dgram(core, id);
+            }
             Kind::Wake | Kind::Cancel | Kind::Close => {}
         }
     }
@@ -853,6 +925,15 @@ impl Backend for UringBackend {
                 s.set_nodelay();
                 (s.into(), None, None)
             }
+            Source::Dgram(d) => {
+                let mut entry = Entry::new(id, d.sock.fd, None, false);
+                entry._file = d.sock.file;
+                entry.dgram = Some(d.role);
+                self.insert(entry);
+                self.dgram_slots.get_or_insert_with(Box::default);
+                self.arm_poll(id);
+                return core.handle_new_dgram(id, d.role);
+            }
         };
         let connecting = kind == NewSock::Connecting;
         let raw = fd.as_raw_fd();
@@ -917,6 +998,15 @@ impl Backend for UringBackend {
             };
             let Some(e) = self.entry(id) else { continue };
             e.queued = false;
+            if let Some(role) = e.dgram {
+                let fd = e.fd.as_raw_fd();
+                let slots = self.dgram_slots.get_or_insert_with(Box::default);
+                let end = drive_dgram_read(core, (fd, role), id, slots, &mut self.dgram_got, now);
+                if end == super::ReadEnd::Budget {
+                    self.mark(id);
+                }
+                continue;
+            }
             let mut total = 0;
             let mut again = false;
             while core.wants_read(id) {
@@ -950,12 +1040,18 @@ impl Backend for UringBackend {
 
     fn mark_ready(&mut self, id: SockId) {
         let Some(e) = self.entry(id) else { return };
+        if e.dgram.is_some() {
+            return self.mark(id);
+        }
         if !e.parked.is_empty() || e.end.is_some() || e.recv == Recv::Idle {
             self.mark(id);
         }
     }
 
     fn flush(&mut self, core: &mut Core, id: SockId) {
+        if self.entry(id).is_some_and(|e| e.dgram.is_some()) {
+            return self.flush_dgram(core, id);
+        }
         self.start_send(core, id);
     }
 

@@ -1,0 +1,97 @@
+//! Datagram I/O shared by the backends: `recvmmsg` until `EAGAIN` or the
+//! core's budget, and `sendmmsg` of the queued datagrams, each batch one
+//! system call. Both backends call these on readiness (epoll's edge, or
+//! io_uring's multishot poll).
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Instant;
+
+use crate::dgram::{recv_batch, send_batch, DgramRole, DgramSock, Received, RecvSlots};
+use crate::error::Errno;
+use crate::id::SockId;
+use crate::psock::Core;
+
+use super::ReadEnd;
+
+/// A datagram socket a backend holds, and its role.
+#[derive(Debug)]
+pub(crate) struct DgramIo {
+    pub(crate) sock: DgramSock,
+    pub(crate) role: DgramRole,
+}
+
+/// Whether a socket of `role` reports each datagram's sender.
+fn wants_from(role: DgramRole) -> bool {
+    role != DgramRole::Connected
+}
+
+/// Reads the socket's datagrams into the core, in batches, until the
+/// kernel has none, the budget is spent or the core stops reading it.
+pub(crate) fn drive_dgram_read(
+    core: &mut Core,
+    (fd, role): (RawFd, DgramRole),
+    id: SockId,
+    slots: &mut RecvSlots,
+    got: &mut Vec<Received>,
+    now: Instant,
+) -> ReadEnd {
+    let budget = core.config().read_budget;
+    let mut total = 0;
+    loop {
+        if !core.wants_read(id) {
+            return ReadEnd::Stopped;
+        }
+        if total >= budget {
+            return ReadEnd::Budget;
+        }
+        got.clear();
+        match recv_batch(fd, slots, wants_from(role), got) {
+            Ok(n) => {
+                for r in got.drain(..) {
+                    total += r.data.len();
+                    if r.truncated {
+                        core.handle_datagram_truncated(id, r.data.len());
+                    } else {
+                        core.handle_datagram(id, r.from, r.data, now);
+                    }
+                }
+                if n < crate::dgram::RECV_BATCH {
+                    return ReadEnd::Drained;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadEnd::Drained,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // ICMP errors a connected socket reports on its next receive: the datagram that caused it
+            // was counted when it was sent; reading goes on.
+            Err(e) if is_soft(&e) => {}
+            Err(e) => {
+                core.handle_error(id, Errno::from_io(&e));
+                return ReadEnd::Stopped;
+            }
+        }
+    }
+}
+
+/// Sends the socket's queued datagrams in batches. Returns true when some
+/// remain because the socket buffer is full (wait for writability).
+pub(crate) fn drive_dgram_flush(core: &mut Core, fd: RawFd, id: SockId) -> bool {
+    loop {
+        let r = send_batch(fd, core.dgram_tx(id));
+        match r {
+            Ok(0) => return false,
+            Ok(n) => core.handle_dgrams_sent(id, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => core.handle_dgram_failed(id, Errno::from_io(&e)),
+        }
+    }
+}
+
+/// Errors of one datagram that leave the socket usable.
+fn is_soft(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EMSGSIZE)
+    )
+}
