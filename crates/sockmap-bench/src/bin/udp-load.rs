@@ -6,6 +6,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use sockmap_bench::dgram::{self, Batch};
 use sockmap_bench::{net, Args, Histogram, Report};
+use std::collections::VecDeque;
 use std::io::{self, ErrorKind};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -17,8 +18,8 @@ udp-load client --connect 127.0.0.1:PORT [options]
   --size B           datagram bytes, 16..65507 (default 64)
   --warmup S         seconds of unmeasured round trips first (default 1)
   --duration S       measured seconds after the warm-up (default 5)
-  --loss-timeout MS  a socket that hears nothing for MS milliseconds with datagrams in
-                     flight counts them as timed out and refills its window (default 200)
+  --loss-timeout MS  a datagram whose echo has not come after MS milliseconds counts as
+                     timed out and its place in the window goes to a new one (default 200)
   Each datagram carries its socket's sequence number and its send time; each echo is
   checked byte for byte and its round trip recorded. Prints one JSON line: echoes per
   second over the measured span (dgrams_per_sec), round-trip p50/p99/p99.9/max in
@@ -55,10 +56,33 @@ fn die(what: &str, e: &io::Error) -> ! {
 struct Flow {
     sock: UdpSocket,
     next_seq: u64,
-    in_flight: usize,
-    /// Echoes of sequence numbers below this were given up on (timed out): they are late.
-    mark: u64,
-    last_progress: Instant,
+    /// The datagrams in flight, oldest first: sequence number and send time. An echo of a
+    /// sequence number not in it was given up on (timed out): it is late.
+    in_flight: VecDeque<(u64, Instant)>,
+}
+
+impl Flow {
+    /// Takes `seq` out of the window; false when it was not in flight (a late echo).
+    fn acknowledge(&mut self, seq: u64) -> bool {
+        // Echoes come back mostly in order: the match is almost always at the front.
+        match self.in_flight.iter().position(|&(s, _)| s == seq) {
+            Some(i) => {
+                self.in_flight.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Gives up on the datagrams sent before `cutoff`; returns how many.
+    fn expire(&mut self, cutoff: Instant) -> u64 {
+        let mut n = 0;
+        while self.in_flight.front().is_some_and(|&(_, at)| at < cutoff) {
+            self.in_flight.pop_front();
+            n += 1;
+        }
+        n
+    }
 }
 
 /// What the client counts over the run.
@@ -85,11 +109,12 @@ struct Load {
 impl Load {
     /// Fills the window of `f` again; returns false on a socket error.
     fn refill(&mut self, f: &mut Flow, t: &mut Tally) -> bool {
-        let k = self.window - f.in_flight;
+        let k = self.window - f.in_flight.len();
         if k == 0 {
             return true;
         }
-        let now_ns = self.start.elapsed().as_nanos() as u64;
+        let now = Instant::now();
+        let now_ns = (now - self.start).as_nanos() as u64;
         for j in 0..k {
             let d = self.tx.fill(j, self.size);
             d.copy_from_slice(&self.template);
@@ -98,7 +123,8 @@ impl Load {
         }
         match self.tx.send(f.sock.as_raw_fd(), k, false) {
             Ok(n) => {
-                f.in_flight += n;
+                f.in_flight
+                    .extend((f.next_seq..f.next_seq + n as u64).map(|seq| (seq, now)));
                 f.next_seq += n as u64;
                 t.sent += n as u64;
                 true
@@ -123,7 +149,6 @@ impl Load {
             let now = Instant::now();
             let now_ns = (now - self.start).as_nanos() as u64;
             let counted = now >= measure.0 && now < measure.1;
-            f.last_progress = now;
             for i in 0..n {
                 let d = self.rx.datagram(i);
                 if d.len() != self.size || d[HEADER..] != self.template[HEADER..] {
@@ -133,11 +158,10 @@ impl Load {
                 let seq = u64::from_be_bytes(d[..8].try_into().expect("8 bytes"));
                 let sent_ns = u64::from_be_bytes(d[8..HEADER].try_into().expect("8 bytes"));
                 t.received += 1;
-                if seq < f.mark {
+                if !f.acknowledge(seq) {
                     t.late += 1;
                     continue;
                 }
-                f.in_flight = f.in_flight.saturating_sub(1);
                 if counted {
                     t.measured += 1;
                     hist.record(now_ns.saturating_sub(sent_ns));
@@ -180,9 +204,7 @@ fn client(args: &Args) {
             Flow {
                 sock,
                 next_seq: 0,
-                in_flight: 0,
-                mark: 0,
-                last_progress: start,
+                in_flight: VecDeque::with_capacity(window),
             }
         })
         .collect();
@@ -238,14 +260,11 @@ fn client(args: &Args) {
         let now = Instant::now();
         if sending && now >= next_check {
             next_check = now + check_every;
-            // A window whose echoes stopped coming was lost on the way: give up on it and
-            // send a new one (its echoes, if they come, are late).
+            // A datagram whose echo did not come in time was lost on the way: give its
+            // place to a new one (its echo, if it comes, is late).
             for f in &mut flows {
-                if f.in_flight > 0 && now - f.last_progress >= loss_timeout {
-                    t.timeouts += f.in_flight as u64;
-                    f.in_flight = 0;
-                    f.mark = f.next_seq;
-                    f.last_progress = now;
+                if let Some(cutoff) = now.checked_sub(loss_timeout) {
+                    t.timeouts += f.expire(cutoff);
                 }
                 if !load.refill(f, &mut t) {
                     errors += 1;
