@@ -269,6 +269,23 @@ export function unixPath(name) {
   return path.join(unixDir, `${name}-${unixSeq++}.sock`)
 }
 
+/**
+ * Starts the echo server of a load generator (`bin echo --listen 127.0.0.1:PORT ...args`) and, unless `start` is
+ * null, a proxy in front of it (`start(port, echoPort)`), both pushed onto `started` (to be stopped); resolves with
+ * `{ echo, proxy, port }`, `port` being where a client connects.
+ */
+export async function echoBehind(started, bin, args, start) {
+  const echoPort = await freePort()
+  const echo = new Proc(`${path.basename(bin)} echo`, bin, ['echo', '--listen', `127.0.0.1:${echoPort}`, ...args])
+  started.push(echo)
+  await echo.ready()
+  if (!start) return { echo, proxy: null, port: echoPort }
+  const port = await freePort()
+  const proxy = await start(port, echoPort)
+  started.push(proxy)
+  return { echo, proxy, port }
+}
+
 /** Resolves once a TCP connect to the loopback `port` succeeds; rejects after `timeoutMs`. */
 export async function waitPort(port, timeoutMs = 10000) {
   const until = Date.now() + timeoutMs

@@ -22,7 +22,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { have, nginxMissing, startNginxUdp } from '../engine/peers.mjs'
-import { Proc, cpuLine, firstLine, freePort, headerLines, run, saveResults, waitListen } from '../engine/procs.mjs'
+import { Proc, cpuLine, echoBehind, firstLine, headerLines, run, saveResults, waitListen } from '../engine/procs.mjs'
 import { isReason, recorder, table } from '../engine/tables.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
@@ -126,23 +126,12 @@ async function cellRun(rep, size, name) {
   const key = `udp/${size}/${name}`
   log(`rep ${rep + 1}: ${size}-byte datagrams, ${name}`)
   await rec.row(key, loadMissing ?? proxy.missing, async (started) => {
-    const echoPort = await freePort()
-    const echo = new Proc('udp-load echo', LOAD, [
-      'echo',
-      '--listen',
-      `127.0.0.1:${echoPort}`,
-      '--duration',
-      String(CFG.warmup + CFG.secs + 60),
-    ])
-    started.push(echo)
-    await echo.ready()
-    let port = echoPort
-    let p = null
-    if (proxy.start) {
-      port = await freePort()
-      p = await proxy.start(port, echoPort)
-      started.push(p)
-    }
+    const { proxy: p, port } = await echoBehind(
+      started,
+      LOAD,
+      ['--duration', String(CFG.warmup + CFG.secs + 60)],
+      proxy.start,
+    )
     const cpu0 = p ? p.treeCpuSecs() : 0
     const t0 = Date.now()
     const c = await run(

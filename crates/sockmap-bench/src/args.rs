@@ -58,6 +58,23 @@ impl Args {
         Ok(args)
     }
 
+    /// Parses the process arguments (as [`Args::from_env`]) and runs the function of the
+    /// sub-command they start with, one of `commands` (name, function); exits with the usage
+    /// when they name none of them.
+    pub fn dispatch(usage: &'static str, commands: &[(&str, fn(&Args))]) {
+        let args = Args::from_env(usage);
+        match commands.iter().find(|c| Some(c.0) == args.command()) {
+            Some((_, run)) => run(&args),
+            None => {
+                let names: Vec<String> = commands.iter().map(|c| format!("`{}`", c.0)).collect();
+                args.fail(&format!(
+                    "the first argument must be {}",
+                    names.join(" or ")
+                ))
+            }
+        }
+    }
+
     /// The leading sub-command, if any.
     pub fn command(&self) -> Option<&str> {
         self.command.as_deref()

@@ -39,6 +39,12 @@ pub mod net;
 pub mod report;
 
 pub use args::Args;
+
+/// Prints `PROGRAM: WHAT: ERROR` on standard error and exits with status 1.
+pub fn die(program: &str, what: &str, e: &dyn std::fmt::Display) -> ! {
+    eprintln!("{program}: {what}: {e}");
+    std::process::exit(1)
+}
 pub use frame::{FrameBatch, FrameChecker};
 pub use histogram::Histogram;
 pub use report::Report;

@@ -39,17 +39,11 @@ const SOCK_BUF: usize = 4 << 20;
 const DRAIN: Duration = Duration::from_millis(500);
 
 fn main() {
-    let args = Args::from_env(USAGE);
-    match args.command() {
-        Some("client") => client(&args),
-        Some("echo") => echo(&args),
-        _ => args.fail("the first argument must be `client` or `echo`"),
-    }
+    Args::dispatch(USAGE, &[("client", client), ("echo", echo)]);
 }
 
 fn die(what: &str, e: &io::Error) -> ! {
-    eprintln!("udp-load: {what}: {e}");
-    std::process::exit(1)
+    sockmap_bench::die("udp-load", what, e)
 }
 
 /// One client socket and its window.
