@@ -1,11 +1,14 @@
 // Test helpers for socket families: names and endpoints of TCP over IPv4 and IPv6 and Unix stream sockets (paths and
-// Linux abstract names), node:net clients of engine servers and node:net servers of engine connects on each family.
+// Linux abstract names), node:net clients of engine servers and node:net servers of engine connects on each family;
+// datagram peers of engine datagram sockets (node:dgram for UDP; node:dgram has no Unix datagram sockets, so their
+// peer is a bound datagram socket of another engine).
+import dgram from 'node:dgram'
 import { once } from 'node:events'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
-import type { Engine, Server, Socket } from '../src/index'
+import type { DatagramSocket, Engine, Server, Socket } from '../src/index'
 import { deadline, until } from './helpers'
 
 /** A socket family a test listens and connects on. */
@@ -78,4 +81,84 @@ export function pattern(n: number, salt: number): Buffer {
   const b = Buffer.alloc(n)
   for (let i = 0; i < n; i++) b[i] = (i * 7 + salt) % 251
   return b
+}
+
+/** A datagram socket family. */
+export type DgramFamily = 'udp4' | 'udp6' | 'unixdgram'
+
+/** Every datagram family this platform has (the engine's datagram sockets are Linux-only). */
+export const dgramFamilies: DgramFamily[] = process.platform === 'linux' ? ['udp4', 'udp6', 'unixdgram'] : []
+
+/** The peer of an engine datagram socket: what it sends arrives at the engine socket, what the socket sends arrives here. */
+export interface DgramPeer {
+  /** The engine's socket, connected to this peer. */
+  sock: DatagramSocket
+  /** Sends one datagram to the engine socket. */
+  send(data: Buffer): Promise<void>
+  /** The next `n` datagrams the peer receives, each whole. */
+  received(n: number, ms?: number): Promise<Buffer[]>
+  close(): void
+}
+
+/** Collects datagrams from an emitter of `'message'` into a queue that `take` drains `n` at a time. */
+function datagramQueue(source: { on(e: 'message', f: (m: Buffer) => void): unknown }) {
+  const queue: Buffer[] = []
+  let wake: (() => void) | undefined
+  source.on('message', (m) => {
+    queue.push(Buffer.from(m))
+    wake?.()
+  })
+  return async (n: number, ms = 5000): Promise<Buffer[]> => {
+    await deadline(
+      (async () => {
+        while (queue.length < n) await new Promise<void>((r) => (wake = r))
+      })(),
+      ms,
+      `${n} datagrams`,
+    )
+    return queue.splice(0, n)
+  }
+}
+
+/**
+ * A datagram peer on `family` and an engine socket of `engine` connected to it (near `near`); `peers` hosts the Unix
+ * datagram peers (another engine).
+ */
+export async function dgramPeerOn(
+  engine: Engine,
+  family: DgramFamily,
+  peers: Engine,
+  near?: Socket,
+): Promise<DgramPeer> {
+  if (family === 'unixdgram') {
+    const peerPath = unixName('abstract')
+    const peer = await peers.bindUdp({ path: peerPath })
+    const received = datagramQueue(peer)
+    peer.resume()
+    const localPath = unixName('abstract')
+    const sock = await engine.connectUdp({ path: peerPath, localPath, near })
+    return {
+      sock,
+      send: async (data) => {
+        await peer.send(data, localPath)
+      },
+      received,
+      close: () => peer.destroy(),
+    }
+  }
+  const host = family === 'udp4' ? '127.0.0.1' : '::1'
+  const peer = dgram.createSocket(family)
+  peer.bind(0, host)
+  await deadline(once(peer, 'listening'), 5000, 'dgram bind')
+  const received = datagramQueue(peer)
+  const sock = await engine.connectUdp({ host, port: peer.address().port, near })
+  return {
+    sock,
+    send: (data) =>
+      new Promise<void>((resolve, reject) =>
+        peer.send(data, sock.address().port, host, (err) => (err ? reject(err) : resolve())),
+      ),
+    received,
+    close: () => peer.close(),
+  }
 }

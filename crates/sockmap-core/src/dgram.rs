@@ -13,15 +13,19 @@
 //! - a Unix socket bound to a filesystem path owns a
 //!   [`SocketFile`](crate::sock::SocketFile), removed when it closes.
 
+#[cfg(target_os = "linux")]
 use std::io;
+#[cfg(target_os = "linux")]
 use std::net::SocketAddr;
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::sock::{Addr, UnixName};
+use crate::sock::Addr;
+#[cfg(target_os = "linux")]
+use crate::sock::UnixName;
 
 /// How sessions of a bound datagram socket behave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,14 +73,14 @@ pub(crate) struct Datagram {
 /// A datagram socket (non-blocking once the engine holds it).
 #[derive(Debug)]
 pub struct DgramSock {
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     pub(crate) fd: OwnedFd,
     /// The file a Unix socket bound to a path removes when it closes.
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     pub(crate) file: Option<crate::sock::SocketFile>,
 }
 
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 impl DgramSock {
     /// Binds a UDP socket on `addr` (port 0 picks one); returns it and its address.
     ///
@@ -155,14 +159,18 @@ impl DgramSock {
 }
 
 /// Receive slots one `recvmmsg` fills at most.
+#[cfg(target_os = "linux")]
 pub(crate) const RECV_BATCH: usize = 32;
 /// The largest datagram received whole: a UDP datagram's maximum payload.
+#[cfg(target_os = "linux")]
 pub(crate) const RECV_SLOT: usize = 65_536;
 /// Datagrams one `sendmmsg` sends at most.
+#[cfg(target_os = "linux")]
 pub(crate) const SEND_BATCH: usize = 64;
 
 /// A datagram received: its sender (for a bound socket) and payload.
 #[derive(Debug)]
+#[cfg(target_os = "linux")]
 pub(crate) struct Received {
     pub(crate) from: Option<Addr>,
     pub(crate) data: Bytes,
@@ -171,10 +179,12 @@ pub(crate) struct Received {
 }
 
 /// The buffers `recvmmsg` fills, reused by every read of one I/O thread.
+#[cfg(target_os = "linux")]
 pub(crate) struct RecvSlots {
     bufs: Vec<u8>,
 }
 
+#[cfg(target_os = "linux")]
 impl Default for RecvSlots {
     fn default() -> RecvSlots {
         RecvSlots {
@@ -183,6 +193,7 @@ impl Default for RecvSlots {
     }
 }
 
+#[cfg(target_os = "linux")]
 impl std::fmt::Debug for RecvSlots {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("RecvSlots")

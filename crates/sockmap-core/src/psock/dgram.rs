@@ -141,7 +141,7 @@ impl Core {
             return;
         };
         if d.sessions_cfg().is_some() {
-            return self.to_session(slot, from, data);
+            return self.route_to_session(slot, from, data);
         }
         let from = from.filter(|_| d.role == DgramRole::Bound);
         self.receive_dgram(slot, from, data);
@@ -176,13 +176,13 @@ impl Core {
 
     /// A datagram read by a bound socket with sessions: to the session of
     /// its sender, created on its first datagram.
-    fn to_session(&mut self, slot: SlotIdx, from: Option<Addr>, data: Bytes) {
+    fn route_to_session(&mut self, slot: SlotIdx, from: Option<Addr>, data: Bytes) {
         let len = data.len();
+        // The bound socket counts every datagram it reads; a session counts those it takes.
+        self.at(slot).count(|s| &s.bytes_in, len as u64);
         let Some(from) = from.filter(|a| *a != Addr::Unix(crate::sock::UnixName::Unnamed)) else {
             // An unbound Unix client cannot be answered: no session.
-            let p = self.at(slot);
-            p.count(|s| &s.bytes_in, len as u64);
-            return p.count_drops(DropReason::NoKey, 1, len);
+            return self.at(slot).count_drops(DropReason::NoKey, 1, len);
         };
         let d = self.at_ref(slot).dgram.as_ref().expect("dgram");
         let known = d.sessions.get(&from).and_then(|&s| self.slot_of(s));
@@ -190,11 +190,7 @@ impl Core {
             Some(s) => s,
             None => match self.open_session(slot, from) {
                 Some(s) => s,
-                None => {
-                    let p = self.at(slot);
-                    p.count(|s| &s.bytes_in, len as u64);
-                    return p.count_drops(DropReason::Overflow, 1, len);
-                }
+                None => return self.at(slot).count_drops(DropReason::Overflow, 1, len),
             },
         };
         let now = self.now;
@@ -207,7 +203,6 @@ impl Core {
             return self.receive_dgram(s, None, data);
         }
         if d.held.len() >= count || d.held_bytes + len > bytes {
-            p.count(|s| &s.bytes_in, len as u64);
             return p.count_drops(DropReason::Overflow, 1, len);
         }
         d.held_bytes += len;

@@ -65,6 +65,9 @@ struct SendOutcome {
     refused: usize,
     /// The refusal was a dead redirect target (EPIPE) rather than a DROP (EACCES).
     pipe: bool,
+    /// The refusal was an egress redirect to a datagram socket (EOPNOTSUPP, as the kernel's sk_msg egress is
+    /// TCP to TCP only).
+    unsupported: bool,
     /// The ring the last accepted bytes went to (the send is acknowledged when it drains).
     ring: Option<SlotIdx>,
     /// A target on another shard that accepted bytes went to: the send is
@@ -155,7 +158,13 @@ impl Core {
         let sock = c.id();
         let result = if out.refused > 0 && out.accepted == 0 {
             c.count(|s| &s.sends_refused, 1);
-            Err(if out.pipe { Errno::Pipe } else { Errno::Acces })
+            Err(if out.unsupported {
+                Errno::OpNotSupp
+            } else if out.pipe {
+                Errno::Pipe
+            } else {
+                Errno::Acces
+            })
         } else {
             Ok(n.saturating_sub(out.refused))
         };
@@ -431,6 +440,10 @@ impl Core {
                 let Some(ts) = self.live_target(target, ingress) else {
                     return refuse(self, out, DropReason::DeadTarget, true);
                 };
+                if !ingress && self.is_dgram(ts) {
+                    out.unsupported = true;
+                    return refuse(self, out, DropReason::DeadTarget, false);
+                }
                 out.accepted += len;
                 if ingress {
                     self.at(slot).count(|s| &s.redirected_ingress, 1);

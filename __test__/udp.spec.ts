@@ -1,0 +1,168 @@
+// Datagram sockets beyond the redirect matrix: a UDP gateway with sessions carrying 1,000 node:dgram clients to two
+// upstream echo servers (hash by session) and every reply back to its own client, idle sessions and their upstreams
+// closing, counters exact; a flood into a slow upstream whose drop counter equals the datagrams that did not arrive;
+// a bound socket's 'message' with its sender and its send(data, port, host); argument errors.
+import dgram from 'node:dgram'
+import { once } from 'node:events'
+import net from 'node:net'
+import { describe, expect, it } from 'vitest'
+
+import { rules, type DatagramSocket, type Socket } from '../src/index'
+import { dgramFamilies } from './families'
+import { deadline, engineScope, until } from './helpers'
+
+const { newEngine, clients } = engineScope()
+
+/** A node:dgram socket bound on the IPv4 loopback. */
+async function udp4(): Promise<dgram.Socket> {
+  const s = dgram.createSocket('udp4')
+  s.bind(0, '127.0.0.1')
+  await deadline(once(s, 'listening'), 5000, 'dgram bind')
+  return s
+}
+
+describe.skipIf(dgramFamilies.length === 0)('UDP sessions', () => {
+  it('carry 1,000 clients to two upstreams and every reply to its own client; idle sessions close', async () => {
+    const engine = newEngine()
+    const gw = await engine.bindUdp({ port: 0, sessions: { idleTimeoutMs: 400, maxSessions: 2000 } })
+    const map = engine.sockHash({ maxEntries: 4096 })
+    map.attach({ verdict: rules.redirect(map, rules.key.socket) })
+    // Two echo servers, each prefixing its name.
+    const upstreams = await Promise.all([udp4(), udp4()])
+    const served = [0, 0]
+    upstreams.forEach((u, k) =>
+      u.on('message', (m, r) => {
+        served[k]!++
+        u.send(Buffer.concat([Buffer.from(`u${k}:`), m]), r.port, r.address)
+      }),
+    )
+    // Hash by session: its client's port picks the upstream.
+    const upstreamOf = (s: Socket): number => ((s.remoteAddress!.port * 2654435761) % 2 ** 32) % 2
+    const sessions: Socket[] = []
+    const ups: DatagramSocket[] = []
+    gw.on('session', (s) => {
+      sessions.push(s)
+      const k = upstreamOf(s)
+      void engine.connectUdp({ port: upstreams[k]!.address().port, near: s }).then((u) => {
+        ups.push(u)
+        map.set(s.id, u).set(u.id, s)
+        engine.pair(s, u)
+      })
+    })
+    const n = 1000
+    const cs = await Promise.all(Array.from({ length: n }, () => udp4()))
+    const replies: Buffer[][] = cs.map(() => [])
+    cs.forEach((c, i) => c.on('message', (m) => replies[i]!.push(m)))
+    // In waves, so that no socket buffer overflows on a loaded machine.
+    for (let i = 0; i < n; i += 100) {
+      for (const [j, c] of cs.slice(i, i + 100).entries()) c.send(`client ${i + j}`, gw.address().port, '127.0.0.1')
+      await until(() => replies.slice(i, i + 100).every((r) => r.length === 1), 10000, `replies ${i}..${i + 99}`)
+    }
+    expect(sessions.length).toBe(n)
+    // Each client got exactly its reply, from the upstream its session hashed to.
+    for (const [i, r] of replies.entries()) {
+      const k = upstreamOf(sessions.find((s) => s.remoteAddress?.port === cs[i]!.address().port)!)
+      expect(r.map(String)).toEqual([`u${k}:client ${i}`])
+    }
+    expect(served[0]! + served[1]!).toBe(n)
+    expect(served[0]).toBeGreaterThan(0)
+    expect(served[1]).toBeGreaterThan(0)
+    const sent = cs.reduce((sum, _, i) => sum + `client ${i}`.length, 0)
+    const st = gw.stats()
+    expect(st.bytesIn).toBe(sent)
+    expect(st.bytesOut).toBe(sent + 3 * n)
+    expect(st.dropped).toBe(0)
+    // Idle: every session closes, and its partner upstream with it.
+    await until(() => sessions.every((s) => s.closed) && ups.every((u) => u.closed), 10000, 'idle sessions closed')
+    expect(map.size).toBe(0)
+    for (const c of cs) c.close()
+    for (const u of upstreams) u.close()
+  }, 60000)
+
+  it('drop a flood into a slow upstream by counted overflow: every datagram arrives or is counted', async () => {
+    const engine = newEngine({ sendHighWatermark: 4096, sendLowWatermark: 1024, dgramQueueDatagrams: 16 })
+    const gw = await engine.bindUdp({ port: 0, sessions: {} })
+    const map = engine.sockHash({ maxEntries: 4 })
+    map.attach({ verdict: rules.redirect(map, 'up') })
+    // The slow upstream: a TCP peer that reads nothing during the flood.
+    let peer: net.Socket | undefined
+    const srv = net.createServer((s) => {
+      peer = s
+      clients.push(s)
+      s.pause()
+    })
+    srv.listen(0, '127.0.0.1')
+    await deadline(once(srv, 'listening'), 5000, 'listen')
+    const up = await engine.connect({ port: (srv.address() as net.AddressInfo).port })
+    await until(() => peer !== undefined, 5000, 'accepted')
+    map.set('up', up)
+    let session: Socket | undefined
+    gw.on('session', (s) => {
+      session = s
+      map.set('client', s)
+    })
+    const c = await udp4()
+    const size = 1000
+    const total = 4000
+    const burst = 32
+    for (let i = 0; i < total; i += burst) {
+      for (let j = i; j < i + burst; j++) c.send(Buffer.alloc(size, j % 251), gw.address().port, '127.0.0.1')
+      // Paced: the gateway read each burst before the next (no datagram lost in the kernel before the engine).
+      await until(() => gw.stats().bytesIn === (i + burst) * size, 10000, `burst at ${i}`)
+    }
+    const dropped = session!.stats().droppedOverflow
+    expect(dropped).toBeGreaterThan(0)
+    expect(session!.stats().dropped).toBe(dropped)
+    let arrived = 0
+    peer!.on('data', (d: Buffer) => (arrived += d.length))
+    peer!.resume()
+    await until(() => arrived === (total - session!.stats().droppedOverflow) * size, 10000, 'the rest arrives')
+    expect(session!.stats().droppedOverflow).toBe(dropped + 0)
+    expect(gw.stats().dropped).toBe(0)
+    c.close()
+    srv.close()
+  }, 60000)
+})
+
+describe.skipIf(dgramFamilies.length === 0)('a bound UDP socket', () => {
+  it("gives each datagram's sender and sends to any address", async () => {
+    const engine = newEngine()
+    const b = await engine.bindUdp({ host: '127.0.0.1', port: 0 })
+    const [x, y] = await Promise.all([udp4(), udp4()])
+    const got: Array<[string, number]> = []
+    b.on('message', (m, r) => {
+      got.push([m.toString(), r!.port])
+      void b.send(`re:${m.toString()}`, r!.port, r!.address)
+    })
+    const back = (s: dgram.Socket) => deadline(once(s, 'message'), 5000, 'reply') as Promise<[Buffer, dgram.RemoteInfo]>
+    const bx = back(x)
+    x.send('x', b.address().port, '127.0.0.1')
+    const [mx, rx] = await bx
+    const by = back(y)
+    y.send('y', b.address().port, '127.0.0.1')
+    const [my] = await by
+    expect(got).toEqual([
+      ['x', x.address().port],
+      ['y', y.address().port],
+    ])
+    expect([mx.toString(), my.toString()]).toEqual(['re:x', 're:y'])
+    expect(rx.port).toBe(b.address().port)
+    // A bound socket has no peer: a send without destination is refused.
+    await expect(b.send('nowhere')).rejects.toMatchObject({ code: 'ENOTCONN' })
+    x.close()
+    y.close()
+  })
+
+  it('checks its arguments', async () => {
+    const engine = newEngine()
+    await expect(engine.bindUdp({ port: 70000 })).rejects.toThrow(RangeError)
+    await expect(engine.bindUdp({ port: 0, sessions: { idleTimeoutMs: 0 } })).rejects.toThrow(RangeError)
+    await expect(engine.connectUdp({ port: 0 })).rejects.toThrow(RangeError)
+    await expect(
+      engine.connectUdp({ path: '/tmp/x', port: 1 } as unknown as Parameters<typeof engine.connectUdp>[0]),
+    ).rejects.toThrow(TypeError)
+    const b = await engine.bindUdp({ port: 0 })
+    await expect(engine.bindUdp({ port: b.address().port })).rejects.toMatchObject({ code: 'EADDRINUSE' })
+    expect(() => b.send('x', 0)).toThrow(RangeError)
+  })
+})
