@@ -29,7 +29,7 @@ front.on('session', async (session) => {
   try {
     const up = await engine.connectUdp({ ...args.upstream, near: session })
     peers.set(session.id, up).set(up.id, session)
-    session.on('close', () => up.destroy())
+    engine.pair(session, up) // an idle session closes its upstream too
   } catch (err) {
     console.error(`sockmap-udp-proxy: upstream: ${err.message}`)
     session.destroy()

@@ -8,6 +8,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// The function that runs a sub-command (see [`Args::dispatch`]).
+pub type Command = fn(&Args);
+
 /// Parsed command line: an optional leading sub-command and `--name value` pairs.
 #[derive(Debug, Default)]
 pub struct Args {
@@ -61,7 +64,7 @@ impl Args {
     /// Parses the process arguments (as [`Args::from_env`]) and runs the function of the
     /// sub-command they start with, one of `commands` (name, function); exits with the usage
     /// when they name none of them.
-    pub fn dispatch(usage: &'static str, commands: &[(&str, fn(&Args))]) {
+    pub fn dispatch(usage: &'static str, commands: &[(&str, Command)]) {
         let args = Args::from_env(usage);
         match commands.iter().find(|c| Some(c.0) == args.command()) {
             Some((_, run)) => run(&args),
