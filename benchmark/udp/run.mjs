@@ -7,7 +7,8 @@
 //   socat    `socat UDP-LISTEN:P,bind=127.0.0.1,fork,reuseaddr UDP:127.0.0.1:E` (a process per client)
 //   nginx    nginx's stream UDP proxy, one worker, `proxy_responses 1` (benchmark/engine/peers.mjs)
 //   sockmap  sessions of `engine.bindUdp`, each paired with an `engine.connectUdp` upstream, a native redirect
-//            (benchmark/udp/sockmap-proxy.mjs; the row says n/a when the build has no `bindUdp`)
+//            (benchmark/udp/sockmap-proxy.mjs; the row says n/a when the build has no `bindUdp`);
+//            `sockmap-epoll` and `sockmap-io_uring` (named in UDP_ROWS) run it on one backend each
 // Measured per cell: echoes/s over the measured span, round-trip p50/p99 (µs), the proxy's CPU (utime + stime of
 // its process and everything it forked, from /proc) per million datagrams forwarded (two per echo: one each way),
 // the client's own CPU share, and datagrams lost (sent − echoed after a drain).
@@ -61,8 +62,8 @@ function sockmapMissing() {
   return null
 }
 
-/** A Node proxy script with the baselines' CLI, awaited until it prints `ready`. */
-function nodeScript(script) {
+/** A Node proxy script with the baselines' CLI (and `extra` arguments), awaited until it prints `ready`. */
+function nodeScript(script, extra = []) {
   return async (listen, upstream) => {
     const p = new Proc(script, process.execPath, [
       path.join(ROOT, 'benchmark/udp', script),
@@ -70,6 +71,7 @@ function nodeScript(script) {
       `127.0.0.1:${listen}`,
       '--upstream',
       `127.0.0.1:${upstream}`,
+      ...extra,
     ])
     await p.ready().catch(async (e) => {
       await p.stop()
@@ -109,6 +111,15 @@ const PROXIES = {
     start: nodeScript('sockmap-proxy.mjs'),
   },
 }
+// sockmap on one backend: rows `sockmap-epoll` and `sockmap-io_uring` (not run unless UDP_ROWS names them).
+for (const backend of ['epoll', 'io_uring']) {
+  PROXIES[`sockmap-${backend}`] = {
+    ...PROXIES.sockmap,
+    label: `${PROXIES.sockmap.label}, ${backend}`,
+    start: nodeScript('sockmap-proxy.mjs', ['--backend', backend]),
+  }
+}
+const isSockmap = (row) => row.startsWith('sockmap')
 for (const r of CFG.rows) if (!PROXIES[r]) throw new RangeError(`UDP_ROWS: unknown row ${r} (${Object.keys(PROXIES)})`)
 const loadMissing = existsSync(LOAD) ? null : `n/a: ${LOAD} not built (cargo build --release -p sockmap-bench)`
 
@@ -199,21 +210,23 @@ function udpTable(size) {
   )
 }
 
-/** sockmap against each peer, from the medians: echoes/s and CPU per datagram. */
+/** Each sockmap row against each peer, from the medians: echoes/s, p99 and CPU per datagram. */
 function ratioTable() {
-  const peers = CFG.rows.filter((r) => r !== 'sockmap' && PROXIES[r].start)
+  const peers = CFG.rows.filter((r) => !isSockmap(r) && PROXIES[r].start)
   const rows = []
   for (const size of CFG.sizes) {
-    for (const peer of peers) {
-      const r = (metric) => {
-        const a = med(`udp/${size}/sockmap/${metric}`)
-        const b = med(`udp/${size}/${peer}/${metric}`)
-        return a !== undefined && b ? (a / b).toFixed(2) : '—'
+    for (const ours of CFG.rows.filter(isSockmap)) {
+      for (const peer of peers) {
+        const r = (metric) => {
+          const a = med(`udp/${size}/${ours}/${metric}`)
+          const b = med(`udp/${size}/${peer}/${metric}`)
+          return a !== undefined && b ? (a / b).toFixed(2) : '—'
+        }
+        rows.push([`${size} B`, ours, PROXIES[peer].label, r('rate'), r('p99'), r('cpuPerM')])
       }
-      rows.push([`${size} B`, PROXIES[peer].label, r('rate'), r('p99'), r('cpuPerM')])
     }
   }
-  return table(['datagrams', 'sockmap ÷', 'echoes/s', 'p99', 'CPU per M datagrams'], rows)
+  return table(['datagrams', 'sockmap row', '÷ peer', 'echoes/s', 'p99', 'CPU per M datagrams'], rows)
 }
 
 // ---------------------------------------------------------------- main
@@ -240,7 +253,7 @@ for (const size of CFG.sizes) {
   out.push(`\n#### UDP echo through a proxy, ${size}-byte datagrams\n`)
   out.push(udpTable(size))
 }
-if (CFG.rows.includes('sockmap')) {
+if (CFG.rows.some(isSockmap)) {
   out.push('\n#### sockmap ÷ each peer (medians)\n')
   out.push(ratioTable())
 }

@@ -4,13 +4,14 @@
 // `benchmark/baselines/sockmap-proxy.mjs` does with connections.
 //
 //   node benchmark/udp/sockmap-proxy.mjs --listen 127.0.0.1:PORT --upstream 127.0.0.1:PORT [--idle-ms MS]
+//     [--backend auto|epoll|io_uring]   the engine's backend (default: the engine's, or SOCKMAP_BACKEND)
 //
 // Needs the built package (`npm run build`) with UDP sockets; exits with status 3 and a message when this build
 // has no `engine.bindUdp`. Prints `ready` once bound.
 import { Engine, rules } from '../../dist/index.mjs'
 import { exitOnStop, proxyArgs } from '../baselines/cli.mjs'
 
-const args = proxyArgs('native', { 'idle-ms': '30000' })
+const args = proxyArgs('native', { 'idle-ms': '30000', backend: '' })
 const idleTimeoutMs = Number(args['idle-ms'])
 if (!(idleTimeoutMs > 0)) throw new RangeError(`--idle-ms must be a positive number, got ${args['idle-ms']}`)
 if (typeof Engine.prototype.bindUdp !== 'function') {
@@ -18,7 +19,7 @@ if (typeof Engine.prototype.bindUdp !== 'function') {
   process.exit(3)
 }
 
-const engine = new Engine()
+const engine = new Engine(args.backend === '' ? {} : { backend: args.backend })
 const peers = engine.sockHash({ maxEntries: 1 << 16 })
 peers.attach({ verdict: rules.redirect(peers, rules.key.socket) })
 engine.on('error', (err) => console.error(`sockmap-udp-proxy: ${err.message}`))
