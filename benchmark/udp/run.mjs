@@ -11,7 +11,8 @@
 //            `sockmap-epoll` and `sockmap-io_uring` (named in UDP_ROWS) run it on one backend each
 // Measured per cell: echoes/s over the measured span, round-trip p50/p99 (µs), the proxy's CPU (utime + stime of
 // its process and everything it forked, from /proc) per million datagrams forwarded (two per echo: one each way),
-// the client's own CPU share, and datagrams lost (sent − echoed after a drain).
+// the client's own CPU share, datagrams lost (sent − echoed after a drain), and the machine's UDP receive-buffer drops
+// during the cell (/proc/net/snmp RcvbufErrors: where most losses happen).
 //
 //   bash benchmark/udp/run.sh     (builds the load generator, installs the peers when missing)
 //   node benchmark/udp/run.mjs    (UDP_SECONDS=5 UDP_WARMUP=1 UDP_REPS=3 UDP_CLIENTS=8 UDP_WINDOW=16
@@ -132,6 +133,16 @@ function log(msg) {
   process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${msg}\n`)
 }
 
+/** The machine's UDP counters (`/proc/net/snmp`'s `Udp:` lines) by name: `RcvbufErrors` counts the datagrams the
+ * kernel dropped at a full receive buffer. */
+function udpSnmp() {
+  const [names, values] = readFileSync('/proc/net/snmp', 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('Udp:'))
+    .map((l) => l.split(/\s+/).slice(1))
+  return Object.fromEntries(names.map((n, i) => [n, Number(values[i])]))
+}
+
 async function cellRun(rep, size, name) {
   const proxy = PROXIES[name]
   const key = `udp/${size}/${name}`
@@ -144,6 +155,7 @@ async function cellRun(rep, size, name) {
       proxy.start,
     )
     const cpu0 = p ? p.treeCpuSecs() : 0
+    const snmp0 = udpSnmp()
     const t0 = Date.now()
     const c = await run(
       'udp-load client',
@@ -168,6 +180,7 @@ async function cellRun(rep, size, name) {
     )
     const wall = (Date.now() - t0) / 1000
     const cpu1 = p ? p.treeCpuSecs() : 0
+    const snmp1 = udpSnmp()
     const j = c.json('udp-load')
     if (!j) throw new Error(`udp-load client (exit ${c.code ?? c.signal}): ${c.stderr.trim().slice(-200)}`)
     if (j.mismatches > 0 || j.errors > 0) throw new Error(`udp-load: ${j.mismatches} mismatches, ${j.errors} errors`)
@@ -177,6 +190,7 @@ async function cellRun(rep, size, name) {
     note(`${key}/p99`, j.p99_us)
     note(`${key}/lost`, j.lost)
     note(`${key}/lostPct`, (100 * j.lost) / Math.max(1, j.sent))
+    note(`${key}/rcvbufDrops`, snmp1.RcvbufErrors - snmp0.RcvbufErrors)
     note(`${key}/clientCpu`, (100 * j.cpu_secs) / wall)
     if (p) note(`${key}/cpuPerM`, (cpu1 - cpu0) / ((2 * j.received) / 1e6))
   })
@@ -195,6 +209,7 @@ function udpTable(size) {
       PROXIES[name].start ? cell(`${k}/cpuPerM`, 2) : '—',
       cell(`${k}/clientCpu`, 0),
       both(cell(`${k}/lost`, 0, { plain: true }), `${cell(`${k}/lostPct`, 3, { plain: true })} %`),
+      cell(`${k}/rcvbufDrops`, 0, { plain: true }),
     ]
   })
   return table(
@@ -205,6 +220,7 @@ function udpTable(size) {
       'proxy CPU-s per M datagrams',
       'client CPU %',
       'datagrams lost / % of sent',
+      'kernel drops at full receive buffers',
     ],
     rows,
   )
