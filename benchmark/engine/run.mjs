@@ -295,6 +295,10 @@ const FRAMED_ROWS = [
 ]
 const OVER_LABEL = { tcp: 'TCP loopback', unix: 'Unix socket' }
 
+/** The results key of a framed row: `framed/ROW` over TCP (as before Unix rows existed, so that runs of older
+ * checkouts pair with it), `framed-unix/ROW` over Unix sockets. */
+const framedKey = (over, name) => (over === 'tcp' ? `framed/${name}` : `framed-unix/${name}`)
+
 /** A fresh address for a framed listener: a free loopback port, or a Unix socket path. */
 const framedAddr = async (over, name) => (over === 'unix' ? `unix:${unixPath(name)}` : freePort())
 
@@ -310,7 +314,7 @@ async function framedScenario() {
 }
 
 async function framedRow(rep, name, proxyKey, over, C) {
-  const key = `framed/${over}/${name}`
+  const key = framedKey(over, name)
   log(`framed rep ${rep + 1}: ${name} over ${over}`)
   await row(key, proxyKey, async (started) => {
     const sinkAt = await framedAddr(over, 'sink')
@@ -357,18 +361,18 @@ function framedTable() {
     FRAMED_OVER.map((over) => [
       (proxyKey ? PROXIES[proxyKey].label : 'direct: framed-client → framed-sink (ceiling)') +
         (both ? `, ${OVER_LABEL[over]}` : ''),
-      cell(`framed/${over}/${name}/fps`, 0),
-      proxyKey ? cell(`framed/${over}/${name}/cpuPerM`, 3) : '—',
-      cell(`framed/${over}/${name}/errors`, 0),
-      cell(`framed/${over}/${name}/lost`, 0),
+      cell(`${framedKey(over, name)}/fps`, 0),
+      proxyKey ? cell(`${framedKey(over, name)}/cpuPerM`, 3) : '—',
+      cell(`${framedKey(over, name)}/errors`, 0),
+      cell(`${framedKey(over, name)}/lost`, 0),
     ]),
   )
   const out = table(['path', 'frames/s', 'proxy CPU-s per M frames', 'seq/len errors', 'frames sent − received'], rows)
   if (!both) return out
   // Unix against TCP, per path, from the medians of the same run.
   const ratio = (name, metric) => {
-    const u = results[`framed/unix/${name}/${metric}`]
-    const t = results[`framed/tcp/${name}/${metric}`]
+    const u = results[`${framedKey('unix', name)}/${metric}`]
+    const t = results[`${framedKey('tcp', name)}/${metric}`]
     return u?.length && t?.length ? (median(u) / median(t)).toFixed(3) : '—'
   }
   const ratios = FRAMED_ROWS.map(([name, proxyKey]) => [
