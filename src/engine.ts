@@ -84,6 +84,10 @@ export interface BackendStats {
   stale: number
   /** Read passes that spliced bytes nothing inspects through a pipe instead of copying them (epoll). */
   spliced: number
+  /** Datagrams sent as segments of `UDP_SEGMENT` sends (GSO: several datagrams of one size to one peer in one send). */
+  segmented: number
+  /** Datagrams received coalesced with others by `UDP_GRO` (then split into datagrams again). */
+  coalesced: number
 }
 
 /** Options of {@link Engine}. */

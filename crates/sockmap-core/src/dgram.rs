@@ -11,14 +11,19 @@
 //!   whole datagrams (`recvmmsg`/`sendmmsg`), never part of one; a datagram
 //!   larger than the receive slot is truncated by the kernel and counted;
 //! - a Unix socket bound to a filesystem path owns a
-//!   [`SocketFile`](crate::sock::SocketFile), removed when it closes.
+//!   [`SocketFile`](crate::sock::SocketFile), removed when it closes;
+//! - UDP offloads keep boundaries: with `UDP_SEGMENT` (GSO) one send carries
+//!   several queued datagrams of one size to one destination (the last may
+//!   be shorter), which the kernel sends as separate datagrams; with
+//!   `UDP_GRO` one receive may hold several datagrams of one size, split
+//!   here into one [`Received`] each.
 
 #[cfg(target_os = "linux")]
 use std::io;
 #[cfg(target_os = "linux")]
 use std::net::SocketAddr;
 #[cfg(target_os = "linux")]
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -70,91 +75,159 @@ pub(crate) struct Datagram {
     pub(crate) data: Bytes,
 }
 
+/// What to open a datagram socket as.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum DgramOpen<'a> {
+    /// A UDP socket bound on the address (port 0 picks one).
+    BindUdp(std::net::SocketAddr),
+    /// A UDP socket connected to the peer, bound to the local address if given (else any port of the peer's family).
+    ConnectUdp(std::net::SocketAddr, Option<std::net::SocketAddr>),
+    /// A Unix datagram socket bound on the name (a path is removed again when it closes).
+    BindUnix(&'a crate::sock::UnixName),
+    /// A Unix datagram socket connected to the peer, bound to the local name if given (a client must be bound to
+    /// receive replies).
+    ConnectUnix(&'a crate::sock::UnixName, Option<&'a crate::sock::UnixName>),
+}
+
 /// A datagram socket (non-blocking once the engine holds it).
 #[derive(Debug)]
+#[cfg(target_os = "linux")]
 pub struct DgramSock {
-    #[cfg(target_os = "linux")]
     pub(crate) fd: OwnedFd,
     /// The file a Unix socket bound to a path removes when it closes.
-    #[cfg(target_os = "linux")]
     pub(crate) file: Option<crate::sock::SocketFile>,
+    /// The kernel's UDP offloads this socket may use.
+    pub(crate) offload: Offload,
+}
+
+/// The UDP offloads a socket uses (none on a Unix socket).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Offload {
+    /// Sends may carry several datagrams (`UDP_SEGMENT`, Linux 4.18).
+    pub(crate) gso: bool,
+    /// Receives may hold several datagrams (`UDP_GRO`, Linux 5.0).
+    pub(crate) gro: bool,
+}
+
+/// `UDP_SEGMENT` and `UDP_GRO` (`linux/udp.h`; not in every libc binding).
+#[cfg(target_os = "linux")]
+const UDP_SEGMENT: libc::c_int = 103;
+#[cfg(target_os = "linux")]
+const UDP_GRO: libc::c_int = 104;
+
+/// Turns on what the kernel offers of the UDP offloads.
+#[cfg(target_os = "linux")]
+fn udp_offload(fd: &OwnedFd) -> Offload {
+    let on: libc::c_int = 1;
+    let mut seg: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: setsockopt reads one c_int from `on`; getsockopt writes at most `len` bytes into `seg`, a c_int.
+    unsafe {
+        let gro = libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_GRO,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0;
+        let gso = libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_SEGMENT,
+            (&mut seg as *mut libc::c_int).cast(),
+            &mut len,
+        ) == 0;
+        Offload { gso, gro }
+    }
+}
+
+/// A datagram socket: none outside Linux, where opening one fails with `EOPNOTSUPP`.
+#[derive(Debug)]
+#[cfg(not(target_os = "linux"))]
+pub enum DgramSock {}
+
+#[cfg(not(target_os = "linux"))]
+impl DgramSock {
+    pub(crate) fn open(_: DgramOpen<'_>) -> std::io::Result<(DgramSock, Addr)> {
+        Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
 }
 
 #[cfg(target_os = "linux")]
 impl DgramSock {
-    /// Binds a UDP socket on `addr` (port 0 picks one); returns it and its address.
+    /// Opens a datagram socket as `what` says; returns it and its local address.
     ///
     /// # Errors
-    /// The bind error.
-    pub(crate) fn bind_udp(addr: SocketAddr) -> io::Result<(DgramSock, SocketAddr)> {
-        let s = std::net::UdpSocket::bind(addr)?;
-        s.set_nonblocking(true)?;
-        let local = s.local_addr()?;
-        Ok((DgramSock::udp(s), local))
-    }
-
-    /// A UDP socket connected to `peer`, bound to `local` (else any port of
-    /// the peer's family); returns it and its local address.
-    ///
-    /// # Errors
-    /// The bind or connect error.
-    pub(crate) fn connect_udp(
-        peer: SocketAddr,
-        local: Option<SocketAddr>,
-    ) -> io::Result<(DgramSock, SocketAddr)> {
-        let local = local.unwrap_or_else(|| match peer {
-            SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
-            SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
-        });
-        let s = std::net::UdpSocket::bind(local)?;
-        s.connect(peer)?;
-        s.set_nonblocking(true)?;
-        let local = s.local_addr()?;
-        Ok((DgramSock::udp(s), local))
-    }
-
-    fn udp(s: std::net::UdpSocket) -> DgramSock {
-        DgramSock {
-            fd: s.into(),
-            file: None,
-        }
-    }
-
-    /// Binds a Unix datagram socket on `name`; a path is removed again when it closes.
-    ///
-    /// # Errors
-    /// The bind error (`EADDRINUSE` for a path that exists).
-    pub(crate) fn bind_unix(name: &UnixName) -> io::Result<(DgramSock, UnixName)> {
-        let s = std::os::unix::net::UnixDatagram::bind_addr(&name.to_addr()?)?;
-        let file = match name {
-            UnixName::Path(p) => Some(crate::sock::SocketFile::of(p.clone())?),
-            _ => None,
-        };
-        s.set_nonblocking(true)?;
-        let local = UnixName::of(&s.local_addr()?);
-        Ok((DgramSock { fd: s.into(), file }, local))
-    }
-
-    /// A Unix datagram socket connected to `peer`, bound to `local` if given
-    /// (a client must be bound to receive replies).
-    ///
-    /// # Errors
-    /// The bind or connect error (`ENOENT`, `ECONNREFUSED`).
-    pub(crate) fn connect_unix(peer: &UnixName, local: Option<&UnixName>) -> io::Result<DgramSock> {
-        let (s, file) = match local {
-            Some(l) => {
-                let s = std::os::unix::net::UnixDatagram::bind_addr(&l.to_addr()?)?;
-                let file = match l {
-                    UnixName::Path(p) => Some(crate::sock::SocketFile::of(p.clone())?),
-                    _ => None,
-                };
-                (s, file)
+    /// The bind or connect error (`EADDRINUSE`, `ENOENT`, `ECONNREFUSED`...).
+    pub(crate) fn open(what: DgramOpen<'_>) -> io::Result<(DgramSock, Addr)> {
+        use std::os::unix::net::UnixDatagram;
+        let (fd, file): (OwnedFd, _) = match what {
+            DgramOpen::BindUdp(addr) => (std::net::UdpSocket::bind(addr)?.into(), None),
+            DgramOpen::ConnectUdp(peer, local) => {
+                let local = local.unwrap_or_else(|| match peer {
+                    SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+                    SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+                });
+                let s = std::net::UdpSocket::bind(local)?;
+                s.connect(peer)?;
+                (s.into(), None)
             }
-            None => (std::os::unix::net::UnixDatagram::unbound()?, None),
+            DgramOpen::BindUnix(name) => {
+                let s = UnixDatagram::bind_addr(&name.to_addr()?)?;
+                (s.into(), socket_file(name)?)
+            }
+            DgramOpen::ConnectUnix(peer, local) => {
+                let (s, file) = match local {
+                    Some(l) => (UnixDatagram::bind_addr(&l.to_addr()?)?, socket_file(l)?),
+                    None => (UnixDatagram::unbound()?, None),
+                };
+                s.connect_addr(&peer.to_addr()?)?;
+                (s.into(), file)
+            }
         };
-        s.connect_addr(&peer.to_addr()?)?;
-        s.set_nonblocking(true)?;
-        Ok(DgramSock { fd: s.into(), file })
+        let offload = match what {
+            DgramOpen::BindUdp(_) | DgramOpen::ConnectUdp(..) => udp_offload(&fd),
+            _ => Offload::default(),
+        };
+        let sock = DgramSock { fd, file, offload };
+        let local = sock.local_addr()?;
+        // SAFETY: plain fcntl calls on a descriptor this socket owns.
+        unsafe {
+            let flags = libc::fcntl(sock.fd.as_raw_fd(), libc::F_GETFL);
+            if flags < 0
+                || libc::fcntl(sock.fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok((sock, local))
+    }
+
+    /// The address the socket is bound to.
+    fn local_addr(&self) -> io::Result<Addr> {
+        let mut st: libc::sockaddr_storage = zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: getsockname writes at most `len` bytes into `st`, a sockaddr_storage of that size.
+        let r = unsafe {
+            libc::getsockname(
+                self.fd.as_raw_fd(),
+                (&mut st as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        decode(&st, len).ok_or_else(|| io::Error::from_raw_os_error(libc::EAFNOSUPPORT))
+    }
+}
+
+/// The file a Unix socket bound to `name` removes when it closes (a path; none for an abstract name).
+#[cfg(target_os = "linux")]
+fn socket_file(name: &UnixName) -> io::Result<Option<crate::sock::SocketFile>> {
+    match name {
+        UnixName::Path(p) => Ok(Some(crate::sock::SocketFile::of(p.clone())?)),
+        _ => Ok(None),
     }
 }
 
@@ -164,6 +237,12 @@ pub(crate) const RECV_BATCH: usize = 32;
 /// The largest datagram received whole: a UDP datagram's maximum payload.
 #[cfg(target_os = "linux")]
 pub(crate) const RECV_SLOT: usize = 65_536;
+/// Datagrams one `UDP_SEGMENT` send carries at most (the kernel's `UDP_MAX_SEGMENTS`).
+#[cfg(target_os = "linux")]
+const GSO_SEGMENTS: usize = 64;
+/// Bytes one `UDP_SEGMENT` send carries at most (within a UDP datagram's 65,507).
+#[cfg(target_os = "linux")]
+const GSO_BYTES: usize = 65_000;
 /// Datagrams one `sendmmsg` sends at most.
 #[cfg(target_os = "linux")]
 pub(crate) const SEND_BATCH: usize = 64;
@@ -176,6 +255,8 @@ pub(crate) struct Received {
     pub(crate) data: Bytes,
     /// The kernel cut it to the slot's size (`MSG_TRUNC`).
     pub(crate) truncated: bool,
+    /// It came in one receive with others (`UDP_GRO`).
+    pub(crate) coalesced: bool,
 }
 
 /// The buffers `recvmmsg` fills, reused by every read of one I/O thread.
@@ -302,8 +383,32 @@ fn decode(st: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<Addr> {
     }
 }
 
-/// Receives up to [`RECV_BATCH`] datagrams in one `recvmmsg`; with `from`,
-/// each carries its sender. Each payload is copied out of the reused slots.
+/// Control-message room for one `UDP_GRO` or `UDP_SEGMENT` value (aligned for `cmsghdr`).
+#[cfg(target_os = "linux")]
+type Control = [u64; 4];
+
+/// The segment size a received `UDP_GRO` control message gives, if any.
+#[cfg(target_os = "linux")]
+fn gro_size(h: &libc::msghdr) -> Option<usize> {
+    // SAFETY: the CMSG_* walk stays within `msg_control`/`msg_controllen`, which the kernel filled; the value of a
+    // UDP_GRO message is one c_int.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                return usize::try_from(v).ok().filter(|&n| n > 0);
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    None
+}
+
+/// Receives up to [`RECV_BATCH`] receives in one `recvmmsg`; with `from`,
+/// each datagram carries its sender. Each payload is copied out of the
+/// reused slots; a receive that `UDP_GRO` coalesced is split into its
+/// datagrams. Returns how many receives the call made.
 ///
 /// # Errors
 /// `WouldBlock` when none is waiting, or the receive error.
@@ -311,12 +416,13 @@ fn decode(st: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<Addr> {
 pub(crate) fn recv_batch(
     fd: std::os::fd::RawFd,
     slots: &mut RecvSlots,
-    from: bool,
+    (from, gro): (bool, bool),
     out: &mut Vec<Received>,
 ) -> io::Result<usize> {
     let mut names: [libc::sockaddr_storage; RECV_BATCH] = zeroed();
     let mut iovs: [libc::iovec; RECV_BATCH] = zeroed();
     let mut hdrs: [libc::mmsghdr; RECV_BATCH] = zeroed();
+    let mut controls: [Control; RECV_BATCH] = [[0; 4]; RECV_BATCH];
     for i in 0..RECV_BATCH {
         iovs[i].iov_base = slots.bufs[i * RECV_SLOT..].as_mut_ptr().cast();
         iovs[i].iov_len = RECV_SLOT;
@@ -327,10 +433,15 @@ pub(crate) fn recv_batch(
             h.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
             h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         }
+        if gro {
+            h.msg_control = controls[i].as_mut_ptr().cast();
+            h.msg_controllen = std::mem::size_of::<Control>();
+        }
     }
     // SAFETY: every header points at a live iovec over its own slot of
-    // `slots.bufs` (RECV_SLOT bytes each, in bounds) and, with `from`, at its
-    // own sockaddr_storage of the length it names; all outlive the call.
+    // `slots.bufs` (RECV_SLOT bytes each, in bounds), with `from` at its own
+    // sockaddr_storage and with `gro` at its own control buffer, each of the
+    // length it names; all outlive the call.
     let n = unsafe {
         libc::recvmmsg(
             fd,
@@ -347,57 +458,133 @@ pub(crate) fn recv_batch(
     for i in 0..n {
         let h = &hdrs[i];
         let len = (h.msg_len as usize).min(RECV_SLOT);
-        let data = Bytes::copy_from_slice(&slots.bufs[i * RECV_SLOT..i * RECV_SLOT + len]);
-        let from = if from {
+        let buf = &slots.bufs[i * RECV_SLOT..i * RECV_SLOT + len];
+        let sender = if from {
             decode(&names[i], h.msg_hdr.msg_namelen)
         } else {
             None
         };
-        out.push(Received {
-            from,
-            data,
-            truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-        });
+        let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        let seg = gro
+            .then(|| gro_size(&h.msg_hdr))
+            .flatten()
+            .unwrap_or(len.max(1));
+        for part in buf.chunks(seg) {
+            out.push(Received {
+                from: sender.clone(),
+                data: Bytes::copy_from_slice(part),
+                truncated,
+                coalesced: seg < len,
+            });
+        }
+        if len == 0 {
+            out.push(Received {
+                from: sender,
+                data: Bytes::new(),
+                truncated,
+                coalesced: false,
+            });
+        }
     }
     Ok(n)
 }
 
+/// How a send failed.
+#[derive(Debug)]
+#[cfg(target_os = "linux")]
+pub(crate) struct SendError {
+    pub(crate) err: io::Error,
+    /// The first datagrams went as one `UDP_SEGMENT` send: the error may be
+    /// the offload's (try them one by one).
+    pub(crate) segmented: bool,
+}
+
 /// Sends the leading datagrams of `queue` in one `sendmmsg`; returns how
-/// many the kernel took (at least one, or an error about the first).
+/// many datagrams the kernel took (at least one) and how many of those went
+/// as segments of `UDP_SEGMENT` sends. With `gso`, consecutive datagrams of
+/// one size to one destination (the last of them may be shorter) go as one
+/// send, which the kernel sends as separate datagrams.
 ///
 /// # Errors
-/// `WouldBlock` when the socket buffer is full, or the first datagram's error
+/// `WouldBlock` when the socket buffer is full, or the first send's error
 /// (`EMSGSIZE`, `ECONNREFUSED`...).
 #[cfg(target_os = "linux")]
 pub(crate) fn send_batch<'a>(
     fd: std::os::fd::RawFd,
     queue: impl Iterator<Item = &'a Datagram>,
-) -> io::Result<usize> {
+    gso: bool,
+) -> Result<(usize, usize), SendError> {
     let mut names: [libc::sockaddr_storage; SEND_BATCH] = zeroed();
     let mut iovs: [libc::iovec; SEND_BATCH] = zeroed();
     let mut hdrs: [libc::mmsghdr; SEND_BATCH] = zeroed();
-    let mut n = 0;
+    let mut controls: [Control; SEND_BATCH] = [[0; 4]; SEND_BATCH];
+    // Per header: its first iovec, its datagrams, their size.
+    let mut groups: [(usize, usize, usize); SEND_BATCH] = [(0, 0, 0); SEND_BATCH];
+    let (mut n, mut iov) = (0, 0);
+    let mut last_to: Option<&Option<Addr>> = None;
     for d in queue.take(SEND_BATCH) {
-        iovs[n].iov_base = d.data.as_ptr() as *mut libc::c_void;
-        iovs[n].iov_len = d.data.len();
-        hdrs[n].msg_hdr.msg_iov = &mut iovs[n];
-        hdrs[n].msg_hdr.msg_iovlen = 1;
-        if let Some(to) = &d.to {
-            let len = encode(to, &mut names[n]);
-            hdrs[n].msg_hdr.msg_name = (&mut names[n] as *mut libc::sockaddr_storage).cast();
-            hdrs[n].msg_hdr.msg_namelen = len;
+        let len = d.data.len();
+        let joins = n > 0 && gso && {
+            let (_, k, size) = groups[n - 1];
+            // A full-size segment continues the group; a shorter one ends it.
+            last_to == Some(&d.to)
+                && len <= size
+                && len > 0
+                && iovs[iov - 1].iov_len == size
+                && k < GSO_SEGMENTS
+                && (k + 1) * size <= GSO_BYTES
+        };
+        iovs[iov].iov_base = d.data.as_ptr() as *mut libc::c_void;
+        iovs[iov].iov_len = len;
+        if joins {
+            groups[n - 1].1 += 1;
+        } else {
+            groups[n] = (iov, 1, len);
+            if let Some(to) = &d.to {
+                let nl = encode(to, &mut names[n]);
+                hdrs[n].msg_hdr.msg_name = (&mut names[n] as *mut libc::sockaddr_storage).cast();
+                hdrs[n].msg_hdr.msg_namelen = nl;
+            }
+            n += 1;
         }
-        n += 1;
+        last_to = Some(&d.to);
+        iov += 1;
     }
     if n == 0 {
-        return Ok(0);
+        return Ok((0, 0));
+    }
+    for i in 0..n {
+        let (first, k, size) = groups[i];
+        let h = &mut hdrs[i].msg_hdr;
+        h.msg_iov = &mut iovs[first];
+        h.msg_iovlen = k;
+        if k > 1 {
+            h.msg_control = controls[i].as_mut_ptr().cast();
+            h.msg_controllen = std::mem::size_of::<Control>();
+            // SAFETY: the control buffer holds CMSG_SPACE of a u16 (32 bytes, aligned); the walk starts at its head.
+            unsafe {
+                let space = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
+                h.msg_controllen = space;
+                let c = libc::CMSG_FIRSTHDR(h);
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = UDP_SEGMENT;
+                (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), size as u16);
+            }
+        }
     }
     // SAFETY: the first `n` headers point at live iovecs over the queued
-    // datagrams' bytes (only read by the kernel) and at their encoded
-    // destinations; all outlive the call.
+    // datagrams' bytes (only read by the kernel), at their encoded
+    // destinations and at their control buffers; all outlive the call.
     let r = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
     if r < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(SendError {
+            err: io::Error::last_os_error(),
+            segmented: groups[0].1 > 1,
+        });
     }
-    Ok(r as usize)
+    let sent = &groups[..r as usize];
+    let datagrams = sent.iter().map(|g| g.1).sum();
+    let segmented = sent.iter().filter(|g| g.1 > 1).map(|g| g.1).sum();
+    Ok((datagrams, segmented))
 }

@@ -27,9 +27,7 @@ use crate::backend::select::{self, shards_from_env, BackendInfo, Opened, StartEr
 use crate::backend::{Backend, BackendCounters, BackendStats, Source};
 use crate::batch::ExternalVerdicts;
 use crate::config::{Drive, EngineConfig};
-use crate::dgram::SessionConfig;
-#[cfg(target_os = "linux")]
-use crate::dgram::{DgramRole, DgramSock};
+use crate::dgram::{DgramOpen, DgramRole, DgramSock, SessionConfig};
 pub use crate::driver::Notify;
 use crate::driver::{replier, turn, wait_for, Command, Doorbell, EventOut, Inbox, LoopState, Peer};
 use crate::error::Errno;
@@ -334,6 +332,8 @@ impl Engine {
                 starved: a.starved + r.starved,
                 stale: a.stale + r.stale,
                 spliced: a.spliced + r.spliced,
+                segmented: a.segmented + r.segmented,
+                coalesced: a.coalesced + r.coalesced,
             }
         })
     }
@@ -558,8 +558,15 @@ fn io_err(e: &io::Error) -> Errno {
     Errno::from_io(e)
 }
 
+/// An IP address, as a UDP socket's local address is.
+fn inet(a: Addr) -> Result<SocketAddr, Errno> {
+    match a {
+        Addr::Inet(a) => Ok(a),
+        Addr::Unix(_) => Err(Errno::Inval),
+    }
+}
+
 /// The role of a bound datagram socket, with or without sessions.
-#[cfg(target_os = "linux")]
 fn bound_role(sessions: Option<SessionConfig>) -> DgramRole {
     sessions.map_or(DgramRole::Bound, DgramRole::Sessions)
 }
@@ -885,17 +892,8 @@ impl EngineHandle {
         addr: SocketAddr,
         sessions: Option<SessionConfig>,
     ) -> Result<(SockId, SocketAddr), Errno> {
-        self.check_alive()?;
-        #[cfg(target_os = "linux")]
-        {
-            let (s, local) = DgramSock::bind_udp(addr).map_err(|e| io_err(&e))?;
-            Ok((self.register_dgram(s, bound_role(sessions), None), local))
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            let _ = (addr, sessions);
-            Err(Errno::OpNotSupp)
-        }
+        let (id, local) = self.open_dgram(DgramOpen::BindUdp(addr), bound_role(sessions), None)?;
+        Ok((id, inet(local)?))
     }
 
     /// A UDP socket connected to `peer` (bound to `local`, else any port),
@@ -911,17 +909,9 @@ impl EngineHandle {
         local: Option<SocketAddr>,
         near: Option<SockId>,
     ) -> Result<(SockId, SocketAddr), Errno> {
-        self.check_alive()?;
-        #[cfg(target_os = "linux")]
-        {
-            let (s, local) = DgramSock::connect_udp(peer, local).map_err(|e| io_err(&e))?;
-            Ok((self.register_dgram(s, DgramRole::Connected, near), local))
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            let _ = (peer, local, near);
-            Err(Errno::OpNotSupp)
-        }
+        let what = DgramOpen::ConnectUdp(peer, local);
+        let (id, local) = self.open_dgram(what, DgramRole::Connected, near)?;
+        Ok((id, inet(local)?))
     }
 
     /// [`EngineHandle::bind_udp`] for a Unix datagram socket named `name`
@@ -936,16 +926,10 @@ impl EngineHandle {
         name: &UnixName,
         sessions: Option<SessionConfig>,
     ) -> Result<(SockId, UnixName), Errno> {
-        self.check_alive()?;
-        #[cfg(target_os = "linux")]
-        {
-            let (s, local) = DgramSock::bind_unix(name).map_err(|e| io_err(&e))?;
-            Ok((self.register_dgram(s, bound_role(sessions), None), local))
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            let _ = (name, sessions);
-            Err(Errno::OpNotSupp)
+        let (id, local) = self.open_dgram(DgramOpen::BindUnix(name), bound_role(sessions), None)?;
+        match local {
+            Addr::Unix(n) => Ok((id, n)),
+            Addr::Inet(_) => Err(Errno::Inval),
         }
     }
 
@@ -961,17 +945,20 @@ impl EngineHandle {
         local: Option<&UnixName>,
         near: Option<SockId>,
     ) -> Result<SockId, Errno> {
+        let what = DgramOpen::ConnectUnix(peer, local);
+        Ok(self.open_dgram(what, DgramRole::Connected, near)?.0)
+    }
+
+    /// Opens a datagram socket and hands it to its I/O thread; returns it and its local address.
+    fn open_dgram(
+        &self,
+        what: DgramOpen<'_>,
+        role: DgramRole,
+        near: Option<SockId>,
+    ) -> Result<(SockId, Addr), Errno> {
         self.check_alive()?;
-        #[cfg(target_os = "linux")]
-        {
-            let s = DgramSock::connect_unix(peer, local).map_err(|e| io_err(&e))?;
-            Ok(self.register_dgram(s, DgramRole::Connected, near))
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            let _ = (peer, local, near);
-            Err(Errno::OpNotSupp)
-        }
+        let (sock, local) = DgramSock::open(what).map_err(|e| io_err(&e))?;
+        Ok((self.register_dgram(sock, role, near), local))
     }
 
     /// Hands a datagram socket to its I/O thread.
@@ -990,6 +977,11 @@ impl EngineHandle {
             },
         );
         id
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn register_dgram(&self, sock: DgramSock, _: DgramRole, _: Option<SockId>) -> SockId {
+        match sock {}
     }
 
     /// Sends one datagram from a bound datagram socket to `to`;

@@ -172,26 +172,6 @@ fn connect_upstream(h: &mut Harness, fam: Fam, near: Option<SockId>) -> (Box<dyn
     (peer, id)
 }
 
-/// The engine configurations every case runs under: epoll and io_uring
-/// (where the kernel allows it), one and two shards.
-fn configs() -> Vec<EngineConfig> {
-    let mut backends = vec![BackendChoice::Epoll];
-    if io_uring_allowed() {
-        backends.push(BackendChoice::IoUring);
-    }
-    let mut out = Vec::new();
-    for backend in backends {
-        for shards in [1, 2] {
-            out.push(EngineConfig {
-                backend: Some(backend),
-                shards: Some(shards),
-                ..EngineConfig::default()
-            });
-        }
-    }
-    out
-}
-
 /// Waits until `f` holds, or fails after the deadline.
 fn until(what: &str, f: impl Fn() -> bool) {
     let end = Instant::now() + DEADLINE;
@@ -204,7 +184,7 @@ fn until(what: &str, f: impl Fn() -> bool) {
 #[test]
 fn every_family_proxies_to_every_family_with_exact_bytes_and_fin() {
     const TOTAL: usize = 1 << 20;
-    for cfg in configs() {
+    for cfg in backend_configs() {
         let mut h = Harness::with_config(cfg.clone());
         for from in FAMS {
             for to in FAMS {
@@ -254,7 +234,7 @@ fn every_family_proxies_to_every_family_with_exact_bytes_and_fin() {
 
 #[test]
 fn a_unix_listener_removes_its_socket_file_on_close_and_refuses_an_existing_one() {
-    for cfg in configs() {
+    for cfg in backend_configs() {
         let mut h = Harness::with_config(cfg);
         let name = unix_name(Fam::UnixPath);
         let UnixName::Path(path) = name.clone() else {
@@ -307,7 +287,7 @@ fn connecting_to_a_missing_or_dead_unix_socket_fails_with_its_code() {
 
 #[test]
 fn adopted_unix_streams_proxy_to_tcp_with_bytes_received_before_first() {
-    for cfg in configs() {
+    for cfg in backend_configs() {
         let mut h = Harness::with_config(cfg);
         let (mut app, mine) = UnixStream::pair().unwrap();
         app.set_read_timeout(Some(DEADLINE)).unwrap();
@@ -343,7 +323,7 @@ fn a_dual_stack_listener_accepts_ipv4_clients() {
     if std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").map_or(true, |s| s.trim() != "0") {
         return; // the OS keeps IPv6 sockets IPv6-only
     }
-    for cfg in configs() {
+    for cfg in backend_configs() {
         let mut h = Harness::with_config(cfg);
         let (l, local) = h.h().listen("[::]:0".parse().unwrap(), 16).unwrap();
         let mut client = TcpStream::connect(("127.0.0.1", local.port())).unwrap();
@@ -394,7 +374,7 @@ fn unix_proxy_pair(h: &Harness) -> (UnixStream, SockId, UnixStream, SockId) {
 #[test]
 fn a_slow_unix_target_stops_its_source_with_bounded_memory_and_no_loss() {
     const HIGH: usize = 64 << 10;
-    for cfg in configs() {
+    for cfg in backend_configs() {
         let h = Harness::with_config(EngineConfig {
             send_high_watermark: HIGH,
             send_low_watermark: 16 << 10,

@@ -13,31 +13,11 @@ use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
 use bytes::Bytes;
-use engine_util::stream::io_uring_allowed;
+use engine_util::stream::backend_configs;
 use engine_util::*;
-use sockmap_core::config::BackendChoice;
 use sockmap_core::dgram::SessionConfig;
 use sockmap_core::event::frags_to_vec;
 use sockmap_core::{Addr, EngineConfig, Event, KeySource, Rule, SockId, UnixName};
-
-/// Epoll and io_uring (where the kernel allows it), one and two shards.
-fn configs() -> Vec<EngineConfig> {
-    let mut backends = vec![BackendChoice::Epoll];
-    if io_uring_allowed() {
-        backends.push(BackendChoice::IoUring);
-    }
-    let mut out = Vec::new();
-    for backend in backends {
-        for shards in [1, 2] {
-            out.push(EngineConfig {
-                backend: Some(backend),
-                shards: Some(shards),
-                ..EngineConfig::default()
-            });
-        }
-    }
-    out
-}
 
 fn udp_peer(host: &str) -> UdpSocket {
     let s = UdpSocket::bind((host, 0)).unwrap();
@@ -77,7 +57,7 @@ fn proxy_map(h: &Harness) -> sockmap_core::MapId {
 #[test]
 fn gateway_sessions_carry_each_client_to_its_upstream_and_back() {
     for host in ["127.0.0.1", "::1"] {
-        for cfg in configs() {
+        for cfg in backend_configs() {
             let case = format!("{host} {:?}×{:?}", cfg.backend, cfg.shards);
             let mut h = Harness::with_config(cfg);
             let sessions = SessionConfig {
@@ -128,7 +108,7 @@ fn gateway_sessions_carry_each_client_to_its_upstream_and_back() {
 
 #[test]
 fn a_bound_socket_passes_datagrams_with_their_sender_and_sends_to_any() {
-    for cfg in configs() {
+    for cfg in backend_configs() {
         let mut h = Harness::with_config(cfg);
         let (bound, local) = h
             .h()
@@ -158,7 +138,7 @@ fn a_bound_socket_passes_datagrams_with_their_sender_and_sends_to_any() {
 
 #[test]
 fn a_full_datagram_queue_drops_and_counts_and_idle_sessions_close() {
-    for cfg in configs() {
+    for cfg in backend_configs() {
         let cfg = EngineConfig {
             dgram_queue_datagrams: 4,
             ..cfg
@@ -199,7 +179,7 @@ fn unix_datagram_sessions_answer_bound_clients() {
     use std::os::unix::net::SocketAddr as UnixAddr;
     let dir = std::env::temp_dir().join(format!("sockmap-udp-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for (k, cfg) in configs().into_iter().enumerate() {
+    for (k, cfg) in backend_configs().into_iter().enumerate() {
         let mut h = Harness::with_config(cfg);
         let path = dir.join(format!("gw-{k}"));
         let (bound, _) = h
@@ -242,5 +222,45 @@ fn unix_datagram_sessions_answer_bound_clients() {
         h.engine.shutdown();
         assert!(!path.exists(), "the socket file is removed on close");
         std::fs::remove_file(&cpath).unwrap();
+    }
+}
+
+#[test]
+fn offloads_keep_every_datagram_whole() {
+    for cfg in backend_configs() {
+        let mut h = Harness::with_config(cfg);
+        let (bound, local) = h
+            .h()
+            .bind_udp("127.0.0.1:0".parse().unwrap(), None)
+            .unwrap();
+        h.h().resume(bound);
+        let (c, _) = h.h().connect_udp(local, None, None).unwrap();
+        // Datagrams of one size (and a shorter last one) that queue together go as one segmented send, coalesced
+        // on receipt; bursts until one did (the I/O thread may take a burst's sends over several turns).
+        let mut req = 0;
+        for round in 0..50u8 {
+            let sent: Vec<Vec<u8>> = (0..40u8)
+                .map(|i| vec![i ^ round; if i == 39 { 300 } else { 1200 }])
+                .collect();
+            for d in &sent {
+                req += 1;
+                h.h().send(c, Bytes::from(d.clone()), req);
+            }
+            for want in &sent {
+                let got = h.wait(|e| match e {
+                    Event::Datagram { sock, data, .. } if *sock == bound => {
+                        Some(frags_to_vec(data))
+                    }
+                    _ => None,
+                });
+                assert_eq!(&got, want, "round {round}");
+            }
+            let st = h.engine.backend_stats();
+            if st.segmented > 0 && st.coalesced > 0 {
+                break;
+            }
+            assert!(round < 49, "never segmented and coalesced: {st:?}");
+        }
+        h.engine.shutdown();
     }
 }

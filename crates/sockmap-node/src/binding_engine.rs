@@ -88,6 +88,10 @@ pub struct BackendStatsJs {
     pub stale: f64,
     /// Read passes that spliced bytes nothing inspects (epoll).
     pub spliced: f64,
+    /// Datagrams sent as segments of `UDP_SEGMENT` sends (GSO).
+    pub segmented: f64,
+    /// Datagrams received coalesced with others by `UDP_GRO`.
+    pub coalesced: f64,
 }
 
 fn backend_info(i: &BackendInfo) -> BackendInfoJs {
@@ -218,6 +222,16 @@ fn inet_result(id: SockId, local: SocketAddr) -> ListenResult {
     }
 }
 
+/// The id and name of a Unix socket bound to `path`, as `listen()` reports them.
+fn unix_result(id: SockId, local: &UnixName, path: String) -> ListenResult {
+    ListenResult {
+        id: id.as_u64() as f64,
+        address: unix_path(local).unwrap_or(path),
+        port: 0,
+        family: "Unix".to_string(),
+    }
+}
+
 fn engine_err(e: Errno, what: &str) -> Error {
     error_of(e, what)
 }
@@ -329,6 +343,8 @@ impl BindingEngine {
             starved: s.starved as f64,
             stale: s.stale as f64,
             spliced: s.spliced as f64,
+            segmented: s.segmented as f64,
+            coalesced: s.coalesced as f64,
         }
     }
 
@@ -396,12 +412,7 @@ impl BindingEngine {
                 .handle
                 .listen_tls(addr, backlog.unwrap_or(DEFAULT_BACKLOG), tls)
                 .map_err(|e| engine_err(e, "listen failed"))?;
-            Ok(ListenResult {
-                id: id.as_u64() as f64,
-                address: local.ip().to_string(),
-                port: u32::from(local.port()),
-                family: if local.is_ipv4() { "IPv4" } else { "IPv6" }.to_string(),
-            })
+            Ok(inet_result(id, local))
         })
     }
 
@@ -414,12 +425,7 @@ impl BindingEngine {
                 .handle
                 .listen_unix(&unix_name(&path), backlog.unwrap_or(DEFAULT_BACKLOG))
                 .map_err(|e| engine_err(e, "listen failed"))?;
-            Ok(ListenResult {
-                id: id.as_u64() as f64,
-                address: unix_path(&local).unwrap_or(path),
-                port: 0,
-                family: "Unix".to_string(),
-            })
+            Ok(unix_result(id, &local, path))
         })
     }
 
@@ -559,12 +565,7 @@ impl BindingEngine {
                 .handle
                 .bind_unix_dgram(&unix_name(&path), sessions.as_ref().map(session_config))
                 .map_err(|e| engine_err(e, "bind failed"))?;
-            Ok(ListenResult {
-                id: id.as_u64() as f64,
-                address: unix_path(&local).unwrap_or(path),
-                port: 0,
-                family: "Unix".to_string(),
-            })
+            Ok(unix_result(id, &local, path))
         })
     }
 

@@ -1,24 +1,45 @@
 //! Datagram I/O shared by the backends: `recvmmsg` until `EAGAIN` or the
 //! core's budget, and `sendmmsg` of the queued datagrams, each batch one
-//! system call. Both backends call these on readiness (epoll's edge, or
-//! io_uring's multishot poll).
+//! system call, with the UDP offloads where the kernel has them (`UDP_GRO`
+//! receives, `UDP_SEGMENT` sends; a segmented send the kernel refuses turns
+//! the socket's GSO off and the datagrams go one by one). Both backends call
+//! these on readiness (epoll's edge, or io_uring's multishot poll).
 
 use std::io;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
-use crate::dgram::{recv_batch, send_batch, DgramRole, DgramSock, Received, RecvSlots};
+use crate::dgram::{recv_batch, send_batch, DgramRole, DgramSock, Offload, Received, RecvSlots};
 use crate::error::Errno;
 use crate::id::SockId;
 use crate::psock::Core;
 
-use super::ReadEnd;
+use super::{BackendCounters, ReadEnd};
 
 /// A datagram socket a backend holds, and its role.
 #[derive(Debug)]
 pub(crate) struct DgramIo {
     pub(crate) sock: DgramSock,
     pub(crate) role: DgramRole,
+}
+
+/// What the datagram loops need of a socket: its descriptor, role and offloads.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DgramFd {
+    pub(crate) fd: RawFd,
+    pub(crate) role: DgramRole,
+    pub(crate) offload: Offload,
+}
+
+impl DgramIo {
+    pub(crate) fn fd(&self) -> DgramFd {
+        use std::os::fd::AsRawFd;
+        DgramFd {
+            fd: self.sock.fd.as_raw_fd(),
+            role: self.role,
+            offload: self.sock.offload,
+        }
+    }
 }
 
 /// Whether a socket of `role` reports each datagram's sender.
@@ -30,10 +51,10 @@ fn wants_from(role: DgramRole) -> bool {
 /// kernel has none, the budget is spent or the core stops reading it.
 pub(crate) fn drive_dgram_read(
     core: &mut Core,
-    (fd, role): (RawFd, DgramRole),
+    io: DgramFd,
     id: SockId,
-    slots: &mut RecvSlots,
-    got: &mut Vec<Received>,
+    (slots, got): (&mut RecvSlots, &mut Vec<Received>),
+    counters: &BackendCounters,
     now: Instant,
 ) -> ReadEnd {
     let budget = core.config().read_budget;
@@ -46,10 +67,13 @@ pub(crate) fn drive_dgram_read(
             return ReadEnd::Budget;
         }
         got.clear();
-        match recv_batch(fd, slots, wants_from(role), got) {
+        match recv_batch(io.fd, slots, (wants_from(io.role), io.offload.gro), got) {
             Ok(n) => {
                 for r in got.drain(..) {
                     total += r.data.len();
+                    if r.coalesced {
+                        counters.coalesced(1);
+                    }
                     if r.truncated {
                         core.handle_datagram_truncated(id, r.data.len());
                     } else {
@@ -74,16 +98,26 @@ pub(crate) fn drive_dgram_read(
 }
 
 /// Sends the socket's queued datagrams in batches. Returns true when some
-/// remain because the socket buffer is full (wait for writability).
-pub(crate) fn drive_dgram_flush(core: &mut Core, fd: RawFd, id: SockId) -> bool {
+/// remain because the socket buffer is full (wait for writability). A
+/// segmented send the kernel refused turns `gso` off for the socket.
+pub(crate) fn drive_dgram_flush(
+    core: &mut Core,
+    fd: RawFd,
+    gso: &mut bool,
+    id: SockId,
+    counters: &BackendCounters,
+) -> bool {
     loop {
-        let r = send_batch(fd, core.dgram_tx(id));
-        match r {
-            Ok(0) => return false,
-            Ok(n) => core.handle_dgrams_sent(id, n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => core.handle_dgram_failed(id, Errno::from_io(&e)),
+        match send_batch(fd, core.dgram_tx(id), *gso) {
+            Ok((0, _)) => return false,
+            Ok((n, segmented)) => {
+                counters.segmented(segmented as u64);
+                core.handle_dgrams_sent(id, n);
+            }
+            Err(e) if e.err.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.err.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.segmented => *gso = false,
+            Err(e) => core.handle_dgram_failed(id, Errno::from_io(&e.err)),
         }
     }
 }

@@ -364,6 +364,19 @@ impl EpollBackend {
 }
 
 impl EpollBackend {
+    /// Sends a datagram socket's queue (the next writable edge goes on with what is left).
+    #[cfg(target_os = "linux")]
+    fn flush_dgram(&mut self, core: &mut Core, id: SockId) {
+        if let Some(Io {
+            src: IoSource::Dgram(d),
+            ..
+        }) = self.table.get_mut(id)
+        {
+            let fd = d.sock.fd.as_raw_fd();
+            drive_dgram_flush(core, fd, &mut d.sock.offload.gso, id, &self.counters);
+        }
+    }
+
     /// The socket can take bytes: a pipe waiting on it drains first, then its send ring.
     fn writable(&mut self, core: &mut Core, id: SockId) {
         #[cfg(target_os = "linux")]
@@ -482,9 +495,9 @@ impl Backend for EpollBackend {
                 continue;
             }
             #[cfg(target_os = "linux")]
-            if let IoSource::Dgram(d) = &io.src {
+            if matches!(io.src, IoSource::Dgram(_)) {
                 if ev.is_writable() && core.has_tx(id) {
-                    drive_dgram_flush(core, d.sock.fd.as_raw_fd(), id);
+                    self.flush_dgram(core, id);
                 }
                 if ev.is_readable() || ev.is_error() {
                     self.mark_ready(id);
@@ -532,8 +545,8 @@ impl Backend for EpollBackend {
             #[cfg(target_os = "linux")]
             if let IoSource::Dgram(d) = &io.src {
                 let slots = self.dgram_slots.get_or_insert_with(Box::default);
-                let io = (d.sock.fd.as_raw_fd(), d.role);
-                let end = drive_dgram_read(core, io, id, slots, &mut self.dgram_got, now);
+                let bufs = (&mut **slots, &mut self.dgram_got);
+                let end = drive_dgram_read(core, d.fd(), id, bufs, &self.counters, now);
                 if end == ReadEnd::Budget {
                     self.mark_ready(id);
                 }
@@ -574,12 +587,11 @@ impl Backend for EpollBackend {
     fn flush(&mut self, core: &mut Core, id: SockId) {
         #[cfg(target_os = "linux")]
         if let Some(Io {
-            src: IoSource::Dgram(d),
+            src: IoSource::Dgram(_),
             ..
         }) = self.table.get(id)
         {
-            drive_dgram_flush(core, d.sock.fd.as_raw_fd(), id);
-            return;
+            return self.flush_dgram(core, id);
         }
         #[cfg(target_os = "linux")]
         if self.splicer.blocks(id) {

@@ -53,6 +53,8 @@ pub struct BackendCounters {
     starved: AtomicU64,
     stale: AtomicU64,
     spliced: AtomicU64,
+    segmented: AtomicU64,
+    coalesced: AtomicU64,
 }
 
 /// A reading of [`BackendCounters`].
@@ -68,6 +70,10 @@ pub struct BackendStats {
     pub stale: u64,
     /// Read passes that spliced bytes nothing inspects instead of copying them (epoll).
     pub spliced: u64,
+    /// Datagrams sent as segments of `UDP_SEGMENT` sends (GSO).
+    pub segmented: u64,
+    /// Datagrams received coalesced with others by `UDP_GRO`.
+    pub coalesced: u64,
 }
 
 impl BackendCounters {
@@ -90,6 +96,16 @@ impl BackendCounters {
         self.spliced.fetch_add(1, Ordering::Relaxed);
     }
 
+    #[cfg(target_os = "linux")]
+    pub(crate) fn segmented(&self, n: u64) {
+        self.segmented.fetch_add(n, Ordering::Relaxed);
+    }
+
+    #[cfg(target_os = "linux")]
+    pub(crate) fn coalesced(&self, n: u64) {
+        self.coalesced.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// The counters now.
     pub fn read(&self) -> BackendStats {
         BackendStats {
@@ -97,6 +113,8 @@ impl BackendCounters {
             starved: self.starved.load(Ordering::Relaxed),
             stale: self.stale.load(Ordering::Relaxed),
             spliced: self.spliced.load(Ordering::Relaxed),
+            segmented: self.segmented.load(Ordering::Relaxed),
+            coalesced: self.coalesced.load(Ordering::Relaxed),
         }
     }
 }

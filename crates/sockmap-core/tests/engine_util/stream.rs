@@ -17,6 +17,26 @@ pub fn uring(cfg: EngineConfig) -> EngineConfig {
     }
 }
 
+/// The engine configurations a test runs under: epoll and io_uring (where
+/// the kernel allows it), one and two shards.
+pub fn backend_configs() -> Vec<EngineConfig> {
+    let mut backends = vec![BackendChoice::Epoll];
+    if io_uring_allowed() {
+        backends.push(BackendChoice::IoUring);
+    }
+    let mut out = Vec::new();
+    for backend in backends {
+        for shards in [1, 2] {
+            out.push(EngineConfig {
+                backend: Some(backend),
+                shards: Some(shards),
+                ..EngineConfig::default()
+            });
+        }
+    }
+    out
+}
+
 /// Whether the kernel lets this process use io_uring (`kernel.io_uring_disabled`).
 pub fn io_uring_allowed() -> bool {
     std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")

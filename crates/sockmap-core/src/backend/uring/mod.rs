@@ -48,11 +48,11 @@ use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 
 use self::buf_ring::BufRing;
-use super::dgram::{drive_dgram_flush, drive_dgram_read};
+use super::dgram::{drive_dgram_flush, drive_dgram_read, DgramFd};
 use super::select::StartError;
 use super::{Backend, BackendCounters, Handoff, Source, Wake, ACCEPT_BACKOFF};
 use crate::config::EngineConfig;
-use crate::dgram::{DgramRole, Received, RecvSlots};
+use crate::dgram::{DgramRole, Offload, Received, RecvSlots};
 use crate::error::Errno;
 use crate::id::SockId;
 use crate::psock::{Accepted, Core, NewSock};
@@ -212,8 +212,8 @@ struct Entry {
     /// The buffer a basic receive in flight fills.
     recv_buf: Option<BytesMut>,
     accept_armed: bool,
-    /// A datagram socket: its role, and its polls in flight.
-    dgram: Option<DgramRole>,
+    /// A datagram socket: its role and offloads, and its polls in flight.
+    dgram: Option<(DgramRole, Offload)>,
     poll_armed: bool,
     pollout_armed: bool,
 }
@@ -275,6 +275,8 @@ pub(crate) struct UringBackend {
     multishot: bool,
     /// Datagram receive buffers, made on the first datagram socket.
     dgram_slots: Option<Box<RecvSlots>>,
+    /// Readiness polls of datagram sockets are multishot (until the kernel refuses one).
+    multishot_poll: bool,
     dgram_got: Vec<Received>,
     counters: Arc<BackendCounters>,
     handoffs: Vec<Handoff>,
@@ -396,6 +398,7 @@ impl UringBackend {
             backlog: VecDeque::new(),
             multishot,
             dgram_slots: None,
+            multishot_poll: true,
             dgram_got: Vec::new(),
             counters: Arc::default(),
             handoffs: Vec::new(),
@@ -484,14 +487,18 @@ impl UringBackend {
         }
         e.poll_armed = true;
         let sqe = opcode::PollAdd::new(Fd(e.fd.as_raw_fd()), libc::POLLIN as u32)
-            .multi(true)
+            .multi(self.multishot_poll)
             .build()
             .user_data(Token::new(Kind::Poll, id).0);
         self.push(sqe);
     }
 
-    /// A datagram socket became readable: read it this turn; the poll is armed again once it ends.
-    fn on_poll(&mut self, id: SockId, flags: u32) {
+    /// A datagram socket became readable: read it this turn; the poll is armed again once it ends (one-shot
+    /// from then on if the kernel refused a multishot poll, before 5.13).
+    fn on_poll(&mut self, id: SockId, res: i32, flags: u32) {
+        if res == -libc::EINVAL && self.multishot_poll {
+            self.multishot_poll = false;
+        }
         if !cqueue::more(flags) {
             if let Some(e) = self.entry(id) {
                 e.poll_armed = false;
@@ -503,9 +510,13 @@ impl UringBackend {
 
     /// Sends a datagram socket's queue; a full socket buffer waits for writability.
     fn flush_dgram(&mut self, core: &mut Core, id: SockId) {
+        let counters = self.counters.clone();
         let Some(e) = self.entry(id) else { return };
         let fd = e.fd.as_raw_fd();
-        if e.pollout_armed || !drive_dgram_flush(core, fd, id) {
+        let Some((_, offload)) = e.dgram.as_mut() else {
+            return;
+        };
+        if e.pollout_armed || !drive_dgram_flush(core, fd, &mut offload.gso, id, &counters) {
             return;
         }
         let Some(e) = self.entry(id) else { return };
@@ -639,7 +650,7 @@ impl UringBackend {
             Kind::Recv => self.on_recv(id, res, flags),
             Kind::Send => self.on_send(core, id, res),
             Kind::Connect => self.on_connect(core, id, res),
-            Kind::Poll => self.on_poll(id, flags),
+            Kind::Poll => self.on_poll(id, res, flags),
             Kind::PollOut => {
                 if let Some(e) = self.entry(id) {
                     e.pollout_armed = false;
@@ -928,7 +939,7 @@ impl Backend for UringBackend {
             Source::Dgram(d) => {
                 let mut entry = Entry::new(id, d.sock.fd, None, false);
                 entry._file = d.sock.file;
-                entry.dgram = Some(d.role);
+                entry.dgram = Some((d.role, d.sock.offload));
                 self.insert(entry);
                 self.dgram_slots.get_or_insert_with(Box::default);
                 self.arm_poll(id);
@@ -998,10 +1009,15 @@ impl Backend for UringBackend {
             };
             let Some(e) = self.entry(id) else { continue };
             e.queued = false;
-            if let Some(role) = e.dgram {
-                let fd = e.fd.as_raw_fd();
+            if let Some((role, offload)) = e.dgram {
+                let io = DgramFd {
+                    fd: e.fd.as_raw_fd(),
+                    role,
+                    offload,
+                };
                 let slots = self.dgram_slots.get_or_insert_with(Box::default);
-                let end = drive_dgram_read(core, (fd, role), id, slots, &mut self.dgram_got, now);
+                let bufs = (&mut **slots, &mut self.dgram_got);
+                let end = drive_dgram_read(core, io, id, bufs, &self.counters, now);
                 if end == super::ReadEnd::Budget {
                     self.mark(id);
                 }
