@@ -72,6 +72,12 @@ describe('defaults', () => {
     'EngineOptions.recvBuffers': d.engine.recvBuffers,
     'EngineOptions.shards': d.engine.shards,
     'EngineOptions.drive': d.engine.drive,
+    'EngineOptions.dgramQueueBytes': d.engine.dgramQueueBytes,
+    'EngineOptions.dgramQueueDatagrams': d.engine.dgramQueueDatagrams,
+    'SessionsOptions.idleTimeoutMs': d.sessions.idleTimeoutMs,
+    'SessionsOptions.maxSessions': d.sessions.maxSessions,
+    'UdpBindOptions.host': d.host,
+    'UdpConnectOptions.host': d.host,
     'TcpListenOptions.host': d.host,
     'TcpListenOptions.backlog': d.backlog,
     'UnixListenOptions.backlog': d.backlog,
@@ -111,6 +117,7 @@ describe('defaults', () => {
     'SetOptions.flag': 'any',
     'RedirectOptions.ingress': false,
     'TlsConnectOptions.insecure': false,
+    'UdpConnectOptions.localPort': 0,
   }
 
   it('states each engine default as the engine defines it', () => {
@@ -129,6 +136,8 @@ describe('defaults', () => {
       [
         'appHighWatermark',
         'backend',
+        'dgramQueueBytes',
+        'dgramQueueDatagrams',
         'drive',
         'maxDelayMicros',
         'maxInFlight',

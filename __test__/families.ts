@@ -136,7 +136,7 @@ export async function dgramPeerOn(
     const received = datagramQueue(peer)
     peer.resume()
     const localPath = unixName('abstract')
-    const sock = await engine.connectUdp({ path: peerPath, localPath, near })
+    const sock = await engine.connectUdp({ path: peerPath, localPath, ...(near ? { near } : {}) })
     return {
       sock,
       send: async (data) => {
@@ -151,7 +151,7 @@ export async function dgramPeerOn(
   peer.bind(0, host)
   await deadline(once(peer, 'listening'), 5000, 'dgram bind')
   const received = datagramQueue(peer)
-  const sock = await engine.connectUdp({ host, port: peer.address().port, near })
+  const sock = await engine.connectUdp({ host, port: peer.address().port, ...(near ? { near } : {}) })
   return {
     sock,
     send: (data) =>

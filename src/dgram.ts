@@ -2,11 +2,14 @@ import { EventKind, type JsEvent } from './binding.cjs'
 import { Socket, eventAddress, kEvent, kSend, type AddressInfo, type SocketHost } from './socket'
 import { assertBytes, assertIntInRange, assertString } from './validate'
 
-/** Sessions of a bound datagram socket: see {@link UdpBindOptions.sessions}. */
+/** Sessions of a bound datagram socket: see {@link DatagramBindCommon.sessions}. */
 export interface SessionsOptions {
-  /** A session closes (`'close'`, out of its maps) after this long without a datagram either way. Default: 30000. */
+  /** A session closes (`'close'`, out of its maps) after this long without a datagram either way. Default: `30000`. */
   idleTimeoutMs?: number
-  /** Sessions open at once; a new client's datagram beyond it is dropped and counted (`droppedOverflow`). Default: 65536. */
+  /**
+   * Sessions open at once; a new client's datagram beyond it is dropped and counted on the bound socket
+   * (`droppedOverflow`). Default: `65536`.
+   */
   maxSessions?: number
 }
 
@@ -16,40 +19,66 @@ export interface DatagramBindCommon {
    * One session socket per client address, made on its first datagram (which it then carries) and announced as the
    * bound socket's `'session'` event, paused like an accepted connection: insert it into maps and pair it with an
    * upstream exactly as a TCP connection. The bound socket reads and writes for all its sessions; a session's
-   * replies go to its client.
+   * replies go to its client (and count in the bound socket's `bytesOut`).
    */
   sessions?: SessionsOptions
 }
 
+/** `engine.bindUdp()` on UDP, IPv4 or IPv6. */
+export interface UdpBindOptions extends DatagramBindCommon {
+  /** The address to bind: IPv4, IPv6 or a name. Default: `'127.0.0.1'`. */
+  host?: string
+  /** The port; `0` picks a free one. */
+  port: number
+  /** Not with `host`/`port`. */
+  path?: undefined
+}
+
+/** `engine.bindUdp()` on a Unix datagram socket. */
+export interface UnixDgramBindOptions extends DatagramBindCommon {
+  /** The socket's path, or a Linux abstract name with a leading NUL (as `listen({ path })` takes it). */
+  path: string
+  /** Not with `path`. */
+  host?: undefined
+  /** Not with `path`. */
+  port?: undefined
+}
+
 /** Options of `engine.bindUdp()`: a UDP address, or a Unix datagram socket `path`. */
-export type UdpBindOptions =
-  | (DatagramBindCommon & { host?: string; port: number; path?: undefined })
-  | (DatagramBindCommon & { path: string; host?: undefined; port?: undefined })
+export type DatagramBindOptions = UdpBindOptions | UnixDgramBindOptions
+
+/** `engine.connectUdp()` to a UDP peer. */
+export interface UdpConnectOptions {
+  /** The peer: an IPv4 or IPv6 address or a name. Default: `'127.0.0.1'`. */
+  host?: string
+  /** The peer's port. */
+  port: number
+  /** The local address to bind. Left out: any address of the peer's family. */
+  localHost?: string
+  /** The local port to bind (`0`: any). Default: `0`. */
+  localPort?: number
+  /** A socket whose I/O thread the new one joins (see `connect()`'s `near`). */
+  near?: Socket
+  /** Not with `host`/`port`. */
+  path?: undefined
+}
+
+/** `engine.connectUdp()` to a Unix datagram socket. */
+export interface UnixDgramConnectOptions {
+  /** The peer's path, or a Linux abstract name with a leading NUL. */
+  path: string
+  /** The name to bind, so that the peer can answer (without one, nothing can reach this socket). */
+  localPath?: string
+  /** A socket whose I/O thread the new one joins. */
+  near?: Socket
+  /** Not with `path`. */
+  host?: undefined
+  /** Not with `path`. */
+  port?: undefined
+}
 
 /** Options of `engine.connectUdp()`: a UDP peer, or a Unix datagram socket `path`. */
-export type UdpConnectOptions =
-  | {
-      /** The peer: an IPv4 or IPv6 address or a name. Default: `'127.0.0.1'`. */
-      host?: string
-      /** The peer's port. */
-      port: number
-      /** The local address to bind. Default: any address of the peer's family. */
-      localHost?: string
-      /** The local port to bind (`0`: any). Default: `0`. */
-      localPort?: number
-      /** A socket whose I/O thread the new one joins (see `connect()`'s `near`). */
-      near?: Socket
-      path?: undefined
-    }
-  | {
-      /** The peer's path, or a Linux abstract name with a leading NUL. */
-      path: string
-      /** The name to bind, so that the peer can answer (without one, nothing can reach this socket). */
-      localPath?: string
-      near?: Socket
-      host?: undefined
-      port?: undefined
-    }
+export type DatagramConnectOptions = UdpConnectOptions | UnixDgramConnectOptions
 
 /** The checked native form of {@link SessionsOptions}. @internal */
 export function sessionsSpec(s: unknown): { idleTimeoutMs?: number; maxSessions?: number } | undefined {

@@ -46,7 +46,7 @@ import {
 import { addStats, toPrometheus, zeroStats, type EngineStats, type MapStats } from './stats'
 import { assertIntInRange, assertObject, assertOneOf, assertString } from './validate'
 import { BatchRunner } from './batch'
-import { DatagramSocket, sessionsSpec, type UdpBindOptions, type UdpConnectOptions } from './dgram'
+import { DatagramSocket, sessionsSpec, type DatagramBindOptions, type DatagramConnectOptions } from './dgram'
 import { Verdict, type MsgVerdictFunction, type ParseFunction, type VerdictFunction } from './verdict'
 
 /** The engine's defaults (the single source of every default below). */
@@ -138,7 +138,10 @@ export interface EngineOptions {
    * (`droppedOverflow`), a send rejects with `ENOBUFS`. Default: 1 MiB.
    */
   dgramQueueBytes?: number
-  /** Datagrams a datagram socket (or a session not yet read) may hold queued; beyond: as `dgramQueueBytes`. Default: 4096. */
+  /**
+   * Datagrams a datagram socket may hold queued to send (and a session before it reads); beyond: as
+   * `dgramQueueBytes`. Default: `4096`.
+   */
   dgramQueueDatagrams?: number
   /** How TypeScript callbacks are batched. */
   batch?: BatchOptions
@@ -527,7 +530,7 @@ export class Engine extends EventEmitter<EngineEvents> {
    * @throws {TypeError} when `path` comes with `host` or `port`; {RangeError} for a port or session bound out of
    * range.
    */
-  async bindUdp(options: UdpBindOptions): Promise<DatagramSocket> {
+  async bindUdp(options: DatagramBindOptions): Promise<DatagramSocket> {
     assertObject('options', options)
     const sessions = sessionsSpec(options.sessions)
     if (options.path !== undefined) {
@@ -553,7 +556,7 @@ export class Engine extends EventEmitter<EngineEvents> {
    * @throws {SockmapError} the bind or connect error (`ENOENT`, `ECONNREFUSED` for a Unix path).
    * @throws {TypeError} when `path` comes with `host` or `port`; {RangeError} for a port out of range.
    */
-  async connectUdp(options: UdpConnectOptions): Promise<DatagramSocket> {
+  async connectUdp(options: DatagramConnectOptions): Promise<DatagramSocket> {
     assertObject('options', options)
     const near = options.near
     if (near !== undefined && !(near instanceof Socket && this.#sockets.get(near.id) === near)) {

@@ -25,9 +25,13 @@ export {
 export {
   DatagramSocket,
   type DatagramBindCommon,
+  type DatagramBindOptions,
+  type DatagramConnectOptions,
   type SessionsOptions,
   type UdpBindOptions,
   type UdpConnectOptions,
+  type UnixDgramBindOptions,
+  type UnixDgramConnectOptions,
 } from './dgram'
 export {
   Socket,

@@ -29,6 +29,15 @@ export interface SocketStats {
   droppedDeadTarget: number
   /** Partial messages dropped by a parser error or a close mid-message. */
   droppedParser: number
+  /**
+   * Datagrams dropped because their target's send queue was full (`dgramQueueBytes`, `dgramQueueDatagrams`), a
+   * session held too many before it read, or a bound socket had its `maxSessions`.
+   */
+  droppedOverflow: number
+  /** Datagrams dropped for their size: the kernel refused one (`EMSGSIZE`), or one arrived truncated. */
+  droppedTooBig: number
+  /** Datagrams the kernel refused to send (`ECONNREFUSED` after an ICMP error...). */
+  droppedSendError: number
   /** Bytes of dropped messages. */
   droppedBytes: number
   /** Parser errors (each one aborted its socket). */
