@@ -97,6 +97,7 @@ describe('defaults', () => {
     'DelimiterOptions.stripDelimiter': d.delimiter.stripDelimiter,
     'DelimiterOptions.discardOversize': d.delimiter.discardOversize,
     'LinesOptions.maxLength': d.lines.maxLength,
+    'LinesOptions.stripDelimiter': d.lines.stripDelimiter,
     'LinesOptions.discardOversize': d.lines.discardOversize,
     'RespOptions.maxDepth': d.resp.maxDepth,
     'RespOptions.maxLineLength': d.resp.maxLineLength,

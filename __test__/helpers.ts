@@ -48,7 +48,7 @@ export async function until(cond: () => boolean, ms: number, what: string): Prom
   }
 }
 
-/** Reads exactly `n` bytes from a node:net socket. */
+/** Reads exactly `n` bytes from a node:net socket; the bytes after them stay for the next reader. */
 export function readN(sock: net.Socket, n: number, ms = 5000): Promise<Buffer> {
   const chunks: Buffer[] = []
   let have = 0
@@ -59,13 +59,19 @@ export function readN(sock: net.Socket, n: number, ms = 5000): Promise<Buffer> {
         have += d.length
         if (have >= n) {
           sock.off('data', onData)
+          sock.off('error', reject)
           const all = Buffer.concat(chunks)
-          if (all.length > n) sock.unshift(all.subarray(n))
+          if (all.length > n) {
+            // Keep the rest for the next reader: a flowing socket with no listener would drop it.
+            sock.pause()
+            sock.unshift(all.subarray(n))
+          }
           resolve(all.subarray(0, n))
         }
       }
       sock.on('data', onData)
       sock.once('error', reject)
+      sock.resume()
     }),
     ms,
     `reading ${n} bytes`,

@@ -1,7 +1,8 @@
 // The published shape: the root package carries JavaScript and types only, with every per-platform package as an
 // optional dependency at its exact version; the native binary comes from the per-platform package. Packs both as
-// they are published, installs them offline into an empty project and loads sockmap from there; installed without
-// the platform package, sockmap says which package is missing and how to get it.
+// they are published, installs them offline into an empty project (with the root's dependencies packed from
+// node_modules, so nothing is fetched) and loads sockmap from there; installed without the platform package, sockmap
+// says which package is missing and how to get it.
 import { execFileSync } from 'node:child_process'
 import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -25,6 +26,21 @@ const npm = (args: string[], cwd: string): string =>
   })
 
 afterAll(() => rmSync(work, { recursive: true, force: true }))
+
+/** The root's runtime dependencies, packed from node_modules into `work` once: offline installs take them from there. */
+let packedDeps: string[] | undefined
+function dependencyTarballs(): string[] {
+  const { dependencies = {} } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
+    dependencies?: Record<string, string>
+  }
+  packedDeps ??= Object.keys(dependencies).map((name) => {
+    const out = JSON.parse(
+      npm(['pack', '--json', '--ignore-scripts', '--pack-destination', work], join(root, 'node_modules', name)),
+    ) as Array<{ filename: string }>
+    return join(work, out[0]!.filename)
+  })
+  return packedDeps
+}
 
 // Windows is left out: the install runs npm through a POSIX PATH with no cargo on it.
 describe.skipIf(process.platform === 'win32')('the npm packages', () => {
@@ -69,6 +85,7 @@ describe.skipIf(process.platform === 'win32')('the npm packages', () => {
         '--no-fund',
         join(work, `sockmap-${version}.tgz`),
         join(work, `sockmap-${suffix}-${version}.tgz`),
+        ...dependencyTarballs(),
       ],
       app,
     )
@@ -92,7 +109,17 @@ describe.skipIf(process.platform === 'win32')('the npm packages', () => {
     mkdirSync(app)
     writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'bare', version: '1.0.0', private: true }))
     // Offline, npm cannot fetch the platform package: it skips the optional dependency, as --omit=optional would.
-    npm(['install', '--offline', '--no-audit', '--no-fund', join(work, `sockmap-${version}.tgz`)], app)
+    npm(
+      [
+        'install',
+        '--offline',
+        '--no-audit',
+        '--no-fund',
+        join(work, `sockmap-${version}.tgz`),
+        ...dependencyTarballs(),
+      ],
+      app,
+    )
     const out = execFileSync(
       process.execPath,
       ['-e', "try { require('sockmap'); console.log('loaded') } catch (e) { console.log(e.code + ': ' + e.message) }"],

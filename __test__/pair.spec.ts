@@ -6,8 +6,19 @@ import net from 'node:net'
 
 import { describe, expect, it } from 'vitest'
 
-import { SockmapError, type Engine, type PairOptions, type SockHash, type Socket } from '../src/index'
-import { codeOf, connections, deadline, engineScope, errorOf, listening, netServer, portOf, until } from './helpers'
+import { SockmapError, rules, type Engine, type PairOptions, type SockHash, type Socket } from '../src/index'
+import {
+  codeOf,
+  connections,
+  deadline,
+  engineScope,
+  errorOf,
+  listening,
+  netServer,
+  portOf,
+  readN,
+  until,
+} from './helpers'
 
 const { newEngine, clients } = engineScope()
 
@@ -174,6 +185,30 @@ describe('partners through a TypeScript verdict', () => {
     expect(c.closed).toBe(false)
     client.end()
     await until(() => c.closed, 5000, 'client side closed')
+    srv.close()
+  })
+})
+
+describe('changes made in one run of JavaScript', () => {
+  it('reach the I/O thread together: an upstream greeting already received is not judged between two sets', async () => {
+    const engine = newEngine()
+    let greeted!: () => void
+    const written = new Promise<void>((r) => (greeted = r))
+    const srv = await netServer((s) => s.write('HELLO\n', () => greeted()))
+    const [c] = await connections(engine, 1, clients)
+    const upstream = await engine.connect({ host: '127.0.0.1', port: portOf(srv) })
+    await deadline(written, 5000, 'the greeting')
+    const peers = engine.sockHash({ maxEntries: 4 })
+    peers.attach({ verdict: rules.redirect(peers, rules.key.socket) })
+    c!.sock.pair(upstream)
+    peers.set(c!.sock.id, upstream)
+    // The greeting waits in the upstream's receive buffer. Were the first set applied alone, the I/O thread would
+    // judge it now and find no socket under the upstream's id.
+    const busyUntil = Date.now() + 30
+    while (Date.now() < busyUntil);
+    peers.set(upstream.id, c!.sock)
+    expect((await readN(c!.client, 6)).toString()).toBe('HELLO\n')
+    expect(peers.stats().droppedNoKey).toBe(0)
     srv.close()
   })
 })

@@ -89,22 +89,26 @@ describe('native framers', () => {
 
   it('delimiter and lines cut on their delimiters; stripDelimiter keeps or drops them', async () => {
     const engine = newEngine()
-    const [a, b, c] = await connections(engine, 3, clients)
+    const [a, b, c, d] = await connections(engine, 4, clients)
     soloMap(engine, a!.sock, {
       parser: parsers.delimiter({ delimiters: ['||', ';'], stripDelimiter: false }),
       verdict: rules.pass(),
     })
     soloMap(engine, b!.sock, { parser: parsers.lines(), verdict: rules.pass() })
     soloMap(engine, c!.sock, { parser: parsers.delimiter({ delimiters: [Buffer.from([0])] }), verdict: rules.pass() })
+    soloMap(engine, d!.sock, { parser: parsers.lines({ stripDelimiter: false }), verdict: rules.pass() })
     const gotA = collect(a!.sock, 3)
     const gotB = collect(b!.sock, 3)
     const gotC = collect(c!.sock, 2)
+    const gotD = collect(d!.sock, 3)
     await writeBytewise(a!.client, Buffer.from('one||two;three;'))
     b!.client.write('first\r\nsecond\nthird\r\nunfinished')
     c!.client.write(Buffer.from('x\0yy\0z'))
+    d!.client.write('first\r\nsecond\nthird\r\nunfinished')
     expect(await gotA).toEqual(['one||', 'two;', 'three;'])
     expect(await gotB).toEqual(['first', 'second', 'third'])
     expect(await gotC).toEqual(['x', 'yy'])
+    expect(await gotD).toEqual(['first\r\n', 'second\n', 'third\r\n'])
   })
 
   it('fixed cuts messages of one size', async () => {
@@ -221,6 +225,7 @@ describe('native framers', () => {
     expect(() => parsers.delimiter({ delimiters: [] })).toThrow(/delimiters/)
     expect(() => parsers.delimiter({ delimiters: [''] })).toThrow(/delimiters\[0\]/)
     expect(() => parsers.lines({ maxLength: -1 })).toThrow(/maxLength/)
+    expect(() => parsers.lines({ stripDelimiter: 'no' as unknown as boolean })).toThrow(/stripDelimiter/)
     expect(() => parsers.fixed(0)).toThrow(RangeError)
     expect(() => parsers.fixed(1.5)).toThrow(/size/)
     expect(() => parsers.resp({ maxDepth: 0 })).toThrow(/maxDepth/)

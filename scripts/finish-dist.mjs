@@ -1,14 +1,19 @@
-// Completes dist/ after `tsc`: copies the native loader and binding types (and the local addon, when built) next to the
-// compiled code, and writes the ES module entry point that re-exports the CommonJS build.
-import { copyFileSync, existsSync, readdirSync, writeFileSync } from 'node:fs'
+// Completes dist/ after `tsc`: copies the native loader and binding types next to the compiled code, links the local
+// addon (when built) so that a later `npm run build:native` reaches dist/ too (a copy on Windows), and writes the ES
+// module entry point that re-exports the CommonJS build.
+import { copyFileSync, existsSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join, resolve } from 'node:path'
 
 const src = 'src'
 const dist = 'dist'
 for (const file of readdirSync(src)) {
-  if (['binding.cjs', 'binding.d.cts', 'native.cjs', 'native.d.cts'].includes(file) || file.endsWith('.node')) {
+  if (['binding.cjs', 'binding.d.cts', 'native.cjs', 'native.d.cts'].includes(file)) {
     copyFileSync(join(src, file), join(dist, file))
+  } else if (file.endsWith('.node')) {
+    rmSync(join(dist, file), { force: true })
+    if (process.platform === 'win32') copyFileSync(join(src, file), join(dist, file))
+    else symlinkSync(join('..', src, file), join(dist, file))
   }
 }
 if (!existsSync(join(dist, 'index.js'))) throw new Error('dist/index.js is missing: run tsc first')

@@ -668,6 +668,8 @@ export class BatchRunner {
     counters.batches++
     view.data = payload.subarray(0, 0)
     this.#sendView.reset(0, 0, view.data)
+    // Map changes the callbacks made go first: an answer may name an entry one of them set.
+    this.#host.releaseChanges()
     const waiting = callBinding(() =>
       binding.answerBatch(
         answers.subarray(0, n),

@@ -370,12 +370,37 @@ export class Engine extends EventEmitter<EngineEvents> {
       },
       attachPrograms: (map, id, opts) => self.#attach(map, id, opts),
       pair: (a, b, opts) => self.pair(a as Socket, b as Socket, opts),
+      holdChanges: () => self.#holdChanges(),
+      releaseChanges: () => self.#releaseChanges(),
     }
     this.#runner = new BatchRunner(this.#host)
     this.#report = (err) => this.reportError(err)
   }
 
   readonly #report: (err: SockmapError) => void
+  #changesHeld = false
+  #holds = 0
+
+  /**
+   * Map changes and pairings made in one synchronous run of JavaScript reach the I/O threads together, when it ends:
+   * no message is judged between `set(a.id, b)` and `set(b.id, a)`.
+   */
+  #holdChanges(): void {
+    if (this.#changesHeld) return
+    this.#changesHeld = true
+    const hold = ++this.#holds
+    this.#binding.holdChanges()
+    queueMicrotask(() => {
+      if (hold === this.#holds) this.#releaseChanges()
+    })
+  }
+
+  #releaseChanges(): void {
+    if (!this.#changesHeld) return
+    this.#changesHeld = false
+    this.#binding.releaseChanges()
+  }
+
   /** Consumed bytes per socket, sent to the engine once per turn of the JavaScript thread. */
   readonly #acks = new Map<number, number>()
   #ackScheduled = false
@@ -670,6 +695,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     const y = check('b', b)
     if (x === y) throw new SockmapError('EINVAL', 'EINVAL: a socket cannot be its own partner')
     this.#checkOpen()
+    this.#holdChanges()
     callBinding(() => this.#binding.pair(x.id, y.id, onClose))
   }
 

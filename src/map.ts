@@ -113,6 +113,10 @@ export function requestsSpec(r: unknown): { timeoutMs?: number; maxPending?: num
 /** What a map needs from its engine. @internal */
 export interface MapHost {
   readonly binding: BindingEngine
+  /** Holds the engine's map changes until this JavaScript task ends, so the I/O threads take them together. */
+  holdChanges(): void
+  /** Sends the held map changes now (before answers that may depend on them). */
+  releaseChanges(): void
   socketById(id: number): Socket | undefined
   attachPrograms(map: SockMap | SockHash, id: number, options: AttachOptions): void
 }
@@ -167,6 +171,7 @@ abstract class BaseMap {
     }
     const weight: unknown = options.weight
     if (weight !== undefined) assertIntInRange('options.weight', weight, 1, 2 ** 31 - 1)
+    this.#host.holdChanges()
     callBinding(() => this.#host.binding.mapUpdate(this.#id, k, sock.id, flag, server, weight))
     return this
   }
@@ -190,6 +195,7 @@ abstract class BaseMap {
    */
   delete(key: MapKey): void {
     const k = this.key('key', key)
+    this.#host.holdChanges()
     callBinding(() => this.#host.binding.mapDelete(this.#id, k))
   }
 

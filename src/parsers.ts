@@ -71,6 +71,8 @@ export interface DelimiterOptions extends ParserLimits {
 export interface LinesOptions extends ParserLimits {
   /** Longest line, line ending excluded. Default: `65536`. */
   maxLength?: number
+  /** Leave the line ending (`\n` or `\r\n`) out of the message. Default: `true`. */
+  stripDelimiter?: boolean
   /** Skip an over-long line (`true`) or abort the socket with `EMSGSIZE` (`false`). Default: `true`. */
   discardOversize?: boolean
 }
@@ -184,13 +186,15 @@ export const parsers = {
     })
   },
 
-  /** Lines ended by `\n` or `\r\n` (line ending stripped). */
+  /** Lines ended by `\n` or `\r\n` (the line ending stripped unless `stripDelimiter: false`). */
   lines(options: LinesOptions = {}): NativeParser {
     assertObject('options', options)
     if (options.maxLength !== undefined) assertIntInRange('options.maxLength', options.maxLength, 1, 2 ** 32)
+    if (options.stripDelimiter !== undefined) assertBoolean('options.stripDelimiter', options.stripDelimiter)
     if (options.discardOversize !== undefined) assertBoolean('options.discardOversize', options.discardOversize)
     return make('lines', 'options', options, {
       maxLength: options.maxLength,
+      stripDelimiter: options.stripDelimiter,
       discardOversize: options.discardOversize,
     })
   },

@@ -38,6 +38,11 @@ export interface SocketStats {
   droppedTooBig: number
   /** Datagrams the kernel refused to send (`ECONNREFUSED` after an ICMP error...). */
   droppedSendError: number
+  /**
+   * Datagrams the kernel dropped before the engine read them, for want of room in the socket's receive buffer (a
+   * datagram socket stopped by a full stream target), learnt with the next datagram read. Not in `dropped`.
+   */
+  kernelDrops: number
   /** Bytes of dropped messages. */
   droppedBytes: number
   /** Parser errors (each one aborted its socket). */

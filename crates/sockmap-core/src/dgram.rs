@@ -100,13 +100,17 @@ pub struct DgramSock {
     pub(crate) offload: Offload,
 }
 
-/// The UDP offloads a socket uses (none on a Unix socket).
+/// What the kernel does for a socket beyond plain datagrams: the UDP
+/// offloads (none on a Unix socket), and reports of its drops.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Offload {
     /// Sends may carry several datagrams (`UDP_SEGMENT`, Linux 4.18).
     pub(crate) gso: bool,
     /// Receives may hold several datagrams (`UDP_GRO`, Linux 5.0).
     pub(crate) gro: bool,
+    /// Receives carry the count of datagrams the kernel dropped for want of
+    /// room in the receive buffer (`SO_RXQ_OVFL`).
+    pub(crate) drops: bool,
 }
 
 /// `UDP_SEGMENT` and `UDP_GRO` (`linux/udp.h`; not in every libc binding).
@@ -114,30 +118,46 @@ pub(crate) struct Offload {
 const UDP_SEGMENT: libc::c_int = 103;
 #[cfg(target_os = "linux")]
 const UDP_GRO: libc::c_int = 104;
-
-/// Turns on what the kernel offers of the UDP offloads.
+/// `SO_RXQ_OVFL` (`asm-generic/socket.h`, as on x86 and arm).
 #[cfg(target_os = "linux")]
-fn udp_offload(fd: &OwnedFd) -> Offload {
+const SO_RXQ_OVFL: libc::c_int = 40;
+
+/// Sets a boolean socket option; whether the kernel took it.
+#[cfg(target_os = "linux")]
+fn set_flag(fd: &OwnedFd, level: libc::c_int, name: libc::c_int) -> bool {
     let on: libc::c_int = 1;
-    let mut seg: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: setsockopt reads one c_int from `on`; getsockopt writes at most `len` bytes into `seg`, a c_int.
+    // SAFETY: setsockopt reads one c_int from `on`, on a descriptor this socket owns.
     unsafe {
-        let gro = libc::setsockopt(
+        libc::setsockopt(
             fd.as_raw_fd(),
-            libc::SOL_UDP,
-            UDP_GRO,
+            level,
+            name,
             (&on as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        ) == 0;
-        let gso = libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_UDP,
-            UDP_SEGMENT,
-            (&mut seg as *mut libc::c_int).cast(),
-            &mut len,
-        ) == 0;
-        Offload { gso, gro }
+        ) == 0
+    }
+}
+
+/// Turns on what the kernel offers: the UDP offloads (`udp`), and the reports of its drops.
+#[cfg(target_os = "linux")]
+fn kernel_features(fd: &OwnedFd, udp: bool) -> Offload {
+    let mut seg: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `seg`, a c_int.
+    let gso = udp
+        && unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_UDP,
+                UDP_SEGMENT,
+                (&mut seg as *mut libc::c_int).cast(),
+                &mut len,
+            ) == 0
+        };
+    Offload {
+        gso,
+        gro: udp && set_flag(fd, libc::SOL_UDP, UDP_GRO),
+        drops: set_flag(fd, libc::SOL_SOCKET, SO_RXQ_OVFL),
     }
 }
 
@@ -185,10 +205,8 @@ impl DgramSock {
                 (s.into(), file)
             }
         };
-        let offload = match what {
-            DgramOpen::BindUdp(_) | DgramOpen::ConnectUdp(..) => udp_offload(&fd),
-            _ => Offload::default(),
-        };
+        let udp = matches!(what, DgramOpen::BindUdp(_) | DgramOpen::ConnectUdp(..));
+        let offload = kernel_features(&fd, udp);
         let sock = DgramSock { fd, file, offload };
         let local = sock.local_addr()?;
         // SAFETY: plain fcntl calls on a descriptor this socket owns.
@@ -257,6 +275,8 @@ pub(crate) struct Received {
     pub(crate) truncated: bool,
     /// It came in one receive with others (`UDP_GRO`).
     pub(crate) coalesced: bool,
+    /// The datagrams the kernel had dropped on this socket so far (`SO_RXQ_OVFL`), when it says.
+    pub(crate) kernel_drops: Option<u32>,
 }
 
 /// The buffers `recvmmsg` fills, reused by every read of one I/O thread.
@@ -383,26 +403,35 @@ fn decode(st: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<Addr> {
     }
 }
 
-/// Control-message room for one `UDP_GRO` or `UDP_SEGMENT` value (aligned for `cmsghdr`).
+/// Control-message room for a `UDP_GRO` and an `SO_RXQ_OVFL` value, or a
+/// `UDP_SEGMENT` one (aligned for `cmsghdr`).
 #[cfg(target_os = "linux")]
-type Control = [u64; 4];
+type Control = [u64; 8];
 
-/// The segment size a received `UDP_GRO` control message gives, if any.
+/// What a receive's control messages say: the segment size of a `UDP_GRO`
+/// receive, and the kernel's drop count (`SO_RXQ_OVFL`).
 #[cfg(target_os = "linux")]
-fn gro_size(h: &libc::msghdr) -> Option<usize> {
-    // SAFETY: the CMSG_* walk stays within `msg_control`/`msg_controllen`, which the kernel filled; the value of a
-    // UDP_GRO message is one c_int.
+fn controls_of(h: &libc::msghdr) -> (Option<usize>, Option<u32>) {
+    let (mut seg, mut drops) = (None, None);
+    // SAFETY: the CMSG_* walk stays within `msg_control`/`msg_controllen`, which the kernel filled; a UDP_GRO value
+    // is one c_int, an SO_RXQ_OVFL value one u32.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(h);
         while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
-                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
-                return usize::try_from(v).ok().filter(|&n| n > 0);
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::SOL_UDP, UDP_GRO) => {
+                    let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                    seg = usize::try_from(v).ok().filter(|&n| n > 0);
+                }
+                (libc::SOL_SOCKET, SO_RXQ_OVFL) => {
+                    drops = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>()));
+                }
+                _ => {}
             }
             c = libc::CMSG_NXTHDR(h, c);
         }
     }
-    None
+    (seg, drops)
 }
 
 /// Receives up to [`RECV_BATCH`] receives in one `recvmmsg`; with `from`,
@@ -416,13 +445,15 @@ fn gro_size(h: &libc::msghdr) -> Option<usize> {
 pub(crate) fn recv_batch(
     fd: std::os::fd::RawFd,
     slots: &mut RecvSlots,
-    (from, gro): (bool, bool),
+    from: bool,
+    offload: Offload,
     out: &mut Vec<Received>,
 ) -> io::Result<usize> {
+    let control = offload.gro || offload.drops;
     let mut names: [libc::sockaddr_storage; RECV_BATCH] = zeroed();
     let mut iovs: [libc::iovec; RECV_BATCH] = zeroed();
     let mut hdrs: [libc::mmsghdr; RECV_BATCH] = zeroed();
-    let mut controls: [Control; RECV_BATCH] = [[0; 4]; RECV_BATCH];
+    let mut controls: [Control; RECV_BATCH] = [[0; 8]; RECV_BATCH];
     for i in 0..RECV_BATCH {
         iovs[i].iov_base = slots.bufs[i * RECV_SLOT..].as_mut_ptr().cast();
         iovs[i].iov_len = RECV_SLOT;
@@ -433,14 +464,14 @@ pub(crate) fn recv_batch(
             h.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
             h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         }
-        if gro {
+        if control {
             h.msg_control = controls[i].as_mut_ptr().cast();
             h.msg_controllen = std::mem::size_of::<Control>();
         }
     }
     // SAFETY: every header points at a live iovec over its own slot of
     // `slots.bufs` (RECV_SLOT bytes each, in bounds), with `from` at its own
-    // sockaddr_storage and with `gro` at its own control buffer, each of the
+    // sockaddr_storage and with `control` at its own control buffer, each of the
     // length it names; all outlive the call.
     let n = unsafe {
         libc::recvmmsg(
@@ -465,16 +496,18 @@ pub(crate) fn recv_batch(
             None
         };
         let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-        let seg = gro
-            .then(|| gro_size(&h.msg_hdr))
-            .flatten()
-            .unwrap_or(len.max(1));
+        let (seg, kernel_drops) = match control {
+            true => controls_of(&h.msg_hdr),
+            false => (None, None),
+        };
+        let seg = seg.unwrap_or(len.max(1));
         for part in buf.chunks(seg) {
             out.push(Received {
                 from: sender.clone(),
                 data: Bytes::copy_from_slice(part),
                 truncated,
                 coalesced: seg < len,
+                kernel_drops,
             });
         }
         if len == 0 {
@@ -483,6 +516,7 @@ pub(crate) fn recv_batch(
                 data: Bytes::new(),
                 truncated,
                 coalesced: false,
+                kernel_drops,
             });
         }
     }
@@ -517,7 +551,7 @@ pub(crate) fn send_batch<'a>(
     let mut names: [libc::sockaddr_storage; SEND_BATCH] = zeroed();
     let mut iovs: [libc::iovec; SEND_BATCH] = zeroed();
     let mut hdrs: [libc::mmsghdr; SEND_BATCH] = zeroed();
-    let mut controls: [Control; SEND_BATCH] = [[0; 4]; SEND_BATCH];
+    let mut controls: [Control; SEND_BATCH] = [[0; 8]; SEND_BATCH];
     // Per header: its first iovec, its datagrams, their size.
     let mut groups: [(usize, usize, usize); SEND_BATCH] = [(0, 0, 0); SEND_BATCH];
     let (mut n, mut iov) = (0, 0);

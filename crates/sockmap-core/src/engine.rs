@@ -70,6 +70,31 @@ pub struct EngineHandle {
     dead: Arc<AtomicBool>,
 }
 
+/// A hold on the application's map changes ([`EngineHandle::hold_changes`]):
+/// dropping the last one sends what waited to the I/O threads.
+#[must_use = "the changes wait until the hold is dropped"]
+pub struct ChangeHold {
+    handle: EngineHandle,
+}
+
+impl Drop for ChangeHold {
+    fn drop(&mut self) {
+        let mut reg = self.handle.shared.lock();
+        reg.hold -= 1;
+        if reg.hold == 0 {
+            self.handle.shared.held.store(false, Ordering::Release);
+            let relink: Relink = reg.held_relinks.drain(..).collect();
+            self.handle.publish(reg, relink);
+        }
+    }
+}
+
+impl std::fmt::Debug for ChangeHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeHold").finish_non_exhaustive()
+    }
+}
+
 impl std::fmt::Debug for EngineHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EngineHandle").finish_non_exhaustive()
@@ -598,8 +623,29 @@ impl EngineHandle {
     }
 
     /// Queues a command for the shard that owns `sock`.
+    /// Held map changes go first ([`EngineHandle::hold_changes`]): a command
+    /// sees every change made before it.
     fn command(&self, sock: SockId, cmd: Command) {
+        if self.shared.held.load(Ordering::Acquire) {
+            self.flush_held();
+        }
+        self.queue(sock, cmd);
+    }
+
+    fn queue(&self, sock: SockId, cmd: Command) {
         self.peers[self.shared.shards.of(sock)].send(cmd);
+    }
+
+    /// Sends the held changes and relinks now; the hold goes on for later ones.
+    fn flush_held(&self) {
+        let mut reg = self.shared.lock();
+        if reg.hold == 0 {
+            return;
+        }
+        self.shared.fan_out(&mut reg, None);
+        for id in std::mem::take(&mut reg.held_relinks) {
+            self.queue(id, Command::Relink(id));
+        }
     }
 
     /// The shard (I/O thread) that owns `sock`.
@@ -636,11 +682,38 @@ impl EngineHandle {
 
     /// Sends the registry's map changes, then the relinks, to the I/O
     /// thread, while the registry is still locked (so changes of several
-    /// threads arrive in the order the registry made them).
+    /// threads arrive in the order the registry made them); while the
+    /// changes are held ([`EngineHandle::hold_changes`]) they wait.
     fn publish(&self, mut reg: MutexGuard<'_, Registry>, relink: Relink) {
+        if reg.hold > 0 {
+            for id in relink {
+                if !reg.held_relinks.contains(&id) {
+                    reg.held_relinks.push(id);
+                }
+            }
+            return;
+        }
         self.shared.fan_out(&mut reg, None);
         for id in relink {
-            self.command(id, Command::Relink(id));
+            self.queue(id, Command::Relink(id));
+        }
+    }
+
+    /// Holds the application's map changes and pairings until the returned
+    /// guard (and every other hold) is dropped; then the I/O threads take
+    /// them all at once, in order. The registry changes at once (lookups and
+    /// errors are immediate); only the I/O threads wait, and any command
+    /// (a send, a resume, a close...) first sends what waits. Use it around
+    /// changes that make sense only together, such as two partners stored
+    /// under each other's ids: without it, a message could be judged between
+    /// the two and find no target. Holds nest.
+    pub fn hold_changes(&self) -> ChangeHold {
+        let mut reg = self.shared.lock();
+        reg.hold += 1;
+        self.shared.held.store(true, Ordering::Release);
+        drop(reg);
+        ChangeHold {
+            handle: self.clone(),
         }
     }
 

@@ -335,6 +335,38 @@ impl From<Errno> for std::io::Error {
     }
 }
 
+/// Why an engine could not start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartError {
+    /// The errno name the application sees.
+    pub code: Errno,
+    /// What failed.
+    pub detail: String,
+}
+
+impl StartError {
+    /// An OS error from `what`.
+    pub(crate) fn os(what: &str, e: &std::io::Error) -> StartError {
+        let code = Errno::from_io(e);
+        let name = match e.raw_os_error() {
+            Some(raw) if Errno::from_raw(raw).is_none() => format!("errno {raw}"),
+            _ => code.name().to_string(),
+        };
+        StartError {
+            code,
+            detail: format!("{what} failed with {name} ({e})"),
+        }
+    }
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.detail)
+    }
+}
+
+impl std::error::Error for StartError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

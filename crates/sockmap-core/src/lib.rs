@@ -50,7 +50,7 @@ pub mod tls;
 mod verdict;
 
 pub use config::{BatchConfig, Drive, EngineConfig};
-pub use engine::{Driven, Engine, EngineHandle, Hooks, Notify, Turned};
+pub use engine::{ChangeHold, Driven, Engine, EngineHandle, Hooks, Notify, Turned};
 pub use error::Errno;
 pub use event::{Event, Fatal, Frags};
 pub use id::{MapId, SockId};

@@ -7,10 +7,19 @@
 //! [`Registry::take_changes`] before releasing the lock and sends to the I/O
 //! thread's [`MapView`](crate::map_view::MapView): the per-message path
 //! reads that view and never this lock.
+//!
+//! While the application holds the changes ([`Registry::hold`] above 0),
+//! its changes and relinks stay here and reach the I/O threads together when
+//! the last hold ends, so that an I/O thread never judges a message between
+//! two changes the application made as one (a pair of partners stored under
+//! each other's ids). The registry itself changes at once: lookups, sizes and
+//! errors never wait for a hold, and a command to an I/O thread sends what
+//! is held before it.
 
 #[cfg(test)]
 use std::sync::atomic::AtomicU64;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use smallvec::SmallVec;
@@ -79,6 +88,10 @@ pub(crate) struct Registry {
     shards: usize,
     /// Live sockets per shard.
     load: Vec<usize>,
+    /// Holds on the application's changes: while above 0, they wait here.
+    pub(crate) hold: u32,
+    /// Sockets whose relink waits for the holds to end, in order.
+    pub(crate) held_relinks: Vec<SockId>,
 }
 
 /// Where each change to the maps goes: one sink per shard, which queues it
@@ -91,6 +104,9 @@ pub(crate) struct Shared {
     registry: Mutex<Registry>,
     pub(crate) shards: Shards,
     sinks: OnceLock<Vec<MapSink>>,
+    /// Whether the application holds its changes (`Registry::hold` above 0),
+    /// read without the lock by every command.
+    pub(crate) held: AtomicBool,
     /// TLS counters of every shard.
     pub(crate) tls: crate::tls::TlsStats,
     /// Times the registry was locked (unit tests count them).
@@ -126,6 +142,7 @@ impl Shared {
             registry: Mutex::new(registry),
             shards,
             sinks: OnceLock::new(),
+            held: AtomicBool::new(false),
             tls: crate::tls::TlsStats::default(),
             #[cfg(test)]
             locks: AtomicU64::new(0),

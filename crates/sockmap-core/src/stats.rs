@@ -104,6 +104,10 @@ counters! {
         dropped_too_big,
         /// Datagrams the kernel refused to send (`ECONNREFUSED`...).
         dropped_send_error,
+        /// Datagrams the kernel dropped before the engine read them, for want
+        /// of room in the socket's receive buffer (`SO_RXQ_OVFL`; learnt with
+        /// the next datagram read). Not in `dropped`: the engine never had them.
+        kernel_drops,
         /// Bytes of dropped messages.
         dropped_bytes,
         /// Parser errors (each one aborted the socket).

@@ -1,7 +1,8 @@
 //! Partners declared with `EngineHandle::pair`, whatever the verdict: FINs
 //! forwarded both ways after exact bytes through an external verdict, on one
 //! shard and across two; closes and resets carried to the partner; both
-//! leave their maps; errors of `pair`.
+//! leave their maps; errors of `pair`; changes held so that a pair's two
+//! entries reach the I/O thread together.
 
 mod engine_util;
 
@@ -15,7 +16,7 @@ use sockmap_core::batch::{Answer, Batch};
 use sockmap_core::map::MapKind;
 use sockmap_core::program::{Programs, StreamVerdictProg, VerdictKind};
 use sockmap_core::{
-    EngineConfig, Errno, Event, Key, MapId, OnClose, PairOptions, Rule, SockId, Verdict,
+    EngineConfig, Errno, Event, Key, KeySource, MapId, OnClose, PairOptions, Rule, SockId, Verdict,
 };
 
 /// An engine with `shards` I/O threads and external verdicts.
@@ -219,4 +220,29 @@ fn pair_refuses_itself_listeners_closed_and_paired_sockets() {
     h.h().destroy(b);
     assert_eq!(h.closed(b), None);
     assert!(h.h().sock_stats(a).is_some());
+}
+
+/// Changes made under a hold reach the I/O thread together: a greeting the
+/// upstream already received is not judged between its pair's two entries,
+/// even when the application stops between them.
+#[test]
+fn held_changes_reach_the_io_thread_together() {
+    let h = Harness::new();
+    let map = h.hash_with(|m| Rule::Redirect {
+        map: m,
+        key: KeySource::Socket,
+        ingress: false,
+    });
+    let (mut pa, a) = h.pair();
+    let (mut pb, b) = h.pair();
+    write(&mut pb, b"HELLO\n");
+    let hold = h.h().hold_changes();
+    h.put(map, a, b);
+    // Were this change applied alone, the I/O thread would judge the
+    // greeting now and find no socket under b's id.
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    h.put(map, b, a);
+    drop(hold);
+    assert_eq!(read_n(&mut pa, 6), b"HELLO\n");
+    assert_eq!(h.h().map_stats(map).unwrap().dropped_no_key, 0);
 }

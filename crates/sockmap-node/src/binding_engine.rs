@@ -20,8 +20,8 @@ use sockmap_core::backend::select::BackendInfo;
 use sockmap_core::config::DEFAULT_BACKLOG;
 use sockmap_core::stats::StatsSnapshot;
 use sockmap_core::{
-    Addr, Drive, Engine, EngineHandle, Errno, Hooks, Notify, OnClose, PairOptions, SockId, Stream,
-    UnixName,
+    Addr, ChangeHold, Drive, Engine, EngineHandle, Errno, Hooks, Notify, OnClose, PairOptions,
+    SockId, Stream, UnixName,
 };
 
 use crate::binding_batch::{Inbox, JsVerdicts, Taken, WakeFn, Waker};
@@ -151,6 +151,8 @@ pub struct BindingEngine {
     shards: u32,
     /// TLS client configurations by option set (sessions resume across connects).
     tls_clients: ClientCache,
+    /// The hold on map changes of the current JavaScript task (`holdChanges`).
+    pub(crate) hold: Mutex<Option<ChangeHold>>,
 }
 
 impl BindingEngine {
@@ -309,6 +311,7 @@ impl BindingEngine {
                 backend,
                 shards,
                 tls_clients: ClientCache::default(),
+                hold: Mutex::new(None),
             })
         })
     }

@@ -6,7 +6,7 @@ use napi_derive::napi;
 use sockmap_core::{EntryOptions, Errno, MapId};
 
 use crate::binding_bytes::JsBytes;
-use crate::binding_engine::{sock_id, stats_values, BindingEngine};
+use crate::binding_engine::{lock, sock_id, stats_values, BindingEngine};
 use crate::binding_error::{error_of, guarded, Error, Result};
 use crate::binding_options::{flag_of, key_of, map_kind_of, programs_of, ProgramsSpec};
 
@@ -63,6 +63,23 @@ impl BindingEngine {
                 .map_update_entry(id, &key_of(&key), sock_id(sock), flag_of(&flag)?, &opts)
                 .map_err(|e| map_err(e, "map update failed"))
         })
+    }
+
+    /// Holds map changes and pairings from now until `releaseChanges` (see
+    /// `EngineHandle::hold_changes`); a second call while held does nothing.
+    #[napi]
+    pub fn hold_changes(&self) {
+        let mut hold = lock(&self.hold);
+        if hold.is_none() {
+            *hold = Some(self.handle.hold_changes());
+        }
+    }
+
+    /// Sends the held changes to the I/O threads.
+    #[napi]
+    pub fn release_changes(&self) {
+        let held = lock(&self.hold).take();
+        drop(held);
     }
 
     /// Removes the entry under `key`.

@@ -67,12 +67,15 @@ pub(crate) fn drive_dgram_read(
             return ReadEnd::Budget;
         }
         got.clear();
-        match recv_batch(io.fd, slots, (wants_from(io.role), io.offload.gro), got) {
+        match recv_batch(io.fd, slots, wants_from(io.role), io.offload, got) {
             Ok(n) => {
                 for r in got.drain(..) {
                     total += r.data.len();
                     if r.coalesced {
                         counters.coalesced(1);
+                    }
+                    if let Some(n) = r.kernel_drops {
+                        core.handle_kernel_drops(id, n);
                     }
                     if r.truncated {
                         core.handle_datagram_truncated(id, r.data.len());

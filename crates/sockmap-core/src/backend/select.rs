@@ -15,11 +15,11 @@
 //! The choice comes from [`EngineConfig::backend`], or when that is `None`
 //! from the environment variable [`BACKEND_ENV`], or else is `Auto`.
 
-use std::fmt;
 use std::sync::Arc;
 
 use crate::config::{BackendChoice, Drive, EngineConfig};
 use crate::error::Errno;
+pub use crate::error::StartError;
 
 use super::epoll::EpollBackend;
 #[cfg(target_os = "linux")]
@@ -138,38 +138,6 @@ pub struct BackendInfo {
     /// Each step down the chain, with its reason.
     pub fallbacks: Vec<String>,
 }
-
-/// Why an engine could not start.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StartError {
-    /// The errno name the application sees.
-    pub code: Errno,
-    /// What failed.
-    pub detail: String,
-}
-
-impl StartError {
-    /// An OS error from `what`.
-    pub(crate) fn os(what: &str, e: &std::io::Error) -> StartError {
-        let code = Errno::from_io(e);
-        let name = match e.raw_os_error() {
-            Some(raw) if Errno::from_raw(raw).is_none() => format!("errno {raw}"),
-            _ => code.name().to_string(),
-        };
-        StartError {
-            code,
-            detail: format!("{what} failed with {name} ({e})"),
-        }
-    }
-}
-
-impl fmt::Display for StartError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code, self.detail)
-    }
-}
-
-impl std::error::Error for StartError {}
 
 /// An opened backend, ready for the loop.
 pub(crate) enum Opened {

@@ -21,7 +21,8 @@
 //!   the bound socket reads for all of its sessions and sends what is queued
 //!   for a session to that session's client. A session that is not read
 //!   (not yet in a map, paused, or stopped by a full stream target) holds its
-//!   datagrams, within the queue bounds, and takes them in order once it
+//!   datagrams, within the queue bounds (and all the sessions of one bound
+//!   socket within its byte bound together), and takes them in order once it
 //!   reads; it closes after its idle timeout without a datagram either way,
 //!   and when its bound socket closes.
 
@@ -58,11 +59,15 @@ pub(crate) struct DgramState {
     session: Option<(SockId, Addr)>,
     /// A bound socket with sessions: its sessions by client.
     sessions: HashMap<Addr, SockId>,
+    /// A bound socket with sessions: the bytes all its sessions hold.
+    sessions_held: usize,
     /// A session's datagrams received while it is not read.
     held: VecDeque<Bytes>,
     held_bytes: usize,
     /// The last datagram either way (sessions).
     last: Instant,
+    /// The kernel's drop count as last reported (`SO_RXQ_OVFL`).
+    kernel_drops: u32,
 }
 
 impl DgramState {
@@ -75,9 +80,11 @@ impl DgramState {
             rx_from: VecDeque::new(),
             session: None,
             sessions: HashMap::new(),
+            sessions_held: 0,
             held: VecDeque::new(),
             held_bytes: 0,
             last: now,
+            kernel_drops: 0,
         }
     }
 
@@ -156,6 +163,18 @@ impl Core {
         }
     }
 
+    /// The kernel says it dropped `total` datagrams on the socket so far: the new ones are counted.
+    pub fn handle_kernel_drops(&mut self, id: SockId, total: u32) {
+        let Some(slot) = self.slot_of(id) else { return };
+        let p = self.at(slot);
+        let Some(d) = p.dgram.as_mut() else { return };
+        let new = total.wrapping_sub(d.kernel_drops);
+        d.kernel_drops = total;
+        if new > 0 {
+            p.count(|s| &s.kernel_drops, u64::from(new));
+        }
+    }
+
     /// One datagram through the socket's verdict, as one message.
     fn receive_dgram(&mut self, slot: SlotIdx, from: Option<Addr>, data: Bytes) {
         let p = self.at(slot);
@@ -195,6 +214,11 @@ impl Core {
         };
         let now = self.now;
         let (count, bytes) = (self.cfg.dgram_queue_datagrams, self.cfg.dgram_queue_bytes);
+        let all_held = self
+            .at_ref(slot)
+            .dgram
+            .as_ref()
+            .map_or(0, |d| d.sessions_held);
         let p = self.at(s);
         let reads = p.reads_for_app();
         let d = p.dgram.as_mut().expect("session");
@@ -202,11 +226,21 @@ impl Core {
         if reads && d.held.is_empty() {
             return self.receive_dgram(s, None, data);
         }
-        if d.held.len() >= count || d.held_bytes + len > bytes {
+        if d.held.len() >= count || d.held_bytes + len > bytes || all_held + len > bytes {
             return p.count_drops(DropReason::Overflow, 1, len);
         }
         d.held_bytes += len;
         d.held.push_back(data);
+        if let Some(b) = self.at(slot).dgram.as_mut() {
+            b.sessions_held += len;
+        }
+    }
+
+    /// `len` bytes a session of `bound` held left it.
+    fn release_held(&mut self, bound: SockId, len: usize) {
+        if let Some(b) = self.slot_of(bound).and_then(|b| self.at(b).dgram.as_mut()) {
+            b.sessions_held = b.sessions_held.saturating_sub(len);
+        }
     }
 
     /// Opens a session of the bound socket at `slot` for `peer`; `None` at its maximum of sessions.
@@ -253,6 +287,9 @@ impl Core {
                 return;
             };
             d.held_bytes -= data.len();
+            if let Some((bound, _)) = d.session {
+                self.release_held(bound, data.len());
+            }
             self.receive_dgram(slot, None, data);
         }
     }
@@ -286,13 +323,15 @@ impl Core {
             return (Vec::new(), 0);
         };
         let children: Vec<SockId> = d.sessions.drain().map(|(_, s)| s).collect();
-        let lost = d.tx_bytes + d.held_bytes;
+        let held = d.held_bytes;
+        let lost = d.tx_bytes + held;
         d.tx.clear();
         d.held.clear();
         d.tx_bytes = 0;
         d.held_bytes = 0;
         d.rx_from.clear();
         if let Some((bound, peer)) = d.session.clone() {
+            self.release_held(bound, held);
             if let Some(b) = self.slot_of(bound) {
                 if let Some(bd) = self.at(b).dgram.as_mut() {
                     if bd.sessions.get(&peer) == Some(&id) {

@@ -49,11 +49,11 @@ use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 
 use self::buf_ring::BufRing;
 use super::dgram::{drive_dgram_flush, drive_dgram_read, DgramFd};
-use super::select::StartError;
 use super::{Backend, BackendCounters, Handoff, Source, Wake, ACCEPT_BACKOFF};
 use crate::config::EngineConfig;
 use crate::dgram::{DgramRole, Offload, Received, RecvSlots};
 use crate::error::Errno;
+use crate::error::StartError;
 use crate::id::SockId;
 use crate::psock::{Accepted, Core, NewSock};
 use crate::sock::{Addr, Family, Listener, SocketFile, Stream, UnixName};
