@@ -62,6 +62,7 @@ describe('defaults', () => {
     'BatchOptions.maxMessages': d.engine.maxMessages,
     'BatchOptions.maxDelayMicros': d.engine.maxDelayMicros,
     'BatchOptions.maxInFlight': d.engine.maxInFlight,
+    'BatchOptions.verdictTimeoutMs': d.engine.verdictTimeoutMs,
     'EngineOptions.sendHighWatermark': d.engine.sendHighWatermark,
     'EngineOptions.sendLowWatermark': d.engine.sendLowWatermark,
     'EngineOptions.appHighWatermark': d.engine.appHighWatermark,
@@ -150,6 +151,7 @@ describe('defaults', () => {
         'sendHighWatermark',
         'sendLowWatermark',
         'shards',
+        'verdictTimeoutMs',
       ].sort(),
     )
     const { backend, drive, ...sizes } = d.engine

@@ -1,7 +1,8 @@
 // Test helpers for socket families: names and endpoints of TCP over IPv4 and IPv6 and Unix stream sockets (paths and
 // Linux abstract names), node:net clients of engine servers and node:net servers of engine connects on each family;
-// datagram peers of engine datagram sockets (node:dgram for UDP; node:dgram has no Unix datagram sockets, so their
-// peer is a bound datagram socket of another engine).
+// `'tls'`, TCP over IPv4 with TLS the engine terminates, for clients; datagram peers of engine datagram sockets
+// (node:dgram for UDP; node:dgram has no Unix datagram sockets, so their peer is a bound datagram socket of another
+// engine).
 import dgram from 'node:dgram'
 import { once } from 'node:events'
 import net from 'node:net'
@@ -9,7 +10,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 import type { DatagramSocket, Engine, Server, Socket } from '../src/index'
-import { deadline, until } from './helpers'
+import { deadline, loopbackClient, tlsListen, until } from './helpers'
+import { hasOpenssl } from './tls-certs'
 
 /** A socket family a test listens and connects on. */
 export type Family = 'tcp4' | 'tcp6' | 'unix' | 'abstract'
@@ -18,6 +20,12 @@ export type Family = 'tcp4' | 'tcp6' | 'unix' | 'abstract'
 export const families: Family[] = (['tcp4', 'tcp6', 'unix', 'abstract'] as const).filter(
   (f) => (f !== 'abstract' || process.platform === 'linux') && (f !== 'unix' || process.platform !== 'win32'),
 )
+
+/** A family, or `'tls'`: TCP over IPv4, the engine terminating TLS, its clients Node `tls` clients. */
+export type ClientKind = Family | 'tls'
+
+/** The kinds of clients this platform has: every family, and `'tls'` where openssl can make the certificates. */
+export const clientKinds: ClientKind[] = [...families, ...(hasOpenssl() ? (['tls'] as const) : [])]
 
 let seq = 0
 
@@ -37,18 +45,28 @@ export function endpoint(family: Family): { host: string; port: number } | { pat
   return { path: unixName(family) }
 }
 
-/** A node:net client of a new engine server on `family`, the engine socket accepted for it, and the server. */
+/** A Node client of a new engine server on `kind`, the engine socket accepted for it, and the server. */
 export async function clientOn(
   engine: Engine,
-  family: Family,
+  kind: ClientKind,
   clients: net.Socket[],
 ): Promise<{ client: net.Socket; sock: Socket; server: Server }> {
-  const ep = endpoint(family)
-  const server = await engine.listen(ep)
+  const ep = endpoint(kind === 'tls' ? 'tcp4' : kind)
+  const server = await engine.listen(kind === 'tls' ? { ...ep, ...tlsListen() } : ep)
   const accepted = once(server, 'connection') as Promise<[Socket]>
-  const client = net.connect('path' in ep ? { path: ep.path } : { host: ep.host, port: server.address().port })
-  clients.push(client)
-  await deadline(once(client, 'connect'), 5000, 'client connect')
+  let client: net.Socket
+  if ('path' in ep) {
+    client = net.connect({ path: ep.path })
+    clients.push(client)
+    await deadline(once(client, 'connect'), 5000, 'client connect')
+  } else if (ep.host === '127.0.0.1') {
+    client = await loopbackClient(server.address().port, 5000, kind === 'tls')
+    clients.push(client)
+  } else {
+    client = net.connect({ host: ep.host, port: server.address().port })
+    clients.push(client)
+    await deadline(once(client, 'connect'), 5000, 'client connect')
+  }
   const [sock] = await deadline(accepted, 5000, 'accept')
   return { client, sock, server }
 }

@@ -4,6 +4,7 @@ import { once } from 'node:events'
 import { accessSync, constants } from 'node:fs'
 import net from 'node:net'
 import { join } from 'node:path'
+import tls from 'node:tls'
 
 import { afterEach, expect } from 'vitest'
 
@@ -16,6 +17,30 @@ import {
   type SockMap,
   type Socket,
 } from '../src/index'
+import { pki } from './tls-certs'
+
+/**
+ * `SOCKMAP_TRANSPORT=tls`: the scenarios run with TLS on both sides. {@link listening} servers terminate TLS (the
+ * `localhost` certificate of `tls-certs.ts`) and {@link clientOf} clients are Node `tls` clients, so every byte a
+ * scenario checks went through the engine's record layer both ways.
+ */
+export const overTls = process.env.SOCKMAP_TRANSPORT === 'tls'
+
+/** What `listen()` takes to terminate TLS with the test `localhost` certificate. */
+export function tlsListen(): { tls: { cert: string; key: string } } {
+  const p = pki()
+  return { tls: { cert: p.localhost.cert, key: p.localhost.key } }
+}
+
+/** A Node client of `port` on loopback (TLS when {@link overTls}, trusting the test CA), once connected. */
+export async function loopbackClient(port: number, ms = 5000, secure = overTls): Promise<net.Socket> {
+  const client = secure
+    ? tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ca: pki().ca })
+    : net.connect({ host: '127.0.0.1', port })
+  client.setNoDelay(true)
+  await deadline(once(client, secure ? 'secureConnect' : 'connect'), ms, 'client connect')
+  return client
+}
 
 /**
  * The `code` of the {@link SockmapError} that `fn` throws (asserting that it is one), or `undefined` if `fn` returns.
@@ -99,12 +124,10 @@ export function messagesN(sock: Socket, n: number, ms = 5000): Promise<Buffer[]>
   )
 }
 
-/** A node:net client connected to `server`, with the engine socket the server accepted for it. */
+/** A Node client connected to `server` (TLS when {@link overTls}), with the engine socket the server accepted for it. */
 export async function clientOf(server: Server, ms = 5000): Promise<{ client: net.Socket; sock: Socket }> {
   const accepted = once(server, 'connection') as Promise<[Socket]>
-  const client = net.connect({ host: '127.0.0.1', port: server.address().port })
-  client.setNoDelay(true)
-  await deadline(once(client, 'connect'), ms, 'client connect')
+  const client = await loopbackClient(server.address().port, ms)
   const [sock] = await deadline(accepted, ms, 'accept')
   return { client, sock }
 }
@@ -122,9 +145,9 @@ export function portOf(srv: net.Server): number {
   return (srv.address() as net.AddressInfo).port
 }
 
-/** An engine listening on loopback. */
+/** An engine listening on loopback (terminating TLS when {@link overTls}). */
 export async function listening(engine: Engine): Promise<Server> {
-  return engine.listen({ host: '127.0.0.1', port: 0 })
+  return engine.listen({ host: '127.0.0.1', port: 0, ...(overTls ? tlsListen() : {}) })
 }
 
 /** A one-entry SockMap holding `sock` (at index 0), with `options` attached before the socket is put in. */

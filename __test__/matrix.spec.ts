@@ -2,13 +2,22 @@
 // msg verdict} × {egress, ingress} × source family × target family, over TCP on IPv4 and IPv6 and Unix stream
 // sockets. Every cell moves exact bytes end to end against node:net peers: a stream verdict redirects what the
 // source's peer writes, a msg verdict what the source's application sends; egress comes out of the target to its
-// peer, ingress reaches the target's application. The datagram matrix crosses UDP over IPv4 and IPv6 and Unix
-// datagram sockets with each other and with TCP: each message one datagram, boundaries kept (a stream target gets
-// the bytes in order), against node:dgram peers; its unsupported cells fail with their code.
+// peer, ingress reaches the target's application. `tls` sources and targets are TLS the engine terminates: their
+// peers write and read through Node `tls`, the verdicts see plaintext. The datagram matrix crosses UDP over IPv4 and
+// IPv6 and Unix datagram sockets with each other and with TCP: each message one datagram, boundaries kept (a stream
+// target gets the bytes in order), against node:dgram peers; its unsupported cells fail with their code.
 import { describe, expect, it } from 'vitest'
 
 import { Verdict, parsers, rules, type Engine, type SockHash, type SockMap, type Socket } from '../src/index'
-import { clientOn, dgramFamilies, dgramPeerOn, families, pattern, type DgramFamily, type Family } from './families'
+import {
+  clientKinds,
+  clientOn,
+  dgramFamilies,
+  dgramPeerOn,
+  pattern,
+  type ClientKind,
+  type DgramFamily,
+} from './families'
 import { deadline, engineScope, frame, messagesN, readN } from './helpers'
 
 const { newEngine, clients } = engineScope()
@@ -16,14 +25,14 @@ const { newEngine, clients } = engineScope()
 const mapKinds = ['sockMap', 'sockHash'] as const
 const verdictKinds = ['stream', 'msg'] as const
 const directions = ['egress', 'ingress'] as const
-const kinds = families.filter((f) => f !== 'abstract')
+const kinds = clientKinds.filter((f) => f !== 'abstract')
 
 interface Cell {
   map: (typeof mapKinds)[number]
   verdict: (typeof verdictKinds)[number]
   direction: (typeof directions)[number]
-  from: Family
-  to: Family
+  from: ClientKind
+  to: ClientKind
 }
 
 const cells: Cell[] = mapKinds.flatMap((map) =>

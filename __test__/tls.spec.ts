@@ -17,7 +17,7 @@ import {
   type Server,
   type Socket,
 } from '../src/index'
-import { deadline, engineScope, until } from './helpers'
+import { deadline, engineScope, errorOf, until } from './helpers'
 import { hasOpenssl, pki, type TestCert } from './tls-certs'
 
 const run = hasOpenssl() ? describe : describe.skip
@@ -179,6 +179,58 @@ run('TLS termination (engine.listen({ tls }))', () => {
     expect(engine.stats().tls.failures.certificate).toBe(1)
   })
 
+  it('sends its alert before it closes a failed handshake: the client reads why', async () => {
+    const engine = newEngine()
+    const p = pki()
+    const server = await echoServer(engine, { ca: p.ca })
+    server.on('tlsClientError', () => {})
+    // The client sent no certificate: rustls answers certificate_required (also in TLS 1.2, where the client
+    // hears it in place of the server's Finished).
+    for (const maxVersion of ['TLSv1.3', 'TLSv1.2'] as const) {
+      const anon = tls.connect({
+        host: '127.0.0.1',
+        port: server.address().port,
+        servername: 'localhost',
+        ca: p.ca,
+        maxVersion,
+      })
+      clients.push(anon)
+      anon.resume()
+      const [err] = (await deadline(once(anon, 'error'), 5000, `${maxVersion} alert`).catch((e: unknown) => [e])) as [
+        NodeJS.ErrnoException,
+      ]
+      expect(err.code).toBe('ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED')
+    }
+    expect(engine.stats().tls.failures.certificate).toBe(2)
+  })
+
+  it('counts per server (server.stats().tls, kept across reloads) and labels the metrics by server', async () => {
+    const engine = newEngine()
+    const p = pki()
+    const a = await echoServer(engine)
+    const b = await echoServer(engine, { ca: p.ca })
+    b.on('tlsClientError', () => {})
+    const plain = await engine.listen({ host: '127.0.0.1', port: 0 })
+    clients.push(await tlsClient(a), await tlsClient(a))
+    const anon = tls.connect({ host: '127.0.0.1', port: b.address().port, servername: 'localhost', ca: p.ca })
+    clients.push(anon)
+    anon.on('error', () => {})
+    await until(() => b.stats().tls?.failures.certificate === 1, 5000, 'the failure counted on b')
+    const none = { certificate: 0, alert: 0, protocol: 0, timeout: 0, closed: 0 }
+    a.setSecureContext({ cert: p.other.cert, key: p.other.key })
+    expect(a.stats().tls).toEqual({ handshakes: 2, resumed: 0, failures: none })
+    expect(b.stats().tls).toEqual({ handshakes: 0, resumed: 0, failures: { ...none, certificate: 1 } })
+    expect(plain.stats().tls).toBeUndefined()
+    expect(engine.stats().tls.handshakes).toBe(2)
+    const m = engine.metrics()
+    expect(m).toContain(`sockmap_server_tls_handshakes_total{server="${a.id}"} 2`)
+    expect(m).toContain(`sockmap_server_tls_failures_total{server="${b.id}",reason="certificate"} 1`)
+    expect(m).toContain(`sockmap_server_tls_resumed_total{server="${b.id}"} 0`)
+    expect(m).not.toContain(`{server="${plain.id}"`)
+    await a.close()
+    expect(a.stats().tls).toBeUndefined()
+  })
+
   it('times out a handshake that does not finish (ETIMEDOUT), other connections unaffected', async () => {
     const engine = newEngine()
     const server = await echoServer(engine, { handshakeTimeoutMs: 150 })
@@ -225,11 +277,17 @@ run('TLS termination (engine.listen({ tls }))', () => {
     const bad = net.connect({ host: '127.0.0.1', port: server.address().port })
     clients.push(bad)
     bad.on('error', () => {})
+    const heard: Buffer[] = []
+    bad.on('data', (d: Buffer) => heard.push(d))
     const closed = once(bad, 'close')
     bad.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n')
     const [err] = await deadline(failed, 5000, 'tlsClientError')
     expect(err.code).toBe('EPROTO')
     await deadline(closed, 5000, 'garbage client closed')
+    // A fatal alert record (level 2) came before the close.
+    const alert = Buffer.concat(heard)
+    expect([...alert.subarray(0, 6)]).toEqual([0x15, 0x03, alert[2], 0x00, 0x02, 0x02])
+    expect(alert.length).toBe(7)
     expect(engine.stats().tls.failures.protocol).toBe(1)
     const got = lines(good, 1)
     good.write('unaffected\n')
@@ -339,7 +397,7 @@ run('TLS origination (engine.connect({ tls }))', () => {
     const engine = newEngine()
     const p = pki()
     const srv = await nodeTlsServer(p.wrong, (s) => clients.push(s))
-    srv.on('tlsClientError', () => {})
+    const serverHeard = once(srv, 'tlsClientError') as Promise<[NodeJS.ErrnoException]>
     const err = await engine
       .connect({ host: '127.0.0.1', port: srv.port, tls: { servername: 'localhost', ca: p.ca } })
       .then(
@@ -350,6 +408,10 @@ run('TLS origination (engine.connect({ tls }))', () => {
     expect((err as SockmapError).code).toBe('EPROTO')
     expect((err as SockmapError).message).toMatch(/certificate/i)
     expect(engine.stats().tls.failures.certificate).toBe(1)
+    // The engine told the server why before it closed.
+    const [heard] = await deadline(serverHeard, 5000, 'the server hears the alert')
+    expect(heard.code).toBe('ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN')
+    srv.on('tlsClientError', () => {})
     // The wrong name is refused too; `insecure` accepts anything.
     const srv2 = await nodeTlsServer(p.localhost, (s) => clients.push(s))
     srv2.on('tlsClientError', () => {})
@@ -593,5 +655,213 @@ run('verdicts on TLS sockets, and passthrough by SNI', () => {
     expect(() => clientHelloSni('x' as never)).toThrow(TypeError)
     a.close()
     b.close()
+  })
+  /** Two Node TLS backends, `localhost` (tag A) and `b.test` (tag B), answering each line with `tag:line`. */
+  async function taggedBackends(): Promise<Array<tls.Server & { port: number }>> {
+    const p = pki()
+    const backend = (tag: string, cert: TestCert) =>
+      nodeTlsServer(cert, (s) => {
+        clients.push(s)
+        let buf = ''
+        s.on('data', (d: Buffer) => {
+          buf += d.toString('latin1')
+          for (let i; (i = buf.indexOf('\n')) >= 0; buf = buf.slice(i + 1)) s.write(`${tag}:${buf.slice(0, i + 1)}`)
+        })
+      })
+    return [await backend('A', p.localhost), await backend('B', p.other)]
+  }
+
+  it('routes passed-through TLS by SNI natively (parsers.tlsRecords, rules.key.sni), every record the same way', async () => {
+    const engine = newEngine()
+    const [a, b] = await taggedBackends()
+    const server = await engine.listen({ host: '127.0.0.1', port: 0 })
+    // Client records go to the upstream of their ClientHello's name; the upstreams' bytes go back to their client.
+    const byName = engine.sockHash({ maxEntries: 4 })
+    const back = engine.sockHash({ maxEntries: 4 })
+    const front = engine.sockHash({ maxEntries: 4 })
+    const names: Array<string | undefined> = []
+    front.attach({
+      parser: parsers.tlsRecords(),
+      verdict: rules.redirect(byName, rules.key.sni),
+    })
+    // The upstreams' programs look their client up in `back` (which has none).
+    const ups = engine.sockHash({ maxEntries: 4 })
+    ups.attach({ verdict: rules.redirect(back, rules.key.socket) })
+    const upA = await engine.connect({ host: '127.0.0.1', port: a!.port })
+    const upB = await engine.connect({ host: '127.0.0.1', port: b!.port })
+    byName.set('localhost', upA)
+    byName.set('b.test', upB)
+    ups.set(upA.id, upA)
+    ups.set(upB.id, upB)
+    for (const [servername, tag, cn, up] of [
+      ['B.Test', 'B', 'b.test', upB],
+      ['localhost', 'A', 'localhost', upA],
+    ] as const) {
+      const accepted = once(server, 'connection') as Promise<[Socket]>
+      const c = tls.connect({ host: '127.0.0.1', port: server.address().port, servername, ca: pki().ca })
+      clients.push(c)
+      const [sock] = await deadline(accepted, 5000, 'connection')
+      back.set(up.id, sock)
+      front.set(sock.id, sock)
+      await deadline(once(c, 'secureConnect'), 5000, 'secureConnect through the gateway')
+      names.push(c.servername as string)
+      expect(c.getPeerCertificate().subject.CN).toBe(cn)
+      for (const word of ['ping', 'pong'.repeat(5000)]) {
+        const got = lines(c, 1)
+        c.write(`${word}\n`)
+        expect(await got).toEqual([`${tag}:${word}`])
+      }
+      // Every record (ClientHello, Finished, the application data) went one way; none was dropped.
+      expect(sock.stats().redirectedEgress).toBe(sock.stats().messagesIn)
+    }
+    expect(names).toEqual(['B.Test', 'localhost'])
+    expect(front.stats().droppedNoKey).toBe(0)
+    expect(engine.stats().tls.handshakes).toBe(0)
+
+    // A ClientHello without a server name (an IP address is never sent) has no key: dropped and counted.
+    const accepted = once(server, 'connection') as Promise<[Socket]>
+    const anon = tls.connect({ host: '127.0.0.1', port: server.address().port, ca: pki().ca })
+    clients.push(anon)
+    anon.on('error', () => {})
+    const [sock] = await deadline(accepted, 5000, 'anonymous connection')
+    front.set(sock.id, sock)
+    await until(() => front.stats().droppedNoKey === 1, 5000, 'the nameless ClientHello dropped')
+    expect(sock.stats().messagesIn).toBe(1)
+
+    // Bytes that are not TLS records close that socket alone (EPROTO).
+    const plain = net.connect({ host: '127.0.0.1', port: server.address().port })
+    clients.push(plain)
+    const [bad] = (await deadline(once(server, 'connection'), 5000, 'plain connection')) as [Socket]
+    front.set(bad.id, bad)
+    plain.write('GET / HTTP/1.1\r\n\r\n')
+    expect((await errorOf(bad)).code).toBe('EPROTO')
+    a!.close()
+    b!.close()
+  })
+
+  it('routes terminated TLS by the SNI its handshake agreed (rules.key.sni) to TLS upstreams, exact bytes', async () => {
+    const engine = newEngine()
+    const p = pki()
+    const [a, b] = await taggedBackends()
+    const server = await engine.listen({
+      host: '127.0.0.1',
+      port: 0,
+      tls: {
+        cert: p.localhost.cert,
+        key: p.localhost.key,
+        sni: { 'b.test': { cert: p.other.cert, key: p.other.key } },
+      },
+    })
+    const byName = engine.sockHash({ maxEntries: 4 })
+    const back = engine.sockHash({ maxEntries: 4 })
+    const front = engine.sockHash({ maxEntries: 4 })
+    front.attach({ parser: keepLines(), verdict: rules.redirect(byName, rules.key.sni) })
+    // The upstreams' programs look their client up in `back` (which has none).
+    const ups = engine.sockHash({ maxEntries: 4 })
+    ups.attach({ verdict: rules.redirect(back, rules.key.socket) })
+    const upA = await engine.connect({ host: '127.0.0.1', port: a!.port, tls: { servername: 'localhost', ca: p.ca } })
+    const upB = await engine.connect({ host: '127.0.0.1', port: b!.port, tls: { servername: 'b.test', ca: p.ca } })
+    byName.set('localhost', upA)
+    byName.set('b.test', upB)
+    ups.set(upA.id, upA)
+    ups.set(upB.id, upB)
+    for (const [servername, tag, up] of [
+      ['b.test', 'B', upB],
+      ['localhost', 'A', upA],
+    ] as const) {
+      const accepted = once(server, 'connection') as Promise<[Socket]>
+      const c = await tlsClient(server, { servername })
+      clients.push(c)
+      const [sock] = await deadline(accepted, 5000, 'connection')
+      expect(sock.tls?.sni).toBe(servername)
+      back.set(up.id, sock)
+      front.set(sock.id, sock)
+      const got = lines(c, 2)
+      c.write('one\ntwo\n')
+      expect(await got).toEqual([`${tag}:one`, `${tag}:two`])
+    }
+    // A plain socket has no server name: its messages have no key.
+    const plainSrv = await engine.listen({ host: '127.0.0.1', port: 0 })
+    const [plain] = await Promise.all([
+      once(plainSrv, 'connection') as Promise<[Socket]>,
+      (async () => {
+        const c = net.connect({ host: '127.0.0.1', port: plainSrv.address().port })
+        clients.push(c)
+        await once(c, 'connect')
+        c.write('no name\n')
+      })(),
+    ]).then(([[s]]) => [s])
+    front.set(plain!.id, plain!)
+    await until(() => front.stats().droppedNoKey === 1, 5000, 'the plain line dropped')
+    a!.close()
+    b!.close()
+  })
+
+  it('msg.tls: what the handshake agreed on TLS sockets, the ClientHello name on passed-through ones', async () => {
+    const engine = newEngine()
+    const p = pki()
+    const seen: unknown[] = []
+    const recording = (parser: ReturnType<typeof parsers.none>) => {
+      const map = engine.sockHash({ maxEntries: 8 })
+      map.attach({
+        parser,
+        verdict: (msg) => {
+          seen.push(msg.tls)
+          return Verdict.DROP
+        },
+      })
+      return map
+    }
+    const lineMap = recording(keepLines())
+    const recordMap = recording(parsers.tlsRecords())
+    const terminated = await engine.listen({
+      host: '127.0.0.1',
+      port: 0,
+      tls: { cert: p.localhost.cert, key: p.localhost.key, alpn: ['x-test'] },
+    })
+    const passthrough = await engine.listen({ host: '127.0.0.1', port: 0 })
+    const plainSrv = await engine.listen({ host: '127.0.0.1', port: 0 })
+    terminated.on('connection', (s) => lineMap.set(s.id, s))
+    passthrough.on('connection', (s) => recordMap.set(s.id, s))
+    plainSrv.on('connection', (s) => lineMap.set(s.id, s))
+
+    const c = await tlsClient(terminated, { ALPNProtocols: ['x-test'] })
+    clients.push(c)
+    c.write('a\nb\n')
+    await until(() => seen.length === 2, 5000, 'two terminated messages')
+    const agreed = { version: 'TLSv1.3', alpn: 'x-test', sni: 'localhost', resumed: false, cipher: expect.any(String) }
+    expect(seen).toEqual([agreed, agreed])
+
+    // A real ClientHello (caught by a plain server), then an application data record, passed through.
+    const catcher = net.createServer((s) => {
+      clients.push(s)
+      s.once('data', (hello: Buffer) => caught.push(hello))
+    })
+    const caught: Buffer[] = []
+    catcher.listen(0, '127.0.0.1')
+    await once(catcher, 'listening')
+    const probe = tls.connect({
+      host: '127.0.0.1',
+      port: (catcher.address() as net.AddressInfo).port,
+      servername: 'Pass.Test',
+    })
+    clients.push(probe)
+    probe.on('error', () => {})
+    await until(() => caught.length === 1, 5000, 'a ClientHello')
+    seen.length = 0
+    const pt = net.connect({ host: '127.0.0.1', port: passthrough.address().port })
+    clients.push(pt)
+    pt.write(Buffer.concat([caught[0]!, Buffer.from([0x17, 0x03, 0x03, 0x00, 0x02, 0x68, 0x69])]))
+    await until(() => seen.length === 2, 5000, 'the two records')
+    expect(seen).toEqual([{ sni: 'pass.test' }, { sni: 'pass.test' }])
+    expect(recordMap.stats().messagesIn).toBe(2)
+
+    seen.length = 0
+    const plain = net.connect({ host: '127.0.0.1', port: plainSrv.address().port })
+    clients.push(plain)
+    plain.write('plain\n')
+    await until(() => seen.length === 1, 5000, 'the plain message')
+    expect(seen).toEqual([undefined])
+    catcher.close()
   })
 })

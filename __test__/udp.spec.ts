@@ -1,15 +1,18 @@
 // Datagram sockets beyond the redirect matrix: a UDP gateway with sessions carrying 1,000 node:dgram clients to two
 // upstream echo servers (hash by session) and every reply back to its own client, idle sessions and their upstreams
 // closing, counters exact; a flood into a slow upstream whose drop counter equals the datagrams that did not arrive;
-// a bound socket's 'message' with its sender and its send(data, port, host); argument errors.
+// a connected UDP source into a slow stream, the kernel's drops counted; Unix datagram sessions answering clients by
+// name; a stream into a datagram socket, a message above the datagram limit counted (EMSGSIZE); a bound socket's
+// 'message' with its sender and its send(data, port, host); argument errors.
 import dgram from 'node:dgram'
 import { once } from 'node:events'
+import { existsSync } from 'node:fs'
 import net from 'node:net'
 import { describe, expect, it } from 'vitest'
 
-import { rules, type DatagramSocket, type Socket } from '../src/index'
-import { dgramFamilies } from './families'
-import { deadline, engineScope, until } from './helpers'
+import { parsers, rules, type DatagramSocket, type Engine, type Socket } from '../src/index'
+import { clientOn, dgramFamilies, unixName } from './families'
+import { deadline, engineScope, frame, until } from './helpers'
 
 const { newEngine, clients } = engineScope()
 
@@ -19,6 +22,21 @@ async function udp4(): Promise<dgram.Socket> {
   s.bind(0, '127.0.0.1')
   await deadline(once(s, 'listening'), 5000, 'dgram bind')
   return s
+}
+
+/** An engine socket connected to a node:net peer that reads nothing until resumed. */
+async function slowUpstream(engine: Engine): Promise<{ up: Socket; peer: net.Socket; srv: net.Server }> {
+  let peer: net.Socket | undefined
+  const srv = net.createServer((s) => {
+    peer = s
+    clients.push(s)
+    s.pause()
+  })
+  srv.listen(0, '127.0.0.1')
+  await deadline(once(srv, 'listening'), 5000, 'listen')
+  const up = await engine.connect({ port: (srv.address() as net.AddressInfo).port })
+  await until(() => peer !== undefined, 5000, 'accepted')
+  return { up, peer: peer!, srv }
 }
 
 describe.skipIf(dgramFamilies.length === 0)('UDP sessions', () => {
@@ -85,16 +103,7 @@ describe.skipIf(dgramFamilies.length === 0)('UDP sessions', () => {
     const map = engine.sockHash({ maxEntries: 4 })
     map.attach({ verdict: rules.redirect(map, 'up') })
     // The slow upstream: a TCP peer that reads nothing during the flood.
-    let peer: net.Socket | undefined
-    const srv = net.createServer((s) => {
-      peer = s
-      clients.push(s)
-      s.pause()
-    })
-    srv.listen(0, '127.0.0.1')
-    await deadline(once(srv, 'listening'), 5000, 'listen')
-    const up = await engine.connect({ port: (srv.address() as net.AddressInfo).port })
-    await until(() => peer !== undefined, 5000, 'accepted')
+    const { up, peer, srv } = await slowUpstream(engine)
     map.set('up', up)
     let session: Socket | undefined
     gw.on('session', (s) => {
@@ -114,8 +123,8 @@ describe.skipIf(dgramFamilies.length === 0)('UDP sessions', () => {
     expect(dropped).toBeGreaterThan(0)
     expect(session!.stats().dropped).toBe(dropped)
     let arrived = 0
-    peer!.on('data', (d: Buffer) => (arrived += d.length))
-    peer!.resume()
+    peer.on('data', (d: Buffer) => (arrived += d.length))
+    peer.resume()
     await until(() => arrived === (total - session!.stats().droppedOverflow) * size, 10000, 'the rest arrives')
     expect(session!.stats().droppedOverflow).toBe(dropped + 0)
     expect(gw.stats().dropped).toBe(0)
@@ -129,16 +138,7 @@ describe.skipIf(dgramFamilies.length === 0)('a connected UDP source into a slow 
     const engine = newEngine({ sendHighWatermark: 4096, sendLowWatermark: 1024 })
     const map = engine.sockHash({ maxEntries: 4 })
     map.attach({ verdict: rules.redirect(map, 'up') })
-    let peer: net.Socket | undefined
-    const srv = net.createServer((s) => {
-      peer = s
-      clients.push(s)
-      s.pause()
-    })
-    srv.listen(0, '127.0.0.1')
-    await deadline(once(srv, 'listening'), 5000, 'listen')
-    const up = await engine.connect({ port: (srv.address() as net.AddressInfo).port })
-    await until(() => peer !== undefined, 5000, 'accepted')
+    const { up, peer, srv } = await slowUpstream(engine)
     const p = await udp4()
     const src = await engine.connectUdp({ port: p.address().port })
     map.set('up', up).set('src', src)
@@ -150,8 +150,8 @@ describe.skipIf(dgramFamilies.length === 0)('a connected UDP source into a slow 
       )
     for (let i = 0; i < total; i += 100) await Promise.all(Array.from({ length: 100 }, (_, j) => send(i + j)))
     let arrived = 0
-    peer!.on('data', (d: Buffer) => (arrived += d.length))
-    peer!.resume()
+    peer.on('data', (d: Buffer) => (arrived += d.length))
+    peer.resume()
     // The kernel tells its drop count with the next datagram read, so markers follow until one arrives after the
     // last drop (one may find the receive buffer still full, and be dropped too): then every datagram sent arrived
     // or is counted.
@@ -168,6 +168,56 @@ describe.skipIf(dgramFamilies.length === 0)('a connected UDP source into a slow 
     p.close()
     srv.close()
   }, 60000)
+})
+
+describe.skipIf(dgramFamilies.length === 0)('a stream into a datagram socket', () => {
+  it('sends each message as one datagram and counts one above the datagram limit (EMSGSIZE)', async () => {
+    const engine = newEngine()
+    const { client, sock, server } = await clientOn(engine, 'tcp4', clients)
+    const peer = await udp4()
+    const got: Buffer[] = []
+    peer.on('message', (m) => got.push(m))
+    const dst = await engine.connectUdp({ port: peer.address().port, near: sock })
+    const map = engine.sockHash({ maxEntries: 4 })
+    map.attach({ parser: parsers.lengthField(), verdict: rules.redirect(map, 'dst') })
+    map.set('dst', dst).set('src', sock)
+    const small = [frame('before'), frame(Buffer.alloc(1200, 1)), frame('after')]
+    client.write(Buffer.concat([small[0]!, small[1]!, frame(Buffer.alloc(70_000, 2)), small[2]!]))
+    await until(() => got.length === 3, 5000, 'three datagrams')
+    expect(got).toEqual(small)
+    await until(() => dst.stats().droppedTooBig === 1, 5000, 'the large one counted')
+    expect(dst.stats().dropped).toBe(1)
+    expect(dst.stats().droppedBytes).toBe(70_004)
+    expect(sock.stats().redirectedEgress).toBe(4)
+    peer.close()
+    await server.close()
+  })
+})
+
+describe.skipIf(dgramFamilies.length === 0)('Unix datagram sessions', () => {
+  it('answer each bound client by its name, and leave nothing behind', async () => {
+    const engine = newEngine()
+    const clientsEngine = newEngine()
+    const path = unixName('unix')
+    const gw = await engine.bindUdp({ path, sessions: { idleTimeoutMs: 200 } })
+    expect(gw.address()).toEqual({ address: path, port: 0, family: 'Unix' })
+    const seen: string[] = []
+    gw.on('session', (s) => {
+      seen.push(s.remoteAddress!.address)
+      s.on('message', (m) => void s.send(Buffer.concat([Buffer.from('re:'), m])))
+    })
+    const names = [unixName('abstract'), unixName('unix')]
+    for (const [i, localPath] of names.entries()) {
+      const c = await clientsEngine.connectUdp({ path, localPath })
+      const reply = deadline(once(c, 'message'), 5000, 'reply') as Promise<[Buffer]>
+      await c.send(`hello ${i}`)
+      expect((await reply)[0].toString()).toBe(`re:hello ${i}`)
+    }
+    expect(seen).toEqual(names)
+    gw.destroy()
+    await until(() => gw.closed, 5000, 'closed')
+    expect(existsSync(path)).toBe(false)
+  })
 })
 
 describe.skipIf(dgramFamilies.length === 0)('a bound UDP socket', () => {
@@ -210,5 +260,6 @@ describe.skipIf(dgramFamilies.length === 0)('a bound UDP socket', () => {
     const b = await engine.bindUdp({ port: 0 })
     await expect(engine.bindUdp({ port: b.address().port })).rejects.toMatchObject({ code: 'EADDRINUSE' })
     expect(() => b.send('x', 0)).toThrow(RangeError)
+    expect(() => b.send('x', 53, 'not-an-ip')).toThrow(TypeError)
   })
 })

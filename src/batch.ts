@@ -26,6 +26,7 @@ import {
   type SendMessage,
   type StreamMessage,
   type HttpMeta,
+  type MessageTls,
   type RespMeta,
   type VerdictFunction,
 } from './verdict'
@@ -62,6 +63,7 @@ const M_B = 3
 const M_C = 5
 const META_RESP = 1
 const META_HTTP = 2
+const META_TLS = 3
 
 /** Throws when the literals above disagree with the binding's definitions. @internal */
 export function checkAbi(): void {
@@ -96,6 +98,7 @@ export function checkAbi(): void {
     ['MetaField.CLen', M_C + 1, MetaField.CLen],
     ['MetaKind.Resp', META_RESP, MetaKind.Resp],
     ['MetaKind.Http', META_HTTP, MetaKind.Http],
+    ['MetaKind.Tls', META_TLS, MetaKind.Tls],
   ]
   for (const [name, local, native] of pairs) {
     if (local !== native)
@@ -252,6 +255,10 @@ class MessageView implements StreamMessage {
     return this.#http.point(this.data, meta, at)
   }
 
+  get tls(): MessageTls | undefined {
+    return this.runner.tlsOf(this.socket)
+  }
+
   redirect(target: SockMap | SockHash, key: MapKey, opts?: RedirectOptions): Verdict {
     this.runner.chooseTarget(target, key, opts?.ingress === true)
     return Verdict.REDIRECT
@@ -398,6 +405,11 @@ export class BatchRunner {
 
   constructor(host: MapHost) {
     this.#host = host
+  }
+
+  /** The TLS parameters of socket `id` (`msg.tls`). @internal */
+  tlsOf(id: number): MessageTls | undefined {
+    return this.#host.tlsOf(id)
   }
 
   /** Whether any TypeScript callback is registered (else batches never come). */
@@ -591,6 +603,13 @@ export class BatchRunner {
         view.data = data
         view.index = i
         view.length = descs[d + D_LEN] as number
+        const m = i * M_STRIDE
+        if (this.meta[m + M_KIND] === META_TLS && (this.meta[m + M_A] as number) >= 0) {
+          // A passed-through ClientHello (once per connection): its name holds for every later record.
+          const start = this.meta[m + M_A] as number
+          const name = data.toString('latin1', start, start + (this.meta[m + M_A + 1] as number))
+          this.#host.rememberSni(view.socket, name.toLowerCase())
+        }
         this.#chosen = -1
         this.#special = -1
         try {

@@ -1,6 +1,8 @@
+import { isIP } from 'node:net'
+
 import { EventKind, type JsEvent } from './binding.cjs'
 import { Socket, eventAddress, kEvent, kSend, type AddressInfo, type SocketHost } from './socket'
-import { assertBytes, assertIntInRange, assertString } from './validate'
+import { assertBytes, assertIntInRange, assertString, assertUnixName } from './validate'
 
 /** Sessions of a bound datagram socket: see {@link DatagramBindCommon.sessions}. */
 export interface SessionsOptions {
@@ -137,17 +139,22 @@ export class DatagramSocket extends Socket {
    * @throws {SockmapError} `ENOBUFS` when the send queue is full, `ENOTCONN` for a bound socket's send without
    * destination, `EOPNOTSUPP` when a msg verdict is attached (msg verdicts do not run on datagram sockets), `EPIPE`
    * when the socket is closed.
-   * @throws {TypeError} for a host that is not an IP address; {RangeError} for a port out of range.
+   * @throws {TypeError} for a host that is not an IP address; {RangeError} for a port out of range, or a path of more
+   * than 107 bytes.
    */
   override send(data: Uint8Array | string, port?: number | string, host?: string): Promise<number> {
     if (port === undefined) return super.send(data)
     const bytes = typeof data === 'string' ? Buffer.from(data) : data
     assertBytes('data', bytes)
     const binding = this.#hostRef.binding
-    if (typeof port === 'string') return this[kSend]((req) => binding.sendTo(this.id, bytes, port, undefined, req))
+    if (typeof port === 'string') {
+      assertUnixName('path', port)
+      return this[kSend]((req) => binding.sendTo(this.id, bytes, port, undefined, req))
+    }
     assertIntInRange('port', port, 1, 65535)
     const ip = host ?? (this.#local.family === 'IPv6' ? '::1' : '127.0.0.1')
     assertString('host', ip)
+    if (isIP(ip) === 0) throw new TypeError(`host must be an IP address, got '${ip}'`)
     return this[kSend]((req) => binding.sendTo(this.id, bytes, ip, port, req))
   }
 

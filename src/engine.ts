@@ -38,16 +38,17 @@ import {
   kClose,
   kEvent,
   kTls,
+  kTlsInfo,
   kTlsError,
   type AddressInfo,
   type PairOptions,
   type SocketHost,
 } from './socket'
 import { addStats, toPrometheus, zeroStats, type EngineStats, type MapStats } from './stats'
-import { assertIntInRange, assertObject, assertOneOf, assertString } from './validate'
+import { assertIntInRange, assertObject, assertOneOf, assertString, assertUnixName } from './validate'
 import { BatchRunner } from './batch'
 import { DatagramSocket, sessionsSpec, type DatagramBindOptions, type DatagramConnectOptions } from './dgram'
-import { Verdict, type MsgVerdictFunction, type ParseFunction, type VerdictFunction } from './verdict'
+import { Verdict, type MessageTls, type MsgVerdictFunction, type ParseFunction, type VerdictFunction } from './verdict'
 
 /** The engine's defaults (the single source of every default below). */
 const defaults = nativeDefaults()
@@ -60,6 +61,17 @@ export interface BatchOptions {
   maxDelayMicros?: number
   /** Most batches awaiting answers at once, per I/O thread (`shards`). Default: `4`. */
   maxInFlight?: number
+  /**
+   * Longest a batch handed to JavaScript may go unanswered, in milliseconds: then each of its messages gets its map's
+   * `onError` verdict (a TypeScript parser's socket closes with `ETIMEDOUT`), the engine reports one `ETIMEDOUT`
+   * error per batch, and the answer, when it comes, is ignored (`verdictTimeouts` and `verdictsLate` in the stats; a
+   * batch JavaScript had not started yet still runs its callbacks when JavaScript gets to it).
+   * With `drive: 'threads'`, a verdict that runs long (or a JavaScript thread busy elsewhere) no longer holds its
+   * sockets. With `drive: 'inline'` the JavaScript thread runs the I/O loop: nothing moves while a verdict runs, and
+   * the answer it returns is applied before the deadline is looked at, so the deadline only ends batches that never
+   * get to run. Default: `5000`.
+   */
+  verdictTimeoutMs?: number
 }
 
 /** What {@link Engine.backendInfo} tells. */
@@ -249,21 +261,13 @@ export interface UnixConnectOptions extends ConnectCommonOptions {
   port?: undefined
 }
 
-/**
- * Checks a Unix socket path option: a path of 1 to 107 bytes without NUL, or an abstract name (a leading NUL, then 1
- * to 107 bytes of any value).
- */
+/** Checks a Unix socket path option (see {@link assertUnixName}), which excludes `host` and `port`. */
 function assertUnixPath(options: Record<string, unknown>, name = 'options.path'): string {
   const path = options.path
-  assertString(name, path)
+  assertUnixName(name, path)
   if (options.host !== undefined || options.port !== undefined) {
     throw new TypeError('options.path cannot be combined with options.host or options.port')
   }
-  const abstract = path.startsWith('\0')
-  const bytes = Buffer.byteLength(path) - (abstract ? 1 : 0)
-  if (bytes === 0 || bytes > 107) throw new RangeError(`options.path must be 1 to 107 bytes, got ${bytes}`)
-  if (!abstract && path.includes('\0'))
-    throw new TypeError('options.path must not contain NUL but as its first character')
   return path
 }
 
@@ -304,6 +308,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** TLS parameters of accepted sockets not made yet; the failure text of TLS connects under way. */
   readonly #tlsPending = new Map<number, TlsInfo>()
   readonly #tlsFailures = new Map<number, string>()
+  /** The server names of passed-through ClientHellos (`parsers.tlsRecords()`), by socket, until it closes. */
+  readonly #helloSni = new Map<number, MessageTls>()
   readonly #maps: Array<SockMap | SockHash> = []
   #req = 0
   #closing: Promise<void> | undefined
@@ -339,6 +345,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     opt('maxMessages', 'options.batch.maxMessages', b.maxMessages, 1, 1 << 20)
     opt('maxDelayMicros', 'options.batch.maxDelayMicros', b.maxDelayMicros, 0, 1_000_000)
     opt('maxInFlight', 'options.batch.maxInFlight', b.maxInFlight, 1, 1024)
+    opt('verdictTimeoutMs', 'options.batch.verdictTimeoutMs', b.verdictTimeoutMs, 1, 2 ** 31 - 1)
     opt('sendHighWatermark', 'options.sendHighWatermark', options.sendHighWatermark, 1, 2 ** 40)
     opt('sendLowWatermark', 'options.sendLowWatermark', options.sendLowWatermark, 1, 2 ** 40)
     opt('appHighWatermark', 'options.appHighWatermark', options.appHighWatermark, 1, 2 ** 40)
@@ -358,7 +365,10 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.#host = {
       binding: this.#binding,
       nextRequest: () => ++self.#req,
-      forget: (id) => self.#sockets.delete(id),
+      forget: (id) => {
+        self.#sockets.delete(id)
+        self.#helloSni.delete(id)
+      },
       ack: (id, bytes) => self.#ack(id, bytes),
       socketById: (id) => {
         const s = self.#sockets.get(id)
@@ -367,6 +377,13 @@ export class Engine extends EventEmitter<EngineEvents> {
         if (remote === undefined) return undefined
         self.#unborn.delete(id)
         return self.#newSocket(id, remote)
+      },
+      tlsOf: (id) => {
+        const s = self.#sockets.get(id)
+        return (s instanceof Socket ? s[kTlsInfo] : self.#tlsPending.get(id)) ?? self.#helloSni.get(id)
+      },
+      rememberSni: (id, sni) => {
+        if (!self.#helloSni.has(id)) self.#helloSni.set(id, Object.freeze({ sni }))
       },
       attachPrograms: (map, id, opts) => self.#attach(map, id, opts),
       pair: (a, b, opts) => self.pair(a as Socket, b as Socket, opts),
@@ -735,9 +752,21 @@ export class Engine extends EventEmitter<EngineEvents> {
       parserCalls: this.#runner.counters.parserCalls,
       callbackErrors: this.#runner.counters.errors,
       tls: this.#binding.tlsStats() as TlsStats,
+      tlsServers: this.#tlsServers(),
       totals,
       maps,
     }
+  }
+
+  /** The TLS counters of every open TLS server. */
+  #tlsServers(): EngineStats['tlsServers'] {
+    const out: EngineStats['tlsServers'] = []
+    for (const s of this.#sockets.values()) {
+      if (!(s instanceof Server)) continue
+      const tls = s.stats().tls
+      if (tls !== undefined) out.push({ server: s.id, tls })
+    }
+    return out
   }
 
   /** The same as {@link Engine.stats}, in the Prometheus text exposition format. */
@@ -809,6 +838,16 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.reportError(fromBinding(err) as SockmapError)
       return
     }
+    let thrown: { err: unknown } | undefined
+    // TLS parameters first: the batches below may judge messages of the sockets whose handshakes these report.
+    for (const ev of events) {
+      if (ev.kind !== EventKind.Tls) continue
+      try {
+        this.#onTls(ev)
+      } catch (err) {
+        thrown ??= { err }
+      }
+    }
     if (what & Wake.Batches && this.#runner.active) {
       try {
         this.#runner.run(this.#binding, this.#report)
@@ -816,7 +855,6 @@ export class Engine extends EventEmitter<EngineEvents> {
         this.reportError(fromBinding(err) as SockmapError)
       }
     }
-    let thrown: { err: unknown } | undefined
     for (const ev of events) {
       try {
         this.#dispatch(ev)
@@ -834,7 +872,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   #dispatch(ev: JsEvent): void {
-    if (ev.kind === EventKind.Tls) return this.#onTls(ev)
+    if (ev.kind === EventKind.Tls) return // handled before the batches (`#drain`)
     if (ev.kind === EventKind.Connected) {
       const p = this.#connecting.get(ev.sock)
       if (!p) return
@@ -859,6 +897,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     else if (ev.kind === EventKind.Closed) {
       this.#unborn.delete(ev.sock)
       this.#tlsPending.delete(ev.sock)
+      this.#helloSni.delete(ev.sock)
     }
   }
 
@@ -924,7 +963,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         name === 'options.msgVerdict'
           ? this.#runner.registerMsg(v as MsgVerdictFunction, onError)
           : this.#runner.register(v as VerdictFunction, onError)
-      const spec: VerdictSpec = { kind: 'external', tag }
+      const spec: VerdictSpec = { kind: 'external', tag, onError: onError === Verdict.PASS ? 'pass' : 'drop' }
       if (peekBytes !== undefined) spec.peekBytes = peekBytes
       return spec
     }

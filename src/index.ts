@@ -40,6 +40,7 @@ export {
   type OnClose,
   type PairOptions,
   type ServerEvents,
+  type ServerStats,
   type SocketEvents,
 } from './socket'
 export {
@@ -60,6 +61,7 @@ export {
   type RedirectOptions,
   type SendMessage,
   type StreamMessage,
+  type MessageTls,
   type RespMeta,
   type HttpMeta,
   type VerdictFunction,

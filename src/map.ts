@@ -8,7 +8,7 @@ import type { NativeRule } from './rules'
 import { hostOf, type Socket } from './socket'
 import { socketStats, type MapStats } from './stats'
 import { assertIntInRange, assertObject, assertOneOf, assertString } from './validate'
-import type { MapKey, MsgVerdictFunction, ParseFunction, Verdict, VerdictFunction } from './verdict'
+import type { MapKey, MessageTls, MsgVerdictFunction, ParseFunction, Verdict, VerdictFunction } from './verdict'
 
 /** How {@link SockMap.set} treats an existing entry (the kernel's `BPF_ANY`, `BPF_NOEXIST`, `BPF_EXIST`). */
 export type UpdateFlag = 'any' | 'noexist' | 'exist'
@@ -42,7 +42,10 @@ export interface AttachOptions {
    * are judged on their head. Default: `65536`.
    */
   peekBytes?: number
-  /** The verdict a message gets when its verdict or parser throws or returns garbage. Default: `Verdict.DROP`. */
+  /**
+   * The verdict a message gets when its verdict or parser throws or returns garbage, or when its batch goes unanswered
+   * past `batch.verdictTimeoutMs`. Default: `Verdict.DROP`.
+   */
   onError?: Verdict
   /**
    * Request/response pairing: every message a socket of this map sends gets exactly one reply, in request order. A
@@ -118,6 +121,10 @@ export interface MapHost {
   /** Sends the held map changes now (before answers that may depend on them). */
   releaseChanges(): void
   socketById(id: number): Socket | undefined
+  /** The TLS parameters of socket `id`, or the server name its passed-through ClientHello asked for. */
+  tlsOf(id: number): MessageTls | undefined
+  /** Records the server name of a passed-through ClientHello (`parsers.tlsRecords()`) of socket `id`. */
+  rememberSni(id: number, sni: string): void
   attachPrograms(map: SockMap | SockHash, id: number, options: AttachOptions): void
 }
 

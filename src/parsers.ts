@@ -235,6 +235,17 @@ export const parsers = {
     })
   },
 
+  /**
+   * TLS records, not decrypted, each message one whole record (its 5-byte header included), for routing TLS
+   * connections by server name without terminating them: the first message is the ClientHello's record, and gives
+   * `rules.key.sni` (and `msg.tls.sni`) its server name for every record of the socket. A stream that is not TLS
+   * (a bad record header) aborts its socket with `EPROTO`.
+   */
+  tlsRecords(options: ParserLimits = {}): NativeParser {
+    assertObject('options', options)
+    return make('tlsRecords', 'options', options, {})
+  },
+
   /** No framing: each chunk received is one message (a verdict without a parser). */
   none(): NativeParser {
     return make('none', 'options', {}, {})

@@ -8,7 +8,7 @@ const kKey = Symbol('sockmap.key')
 /** A key a native rule takes from each message, made by {@link rules.key}. Opaque. */
 export interface MessageKey {
   /** @internal */
-  readonly [kKey]: { kind: 'socket' | 'resp' | 'httpHost' | 'bytes'; offset?: number; length?: number }
+  readonly [kKey]: { kind: 'socket' | 'resp' | 'httpHost' | 'sni' | 'bytes'; offset?: number; length?: number }
 }
 
 /** A native verdict rule, made by one of the {@link rules} functions: evaluated on the I/O thread. Opaque. */
@@ -199,6 +199,13 @@ export const rules = {
     resp: messageKey({ kind: 'resp' }),
     /** The Host header of an HTTP/1 request. */
     httpHost: messageKey({ kind: 'httpHost' }),
+    /**
+     * The server name (lowercased) the source socket's TLS stream asked for: on a socket the engine terminates TLS
+     * on (`listen({ tls })`), the one its handshake agreed on; on a plain socket (TLS passed through), the one of the
+     * ClientHello that `parsers.tlsRecords()` framed first, kept for every later record of the socket. No name, no
+     * key: the message is dropped (counted `droppedNoKey`).
+     */
+    sni: messageKey({ kind: 'sni' }),
     /** `length` bytes at `offset` of the message (a shorter message has no key and is dropped). */
     bytes(offset: number, length: number): MessageKey {
       assertIntInRange('offset', offset, 0, 2 ** 31)

@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events'
 import { EventKind, type BindingEngine, type JsEvent } from './binding.cjs'
 import { SockmapError, callBinding, type SockmapErrorCode } from './errors'
 import { socketStats, zeroStats, type SocketStats } from './stats'
-import { serverSpec, type TlsInfo, type TlsServerOptions } from './tls'
+import { serverSpec, type TlsInfo, type TlsServerOptions, type TlsStats } from './tls'
 import { assertBytes } from './validate'
 
 /** Event kinds of the binding, as the native side defines them. @internal */
@@ -45,6 +45,8 @@ export const kClose = Symbol('sockmap.close')
 const kListening = Symbol('sockmap.listening')
 /** @internal */
 export const kTls = Symbol('sockmap.tls')
+/** The TLS parameters, uncopied. @internal */
+export const kTlsInfo = Symbol('sockmap.tlsInfo')
 /** @internal */
 export const kTlsError = Symbol('sockmap.tlsError')
 /** Starts a send whose outcome a `SendDone` event reports. @internal */
@@ -205,6 +207,11 @@ export class Socket extends SocketBase {
   get tls(): TlsInfo | undefined {
     const t = this.#tls
     return t && { ...t }
+  }
+
+  /** What the handshake negotiated, not copied (frozen). @internal */
+  get [kTlsInfo](): TlsInfo | undefined {
+    return this.#tls
   }
 
   /** Records what the handshake negotiated. @internal */
@@ -448,6 +455,12 @@ for (const name of ['on', 'addListener', 'prependListener'] as const) {
 /**
  * A listening socket owned by the engine. Create one with `engine.listen()`.
  */
+/** A server's counters ({@link Server.stats}). */
+export interface ServerStats {
+  /** TLS handshakes, resumptions and failures of its connections; `undefined` for a server without TLS. */
+  tls: TlsStats | undefined
+}
+
 export class Server extends EventEmitter<ServerEvents> {
   /** The listener's socket id. */
   readonly id: number
@@ -480,6 +493,16 @@ export class Server extends EventEmitter<ServerEvents> {
   /** Whether the server stopped listening. */
   get closed(): boolean {
     return this.#closed
+  }
+
+  /**
+   * The server's counters: `tls`, the handshakes, resumptions and failures (by reason) of the connections it accepted
+   * (across `setSecureContext` reloads; `engine.stats().tls` counts every TLS socket); `undefined` without TLS or once
+   * closed.
+   */
+  stats(): ServerStats {
+    const tls = this.#closed ? null : callBinding(() => this.#host.binding.listenerTlsStats(this.id))
+    return { tls: tls === null ? undefined : (tls as TlsStats) }
   }
 
   /**

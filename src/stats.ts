@@ -61,6 +61,10 @@ export interface SocketStats {
   queuedBytes: number
   /** Bytes waiting for a TypeScript verdict or parser (a gauge). */
   pendingBytes: number
+  /** Messages (and parse requests) whose batch went unanswered past `batch.verdictTimeoutMs`: each got `onError`. */
+  verdictTimeouts: number
+  /** Answers that came for messages after their batch had timed out (ignored). */
+  verdictsLate: number
   /**
    * Bytes redirected to sockets that another I/O thread (shard) owns, not yet acknowledged by it (a gauge of each
    * socket; maps report 0): until it is back to 0, the socket's redirect and drop counters may still change.
@@ -124,6 +128,8 @@ export interface EngineStats {
   callbackErrors: number
   /** TLS handshakes, resumptions and failures by reason, over every TLS socket. */
   tls: TlsStats
+  /** The same counters per TLS server (its accepted connections), by the server's socket id. */
+  tlsServers: Array<{ server: number; tls: TlsStats }>
   /** Totals over every map. */
   totals: SocketStats
   /** Per-map counters. */
@@ -196,6 +202,24 @@ export function toPrometheus(s: EngineStats): string {
   out.push('# TYPE sockmap_tls_failures_total counter')
   for (const [reason, n] of Object.entries(s.tls.failures))
     out.push(`sockmap_tls_failures_total{reason="${reason}"} ${n}`)
+  if (s.tlsServers.length > 0) {
+    const per: Array<[string, string, (t: TlsStats) => Array<[string, number]>]> = [
+      ['handshakes', 'TLS handshakes finished by a server.', (t) => [['', t.handshakes]]],
+      ['resumed', 'TLS handshakes of a server that resumed a session.', (t) => [['', t.resumed]]],
+      [
+        'failures',
+        'TLS handshakes and connections of a server that failed, by reason.',
+        (t) => Object.entries(t.failures).map(([r, n]) => [`,reason="${r}"`, n]),
+      ],
+    ]
+    for (const [what, help, values] of per) {
+      const name = `sockmap_server_tls_${what}_total`
+      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`)
+      for (const l of s.tlsServers) {
+        for (const [label, n] of values(l.tls)) out.push(`${name}{server="${l.server}"${label}} ${n}`)
+      }
+    }
+  }
   for (const k of keys) {
     const gauge = gauges.has(k)
     const name = `sockmap_map_${snake(k)}${gauge ? '' : '_total'}`

@@ -141,7 +141,8 @@ export function tlsInfo(t: JsTlsInfo): TlsInfo {
   const info: TlsInfo = { version: t.version ?? '', resumed: t.resumed, cipher: t.cipher ?? '' }
   if (t.alpn != null) info.alpn = t.alpn
   if (t.sni != null) info.sni = t.sni
-  return info
+  // Shared by the socket and `msg.tls`; `socket.tls` hands out copies.
+  return Object.freeze(info)
 }
 
 /**

@@ -39,6 +39,18 @@ export function assertFunction(name: string, value: unknown): asserts value is (
 }
 
 /** Checks that `value` is a non-empty string. */
+/**
+ * Checks a Unix socket name: a path of 1 to 107 bytes without NUL, or an abstract name (a leading NUL, then 1 to 107
+ * bytes of any value).
+ */
+export function assertUnixName(name: string, path: unknown): asserts path is string {
+  assertString(name, path)
+  const abstract = path.startsWith('\0')
+  const bytes = Buffer.byteLength(path) - (abstract ? 1 : 0)
+  if (bytes === 0 || bytes > 107) throw new RangeError(`${name} must be 1 to 107 bytes, got ${bytes}`)
+  if (!abstract && path.includes('\0')) throw new TypeError(`${name} must not contain NUL but as its first character`)
+}
+
 export function assertString(name: string, value: unknown): asserts value is string {
   if (typeof value !== 'string') throw new TypeError(`${name} must be a string, got ${typeof value}`)
   if (value.length === 0) throw new RangeError(`${name} must not be empty`)

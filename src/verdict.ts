@@ -75,6 +75,20 @@ export interface HttpMeta {
 }
 
 /**
+ * What the source socket's TLS stream negotiated or asked for, as a verdict sees it (`msg.tls`). On a socket the
+ * engine terminates or originates TLS on, what its handshake agreed (as `socket.tls`); on a plain socket whose parser
+ * is `parsers.tlsRecords()` (TLS passed through), only `sni`, from the ClientHello it started with. Shared and frozen.
+ */
+export interface MessageTls {
+  /** The server name the client asked for (lowercased for a ClientHello read by `parsers.tlsRecords()`). */
+  readonly sni?: string
+  /** The ALPN protocol agreed (terminated or originated TLS only). */
+  readonly alpn?: string
+  /** `'TLSv1.3'` or `'TLSv1.2'` (terminated or originated TLS only). */
+  readonly version?: string
+}
+
+/**
  * A received message, as a stream verdict sees it. The library reuses one view for every message of a batch: keep
  * neither the view nor `data` (nor `resp`, `http`) after the verdict returns (copy what you need).
  */
@@ -95,6 +109,11 @@ export interface StreamMessage {
    * target lie within the first `peekBytes`; else `undefined`. Nothing is built unless it is read.
    */
   readonly http: HttpMeta | undefined
+  /**
+   * The source socket's TLS parameters ({@link MessageTls}); `undefined` on a plain socket that names no server.
+   * Nothing is built per message: it is looked up only when read.
+   */
+  readonly tls: MessageTls | undefined
   /**
    * Chooses a redirect target: the socket stored under `key` in `target`. Returns {@link Verdict.REDIRECT}, which the
    * verdict returns. A missing key or a dead target drops the message (counted), as in the kernel.

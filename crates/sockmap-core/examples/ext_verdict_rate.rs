@@ -98,6 +98,7 @@ fn main() {
                 LengthFieldOptions::default(),
             )))),
             verdict: Some(Arc::new(StreamVerdictProg {
+                on_error: Default::default(),
                 kind: VerdictKind::External {
                     tag: 1,
                     peek_bytes: 8,

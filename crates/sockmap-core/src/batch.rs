@@ -8,7 +8,9 @@
 //! through [`Batch::reply`] (or a [`Replier`] kept after the batch was
 //! dropped) from any thread, and wakes the I/O thread. At most
 //! `max_in_flight` batches await answers; a socket's later messages wait
-//! behind its unanswered ones, so per-socket order holds.
+//! behind its unanswered ones, so per-socket order holds. A batch not
+//! answered within `verdict_timeout` of its hand-off gives its items their
+//! program's error verdict; its answer is then ignored.
 //!
 //! A binding copies the batch into one buffer it owns with
 //! [`Batch::copy_into`] (the first `peek_bytes` of each message, and one
@@ -145,7 +147,8 @@ pub struct Answer {
     pub parse: Vec<Parse>,
     /// The external side's answer for this item could not be understood (an
     /// unknown verdict code, a redirect to a target it did not describe): the
-    /// item is handled as a missing answer (the error verdict, DROP) and the
+    /// item is handled as a missing answer (the error verdict: its program's
+    /// [`ErrorVerdict`](crate::program::ErrorVerdict), DROP by default) and the
     /// batch reports how many were invalid in one error event. `verdict`,
     /// `edits` and `parse` are then DROP and empty.
     pub invalid: bool,
@@ -202,8 +205,8 @@ pub struct Target {
 ///
 /// `codes[i]` answers item `i`: [`Answers::DROP`], [`Answers::PASS`],
 /// [`Answers::REDIRECT`]` + t` (target `t` of `targets`), anything else is
-/// an invalid answer (the item gets the error verdict, DROP, and the batch
-/// one error event); items past `codes` have no answer (the same, counted
+/// an invalid answer (the item gets the error verdict, DROP by default, and
+/// the batch one error event); items past `codes` have no answer (the same, counted
 /// apart). A parse item's results are the entries of `parse` tagged with its
 /// index (`parse_items`), in order; a msg verdict's edits likewise in `edits`
 /// (`edit_items`); both sides are sorted by item. The code of a parse item

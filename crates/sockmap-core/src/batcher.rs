@@ -7,13 +7,18 @@
 //! [`Batcher::answered`] (a batch's answers came back). Outputs: batches
 //! submitted to the sink, deadlines for the core's timer table, and, for an
 //! answered batch, the [`ItemRef`]s its answers belong to, in item order.
+//! [`Batcher::expire`] times out the batches handed off longer than
+//! `verdict_timeout` ago: their items get the error verdict, and an answer
+//! that comes for one later is reported as late, not applied.
 //!
 //! Invariants: at most `max_in_flight` batches await answers; a batch holds
 //! at most `max_messages` items; open batches are handed off oldest first
 //! (all but the newest are full), so the items of one socket reach the
 //! application in the order they were added; the oldest open batch is
 //! handed off at the latest `max_delay` after its first item (when room
-//! allows).
+//! allows); a batch is answered or timed out exactly once; at most one
+//! answer deadline is armed at a time (the oldest in-flight batch's, or an
+//! earlier one), and the late table keeps at most [`LATE_KEPT`] batches.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -34,6 +39,29 @@ pub(crate) enum ItemRef {
     Parse(SockId, u64),
     /// A msg verdict: the parked send's number.
     Msg(SockId, u64),
+}
+
+/// Timed-out batches whose items a late answer is matched against (older
+/// ones are forgotten: their late answers are ignored uncounted).
+pub(crate) const LATE_KEPT: usize = 16;
+
+/// What an answer for a batch found.
+pub(crate) enum BatchAnswer {
+    /// The batch was in flight: its items, in order.
+    InTime(Vec<ItemRef>),
+    /// The batch had timed out: its items, in order (not to be applied).
+    Late(Vec<ItemRef>),
+    /// No such batch in flight or remembered.
+    Unknown,
+}
+
+impl ItemRef {
+    /// The socket the item belongs to.
+    pub(crate) fn sock(self) -> SockId {
+        match self {
+            ItemRef::Verdict(s, _) | ItemRef::Parse(s, _) | ItemRef::Msg(s, _) => s,
+        }
+    }
 }
 
 /// A batch being filled (or full, waiting for room among those in flight).
@@ -69,6 +97,13 @@ pub(crate) struct Batcher {
     /// When the oldest open batch got its first item.
     open_since: Option<Instant>,
     in_flight: HashMap<u64, Vec<ItemRef>>,
+    /// The answer deadline of each batch handed off, in hand-off order
+    /// (answered ones are dropped from the front).
+    deadlines: VecDeque<(Instant, u64)>,
+    /// The answer deadline the core's timer table holds, if any.
+    armed: Option<Instant>,
+    /// Timed-out batches, oldest first, at most [`LATE_KEPT`].
+    late: VecDeque<(u64, Vec<ItemRef>)>,
     next_id: u64,
     /// Items per batch handed off last: the room a new batch starts with.
     last_len: usize,
@@ -87,6 +122,9 @@ impl Batcher {
             open: VecDeque::new(),
             open_since: None,
             in_flight: HashMap::new(),
+            deadlines: VecDeque::new(),
+            armed: None,
+            late: VecDeque::new(),
             next_id: 1,
             last_len: 0,
         }
@@ -202,6 +240,8 @@ impl Batcher {
             self.next_id += 1;
             self.last_len = open.items.len();
             self.in_flight.insert(id, open.refs);
+            self.deadlines
+                .push_back((now + self.cfg.verdict_timeout, id));
             self.sink.submit(Batch {
                 id,
                 items: open.items,
@@ -234,8 +274,62 @@ impl Batcher {
     }
 
     /// Answers came back for batch `batch`: what its items referred to, in
-    /// order (`None` for a batch that is not in flight).
-    pub(crate) fn answered(&mut self, batch: u64) -> Option<Vec<ItemRef>> {
-        self.in_flight.remove(&batch)
+    /// order, and whether they came in time.
+    pub(crate) fn answered(&mut self, batch: u64) -> BatchAnswer {
+        let Some(refs) = self.in_flight.remove(&batch) else {
+            return match self.late.iter().position(|(id, _)| *id == batch) {
+                Some(i) => BatchAnswer::Late(self.late.remove(i).expect("found").1),
+                None => BatchAnswer::Unknown,
+            };
+        };
+        while self
+            .deadlines
+            .front()
+            .is_some_and(|(_, id)| !self.in_flight.contains_key(id))
+        {
+            self.deadlines.pop_front();
+        }
+        BatchAnswer::InTime(refs)
+    }
+
+    /// The answer deadline to arm in the timer table, when none is armed
+    /// and a batch awaits its answer.
+    pub(crate) fn answer_deadline(&mut self) -> Option<Instant> {
+        if self.armed.is_some() {
+            return None;
+        }
+        self.armed = self.deadlines.front().map(|(at, _)| *at);
+        self.armed
+    }
+
+    /// Whether no batch awaits its answer; then the armed answer deadline
+    /// has no cause and is forgotten (the caller drops it from its timers).
+    pub(crate) fn disarm_if_answered(&mut self) -> bool {
+        if self.in_flight.is_empty() {
+            self.armed = None;
+        }
+        self.in_flight.is_empty()
+    }
+
+    /// The answer deadline fired: takes the batches handed off at least
+    /// `verdict_timeout` before `now` and still unanswered, oldest first
+    /// (each with its items, in order), and remembers them as late.
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<(u64, Vec<ItemRef>)> {
+        self.armed = None;
+        let mut out = Vec::new();
+        while let Some(&(at, id)) = self.deadlines.front() {
+            if at > now && self.in_flight.contains_key(&id) {
+                break;
+            }
+            self.deadlines.pop_front();
+            if let Some(refs) = self.in_flight.remove(&id) {
+                out.push((id, refs.clone()));
+                if self.late.len() == LATE_KEPT {
+                    self.late.pop_front();
+                }
+                self.late.push_back((id, refs));
+            }
+        }
+        out
     }
 }

@@ -12,6 +12,12 @@ pub struct BatchConfig {
     /// At most this many batches are awaiting answers at once, per shard
     /// (each I/O thread batches its own sockets).
     pub max_in_flight: usize,
+    /// A batch handed off and not answered this long times out: its items
+    /// get their program's error verdict
+    /// ([`ErrorVerdict`](crate::program::ErrorVerdict); a parse item closes
+    /// its socket with `ETIMEDOUT`), and its answer, if it ever comes, is
+    /// ignored and counted (`verdicts_late`). Measured from the hand-off.
+    pub verdict_timeout: Duration,
 }
 
 impl Default for BatchConfig {
@@ -20,6 +26,7 @@ impl Default for BatchConfig {
             max_messages: 1024,
             max_delay: Duration::from_micros(50),
             max_in_flight: 4,
+            verdict_timeout: DEFAULT_VERDICT_TIMEOUT,
         }
     }
 }
@@ -104,6 +111,9 @@ pub const DEFAULT_DGRAM_QUEUE_BYTES: usize = 1 << 20;
 
 /// The datagrams a datagram socket may hold queued to send: 4096.
 pub const DEFAULT_DGRAM_QUEUE_DATAGRAMS: usize = 4096;
+/// How long a batch handed to external verdicts may go unanswered before
+/// its items get the error verdict: 5 s.
+pub const DEFAULT_VERDICT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The read size from which bytes nothing inspects are spliced: 16 KiB.
 pub const DEFAULT_SPLICE_MIN: usize = 16 << 10;

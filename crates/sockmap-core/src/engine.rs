@@ -773,6 +773,12 @@ impl EngineHandle {
         }
     }
 
+    /// A TLS listener's counters: its connections' handshakes, resumptions
+    /// and failures (across reloads); `None` for a socket that is not one.
+    pub fn listener_tls_stats(&self, listener: SockId) -> Option<TlsStatsSnapshot> {
+        self.listener_tls(listener).map(|s| s.stats())
+    }
+
     /// The engine's TLS counters.
     pub fn tls_stats(&self) -> TlsStatsSnapshot {
         self.shared.tls.snapshot()
@@ -781,8 +787,8 @@ impl EngineHandle {
     /// Listens on a Unix-domain stream socket named `name` (a filesystem
     /// path, or an abstract name on Linux); returns the listener and its
     /// name. A path is removed again when the listener closes, if it still
-    /// names this socket; an existing path is `EADDRINUSE` (shown as `EIO`;
-    /// remove a stale one first). Accepted sockets arrive as
+    /// names this socket; an existing path is `EADDRINUSE` (remove a stale
+    /// one first). Accepted sockets arrive as
     /// [`Event::Accepted`], paused.
     ///
     /// # Errors
@@ -928,11 +934,12 @@ impl EngineHandle {
     /// anything read from the stream. It starts paused.
     ///
     /// # Errors
-    /// `ENOTCONN` if the stream is not connected.
+    /// `ENOTCONN` if the stream is not connected (or the errno the kernel
+    /// gave for the stream otherwise, e.g. `ENOTSOCK`).
     pub fn adopt_with(&self, stream: impl Into<Stream>, initial: Bytes) -> Result<SockId, Errno> {
         self.check_alive()?;
         let stream = stream.into();
-        stream.peer_addr().map_err(|_| Errno::NotConn)?;
+        stream.peer_addr().map_err(|e| io_err(&e))?;
         stream.set_nonblocking().map_err(|e| io_err(&e))?;
         let id = self.alloc(SockState::Established, None);
         self.command(

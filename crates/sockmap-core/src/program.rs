@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::error::Errno;
 use crate::framer::{
     Chunks, Delimiter, DelimiterOptions, Fixed, Framer, Http1, Http1Options, LengthField,
-    LengthFieldOptions, Parse, Resp, RespOptions,
+    LengthFieldOptions, Parse, Resp, RespOptions, TlsRecords,
 };
 use crate::id::SockId;
 use crate::msg::SkMsg;
@@ -34,6 +34,9 @@ pub enum ParserKind {
     Resp(RespOptions),
     /// `parsers.http1(...)`: also gives rules the request's Host.
     Http1(Http1Options),
+    /// `parsers.tlsRecords()`: TLS records, undecrypted; gives `rules.key.sni`
+    /// the server name of the ClientHello.
+    TlsRecords,
     /// A Rust framer, built once per socket.
     Custom(FramerFactory),
     /// An external parser, answered asynchronously in batches; `tag` tells the
@@ -53,6 +56,7 @@ impl fmt::Debug for ParserKind {
             ParserKind::Fixed(n) => write!(f, "Fixed({n})"),
             ParserKind::Resp(o) => write!(f, "Resp({o:?})"),
             ParserKind::Http1(o) => write!(f, "Http1({:?})", o.role),
+            ParserKind::TlsRecords => f.write_str("TlsRecords"),
             ParserKind::Custom(_) => f.write_str("Custom"),
             ParserKind::External { tag } => write!(f, "External({tag})"),
         }
@@ -102,6 +106,7 @@ impl ParserProg {
             ParserKind::Fixed(n) => Box::new(Fixed::new(*n)?),
             ParserKind::Resp(o) => Box::new(Resp::new(*o)),
             ParserKind::Http1(o) => Box::new(Http1::new(o.clone())),
+            ParserKind::TlsRecords => Box::new(TlsRecords::new()),
             ParserKind::Custom(f) => f(),
             ParserKind::External { .. } => Box::new(Deferred),
         }))
@@ -148,11 +153,24 @@ pub enum VerdictKind {
     },
 }
 
+/// The verdict a message gets when its external verdict fails: no answer
+/// before the batch's deadline, a missing or an invalid answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ErrorVerdict {
+    /// Drop the message (counted as dropped by the verdict).
+    #[default]
+    Drop,
+    /// Pass it on as the verdict PASS would.
+    Pass,
+}
+
 /// A stream verdict program: judges each message a socket receives.
 #[derive(Debug)]
 pub struct StreamVerdictProg {
     /// The verdict.
     pub kind: VerdictKind,
+    /// What a message gets when an external verdict fails.
+    pub on_error: ErrorVerdict,
     /// Forward the peer's FIN to the socket's partner, so a proxy pair
     /// carries half-closes both ways. The kernel's sockmap does not propagate
     /// FIN. A partner declared with `EngineHandle::pair` ([`crate::partner`])
@@ -173,6 +191,7 @@ impl StreamVerdictProg {
     pub fn new(kind: VerdictKind) -> StreamVerdictProg {
         StreamVerdictProg {
             kind,
+            on_error: ErrorVerdict::default(),
             propagate_fin: true,
         }
     }
@@ -219,6 +238,18 @@ impl fmt::Debug for MsgVerdictKind {
 pub struct MsgVerdictProg {
     /// The verdict.
     pub kind: MsgVerdictKind,
+    /// What a message gets when an external verdict fails.
+    pub on_error: ErrorVerdict,
+}
+
+impl MsgVerdictProg {
+    /// A program running `kind`, dropping on errors (the default).
+    pub fn new(kind: MsgVerdictKind) -> MsgVerdictProg {
+        MsgVerdictProg {
+            kind,
+            on_error: ErrorVerdict::default(),
+        }
+    }
 }
 
 /// Request/response pairing on the client sockets of a map

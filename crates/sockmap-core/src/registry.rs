@@ -552,6 +552,7 @@ mod tests {
     fn verdict(rule: Rule) -> Programs {
         Programs {
             verdict: Some(Arc::new(StreamVerdictProg {
+                on_error: Default::default(),
                 kind: VerdictKind::Rule(rule),
                 propagate_fin: false,
             })),

@@ -91,6 +91,11 @@ pub enum KeySource {
     /// The `Host` header of an HTTP/1 request (`parsers.http1()`); a message
     /// without one has no key.
     HttpHost,
+    /// The server name the source socket's stream asked for, lowercased: the
+    /// one its TLS handshake agreed on when the engine terminates TLS, else
+    /// the one of the ClientHello `parsers.tlsRecords()` framed first (TLS
+    /// passthrough). A socket without one has no key.
+    Sni,
     /// `len` bytes at `offset` of the message (a message shorter than that has no key).
     Range {
         /// First byte.
@@ -300,11 +305,13 @@ impl<'a> MsgBytes<'a> {
 }
 
 impl KeySource {
-    /// Takes the key for one message of `sock`; `None` when the message has
-    /// none (too short, or no key in the parser's metadata).
+    /// Takes the key for one message of `sock`, whose stream asked for
+    /// server name `sni`; `None` when the message has none (too short, or no
+    /// key in the parser's metadata).
     pub(crate) fn derive<'a>(
         &'a self,
         sock: SockId,
+        sni: Option<&'a [u8]>,
         msg: MsgBytes<'a>,
         meta: &MessageMeta,
     ) -> Option<DerivedKey<'a>> {
@@ -320,6 +327,7 @@ impl KeySource {
                 MessageMeta::Http { host: Some(r), .. } => msg.meta_range(r),
                 _ => None,
             },
+            KeySource::Sni => sni.map(DerivedKey::Borrowed),
         }
     }
 

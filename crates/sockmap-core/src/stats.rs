@@ -126,6 +126,11 @@ counters! {
         queued_bytes,
         /// Bytes waiting for an external verdict or parser (a gauge).
         pending_bytes,
+        /// Items (messages, sends, parse requests) whose batch went
+        /// unanswered past the verdict timeout: each got the error verdict.
+        verdict_timeouts,
+        /// Answers that came for items after their batch had timed out (ignored).
+        verdicts_late,
         /// Bytes redirected to sockets another shard (I/O thread) owns and
         /// not yet acknowledged by it (a gauge): until it is back to 0, that
         /// shard's answers may still change the redirect and drop counters.

@@ -13,6 +13,8 @@ pub(crate) enum Timer {
     Connect(SockId),
     /// The open external batch is due.
     Batch,
+    /// The oldest external batch handed off may have gone unanswered too long.
+    Answers,
     /// A socket's parser has a message deadline (`ETIMEDOUT`).
     Parser(SockId),
     /// The oldest request forwarded to an upstream has a deadline (`ETIMEDOUT`).

@@ -19,7 +19,7 @@ use crate::id::SockId;
 use crate::map::RawKey;
 use crate::map_view::MapView;
 use crate::program::{StreamVerdictProg, VerdictKind};
-use crate::rules::{DerivedKey, HttpRoute, KeySource, MessageView, MsgBytes, Rule, Verdict};
+use crate::rules::{DerivedKey, HttpRoute, MessageView, MsgBytes, Rule, Verdict};
 use crate::stats::DropReason;
 
 /// A verdict with its target resolved to a socket.
@@ -66,6 +66,7 @@ pub(crate) fn decide(
     route: &mut RouteCache,
     maps: &mut MapView,
     sock: SockId,
+    sni: Option<&[u8]>,
     msg: &Message<'_>,
 ) -> (Resolved, bool) {
     let Some(prog) = prog else {
@@ -81,7 +82,7 @@ pub(crate) fn decide(
             return (r, true);
         }
     }
-    let (resolved, fixed) = eval_rule(maps, rule, sock, msg);
+    let (resolved, fixed) = eval_rule(maps, rule, sock, sni, msg);
     if fixed {
         *route = RouteCache {
             epoch,
@@ -91,11 +92,13 @@ pub(crate) fn decide(
     (resolved, fixed)
 }
 
-/// Evaluates a native rule on a message; the flag as for [`decide`].
+/// Evaluates a native rule on a message of `sock` (whose stream asked for
+/// server name `sni`); the flag as for [`decide`].
 pub(crate) fn eval_rule(
     maps: &mut MapView,
     rule: &Rule,
     sock: SockId,
+    sni: Option<&[u8]>,
     msg: &Message<'_>,
 ) -> (Resolved, bool) {
     match rule {
@@ -103,7 +106,7 @@ pub(crate) fn eval_rule(
         Rule::Reply => (Resolved::Reply, true),
         Rule::Drop => (Resolved::Drop(DropReason::Verdict), true),
         Rule::Redirect { map, key, ingress } => {
-            let r = match derive(key, sock, msg) {
+            let r = match key.derive(sock, sni, msg.bytes, msg.meta) {
                 None => Resolved::Drop(DropReason::NoKey),
                 Some(k) => redirect_to(maps.lookup(*map, k.raw()), *ingress),
             };
@@ -115,7 +118,7 @@ pub(crate) fn eval_rule(
             ingress,
             hash_tag,
         } => {
-            let r = match derive(key, sock, msg) {
+            let r = match key.derive(sock, sni, msg.bytes, msg.meta) {
                 None => Resolved::Drop(DropReason::NoKey),
                 Some(k) => redirect_to(
                     maps.route(*map, k.raw().ring_hash(*hash_tag), sock),
@@ -175,11 +178,6 @@ fn http_route(
     };
     let hash = RawKey::Num(sock.as_u64()).ring_hash(None);
     redirect_to(maps.route(route.pool, hash, sock), ingress)
-}
-
-/// A rule's key for one message.
-fn derive<'a>(key: &'a KeySource, sock: SockId, msg: &Message<'a>) -> Option<DerivedKey<'a>> {
-    key.derive(sock, msg.bytes, msg.meta)
 }
 
 /// A redirect to the socket a key was found under (a missing key drops).

@@ -3,12 +3,14 @@
 mod engine_util;
 
 use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 use std::time::Duration;
 
 use engine_util::*;
 use sockmap_core::batch::{Answer, Batch, ItemDesc};
 use sockmap_core::map::MapKind;
-use sockmap_core::{BatchConfig, EngineConfig, Event, Key, MapId, Verdict};
+use sockmap_core::program::{ErrorVerdict, ParserKind, StreamVerdictProg, VerdictKind};
+use sockmap_core::{BatchConfig, EngineConfig, Errno, Event, Key, MapId, Verdict};
 
 fn harness(batch: BatchConfig) -> (Harness, Receiver<Batch>) {
     Harness::with_external(EngineConfig {
@@ -35,6 +37,13 @@ fn external_map(h: &Harness, tag: u32) -> MapId {
 
 fn next_batch(rx: &Receiver<Batch>) -> Batch {
     rx.recv_timeout(DEADLINE).expect("a batch")
+}
+
+/// Takes the next batch and answers it with [`decide`].
+fn answer_next(rx: &Receiver<Batch>, targets: MapId) {
+    let b = next_batch(rx);
+    let ans = decide(&b, targets);
+    b.reply(ans);
 }
 
 /// The "JS side": copy the batch into one buffer and decide from the bytes.
@@ -66,6 +75,7 @@ fn answers_out_of_order_keep_per_socket_order() {
         max_messages: 64,
         max_delay: Duration::from_micros(50),
         max_in_flight: 4,
+        ..BatchConfig::default()
     });
     let map = external_map(&h, 7);
     let targets = h.h().create_map(MapKind::SockHash, 4).unwrap();
@@ -96,15 +106,11 @@ fn answers_out_of_order_keep_per_socket_order() {
     assert_eq!(st.pending_bytes, 0);
     // PASS and DROP from the external side.
     write(&mut pa, b"Pass");
-    let b = next_batch(&rx);
-    let ans = decide(&b, targets);
-    b.reply(ans);
+    answer_next(&rx, targets);
     let (got, _) = h.messages(a, 4);
     assert_eq!(got, b"Pass");
     write(&mut pa, b"Drop");
-    let b = next_batch(&rx);
-    let ans = decide(&b, targets);
-    b.reply(ans);
+    answer_next(&rx, targets);
     h.stats_until(a, |s| s.dropped_verdict == 1);
 }
 
@@ -115,6 +121,7 @@ fn batches_are_bounded_in_flight_and_collect_many_messages() {
         max_messages: 1000,
         max_delay: Duration::from_micros(50),
         max_in_flight: 1,
+        ..BatchConfig::default()
     });
     let map = external_map(&h, 1);
     let targets = h.h().create_map(MapKind::SockHash, 4).unwrap();
@@ -217,6 +224,7 @@ fn gateway_clients_ending_keep_the_shared_upstream_open_and_lose_nothing() {
         max_messages: 64,
         max_delay: Duration::from_micros(50),
         max_in_flight: 2,
+        ..BatchConfig::default()
     });
     let gw = external_map_fin(&h, 5);
     let targets = h.h().create_map(MapKind::SockHash, 4).unwrap();
@@ -312,4 +320,125 @@ fn a_slow_external_verdict_bounds_the_pending_bytes_and_loses_nothing() {
     drop(h);
     let peak = verdicts.join().unwrap();
     assert!(peak > 0 && peak <= (BOUND + CHUNK) as u64, "peak {peak}");
+}
+
+/// A batch deadline short enough for a test, long enough for a loaded machine to hand a batch off well before it.
+const VERDICT_TIMEOUT: Duration = Duration::from_millis(300);
+
+fn harness_with_deadline(max_in_flight: usize) -> (Harness, Receiver<Batch>) {
+    harness_on_one_shard(BatchConfig {
+        max_in_flight,
+        verdict_timeout: VERDICT_TIMEOUT,
+        ..BatchConfig::default()
+    })
+}
+
+/// Waits for the engine's error event of a timed-out batch; returns its detail.
+fn timed_out(h: &mut Harness) -> String {
+    h.wait(|e| match e {
+        Event::Error {
+            sock: None,
+            code: Errno::TimedOut,
+            detail,
+        } => Some(detail.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn an_unanswered_batch_times_out_into_the_error_verdict_in_order() {
+    let (mut h, rx) = harness_with_deadline(2);
+    let map = external_map(&h, 3);
+    let (mut pa, a) = h.pair();
+    h.put(map, "a", a);
+    // Before the write: the batch is handed off after it, and times out VERDICT_TIMEOUT after that.
+    let written = std::time::Instant::now();
+    write(&mut pa, b"Pone");
+    let b1 = next_batch(&rx);
+    write(&mut pa, b"Ptwo");
+    let b2 = next_batch(&rx);
+    assert_eq!((b1.items.len(), b2.items.len()), (1, 1));
+    // The later batch is answered at once; its message waits behind the first, which never is.
+    let ans = decide(&b2, map);
+    b2.reply(ans);
+    let (got, n) = h.messages(a, 4);
+    assert!(
+        written.elapsed() >= VERDICT_TIMEOUT,
+        "{:?}",
+        written.elapsed()
+    );
+    assert_eq!((got.as_slice(), n), (&b"Ptwo"[..], 1));
+    assert!(timed_out(&mut h).contains("1 items got the error verdict"));
+    let st = h.stats_until(a, |s| s.verdict_timeouts == 1);
+    assert_eq!(
+        (
+            st.messages_in,
+            st.passed,
+            st.dropped_verdict,
+            st.dropped_bytes,
+            st.pending_bytes
+        ),
+        (2, 1, 1, 4, 0),
+        "{st:?}"
+    );
+    // The first batch's answer comes late: counted, not applied (it would have passed the message).
+    let ans = decide(&b1, map);
+    b1.reply(ans);
+    let st = h.stats_until(a, |s| s.verdicts_late == 1);
+    assert_eq!((st.passed, st.dropped), (1, 1));
+    // The socket goes on: the next batch is answered in time.
+    write(&mut pa, b"Pthree");
+    answer_next(&rx, map);
+    let (got, _) = h.messages(a, 6);
+    assert_eq!(got, b"Pthree");
+    let st = h.stats_until(a, |s| s.passed == 2);
+    assert_eq!(
+        (st.verdict_timeouts, st.verdicts_late, st.dropped),
+        (1, 1, 1)
+    );
+}
+
+#[test]
+fn a_sink_that_never_answers_stalls_no_socket_and_the_error_verdict_may_pass() {
+    let (mut h, rx) = harness_with_deadline(1);
+    let map = h.h().create_map(MapKind::SockHash, 64).unwrap();
+    let mut progs = external_programs(
+        4,
+        4,
+        false,
+        Some(ParserKind::LengthField(Default::default())),
+    );
+    progs.verdict = Some(Arc::new(StreamVerdictProg {
+        on_error: ErrorVerdict::Pass,
+        ..StreamVerdictProg::new(VerdictKind::External {
+            tag: 4,
+            peek_bytes: 4,
+        })
+    }));
+    h.h().attach(map, progs).unwrap();
+    let (mut pa, a) = h.pair();
+    h.put(map, "a", a);
+    // Three frames, each in its own batch: with one in flight, each is handed off once the one before timed out.
+    let frames: Vec<Vec<u8>> = ["one", "two", "three"]
+        .iter()
+        .map(|p| frame(p.as_bytes()))
+        .collect();
+    let mut held = Vec::new();
+    for f in &frames {
+        write(&mut pa, f);
+        held.push(next_batch(&rx)); // never answered
+    }
+    let want: Vec<u8> = frames.concat();
+    let (got, _) = h.messages(a, want.len());
+    assert_eq!(got, want);
+    let st = h.stats_until(a, |s| s.verdict_timeouts == 3);
+    assert_eq!(
+        (st.messages_in, st.passed, st.dropped, st.pending_bytes),
+        (3, 3, 0, 0),
+        "{st:?}"
+    );
+    for _ in 0..3 {
+        timed_out(&mut h);
+    }
+    assert_eq!(held.iter().map(|b| b.items.len()).sum::<usize>(), 3);
 }

@@ -12,7 +12,8 @@ use sockmap_core::batch::{Answer, Answers, ItemDesc, ItemKind, MsgEdit};
 use sockmap_core::framer::Parse;
 use sockmap_core::map::MapKind;
 use sockmap_core::program::{
-    MsgVerdictKind, MsgVerdictProg, ParserKind, ParserProg, Programs, StreamVerdictProg,
+    ErrorVerdict, MsgVerdictKind, MsgVerdictProg, ParserKind, ParserProg, Programs,
+    StreamVerdictProg,
 };
 use sockmap_core::{BatchConfig, EngineConfig, Errno, Event, Key, MapId, Rule, Verdict};
 
@@ -71,6 +72,7 @@ fn external_parser_frames_many_messages_per_crossing() {
             max_messages: 64,
             max_delay: Duration::from_micros(50),
             max_in_flight: 2,
+            ..BatchConfig::default()
         },
         ..EngineConfig::default()
     };
@@ -107,6 +109,18 @@ fn external_parser_frames_many_messages_per_crossing() {
     assert_eq!(seen.lock().unwrap().last().unwrap().2, frames[50]);
 }
 
+/// A SockHash whose sockets take the external parser `tag` and pass every message.
+fn external_parser_map(h: &Harness, tag: u32) -> MapId {
+    let m = h.h().create_map(MapKind::SockHash, 8).unwrap();
+    let progs = Programs {
+        parser: Some(Arc::new(ParserProg::new(ParserKind::External { tag }))),
+        verdict: Some(Arc::new(StreamVerdictProg::rule(Rule::Pass))),
+        ..Programs::default()
+    };
+    h.h().attach(m, progs).unwrap();
+    m
+}
+
 #[test]
 fn external_parser_error_aborts_the_socket() {
     let (mut h, _seen, _t) = external_harness(EngineConfig::default(), |_, bytes| {
@@ -115,13 +129,7 @@ fn external_parser_error_aborts_the_socket() {
             _ => vec![Parse::Length(2)],
         })
     });
-    let m = h.h().create_map(MapKind::SockHash, 8).unwrap();
-    let progs = Programs {
-        parser: Some(Arc::new(ParserProg::new(ParserKind::External { tag: 1 }))),
-        verdict: Some(Arc::new(StreamVerdictProg::rule(Rule::Pass))),
-        ..Programs::default()
-    };
-    h.h().attach(m, progs).unwrap();
+    let m = external_parser_map(&h, 1);
     let (mut p, s) = h.pair();
     h.put(m, "s", s);
     write(&mut p, b"ok");
@@ -168,12 +176,10 @@ fn external_msg_verdict_with_edits_in_order() {
     *targets_cell.lock().unwrap() = Some(targets);
     let m = h.h().create_map(MapKind::SockHash, 8).unwrap();
     let progs = Programs {
-        msg_verdict: Some(Arc::new(MsgVerdictProg {
-            kind: MsgVerdictKind::External {
-                tag: 9,
-                peek_bytes: 64,
-            },
-        })),
+        msg_verdict: Some(Arc::new(MsgVerdictProg::new(MsgVerdictKind::External {
+            tag: 9,
+            peek_bytes: 64,
+        }))),
         ..Programs::default()
     };
     h.h().attach(m, progs).unwrap();
@@ -293,4 +299,56 @@ fn slow_consumer_stops_reading_until_acknowledged_and_loses_nothing() {
     assert_eq!(st.bytes_in as usize, total);
     assert!(st.backpressure_stalls > 1);
     drop(p.shutdown(std::net::Shutdown::Both));
+}
+
+/// Batches nobody answers: a parse request times out into `ETIMEDOUT` (its
+/// socket closes), a msg verdict into its program's error verdict (here
+/// PASS: the send goes out), each counted once.
+#[test]
+fn unanswered_parse_and_msg_items_time_out() {
+    let (mut h, rx) = Harness::with_external(EngineConfig {
+        batch: BatchConfig {
+            verdict_timeout: Duration::from_millis(200),
+            ..BatchConfig::default()
+        },
+        ..EngineConfig::default()
+    });
+    let parsed = external_parser_map(&h, 3);
+    let sent = h.h().create_map(MapKind::SockHash, 8).unwrap();
+    let progs = Programs {
+        msg_verdict: Some(Arc::new(MsgVerdictProg {
+            on_error: ErrorVerdict::Pass,
+            ..MsgVerdictProg::new(MsgVerdictKind::External {
+                tag: 4,
+                peek_bytes: 64,
+            })
+        })),
+        ..Programs::default()
+    };
+    h.h().attach(sent, progs).unwrap();
+    let (mut pp, p) = h.pair();
+    let (mut pm, m) = h.pair();
+    h.put(parsed, "p", p);
+    h.put(sent, "m", m);
+    write(&mut pp, b"\0\0\0\x02hi");
+    h.h().send(m, bytes::Bytes::from_static(b"hello"), 7);
+    let mut held = Vec::new();
+    while held
+        .iter()
+        .map(|b: &sockmap_core::batch::Batch| b.items.len())
+        .sum::<usize>()
+        < 2
+    {
+        held.push(rx.recv_timeout(DEADLINE).expect("a batch"));
+    }
+    assert_eq!(h.closed(p), Some(Errno::TimedOut));
+    let done = h.wait(|e| match e {
+        Event::SendDone { sock, req, result } if *sock == m => Some((*req, *result)),
+        _ => None,
+    });
+    assert_eq!(done, (7, Ok(5)));
+    assert_eq!(read_n(&mut pm, 5), b"hello");
+    assert_eq!(h.h().sock_stats(m).unwrap().verdict_timeouts, 1);
+    assert_eq!(h.h().map_stats(parsed).unwrap().verdict_timeouts, 1);
+    drop(held);
 }

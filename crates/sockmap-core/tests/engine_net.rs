@@ -191,13 +191,7 @@ fn every_family_proxies_to_every_family_with_exact_bytes_and_fin() {
                 let case = format!("{:?}×{:?} {from:?} → {to:?}", cfg.backend, cfg.shards);
                 let (client, c, listener, _) = accept_client(&mut h, from);
                 let (upstream, u) = connect_upstream(&mut h, to, Some(c));
-                let map = h.hash_with(|m| Rule::Redirect {
-                    map: m,
-                    key: KeySource::Socket,
-                    ingress: false,
-                });
-                h.put(map, c, u);
-                h.put(map, u, c);
+                let map = h.redirect_pair(c, u);
                 let there = pump(client.twin(), TOTAL);
                 let back = pump(upstream.twin(), TOTAL);
                 let (mut client, mut upstream) = (client, upstream);

@@ -9,14 +9,15 @@ mod engine_util;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use engine_util::netns::NetHost;
 use engine_util::stream::*;
 use engine_util::*;
 use sockmap_core::config::BackendChoice;
-use sockmap_core::{EngineConfig, Errno, Event, KeySource, Rule, SockId};
+use sockmap_core::{EngineConfig, Errno, Event, Hooks, KeySource, Rule, SockId};
 
 fn backends() -> Vec<EngineConfig> {
     let mut v = vec![EngineConfig {
@@ -144,5 +145,155 @@ fn a_host_that_disappears_mid_stream_strands_only_its_connection() {
         h.h().destroy(down);
         assert_eq!(h.closed(up), None);
         assert_eq!(h.closed(down), None);
+    }
+}
+
+/// What became of one client of an overflowing backlog.
+#[derive(Debug, PartialEq, Eq)]
+enum Fate {
+    /// Accepted and echoed, exactly.
+    Served,
+    /// Reset by the host's kernel: its accept queue was full when the handshake completed.
+    Reset,
+    /// The host's kernel never answered its SYNs (dropped while the queue was full, retransmitted in vain until the
+    /// connect timeout): the engine never saw it.
+    Unanswered,
+    /// Anything else (must not happen).
+    Other(String),
+}
+
+/// How long a client of the backlog test tries to connect: SYN retransmissions at 1 s and 3 s.
+const BACKLOG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One client: connects, sends a line and expects it back.
+fn client_fate(to: SocketAddr, i: usize) -> Fate {
+    let line = format!("client {i:04}\n");
+    let mut s = match TcpStream::connect_timeout(&to, BACKLOG_CONNECT_TIMEOUT) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Fate::Unanswered,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Fate::Reset,
+        Err(e) => return Fate::Other(format!("connect: {e}")),
+    };
+    let mut echo = || -> std::io::Result<Vec<u8>> {
+        s.set_read_timeout(Some(DEADLINE))?;
+        s.write_all(line.as_bytes())?;
+        let mut got = vec![0u8; line.len()];
+        s.read_exact(&mut got)?;
+        Ok(got)
+    };
+    match echo() {
+        Ok(got) if got == line.as_bytes() => Fate::Served,
+        Ok(got) => Fate::Other(format!("echoed {got:?}")),
+        Err(e) => match e.kind() {
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => Fate::Reset,
+            _ => Fate::Other(e.to_string()),
+        },
+    }
+}
+
+/// A small backlog on a host whose kernel resets what overflows its accept
+/// queue (`net.ipv4.tcp_abort_on_overflow=1`, and no SYN cookies, whose
+/// overflowing handshakes the kernel drops without a reset; both set in its
+/// namespace only), flooded while the engine's I/O thread is held busy. The
+/// kernel drops the SYNs that come while the queue is full (the client
+/// retransmits them) and resets a connection whose handshake completes while
+/// it is full. The engine must accept and serve, exactly, every connection the
+/// kernel completed (the queue's worth while held, the retransmitted ones
+/// after); the other clients are reset or never answered by the kernel;
+/// nothing else happens to anyone.
+#[test]
+fn a_backlog_overflow_serves_exactly_what_the_kernel_completed() {
+    const CLIENTS: usize = 32;
+    const BACKLOG: u32 = 4;
+    for cfg in backends() {
+        let Some(host) = NetHost::new() else { return };
+        host.sysctl("net.ipv4.tcp_abort_on_overflow", "1").unwrap();
+        host.sysctl("net.ipv4.tcp_syncookies", "0").unwrap();
+        let overflows_before = host.tcp_ext("ListenOverflows");
+        let resets_before = host.tcp_ext("EmbryonicRsts");
+        // The I/O thread waits in its notify hook while `hold` is set: an engine too busy to accept.
+        let hold = Arc::new(AtomicBool::new(true));
+        let held = Arc::new(AtomicBool::new(false));
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let ip = host.addr();
+        let (h_hold, h_held) = (hold.clone(), held.clone());
+        let gateway = host.spawn(move || {
+            let notify = move || {
+                let end = Instant::now() + DEADLINE;
+                while h_hold.load(Ordering::Acquire) && Instant::now() < end {
+                    h_held.store(true, Ordering::Release);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            };
+            let hooks = Hooks {
+                notify: Some(Box::new(notify)),
+                external: None,
+            };
+            let h = Harness::with_hooks(cfg, hooks);
+            let echo = h.hash_with(|m| Rule::Redirect {
+                map: m,
+                key: KeySource::Socket,
+                ingress: false,
+            });
+            let (_l, local) = h
+                .h()
+                .listen(SocketAddr::new(ip.into(), 0), BACKLOG)
+                .unwrap();
+            addr_tx.send(local).unwrap();
+            let mut accepted = 0;
+            let mut errors = Vec::new();
+            while stop_rx.try_recv().is_err() {
+                match h.engine.next_event(Duration::from_millis(10)) {
+                    Some(Event::Accepted { sock, .. }) => {
+                        h.put(echo, sock, sock);
+                        accepted += 1;
+                    }
+                    Some(Event::Error { code, detail, .. }) => errors.push((code, detail)),
+                    _ => {}
+                }
+            }
+            (accepted, errors)
+        });
+        let addr = addr_rx.recv_timeout(DEADLINE).unwrap();
+        // The first connection's accept is the turn after which the I/O thread is held.
+        let first = std::thread::spawn(move || client_fate(addr, 0));
+        let end = Instant::now() + DEADLINE;
+        while !held.load(Ordering::Acquire) {
+            assert!(Instant::now() < end, "the I/O thread was never held");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let clients: Vec<_> = (1..=CLIENTS)
+            .map(|i| std::thread::spawn(move || client_fate(addr, i)))
+            .collect();
+        // Let go once the host's kernel has overflowed the queue.
+        let end = Instant::now() + DEADLINE;
+        while host.tcp_ext("ListenOverflows") == overflows_before {
+            assert!(Instant::now() < end, "the accept queue never overflowed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        hold.store(false, Ordering::Release);
+        let mut fates: Vec<Fate> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+        fates.push(first.join().unwrap());
+        stop_tx.send(()).unwrap();
+        let (accepted, errors) = gateway.join().unwrap();
+        let count = |fate: Fate| fates.iter().filter(|f| **f == fate).count();
+        let (served, reset, unanswered) = (
+            count(Fate::Served),
+            count(Fate::Reset),
+            count(Fate::Unanswered),
+        );
+        eprintln!(
+            "backlog {BACKLOG}, {} clients: {served} served, {reset} reset, {unanswered} unanswered; \
+             {} overflows, {} resets by the kernel",
+            CLIENTS + 1,
+            host.tcp_ext("ListenOverflows") - overflows_before,
+            host.tcp_ext("EmbryonicRsts") - resets_before
+        );
+        assert_eq!(served + reset + unanswered, CLIENTS + 1, "{fates:?}");
+        assert_eq!(accepted, served, "accepted {accepted}, served {served}");
+        // The first client, and the queue's worth completed while the engine was held.
+        assert!(served > BACKLOG as usize + 1, "{fates:?}");
+        assert_eq!(errors, vec![]);
     }
 }

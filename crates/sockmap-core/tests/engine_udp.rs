@@ -32,6 +32,16 @@ fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
     (buf, from)
 }
 
+/// A bound UDP socket on the IPv4 loopback (no sessions), resumed: its id and address.
+fn reading_bound(h: &Harness) -> (SockId, SocketAddr) {
+    let (bound, local) = h
+        .h()
+        .bind_udp("127.0.0.1:0".parse().unwrap(), None)
+        .unwrap();
+    h.h().resume(bound);
+    (bound, local)
+}
+
 /// The next session the bound socket announces: its id and client.
 fn session(h: &mut Harness, bound: SockId) -> (SockId, Addr) {
     h.wait(|e| match e {
@@ -110,11 +120,7 @@ fn gateway_sessions_carry_each_client_to_its_upstream_and_back() {
 fn a_bound_socket_passes_datagrams_with_their_sender_and_sends_to_any() {
     for cfg in backend_configs() {
         let mut h = Harness::with_config(cfg);
-        let (bound, local) = h
-            .h()
-            .bind_udp("127.0.0.1:0".parse().unwrap(), None)
-            .unwrap();
-        h.h().resume(bound);
+        let (bound, local) = reading_bound(&h);
         let a = udp_peer("127.0.0.1");
         let b = udp_peer("127.0.0.1");
         a.send_to(b"from a", local).unwrap();
@@ -229,11 +235,7 @@ fn unix_datagram_sessions_answer_bound_clients() {
 fn offloads_keep_every_datagram_whole() {
     for cfg in backend_configs() {
         let mut h = Harness::with_config(cfg);
-        let (bound, local) = h
-            .h()
-            .bind_udp("127.0.0.1:0".parse().unwrap(), None)
-            .unwrap();
-        h.h().resume(bound);
+        let (bound, local) = reading_bound(&h);
         let (c, _) = h.h().connect_udp(local, None, None).unwrap();
         // Datagrams of one size (and a shorter last one) that queue together go as one segmented send, coalesced
         // on receipt; bursts until one did (the I/O thread may take a burst's sends over several turns).

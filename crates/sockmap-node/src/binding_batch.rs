@@ -126,7 +126,7 @@ pub const DESC_STRIDE: u32 = DescField::Len as u32 + 1;
 pub enum MetaField {
     /// A [`MetaKind`].
     Kind = 0,
-    /// RESP: the command name; HTTP: the method.
+    /// RESP: the command name; HTTP: the method; TLS: the ClientHello's server name.
     AStart = 1,
     /// The length of field A.
     ALen = 2,
@@ -153,6 +153,8 @@ pub enum MetaKind {
     Resp = 1,
     /// An HTTP/1 request: fields A (method), B (path) and C (host).
     Http = 2,
+    /// The first record of a TLS stream (`parsers.tlsRecords()`): field A (the ClientHello's server name).
+    Tls = 3,
 }
 
 /// Writes `meta` into one item's slot of the metadata array; ranges ending past `copied` are absent.
@@ -180,6 +182,12 @@ fn write_meta(slot: &mut [i32], meta: &MessageMeta, copied: usize) {
             field(MetaField::BStart as usize, Some(path));
             field(MetaField::CStart as usize, host.as_ref());
             slot[MetaField::Kind as usize] = MetaKind::Http as i32;
+        }
+        MessageMeta::Tls { sni } => {
+            field(MetaField::AStart as usize, sni.as_ref());
+            field(MetaField::BStart as usize, None);
+            field(MetaField::CStart as usize, None);
+            slot[MetaField::Kind as usize] = MetaKind::Tls as i32;
         }
     }
 }

@@ -495,6 +495,17 @@ impl BindingEngine {
         guarded(|| Ok(js_tls_stats(self.handle.tls_stats())))
     }
 
+    /// A TLS listener's counters; `null` for a socket that is not one.
+    #[napi]
+    pub fn listener_tls_stats(&self, listener: f64) -> Result<Option<JsTlsStats>> {
+        guarded(|| {
+            Ok(self
+                .handle
+                .listener_tls_stats(sock_id(listener))
+                .map(js_tls_stats))
+        })
+    }
+
     /// Takes over a connected TCP or Unix stream socket by file descriptor (the fd is duplicated; the caller closes its own).
     /// `initial`: bytes the application had already read from it, received first once the socket reads.
     #[napi]

@@ -184,8 +184,13 @@ fn uv_check(rc: c_int, what: &str) -> Result<()> {
     if rc == 0 {
         Ok(())
     } else {
+        // libuv reports an OS error as its negated errno.
+        let code = rc
+            .checked_neg()
+            .and_then(Errno::from_raw)
+            .unwrap_or(Errno::Io);
         Err(error_of(
-            Errno::Io,
+            code,
             &format!("inline driving: {what} failed ({rc})"),
         ))
     }

@@ -15,7 +15,7 @@ use sockmap_core::framer::{
 };
 use sockmap_core::map::{MapKind, UpdateFlag};
 use sockmap_core::program::{
-    MsgVerdictKind, MsgVerdictProg, ParserKind, ParserProg, Programs, RequestsConfig,
+    ErrorVerdict, MsgVerdictKind, MsgVerdictProg, ParserKind, ParserProg, Programs, RequestsConfig,
     StreamVerdictProg, VerdictKind, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PEEK_BYTES,
 };
 use sockmap_core::redis::RedisConfig;
@@ -33,6 +33,8 @@ pub struct EngineOptions {
     pub max_delay_micros: Option<u32>,
     /// Most batches awaiting answers from JavaScript at once.
     pub max_in_flight: Option<u32>,
+    /// Milliseconds a batch handed to JavaScript may go unanswered before its items get the error verdict.
+    pub verdict_timeout_ms: Option<u32>,
     /// Send ring high watermark in bytes.
     pub send_high_watermark: Option<f64>,
     /// Send ring low watermark in bytes.
@@ -96,6 +98,11 @@ pub fn engine_config(o: &EngineOptions) -> Result<EngineConfig> {
             .map(|v| Duration::from_micros(u64::from(v))),
     );
     set(&mut b.max_in_flight, o.max_in_flight.map(|v| v as usize));
+    set(
+        &mut b.verdict_timeout,
+        o.verdict_timeout_ms
+            .map(|v| Duration::from_millis(u64::from(v))),
+    );
     set(
         &mut cfg.send_high_watermark,
         o.send_high_watermark.map(bytes_of),
@@ -234,6 +241,7 @@ pub fn native_defaults() -> NativeDefaults {
             max_messages: Some(e.batch.max_messages as u32),
             max_delay_micros: Some(e.batch.max_delay.as_micros() as u32),
             max_in_flight: Some(e.batch.max_in_flight as u32),
+            verdict_timeout_ms: Some(e.batch.verdict_timeout.as_millis() as u32),
             send_high_watermark: Some(num(e.send_high_watermark)),
             send_low_watermark: Some(num(e.send_low_watermark)),
             app_high_watermark: e.app_high_watermark.map(num),
@@ -342,7 +350,7 @@ pub fn map_kind_of(kind: &str) -> Result<MapKind> {
 /// Where a native rule takes its key from.
 #[napi(object, object_to_js = false)]
 pub struct KeySpec {
-    /// `'fixed' | 'socket' | 'bytes' | 'resp' | 'httpHost'`.
+    /// `'fixed' | 'socket' | 'bytes' | 'resp' | 'httpHost' | 'sni'`.
     pub kind: String,
     /// The fixed key (`kind: 'fixed'`).
     pub value: Option<Either<f64, Buffer>>,
@@ -366,6 +374,7 @@ fn key_source_of(k: &KeySpec) -> Result<KeySource> {
         }),
         "resp" => Ok(KeySource::Resp),
         "httpHost" => Ok(KeySource::HttpHost),
+        "sni" => Ok(KeySource::Sni),
         other => Err(error_of(
             Errno::Inval,
             &format!("unknown message key '{other}'"),
@@ -483,7 +492,7 @@ pub fn rule_of(r: &RuleSpec) -> Result<Rule> {
 /// validated and filled in every option of the framer named by `kind`; the others are absent.
 #[napi(object)]
 pub struct ParserSpec {
-    /// `'none' | 'external' | 'lengthField' | 'delimiter' | 'lines' | 'fixed' | 'resp' | 'http1'`.
+    /// `'none' | 'external' | 'lengthField' | 'delimiter' | 'lines' | 'fixed' | 'resp' | 'http1' | 'tlsRecords'`.
     pub kind: String,
     /// Tag of the external parser (`'external'`).
     pub tag: Option<u32>,
@@ -597,6 +606,7 @@ fn parser_of(p: &ParserSpec) -> Result<ParserProg> {
                 max_line_length: p.max_line_length.map_or(d.max_line_length, bytes_of),
             })
         }
+        "tlsRecords" => ParserKind::TlsRecords,
         "http1" => {
             let d = Http1Options::default();
             ParserKind::Http1(Http1Options {
@@ -642,6 +652,17 @@ pub struct VerdictSpec {
     pub tag: Option<u32>,
     /// How many leading bytes of each message the external verdict sees.
     pub peek_bytes: Option<u32>,
+    /// What a message gets when the external verdict fails: `'pass'` or `'drop'`; absent: the engine's default.
+    pub on_error: Option<String>,
+}
+
+fn error_verdict_of(v: &VerdictSpec) -> Result<ErrorVerdict> {
+    match v.on_error.as_deref() {
+        None => Ok(ErrorVerdict::default()),
+        Some("pass") => Ok(ErrorVerdict::Pass),
+        Some("drop") => Ok(ErrorVerdict::Drop),
+        Some(_) => Err(error_of(Errno::Inval, "unknown error verdict")),
+    }
 }
 
 fn verdict_kind_of(v: &VerdictSpec) -> Result<VerdictKind> {
@@ -731,12 +752,22 @@ pub fn programs_of(p: &ProgramsSpec) -> Result<Programs> {
     let verdict = p
         .verdict
         .as_ref()
-        .map(|v| verdict_kind_of(v).map(StreamVerdictProg::new))
+        .map(|v| {
+            Ok::<_, crate::binding_error::Error>(StreamVerdictProg {
+                on_error: error_verdict_of(v)?,
+                ..StreamVerdictProg::new(verdict_kind_of(v)?)
+            })
+        })
         .transpose()?;
     let msg_verdict = p
         .msg_verdict
         .as_ref()
-        .map(|v| msg_verdict_kind_of(v).map(|kind| MsgVerdictProg { kind }))
+        .map(|v| {
+            Ok::<_, crate::binding_error::Error>(MsgVerdictProg {
+                kind: msg_verdict_kind_of(v)?,
+                on_error: error_verdict_of(v)?,
+            })
+        })
         .transpose()?;
     Ok(Programs {
         parser: parser.map(Into::into),

@@ -354,8 +354,12 @@ pub(crate) fn drive_shutdown<I: SocketIo + ?Sized>(core: &mut Core, io: &mut I, 
     }
 }
 
-/// Closes a socket through its per-socket calls and tells the core.
+/// Closes a socket through its per-socket calls and tells the core; the
+/// socket's farewell ([`Core::take_farewell`]) is written first, best effort.
 pub(crate) fn drive_close<I: SocketIo + ?Sized>(core: &mut Core, io: &mut I, id: SockId) {
+    if let Some(b) = core.take_farewell(id) {
+        let _ = io.writev(id, &[IoSlice::new(&b)]);
+    }
     io.close(id);
     core.handle_closed(id);
 }

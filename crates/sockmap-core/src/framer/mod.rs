@@ -19,7 +19,7 @@
 //! [`Framer::reset`].
 //!
 //! Native framers: [`LengthField`], [`Delimiter`], [`Fixed`], [`Resp`],
-//! [`Http1`] and [`Raw`] (`parsers.none()`).
+//! [`Http1`], [`TlsRecords`] and [`Raw`] (`parsers.none()`).
 
 mod chunks;
 mod delimiter;
@@ -28,6 +28,7 @@ mod http1;
 mod length;
 mod none;
 mod resp;
+mod tls_records;
 
 use std::ops::Range;
 
@@ -38,6 +39,7 @@ pub use http1::{Http1, Http1Options, Http1Role, RequestLog};
 pub use length::{ByteOrder, LengthField, LengthFieldOptions};
 pub use none::Raw;
 pub use resp::{Resp, RespOptions};
+pub use tls_records::TlsRecords;
 
 use crate::error::Errno;
 
@@ -217,5 +219,10 @@ pub enum MessageMeta {
         path: Range<usize>,
         /// The value of the `Host` header, if present.
         host: Option<Range<usize>>,
+    },
+    /// The first record of a TLS stream (`parsers.tlsRecords()`).
+    Tls {
+        /// The ClientHello's server name (as sent), if it has one.
+        sni: Option<Range<usize>>,
     },
 }

@@ -12,6 +12,7 @@
 //! messages of a shared block are applied as ranges of it.
 
 use std::ops::Range;
+use std::time::Instant;
 
 use bytes::Bytes;
 use smallvec::SmallVec;
@@ -22,11 +23,12 @@ use super::recv::Body;
 use super::state::Hold;
 use super::{Core, SlotIdx};
 use crate::batch::{Answers, BatchItem, ItemData, ItemKind};
-use crate::batcher::ItemRef;
+use crate::batcher::{BatchAnswer, Batcher, ItemRef};
 use crate::error::Errno;
 use crate::event::{Event, Frags};
-use crate::framer::MessageMeta;
+use crate::framer::{MessageMeta, Parse};
 use crate::id::SockId;
+use crate::program::ErrorVerdict;
 use crate::stats::DropReason;
 use crate::timer::Timer;
 use crate::verdict::{resolve_route, resolve_target, Resolved};
@@ -42,6 +44,14 @@ fn item_span(items: &[u32], at: &mut usize, i: usize) -> Range<usize> {
         *at += 1;
     }
     start..*at
+}
+
+/// What an item gets when its external verdict fails.
+pub(super) fn error_verdict(on_error: ErrorVerdict) -> Resolved {
+    match on_error {
+        ErrorVerdict::Drop => Resolved::Drop(DropReason::Verdict),
+        ErrorVerdict::Pass => Resolved::Pass,
+    }
 }
 
 impl Core {
@@ -115,9 +125,61 @@ impl Core {
             }
             return;
         };
-        if let Some(at) = b.add_block(sock, (tag, peek_bytes), &block, lens, first_seq, now) {
+        let at = b.add_block(sock, (tag, peek_bytes), &block, lens, first_seq, now);
+        self.batch_timers(at);
+    }
+
+    /// Arms the batch timer at `at` (when given) and, when a batch was
+    /// handed off and no answer deadline is armed, the answer deadline.
+    pub(super) fn batch_timers(&mut self, at: Option<Instant>) {
+        if let Some(at) = at {
             self.timers.set(at, Timer::Batch);
         }
+        if let Some(at) = self.batcher.as_mut().and_then(Batcher::answer_deadline) {
+            self.timers.set(at, Timer::Answers);
+        }
+    }
+
+    /// The answer deadline fired: every batch unanswered for the verdict
+    /// timeout gives its items the error verdict (parse items `ETIMEDOUT`),
+    /// in item order, counted on their sockets and reported once per batch.
+    pub(super) fn expire_batches(&mut self, now: Instant) {
+        let expired = self
+            .batcher
+            .as_mut()
+            .map(|b| b.expire(now))
+            .unwrap_or_default();
+        for (batch, refs) in expired {
+            let items = refs.len();
+            let mut socks: SmallVec<[SockId; 8]> = SmallVec::new();
+            for r in refs {
+                let sock = r.sock();
+                if let Some(slot) = self.slot_of(sock) {
+                    self.at(slot).count(|s| &s.verdict_timeouts, 1);
+                }
+                match r {
+                    ItemRef::Parse(sock, req) => {
+                        self.handle_parse_answer(sock, req, &[Parse::Error(Errno::TimedOut)]);
+                    }
+                    r => self.answer_missing(r),
+                }
+                if !socks.contains(&sock) {
+                    socks.push(sock);
+                }
+            }
+            for sock in socks {
+                self.settle(Some(sock));
+            }
+            let ms = self.cfg.batch.verdict_timeout.as_millis();
+            self.events.push_back(Event::Error {
+                sock: None,
+                code: Errno::TimedOut,
+                detail: format!(
+                    "batch {batch}: no answer within {ms} ms; its {items} items got the error verdict"
+                ),
+            });
+        }
+        self.handle_idle();
     }
 
     /// Publishes the awaited bytes and stops reading above the bound.
@@ -138,16 +200,24 @@ impl Core {
         let Some(b) = self.batcher.as_mut() else {
             return self.answer_missing(r);
         };
-        if let Some(at) = b.add(r, item, block, now) {
-            self.timers.set(at, Timer::Batch);
-        }
+        let at = b.add(r, item, block, now);
+        self.batch_timers(at);
     }
 
     /// Answers came back for a batch: one code per item, each distinct
     /// redirect target looked up once.
     pub fn handle_answers(&mut self, batch: u64, answers: Answers) {
-        let Some(refs) = self.batcher.as_mut().and_then(|b| b.answered(batch)) else {
-            return;
+        let refs = match self.batcher.as_mut().map(|b| b.answered(batch)) {
+            Some(BatchAnswer::InTime(refs)) => refs,
+            Some(BatchAnswer::Late(refs)) => {
+                for r in refs {
+                    if let Some(slot) = self.slot_of(r.sock()) {
+                        self.at(slot).count(|s| &s.verdicts_late, 1);
+                    }
+                }
+                return;
+            }
+            _ => return,
         };
         let targets: SmallVec<[Resolved; 16]> = answers
             .targets
@@ -229,7 +299,9 @@ impl Core {
             self.events.push_back(Event::Error {
                 sock: None,
                 code: Errno::Inval,
-                detail: format!("batch {batch}: {missing} messages had no answer and were dropped"),
+                detail: format!(
+                    "batch {batch}: {missing} messages had no answer and got the error verdict"
+                ),
             });
         }
         if invalid > 0 {
@@ -237,18 +309,22 @@ impl Core {
                 sock: None,
                 code: Errno::Inval,
                 detail: format!(
-                    "batch {batch}: {invalid} answers were invalid and got the error verdict (DROP)"
+                    "batch {batch}: {invalid} answers were invalid and got the error verdict"
                 ),
             });
         }
         self.handle_idle();
     }
 
-    /// An item got no answer: the error answer.
+    /// An item got no answer: the error answer (its program's error verdict).
     fn answer_missing(&mut self, r: ItemRef) {
         match r {
             ItemRef::Verdict(sock, seq) => {
-                self.answer_one(sock, seq, Resolved::Drop(DropReason::Verdict));
+                let on_error = self.slot_of(sock).and_then(|slot| {
+                    let prog = self.at_ref(slot).progs.verdict.as_deref()?;
+                    Some(prog.on_error)
+                });
+                self.answer_one(sock, seq, error_verdict(on_error.unwrap_or_default()));
             }
             ItemRef::Parse(sock, req) => self.handle_parse_answer(sock, req, &[]),
             ItemRef::Msg(sock, seq) => self.handle_msg_answer(sock, seq, None),
@@ -323,7 +399,6 @@ mod tests {
     use crate::key::Key;
     use crate::psock::NewSock;
     use crate::rules::Verdict;
-    use std::time::Instant;
 
     use super::super::egress::STAGE_COPY_MAX;
     use crate::framer::LengthFieldOptions;
@@ -380,6 +455,7 @@ mod tests {
                 parser,
                 verdict: Some(Arc::new(StreamVerdictProg {
                     kind,
+                    on_error: Default::default(),
                     propagate_fin: true,
                 })),
                 ..Programs::default()

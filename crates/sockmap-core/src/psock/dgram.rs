@@ -455,8 +455,19 @@ impl Core {
         });
     }
 
-    /// An application send to `to` from a bound datagram socket.
+    /// An application send to `to` from a bound datagram socket (`EINVAL`
+    /// for a Unix name no socket address can hold).
     pub fn handle_send_to(&mut self, id: SockId, data: Bytes, to: Addr, req: u64) {
+        #[cfg(unix)]
+        if let Addr::Unix(name) = &to {
+            if name.to_addr().is_err() {
+                return self.events.push_back(Event::SendDone {
+                    sock: id,
+                    req,
+                    result: Err(Errno::Inval),
+                });
+            }
+        }
         match self.slot_of(id).filter(|&s| self.is_dgram(s)) {
             Some(slot) if self.at_ref(slot).is_egress_target() => {
                 self.dgram_send(slot, Some(to), data, req)

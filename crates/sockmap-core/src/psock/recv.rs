@@ -195,7 +195,8 @@ impl Core {
         let Core { socks, maps, .. } = self;
         let p = socks[slot.get()].as_mut().expect("live");
         let id = p.id();
-        decide(p.progs.verdict.as_deref(), &mut p.route, maps, id, msg)
+        let sni = p.sni.as_deref();
+        decide(p.progs.verdict.as_deref(), &mut p.route, maps, id, sni, msg)
     }
 
     /// One message came out of the socket's parser (or one datagram was received).
@@ -209,12 +210,21 @@ impl Core {
     ) {
         let p = self.at(slot);
         p.count(|s| &s.messages_in, 1);
-        let external = self.external_verdict(slot);
         let msg = Message {
             bytes: MsgBytes::Frags(&frags),
             len,
             meta,
         };
+        if let MessageMeta::Tls { sni: Some(r) } = meta {
+            // The ClientHello of a passed-through stream: its name routes every later record.
+            if p.sni.is_none() {
+                p.sni = msg
+                    .bytes
+                    .meta_range(r)
+                    .map(|k| Bytes::from(k.bytes().to_ascii_lowercase()));
+            }
+        }
+        let external = self.external_verdict(slot);
         if external.is_none()
             && self.at(slot).awaiting.is_empty()
             && self.is_client(slot)

@@ -334,8 +334,9 @@ impl Core {
             return;
         };
         let mut job = parked.job;
+        let on_error = c.progs.msg_verdict.as_ref().map(|m| m.on_error);
         let resolved = match answer {
-            None => Resolved::Drop(DropReason::Verdict),
+            None => super::answers::error_verdict(on_error.unwrap_or_default()),
             Some((edits, resolved)) => match apply_edits(&mut job.msg, edits) {
                 Ok(()) => resolved,
                 Err(code) => {
@@ -398,7 +399,8 @@ impl Core {
                     len: msg.size(),
                     meta: &crate::framer::MessageMeta::None,
                 };
-                eval_rule(&mut self.maps, rule, id, &view).0
+                let sni = self.slot_of(id).and_then(|s| self.at_ref(s).sni.clone());
+                eval_rule(&mut self.maps, rule, id, sni.as_deref(), &view).0
             }
             MsgVerdictKind::Func(f) => match catch_unwind(AssertUnwindSafe(|| f(id, msg))) {
                 Ok(v) => resolve(&self.maps, &v),

@@ -168,6 +168,10 @@ pub(crate) struct Psock {
     pub(crate) tls: Option<Box<crate::tls::session::Session>>,
     /// A datagram socket's queue and sessions (`psock/dgram.rs`).
     pub(crate) dgram: Option<Box<super::dgram::DgramState>>,
+    /// The server name the socket's stream asked for, lowercased: its
+    /// handshake's when the engine terminates TLS, else its ClientHello's
+    /// (`parsers.tlsRecords()`). What `KeySource::Sni` reads.
+    pub(crate) sni: Option<bytes::Bytes>,
 }
 
 impl Psock {
@@ -203,6 +207,7 @@ impl Psock {
             partner: None,
             tls: None,
             dgram: None,
+            sni: None,
         }
     }
 

@@ -123,6 +123,13 @@ impl Core {
         let info = t.info();
         let listener = t.listener;
         let announce = t.announce.take();
+        if let Some(s) = &t.listener_stats {
+            s.handshake(info.resumed);
+        }
+        p.sni = info
+            .sni
+            .as_deref()
+            .map(|s| Bytes::from(s.to_ascii_lowercase()));
         self.shared.tls.handshake(info.resumed);
         self.events.push_back(Event::Tls {
             sock: id,
@@ -148,7 +155,12 @@ impl Core {
         let p = self.at(slot);
         let id = p.id();
         let (listener, announce) = match p.tls.as_mut() {
-            Some(t) => (t.listener, t.announce.take()),
+            Some(t) => {
+                if let Some(s) = &t.listener_stats {
+                    s.failure(f.reason);
+                }
+                (t.listener, t.announce.take())
+            }
             None => (None, None),
         };
         self.shared.tls.failure(f.reason);
@@ -216,6 +228,14 @@ impl Core {
         };
         self.tls_fail(slot, failure);
         true
+    }
+
+    /// The bytes a backend writes, best effort and once, just before it
+    /// closes `id`'s descriptor: the alert of a failed TLS connection
+    /// (`bad_certificate`, `handshake_failure`...), so the peer learns why.
+    pub fn take_farewell(&mut self, id: SockId) -> Option<Bytes> {
+        let slot = self.slot_of(id)?;
+        self.at(slot).tls.as_mut()?.take_farewell()
     }
 
     /// A handshake deadline passed.

@@ -20,6 +20,8 @@ use rustls::server::{ClientHello, ResolvesServerCert, StoresServerSessions, WebP
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
+use super::{TlsStats, TlsStatsSnapshot};
+
 /// The handshake deadline when none is given.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -155,6 +157,8 @@ impl ResolvesServerCert for SniResolver {
 pub struct ServerTls {
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) handshake_timeout: Duration,
+    /// The listener's own counters, kept across reloads.
+    pub(crate) stats: Arc<TlsStats>,
 }
 
 impl fmt::Debug for ServerTls {
@@ -165,7 +169,8 @@ impl fmt::Debug for ServerTls {
 
 impl ServerTls {
     /// Builds a listener's configuration. `previous` (hot reload) passes on
-    /// its session cache and ticket keys, so clients resume across reloads.
+    /// its session cache and ticket keys, so clients resume across reloads,
+    /// and its counters.
     ///
     /// # Errors
     /// A certificate, key or CA that does not parse or does not match.
@@ -211,7 +216,14 @@ impl ServerTls {
         Ok(ServerTls {
             config: Arc::new(cfg),
             handshake_timeout: opts.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
+            stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
         })
+    }
+
+    /// The counters of the connections accepted with this configuration
+    /// (and the ones it reloaded).
+    pub fn stats(&self) -> TlsStatsSnapshot {
+        self.stats.snapshot()
     }
 }
 

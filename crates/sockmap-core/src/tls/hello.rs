@@ -6,6 +6,8 @@
 //! byte past what it was given. A ClientHello split over several records is
 //! not reassembled (clients send it in one).
 
+use std::ops::Range;
+
 /// What the first bytes of a connection say.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Peek {
@@ -59,29 +61,52 @@ impl<'a> Reader<'a> {
 
 /// Reads the server name from the first record of a connection.
 pub fn peek(data: &[u8]) -> Peek {
+    match record(data) {
+        Ok(body) => match hello(body) {
+            Some(name) => Peek::Hello {
+                sni: name.map(|n| String::from_utf8_lossy(n).to_ascii_lowercase()),
+            },
+            None => Peek::NotTls,
+        },
+        Err(p) => p,
+    }
+}
+
+/// Where the server name lies in `data`, a connection's first record whole
+/// (as `parsers.tlsRecords()` frames it): `None` when it is no ClientHello
+/// or names no server. The bytes are as sent (not lowercased).
+pub fn sni_range(data: &[u8]) -> Option<Range<usize>> {
+    let name = hello(record(data).ok()?)??;
+    // `name` is a subslice of `data`: its offset is the distance between their starts.
+    let start = name.as_ptr() as usize - data.as_ptr() as usize;
+    Some(start..start + name.len())
+}
+
+/// The body of the handshake record `data` starts with, or what `peek` answers.
+fn record(data: &[u8]) -> Result<&[u8], Peek> {
     if data.len() < 5 {
         // A handshake record starts 0x16 0x03: refuse early what cannot be one.
         if data.first().is_some_and(|&b| b != 0x16) || data.get(1).is_some_and(|&b| b != 0x03) {
-            return Peek::NotTls;
+            return Err(Peek::NotTls);
         }
-        return Peek::NeedMore(5 - data.len());
+        return Err(Peek::NeedMore(5 - data.len()));
     }
     let mut r = Reader(data);
     let header = r.take(5).unwrap_or_default();
     if header[0] != 0x16 || header[1] != 0x03 {
-        return Peek::NotTls;
+        return Err(Peek::NotTls);
     }
     let len = u16::from_be_bytes([header[3], header[4]]) as usize;
     if len == 0 || len > 16384 + 2048 {
-        return Peek::NotTls;
+        return Err(Peek::NotTls);
     }
-    let Some(body) = r.take(len) else {
-        return Peek::NeedMore(5 + len - data.len());
-    };
-    hello(body).unwrap_or(Peek::NotTls)
+    r.take(len)
+        .ok_or_else(|| Peek::NeedMore(5 + len - data.len()))
 }
 
-fn hello(body: &[u8]) -> Option<Peek> {
+/// The server name of a ClientHello handshake message (`Some(None)`: none
+/// sent); `None` when it is not a well-formed ClientHello.
+fn hello(body: &[u8]) -> Option<Option<&[u8]>> {
     let mut r = Reader(body);
     if r.u8()? != 1 {
         return None;
@@ -95,7 +120,7 @@ fn hello(body: &[u8]) -> Option<Peek> {
     r.vec16()?; // cipher suites
     r.vec8()?; // compression methods
     if r.0.is_empty() {
-        return Some(Peek::Hello { sni: None });
+        return Some(None);
     }
     let mut ext = Reader(r.vec16()?);
     while !ext.0.is_empty() {
@@ -112,17 +137,16 @@ fn hello(body: &[u8]) -> Option<Peek> {
                 if name.is_empty() || !name.iter().all(|b| b.is_ascii_graphic()) {
                     return None;
                 }
-                let s = String::from_utf8_lossy(name).to_ascii_lowercase();
-                return Some(Peek::Hello { sni: Some(s) });
+                return Some(Some(name));
             }
         }
     }
-    Some(Peek::Hello { sni: None })
+    Some(None)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{peek, Peek};
+    use super::{peek, sni_range, Peek};
     use crate::tls::{ClientOptions, ClientTls};
 
     /// The first flight of a real rustls client for `name`.
@@ -151,6 +175,11 @@ mod tests {
         );
         // An IP address is never sent as SNI.
         assert_eq!(peek(&client_hello("127.0.0.1")), Peek::Hello { sni: None });
+        let r = sni_range(&hello).expect("a name");
+        assert_eq!(&hello[r], b"Api.Example.COM");
+        assert_eq!(sni_range(&client_hello("127.0.0.1")), None);
+        assert_eq!(sni_range(&hello[..hello.len() - 1]), None);
+        assert_eq!(sni_range(b"GET / HTTP/1.1\r\n\r\n"), None);
     }
 
     #[test]

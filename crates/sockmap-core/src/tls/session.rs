@@ -18,9 +18,14 @@
 //!   the ring plus the window.
 //! - `frame` follows the record boundaries of what was received, so an end
 //!   of stream in the middle of a record is told from one between records.
+//! - A connection that fails keeps the alert rustls wrote for the peer as
+//!   its `farewell` when nothing else waited to be written (so it follows
+//!   every byte sent before it): the backend writes it, best effort, as it
+//!   closes the socket.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -29,7 +34,7 @@ use crate::id::SockId;
 use crate::ring::SgRing;
 use crate::sock::Addr;
 
-use super::{ClientTls, FailReason, Failure, ServerTls, TlsInfo};
+use super::{ClientTls, FailReason, Failure, ServerTls, TlsInfo, TlsStats};
 
 /// Ciphertext sealed ahead of the kernel, at most (about eight full records).
 pub(crate) const WINDOW: usize = 128 * 1024;
@@ -104,12 +109,16 @@ pub(crate) struct Session {
     sealed: usize,
     close_sent: bool,
     frame: RecordFrame,
+    /// The alert of a failed connection, written as the socket closes.
+    farewell: Option<Bytes>,
     /// Owed to the application once the handshake finishes.
     pub(crate) announce: Option<Announce>,
     /// The handshake must finish by then.
     pub(crate) deadline: Instant,
     /// The listener whose configuration this connection took.
     pub(crate) listener: Option<SockId>,
+    /// That listener's counters.
+    pub(crate) listener_stats: Option<Arc<TlsStats>>,
 }
 
 impl Session {
@@ -117,7 +126,9 @@ impl Session {
     pub(crate) fn server(tls: &ServerTls, now: Instant) -> Result<Session, Failure> {
         let conn =
             rustls::ServerConnection::new(tls.config.clone()).map_err(Failure::from_rustls)?;
-        Ok(Session::with(conn.into(), now + tls.handshake_timeout))
+        let mut s = Session::with(conn.into(), now + tls.handshake_timeout);
+        s.listener_stats = Some(tls.stats.clone());
+        Ok(s)
     }
 
     /// The client side of a connect.
@@ -138,9 +149,11 @@ impl Session {
             sealed: 0,
             close_sent: false,
             frame: RecordFrame::default(),
+            farewell: None,
             announce: None,
             deadline,
             listener: None,
+            listener_stats: None,
         }
     }
 
@@ -181,7 +194,11 @@ impl Session {
             let state = match self.conn.process_new_packets() {
                 Ok(s) => s,
                 Err(e) => {
+                    let clean = self.cipher.is_empty();
                     self.pull();
+                    if clean && !self.cipher.is_empty() {
+                        self.farewell = Some(Bytes::from(self.cipher.to_vec()));
+                    }
                     return Err(Failure::from_rustls(e));
                 }
             };
@@ -313,6 +330,11 @@ impl Session {
     /// Whether the stream ended inside a record.
     pub(crate) fn mid_record(&self) -> bool {
         self.frame.mid_record()
+    }
+
+    /// The alert a failed connection owes its peer (once).
+    pub(crate) fn take_farewell(&mut self) -> Option<Bytes> {
+        self.farewell.take()
     }
 
     /// Drops everything queued (close).

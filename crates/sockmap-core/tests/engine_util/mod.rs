@@ -40,6 +40,7 @@ pub fn external_programs(
     Programs {
         parser: parser.map(|k| Arc::new(ParserProg::new(k))),
         verdict: Some(Arc::new(StreamVerdictProg {
+            on_error: Default::default(),
             kind: VerdictKind::External { tag, peek_bytes },
             propagate_fin,
         })),
@@ -210,7 +211,12 @@ impl Harness {
 
     /// A SockHash with a stream verdict running `rule`.
     pub fn hash_with(&self, rule: impl FnOnce(MapId) -> Rule) -> MapId {
-        let m = self.h().create_map(MapKind::SockHash, 64).unwrap();
+        self.hash_sized(64, rule)
+    }
+
+    /// [`Harness::hash_with`] holding at most `max_entries` sockets.
+    pub fn hash_sized(&self, max_entries: u32, rule: impl FnOnce(MapId) -> Rule) -> MapId {
+        let m = self.h().create_map(MapKind::SockHash, max_entries).unwrap();
         let progs = Programs {
             verdict: Some(Arc::new(StreamVerdictProg::rule(rule(m)))),
             ..Programs::default()
@@ -222,16 +228,23 @@ impl Harness {
     /// Two adopted sockets redirecting to each other (a SockHash keyed by
     /// socket): the test's ends, the engine's ends and the map.
     pub fn proxy_pair(&self) -> (TcpStream, SockId, TcpStream, SockId, MapId) {
+        let (pa, a) = self.pair();
+        let (pb, b) = self.pair();
+        let map = self.redirect_pair(a, b);
+        (pa, a, pb, b, map)
+    }
+
+    /// Makes `a` and `b` redirect every message to each other (egress),
+    /// through a SockHash keyed by socket; returns it.
+    pub fn redirect_pair(&self, a: SockId, b: SockId) -> MapId {
         let map = self.hash_with(|m| Rule::Redirect {
             map: m,
             key: KeySource::Socket,
             ingress: false,
         });
-        let (pa, a) = self.pair();
-        let (pb, b) = self.pair();
         self.put(map, a, b);
         self.put(map, b, a);
-        (pa, a, pb, b, map)
+        map
     }
 
     pub fn put(&self, map: MapId, key: impl Into<Key>, sock: SockId) {
@@ -273,9 +286,7 @@ impl Harness {
         use sockmap_core::program::{MsgVerdictKind, MsgVerdictProg};
         let m = self.h().create_map(MapKind::SockHash, 64).unwrap();
         let progs = Programs {
-            msg_verdict: Some(Arc::new(MsgVerdictProg {
-                kind: MsgVerdictKind::Func(f),
-            })),
+            msg_verdict: Some(Arc::new(MsgVerdictProg::new(MsgVerdictKind::Func(f)))),
             ..Programs::default()
         };
         self.h().attach(m, progs).unwrap();

@@ -181,6 +181,33 @@ impl NetHost {
         .unwrap();
     }
 
+    /// Sets a sysctl of the host's namespace (`net.*` ones are per namespace).
+    ///
+    /// # Errors
+    /// The shell's message.
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<(), String> {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        let script = format!("echo {value} > {path}");
+        run(&["ip", "netns", "exec", &self.ns, "sh", "-c", &script])
+    }
+
+    /// A `TcpExt` counter of the host's namespace (`/proc/net/netstat`), e.g. `ListenOverflows`.
+    pub fn tcp_ext(&self, field: &str) -> u64 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "cat", "/proc/net/netstat"])
+            .output()
+            .expect("ip netns exec cat");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+        let (names, values) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == field)
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("no TcpExt {field} in /proc/net/netstat"))
+    }
+
     /// Runs `f` on a thread inside the host's namespace.
     pub fn spawn<T: Send + 'static>(
         &self,

@@ -17,8 +17,14 @@ pub fn uring(cfg: EngineConfig) -> EngineConfig {
     }
 }
 
-/// The engine configurations a test runs under: epoll and io_uring (where
-/// the kernel allows it), one and two shards.
+/// Whether the kernel lets this process use io_uring (`kernel.io_uring_disabled`).
+pub fn io_uring_allowed() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .map(|s| s.trim() == "0")
+        .unwrap_or(true)
+}
+
+/// Both backends (io_uring where the kernel allows it), each with one and two shards.
 pub fn backend_configs() -> Vec<EngineConfig> {
     let mut backends = vec![BackendChoice::Epoll];
     if io_uring_allowed() {
@@ -35,13 +41,6 @@ pub fn backend_configs() -> Vec<EngineConfig> {
         }
     }
     out
-}
-
-/// Whether the kernel lets this process use io_uring (`kernel.io_uring_disabled`).
-pub fn io_uring_allowed() -> bool {
-    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-        .map(|s| s.trim() == "0")
-        .unwrap_or(true)
 }
 
 /// A byte of a test stream: position-dependent, so a lost, doubled or reordered chunk shows.

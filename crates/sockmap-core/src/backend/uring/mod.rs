@@ -1085,6 +1085,9 @@ impl Backend for UringBackend {
 
     fn close(&mut self, core: &mut Core, id: SockId) {
         let slot = id.slot();
+        if let (Some(e), Some(b)) = (self.entry(id), core.take_farewell(id)) {
+            send_now(&e.fd, &b);
+        }
         if self.entry(id).is_some() {
             let e = self.table[slot].take().expect("checked live");
             let busy = e.busy();
@@ -1119,4 +1122,19 @@ impl Backend for UringBackend {
     fn take_handoffs(&mut self, out: &mut Vec<Handoff>) {
         out.append(&mut self.handoffs);
     }
+}
+
+/// Writes `data` on `fd` at once, best effort (never blocking, never
+/// raising `SIGPIPE`): a failed TLS connection's alert, as it closes.
+fn send_now(fd: &OwnedFd, data: &[u8]) {
+    // SAFETY: `fd` is an open socket owned by the caller for the call, and
+    // `data` is valid for reads of `data.len()` bytes; the result is ignored.
+    let _ = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
 }
