@@ -37,9 +37,10 @@ import {
   cpuLine,
   saveResults,
   redisBenchmark,
-  median,
+  echoBehind,
 } from '../engine/procs.mjs'
 import { configFile, have, startHaproxy, startRedis } from '../engine/peers.mjs'
+import { recorder, table } from '../engine/tables.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const BIN = path.join(process.env.CARGO_TARGET_DIR ?? path.join(ROOT, 'target'), 'release')
@@ -81,63 +82,19 @@ const DEPTHS = [1, 16]
 
 // ---------------------------------------------------------------- results and formatting
 
-const results = {} // "section/.../metric" -> samples; "row/error" -> message
+const { results, note: record, med, cell, row } = recorder() // "section/.../metric" -> samples; "row/error" -> message
 const note = (key, v) => {
-  if (Number.isFinite(v)) (results[key] ??= []).push(v)
-}
-const med = (key) => (results[key]?.length ? median(results[key]) : undefined)
-
-function num(v, digits) {
-  if (Math.abs(v) >= 1e6) return `${(v / 1e6).toFixed(2)} M`
-  if (Math.abs(v) >= 1e4) return `${(v / 1e3).toFixed(0)} k`
-  return v.toFixed(digits)
-}
-
-/** "median (min–max)", or the row's error, or "—". */
-function cell(key, digits = 2) {
-  const xs = results[key]
-  if (!xs?.length) {
-    const err = results[`${key.slice(0, key.lastIndexOf('/'))}/error`]
-    return err ? `error: ${err}` : '—'
-  }
-  const lo = num(Math.min(...xs), digits)
-  const hi = num(Math.max(...xs), digits)
-  const m = num(median(xs), digits)
-  return xs.length > 1 && lo !== hi ? `${m} (${lo}–${hi})` : m
+  if (Number.isFinite(v)) record(key, v)
 }
 
 const ratio = (a, b, digits = 2) => (a !== undefined && b !== undefined && b !== 0 ? (a / b).toFixed(digits) : '—')
-
-function table(head, rows) {
-  return [
-    `| ${head.join(' | ')} |`,
-    `|${head.map(() => '---').join('|')}|`,
-    ...rows.map((r) => `| ${r.join(' | ')} |`),
-  ].join('\n')
-}
 
 function log(msg) {
   process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${msg}\n`)
 }
 
 /** Runs `body(started)` for one cell (retried once on error); stops everything it started. */
-async function cellRun(key, body) {
-  const started = []
-  for (let attempt = 1; attempt <= 2; attempt++) {
-    try {
-      await body(started)
-      delete results[`${key}/error`]
-      return
-    } catch (e) {
-      results[`${key}/error`] = String(e.message ?? e)
-        .split('\n')[0]
-        .slice(0, 160)
-      log(`  ${key} (attempt ${attempt}): ${results[`${key}/error`]}`)
-    } finally {
-      for (const p of started.splice(0).reverse()) await p.stop()
-    }
-  }
-}
+const cellRun = (key, body) => row(key, null, body)
 
 /** Percent of all CPUs busy over 2 s, from /proc/stat. */
 async function busyPct() {
@@ -377,23 +334,12 @@ async function manySection() {
 
 /** One many-pingpong run through `start` (null: direct). Returns the client and the proxy's CPU and stats. */
 async function manyOnce(start, started, { perf = null } = {}) {
-  const echoPort = await freePort()
-  const echo = new Proc('many-pingpong echo', path.join(BIN, 'many-pingpong'), [
-    'echo',
-    '--listen',
-    `127.0.0.1:${echoPort}`,
-    '--duration',
-    String(CFG.manyWarmup + CFG.manySecs + 60),
-  ])
-  started.push(echo)
-  await echo.ready()
-  let port = echoPort
-  let proxy = null
-  if (start) {
-    port = await freePort()
-    proxy = await start(port, echoPort)
-    started.push(proxy)
-  }
+  const { proxy, port } = await echoBehind(
+    started,
+    path.join(BIN, 'many-pingpong'),
+    ['--duration', String(CFG.manyWarmup + CFG.manySecs + 60)],
+    start,
+  )
   const counter = perf && proxy ? await perf(proxy) : null
   const c0 = proxy?.cpuSecs() ?? 0
   const client = await run(

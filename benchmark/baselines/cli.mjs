@@ -3,14 +3,17 @@
 //
 //   node <proxy>.mjs --listen 127.0.0.1:PORT --upstream 127.0.0.1:PORT [--mode M]
 //
+// `unix:PATH` in place of an address listens on or connects to a Unix-domain stream socket.
+//
 // Prints `ready` once listening; stops on SIGTERM, SIGINT or end of stdin.
 import { parseArgs } from 'node:util'
 
-/** Parses `127.0.0.1:PORT`, refusing anything but a loopback address. */
+/** Parses `127.0.0.1:PORT` into `{ host, port }`, or `unix:PATH` into `{ path }`; refuses anything else. */
 export function loopback(name, value) {
+  if (value?.startsWith('unix:') && value.length > 5) return { path: value.slice(5) }
   const m = /^(127\.\d+\.\d+\.\d+|localhost):(\d+)$/.exec(value ?? '')
   if (!m) {
-    throw new RangeError(`--${name} must be a loopback HOST:PORT, got ${value}`)
+    throw new RangeError(`--${name} must be a loopback HOST:PORT or unix:PATH, got ${value}`)
   }
   return { host: m[1], port: Number(m[2]) }
 }
@@ -48,10 +51,10 @@ export function exitOnStop() {
 export function serve(server, listen) {
   exitOnStop()
   server.on('error', (err) => {
-    console.error(`listen ${listen.host}:${listen.port}: ${err.message}`)
+    console.error(`listen ${listen.path ?? `${listen.host}:${listen.port}`}: ${err.message}`)
     process.exit(1)
   })
-  server.listen({ host: listen.host, port: listen.port, backlog: 4096 }, () => {
+  server.listen({ ...listen, backlog: 4096 }, () => {
     process.stdout.write('ready\n')
   })
 }

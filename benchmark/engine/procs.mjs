@@ -1,12 +1,15 @@
 // Child processes for the benchmark: started, watched, measured through /proc and always
 // stopped (every child is killed when this process exits, however it exits).
 import { spawn, execFileSync } from 'node:child_process'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import path from 'node:path'
 import net from 'node:net'
 
 const live = new Set()
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100
+let unixDir = null // the run's private directory
+let unixSeq = 0
 
 function killAll() {
   for (const p of live) {
@@ -17,6 +20,8 @@ function killAll() {
     }
   }
   live.clear()
+  if (unixDir) rmSync(unixDir, { recursive: true, force: true })
+  unixDir = null
 }
 process.on('exit', killAll)
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
@@ -148,9 +153,38 @@ export class Proc {
 
   /** utime + stime of the process (all threads, reaped children excluded) in seconds. */
   cpuSecs() {
-    const stat = readFileSync(`/proc/${this.pid}/stat`, 'utf8')
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(f[11]) + Number(f[12])) / CLK_TCK // fields 14 and 15 of stat(5)
+    const f = procStat(this.pid)
+    if (!f) throw new Error(`${this.name}: no /proc/${this.pid}/stat (the process is gone)`)
+    return (f[11] + f[12]) / CLK_TCK // fields 14 and 15 of stat(5)
+  }
+
+  /**
+   * utime + stime of the process and of every process below it (forked workers, a master's children), plus what
+   * its reaped children used, in seconds.
+   */
+  treeCpuSecs() {
+    const own = procStat(this.pid)
+    if (!own) return 0
+    let secs = (own[13] + own[14]) / CLK_TCK // cutime + cstime: children already reaped
+    for (const pid of [this.pid, ...descendants(this.pid)]) {
+      const f = procStat(pid)
+      if (f) secs += (f[11] + f[12]) / CLK_TCK
+    }
+    return secs
+  }
+
+  /** {@link Proc.stop}, then SIGKILL for whatever it had forked and left running. */
+  async stopTree() {
+    const below = live.has(this) ? descendants(this.pid) : []
+    await this.stop()
+    for (const pid of below) {
+      try {
+        process.kill(pid, 'SIGKILL')
+      } catch {
+        /* already gone */
+      }
+    }
+    return this
   }
 
   /** VmRSS and VmHWM in bytes. */
@@ -159,6 +193,38 @@ export class Proc {
     const kb = (key) => Number((new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(status) ?? [0, 0])[1]) * 1024
     return { rss: kb('VmRSS'), hwm: kb('VmHWM') }
   }
+}
+
+/** The numeric fields of /proc/PID/stat after the command name (field 3 of stat(5) is index 0), or null. */
+function procStat(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat
+      .slice(stat.lastIndexOf(')') + 2)
+      .split(' ')
+      .map((x) => Number(x))
+  } catch {
+    return null
+  }
+}
+
+/** Every live process below `pid` (children, their children...). */
+function descendants(pid) {
+  const children = new Map()
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    const f = procStat(name)
+    if (f) children.set(f[1], [...(children.get(f[1]) ?? []), Number(name)])
+  }
+  const out = []
+  const todo = [pid]
+  while (todo.length) {
+    for (const c of children.get(todo.pop()) ?? []) {
+      out.push(c)
+      todo.push(c)
+    }
+  }
+  return out
 }
 
 /** Runs a command to completion (killed after `timeoutMs`) and returns the Proc. */
@@ -189,6 +255,37 @@ export async function freePort() {
   throw new Error('no free loopback port')
 }
 
+/** A fresh directory for files of this run (sockets, configurations), removed when this process exits. */
+export function privateDir(name) {
+  unixDir ??= mkdtempSync(path.join(tmpdir(), 'sockmap-bench-'))
+  const dir = path.join(unixDir, `${name}-${unixSeq++}`)
+  mkdirSync(dir)
+  return dir
+}
+
+/** A fresh path for a Unix socket named after `name`, in the run's private directory (see {@link privateDir}). */
+export function unixPath(name) {
+  unixDir ??= mkdtempSync(path.join(tmpdir(), 'sockmap-bench-'))
+  return path.join(unixDir, `${name}-${unixSeq++}.sock`)
+}
+
+/**
+ * Starts the echo server of a load generator (`bin echo --listen 127.0.0.1:PORT ...args`) and, unless `start` is
+ * null, a proxy in front of it (`start(port, echoPort)`), both pushed onto `started` (to be stopped); resolves with
+ * `{ echo, proxy, port }`, `port` being where a client connects.
+ */
+export async function echoBehind(started, bin, args, start) {
+  const echoPort = await freePort()
+  const echo = new Proc(`${path.basename(bin)} echo`, bin, ['echo', '--listen', `127.0.0.1:${echoPort}`, ...args])
+  started.push(echo)
+  await echo.ready()
+  if (!start) return { echo, proxy: null, port: echoPort }
+  const port = await freePort()
+  const proxy = await start(port, echoPort)
+  started.push(proxy)
+  return { echo, proxy, port }
+}
+
 /** Resolves once a TCP connect to the loopback `port` succeeds; rejects after `timeoutMs`. */
 export async function waitPort(port, timeoutMs = 10000) {
   const until = Date.now() + timeoutMs
@@ -216,16 +313,20 @@ export function median(xs) {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
-/** Waits until something listens on the loopback `port` (read from /proc, no connection made). */
-export async function waitListen(port, timeoutMs = 10000) {
+/**
+ * Waits until something listens on the loopback `port` (read from /proc, no connection made); with `udp`, until a
+ * UDP socket is bound to it.
+ */
+export async function waitListen(port, timeoutMs = 10000, { udp = false } = {}) {
   const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')} `
+  const [file, state] = udp ? ['/proc/net/udp', / 07 /] : ['/proc/net/tcp', / 0A /]
   const until = Date.now() + timeoutMs
   while (Date.now() < until) {
-    const table = readFileSync('/proc/net/tcp', 'utf8').split('\n')
-    if (table.some((l) => l.includes(`0100007F${hex}`) && / 0A /.test(l))) return
+    const table = readFileSync(file, 'utf8').split('\n')
+    if (table.some((l) => l.includes(`0100007F${hex}`) && state.test(l))) return
     await sleep(20)
   }
-  throw new Error(`nothing listens on ${port} after ${timeoutMs} ms`)
+  throw new Error(`nothing ${udp ? 'is bound to' : 'listens on'} ${port} after ${timeoutMs} ms`)
 }
 
 /** The lines a benchmark's report starts with: a comment with the machine and the run, then the machine's lines. */

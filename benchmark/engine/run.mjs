@@ -4,20 +4,21 @@
 //
 //   benchmark/engine/run.sh [--quick] [--reps N] [--only raw,framed,latency,memory]
 //                           [--framed-conns C] [--idle-conns N] [--proxy PATH] [--json FILE]
-//                           [--backends LIST] [--raw-rows LIST] [--raw-secs S]
+//                           [--backends LIST] [--raw-rows LIST] [--raw-secs S] [--framed-over tcp,unix]
 //
 // --backends epoll,io_uring replaces the raw section's engine row by one row per backend
 // (`proxy --backend B`); --raw-rows keeps only some raw rows (of direct,haproxy,pipe,engine);
 // --raw-secs sets the iperf3 duration. benchmark/backends/run.mjs uses them. --lat-rows keeps only
 // some latency rows (of direct,haproxy,pipe,engine,apiNative,apiTs,apiTs0,apiInlineNative,apiInline;
-// the api* rows run benchmark/baselines/sockmap-proxy.mjs over the built package).
+// the api* rows run benchmark/baselines/sockmap-proxy.mjs over the built package). --framed-over tcp,unix runs
+// every framed row over TCP loopback and over Unix stream sockets (client → proxy → sink), side by side.
 //
 // Scenarios (see BENCHMARKS.md "## Engine"):
 //   raw      iperf3 1 and 4 streams: direct, HAProxy (TCP mode, nbthread 1), Node pipe proxy,
 //            engine proxy --mode raw. Gbit/s, proxy CPU-s per GB.
 //   framed   64-byte length-prefixed frames, native client -> sink: direct (the ceiling),
-//            engine --mode frames, Node coalescing router, Node naive router. frames/s,
-//            proxy CPU-s per million frames.
+//            engine --mode frames, the TS API with a native rule, Node coalescing router, Node naive
+//            router. frames/s, proxy CPU-s per million frames; over TCP loopback and/or Unix sockets.
 //   latency  64-byte request/response (native pingpong; sockperf as a cross-check of direct):
 //            direct, HAProxy, Node pipe, engine raw; pinned to CPU 0 and unpinned.
 //   memory   RSS per idle proxied connection (N connections held), peak RSS during a flood
@@ -27,7 +28,20 @@ import { execFileSync } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { Proc, run, freePort, sleep, waitListen, headerLines, firstLine, cpuLine, saveResults } from './procs.mjs'
+import {
+  Proc,
+  run,
+  freePort,
+  sleep,
+  waitListen,
+  headerLines,
+  firstLine,
+  cpuLine,
+  saveResults,
+  unixPath,
+  median,
+} from './procs.mjs'
+import { isReason, recorder, table } from './tables.mjs'
 import { have, startHaproxy } from './peers.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
@@ -46,6 +60,7 @@ const { values: opt } = parseArgs({
     'raw-rows': { type: 'string', default: 'direct,haproxy,pipe,engine' },
     'lat-rows': { type: 'string', default: '' },
     'raw-secs': { type: 'string' },
+    'framed-over': { type: 'string', default: 'tcp' },
   },
 })
 const Q = opt.quick
@@ -68,6 +83,10 @@ for (const b of BACKENDS ?? []) {
   if (!['auto', 'epoll', 'io_uring'].includes(b)) throw new RangeError(`--backends: unknown backend ${b}`)
 }
 const only = new Set(opt.only.split(','))
+const FRAMED_OVER = opt['framed-over'].split(',')
+for (const t of FRAMED_OVER) {
+  if (t !== 'tcp' && t !== 'unix') throw new RangeError(`--framed-over: unknown transport ${t} (tcp,unix)`)
+}
 
 /** Connections held in the memory test: the wanted count, capped so the proxy's two
  * descriptors per connection fit under the hard open-file limit. */
@@ -111,6 +130,7 @@ const PROXIES = {
   apiTs0: api('TS API, TypeScript verdict (threads, `maxDelayMicros: 0`)', ['--mode', 'ts', '--max-delay', '0']),
   apiInlineNative: api('TS API, native rule (inline)', ['--mode', 'native', '--drive', 'inline']),
   apiInline: api('TS API, TypeScript verdict (inline)', ['--mode', 'ts', '--drive', 'inline']),
+  apiFrames: api('TS API, `parsers.lengthField` + native rule', ['--mode', 'native', '--parser', 'length']),
   engineFrames: engine('engine `proxy --mode frames`', 'frames'),
 }
 for (const b of BACKENDS ?? [])
@@ -123,6 +143,9 @@ function api(label, extra) {
   return p
 }
 
+/** A proxy's address argument: a loopback port, or an address string (`unix:PATH`) as it is. */
+const at = (a) => (typeof a === 'number' ? `127.0.0.1:${a}` : a)
+
 function node(label, script, extra) {
   return {
     label,
@@ -131,14 +154,7 @@ function node(label, script, extra) {
       const p = new Proc(
         label,
         process.execPath,
-        [
-          path.join(ROOT, 'benchmark/baselines', script),
-          '--listen',
-          `127.0.0.1:${listen}`,
-          '--upstream',
-          `127.0.0.1:${upstream}`,
-          ...extra,
-        ],
+        [path.join(ROOT, 'benchmark/baselines', script), '--listen', at(listen), '--upstream', at(upstream), ...extra],
         { pin },
       )
       await p.ready().catch(async (e) => {
@@ -160,9 +176,9 @@ function engine(label, mode, backend) {
         PROXY_BIN,
         [
           '--listen',
-          `127.0.0.1:${listen}`,
+          at(listen),
           '--upstream',
-          `127.0.0.1:${upstream}`,
+          at(upstream),
           '--mode',
           mode,
           ...(backend ? ['--backend', backend] : []),
@@ -182,78 +198,9 @@ const bin = (name) => path.join(BIN, name)
 
 // ---------------------------------------------------------------- results and formatting
 
-const results = {} // "scenario/row/metric" -> samples or error
-const note = (key, value) => {
-  ;(results[key] ??= []).push(value)
-}
-const fail = (key, err) => {
-  results[`${key}/error`] = String(err.message ?? err)
-    .split('\n')[0]
-    .slice(0, 160)
-}
-
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = s.length >> 1
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
-}
-
-function num(v, digits, plain = false) {
-  if (plain) return v.toFixed(digits)
-  if (Math.abs(v) >= 1e6) return `${(v / 1e6).toFixed(2)} M`
-  if (Math.abs(v) >= 1e4) return `${(v / 1e3).toFixed(0)} k`
-  return v.toFixed(digits)
-}
-
-/** "median (min–max)" of a row's metric, its error, or its reason to be missing. */
-function cell(key, digits = 2, { plain = false } = {}) {
-  const xs = results[key]
-  if (!xs || xs.length === 0) {
-    const rowKey = key.slice(0, key.lastIndexOf('/'))
-    return results[`${rowKey}/missing`] ?? (results[`${rowKey}/error`] ? `error: ${results[`${rowKey}/error`]}` : '—')
-  }
-  const f = (v) => num(v, digits, plain)
-  const lo = Math.min(...xs)
-  const hi = Math.max(...xs)
-  const m = f(median(xs))
-  return xs.length > 1 && f(lo) !== f(hi) ? `${m} (${f(lo)}–${f(hi)})` : m
-}
-
-const isReason = (c) => /^(n\/a|error)/.test(c)
-
-function table(head, rows) {
-  const out = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`]
-  for (const r of rows) {
-    // A row that could not run says why once, in its first cell.
-    const rest = r.slice(1)
-    const shown = rest.every((c) => c === rest[0] && isReason(c)) ? [r[0], rest[0], ...rest.slice(1).map(() => '')] : r
-    out.push(`| ${shown.join(' | ')} |`)
-  }
-  return out.join('\n')
-}
-
-/** Runs `body` for one row (retried once on error), recording a missing proxy or the error
- * instead of numbers. `body` pushes what it starts onto `started`; all of it is stopped. */
-async function row(key, proxyKey, body) {
-  const missing = proxyKey ? PROXIES[proxyKey].missing : null
-  if (missing) {
-    results[`${key}/missing`] = missing
-    return
-  }
-  const started = []
-  for (let attempt = 1; attempt <= 2; attempt++) {
-    try {
-      await body(started)
-      delete results[`${key}/error`]
-      return
-    } catch (e) {
-      fail(key, e)
-      process.stderr.write(`  ${key} (attempt ${attempt}): ${results[`${key}/error`]}\n`)
-    } finally {
-      for (const p of started.splice(0).reverse()) await p.stop()
-    }
-  }
-}
+const { results, note, cell, row: recordRow } = recorder() // "scenario/row/metric" -> samples or error
+/** {@link recorder}'s row, missing when its proxy is. */
+const row = (key, proxyKey, body) => recordRow(key, proxyKey ? PROXIES[proxyKey].missing : null, body)
 
 const cpuOf = (proxy) => (proxy ? proxy.cpuSecs() : 0)
 
@@ -342,66 +289,98 @@ function rawTable() {
 const FRAMED_ROWS = [
   ['direct', null],
   ['engine', 'engineFrames'],
+  ['api', 'apiFrames'],
   ['coalesce', 'coalesce'],
   ['naive', 'naive'],
 ]
+const OVER_LABEL = { tcp: 'TCP loopback', unix: 'Unix socket' }
+
+/** The results key of a framed row: `framed/ROW` over TCP (as before Unix rows existed, so that runs of older
+ * checkouts pair with it), `framed-unix/ROW` over Unix sockets. */
+const framedKey = (over, name) => (over === 'tcp' ? `framed/${name}` : `framed-unix/${name}`)
+
+/** A fresh address for a framed listener: a free loopback port, or a Unix socket path. */
+const framedAddr = async (over, name) => (over === 'unix' ? `unix:${unixPath(name)}` : freePort())
 
 async function framedScenario() {
   const C = String(CFG.framedConns)
   for (let rep = 0; rep < CFG.reps; rep++) {
     for (const [name, proxyKey] of FRAMED_ROWS) {
-      const key = `framed/${name}`
-      log(`framed rep ${rep + 1}: ${name}`)
-      await row(key, proxyKey, async (started) => {
-        const sinkPort = await freePort()
-        const sink = new Proc('framed-sink', bin('framed-sink'), [
-          '--listen',
-          `127.0.0.1:${sinkPort}`,
-          '--conns',
-          C,
-          '--duration',
-          String(CFG.framedSecs + 20),
-        ])
-        started.push(sink)
-        await sink.ready()
-        let port = sinkPort
-        let proxy = null
-        if (proxyKey) {
-          port = await freePort()
-          proxy = await PROXIES[proxyKey].start(port, sinkPort, {})
-          started.push(proxy)
-        }
-        const cpu0 = cpuOf(proxy)
-        const client = await run(
-          'framed-client',
-          bin('framed-client'),
-          ['--connect', `127.0.0.1:${port}`, '--conns', C, '--frame-size', '64', '--duration', String(CFG.framedSecs)],
-          {},
-          (CFG.framedSecs + 20) * 1000,
-        )
-        await sink.finish(20000)
-        const cpu1 = cpuOf(proxy)
-        const s = sink.json('framed-sink')
-        const c = client.json('framed-client')
-        if (!s || !c) throw new Error(`no report: ${client.stderr} ${sink.stderr}`)
-        note(`${key}/fps`, s.frames_per_sec)
-        note(`${key}/errors`, s.seq_errors + s.len_errors + s.resets + c.errors)
-        note(`${key}/lost`, c.frames - s.frames)
-        if (proxy) note(`${key}/cpuPerM`, (cpu1 - cpu0) / (s.frames / 1e6))
-      })
+      for (const over of FRAMED_OVER) {
+        await framedRow(rep, name, proxyKey, over, C)
+      }
     }
   }
 }
 
+async function framedRow(rep, name, proxyKey, over, C) {
+  const key = framedKey(over, name)
+  log(`framed rep ${rep + 1}: ${name} over ${over}`)
+  await row(key, proxyKey, async (started) => {
+    const sinkAt = await framedAddr(over, 'sink')
+    const sink = new Proc('framed-sink', bin('framed-sink'), [
+      '--listen',
+      at(sinkAt),
+      '--conns',
+      C,
+      '--duration',
+      String(CFG.framedSecs + 20),
+    ])
+    started.push(sink)
+    await sink.ready()
+    let target = sinkAt
+    let proxy = null
+    if (proxyKey) {
+      target = await framedAddr(over, 'proxy')
+      proxy = await PROXIES[proxyKey].start(target, sinkAt, {})
+      started.push(proxy)
+    }
+    const cpu0 = cpuOf(proxy)
+    const client = await run(
+      'framed-client',
+      bin('framed-client'),
+      ['--connect', at(target), '--conns', C, '--frame-size', '64', '--duration', String(CFG.framedSecs)],
+      {},
+      (CFG.framedSecs + 20) * 1000,
+    )
+    await sink.finish(20000)
+    const cpu1 = cpuOf(proxy)
+    const s = sink.json('framed-sink')
+    const c = client.json('framed-client')
+    if (!s || !c) throw new Error(`no report: ${client.stderr} ${sink.stderr}`)
+    note(`${key}/fps`, s.frames_per_sec)
+    note(`${key}/errors`, s.seq_errors + s.len_errors + s.resets + c.errors)
+    note(`${key}/lost`, c.frames - s.frames)
+    if (proxy) note(`${key}/cpuPerM`, (cpu1 - cpu0) / (s.frames / 1e6))
+  })
+}
+
 function framedTable() {
-  const rows = FRAMED_ROWS.map(([name, proxyKey]) => [
-    proxyKey ? PROXIES[proxyKey].label : 'direct: framed-client → framed-sink (ceiling)',
-    cell(`framed/${name}/fps`, 0),
-    proxyKey ? cell(`framed/${name}/cpuPerM`, 3) : '—',
-    cell(`framed/${name}/errors`, 0),
-    cell(`framed/${name}/lost`, 0),
+  const both = FRAMED_OVER.length > 1
+  const rows = FRAMED_ROWS.flatMap(([name, proxyKey]) =>
+    FRAMED_OVER.map((over) => [
+      (proxyKey ? PROXIES[proxyKey].label : 'direct: framed-client → framed-sink (ceiling)') +
+        (both ? `, ${OVER_LABEL[over]}` : ''),
+      cell(`${framedKey(over, name)}/fps`, 0),
+      proxyKey ? cell(`${framedKey(over, name)}/cpuPerM`, 3) : '—',
+      cell(`${framedKey(over, name)}/errors`, 0),
+      cell(`${framedKey(over, name)}/lost`, 0),
+    ]),
+  )
+  const out = table(['path', 'frames/s', 'proxy CPU-s per M frames', 'seq/len errors', 'frames sent − received'], rows)
+  if (!both) return out
+  // Unix against TCP, per path, from the medians of the same run.
+  const ratio = (name, metric) => {
+    const u = results[`${framedKey('unix', name)}/${metric}`]
+    const t = results[`${framedKey('tcp', name)}/${metric}`]
+    return u?.length && t?.length ? (median(u) / median(t)).toFixed(3) : '—'
+  }
+  const ratios = FRAMED_ROWS.map(([name, proxyKey]) => [
+    proxyKey ? PROXIES[proxyKey].label : 'direct (ceiling)',
+    ratio(name, 'fps'),
+    proxyKey ? ratio(name, 'cpuPerM') : '—',
   ])
-  return table(['path', 'frames/s', 'proxy CPU-s per M frames', 'seq/len errors', 'frames sent − received'], rows)
+  return `${out}\n\nUnix socket / TCP loopback (medians):\n\n${table(['path', 'frames/s', 'proxy CPU per M frames'], ratios)}`
 }
 
 // ---------------------------------------------------------------- (c) latency

@@ -5,6 +5,7 @@
 #   benchmark/engine/run.sh [--quick] [--reps N] [--only raw,framed,latency,memory]
 #                           [--framed-conns C] [--idle-conns N] [--proxy PATH] [--json FILE]
 #                           [--backends epoll,io_uring] [--raw-rows LIST] [--raw-secs S] [--lat-rows LIST]
+#                           [--framed-over tcp,unix]
 #
 # Prints markdown tables on stdout (progress on stderr) and keeps the raw samples in
 # benchmark/results/. Every process it starts is stopped when it ends.

@@ -1,10 +1,15 @@
 //! A tiny `--name value` command-line parser shared by the programs.
 
+use crate::net::Endpoint;
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
+
+/// The function that runs a sub-command (see [`Args::dispatch`]).
+pub type Command = fn(&Args);
 
 /// Parsed command line: an optional leading sub-command and `--name value` pairs.
 #[derive(Debug, Default)]
@@ -56,6 +61,23 @@ impl Args {
         Ok(args)
     }
 
+    /// Parses the process arguments (as [`Args::from_env`]) and runs the function of the
+    /// sub-command they start with, one of `commands` (name, function); exits with the usage
+    /// when they name none of them.
+    pub fn dispatch(usage: &'static str, commands: &[(&str, Command)]) {
+        let args = Args::from_env(usage);
+        match commands.iter().find(|c| Some(c.0) == args.command()) {
+            Some((_, run)) => run(&args),
+            None => {
+                let names: Vec<String> = commands.iter().map(|c| format!("`{}`", c.0)).collect();
+                args.fail(&format!(
+                    "the first argument must be {}",
+                    names.join(" or ")
+                ))
+            }
+        }
+    }
+
     /// The leading sub-command, if any.
     pub fn command(&self) -> Option<&str> {
         self.command.as_deref()
@@ -101,6 +123,15 @@ impl Args {
         addr
     }
 
+    /// `--name` as a loopback TCP address or a Unix socket path (`unix:PATH`), required;
+    /// exits when missing or neither.
+    pub fn endpoint(&self, name: &str) -> Endpoint {
+        match self.values.get(name) {
+            Some(v) if v.starts_with("unix:") => self.get(name, Endpoint::Unix(PathBuf::new())),
+            _ => Endpoint::Tcp(self.loopback(name)),
+        }
+    }
+
     /// Prints `msg` and the usage text, then exits with status 2.
     pub fn fail(&self, msg: &str) -> ! {
         args_exit(self.usage, msg)
@@ -130,6 +161,12 @@ mod tests {
         assert_eq!(a.get("conns", 1u32), 3);
         assert_eq!(a.get("iters", 7u32), 7);
         assert_eq!(a.loopback("listen").port(), 9);
+        assert_eq!(a.endpoint("listen"), Endpoint::Tcp(a.loopback("listen")));
+        let u = parse("--connect unix:/tmp/x").unwrap();
+        assert_eq!(
+            u.endpoint("connect"),
+            Endpoint::Unix(PathBuf::from("/tmp/x"))
+        );
     }
 
     #[test]

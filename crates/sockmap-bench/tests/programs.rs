@@ -1,4 +1,4 @@
-//! The load generators end to end over loopback: each pair is run as real processes and
+//! The load generators end to end over loopback (and a Unix socket): each pair is run as real processes and
 //! their JSON reports are checked field by field.
 
 use std::io::{BufRead, BufReader};
@@ -17,8 +17,17 @@ fn free_port() -> u16 {
 /// Starts a listening program on a free loopback port (`ADDR` in `args` stands for it) and waits for its `ready`
 /// line; returns the program, its output and the address. A port taken between probe and bind is retried.
 fn start_server(exe: &str, args: &[&str]) -> (Child, BufReader<std::process::ChildStdout>, String) {
+    start_server_on(exe, args, || format!("127.0.0.1:{}", free_port()))
+}
+
+/// [`start_server`] on the addresses `next_addr` gives (a TCP address or `unix:PATH`).
+fn start_server_on(
+    exe: &str,
+    args: &[&str],
+    next_addr: impl Fn() -> String,
+) -> (Child, BufReader<std::process::ChildStdout>, String) {
     for _ in 0..5 {
-        let addr = format!("127.0.0.1:{}", free_port());
+        let addr = next_addr();
         let args: Vec<&str> = args
             .iter()
             .map(|a| if *a == "ADDR" { addr.as_str() } else { a })
@@ -77,9 +86,26 @@ fn field(json: &str, name: &str) -> u64 {
 
 #[test]
 fn client_and_sink_agree_on_an_exact_count() {
-    let (sink, out, addr) = start_server(
+    exact_count(|| format!("127.0.0.1:{}", free_port()));
+}
+
+#[test]
+fn client_and_sink_agree_over_a_unix_socket() {
+    let dir = std::env::temp_dir().join(format!("sockmap-bench-programs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sink.sock");
+    exact_count(|| format!("unix:{}", path.display()));
+    assert!(!path.exists(), "the sink removes its socket's path");
+    std::fs::remove_dir(&dir).unwrap();
+}
+
+/// framed-client sends an exact count over 3 connections to framed-sink listening on `next_addr`'s address;
+/// both report every frame, in order.
+fn exact_count(next_addr: impl Fn() -> String) {
+    let (sink, out, addr) = start_server_on(
         env!("CARGO_BIN_EXE_framed-sink"),
         &["--listen", "ADDR", "--conns", "3", "--duration", "20"],
+        next_addr,
     );
     let client = run(
         env!("CARGO_BIN_EXE_framed-client"),
@@ -249,4 +275,42 @@ fn many_pingpong_round_trips_on_every_connection() {
     assert_eq!(field(&echo, "accepted"), 50);
     assert_eq!(field(&echo, "ended"), 50);
     assert!(field(&echo, "bytes") >= 64 * field(&client, "all_msgs"));
+}
+
+#[test]
+fn udp_load_gets_every_datagram_echoed() {
+    let (echo, out, addr) = start_server(
+        env!("CARGO_BIN_EXE_udp-load"),
+        &["echo", "--listen", "ADDR", "--duration", "3"],
+    );
+    let client = run(
+        env!("CARGO_BIN_EXE_udp-load"),
+        &[
+            "client",
+            "--connect",
+            &addr,
+            "--sockets",
+            "4",
+            "--window",
+            "8",
+            "--size",
+            "1200",
+            "--warmup",
+            "0.1",
+            "--duration",
+            "0.3",
+        ],
+    );
+    let sent = field(&client, "sent");
+    assert!(field(&client, "dgrams") > 0, "{client}");
+    assert!(
+        sent >= 32,
+        "every window was filled at least once: {client}"
+    );
+    assert_eq!(field(&client, "received"), sent, "{client}");
+    assert_eq!(field(&client, "lost"), 0);
+    assert_eq!(field(&client, "mismatches"), 0);
+    assert_eq!(field(&client, "errors"), 0);
+    let echo = finish(echo, out);
+    assert_eq!(field(&echo, "echoed"), sent, "{echo}");
 }

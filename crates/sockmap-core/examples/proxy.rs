@@ -1,11 +1,13 @@
-//! A TCP proxy on the sockmap engine, used by the benchmarks.
+//! A TCP (or Unix stream socket) proxy on the sockmap engine, used by the benchmarks.
 //!
 //! ```text
-//! proxy --listen 127.0.0.1:PORT --upstream 127.0.0.1:PORT --mode raw|frames
+//! proxy --listen 127.0.0.1:PORT|unix:PATH --upstream 127.0.0.1:PORT|unix:PATH --mode raw|frames
 //!       [--backend auto|epoll|io_uring] [--recv-buffers N] [--read-buffer BYTES]
 //!       [--shards N] [--splice-min BYTES|off]
 //! ```
 //!
+//! `unix:PATH` listens on or connects to a Unix-domain stream socket (a stale
+//! listening path is removed first); the two sides may differ in kind.
 //! For each accepted client it connects the upstream and stores the pair in a
 //! SockHash, each socket under its partner's id; a native rule redirects
 //! every message to the socket stored under the source's id (egress). `raw`
@@ -35,7 +37,9 @@ use sockmap_core::config::BackendChoice;
 use sockmap_core::framer::LengthFieldOptions;
 use sockmap_core::map::{MapKind, UpdateFlag};
 use sockmap_core::program::{ParserKind, ParserProg, Programs, StreamVerdictProg};
-use sockmap_core::{Engine, EngineConfig, Event, Key, KeySource, Rule, SockId};
+use sockmap_core::{
+    Addr, Engine, EngineConfig, EngineHandle, Errno, Event, Key, KeySource, Rule, SockId, UnixName,
+};
 
 /// Set by the signal and standard-input threads; the event loop checks it
 /// between events.
@@ -45,8 +49,8 @@ static STOP: AtomicBool = AtomicBool::new(false);
 const STOP_CHECK: Duration = Duration::from_millis(100);
 
 struct Args {
-    listen: SocketAddr,
-    upstream: SocketAddr,
+    listen: Addr,
+    upstream: Addr,
     frames: bool,
     backend: Option<BackendChoice>,
     recv_buffers: Option<usize>,
@@ -69,10 +73,8 @@ fn parse_args() -> Result<Args, String> {
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
-            "--listen" => listen = Some(val()?.parse().map_err(|e| format!("--listen: {e}"))?),
-            "--upstream" => {
-                upstream = Some(val()?.parse().map_err(|e| format!("--upstream: {e}"))?)
-            }
+            "--listen" => listen = Some(addr(&val()?).map_err(|e| format!("--listen: {e}"))?),
+            "--upstream" => upstream = Some(addr(&val()?).map_err(|e| format!("--upstream: {e}"))?),
             "--mode" => {
                 frames = match val()?.as_str() {
                     "raw" => false,
@@ -112,6 +114,39 @@ fn parse_args() -> Result<Args, String> {
         recv_buffers,
         read_buffer,
     })
+}
+
+/// `unix:PATH` as a Unix socket's name, anything else as `HOST:PORT`.
+fn addr(v: &str) -> Result<Addr, String> {
+    match v.strip_prefix("unix:") {
+        Some(path) => Ok(Addr::Unix(UnixName::Path(path.into()))),
+        None => v
+            .parse::<SocketAddr>()
+            .map(Addr::Inet)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// Listens on `at`; a stale Unix socket path is removed first.
+fn listen(h: &EngineHandle, at: &Addr) -> Result<SockId, Errno> {
+    match at {
+        Addr::Inet(a) => h.listen(*a, 1024).map(|l| l.0),
+        Addr::Unix(name) => {
+            if let UnixName::Path(p) = name {
+                let _ = std::fs::remove_file(p);
+            }
+            h.listen_unix(name, 1024).map(|l| l.0)
+        }
+    }
+}
+
+/// Connects `at` on the I/O thread of `near`.
+fn connect(h: &EngineHandle, at: &Addr, near: SockId) -> Result<SockId, Errno> {
+    let timeout = Some(Duration::from_secs(10));
+    match at {
+        Addr::Inet(a) => h.connect_near(*a, timeout, Some(near)),
+        Addr::Unix(name) => h.connect_unix(name, timeout, Some(near)),
+    }
 }
 
 /// Blocks SIGTERM and SIGINT in the calling thread (and so in every thread it
@@ -177,7 +212,7 @@ fn main() {
         }
     };
     let h = engine.handle().clone();
-    let (_listener, _) = h.listen(args.listen, 1024).expect("listen");
+    let _listener = listen(&h, &args.listen).expect("listen");
     let peers = h.create_map(MapKind::SockHash, 1 << 20).expect("map");
     let redirect = Rule::Redirect {
         map: peers,
@@ -208,14 +243,12 @@ fn main() {
             continue;
         };
         match ev {
-            Event::Accepted { sock: client, .. } => {
-                match h.connect_near(args.upstream, Some(Duration::from_secs(10)), Some(client)) {
-                    Ok(up) => {
-                        connecting.insert(up, client);
-                    }
-                    Err(_) => h.destroy(client),
+            Event::Accepted { sock: client, .. } => match connect(&h, &args.upstream, client) {
+                Ok(up) => {
+                    connecting.insert(up, client);
                 }
-            }
+                Err(_) => h.destroy(client),
+            },
             Event::Connected { sock: up, result } => {
                 let Some(client) = connecting.remove(&up) else {
                     continue;

@@ -1,14 +1,14 @@
 //! Sends length-prefixed frames with sequence numbers over C connections, as fast as
 //! possible (large coalesced writes) or at a fixed rate, for a bounded time or count.
 
-use sockmap_bench::net::{self, ReadOutcome};
+use sockmap_bench::net::{self, ReadOutcome, Stream};
 use sockmap_bench::{Args, FrameBatch, Report};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::thread;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
-framed-client --connect 127.0.0.1:PORT [options]
+framed-client --connect 127.0.0.1:PORT|unix:PATH [options]
   --conns N          connections, one thread each (default 1)
   --frame-size B     bytes per frame on the wire, 4-byte header included (default 64)
   --duration S       stop sending after S seconds (default 5)
@@ -33,7 +33,7 @@ struct Plan {
 
 fn main() {
     let args = Args::from_env(USAGE);
-    let addr = args.loopback("connect");
+    let addr = args.endpoint("connect");
     let conns: u64 = args.get("conns", 1);
     let frame_size: usize = args.get("frame-size", 64);
     let count: u64 = args.get("count", 0);
@@ -52,7 +52,7 @@ fn main() {
 
     let mut streams = Vec::new();
     for _ in 0..conns {
-        match net::connect(addr, Duration::from_secs(2)) {
+        match net::connect_to(&addr, Duration::from_secs(2)) {
             Ok(s) => streams.push(s),
             Err(e) => {
                 eprintln!("framed-client: connect {addr}: {e}");
@@ -107,7 +107,7 @@ fn main() {
 }
 
 /// Sends frames on one connection; returns the complete frames written.
-fn send(mut s: TcpStream, plan: &Plan) -> Result<u64, (u64, std::io::Error)> {
+fn send(mut s: Stream, plan: &Plan) -> Result<u64, (u64, std::io::Error)> {
     let mut batch = FrameBatch::new(plan.frame_size, plan.batch_frames).map_err(|e| {
         let err = std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
         (0, err)
@@ -140,7 +140,7 @@ fn send(mut s: TcpStream, plan: &Plan) -> Result<u64, (u64, std::io::Error)> {
 }
 
 /// Half-closes and waits (bounded) for the far side to close, so nothing in flight is reset.
-fn finish(mut s: TcpStream) {
+fn finish(mut s: Stream) {
     let _ = s.shutdown(Shutdown::Write);
     let until = Instant::now() + DRAIN;
     let mut buf = [0u8; 4096];

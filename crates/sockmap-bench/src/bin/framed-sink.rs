@@ -1,14 +1,13 @@
 //! Receives length-prefixed frames, counts them per connection and checks their
 //! sequence numbers; prints frames/s and errors as one JSON line on exit.
 
-use sockmap_bench::net::{self, ReadOutcome};
+use sockmap_bench::net::{self, ReadOutcome, Stream};
 use sockmap_bench::{Args, FrameChecker, Report};
-use std::net::TcpStream;
 use std::thread;
 use std::time::Instant;
 
 const USAGE: &str = "\
-framed-sink --listen 127.0.0.1:PORT [options]
+framed-sink --listen 127.0.0.1:PORT|unix:PATH [options]
   --conns N       exit once N connections have ended (default 1)
   --duration S    exit after S seconds at most (default 30)
   --count N       exit once N frames arrived in all, 0 = no count bound (default 0)
@@ -30,11 +29,11 @@ struct ConnStats {
 
 fn main() {
     let args = Args::from_env(USAGE);
-    let addr = args.loopback("listen");
+    let addr = args.endpoint("listen");
     let conns: usize = args.get("conns", 1);
     let count: u64 = args.get("count", 0);
     let deadline = Instant::now() + args.secs("duration", 30.0);
-    let listener = net::listen(addr).unwrap_or_else(|e| {
+    let listener = net::listen_at(&addr).unwrap_or_else(|e| {
         eprintln!("framed-sink: listen {addr}: {e}");
         std::process::exit(1)
     });
@@ -46,7 +45,7 @@ fn main() {
     };
     let mut readers = Vec::new();
     while readers.len() < conns {
-        match net::accept_until(&listener, deadline) {
+        match listener.accept_until(deadline) {
             Ok(Some(s)) => readers.push(thread::spawn(move || receive(s, deadline, share))),
             Ok(None) => break,
             Err(e) => {
@@ -62,7 +61,7 @@ fn main() {
     report(&stats);
 }
 
-fn receive(mut s: TcpStream, deadline: Instant, share: u64) -> ConnStats {
+fn receive(mut s: Stream, deadline: Instant, share: u64) -> ConnStats {
     let mut st = ConnStats::default();
     let mut buf = vec![0u8; BUF];
     let mut fill = 0usize;

@@ -17,12 +17,7 @@ idle-conns serve --listen 127.0.0.1:PORT [options]
   Prints `ready` once listening; accepts and holds connections, reading nothing.";
 
 fn main() {
-    let args = Args::from_env(USAGE);
-    match args.command() {
-        Some("connect") => connect(&args),
-        Some("serve") => serve(&args),
-        _ => args.fail("the first argument must be `connect` or `serve`"),
-    }
+    Args::dispatch(USAGE, &[("connect", connect), ("serve", serve)]);
 }
 
 fn connect(args: &Args) {

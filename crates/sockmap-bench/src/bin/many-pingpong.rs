@@ -25,17 +25,11 @@ many-pingpong echo --listen 127.0.0.1:PORT [options]
   on one thread.";
 
 fn main() {
-    let args = Args::from_env(USAGE);
-    match args.command() {
-        Some("client") => client(&args),
-        Some("echo") => echo(&args),
-        _ => args.fail("the first argument must be `client` or `echo`"),
-    }
+    Args::dispatch(USAGE, &[("client", client), ("echo", echo)]);
 }
 
 fn die(what: &str, e: &io::Error) -> ! {
-    eprintln!("many-pingpong: {what}: {e}");
-    std::process::exit(1)
+    sockmap_bench::die("many-pingpong", what, e)
 }
 
 /// One client connection: the message in flight and how much of it went out and came back.

@@ -20,12 +20,7 @@ pingpong echo --listen 127.0.0.1:PORT [options]
   Prints `ready` once listening; echoes every byte back.";
 
 fn main() {
-    let args = Args::from_env(USAGE);
-    match args.command() {
-        Some("client") => client(&args),
-        Some("echo") => echo(&args),
-        _ => args.fail("the first argument must be `client` or `echo`"),
-    }
+    Args::dispatch(USAGE, &[("client", client), ("echo", echo)]);
 }
 
 fn client(args: &Args) {
