@@ -391,7 +391,10 @@ fn decode(st: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<Addr> {
                 unsafe { &*(st as *const libc::sockaddr_storage).cast::<libc::sockaddr_un>() };
             let base = std::mem::size_of::<libc::sa_family_t>();
             let n = (len as usize).saturating_sub(base).min(sun.sun_path.len());
-            let path: Vec<u8> = sun.sun_path[..n].iter().map(|c| *c as u8).collect();
+            let path: Vec<u8> = sun.sun_path[..n]
+                .iter()
+                .map(|&c| c as libc::c_uchar)
+                .collect();
             Some(Addr::Unix(match path.first() {
                 None => UnixName::Unnamed,
                 Some(0) => UnixName::Abstract(path[1..].to_vec()),
@@ -469,7 +472,7 @@ pub(crate) fn recv_batch(
         }
         if control {
             h.msg_control = controls[i].as_mut_ptr().cast();
-            h.msg_controllen = std::mem::size_of::<Control>();
+            h.msg_controllen = std::mem::size_of::<Control>() as _;
         }
     }
     // SAFETY: every header points at a live iovec over its own slot of
@@ -481,7 +484,7 @@ pub(crate) fn recv_batch(
             fd,
             hdrs.as_mut_ptr(),
             RECV_BATCH as libc::c_uint,
-            libc::MSG_DONTWAIT,
+            libc::MSG_DONTWAIT as _,
             std::ptr::null_mut(),
         )
     };
@@ -594,18 +597,18 @@ pub(crate) fn send_batch<'a>(
         let (first, k, size) = groups[i];
         let h = &mut hdrs[i].msg_hdr;
         h.msg_iov = &mut iovs[first];
-        h.msg_iovlen = k;
+        h.msg_iovlen = k as _;
         if k > 1 {
             h.msg_control = controls[i].as_mut_ptr().cast();
-            h.msg_controllen = std::mem::size_of::<Control>();
+            h.msg_controllen = std::mem::size_of::<Control>() as _;
             // SAFETY: the control buffer holds CMSG_SPACE of a u16 (32 bytes, aligned); the walk starts at its head.
             unsafe {
                 let space = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
-                h.msg_controllen = space;
+                h.msg_controllen = space as _;
                 let c = libc::CMSG_FIRSTHDR(h);
                 (*c).cmsg_level = libc::SOL_UDP;
                 (*c).cmsg_type = UDP_SEGMENT;
-                (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
+                (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
                 std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), size as u16);
             }
         }
@@ -613,7 +616,14 @@ pub(crate) fn send_batch<'a>(
     // SAFETY: the first `n` headers point at live iovecs over the queued
     // datagrams' bytes (only read by the kernel), at their encoded
     // destinations and at their control buffers; all outlive the call.
-    let r = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
+    let r = unsafe {
+        libc::sendmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            n as libc::c_uint,
+            libc::MSG_DONTWAIT as _,
+        )
+    };
     if r < 0 {
         return Err(SendError {
             err: io::Error::last_os_error(),
