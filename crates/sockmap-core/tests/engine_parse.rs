@@ -81,11 +81,11 @@ fn hundred_frames_in_one_send_redirected_in_order() {
     assert_eq!(read_n(&mut pb, wire.len()), wire);
     let st = h.settled_until(a, |st| st.messages_in == 100);
     assert_eq!((st.redirected_egress, st.dropped), (100, 0));
-    assert_eq!(
-        h.stats_until(b, |st| st.bytes_out == wire.len() as u64)
-            .queued_bytes,
-        0
-    );
+    // The queue gauge is set after the write that counted the bytes out: wait for both.
+    let st = h.stats_until(b, |st| {
+        st.bytes_out == wire.len() as u64 && st.queued_bytes == 0
+    });
+    assert_eq!((st.bytes_out, st.queued_bytes), (wire.len() as u64, 0));
 }
 
 #[test]
