@@ -42,6 +42,11 @@ function dependencyTarballs(): string[] {
   return packedDeps
 }
 
+/** Installs `tarballs` and the root's dependencies offline into the project at `app`. */
+function installOffline(app: string, tarballs: string[]): void {
+  npm(['install', '--offline', '--no-audit', '--no-fund', ...tarballs, ...dependencyTarballs()], app)
+}
+
 // Windows is left out: the install runs npm through a POSIX PATH with no cargo on it.
 describe.skipIf(process.platform === 'win32')('the npm packages', () => {
   it('install without Rust and load the binary from the platform package', () => {
@@ -77,18 +82,7 @@ describe.skipIf(process.platform === 'win32')('the npm packages', () => {
     const app = join(work, 'app')
     execFileSync('mkdir', ['-p', app])
     writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true }))
-    npm(
-      [
-        'install',
-        '--offline',
-        '--no-audit',
-        '--no-fund',
-        join(work, `sockmap-${version}.tgz`),
-        join(work, `sockmap-${suffix}-${version}.tgz`),
-        ...dependencyTarballs(),
-      ],
-      app,
-    )
+    installOffline(app, [join(work, `sockmap-${version}.tgz`), join(work, `sockmap-${suffix}-${version}.tgz`)])
     const out = execFileSync(
       process.execPath,
       [
@@ -109,17 +103,7 @@ describe.skipIf(process.platform === 'win32')('the npm packages', () => {
     mkdirSync(app)
     writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'bare', version: '1.0.0', private: true }))
     // Offline, npm cannot fetch the platform package: it skips the optional dependency, as --omit=optional would.
-    npm(
-      [
-        'install',
-        '--offline',
-        '--no-audit',
-        '--no-fund',
-        join(work, `sockmap-${version}.tgz`),
-        ...dependencyTarballs(),
-      ],
-      app,
-    )
+    installOffline(app, [join(work, `sockmap-${version}.tgz`)])
     const out = execFileSync(
       process.execPath,
       ['-e', "try { require('sockmap'); console.log('loaded') } catch (e) { console.log(e.code + ': ' + e.message) }"],

@@ -16,7 +16,7 @@ use sockmap_core::batch::{Answer, Batch};
 use sockmap_core::map::MapKind;
 use sockmap_core::program::{Programs, StreamVerdictProg, VerdictKind};
 use sockmap_core::{
-    EngineConfig, Errno, Event, Key, KeySource, MapId, OnClose, PairOptions, Rule, SockId, Verdict,
+    EngineConfig, Errno, Event, Key, MapId, OnClose, PairOptions, Rule, SockId, Verdict,
 };
 
 /// An engine with `shards` I/O threads and external verdicts.
@@ -228,11 +228,7 @@ fn pair_refuses_itself_listeners_closed_and_paired_sockets() {
 #[test]
 fn held_changes_reach_the_io_thread_together() {
     let h = Harness::new();
-    let map = h.hash_with(|m| Rule::Redirect {
-        map: m,
-        key: KeySource::Socket,
-        ingress: false,
-    });
+    let map = h.hash_by_socket();
     let (mut pa, a) = h.pair();
     let (mut pb, b) = h.pair();
     write(&mut pb, b"HELLO\n");

@@ -234,14 +234,20 @@ impl Harness {
         (pa, a, pb, b, map)
     }
 
-    /// Makes `a` and `b` redirect every message to each other (egress),
-    /// through a SockHash keyed by socket; returns it.
-    pub fn redirect_pair(&self, a: SockId, b: SockId) -> MapId {
-        let map = self.hash_with(|m| Rule::Redirect {
+    /// A SockHash whose native rule redirects each message to the socket
+    /// stored under its source's id (egress).
+    pub fn hash_by_socket(&self) -> MapId {
+        self.hash_with(|m| Rule::Redirect {
             map: m,
             key: KeySource::Socket,
             ingress: false,
-        });
+        })
+    }
+
+    /// Makes `a` and `b` redirect every message to each other (egress),
+    /// through a SockHash keyed by socket; returns it.
+    pub fn redirect_pair(&self, a: SockId, b: SockId) -> MapId {
+        let map = self.hash_by_socket();
         self.put(map, a, b);
         self.put(map, b, a);
         map
