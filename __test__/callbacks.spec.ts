@@ -1,7 +1,18 @@
 import { describe, expect, it } from 'vitest'
 
 import { Parse, SockmapError, Verdict, rules, type SendMessage } from '../src/index'
-import { connections, errorOf, frame, readN, until, writeBytewise, engineScope, collect, soloMap } from './helpers'
+import {
+  acknowledged,
+  connections,
+  errorOf,
+  frame,
+  readN,
+  until,
+  writeBytewise,
+  engineScope,
+  collect,
+  soloMap,
+} from './helpers'
 
 const { newEngine, clients, soloSocket } = engineScope()
 
@@ -243,6 +254,7 @@ describe('TypeScript msg verdicts', () => {
     b!.sock.end()
     const gone = await a!.sock.send('b:after end').catch((e: unknown) => e)
     expect((gone as SockmapError).code).toBe('EPIPE')
+    await acknowledged(a!.sock)
     const st = a!.sock.stats()
     expect([st.redirectedEgress, st.droppedNoKey, st.droppedDeadTarget, st.sendsRefused]).toEqual([1, 1, 1, 2])
   })

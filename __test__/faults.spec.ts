@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest'
 
 import { SockmapError, Verdict, parsers, rules, type Engine, type SockMap, type StreamMessage } from '../src/index'
 import {
+  acknowledged,
   clientOf,
   collect,
   connections,
@@ -196,6 +197,7 @@ describe('a verdict slower than the batch deadline', () => {
     const later = Buffer.concat([frame('two'), frame('three')])
     src.client.write(later)
     expect((await readN(dst.client, later.length)).equals(later)).toBe(true)
+    await acknowledged(src.sock)
     const s = src.sock.stats()
     expect([s.messagesIn, s.passed, s.redirectedEgress, s.dropped, s.verdictTimeouts, s.verdictsLate]).toEqual([
       3, 1, 2, 0, 1, 1,
@@ -215,6 +217,7 @@ describe('a verdict slower than the batch deadline', () => {
     await until(() => calls.length === 1, 5000, 'the slow verdict')
     src.client.write(frame('two'))
     expect((await readN(dst.client, all.length)).equals(all)).toBe(true)
+    await acknowledged(src.sock)
     const s = src.sock.stats()
     expect([s.redirectedEgress, s.passed, s.verdictTimeouts, s.verdictsLate]).toEqual([2, 0, 0, 0])
     expect(errors).toEqual([])

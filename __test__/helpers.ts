@@ -73,6 +73,15 @@ export async function until(cond: () => boolean, ms: number, what: string): Prom
   }
 }
 
+/**
+ * Waits until no byte `sock` redirected awaits another I/O thread's acknowledgement: a redirect to
+ * a socket of another shard is counted when that shard acknowledges it, which can be after the far
+ * peer has read the bytes.
+ */
+export function acknowledged(sock: Socket, ms = 5000): Promise<void> {
+  return until(() => sock.stats().remoteBytes === 0, ms, 'cross-shard acknowledgements')
+}
+
 /** Reads exactly `n` bytes from a node:net socket; the bytes after them stay for the next reader. */
 export function readN(sock: net.Socket, n: number, ms = 5000): Promise<Buffer> {
   const chunks: Buffer[] = []

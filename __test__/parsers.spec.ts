@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest'
 
 import { parsers, rules, type AttachOptions } from '../src/index'
 import {
+  acknowledged,
   connections,
   errorOf,
   frame,
@@ -139,8 +140,7 @@ describe('native framers', () => {
     expect((await r1).toString()).toBe(one)
     expect((await r2).toString()).toBe(two)
     await until(() => front.stats().droppedNoKey === 1, 5000, 'unknown key dropped')
-    // Redirects to another shard's socket count once it acknowledges them.
-    await until(() => src!.sock.stats().remoteBytes === 0, 5000, 'cross-shard acknowledgements')
+    await acknowledged(src!.sock)
     const st = front.stats()
     expect([st.messagesIn, st.redirectedEgress, st.droppedNoKey]).toEqual([4, 3, 1])
   })
@@ -160,8 +160,7 @@ describe('native framers', () => {
     await writeBytewise(src!.client, Buffer.from(chunked))
     expect((await ra).toString()).toBe(toA)
     expect((await rb).toString()).toBe(toB)
-    // Counters settle once no redirected byte of the source awaits another I/O thread's acknowledgement.
-    await until(() => src!.sock.stats().remoteBytes === 0, 5000, 'cross-shard acknowledgements')
+    await acknowledged(src!.sock)
     expect(front.stats().redirectedEgress).toBe(4)
   })
 

@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 
 import { parsers, rules, type SockHash, type Socket } from '../src/index'
 import {
+  acknowledged,
   codeOf,
   connections,
   deadline,
@@ -122,6 +123,7 @@ describe('rules.httpRoute', () => {
     // Both API requests on one of the two connections of server 'api'.
     expect([g1, g2].sort()).toEqual(['', r1 + r3])
     expect(gw).toBe(r2)
+    await acknowledged(src!.sock)
     const st = front.stats()
     expect([st.messagesIn, st.redirectedEgress, st.droppedNoRoute]).toEqual([5, 3, 2])
   })

@@ -17,7 +17,7 @@ import {
   type Server,
   type Socket,
 } from '../src/index'
-import { deadline, engineScope, errorOf, until } from './helpers'
+import { acknowledged, deadline, engineScope, errorOf, until } from './helpers'
 import { hasOpenssl, pki, type TestCert } from './tls-certs'
 
 const run = hasOpenssl() ? describe : describe.skip
@@ -712,6 +712,7 @@ run('verdicts on TLS sockets, and passthrough by SNI', () => {
         expect(await got).toEqual([`${tag}:${word}`])
       }
       // Every record (ClientHello, Finished, the application data) went one way; none was dropped.
+      await acknowledged(sock)
       expect(sock.stats().redirectedEgress).toBe(sock.stats().messagesIn)
     }
     expect(names).toEqual(['B.Test', 'localhost'])

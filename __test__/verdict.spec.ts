@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 
 import { SockmapError, Verdict, parsers, rules, type StreamMessage } from '../src/index'
-import { connections, messagesN, readN, until, engineScope, soloMap } from './helpers'
+import { acknowledged, connections, messagesN, readN, until, engineScope, soloMap } from './helpers'
 
 const { newEngine, clients } = engineScope()
 
@@ -51,6 +51,7 @@ describe('TypeScript stream verdicts', () => {
     expect(Buffer.concat(await ingress).toString()).toBe('b456')
     src!.client.write('zzzz')
     await until(() => src!.sock.stats().droppedVerdict === 1, 5000, 'dropped')
+    await acknowledged(src!.sock)
     const st = src!.sock.stats()
     expect([st.redirectedEgress, st.redirectedIngress, st.droppedVerdict]).toEqual([1, 1, 1])
   })
