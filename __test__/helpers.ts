@@ -82,6 +82,17 @@ export function acknowledged(sock: Socket, ms = 5000): Promise<void> {
   return until(() => sock.stats().remoteBytes === 0, ms, 'cross-shard acknowledgements')
 }
 
+/**
+ * Sends one byte from the engine socket `sock` and reads it at `peer`, its Node end: the I/O thread serving `sock`
+ * has handled it since everything `peer` wrote before was in the socket's receive buffer. A test that asserts that
+ * something did not happen waits for this instead of a fixed time.
+ */
+export async function roundTrip(sock: Socket, peer: net.Socket, ms = 5000): Promise<void> {
+  const got = readN(peer, 1, ms)
+  await deadline(sock.send('.'), ms, 'round-trip send')
+  expect((await got).toString()).toBe('.')
+}
+
 /** Reads exactly `n` bytes from a node:net socket; the bytes after them stay for the next reader. */
 export function readN(sock: net.Socket, n: number, ms = 5000): Promise<Buffer> {
   const chunks: Buffer[] = []
@@ -309,16 +320,23 @@ export function missingPrograms(names: string[]): string[] {
 }
 
 /**
- * A TCP port free on loopback now, for an external program that must be told its port (it asked the kernel for port
- * 0 and released it; the program binds it right after).
+ * `n` distinct TCP ports free on loopback now, for external programs that must be told their ports (the kernel gave
+ * each to a listener held until all `n` were chosen, then released; the programs bind them right after).
  */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = Array.from({ length: n }, () => net.createServer().listen(0, '127.0.0.1'))
+  try {
+    await Promise.all(servers.map((srv) => deadline(once(srv, 'listening'), 5000, 'free port')))
+    return servers.map(portOf)
+  } finally {
+    await Promise.all(servers.map((srv) => new Promise((r) => srv.close(r))))
+  }
+}
+
+/** A TCP port free on loopback now (see {@link freePorts}). */
 export async function freePort(): Promise<number> {
-  const srv = net.createServer()
-  srv.listen(0, '127.0.0.1')
-  await deadline(once(srv, 'listening'), 5000, 'free port')
-  const port = portOf(srv)
-  await new Promise((r) => srv.close(r))
-  return port
+  const [port] = await freePorts(1)
+  return port!
 }
 
 /** Connects to `port` on loopback until it accepts, within `ms`. */
