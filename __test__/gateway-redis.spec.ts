@@ -14,7 +14,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 
 import { RedisGateway, type GatewayMessage } from '../src/index'
 import { deadline, until } from './helpers'
-import { freePort, needs, program, redisCall, respOf, runCli, startRedis, type RedisServer } from './peers'
+import { freePorts, needs, program, redisCall, respOf, runCli, startRedis, type RedisServer } from './peers'
 
 const run = promisify(execFile)
 const ready = needs('redis-server')
@@ -87,7 +87,7 @@ describe.skipIf(!ready)('RedisGateway (real redis-servers, ioredis, redis-cli)',
     expect(countA).toBeLessThan(160)
     if (!program('nutcracker')) return
     // nutcracker with the same servers and names reads every key back from where the gateway wrote it.
-    const np = await freePort()
+    const [np, statsPort] = (await freePorts(2)) as [number, number]
     const dir = mkdtempSync(join(tmpdir(), 'sockmap-nc-'))
     const conf = join(dir, 'nc.yml')
     writeFileSync(
@@ -95,7 +95,7 @@ describe.skipIf(!ready)('RedisGateway (real redis-servers, ioredis, redis-cli)',
       `p:\n  listen: 127.0.0.1:${np}\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: "{}"\n  redis: true\n` +
         `  servers:\n    - 127.0.0.1:${a.port}:1 s0\n    - 127.0.0.1:${b.port}:1 s1\n`,
     )
-    const nc = execFile('nutcracker', ['-c', conf, '-s', String(await freePort())])
+    const nc = execFile('nutcracker', ['-c', conf, '-s', String(statsPort)])
     try {
       let got: unknown[] = []
       const end = Date.now() + 5000

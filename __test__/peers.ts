@@ -7,7 +7,7 @@ import { join } from 'node:path'
 
 import RedisParser from 'redis-parser'
 
-import { deadline, until } from './helpers'
+import { deadline, freePort, freePorts, until } from './helpers'
 
 /** The path of an installed program, or `undefined`. */
 export function program(name: string): string | undefined {
@@ -25,15 +25,8 @@ export function needs(name: string): boolean {
   return false
 }
 
-/** A port free now on loopback (for programs that cannot be told to take port 0 and report it). */
-export async function freePort(): Promise<number> {
-  const srv = net.createServer()
-  srv.listen(0, '127.0.0.1')
-  await once(srv, 'listening')
-  const port = (srv.address() as net.AddressInfo).port
-  await new Promise((r) => srv.close(r))
-  return port
-}
+/** Ports free now on loopback (for programs that cannot be told to take port 0 and report it). */
+export { freePort, freePorts }
 
 /** A RESP reply as redis-parser gives it. */
 export type Reply = string | number | null | Error | Reply[]

@@ -15,7 +15,7 @@ import {
   connections,
   deadline,
   engineScope,
-  freePort,
+  freePorts,
   missingPrograms,
   programPath,
   readN,
@@ -73,6 +73,7 @@ describe('rules.roundRobin', () => {
     const msgs = Array.from({ length: 9 }, (_, i) => `m${i}`)
     src!.client.write(msgs.join(''))
     await until(() => total(got) === 18, 5000, 'every message delivered')
+    await acknowledged(src!.sock)
     expect(front.stats().redirectedEgress).toBe(9)
     // The entries that took messages (all of them on one I/O thread; those on the source's thread otherwise) take
     // turns in key order.
@@ -210,11 +211,12 @@ function keysOf(prefix: string, n: number): string[] {
 describe.skipIf(missing.length > 0)(`hashRoute places keys as twemproxy (needs ${needed.join(', ')})`, () => {
   it('sends 2,000 keys to the server nutcracker sends them to, with weights and hash tags', async () => {
     scratch = mkdtempSync(join(tmpdir(), 'sockmap-ketama-'))
-    const redisPorts = [await freePort(), await freePort(), await freePort()]
+    const ports = await freePorts(6)
+    const redisPorts = ports.slice(0, 3)
     for (const p of redisPorts) {
       start('redis-server', ['--port', `${p}`, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'])
     }
-    const [evenPort, weightedPort, statsPort] = [await freePort(), await freePort(), await freePort()]
+    const [evenPort, weightedPort, statsPort] = ports.slice(3) as [number, number, number]
     const weights = [1, 2, 3]
     const pool = (listen: number, w: (i: number) => number): string =>
       [
