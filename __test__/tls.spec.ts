@@ -216,6 +216,8 @@ run('TLS termination (engine.listen({ tls }))', () => {
     clients.push(anon)
     anon.on('error', () => {})
     await until(() => b.stats().tls?.failures.certificate === 1, 5000, 'the failure counted on b')
+    // In TLS 1.3 a client is connected before the server has read its Finished, which completes the server's side.
+    await until(() => a.stats().tls?.handshakes === 2, 5000, 'both handshakes completed on a')
     const none = { certificate: 0, alert: 0, protocol: 0, timeout: 0, closed: 0 }
     a.setSecureContext({ cert: p.other.cert, key: p.other.key })
     expect(a.stats().tls).toEqual({ handshakes: 2, resumed: 0, failures: none })
@@ -265,7 +267,7 @@ run('TLS termination (engine.listen({ tls }))', () => {
     await deadline(engine.close(), 3000, 'engine close')
     await deadline(closed, 3000, 'client closed')
     // Not after the shutdown grace (2 s) that sockets still ending get.
-    expect(Date.now() - started).toBeLessThan(1000)
+    expect(Date.now() - started).toBeLessThan(2000)
   })
 
   it('refuses garbage instead of a ClientHello (EPROTO), other connections unaffected', async () => {
@@ -465,13 +467,14 @@ run('a TLS proxy: terminates on one side, originates on the other, redirects pla
   it('keeps every byte of a TLS source stopped by a full target (backpressure mid-read)', async () => {
     const engine = newEngine({ sendHighWatermark: 64 * 1024, sendLowWatermark: 16 * 1024 })
     const p = pki()
-    // A plain upstream that reads slowly at first, so the TLS client's socket is stopped and released many times.
+    // A plain upstream that reads nothing until the TLS client's socket has been stopped, then reads everything.
     const received: Buffer[] = []
     let got = 0
+    let reader: net.Socket | undefined
     const upstream = net.createServer((s) => {
       clients.push(s)
+      reader = s
       s.pause()
-      setTimeout(() => s.resume(), 200)
       s.on('data', (d: Buffer) => {
         received.push(d)
         got += d.length
@@ -497,9 +500,10 @@ run('a TLS proxy: terminates on one side, originates on the other, redirects pla
     const data = Buffer.alloc(total)
     for (let i = 0; i < total; i += 4) data.writeUInt32BE(i, i)
     for (let i = 0; i < total; i += 256 * 1024) c.write(data.subarray(i, i + 256 * 1024))
+    await until(() => reader !== undefined && client.stats().backpressureStalls > 0, 20000, 'the TLS source stopped')
+    reader!.resume()
     await until(() => got >= total, 20000, 'every byte at the upstream')
     expect(Buffer.concat(received).equals(data)).toBe(true)
-    expect(client.stats().backpressureStalls).toBeGreaterThan(0)
     expect(client.stats().bytesIn).toBe(total)
     upstream.close()
   })
