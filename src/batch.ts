@@ -15,20 +15,26 @@ import {
   type BindingEngine,
 } from './binding.cjs'
 import { SockmapError, callBinding } from './errors'
-import { hashKey, mapRef, SockHash, SockMap, type MapHost } from './map'
+import {
+  hashKey,
+  mapRef,
+  SockHash,
+  SockMap,
+  type MapHost,
+  type MsgVerdictFunction,
+  type SendMessage,
+  type StreamMessage,
+  type VerdictFunction,
+} from './map'
 import {
   Parse,
   Verdict,
   type MapKey,
-  type MsgVerdictFunction,
   type ParseFunction,
   type RedirectOptions,
-  type SendMessage,
-  type StreamMessage,
   type HttpMeta,
   type MessageTls,
   type RespMeta,
-  type VerdictFunction,
 } from './verdict'
 
 /**

@@ -19,7 +19,17 @@ import {
   type VerdictSpec,
 } from './binding.cjs'
 import { SockmapError, callBinding, fromBinding, type SockmapErrorCode } from './errors'
-import { SockHash, SockMap, hashKey, mapRef, requestsSpec, type AttachOptions, type MapHost } from './map'
+import {
+  SockHash,
+  SockMap,
+  hashKey,
+  mapRef,
+  requestsSpec,
+  type AttachOptions,
+  type MapHost,
+  type MsgVerdictFunction,
+  type VerdictFunction,
+} from './map'
 import { parserSpecOf } from './parsers'
 import { messageKeyOf, ruleOf, type RuleInternal } from './rules'
 import {
@@ -48,7 +58,7 @@ import { addStats, toPrometheus, zeroStats, type EngineStats, type MapStats } fr
 import { assertIntInRange, assertObject, assertOneOf, assertString, assertUnixName } from './validate'
 import { BatchRunner } from './batch'
 import { DatagramSocket, sessionsSpec, type DatagramBindOptions, type DatagramConnectOptions } from './dgram'
-import { Verdict, type MessageTls, type MsgVerdictFunction, type ParseFunction, type VerdictFunction } from './verdict'
+import { Verdict, type MessageTls, type ParseFunction } from './verdict'
 
 /** The engine's defaults (the single source of every default below). */
 const defaults = nativeDefaults()

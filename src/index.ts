@@ -47,24 +47,25 @@ export {
   SockMap,
   SockHash,
   type AttachOptions,
+  type MsgVerdictFunction,
+  type NativeRule,
   type RedisOptions,
   type RequestsOptions,
+  type SendMessage,
   type SetOptions,
+  type StreamMessage,
   type UpdateFlag,
+  type VerdictFunction,
 } from './map'
 export {
   Verdict,
   Parse,
   type MapKey,
-  type MsgVerdictFunction,
   type ParseFunction,
   type RedirectOptions,
-  type SendMessage,
-  type StreamMessage,
   type MessageTls,
   type RespMeta,
   type HttpMeta,
-  type VerdictFunction,
 } from './verdict'
 export {
   parsers,
@@ -76,7 +77,7 @@ export {
   type NativeParser,
   type ParserLimits,
 } from './parsers'
-export { rules, type HashRouteOptions, type HttpRouteEntry, type MessageKey, type NativeRule } from './rules'
+export { rules, type HashRouteOptions, type HttpRouteEntry, type MessageKey } from './rules'
 export type { EngineStats, MapStats, SocketStats } from './stats'
 export {
   clientHelloSni,

@@ -1,20 +1,13 @@
-import type { SockHash, SockMap } from './map'
+import { kRule, type NativeRule, type SockHash, type SockMap } from './map'
 import type { MapKey, RedirectOptions } from './verdict'
 import { assertBoolean, assertIntInRange, assertObject, assertString } from './validate'
 
-const kRule = Symbol('sockmap.rule')
 const kKey = Symbol('sockmap.key')
 
 /** A key a native rule takes from each message, made by {@link rules.key}. Opaque. */
 export interface MessageKey {
   /** @internal */
   readonly [kKey]: { kind: 'socket' | 'resp' | 'httpHost' | 'sni' | 'bytes'; offset?: number; length?: number }
-}
-
-/** A native verdict rule, made by one of the {@link rules} functions: evaluated on the I/O thread. Opaque. */
-export interface NativeRule {
-  /** @internal */
-  readonly [kRule]: RuleInternal
 }
 
 /** Options of {@link rules.hashRoute}. */
@@ -48,7 +41,9 @@ export interface RuleInternal {
 
 /** @internal */
 export function ruleOf(r: unknown): RuleInternal | undefined {
-  return typeof r === 'object' && r !== null ? (r as Partial<NativeRule>)[kRule] : undefined
+  return typeof r === 'object' && r !== null
+    ? ((r as Partial<NativeRule>)[kRule] as RuleInternal | undefined)
+    : undefined
 }
 
 /** @internal */

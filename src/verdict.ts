@@ -1,5 +1,10 @@
+/**
+ * The vocabulary shared by verdicts, parsers and maps: what a verdict decides ({@link Verdict}), what a parser returns
+ * besides a length ({@link Parse}), map keys, redirect options and the metadata a message carries. It names no map:
+ * the message views and verdict function types, which name their redirect targets, are declared with the maps.
+ * @module
+ */
 import { PARSE_HANDBACK, PARSE_NEED_MORE } from './binding.cjs'
-import type { SockHash, SockMap } from './map'
 
 /**
  * What a verdict decides for a message, as in the kernel (`SK_DROP` = 0, `SK_PASS` = 1). A redirect is made with
@@ -87,87 +92,6 @@ export interface MessageTls {
   /** `'TLSv1.3'` or `'TLSv1.2'` (terminated or originated TLS only). */
   readonly version?: string
 }
-
-/**
- * A received message, as a stream verdict sees it. The library reuses one view for every message of a batch: keep
- * neither the view nor `data` (nor `resp`, `http`) after the verdict returns (copy what you need).
- */
-export interface StreamMessage {
-  /** Id of the source socket. */
-  readonly socket: number
-  /** The full message length in bytes. */
-  readonly length: number
-  /** The message bytes, or their first `peekBytes`; a view valid only during the call. */
-  readonly data: Buffer
-  /**
-   * The RESP framer's metadata, when the map's parser is `parsers.resp()` and the message is a request whose command
-   * name lies within the first `peekBytes`; else `undefined`. Nothing is built unless it is read.
-   */
-  readonly resp: RespMeta | undefined
-  /**
-   * The HTTP/1 framer's metadata, when the map's parser is `parsers.http1()` (requests) and the request's method and
-   * target lie within the first `peekBytes`; else `undefined`. Nothing is built unless it is read.
-   */
-  readonly http: HttpMeta | undefined
-  /**
-   * The source socket's TLS parameters ({@link MessageTls}); `undefined` on a plain socket that names no server.
-   * Nothing is built per message: it is looked up only when read.
-   */
-  readonly tls: MessageTls | undefined
-  /**
-   * Chooses a redirect target: the socket stored under `key` in `target`. Returns {@link Verdict.REDIRECT}, which the
-   * verdict returns. A missing key or a dead target drops the message (counted), as in the kernel.
-   */
-  redirect(target: SockMap | SockHash, key: MapKey, opts?: RedirectOptions): Verdict
-  /**
-   * Answers the message with `data` (copied) instead of sending it anywhere: on a map attached with `requests`, the
-   * reply takes the message's place in the client's reply order; elsewhere it is written out of the source socket.
-   * Returns {@link Verdict.REDIRECT}, which the verdict returns. Stream verdicts only (a msg verdict's answer is
-   * invalid).
-   */
-  reply(data: Uint8Array | string): Verdict
-  /**
-   * Routes the message to the connection of `pool` that its consistent-hash ring gives the message's RESP key (what
-   * `rules.hashRoute(pool, rules.key.resp)` does; a message without a key has no route and is dropped, in requests
-   * mode with an error reply). Returns {@link Verdict.REDIRECT}, which the verdict returns.
-   */
-  route(pool: SockHash): Verdict
-}
-
-/**
- * Data the application sends, as a msg verdict sees it (the kernel's `sk_msg_md` and `bpf_msg_*` helpers). The
- * helpers are checked with the kernel's rules and recorded; the engine applies them in order before the verdict.
- * `length` and `data` follow the edits (`data` holds the first `peekBytes` of the send, so bytes beyond them stay
- * out of view). Each `send()` is judged on its own unless `corkBytes` holds it for later sends.
- */
-export interface SendMessage extends StreamMessage {
-  /** This verdict covers the next `n` bytes; the verdict runs again for the bytes after them (`bpf_msg_apply_bytes`). */
-  applyBytes(n: number): void
-  /** Hold the data until `n` bytes are buffered, then run the verdict again on all of it (`bpf_msg_cork_bytes`). */
-  corkBytes(n: number): void
-  /**
-   * Makes `data` show `[start, end)` (`bpf_msg_pull_data`; the bytes sent are unchanged). RangeError (code `EINVAL`)
-   * when `end <= start`, `start >= length` or `end > length`.
-   */
-  pull(start: number, end: number): void
-  /** Inserts `len` zero bytes at `start` (`bpf_msg_push_data`); RangeError (code `EINVAL`) when `start > length`. */
-  push(start: number, len: number): void
-  /**
-   * Removes `len` bytes at `start` (`bpf_msg_pop_data`); RangeError (code `EINVAL`) when `start >= length` or
-   * `start + len > length`.
-   */
-  pop(start: number, len: number): void
-}
-
-/** A stream verdict written in TypeScript: called once per received message, in batches. */
-export type VerdictFunction = (msg: StreamMessage) => Verdict
-
-/**
- * A msg verdict written in TypeScript: called once per send (or per `applyBytes` part, or once per cork), in batches.
- * `send()` resolves with the bytes accepted, rejects with `EACCES` when they are all dropped (a DROP verdict or a
- * missing redirect key) and `EPIPE` when the redirect target is closed or ended.
- */
-export type MsgVerdictFunction = (msg: SendMessage) => Verdict
 
 /**
  * A parser written in TypeScript: called with the buffered bytes of a socket, starting at the current message

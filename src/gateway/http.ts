@@ -13,10 +13,10 @@
  *
  * @module
  */
-import type { AttachOptions } from '../map'
+import type { AttachOptions, StreamMessage } from '../map'
 import { parsers } from '../parsers'
 import type { Socket } from '../socket'
-import { Verdict, type StreamMessage } from '../verdict'
+import { Verdict } from '../verdict'
 import { Gateway, type GatewayOptions } from './base'
 import { rules } from '../rules'
 import type { RequestsOptions } from './native'

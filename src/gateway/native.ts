@@ -8,8 +8,8 @@
  * @module
  */
 import { SockmapError } from '../errors'
-import type { RequestsOptions as EngineRequestsOptions, SockHash } from '../map'
-import type { StreamMessage, Verdict } from '../verdict'
+import type { RequestsOptions as EngineRequestsOptions, SockHash, StreamMessage } from '../map'
+import type { Verdict } from '../verdict'
 
 /** How a client map pairs each request with one reply: the engine's options, and the Redis planner's. */
 export interface RequestsOptions extends EngineRequestsOptions {

@@ -13,11 +13,11 @@
  */
 import { createHash } from 'node:crypto'
 
-import type { AttachOptions, SockHash } from '../map'
+import type { AttachOptions, SockHash, StreamMessage } from '../map'
 import { parsers, type LengthFieldOptions, type NativeParser } from '../parsers'
 import { rules, type MessageKey } from '../rules'
 import type { Socket } from '../socket'
-import { Verdict, type StreamMessage } from '../verdict'
+import { Verdict } from '../verdict'
 import { Gateway, type GatewayOptions } from './base'
 import { gatewayMessage, type GatewayMessage, type RequestsOptions } from './native'
 import { parseUpstreams, UpstreamPool, type UpstreamSpec } from './pool'

@@ -8,10 +8,10 @@
  *
  * @module
  */
-import type { AttachOptions } from '../map'
+import type { AttachOptions, StreamMessage } from '../map'
 import { parsers } from '../parsers'
 import { rules } from '../rules'
-import type { StreamMessage, Verdict } from '../verdict'
+import type { Verdict } from '../verdict'
 import { Gateway, type GatewayOptions } from './base'
 import { gatewayMessage, type GatewayMessage, type RequestsOptions } from './native'
 import type { UpstreamPool, UpstreamSpec } from './pool'

@@ -11,61 +11,18 @@
 //! the I/O thread never blocks on JavaScript, and JavaScript never waits for the I/O thread.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use napi::bindgen_prelude::{Buffer, Float64ArraySlice, Int32ArraySlice, Uint8ArraySlice, Unknown};
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::Status;
+use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 use sockmap_core::batch::{Answers, Batch, ExternalVerdicts, ItemKind, MsgEdit, Target};
 use sockmap_core::framer::{MessageMeta, Parse};
 use sockmap_core::{Errno, Key, MapId};
 
-use crate::binding_engine::{lock, BindingEngine};
-use crate::binding_error::{error_of, guarded, Result};
-
-/// The wake-up function: called with no argument, its return value ignored.
-pub(crate) type WakeFn = ThreadsafeFunction<(), Unknown<'static>, (), Status, false>;
-
-/// Wakes the JS thread at most once until it drains.
-///
-/// The flag and the counter outlive the function: `close()` releases the function (so that it no longer keeps the
-/// event loop or the JavaScript callback alive) while `drain()` and `wakeups` keep working.
-pub(crate) struct Waker {
-    pub(crate) pending: Arc<AtomicBool>,
-    pub(crate) wakeups: Arc<AtomicU64>,
-    pub(crate) tsfn: WakeFn,
-}
-
-impl Waker {
-    pub(crate) fn new(tsfn: WakeFn) -> Waker {
-        Waker {
-            pending: Arc::default(),
-            wakeups: Arc::default(),
-            tsfn,
-        }
-    }
-
-    /// Calls JavaScript unless a call is already queued and not yet drained.
-    pub(crate) fn wake(&self) {
-        if !self.pending.swap(true, Ordering::AcqRel) {
-            self.wakeups.fetch_add(1, Ordering::Relaxed);
-            // Unbounded queue: never QueueFull; `Closing` after env teardown needs nothing.
-            let _ = self.tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
-        }
-    }
-}
-
-/// What the wake function is called for, as its argument (a threaded engine calls it with none: both).
-#[napi]
-pub enum Wake {
-    /// Events wait: call `drain()`.
-    Events = 1,
-    /// Batches wait: call `takeBatch()`.
-    Batches = 2,
-}
+use crate::binding_error::{error_of, Result};
+use crate::binding_lock::lock;
+use crate::binding_wake::Waker;
 
 /// Batches handed off by the I/O thread, waiting for JavaScript.
 pub(crate) type Inbox = Arc<Mutex<VecDeque<Batch>>>;
@@ -94,8 +51,15 @@ impl ExternalVerdicts for JsVerdicts {
 }
 
 /// The batch JavaScript is answering (its items say what each answer is for).
-pub(crate) struct Taken {
+struct Taken {
     batch: Batch,
+}
+
+/// The batches on the JS thread's side: those waiting to be taken, and the one JavaScript is answering.
+#[derive(Default)]
+pub(crate) struct Batches {
+    pub(crate) inbox: Inbox,
+    taken: Mutex<Option<Taken>>,
 }
 
 /// The numbers describing one item in the descriptor array, at these offsets from `i * DESC_STRIDE`.
@@ -353,63 +317,44 @@ const _: () = assert!(
         && AnswerCode::Route as u32 == Answers::ROUTE
 );
 
-#[napi]
-impl BindingEngine {
-    /// Copies the next batch into `payload`, `descs` (`DESC_STRIDE` numbers per item, see `DescField`) and `meta`
-    /// (`META_STRIDE` numbers per item, see `MetaField`). Returns the number of items; 0 when no batch waits; `-n`
-    /// when `payload` needs `n` bytes or `descs` or `meta` has too few slots, so that JavaScript grows them and calls
-    /// again.
-    #[napi]
-    pub fn take_batch(
+impl Batches {
+    /// Copies the next batch into the JS thread's arrays, as `takeBatch` describes.
+    pub(crate) fn take(
         &self,
-        mut payload: Uint8ArraySlice<'_>,
-        mut descs: Float64ArraySlice<'_>,
-        mut meta: Int32ArraySlice<'_>,
+        payload: &mut [u8],
+        descs: &mut [f64],
+        meta: &mut [i32],
     ) -> Result<f64> {
-        // SAFETY: this runs synchronously on the JS thread that owns the three arrays; no JavaScript runs until it
-        // returns, and the engine never sees these pointers (it copies into them here and nowhere else).
-        let (payload, descs, meta) = unsafe { (payload.as_mut(), descs.as_mut(), meta.as_mut()) };
-        guarded(|| {
-            let stride = DESC_STRIDE as usize;
-            let mstride = META_STRIDE as usize;
-            let mut inbox = lock(&self.inbox);
-            let Some(batch) = inbox.front() else {
-                return Ok(0.0);
-            };
-            let need = batch.payload_len();
-            let n = batch.items.len();
-            if need > payload.len() || n * stride > descs.len() || n * mstride > meta.len() {
-                return Ok(-(need.max(1) as f64));
-            }
-            let batch = inbox.pop_front().expect("front checked");
-            drop(inbox);
-            batch.copy_each(payload, |i, d| {
-                let slot = &mut descs[i * stride..(i + 1) * stride];
-                slot[DescField::Sock as usize] = d.sock.as_u64() as f64;
-                slot[DescField::Tag as usize] = f64::from(d.tag);
-                slot[DescField::Kind as usize] = f64::from(BatchItemKind::from(d.kind) as u32);
-                slot[DescField::Offset as usize] = d.offset as f64;
-                slot[DescField::Copied as usize] = d.copied as f64;
-                slot[DescField::Len as usize] = d.len as f64;
-                write_meta(&mut meta[i * mstride..(i + 1) * mstride], &d.meta, d.copied);
-            });
-            *lock(&self.taken) = Some(Taken { batch });
-            Ok(n as f64)
-        })
+        let stride = DESC_STRIDE as usize;
+        let mstride = META_STRIDE as usize;
+        let mut inbox = lock(&self.inbox);
+        let Some(batch) = inbox.front() else {
+            return Ok(0.0);
+        };
+        let need = batch.payload_len();
+        let n = batch.items.len();
+        if need > payload.len() || n * stride > descs.len() || n * mstride > meta.len() {
+            return Ok(-(need.max(1) as f64));
+        }
+        let batch = inbox.pop_front().expect("front checked");
+        drop(inbox);
+        batch.copy_each(payload, |i, d| {
+            let slot = &mut descs[i * stride..(i + 1) * stride];
+            slot[DescField::Sock as usize] = d.sock.as_u64() as f64;
+            slot[DescField::Tag as usize] = f64::from(d.tag);
+            slot[DescField::Kind as usize] = f64::from(BatchItemKind::from(d.kind) as u32);
+            slot[DescField::Offset as usize] = d.offset as f64;
+            slot[DescField::Copied as usize] = d.copied as f64;
+            slot[DescField::Len as usize] = d.len as f64;
+            write_meta(&mut meta[i * mstride..(i + 1) * mstride], &d.meta, d.copied);
+        });
+        *lock(&self.taken) = Some(Taken { batch });
+        Ok(n as f64)
     }
 
-    /// Answers the batch last taken: `answers[i]` is an `AnswerCode` (`Redirect + t` for target `t` of `targets`,
-    /// `TARGET_STRIDE` numbers each, see `TargetField`). `extras` holds, in item order, one record per parse and
-    /// msg-verdict item: the item's index, a count, and that many parse results (one number each) or edits
-    /// (`EDIT_STRIDE` numbers each, see `EditOp`). The codes go to the engine as they are, with the target table
-    /// converted once; an answer this cannot read (a negative code, an unknown edit, a target that names a missing
-    /// key) goes as invalid, and the engine treats codes naming no target as invalid too. Returns the number of
-    /// batches still waiting to be taken (0: no need to call `takeBatch` again now). `Reply + r` answers a stream
-    /// verdict item with the bytes `replies[r]` (`msg.reply`); `Route + r` routes it by the ring of route `r` of
-    /// `routes` (the same rows as `targets`; `msg.route`).
-    #[napi]
+    /// Answers the batch last taken with what JavaScript wrote, as `answerBatch` describes.
     #[allow(clippy::too_many_arguments)]
-    pub fn answer_batch(
+    pub(crate) fn answer(
         &self,
         answers: &[i32],
         targets: &[f64],
@@ -418,87 +363,85 @@ impl BindingEngine {
         replies: Vec<Buffer>,
         routes: &[f64],
     ) -> Result<u32> {
-        guarded(|| {
-            let taken = lock(&self.taken)
-                .take()
-                .ok_or_else(|| error_of(Errno::Inval, "no batch is being answered"))?;
-            let batch = taken.batch;
-            let mut out = Answers::with_capacity(answers.len());
-            out.codes.extend(
-                answers
-                    .iter()
-                    .map(|&c| u32::try_from(c).unwrap_or(Answers::INVALID)),
-            );
-            let mut unreadable = Vec::new();
-            for (t, row) in targets.chunks_exact(TARGET_STRIDE as usize).enumerate() {
-                match target_of(row, &keys) {
-                    Some(target) => out.targets.push(target),
-                    None => {
-                        unreadable.push(Answers::REDIRECT.saturating_add(t as u32));
-                        // A placeholder keeps the indexes; no code names it (see below).
-                        out.targets.push(Target {
-                            map: MapId::from_u32(u32::MAX),
-                            key: Key::Num(0),
-                            ingress: false,
-                        });
-                    }
+        let taken = lock(&self.taken)
+            .take()
+            .ok_or_else(|| error_of(Errno::Inval, "no batch is being answered"))?;
+        let batch = taken.batch;
+        let mut out = Answers::with_capacity(answers.len());
+        out.codes.extend(
+            answers
+                .iter()
+                .map(|&c| u32::try_from(c).unwrap_or(Answers::INVALID)),
+        );
+        let mut unreadable = Vec::new();
+        for (t, row) in targets.chunks_exact(TARGET_STRIDE as usize).enumerate() {
+            match target_of(row, &keys) {
+                Some(target) => out.targets.push(target),
+                None => {
+                    unreadable.push(Answers::REDIRECT.saturating_add(t as u32));
+                    // A placeholder keeps the indexes; no code names it (see below).
+                    out.targets.push(Target {
+                        map: MapId::from_u32(u32::MAX),
+                        key: Key::Num(0),
+                        ingress: false,
+                    });
                 }
             }
-            out.replies = replies.iter().map(|b| Bytes::copy_from_slice(b)).collect();
-            for (r, row) in routes.chunks_exact(TARGET_STRIDE as usize).enumerate() {
-                match target_of(row, &keys) {
-                    Some(route) => out.routes.push(route),
-                    None => {
-                        unreadable.push(Answers::ROUTE.saturating_add(r as u32));
-                        out.routes.push(Target {
-                            map: MapId::from_u32(u32::MAX),
-                            key: Key::Num(0),
-                            ingress: false,
-                        });
-                    }
+        }
+        out.replies = replies.iter().map(|b| Bytes::copy_from_slice(b)).collect();
+        for (r, row) in routes.chunks_exact(TARGET_STRIDE as usize).enumerate() {
+            match target_of(row, &keys) {
+                Some(route) => out.routes.push(route),
+                None => {
+                    unreadable.push(Answers::ROUTE.saturating_add(r as u32));
+                    out.routes.push(Target {
+                        map: MapId::from_u32(u32::MAX),
+                        key: Key::Num(0),
+                        ingress: false,
+                    });
                 }
             }
-            if !unreadable.is_empty() {
-                for c in &mut out.codes {
-                    if unreadable.contains(c) {
-                        *c = Answers::INVALID;
-                    }
+        }
+        if !unreadable.is_empty() {
+            for c in &mut out.codes {
+                if unreadable.contains(c) {
+                    *c = Answers::INVALID;
                 }
             }
-            let kind = |i: usize| batch.items.get(i).map(|it| it.kind);
-            let mut at = 0usize;
-            while at < extras.len() {
-                let stride = |i| match kind(i) {
-                    Some(ItemKind::MsgVerdict) => EDIT_STRIDE as usize,
-                    _ => 1,
-                };
-                let (i, entries) = record_of(extras, &mut at, stride);
-                let index = u32::try_from(i).unwrap_or(u32::MAX);
-                match kind(i) {
-                    Some(ItemKind::Parse) => {
-                        out.parse.extend(entries.iter().map(|&r| parse_of(r)));
-                        out.parse_items.extend(entries.iter().map(|_| index));
-                    }
-                    Some(ItemKind::MsgVerdict) => {
-                        for e in entries.chunks_exact(EDIT_STRIDE as usize) {
-                            match edit_of(e) {
-                                Some(edit) => {
-                                    out.edits.push(edit);
-                                    out.edit_items.push(index);
-                                }
-                                None => {
-                                    if let Some(c) = out.codes.get_mut(i) {
-                                        *c = Answers::INVALID;
-                                    }
+        }
+        let kind = |i: usize| batch.items.get(i).map(|it| it.kind);
+        let mut at = 0usize;
+        while at < extras.len() {
+            let stride = |i| match kind(i) {
+                Some(ItemKind::MsgVerdict) => EDIT_STRIDE as usize,
+                _ => 1,
+            };
+            let (i, entries) = record_of(extras, &mut at, stride);
+            let index = u32::try_from(i).unwrap_or(u32::MAX);
+            match kind(i) {
+                Some(ItemKind::Parse) => {
+                    out.parse.extend(entries.iter().map(|&r| parse_of(r)));
+                    out.parse_items.extend(entries.iter().map(|_| index));
+                }
+                Some(ItemKind::MsgVerdict) => {
+                    for e in entries.chunks_exact(EDIT_STRIDE as usize) {
+                        match edit_of(e) {
+                            Some(edit) => {
+                                out.edits.push(edit);
+                                out.edit_items.push(index);
+                            }
+                            None => {
+                                if let Some(c) = out.codes.get_mut(i) {
+                                    *c = Answers::INVALID;
                                 }
                             }
                         }
                     }
-                    _ => {}
                 }
+                _ => {}
             }
-            batch.reply(out);
-            Ok(lock(&self.inbox).len() as u32)
-        })
+        }
+        batch.reply(out);
+        Ok(lock(&self.inbox).len() as u32)
     }
 }

@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use napi::bindgen_prelude::{AsyncTask, Function, JsValue, ObjectFinalize, Unknown};
+use napi::bindgen_prelude::{
+    AsyncTask, Buffer, Float64ArraySlice, Function, Int32ArraySlice, JsValue, ObjectFinalize,
+    Uint8ArraySlice, Unknown,
+};
 use napi::{CleanupEnvHook, Env, Task};
 use napi_derive::napi;
 use sockmap_core::backend::select;
@@ -24,14 +27,16 @@ use sockmap_core::{
     SockId, Stream, UnixName,
 };
 
-use crate::binding_batch::{Inbox, JsVerdicts, Taken, WakeFn, Waker};
+use crate::binding_batch::{Batches, JsVerdicts};
 use crate::binding_error::{error_of, guarded, host_error, Error, Result};
 use crate::binding_event::{js_event, unix_path, JsEvent};
 use crate::binding_inline::Inline;
+use crate::binding_lock::lock;
 use crate::binding_options::{engine_config, session_config, EngineOptions, SessionsSpec};
 use crate::binding_tls::{
     js_tls_stats, server_tls, ClientCache, JsTlsStats, TlsClientSpec, TlsServerSpec,
 };
+use crate::binding_wake::{WakeFn, Waker};
 
 /// The engine, shared with the env cleanup hook so that an env torn down
 /// without `close()` (a terminated worker) still stops the I/O thread.
@@ -136,8 +141,7 @@ pub(crate) fn stats_values(s: &StatsSnapshot) -> Vec<f64> {
 pub struct BindingEngine {
     pub(crate) cell: Arc<EngineCell>,
     pub(crate) handle: EngineHandle,
-    pub(crate) inbox: Inbox,
-    pub(crate) taken: Mutex<Option<Taken>>,
+    batches: Batches,
     /// Set while a wake-up is queued and not yet drained.
     pending: Arc<AtomicBool>,
     /// Wake-ups so far.
@@ -188,11 +192,6 @@ impl BindingEngine {
     }
 }
 
-/// Locks a mutex, ignoring poisoning (every holder leaves the data consistent).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 pub(crate) fn sock_id(id: f64) -> SockId {
     SockId::from_u64(id as u64)
 }
@@ -240,6 +239,52 @@ fn engine_err(e: Errno, what: &str) -> Error {
 
 #[napi]
 impl BindingEngine {
+    /// Copies the next batch into `payload`, `descs` (`DESC_STRIDE` numbers per item, see `DescField`) and `meta`
+    /// (`META_STRIDE` numbers per item, see `MetaField`). Returns the number of items; 0 when no batch waits; `-n`
+    /// when `payload` needs `n` bytes or `descs` or `meta` has too few slots, so that JavaScript grows them and calls
+    /// again.
+    #[napi]
+    pub fn take_batch(
+        &self,
+        mut payload: Uint8ArraySlice<'_>,
+        mut descs: Float64ArraySlice<'_>,
+        mut meta: Int32ArraySlice<'_>,
+    ) -> Result<f64> {
+        // SAFETY: this runs synchronously on the JS thread that owns the three arrays; no JavaScript runs until it
+        // returns, and the engine never sees these pointers (it copies into them here and nowhere else).
+        let (payload, descs, meta) = unsafe { (payload.as_mut(), descs.as_mut(), meta.as_mut()) };
+        guarded(|| self.batches.take(payload, descs, meta))
+    }
+
+    /// Answers the batch last taken: `answers[i]` is an `AnswerCode` (`Redirect + t` for target `t` of `targets`,
+    /// `TARGET_STRIDE` numbers each, see `TargetField`). `extras` holds, in item order, one record per parse and
+    /// msg-verdict item: the item's index, a count, and that many parse results (one number each) or edits
+    /// (`EDIT_STRIDE` numbers each, see `EditOp`). The codes go to the engine as they are, with the target table
+    /// converted once; an answer this cannot read (a negative code, an unknown edit, a target that names a missing
+    /// key) goes as invalid, and the engine treats codes naming no target as invalid too. Returns the number of
+    /// batches still waiting to be taken (0: no need to call `takeBatch` again now). `Reply + r` answers a stream
+    /// verdict item with the bytes `replies[r]` (`msg.reply`); `Route + r` routes it by the ring of route `r` of
+    /// `routes` (the same rows as `targets`; `msg.route`).
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn answer_batch(
+        &self,
+        answers: &[i32],
+        targets: &[f64],
+        keys: Vec<Buffer>,
+        extras: &[f64],
+        replies: Vec<Buffer>,
+        routes: &[f64],
+    ) -> Result<u32> {
+        guarded(|| {
+            self.batches
+                .answer(answers, targets, keys, extras, replies, routes)
+        })
+    }
+}
+
+#[napi]
+impl BindingEngine {
     /// Starts an engine; `wake` is called (on the JS thread) when events are ready.
     #[napi(constructor)]
     pub fn new(
@@ -252,7 +297,7 @@ impl BindingEngine {
             let inline = select::drive_of(&cfg).map_err(|e| {
                 engine_err(e.code, &format!("cannot start the engine: {}", e.detail))
             })? == Drive::Inline;
-            let inbox = Inbox::default();
+            let batches = Batches::default();
             // A threaded engine wakes JavaScript through a threadsafe function; an inline one calls it directly.
             let waker = if inline {
                 None
@@ -271,7 +316,7 @@ impl BindingEngine {
             let hooks = Hooks {
                 notify: waker.clone().map(|w| Box::new(move || w.wake()) as Notify),
                 external: Some(Box::new(JsVerdicts {
-                    inbox: inbox.clone(),
+                    inbox: batches.inbox.clone(),
                     waker: waker.clone(),
                 })),
             };
@@ -285,7 +330,7 @@ impl BindingEngine {
                         env.raw(),
                         wake.value().value,
                         driven,
-                        inbox.clone(),
+                        batches.inbox.clone(),
                         wakeups.clone(),
                     )
                 }?),
@@ -301,8 +346,7 @@ impl BindingEngine {
             Ok(BindingEngine {
                 cell,
                 handle,
-                inbox,
-                taken: Mutex::new(None),
+                batches,
                 pending,
                 wakeups,
                 wake: Mutex::new(waker),
@@ -734,7 +778,7 @@ impl BindingEngine {
     pub fn close(&self) -> Result<AsyncTask<CloseTask>> {
         guarded(|| {
             lock(&self.wake).take();
-            lock(&self.inbox).clear();
+            lock(&self.batches.inbox).clear();
             let finished = self.inline.as_ref().map(|inline| {
                 let (tx, rx) = sync_channel(1);
                 inline.close(tx);

@@ -32,9 +32,10 @@ use std::time::Duration;
 use napi::sys;
 use sockmap_core::{Driven, Errno};
 
-use crate::binding_batch::{Inbox, Wake};
-use crate::binding_engine::lock;
+use crate::binding_batch::Inbox;
 use crate::binding_error::{error_of, Result};
+use crate::binding_lock::lock;
+use crate::binding_wake::Wake;
 
 /// Turns (each possibly with a call into JavaScript) one callback runs before it lets the event loop do other work.
 const MAX_ROUNDS: u32 = 64;

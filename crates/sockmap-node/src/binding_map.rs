@@ -6,8 +6,9 @@ use napi_derive::napi;
 use sockmap_core::{EntryOptions, Errno, MapId};
 
 use crate::binding_bytes::JsBytes;
-use crate::binding_engine::{lock, sock_id, stats_values, BindingEngine};
+use crate::binding_engine::{sock_id, stats_values, BindingEngine};
 use crate::binding_error::{error_of, guarded, Error, Result};
+use crate::binding_lock::lock;
 use crate::binding_options::{flag_of, key_of, map_kind_of, programs_of, ProgramsSpec};
 
 /// One entry of a map (made in Rust, read in JavaScript).

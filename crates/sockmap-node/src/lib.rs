@@ -13,15 +13,17 @@ mod binding_engine;
 mod binding_error;
 mod binding_event;
 mod binding_inline;
+mod binding_lock;
 mod binding_map;
 mod binding_options;
 mod binding_ring;
 mod binding_tls;
+mod binding_wake;
 
 pub use binding_batch::{
     AnswerCode, BatchItemKind, DescField, EditOp, MetaField, MetaKind, TargetField, TargetFlag,
-    Wake, DESC_STRIDE, EDIT_STRIDE, META_STRIDE, PARSE_FAILED_ERRNO, PARSE_HANDBACK,
-    PARSE_NEED_MORE, TARGET_STRIDE,
+    DESC_STRIDE, EDIT_STRIDE, META_STRIDE, PARSE_FAILED_ERRNO, PARSE_HANDBACK, PARSE_NEED_MORE,
+    TARGET_STRIDE,
 };
 #[cfg(feature = "electron-cage")]
 pub use binding_cage::cage_probe;
@@ -30,6 +32,7 @@ pub use binding_error::error_codes;
 pub use binding_event::EventKind;
 pub use binding_options::{native_defaults, NativeDefaults};
 pub use binding_tls::client_hello_sni;
+pub use binding_wake::Wake;
 
 use napi_derive::napi;
 

@@ -17,11 +17,12 @@ use std::time::Instant;
 use bytes::Bytes;
 use smallvec::SmallVec;
 
+use super::body::Body;
 use super::egress::{offset_in, Egress};
 use super::queue::Answered;
-use super::recv::Body;
+use super::slot::SlotIdx;
 use super::state::Hold;
-use super::{Core, SlotIdx};
+use super::Core;
 use crate::batch::{Answers, BatchItem, ItemData, ItemKind};
 use crate::batcher::{BatchAnswer, Batcher, ItemRef};
 use crate::error::Errno;

@@ -26,15 +26,16 @@
 //!   reads; it closes after its idle timeout without a datagram either way,
 //!   and when its bound socket closes.
 
-use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use smallvec::smallvec;
 
 use super::egress::Egress;
-use super::{AppRead, Core, NewSock, Op, SlotIdx};
-use crate::dgram::{Datagram, DgramRole, SessionConfig};
+use super::slot::SlotIdx;
+use super::state::dgram::DgramState;
+use super::{AppRead, Core, NewSock, Op};
+use crate::dgram::{Datagram, DgramRole};
 use crate::error::Errno;
 use crate::event::{Event, Frags};
 use crate::framer::MessageMeta;
@@ -43,63 +44,6 @@ use crate::registry::SockState;
 use crate::sock::Addr;
 use crate::stats::DropReason;
 use crate::timer::Timer;
-
-/// A datagram socket's state on the I/O thread.
-#[derive(Debug)]
-pub(crate) struct DgramState {
-    role: DgramRole,
-    /// Datagrams to send, oldest first.
-    tx: VecDeque<Datagram>,
-    tx_bytes: usize,
-    /// A `Flush` op is queued or the backend waits for writability.
-    flush_asked: bool,
-    /// A bound socket: the senders of the datagrams whose verdict is not applied yet.
-    rx_from: VecDeque<Addr>,
-    /// A session: its bound socket and client.
-    session: Option<(SockId, Addr)>,
-    /// A bound socket with sessions: its sessions by client.
-    sessions: HashMap<Addr, SockId>,
-    /// A bound socket with sessions: the bytes all its sessions hold.
-    sessions_held: usize,
-    /// A session's datagrams received while it is not read.
-    held: VecDeque<Bytes>,
-    held_bytes: usize,
-    /// The last datagram either way (sessions).
-    last: Instant,
-    /// The kernel's drop count as last reported (`SO_RXQ_OVFL`).
-    kernel_drops: u32,
-}
-
-impl DgramState {
-    fn new(role: DgramRole, now: Instant) -> DgramState {
-        DgramState {
-            role,
-            tx: VecDeque::new(),
-            tx_bytes: 0,
-            flush_asked: false,
-            rx_from: VecDeque::new(),
-            session: None,
-            sessions: HashMap::new(),
-            sessions_held: 0,
-            held: VecDeque::new(),
-            held_bytes: 0,
-            last: now,
-            kernel_drops: 0,
-        }
-    }
-
-    fn sessions_cfg(&self) -> Option<SessionConfig> {
-        match self.role {
-            DgramRole::Sessions(c) => Some(c),
-            _ => None,
-        }
-    }
-
-    /// Whether it is a session of a bound socket.
-    pub(crate) fn is_session(&self) -> bool {
-        self.session.is_some()
-    }
-}
 
 /// One buffer holding a message's fragments (one datagram).
 fn concat(frags: Frags) -> Bytes {

@@ -19,8 +19,9 @@
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
-use super::recv::Body;
-use super::{Core, Op, SlotIdx};
+use super::body::Body;
+use super::slot::SlotIdx;
+use super::{Core, Op};
 use crate::event::{Event, Frags};
 use crate::id::SockId;
 use crate::stats::DropReason;

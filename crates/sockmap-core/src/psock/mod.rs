@@ -20,8 +20,6 @@
 //! | file | what |
 //! |---|---|
 //! | `mod.rs` | the psock table, outputs, socket lifecycle (accept, connect, FIN, close), application commands |
-//! | `state.rs` | the `Psock` type: its life, receive and transmit states, with their invariants |
-//! | `queue.rs` | the queues a psock owns: send ring, application queue, awaited messages |
 //! | `recv.rs` | the receive path: bytes read → parser → verdict → PASS/DROP/REDIRECT |
 //! | `egress.rs` | bytes into a target's send ring: the per-read coalescer, watermarks, the application queue |
 //! | `parse.rs` | the psock's stream parser, and the conversation with an external parser |
@@ -30,6 +28,17 @@
 //! | `exchange.rs` | request/response pairing: clients' reply slots in order, upstreams' pending requests |
 //! | `send.rs` | the sk_msg path: application sends through the msg verdict |
 //! | `dgram.rs` | datagram sockets: one message per datagram, send queues of whole datagrams, sessions |
+//!
+//! Below them, the vocabulary they share, which imports none of the rooms:
+//!
+//! | file | what |
+//! |---|---|
+//! | `state.rs` | the `Psock` type: its life, receive and transmit states, with their invariants |
+//! | `state/*.rs` | the state of each concern a psock takes part in: `parse.rs` (`RxParser`), `send.rs` (`SendState`), `exchange.rs` (`Exchange`), `dgram.rs` (`DgramState`) |
+//! | `queue.rs` | the queues a psock owns: send ring, application queue, awaited messages |
+//! | `slot.rs` | `SlotIdx`: a psock's place in the table |
+//! | `body.rs` | `Body`: one message's bytes, its own fragments or a range of a block |
+//! | `handoff.rs` | `Remote`: what one shard's core hands another |
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -56,23 +65,27 @@ use crate::timer::{Timer, TimerTable};
 use crate::verdict::{eval_rule, Message, Resolved};
 
 mod answers;
+mod body;
 mod dgram;
 mod egress;
 mod exchange;
+mod handoff;
 mod parse;
 mod queue;
 mod recv;
 mod remote;
 mod send;
+mod slot;
 mod splice;
 mod state;
 mod tls;
 
 pub use state::NewSock;
-pub(crate) use state::{AppRead, Psock, SlotIdx};
+pub(crate) use state::{AppRead, Psock};
 
 use egress::Egress;
-pub(crate) use remote::Remote;
+pub(crate) use handoff::Remote;
+use slot::SlotIdx;
 
 /// Where an accepted connection goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

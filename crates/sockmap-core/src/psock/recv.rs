@@ -28,8 +28,10 @@
 use bytes::Bytes;
 use smallvec::smallvec;
 
+use super::body::Body;
 use super::egress::Egress;
-use super::{Core, SlotIdx};
+use super::slot::SlotIdx;
+use super::Core;
 use crate::event::Frags;
 use crate::framer::MessageMeta;
 use crate::id::SockId;
@@ -40,24 +42,6 @@ use crate::stats::DropReason;
 use crate::strparser::Event as StrpEvent;
 use crate::timer::Timer;
 use crate::verdict::{decide, Message, Resolved};
-
-/// The bytes of one message.
-#[derive(Debug)]
-pub(crate) enum Body<'a> {
-    /// Fragments of received buffers.
-    Frags(Frags),
-    /// `start..end` of a block.
-    Range(&'a Bytes, usize, usize),
-}
-
-impl Body<'_> {
-    pub(crate) fn into_frags(self) -> Frags {
-        match self {
-            Body::Frags(f) => f,
-            Body::Range(b, s, e) => smallvec![b.slice(s..e)],
-        }
-    }
-}
 
 impl Core {
     /// Bytes were read from the socket at `now`.

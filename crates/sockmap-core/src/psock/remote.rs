@@ -38,44 +38,13 @@ use crate::event::{Event, Frags};
 use crate::id::SockId;
 use crate::stats::DropReason;
 
+use super::handoff::Remote;
 use super::queue::SendAck;
-use super::{Core, SlotIdx};
+use super::slot::SlotIdx;
+use super::Core;
 
 /// Bytes a source may have unacknowledged by other shards.
 pub(crate) const REMOTE_CREDIT: usize = 256 << 10;
-
-/// What one shard's core hands another.
-#[derive(Debug)]
-pub(crate) enum Remote {
-    /// Messages of `src` for `target`'s egress (or its application, `ingress`).
-    Bytes {
-        src: SockId,
-        target: SockId,
-        ingress: bool,
-        messages: u64,
-        len: usize,
-        frags: Frags,
-        /// The application send whose last bytes these are, reported on the ack.
-        done: Option<SendAck>,
-    },
-    /// `target`'s partner read to its end (or closed): end `target` after its queued bytes.
-    End { target: SockId },
-    /// `target`'s partner closed on an error (or as its pair asked): close `target` at once.
-    Destroy { target: SockId },
-    /// The answer to a `Bytes` item of `src`.
-    Ack {
-        src: SockId,
-        ingress: bool,
-        messages: u64,
-        len: usize,
-        delivered: bool,
-        done: Option<SendAck>,
-    },
-    /// A target of `src` went above its high watermark: stop reading `src`.
-    Block { src: SockId },
-    /// A target `src` waited on drained.
-    Release { src: SockId },
-}
 
 impl Core {
     /// Reports an application send whose bytes went to another shard: as

@@ -2,23 +2,20 @@
 //! (`tcp_bpf_send_verdict`), with `apply_bytes`, `cork_bytes` and the
 //! pull/push/pop edits, then is transmitted, redirected or refused.
 //!
-//! The psock's sk_msg state ([`SendState`]: `psock->cork`, `cork_bytes`,
-//! `apply_bytes`, the cached verdict, the send parked for an external
-//! answer and the sends behind it) lives here and only here.
-//!
-//! Invariants: while a send is parked for its external msg verdict, every
-//! later send of the socket waits in `backlog`, in order; `cached` is set
-//! exactly while `apply_left > 0`; a cork holds fewer than `cork_bytes`
-//! bytes unless it was forced open by a full message ring.
+//! The psock's sk_msg state ([`SendState`](super::state::send::SendState):
+//! `psock->cork`, `cork_bytes`, `apply_bytes`, the cached verdict, the send
+//! parked for an external answer and the sends behind it) is changed here and
+//! only here; `state/send.rs` states its invariants.
 
-use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
 use smallvec::SmallVec;
 
 use super::queue::SendAck;
-use super::{Core, SlotIdx};
+use super::slot::SlotIdx;
+use super::state::send::{ParkedSend, SendJob, SendOutcome};
+use super::Core;
 use crate::batch::{BatchItem, ItemData, ItemKind, MsgEdit};
 use crate::batcher::ItemRef;
 use crate::error::Errno;
@@ -35,78 +32,6 @@ use crate::verdict::{eval_rule, resolve, Message, Resolved};
 /// Fragments one message under a msg verdict may hold before its cork is
 /// forced (the kernel forces a cork when its 17-slot ring fills).
 const MSG_MAX_FRAGS: usize = 1024;
-
-/// The psock's sk_msg state.
-#[derive(Debug, Default)]
-pub(crate) struct SendState {
-    /// The cork and the cached verdict.
-    msg: MsgState,
-    /// The send waiting for an external msg verdict.
-    parked: Option<Box<ParkedSend>>,
-    /// Numbers parked sends.
-    seq: u64,
-    /// Sends behind the parked one, in order.
-    backlog: VecDeque<(Bytes, u64)>,
-}
-
-impl SendState {
-    /// Discards the cork (close): the bytes it held.
-    pub(crate) fn discard_cork(&mut self) -> usize {
-        self.msg.cork.take().map_or(0, |m| m.size())
-    }
-}
-
-/// What became of one application send.
-#[derive(Debug, Default)]
-struct SendOutcome {
-    /// Bytes transmitted, redirected or parked by a cork.
-    accepted: usize,
-    /// Bytes refused.
-    refused: usize,
-    /// The refusal was a dead redirect target (EPIPE) rather than a DROP (EACCES).
-    pipe: bool,
-    /// The refusal was an egress redirect to a datagram socket (EOPNOTSUPP, as the kernel's sk_msg egress is
-    /// TCP to TCP only).
-    unsupported: bool,
-    /// The ring the last accepted bytes went to (the send is acknowledged when it drains).
-    ring: Option<SlotIdx>,
-    /// A target on another shard that accepted bytes went to: the send is
-    /// reported when that shard says whether they were delivered.
-    remote: Option<SockId>,
-}
-
-/// A send going through the msg verdict loop.
-#[derive(Debug)]
-struct SendJob {
-    /// What is left to judge.
-    msg: SkMsg,
-    /// The ring filled up: the cork is forced open.
-    forced: bool,
-    out: SendOutcome,
-    /// Bytes of the application's send.
-    len: usize,
-    req: u64,
-}
-
-/// A send waiting for its external msg verdict.
-#[derive(Debug)]
-struct ParkedSend {
-    seq: u64,
-    job: SendJob,
-}
-
-/// The cork and the cached verdict (`psock->cork`, `cork_bytes`,
-/// `apply_bytes`, `eval`, `sk_redir`); the verdict loop takes it out of the
-/// psock while it runs.
-#[derive(Debug, Default)]
-struct MsgState {
-    /// Data parked by `cork_bytes`, with the size that releases it.
-    cork: Option<SkMsg>,
-    cork_bytes: usize,
-    /// Bytes still covered by the cached verdict.
-    apply_left: usize,
-    cached: Option<Resolved>,
-}
 
 impl Core {
     /// An application send; [`Event::SendDone`] reports the bytes accepted,

@@ -30,7 +30,14 @@
 //!   (too many bytes unacknowledged by other shards).
 //!
 //! The queues it owns ([`SendRing`], [`AppQueue`], [`AwaitQueue`]) live in
-//! `queue.rs`, each with its own invariants.
+//! `queue.rs`, each with its own invariants. The state of each concern a
+//! psock takes part in lives below this module, in `state/`: its parser
+//! ([`RxParser`], `state/parse.rs`), its sk_msg state ([`SendState`],
+//! `state/send.rs`), its request/response pairing ([`Exchange`],
+//! `state/exchange.rs`) and a datagram socket's queue and sessions
+//! ([`DgramState`], `state/dgram.rs`); each is changed by the concern's own
+//! `impl Core` block (`psock/parse.rs`, `psock/send.rs`...). None of them
+//! imports this module or the behaviour above it.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -43,27 +50,18 @@ use crate::program::Programs;
 use crate::stats::{DropReason, Stats};
 use crate::verdict::RouteCache;
 
-use super::exchange::Exchange;
-use super::parse::RxParser;
+use super::handoff::Remote;
 use super::queue::{AppQueue, AwaitQueue, SendRing};
-use super::send::SendState;
 
-/// Where a psock lives in the core's table: an index, distinct from the
-/// [`SockId`] that names the socket to the application.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct SlotIdx(usize);
+pub(super) mod dgram;
+pub(super) mod exchange;
+pub(super) mod parse;
+pub(super) mod send;
 
-impl SlotIdx {
-    /// The slot an id points at (the id may be stale: check the psock's id).
-    pub(crate) fn of(id: SockId) -> SlotIdx {
-        SlotIdx(id.slot())
-    }
-
-    /// The index into the table.
-    pub(crate) fn get(self) -> usize {
-        self.0
-    }
-}
+use dgram::DgramState;
+use exchange::Exchange;
+use parse::RxParser;
+use send::SendState;
 
 /// A socket's life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,7 +135,7 @@ pub(crate) struct Psock {
     /// Stopped because `remote_unacked` went above the high watermark.
     remote_blocked: bool,
     /// Acknowledgements owed to sources on other shards, held while this socket is full.
-    remote_acks: Vec<super::Remote>,
+    remote_acks: Vec<Remote>,
     hold_awaiting: bool,
     hold_parser: bool,
     hold_requests: bool,
@@ -167,7 +165,7 @@ pub(crate) struct Psock {
     /// TLS: the record layer between the socket's bytes and its plaintext (`psock/tls.rs`).
     pub(crate) tls: Option<Box<crate::tls::session::Session>>,
     /// A datagram socket's queue and sessions (`psock/dgram.rs`).
-    pub(crate) dgram: Option<Box<super::dgram::DgramState>>,
+    pub(crate) dgram: Option<Box<DgramState>>,
     /// The server name the socket's stream asked for, lowercased: its
     /// handshake's when the engine terminates TLS, else its ClientHello's
     /// (`parsers.tlsRecords()`). What `KeySource::Sni` reads.
@@ -381,12 +379,12 @@ impl Psock {
     }
 
     /// Holds an acknowledgement for a source on another shard until this socket drains.
-    pub(crate) fn defer_remote_ack(&mut self, ack: super::Remote) {
+    pub(crate) fn defer_remote_ack(&mut self, ack: Remote) {
         self.remote_acks.push(ack);
     }
 
     /// The acknowledgements held (see [`Psock::defer_remote_ack`]).
-    pub(crate) fn take_remote_acks(&mut self) -> Vec<super::Remote> {
+    pub(crate) fn take_remote_acks(&mut self) -> Vec<Remote> {
         std::mem::take(&mut self.remote_acks)
     }
 

@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Core, Op, SlotIdx};
+use super::slot::SlotIdx;
+use super::{Core, Op};
 use crate::event::Event;
 use crate::id::SockId;
 use crate::sock::Addr;
