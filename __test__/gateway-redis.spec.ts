@@ -13,8 +13,8 @@ import Redis from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 
 import { RedisGateway, type GatewayMessage } from '../src/index'
-import { deadline, until } from './helpers'
-import { freePorts, needs, program, redisCall, respOf, runCli, startRedis, type RedisServer } from './peers'
+import { deadline, programPath, until } from './helpers'
+import { freePorts, needs, redisCall, respOf, runCli, startRedis, type RedisServer } from './peers'
 
 const run = promisify(execFile)
 const ready = needs('redis-server')
@@ -85,7 +85,7 @@ describe.skipIf(!ready)('RedisGateway (real redis-servers, ioredis, redis-cli)',
     const countA = onA.filter((x) => x === 1).length
     expect(countA).toBeGreaterThan(40)
     expect(countA).toBeLessThan(160)
-    if (!program('nutcracker')) return
+    if (!programPath('nutcracker')) return
     // nutcracker with the same servers and names reads every key back from where the gateway wrote it.
     const [np, statsPort] = (await freePorts(2)) as [number, number]
     const dir = mkdtempSync(join(tmpdir(), 'sockmap-nc-'))
@@ -147,7 +147,7 @@ describe.skipIf(!ready)('RedisGateway (real redis-servers, ioredis, redis-cli)',
   })
 
   it('answers PING, ECHO, SELECT 0 locally and refuses KEYS and FLUSHALL (redis-cli)', async () => {
-    if (!program('redis-cli')) return
+    if (!programPath('redis-cli')) return
     const cli = async (...args: string[]): Promise<string> =>
       (await run('redis-cli', ['-p', String(port), '--no-raw', ...args], { timeout: 5000 })).stdout.trim()
     expect(await cli('PING')).toBe('PONG')

@@ -1,26 +1,17 @@
 // Real peers for the gateway tests: redis-server processes on loopback, raw RESP calls, external programs. Every
 // wait here is bounded; a program that is not installed makes its tests skip with a message.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import net from 'node:net'
 import { join } from 'node:path'
 
 import RedisParser from 'redis-parser'
 
-import { deadline, freePort, freePorts, until } from './helpers'
-
-/** The path of an installed program, or `undefined`. */
-export function program(name: string): string | undefined {
-  try {
-    return execFileSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).trim() || undefined
-  } catch {
-    return undefined
-  }
-}
+import { deadline, freePort, freePorts, programPath, until } from './helpers'
 
 /** Warns once that tests skip because `name` is missing; true when it is installed. */
 export function needs(name: string): boolean {
-  if (program(name)) return true
+  if (programPath(name)) return true
   console.warn(`SKIPPED: ${name} is not installed (CI installs it: .ci/run)`)
   return false
 }
