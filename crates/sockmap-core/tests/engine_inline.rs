@@ -157,8 +157,11 @@ fn answers_given_while_held_need_no_wake_and_the_next_turn_writes_them() {
     let map = echo_map(&engine);
     let (mut client, _) = accept_into(&engine, &mut d, map);
 
+    let verdict_timeout = sockmap_core::config::DEFAULT_VERDICT_TIMEOUT;
     for round in 0..3 {
         let msg = format!("ping {round}");
+        // The batch opens after this, so its answer is due no sooner than a verdict timeout from now.
+        let written = Instant::now();
         client.write_all(msg.as_bytes()).unwrap();
         // The descriptor becomes readable when the bytes arrive; a turn hands their batch off.
         let batch = drive_until(&mut d, "the batch", |_| match rx.try_recv() {
@@ -169,13 +172,13 @@ fn answers_given_while_held_need_no_wake_and_the_next_turn_writes_them() {
         assert_eq!(batch.items.len(), 1);
         // Handed off at once when the loop went idle (not after max_delay), and the batch's own deadline is gone
         // with it, so nothing wakes the loop while the verdict runs (work left makes the wait 0; the answer's own
-        // deadline is the verdict timeout, seconds away).
-        let answer_by = sockmap_core::config::DEFAULT_VERDICT_TIMEOUT - Duration::from_secs(1);
+        // deadline is the verdict timeout, seconds away; a left batch deadline would be due within max_delay).
+        let timeout = d.timeout();
+        let due = timeout.map(|t| Instant::now() + t);
         assert!(
-            d.timeout()
-                .is_none_or(|t| t < Duration::from_millis(500) || t > answer_by),
-            "a handed-off batch left its deadline: {:?}",
-            d.timeout()
+            timeout.is_none_or(|t| t < Duration::from_millis(500))
+                || due.is_some_and(|due| due >= written + verdict_timeout),
+            "a handed-off batch left its deadline: {timeout:?}"
         );
         if round % 2 == 0 {
             // Held (the binding runs JavaScript right after the turn): answering rings nothing.
@@ -186,7 +189,7 @@ fn answers_given_while_held_need_no_wake_and_the_next_turn_writes_them() {
             // Not held: an answer from elsewhere wakes the descriptor.
             echo_answer(batch, map);
             assert!(
-                readable(d.fd(), 1000),
+                readable(d.fd(), DEADLINE.as_millis() as i32),
                 "an answer did not wake the descriptor"
             );
         }
