@@ -1,5 +1,7 @@
 //! Inline driving: a shard driven by its caller on the caller's thread, as the Node binding drives it from libuv:
 //! wait for the descriptor to be readable (or the timeout), turn, answer the batches the turn handed off, turn again.
+//! The backend is `auto` in the configuration, which wins over `SOCKMAP_BACKEND`: inline driving takes the readiness
+//! backend whatever the environment asks of the threaded shards.
 #![cfg(unix)]
 
 mod engine_util;
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use engine_util::{external_programs, read_n, read_to_end, ChanSink, DEADLINE};
 use sockmap_core::backend::select::BackendKind;
 use sockmap_core::batch::Batch;
-use sockmap_core::config::Drive;
+use sockmap_core::config::{BackendChoice, Drive};
 use sockmap_core::map::{MapKind, UpdateFlag};
 use sockmap_core::{
     BatchConfig, Driven, Engine, EngineConfig, Event, Hooks, Key, MapId, SockId, Verdict,
@@ -36,6 +38,7 @@ fn inline_engine() -> (Engine, Driven, Receiver<Batch>) {
     let (sink, rx) = ChanSink::new();
     let cfg = EngineConfig {
         drive: Some(Drive::Inline),
+        backend: Some(BackendChoice::Auto),
         // A batch would wait a second for company: a deadline left by a handed-off batch shows as about that.
         batch: BatchConfig {
             max_delay: Duration::from_secs(1),
@@ -125,6 +128,7 @@ fn runs_one_shard_on_the_readiness_backend_for_its_caller() {
     // Engine::start has no caller to drive an inline shard.
     let cfg = EngineConfig {
         drive: Some(Drive::Inline),
+        backend: Some(BackendChoice::Auto),
         ..EngineConfig::default()
     };
     let err = Engine::start(cfg.clone(), Hooks::default()).unwrap_err();
@@ -140,7 +144,7 @@ fn runs_one_shard_on_the_readiness_backend_for_its_caller() {
         sockmap_core::Errno::Inval
     );
     let uring = EngineConfig {
-        backend: Some(sockmap_core::config::BackendChoice::IoUring),
+        backend: Some(BackendChoice::IoUring),
         ..cfg
     };
     assert_eq!(
