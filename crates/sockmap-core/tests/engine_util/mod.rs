@@ -283,7 +283,8 @@ impl Harness {
     }
 
     /// Waits until the socket's counters stay unchanged for `window` (its
-    /// traffic stopped), and returns them.
+    /// traffic stopped), and returns them. A loaded machine can pause any
+    /// flow for that long: wait first for what stops it (a stall), then for this.
     pub fn stats_still(&self, sock: SockId, window: Duration) -> StatsSnapshot {
         let end = Instant::now() + DEADLINE;
         let read = || self.h().sock_stats(sock).expect("socket exists");
