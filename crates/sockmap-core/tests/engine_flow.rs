@@ -56,12 +56,14 @@ fn target_closed_mid_stream_drops_and_counts_and_source_lives() {
 #[test]
 fn peer_reset_surfaces_as_econnreset() {
     let mut h = Harness::new();
-    let (pa, a, mut pb, b, _) = h.proxy_pair();
-    let _ = pb.write_all(b"x");
+    let (mut pa, a, mut pb, _b, _) = h.proxy_pair();
+    write(&mut pb, b"x");
+    // Arrived before the reset: a has nothing left to write, so its read reports the reset
+    // (a write after it would fail with EPIPE instead).
+    assert_eq!(read_n(&mut pa, 1), b"x");
     // SO_LINGER 0 then close: the kernel sends RST.
     engine_util::os::reset(pa);
     assert_eq!(h.closed(a), Some(sockmap_core::Errno::ConnReset));
-    let _ = b;
 }
 
 #[test]
