@@ -2,6 +2,8 @@
 
 mod engine_util;
 
+use std::time::Duration;
+
 use engine_util::*;
 use sockmap_core::map::{MapKind, UpdateFlag};
 use sockmap_core::{Errno, Event, Key, KeySource, Rule};
@@ -12,14 +14,16 @@ fn passthrough_delivers_in_order_after_resume() {
     let (mut peer, id) = h.pair();
     write(&mut peer, b"before-");
     // Paused: nothing is read until the application resumes.
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    assert_eq!(h.h().sock_stats(id).unwrap().bytes_in, 0);
+    holds_for(
+        Duration::from_millis(20),
+        "nothing read while paused",
+        || h.h().sock_stats(id).unwrap().bytes_in == 0,
+    );
     h.h().resume(id);
     write(&mut peer, b"after");
     let (got, _) = h.messages(id, 12);
     assert_eq!(got, b"before-after");
-    let s = h.stats_until(id, |s| s.bytes_in == 12);
-    assert_eq!(s.passed, s.messages_in);
+    let s = h.stats_until(id, |s| s.bytes_in == 12 && s.passed == s.messages_in);
     assert_eq!(s.dropped, 0);
 }
 
@@ -46,12 +50,12 @@ fn redirect_egress_pairs_sockets_by_id() {
     for (i, chunk) in got.chunks(100).enumerate() {
         assert!(chunk.iter().all(|&x| x == i as u8));
     }
-    let sa = h.settled_until(a, |s| s.bytes_in == 5005);
-    assert_eq!(sa.redirected_egress, sa.messages_in);
+    let sa = h.settled_until(a, |s| {
+        s.bytes_in == 5005 && s.redirected_egress == s.messages_in
+    });
     assert_eq!(sa.passed, 0);
-    h.stats_until(b, |s| s.bytes_out == 5005 && s.queued_bytes == 0);
-    let ms = h.h().map_stats(map).unwrap();
-    assert_eq!(ms.bytes_in, 5010);
+    h.stats_eq(b, |s| (s.bytes_out, s.queued_bytes), (5005, 0));
+    h.map_stats_eq(map, |m| m.bytes_in, 5010);
     drop(h.backlog.drain(..));
     assert!(h.backlog.is_empty());
 }
@@ -71,8 +75,9 @@ fn redirect_ingress_reaches_the_target_application() {
     write(&mut pa, b"to-b's-app");
     let (got, _) = h.messages(b, 10);
     assert_eq!(got, b"to-b's-app");
-    let sa = h.stats_until(a, |s| s.redirected_ingress >= 1);
-    assert_eq!(sa.redirected_ingress, sa.messages_in);
+    h.settled_until(a, |s| {
+        s.redirected_ingress >= 1 && s.redirected_ingress == s.messages_in
+    });
     assert_eq!(h.h().sock_stats(b).unwrap().bytes_out, 0);
 }
 
@@ -83,12 +88,11 @@ fn drop_counts_and_missing_key_drops() {
     let (mut pa, a) = h.pair();
     h.put(drop_map, "x", a);
     write(&mut pa, b"gone");
-    // The drop is counted last (bytes_in at the read, messages_in before the verdict).
-    let s = h.stats_until(a, |s| s.dropped_bytes == 4);
-    assert_eq!(
-        (s.dropped, s.dropped_verdict, s.bytes_in),
-        (s.messages_in, s.messages_in, 4)
-    );
+    // Counted in turn: bytes_in at the read, messages_in before the verdict, then the drop's counters.
+    let s = h.stats_until(a, |s| {
+        (s.bytes_in, s.dropped_bytes, s.dropped, s.dropped_verdict)
+            == (4, 4, s.messages_in, s.messages_in)
+    });
     assert!(s.messages_in > 0);
 
     let miss = h.hash_with(|m| Rule::Redirect {
@@ -99,11 +103,11 @@ fn drop_counts_and_missing_key_drops() {
     let (mut pc, c) = h.pair();
     h.put(miss, "c", c);
     write(&mut pc, b"nowhere");
-    let s = h.settled_until(c, |s| s.dropped_bytes == 7);
-    assert_eq!(s.bytes_in, 7);
-    assert_eq!(s.dropped_no_key, s.messages_in);
+    let s = h.settled_until(c, |s| {
+        (s.bytes_in, s.dropped_bytes, s.dropped_no_key) == (7, 7, s.messages_in)
+    });
     assert!(s.messages_in > 0);
-    assert_eq!(h.h().map_stats(miss).unwrap().dropped_no_key, s.messages_in);
+    h.map_stats_eq(miss, |m| m.dropped_no_key, s.messages_in);
     assert!(h
         .backlog
         .iter()

@@ -446,17 +446,15 @@ fn loopback_pair_forwards_random_frames_exactly() {
         let got = read_n(&mut pb, wire.len());
         let _pa = writer.join().unwrap();
         assert!(got == wire, "forwarded bytes differ");
-        let st = h.settled_until(a, |s| s.messages_in == FRAMES);
-        assert_eq!(
-            (
-                st.redirected_egress,
-                st.dropped,
-                st.bytes_in,
-                st.parser_errors
-            ),
-            (FRAMES, 0, wire.len() as u64, 0)
+        let all = wire.len() as u64;
+        h.settled_eq(
+            a,
+            |s| {
+                let counts = (s.messages_in, s.redirected_egress, s.dropped);
+                (counts, s.bytes_in, s.parser_errors)
+            },
+            ((FRAMES, FRAMES, 0), all, 0),
         );
-        let sb = h.stats_until(b, |s| s.bytes_out == wire.len() as u64);
-        assert_eq!(sb.queued_bytes, 0);
+        h.stats_eq(b, |s| (s.bytes_out, s.queued_bytes), (all, 0));
     }
 }

@@ -21,6 +21,7 @@ use sockmap_core::framer::{LengthFieldOptions, MessageMeta, RespOptions};
 use sockmap_core::map::MapKind;
 use sockmap_core::program::{ParserKind, ParserProg, Programs, RequestsConfig, StreamVerdictProg};
 use sockmap_core::rules::MessageView;
+use sockmap_core::stats::StatsSnapshot;
 use sockmap_core::{EngineConfig, Errno, Event, Key, MapId, Rule, SockId, Verdict};
 
 /// An engine acting as a Redis gateway: clients on one map, upstreams `A`
@@ -144,15 +145,6 @@ fn commands(keys: &[String]) -> Vec<u8> {
     keys.iter().flat_map(|k| get(k)).collect()
 }
 
-/// Waits until `f` holds.
-fn until(what: &str, f: impl Fn() -> bool) {
-    let end = Instant::now() + DEADLINE;
-    while !f() {
-        assert!(Instant::now() < end, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 #[test]
 fn replies_reach_each_client_in_request_order_across_two_upstreams() {
     let (a, b) = (RespUpstream::start("A"), RespUpstream::start("B"));
@@ -178,9 +170,9 @@ fn replies_reach_each_client_in_request_order_across_two_upstreams() {
     }
     for ((peer, id), want) in clients.iter_mut().zip(&expected) {
         assert_eq!(read_n(peer, want.len()), *want, "client {id}");
-        let s =
-            g.h.stats_until(*id, |s| s.replies == 30 && s.pending_requests == 0);
-        assert_eq!((s.requests, s.error_replies), (30, 0));
+        let counts =
+            |s: &StatsSnapshot| (s.requests, s.replies, s.error_replies, s.pending_requests);
+        g.h.stats_eq(*id, counts, (30, 30, 0, 0));
     }
     // Eight clients shared at most one connection per upstream per shard.
     assert!(g.conns.len() <= 2 * g.h.engine.shards());
@@ -208,16 +200,18 @@ fn an_upstream_that_closes_answers_its_pending_requests_with_error_replies() {
     write(&mut peer, &get("a2"));
     let want = b"-ERR sockmap: no upstream\r\n";
     assert_eq!(read_n(&mut peer, want.len()), want);
-    let s =
-        g.h.stats_until(id, |s| s.requests == 5 && s.error_replies == 2);
-    assert_eq!(
-        (
-            s.replies,
-            s.error_upstream_closed,
-            s.error_no_upstream,
-            s.dropped_no_key
-        ),
-        (3, 1, 1, 1)
+    g.h.stats_eq(
+        id,
+        |s| {
+            let replies = (s.requests, s.replies, s.error_replies);
+            let errors = (
+                s.error_upstream_closed,
+                s.error_no_upstream,
+                s.dropped_no_key,
+            );
+            (replies, errors)
+        },
+        ((5, 3, 2), (1, 1, 1)),
     );
 }
 
@@ -237,8 +231,8 @@ fn an_unanswered_request_times_out_and_its_upstream_closes_with_etimedout() {
     assert_eq!(read_n(&mut peer, want.len()), want);
     assert!(start.elapsed() >= Duration::from_millis(300));
     assert_eq!(g.h.closed(up), Some(Errno::TimedOut));
-    let s = g.h.stats_until(id, |s| s.error_timeout == 1);
-    assert_eq!((s.requests, s.replies, s.error_replies), (2, 1, 1));
+    let counts = |s: &StatsSnapshot| (s.requests, s.replies, s.error_replies, s.error_timeout);
+    g.h.stats_eq(id, counts, (2, 1, 1, 1));
 }
 
 #[test]
@@ -253,7 +247,7 @@ fn replies_for_a_closed_client_are_counted_as_orphans() {
     });
     g.h.h().destroy(gone_id);
     assert_eq!(g.h.closed(gone_id), None);
-    g.h.stats_until(up, |s| s.orphan_replies == 1 && s.pending_requests == 0);
+    g.h.stats_eq(up, |s| (s.orphan_replies, s.pending_requests), (1, 0));
     // The upstream goes on pairing the next client's requests rightly.
     let (mut peer, _) = g.client(&a, &b);
     write(&mut peer, &get("a2"));
@@ -275,8 +269,8 @@ fn max_pending_bounds_the_requests_a_client_has_outstanding() {
     assert_eq!(read_n(&mut peer, want.len()), want);
     let max = a.seen.max_outstanding.load(Ordering::SeqCst);
     assert!((1..=4).contains(&max), "outstanding at most 4, saw {max}");
-    let s = g.h.stats_until(id, |s| s.replies == 40);
-    assert_eq!((s.requests, s.pending_requests), (40, 0));
+    let counts = |s: &StatsSnapshot| (s.requests, s.replies, s.pending_requests);
+    g.h.stats_eq(id, counts, (40, 40, 0));
 }
 
 #[test]
@@ -296,17 +290,13 @@ fn passed_and_dropped_requests_get_their_replies_in_order() {
     want.extend(b"-ERR sockmap: denied\r\n");
     want.extend(get_reply("B", "f1"));
     assert_eq!(read_n(&mut peer, want.len()), want);
-    let s =
-        g.h.stats_until(id, |s| s.requests == 4 && s.pending_requests == 0);
-    assert_eq!(
-        (
-            s.replies,
-            s.local_replies,
-            s.error_denied,
-            s.dropped_verdict,
-            s.passed
-        ),
-        (2, 1, 1, 1, 1)
+    g.h.stats_eq(
+        id,
+        |s| {
+            let replies = (s.requests, s.pending_requests, s.replies, s.local_replies);
+            (replies, s.error_denied, s.dropped_verdict, s.passed)
+        },
+        ((4, 0, 2, 1), 1, 1, 1),
     );
 }
 
@@ -353,7 +343,7 @@ fn a_request_routed_to_an_upstream_of_another_shard_gets_an_error_reply() {
     let mut want = b"-ERR sockmap: no upstream\r\n".to_vec();
     want.extend(get_reply("B", "f1"));
     assert_eq!(read_n(&mut peer, want.len()), want);
-    let s = g.h.stats_until(id, |s| s.requests == 2);
-    assert_eq!((s.replies, s.error_no_upstream), (1, 1));
+    let counts = |s: &StatsSnapshot| (s.requests, s.replies, s.error_no_upstream);
+    g.h.stats_eq(id, counts, (2, 1, 1));
     assert_eq!(a.seen.received.load(Ordering::SeqCst), 0);
 }

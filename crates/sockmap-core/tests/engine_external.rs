@@ -10,6 +10,7 @@ use engine_util::*;
 use sockmap_core::batch::{Answer, Batch, ItemDesc};
 use sockmap_core::map::MapKind;
 use sockmap_core::program::{ErrorVerdict, ParserKind, StreamVerdictProg, VerdictKind};
+use sockmap_core::stats::StatsSnapshot;
 use sockmap_core::{BatchConfig, EngineConfig, Errno, Event, Key, MapId, Verdict};
 
 fn harness(batch: BatchConfig) -> (Harness, Receiver<Batch>) {
@@ -97,13 +98,15 @@ fn answers_out_of_order_keep_per_socket_order() {
     // Answer the later batch first: nothing may overtake the first message.
     let a2 = decide(&b2, targets);
     b2.reply(a2);
-    std::thread::sleep(Duration::from_millis(20));
-    assert_eq!(h.h().sock_stats(t).unwrap().bytes_out, 0);
+    holds_for(
+        Duration::from_millis(20),
+        "nothing overtakes the first message",
+        || h.h().sock_stats(t).unwrap().bytes_out == 0,
+    );
     let a1 = decide(&b1, targets);
     b1.reply(a1);
     assert_eq!(read_n(&mut pt, 16), b"R-first;R-second");
-    let st = h.stats_until(a, |s| s.redirected_egress == 2);
-    assert_eq!(st.pending_bytes, 0);
+    h.stats_eq(a, |s| (s.redirected_egress, s.pending_bytes), (2, 0));
     // PASS and DROP from the external side.
     write(&mut pa, b"Pass");
     answer_next(&rx, targets);
@@ -186,8 +189,8 @@ fn missing_answers_drop_and_report() {
         _ => None,
     });
     assert!(detail.contains("no answer"), "{detail}");
-    let st = h.stats_until(a, |s| s.dropped == 1);
-    assert_eq!((st.dropped_verdict, st.pending_bytes), (1, 0));
+    let counts = |s: &StatsSnapshot| (s.dropped, s.dropped_verdict, s.pending_bytes);
+    h.stats_eq(a, counts, (1, 1, 0));
 }
 
 /// A map like [`external_map`] whose verdict propagates FIN (as the Node binding sets it).
@@ -258,13 +261,14 @@ fn gateway_clients_ending_keep_the_shared_upstream_open_and_lose_nothing() {
     for (_, s) in &clients {
         h.wait(|e| matches!(e, Event::ReadEnd { sock } if sock == s).then_some(()));
         // Redirects to another shard count once that shard acknowledged them.
-        let st = h.settled_until(*s, |st| st.pending_bytes == 0);
+        let st = h.settled_until(*s, |st| {
+            st.pending_bytes == 0 && st.redirected_egress == st.messages_in
+        });
         assert_eq!(
             (st.bytes_in, st.dropped, st.pending_bytes),
             (PER_CLIENT as u64, 0, 0),
             "{st:?}"
         );
-        assert_eq!(st.redirected_egress, st.messages_in);
     }
     // The upstream is still open: a new client's bytes still reach it.
     let (mut pn, n) = h.pair();
@@ -312,7 +316,9 @@ fn a_slow_external_verdict_bounds_the_pending_bytes_and_loses_nothing() {
     };
     assert_eq!(read_n(&mut pt, TOTAL), data);
     writer.join().unwrap();
-    let st = h.stats_until(c, |s| s.redirected_egress == s.messages_in);
+    let st = h.settled_until(c, |s| {
+        s.pending_bytes == 0 && s.redirected_egress == s.messages_in
+    });
     assert_eq!(
         (st.bytes_in, st.dropped, st.pending_bytes),
         (TOTAL as u64, 0, 0)
@@ -369,33 +375,25 @@ fn an_unanswered_batch_times_out_into_the_error_verdict_in_order() {
     );
     assert_eq!((got.as_slice(), n), (&b"Ptwo"[..], 1));
     assert!(timed_out(&mut h).contains("1 items got the error verdict"));
-    let st = h.stats_until(a, |s| s.verdict_timeouts == 1);
-    assert_eq!(
-        (
-            st.messages_in,
-            st.passed,
-            st.dropped_verdict,
-            st.dropped_bytes,
-            st.pending_bytes
-        ),
-        (2, 1, 1, 4, 0),
-        "{st:?}"
+    h.stats_eq(
+        a,
+        |s| {
+            let counts = (s.messages_in, s.passed, s.dropped_verdict, s.dropped_bytes);
+            (s.verdict_timeouts, counts, s.pending_bytes)
+        },
+        (1, (2, 1, 1, 4), 0),
     );
     // The first batch's answer comes late: counted, not applied (it would have passed the message).
     let ans = decide(&b1, map);
     b1.reply(ans);
-    let st = h.stats_until(a, |s| s.verdicts_late == 1);
-    assert_eq!((st.passed, st.dropped), (1, 1));
+    h.stats_eq(a, |s| (s.verdicts_late, s.passed, s.dropped), (1, 1, 1));
     // The socket goes on: the next batch is answered in time.
     write(&mut pa, b"Pthree");
     answer_next(&rx, map);
     let (got, _) = h.messages(a, 6);
     assert_eq!(got, b"Pthree");
-    let st = h.stats_until(a, |s| s.passed == 2);
-    assert_eq!(
-        (st.verdict_timeouts, st.verdicts_late, st.dropped),
-        (1, 1, 1)
-    );
+    let counts = |s: &StatsSnapshot| (s.passed, s.verdict_timeouts, s.verdicts_late, s.dropped);
+    h.stats_eq(a, counts, (2, 1, 1, 1));
 }
 
 #[test]
@@ -431,11 +429,13 @@ fn a_sink_that_never_answers_stalls_no_socket_and_the_error_verdict_may_pass() {
     let want: Vec<u8> = frames.concat();
     let (got, _) = h.messages(a, want.len());
     assert_eq!(got, want);
-    let st = h.stats_until(a, |s| s.verdict_timeouts == 3);
-    assert_eq!(
-        (st.messages_in, st.passed, st.dropped, st.pending_bytes),
-        (3, 3, 0, 0),
-        "{st:?}"
+    h.stats_eq(
+        a,
+        |s| {
+            let counts = (s.messages_in, s.passed, s.dropped, s.pending_bytes);
+            (s.verdict_timeouts, counts)
+        },
+        (3, (3, 3, 0, 0)),
     );
     for _ in 0..3 {
         timed_out(&mut h);

@@ -294,15 +294,9 @@ fn connection_bursts(cfg: EngineConfig) {
             "closed sockets left in the map"
         );
     }
-    let end = std::time::Instant::now() + DEADLINE;
-    while open_fds().len() > base {
-        assert!(
-            std::time::Instant::now() < end,
-            "{} descriptors leaked",
-            open_fds().len() - base
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    until("every descriptor closed again (none leaked)", || {
+        open_fds().len() <= base
+    });
     assert!(
         top_slot < 4 * PER_BURST as u64,
         "slot {top_slot}: the table grows"
@@ -370,14 +364,9 @@ fn shutdown_closes_the_sockets_of_the_last_turn() {
         reset(pb);
         h.closed(b);
         drop(h);
-        let end = std::time::Instant::now() + DEADLINE;
-        while !writer.is_finished() {
-            assert!(
-                std::time::Instant::now() < end,
-                "the engine is gone, its socket still open"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        until("the engine's socket closed with it", || {
+            writer.is_finished()
+        });
         drop(pa);
     }
 }
@@ -429,10 +418,8 @@ fn many_sockets_readable_at_once_share_few_buffers_without_loss() {
             .zip(writers.into_iter().map(|w| w.join().unwrap()))
             .collect();
         for (a, b) in &ids {
-            let s = h.stats_until(*b, |s| s.bytes_out == TOTAL as u64);
-            assert_eq!(s.queued_bytes, 0);
-            let s = h.h().sock_stats(*a).unwrap();
-            assert_eq!((s.bytes_in, s.dropped), (TOTAL as u64, 0));
+            h.stats_eq(*b, |s| (s.bytes_out, s.queued_bytes), (TOTAL as u64, 0));
+            h.settled_eq(*a, |s| (s.bytes_in, s.dropped), (TOTAL as u64, 0));
         }
         if uring {
             let starved = h.engine.backend_stats().starved;

@@ -5,11 +5,13 @@ mod engine_util;
 use std::io::Write;
 use std::net::Shutdown;
 use std::sync::Arc;
+use std::time::Duration;
 
 use engine_util::*;
 use sockmap_core::map::MapKind;
 use sockmap_core::program::{Programs, StreamVerdictProg};
 use sockmap_core::rules::MessageView;
+use sockmap_core::stats::StatsSnapshot;
 use sockmap_core::{EngineConfig, Event, Key, KeySource, Rule, Verdict};
 
 #[test]
@@ -38,9 +40,9 @@ fn target_closed_mid_stream_drops_and_counts_and_source_lives() {
     assert_eq!(h.closed(b), None);
     assert_eq!(h.h().map_len(map), Ok(1));
     write(&mut pa, b"lost");
-    let s = h.settled_until(a, |s| s.bytes_in == 7);
-    assert_eq!(s.dropped_no_key, 1);
-    assert_eq!(s.redirected_egress, 1);
+    // "lost" is read, then dropped: its drop is counted after its bytes.
+    let counts = |s: &StatsSnapshot| (s.bytes_in, s.redirected_egress, s.dropped_no_key);
+    h.settled_eq(a, counts, (7, 1, 1));
     // The source still works: redirect it somewhere else.
     let (mut pc, c) = h.pair();
     h.put(map, a, c);
@@ -54,18 +56,20 @@ fn target_closed_mid_stream_drops_and_counts_and_source_lives() {
 #[test]
 fn peer_reset_surfaces_as_econnreset() {
     let mut h = Harness::new();
-    let (pa, a, mut pb, b, _) = h.proxy_pair();
-    let _ = pb.write_all(b"x");
+    let (mut pa, a, mut pb, _b, _) = h.proxy_pair();
+    write(&mut pb, b"x");
+    // Arrived before the reset: a has nothing left to write, so its read reports the reset
+    // (a write after it would fail with EPIPE instead).
+    assert_eq!(read_n(&mut pa, 1), b"x");
     // SO_LINGER 0 then close: the kernel sends RST.
     engine_util::os::reset(pa);
     assert_eq!(h.closed(a), Some(sockmap_core::Errno::ConnReset));
-    let _ = b;
 }
 
 #[test]
 fn delete_while_sending_switches_to_drops_without_loss_before() {
     let h = Harness::new();
-    let (mut pa, a, mut pb, _b, map) = h.proxy_pair();
+    let (mut pa, a, mut pb, b, map) = h.proxy_pair();
     let writer = std::thread::spawn(move || {
         for i in 0..200u32 {
             pa.write_all(&i.to_be_bytes()).unwrap();
@@ -76,16 +80,20 @@ fn delete_while_sending_switches_to_drops_without_loss_before() {
     h.h().map_delete(map, &Key::from(a)).unwrap();
     let mut pa = writer.join().unwrap();
     write(&mut pa, b"ZZZZ");
-    let s = h.settled_until(a, |s| s.bytes_in == 804);
-    assert_eq!(s.dropped + s.redirected_egress, s.messages_in);
-    // What did arrive is a prefix of the stream, in order.
-    let expect: Vec<u8> = (0..200u32).flat_map(|i| i.to_be_bytes()).collect();
+    // Every byte read is dropped or written to b.
+    let out = || h.h().sock_stats(b).unwrap().bytes_out;
+    let s = h.settled_until(a, |s| {
+        s.bytes_in == 804
+            && s.dropped + s.redirected_egress == s.messages_in
+            && s.dropped_bytes + out() == 804
+    });
+    assert_eq!(s.passed, 0);
+    // What did arrive is a prefix of the stream, in order: exactly the bytes not dropped.
+    let mut expect: Vec<u8> = (0..200u32).flat_map(|i| i.to_be_bytes()).collect();
+    expect.extend_from_slice(b"ZZZZ");
     assert_eq!(&got[..], &expect[..40]);
-    pb.set_read_timeout(Some(std::time::Duration::from_millis(100)))
-        .unwrap();
-    let mut rest = Vec::new();
-    let _ = std::io::Read::read_to_end(&mut pb, &mut rest);
-    assert_eq!(&rest[..], &expect[40..40 + rest.len()]);
+    let forwarded = (s.bytes_in - s.dropped_bytes) as usize;
+    assert_eq!(read_n(&mut pb, forwarded - 40), &expect[40..forwarded]);
 }
 
 #[test]
@@ -110,16 +118,14 @@ fn backpressure_stops_the_source_and_loses_nothing() {
     // Nobody reads b's peer: a must stall with memory bounded.
     let s = h.stats_until(a, |s| s.backpressure_stalls >= 1);
     assert!(s.bytes_in < TOTAL as u64);
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    // Once the kernel's buffers are full too, the source stays stopped with most of the stream unread.
+    let stalled = h.stats_still(a, Duration::from_millis(50));
+    assert!(
+        stalled.bytes_in < TOTAL as u64,
+        "source kept being read: {stalled:?}"
+    );
     let q = h.h().sock_stats(b).unwrap().queued_bytes;
     assert!(q <= (64 << 10) + (256 << 10), "queued {q}");
-    let stalled_in = h.h().sock_stats(a).unwrap().bytes_in;
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    assert_eq!(
-        h.h().sock_stats(a).unwrap().bytes_in,
-        stalled_in,
-        "source kept being read"
-    );
     // Drain: every byte arrives, in order.
     let mut got = 0usize;
     let mut buf = vec![0u8; 1 << 16];
@@ -132,9 +138,8 @@ fn backpressure_stops_the_source_and_loses_nothing() {
         got += n;
     }
     drop(writer.join().unwrap());
-    let s = h.stats_until(b, |s| s.bytes_out == TOTAL as u64);
-    assert_eq!(s.queued_bytes, 0);
-    assert_eq!(h.h().sock_stats(a).unwrap().dropped, 0);
+    h.stats_eq(b, |s| (s.bytes_out, s.queued_bytes), (TOTAL as u64, 0));
+    h.settled_eq(a, |s| (s.bytes_in, s.dropped), (TOTAL as u64, 0));
 }
 
 #[test]
@@ -167,8 +172,7 @@ fn dispatch_by_size_to_two_targets() {
     assert_eq!(read_n(&mut pbig, 150), vec![b'B'; 150]);
     write(&mut ps, &[b's'; 10]);
     assert_eq!(read_n(&mut psmall, 10), vec![b's'; 10]);
-    let st = h.settled_until(s, |st| st.bytes_in == 160);
-    assert_eq!(st.redirected_egress, 2);
+    h.settled_eq(s, |st| (st.bytes_in, st.redirected_egress), (160, 2));
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! Inline driving: a shard driven by its caller on the caller's thread, as the Node binding drives it from libuv:
 //! wait for the descriptor to be readable (or the timeout), turn, answer the batches the turn handed off, turn again.
+//! The backend is `auto` in the configuration, which wins over `SOCKMAP_BACKEND`: inline driving takes the readiness
+//! backend whatever the environment asks of the threaded shards.
 #![cfg(unix)]
 
 mod engine_util;
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use engine_util::{external_programs, read_n, read_to_end, ChanSink, DEADLINE};
 use sockmap_core::backend::select::BackendKind;
 use sockmap_core::batch::Batch;
-use sockmap_core::config::Drive;
+use sockmap_core::config::{BackendChoice, Drive};
 use sockmap_core::map::{MapKind, UpdateFlag};
 use sockmap_core::{
     BatchConfig, Driven, Engine, EngineConfig, Event, Hooks, Key, MapId, SockId, Verdict,
@@ -36,6 +38,7 @@ fn inline_engine() -> (Engine, Driven, Receiver<Batch>) {
     let (sink, rx) = ChanSink::new();
     let cfg = EngineConfig {
         drive: Some(Drive::Inline),
+        backend: Some(BackendChoice::Auto),
         // A batch would wait a second for company: a deadline left by a handed-off batch shows as about that.
         batch: BatchConfig {
             max_delay: Duration::from_secs(1),
@@ -125,6 +128,7 @@ fn runs_one_shard_on_the_readiness_backend_for_its_caller() {
     // Engine::start has no caller to drive an inline shard.
     let cfg = EngineConfig {
         drive: Some(Drive::Inline),
+        backend: Some(BackendChoice::Auto),
         ..EngineConfig::default()
     };
     let err = Engine::start(cfg.clone(), Hooks::default()).unwrap_err();
@@ -140,7 +144,7 @@ fn runs_one_shard_on_the_readiness_backend_for_its_caller() {
         sockmap_core::Errno::Inval
     );
     let uring = EngineConfig {
-        backend: Some(sockmap_core::config::BackendChoice::IoUring),
+        backend: Some(BackendChoice::IoUring),
         ..cfg
     };
     assert_eq!(
@@ -157,8 +161,11 @@ fn answers_given_while_held_need_no_wake_and_the_next_turn_writes_them() {
     let map = echo_map(&engine);
     let (mut client, _) = accept_into(&engine, &mut d, map);
 
+    let verdict_timeout = sockmap_core::config::DEFAULT_VERDICT_TIMEOUT;
     for round in 0..3 {
         let msg = format!("ping {round}");
+        // The batch opens after this, so its answer is due no sooner than a verdict timeout from now.
+        let written = Instant::now();
         client.write_all(msg.as_bytes()).unwrap();
         // The descriptor becomes readable when the bytes arrive; a turn hands their batch off.
         let batch = drive_until(&mut d, "the batch", |_| match rx.try_recv() {
@@ -169,13 +176,13 @@ fn answers_given_while_held_need_no_wake_and_the_next_turn_writes_them() {
         assert_eq!(batch.items.len(), 1);
         // Handed off at once when the loop went idle (not after max_delay), and the batch's own deadline is gone
         // with it, so nothing wakes the loop while the verdict runs (work left makes the wait 0; the answer's own
-        // deadline is the verdict timeout, seconds away).
-        let answer_by = sockmap_core::config::DEFAULT_VERDICT_TIMEOUT - Duration::from_secs(1);
+        // deadline is the verdict timeout, seconds away; a left batch deadline would be due within max_delay).
+        let timeout = d.timeout();
+        let due = timeout.map(|t| Instant::now() + t);
         assert!(
-            d.timeout()
-                .is_none_or(|t| t < Duration::from_millis(500) || t > answer_by),
-            "a handed-off batch left its deadline: {:?}",
-            d.timeout()
+            timeout.is_none_or(|t| t < Duration::from_millis(500))
+                || due.is_some_and(|due| due >= written + verdict_timeout),
+            "a handed-off batch left its deadline: {timeout:?}"
         );
         if round % 2 == 0 {
             // Held (the binding runs JavaScript right after the turn): answering rings nothing.
@@ -186,7 +193,7 @@ fn answers_given_while_held_need_no_wake_and_the_next_turn_writes_them() {
             // Not held: an answer from elsewhere wakes the descriptor.
             echo_answer(batch, map);
             assert!(
-                readable(d.fd(), 1000),
+                readable(d.fd(), DEADLINE.as_millis() as i32),
                 "an answer did not wake the descriptor"
             );
         }

@@ -14,7 +14,7 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use engine_util::stream::*;
 use engine_util::*;
@@ -172,15 +172,6 @@ fn connect_upstream(h: &mut Harness, fam: Fam, near: Option<SockId>) -> (Box<dyn
     (peer, id)
 }
 
-/// Waits until `f` holds, or fails after the deadline.
-fn until(what: &str, f: impl Fn() -> bool) {
-    let end = Instant::now() + DEADLINE;
-    while !f() {
-        assert!(Instant::now() < end, "never: {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 #[test]
 fn every_family_proxies_to_every_family_with_exact_bytes_and_fin() {
     const TOTAL: usize = 1 << 20;
@@ -208,10 +199,11 @@ fn every_family_proxies_to_every_family_with_exact_bytes_and_fin() {
                     rest.len()
                 );
                 for (src, dst) in [(c, u), (u, c)] {
-                    let s = h.settled_until(src, |s| s.bytes_in == TOTAL as u64);
+                    let s = h.settled_until(src, |s| {
+                        s.bytes_in == TOTAL as u64 && s.redirected_egress == s.messages_in
+                    });
                     assert_eq!(s.dropped, 0, "{case}");
-                    assert_eq!(s.redirected_egress, s.messages_in, "{case}");
-                    h.settled_until(dst, |s| s.bytes_out >= TOTAL as u64);
+                    h.stats_eq(dst, |s| (s.bytes_out, s.queued_bytes), (TOTAL as u64, 0));
                 }
                 drop(wu);
                 h.h().destroy(c);
@@ -385,9 +377,8 @@ fn a_slow_unix_target_stops_its_source_with_bounded_memory_and_no_loss() {
         assert!(q as usize <= HIGH + (256 << 10) + (256 << 10), "queued {q}");
         expect_pattern(&mut pb, TOTAL, 64 << 10);
         drop(writer.join().unwrap());
-        let s = h.settled_until(b, |s| s.bytes_out == TOTAL as u64);
-        assert_eq!(s.queued_bytes, 0);
-        assert_eq!(h.h().sock_stats(a).unwrap().dropped, 0);
+        h.stats_eq(b, |s| (s.bytes_out, s.queued_bytes), (TOTAL as u64, 0));
+        h.settled_eq(a, |s| (s.bytes_in, s.dropped), (TOTAL as u64, 0));
     }
 }
 
@@ -407,8 +398,10 @@ fn bulk_bytes_between_unix_partners_are_spliced_on_epoll() {
     );
     assert!(h.engine.backend_stats().spliced > 0, "nothing was spliced");
     for src in [a, b] {
-        let s = h.settled_until(src, |s| s.bytes_in == TOTAL as u64);
-        assert_eq!((s.redirected_egress, s.dropped), (s.messages_in, 0));
+        let s = h.settled_until(src, |s| {
+            s.bytes_in == TOTAL as u64 && s.redirected_egress == s.messages_in
+        });
+        assert_eq!(s.dropped, 0);
     }
 }
 

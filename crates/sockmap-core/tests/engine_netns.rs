@@ -258,20 +258,14 @@ fn a_backlog_overflow_serves_exactly_what_the_kernel_completed() {
         let addr = addr_rx.recv_timeout(DEADLINE).unwrap();
         // The first connection's accept is the turn after which the I/O thread is held.
         let first = std::thread::spawn(move || client_fate(addr, 0));
-        let end = Instant::now() + DEADLINE;
-        while !held.load(Ordering::Acquire) {
-            assert!(Instant::now() < end, "the I/O thread was never held");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        until("the I/O thread is held", || held.load(Ordering::Acquire));
         let clients: Vec<_> = (1..=CLIENTS)
             .map(|i| std::thread::spawn(move || client_fate(addr, i)))
             .collect();
         // Let go once the host's kernel has overflowed the queue.
-        let end = Instant::now() + DEADLINE;
-        while host.tcp_ext("ListenOverflows") == overflows_before {
-            assert!(Instant::now() < end, "the accept queue never overflowed");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        until("the accept queue overflowed", || {
+            host.tcp_ext("ListenOverflows") != overflows_before
+        });
         hold.store(false, Ordering::Release);
         let mut fates: Vec<Fate> = clients.into_iter().map(|c| c.join().unwrap()).collect();
         fates.push(first.join().unwrap());

@@ -10,6 +10,7 @@ use sockmap_core::framer::{Http1Options, LengthFieldOptions, RespOptions};
 use sockmap_core::map::MapKind;
 use sockmap_core::program::{ParserKind, ParserProg, Programs, StreamVerdictProg};
 use sockmap_core::rules::MessageView;
+use sockmap_core::stats::StatsSnapshot;
 use sockmap_core::{Errno, Key, KeySource, MapId, Rule, Verdict};
 
 /// A SockHash whose sockets take `parser` and a stream verdict running `rule`.
@@ -57,8 +58,11 @@ fn four_byte_header_frames_across_split_reads() {
             frame(b"end")
         ]
     );
-    let st = h.h().sock_stats(s).unwrap();
-    assert_eq!((st.messages_in, st.passed, st.parser_errors), (4, 4, 0));
+    h.stats_eq(
+        s,
+        |st| (st.messages_in, st.passed, st.parser_errors),
+        (4, 4, 0),
+    );
 }
 
 #[test]
@@ -79,13 +83,14 @@ fn hundred_frames_in_one_send_redirected_in_order() {
     }
     write(&mut pa, &wire);
     assert_eq!(read_n(&mut pb, wire.len()), wire);
-    let st = h.settled_until(a, |st| st.messages_in == 100);
-    assert_eq!((st.redirected_egress, st.dropped), (100, 0));
+    let counts = |st: &StatsSnapshot| (st.messages_in, st.redirected_egress, st.dropped);
+    h.settled_eq(a, counts, (100, 100, 0));
     // The queue gauge is set after the write that counted the bytes out: wait for both.
-    let st = h.stats_until(b, |st| {
-        st.bytes_out == wire.len() as u64 && st.queued_bytes == 0
-    });
-    assert_eq!((st.bytes_out, st.queued_bytes), (wire.len() as u64, 0));
+    h.stats_eq(
+        b,
+        |st| (st.bytes_out, st.queued_bytes),
+        (wire.len() as u64, 0),
+    );
 }
 
 #[test]
@@ -115,8 +120,7 @@ fn dispatch_framed_messages_by_size_to_two_targets() {
     write(&mut ps, &wire);
     assert_eq!(read_n(&mut pbig, f2.len() + f4.len()), [f2, f4].concat());
     assert_eq!(read_n(&mut psmall, f1.len() + f3.len()), [f1, f3].concat());
-    let st = h.settled_until(s, |st| st.messages_in == 4);
-    assert_eq!(st.redirected_egress, 4);
+    h.settled_eq(s, |st| (st.messages_in, st.redirected_egress), (4, 4));
 }
 
 #[test]
@@ -152,8 +156,8 @@ fn resp_first_key_routes_commands() {
         [set1, get1].concat()
     );
     assert_eq!(read_n(&mut p2, get2.len()), get2);
-    let st = h.settled_until(c, |st| st.messages_in == 5);
-    assert_eq!((st.redirected_egress, st.dropped_no_key), (3, 2));
+    let counts = |st: &StatsSnapshot| (st.messages_in, st.redirected_egress, st.dropped_no_key);
+    h.settled_eq(c, counts, (5, 3, 2));
 }
 
 #[test]
@@ -181,11 +185,7 @@ fn http_host_routes_requests() {
     write(&mut pc, &[r1.clone(), r2.clone(), r3.clone()].concat());
     assert_eq!(read_n(&mut pa, r1.len() + r3.len()), [r1, r3].concat());
     assert_eq!(read_n(&mut pb, r2.len()), r2);
-    assert_eq!(
-        h.settled_until(c, |st| st.messages_in == 3)
-            .redirected_egress,
-        3
-    );
+    h.settled_eq(c, |st| (st.messages_in, st.redirected_egress), (3, 3));
 }
 
 #[test]
@@ -235,11 +235,8 @@ fn oversize_frames_are_skipped_and_counted() {
         &[frame(b"a"), frame(&[9u8; 50]), frame(b"b")].concat(),
     );
     assert_eq!(h.take_messages(s, 2), vec![frame(b"a"), frame(b"b")]);
-    let st = h.h().sock_stats(s).unwrap();
-    assert_eq!(
-        (st.skipped_frames, st.skipped_bytes, st.messages_in),
-        (1, 54, 2)
-    );
+    let counts = |st: &StatsSnapshot| (st.skipped_frames, st.skipped_bytes, st.messages_in);
+    h.stats_eq(s, counts, (1, 54, 2));
 }
 
 #[test]
@@ -267,10 +264,10 @@ fn upgrade_hands_the_rest_of_the_stream_back_raw() {
     assert_eq!(h.take_messages(s, 2), vec![plain, upgrade]);
     let (got, _) = h.messages(s, tail.len());
     assert_eq!(got, tail);
-    let st = h.h().sock_stats(s).unwrap();
-    assert_eq!(
-        (st.messages_in, st.passed, st.handbacks, st.parser_errors),
-        (2, 2, 1, 0)
+    h.stats_eq(
+        s,
+        |st| (st.messages_in, st.passed, st.handbacks, st.parser_errors),
+        (2, 2, 1, 0),
     );
 }
 
@@ -296,8 +293,8 @@ fn bytes_read_before_adoption_are_framed_first_in_order() {
     write(&mut peer, &wire[12..]);
     let got = h.take_messages(s, 3);
     assert_eq!(got, [frame(b"hello"), frame(b"hi"), frame(b"there")]);
-    let st = h.stats_until(s, |st| st.passed == 3);
-    assert_eq!((st.bytes_in, st.messages_in), (wire.len() as u64, 3));
+    let counts = |st: &StatsSnapshot| (st.passed, st.bytes_in, st.messages_in);
+    h.stats_eq(s, counts, (3, wire.len() as u64, 3));
 }
 
 #[test]

@@ -90,9 +90,11 @@ fn a_redirect_across_shards_keeps_every_byte_in_order() {
     let mut pa = pa;
     expect_pattern(&mut pa, TOTAL, 64 << 10);
     drop((there.join().unwrap(), back.join().unwrap()));
-    let sa = h.settled_until(a, |s| s.bytes_in == TOTAL as u64);
-    assert_eq!((sa.redirected_egress, sa.dropped), (sa.messages_in, 0));
-    let sb = h.stats_until(b, |s| s.bytes_out == TOTAL as u64 && s.queued_bytes == 0);
+    let sa = h.settled_until(a, |s| {
+        s.bytes_in == TOTAL as u64 && s.redirected_egress == s.messages_in
+    });
+    assert_eq!(sa.dropped, 0);
+    let sb = h.stats_eq(b, |s| (s.bytes_out, s.queued_bytes), (TOTAL as u64, 0));
     assert_eq!(sb.dropped, 0);
 }
 
@@ -116,9 +118,8 @@ fn a_full_target_on_another_shard_stops_its_source() {
     assert!(stalled < TOTAL as u64, "the source was read to the end");
     expect_pattern(&mut pb, TOTAL, 64 << 10);
     drop(writer.join().unwrap());
-    let s = h.stats_until(b, |s| s.bytes_out == TOTAL as u64);
-    assert_eq!(s.queued_bytes, 0);
-    assert_eq!(h.h().sock_stats(a).unwrap().dropped, 0);
+    h.stats_eq(b, |s| (s.bytes_out, s.queued_bytes), (TOTAL as u64, 0));
+    h.settled_eq(a, |s| (s.bytes_in, s.dropped), (TOTAL as u64, 0));
 }
 
 /// A source hash-routes messages over two targets; the target on the
@@ -144,19 +145,19 @@ fn a_closed_target_leaves_every_shards_view_of_the_map() {
     h.put(src, s, s);
     h.h().destroy(t1);
     assert_eq!(read_to_end(&mut p1), b"");
-    let mut polls = 0;
-    while h.h().map_len(targets).unwrap() != 1 {
-        polls += 1;
-        assert!(polls < 1_000_000, "the closed target stayed in the map");
-        std::thread::yield_now();
-    }
+    until("the closed target left the map", || {
+        h.h().map_len(targets).unwrap() == 1
+    });
     for i in 0..64u32 {
         let msg = format!("{i:04}");
         ps.write_all(msg.as_bytes()).unwrap();
         assert_eq!(read_n(&mut p2, 4), msg.as_bytes(), "message {i}");
     }
-    let st = h.settled_until(s, |st| st.messages_in == 64);
-    assert_eq!((st.redirected_egress, st.dropped), (64, 0));
+    h.settled_eq(
+        s,
+        |st| (st.messages_in, st.redirected_egress, st.dropped),
+        (64, 64, 0),
+    );
 }
 
 #[test]
@@ -202,7 +203,9 @@ fn a_servers_connection_on_the_source_shard_takes_its_keys() {
         .unwrap();
     ps.write_all(b"0000").unwrap();
     assert_eq!(read_n(&mut far_peer, 4), b"0000");
-    let st = h.settled_until(s, |st| st.messages_in >= 2);
+    let st = h.settled_until(s, |st| {
+        st.messages_in >= 2 && st.redirected_egress == st.messages_in
+    });
     assert_eq!(st.dropped, 0);
 }
 
@@ -233,12 +236,16 @@ fn a_maps_counters_add_up_over_both_shards() {
     let shards: std::collections::HashSet<usize> = ids.iter().map(|&s| h.h().shard_of(s)).collect();
     assert_eq!(shards.len(), 2, "the sockets are spread over both shards");
     let peers: Vec<TcpStream> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    let each = (EACH / 16) as u64;
     for &id in &ids {
-        h.stats_until(id, |s| s.dropped == (EACH / 16) as u64);
+        h.stats_eq(id, |s| (s.messages_in, s.dropped), (each, each));
     }
-    let m = h.h().map_stats(map).unwrap();
-    let messages = (8 * EACH / 16) as u64;
-    assert_eq!(m.bytes_in, (8 * EACH) as u64);
-    assert_eq!((m.messages_in, m.dropped), (messages, messages));
+    // Each socket's counter is added to before its map's.
+    let messages = 8 * each;
+    h.map_stats_eq(
+        map,
+        |m| (m.bytes_in, m.messages_in, m.dropped),
+        ((8 * EACH) as u64, messages, messages),
+    );
     drop(peers);
 }

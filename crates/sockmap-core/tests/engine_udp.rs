@@ -103,7 +103,7 @@ fn gateway_sessions_carry_each_client_to_its_upstream_and_back() {
             clients[1].send_to(b"again", local).unwrap();
             let (got, _) = recv(&upstream);
             assert_eq!(got, b"again", "{case}");
-            let st = h.stats_until(bound, |s| s.bytes_out == 3 * (7 + 1200));
+            let st = h.stats_eq(bound, |s| s.bytes_out, 3 * (7 + 1200));
             assert_eq!(st.dropped, 0, "{case}");
             assert!(
                 h.backlog
@@ -165,8 +165,7 @@ fn a_full_datagram_queue_drops_and_counts_and_idle_sessions_close() {
             c.send_to(&[i], local).unwrap();
         }
         let (s, _) = session(&mut h, bound);
-        let st = h.stats_until(s, |st| st.dropped_overflow == 6);
-        assert_eq!(st.dropped, 6);
+        h.stats_eq(s, |st| (st.dropped_overflow, st.dropped), (6, 6));
         // A second client beyond max_sessions: dropped on the bound socket.
         other.send_to(b"x", local).unwrap();
         h.stats_until(bound, |st| st.dropped_overflow == 1);

@@ -81,9 +81,8 @@ fn an_exhausted_buffer_ring_is_backpressure_with_exact_bytes() {
         starved >= 1,
         "the ring never ran dry: the test proves nothing"
     );
-    let s = h.stats_until(b, |s| s.bytes_out == TOTAL as u64);
-    assert_eq!(s.queued_bytes, 0);
-    assert_eq!(h.h().sock_stats(a).unwrap().dropped, 0);
+    h.stats_eq(b, |s| (s.bytes_out, s.queued_bytes), (TOTAL as u64, 0));
+    h.settled_eq(a, |s| (s.bytes_in, s.dropped), (TOTAL as u64, 0));
 }
 
 /// Pausing a socket cancels its multishot receive at the next arrival;

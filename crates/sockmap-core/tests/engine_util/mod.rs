@@ -14,6 +14,7 @@ pub mod sim;
 pub mod stream;
 
 use std::collections::VecDeque;
+use std::fmt::Debug;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -50,6 +51,55 @@ pub fn external_programs(
 
 /// Every wait in the tests ends by then.
 pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Waits until `f` holds, polling; fails after [`DEADLINE`] saying `what` never happened.
+pub fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + DEADLINE;
+    while !f() {
+        assert!(
+            Instant::now() < end,
+            "never happened within {DEADLINE:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Checks that `f` holds throughout `window` (something that must not happen
+/// does not, for as long as the test looks); fails saying `what` broke.
+pub fn holds_for(window: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + window;
+    loop {
+        assert!(f(), "{what} stopped holding");
+        if Instant::now() >= end {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Polls `read` until `done` holds; fails after [`DEADLINE`] with `get` of
+/// the last counters read against `want`.
+fn counters_eq<T: Debug>(
+    whose: &str,
+    read: impl Fn() -> StatsSnapshot,
+    done: impl Fn(&StatsSnapshot) -> bool,
+    get: impl Fn(&StatsSnapshot) -> T,
+    want: &T,
+) -> StatsSnapshot {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let s = read();
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < end,
+            "the counters of {whose} never reached {want:?}: {:?} in {s:?}",
+            get(&s)
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
 
 /// The external side of an engine as a channel: every batch of external
 /// verdicts and parses goes to the receiving end, where the test answers
@@ -179,8 +229,13 @@ impl Harness {
         })
     }
 
-    /// Waits until `f` holds for the socket's counters.
     /// Waits until the socket's counters satisfy `f`.
+    ///
+    /// `f` names every counter the test then relies on: the I/O thread
+    /// updates counters one by one (a read's bytes before its verdict's
+    /// counts, a write's bytes before the queue gauge, a socket's counter
+    /// before its map's), so a counter seen at its final value says nothing
+    /// of the others.
     pub fn stats_until(&self, sock: SockId, f: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
         self.counters_until(sock, f, false)
     }
@@ -190,6 +245,63 @@ impl Harness {
     /// and drop counters are final (with one shard, the same as `stats_until`).
     pub fn settled_until(&self, sock: SockId, f: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
         self.counters_until(sock, f, true)
+    }
+
+    /// Waits until `get` of the socket's counters equals `want`; returns the counters.
+    pub fn stats_eq<T: PartialEq + Debug>(
+        &self,
+        sock: SockId,
+        get: impl Fn(&StatsSnapshot) -> T,
+        want: T,
+    ) -> StatsSnapshot {
+        let read = || self.h().sock_stats(sock).expect("socket exists");
+        counters_eq(&format!("{sock:?}"), read, |s| get(s) == want, &get, &want)
+    }
+
+    /// [`Harness::stats_eq`] on settled counters (see [`Harness::settled_until`]).
+    pub fn settled_eq<T: PartialEq + Debug>(
+        &self,
+        sock: SockId,
+        get: impl Fn(&StatsSnapshot) -> T,
+        want: T,
+    ) -> StatsSnapshot {
+        let read = || self.h().sock_stats(sock).expect("socket exists");
+        let done = |s: &StatsSnapshot| s.remote_bytes == 0 && get(s) == want;
+        counters_eq(&format!("{sock:?} (settled)"), read, done, &get, &want)
+    }
+
+    /// Waits until `get` of the map's counters (the sum over every shard,
+    /// each counted after its socket's) equals `want`; returns the counters.
+    pub fn map_stats_eq<T: PartialEq + Debug>(
+        &self,
+        map: MapId,
+        get: impl Fn(&StatsSnapshot) -> T,
+        want: T,
+    ) -> StatsSnapshot {
+        let read = || self.h().map_stats(map).expect("map exists");
+        counters_eq(&format!("{map}"), read, |s| get(s) == want, &get, &want)
+    }
+
+    /// Waits until the socket's counters stay unchanged for `window` (its
+    /// traffic stopped), and returns them. A loaded machine can pause any
+    /// flow for that long: wait first for what stops it (a stall), then for this.
+    pub fn stats_still(&self, sock: SockId, window: Duration) -> StatsSnapshot {
+        let end = Instant::now() + DEADLINE;
+        let read = || self.h().sock_stats(sock).expect("socket exists");
+        let (mut last, mut since) = (read(), Instant::now());
+        loop {
+            std::thread::sleep(Duration::from_millis(1));
+            let now = read();
+            if now != last {
+                (last, since) = (now, Instant::now());
+            } else if since.elapsed() >= window {
+                return last;
+            }
+            assert!(
+                Instant::now() < end,
+                "the counters of {sock:?} never stayed still for {window:?}: {last:?}"
+            );
+        }
     }
 
     fn counters_until(

@@ -65,7 +65,6 @@ pub fn pump<S: Write + Send + 'static>(mut to: S, total: usize) -> std::thread::
     })
 }
 
-/// Reads `total` bytes and checks each against the pattern.
 /// Pumps `total` pattern bytes each way between the two clients of a proxied pair at once (each given as a writing
 /// handle, a clone the pump thread owns, and the client itself, which the caller keeps open) and checks what each end
 /// reads.
@@ -81,6 +80,7 @@ where
     drop((there.join().unwrap(), back.join().unwrap()));
 }
 
+/// Reads `total` bytes and checks each against the pattern.
 pub fn expect_pattern(from: &mut impl Read, total: usize, chunk: usize) {
     let mut got = 0;
     let mut buf = vec![0u8; chunk];
