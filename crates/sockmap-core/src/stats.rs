@@ -2,7 +2,10 @@
 //!
 //! Each counter has one writer, the I/O thread, which adds with a plain load
 //! and store (no locked instruction on the hot path); any thread may read a
-//! [`StatsSnapshot`] at any time. A map's sockets live on every shard, so a
+//! [`StatsSnapshot`] at any time. Stores release and reads acquire, so a
+//! reader that sees one counter's value also sees every value the I/O thread
+//! wrote before it (a gauge set after a count implies the count, on every
+//! CPU); on x86 both are plain moves. A map's sockets live on every shard, so a
 //! map has one [`Stats`] per shard ([`ShardedStats`]), each written by its
 //! shard alone, and its snapshot is their sum.
 
@@ -64,7 +67,7 @@ macro_rules! counters {
         impl $name {
             /// Reads every counter.
             pub fn snapshot(&self) -> $snap {
-                $snap { $($field: self.$field.load(Ordering::Relaxed),)* }
+                $snap { $($field: self.$field.load(Ordering::Acquire),)* }
             }
         }
     };
@@ -199,13 +202,13 @@ impl Stats {
     pub(crate) fn add(field: &AtomicU64, n: u64) {
         field.store(
             field.load(Ordering::Relaxed).wrapping_add(n),
-            Ordering::Relaxed,
+            Ordering::Release,
         );
     }
 
     #[inline]
     pub(crate) fn set(field: &AtomicU64, n: u64) {
-        field.store(n, Ordering::Relaxed);
+        field.store(n, Ordering::Release);
     }
 
     /// Counts `messages` dropped messages of `bytes` in all for `reason`.
