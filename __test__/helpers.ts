@@ -91,6 +91,8 @@ export async function roundTrip(sock: Socket, peer: net.Socket, ms = 5000): Prom
   const got = readN(peer, 1, ms)
   await deadline(sock.send('.'), ms, 'round-trip send')
   expect((await got).toString()).toBe('.')
+  // readN left `peer` flowing with no listener, which would drop what comes next: keep it for the next reader.
+  peer.pause()
 }
 
 /** Reads exactly `n` bytes from a node:net socket; the bytes after them stay for the next reader. */
