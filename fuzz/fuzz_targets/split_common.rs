@@ -3,7 +3,7 @@
 //! the framer tests (crates/sockmap-core/tests/framer_common), included by path.
 
 #[path = "../../crates/sockmap-core/tests/framer_common/mod.rs"]
-mod framer_common;
+pub mod framer_common;
 
 use framer_common::{run_split, Out};
 use sockmap_core::framer::Framer;
@@ -24,9 +24,11 @@ fn run(framer: Box<dyn Framer>, stream: &[u8], cuts: &[u8]) -> Vec<Out> {
         .collect()
 }
 
-/// Feeds `stream` whole and cut by `cuts` (piece sizes, cycled): same events.
-pub fn check(make: impl Fn() -> Box<dyn Framer>, stream: &[u8], cuts: &[u8]) {
+/// Feeds `stream` whole and cut by `cuts` (piece sizes, cycled): same events,
+/// which it returns.
+pub fn check(make: impl Fn() -> Box<dyn Framer>, stream: &[u8], cuts: &[u8]) -> Vec<Out> {
     let whole = run(make(), stream, &[]);
     let split = run(make(), stream, cuts);
     assert_eq!(whole, split);
+    whole
 }
