@@ -292,6 +292,24 @@ pub enum TargetFlag {
     BytesKey = 2,
 }
 
+/// The targets of `rows` (`TARGET_STRIDE` numbers each). A row that names no
+/// readable target gets a placeholder, which keeps the indexes, and its code
+/// (`base + row`) goes into `unreadable`, so that no answer names it.
+fn rows_of(rows: &[f64], keys: &[Buffer], base: u32, unreadable: &mut Vec<u32>) -> Vec<Target> {
+    let rows = rows.chunks_exact(TARGET_STRIDE as usize).enumerate();
+    rows.map(|(r, row)| {
+        target_of(row, keys).unwrap_or_else(|| {
+            unreadable.push(base.saturating_add(r as u32));
+            Target {
+                map: MapId::from_u32(u32::MAX),
+                key: Key::Num(0),
+                ingress: false,
+            }
+        })
+    })
+    .collect()
+}
+
 /// A target of the table, or `None` when it names a key Buffer that is not there.
 fn target_of(t: &[f64], keys: &[Buffer]) -> Option<Target> {
     let flags = t[TargetField::Flags as usize] as u32;
@@ -374,34 +392,9 @@ impl Batches {
                 .map(|&c| u32::try_from(c).unwrap_or(Answers::INVALID)),
         );
         let mut unreadable = Vec::new();
-        for (t, row) in targets.chunks_exact(TARGET_STRIDE as usize).enumerate() {
-            match target_of(row, &keys) {
-                Some(target) => out.targets.push(target),
-                None => {
-                    unreadable.push(Answers::REDIRECT.saturating_add(t as u32));
-                    // A placeholder keeps the indexes; no code names it (see below).
-                    out.targets.push(Target {
-                        map: MapId::from_u32(u32::MAX),
-                        key: Key::Num(0),
-                        ingress: false,
-                    });
-                }
-            }
-        }
+        out.targets = rows_of(targets, &keys, Answers::REDIRECT, &mut unreadable);
         out.replies = replies.iter().map(|b| Bytes::copy_from_slice(b)).collect();
-        for (r, row) in routes.chunks_exact(TARGET_STRIDE as usize).enumerate() {
-            match target_of(row, &keys) {
-                Some(route) => out.routes.push(route),
-                None => {
-                    unreadable.push(Answers::ROUTE.saturating_add(r as u32));
-                    out.routes.push(Target {
-                        map: MapId::from_u32(u32::MAX),
-                        key: Key::Num(0),
-                        ingress: false,
-                    });
-                }
-            }
-        }
+        out.routes = rows_of(routes, &keys, Answers::ROUTE, &mut unreadable);
         if !unreadable.is_empty() {
             for c in &mut out.codes {
                 if unreadable.contains(c) {
