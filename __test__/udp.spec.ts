@@ -3,7 +3,8 @@
 // closing, counters exact; a flood into a slow upstream whose drop counter equals the datagrams that did not arrive;
 // a connected UDP source into a slow stream, the kernel's drops counted; Unix datagram sessions answering clients by
 // name; a stream into a datagram socket, a message above the datagram limit counted (EMSGSIZE); a bound socket's
-// 'message' with its sender and its send(data, port, host); argument errors.
+// 'message' with its sender and its send(data, port, host); a native parser splitting each datagram into messages
+// (lines routed one by one, a record cut by the datagram's end dropped and counted); argument errors.
 import dgram from 'node:dgram'
 import { once } from 'node:events'
 import { existsSync } from 'node:fs'
@@ -193,6 +194,58 @@ describe.skipIf(dgramFamilies.length === 0)('a stream into a datagram socket', (
     expect(sock.stats().redirectedEgress).toBe(4)
     peer.close()
     await server.close()
+  })
+})
+
+describe.skipIf(dgramFamilies.length === 0)('a parser on a datagram socket', () => {
+  it('routes each line of a datagram on its own, and a record cut by its end is dropped and counted', async () => {
+    const engine = newEngine()
+    // A statsd-style router: several metrics per datagram, the last line ended by the datagram's end.
+    const gw = await engine.bindUdp({ host: '127.0.0.1', port: 0 })
+    const [api, rest, client] = await Promise.all([udp4(), udp4(), udp4()])
+    const got = { api: [] as string[], rest: [] as string[] }
+    api.on('message', (m) => got.api.push(m.toString()))
+    rest.on('message', (m) => got.rest.push(m.toString()))
+    const [toApi, toRest] = await Promise.all([
+      engine.connectUdp({ port: api.address().port, near: gw }),
+      engine.connectUdp({ port: rest.address().port, near: gw }),
+    ])
+    const map = engine.sockHash({ maxEntries: 4 })
+    map.attach({
+      parser: parsers.lines(),
+      verdict: (msg) => {
+        const line = msg.data.toString()
+        if (!line.includes(':')) return msg.drop()
+        return msg.redirect(map, line.startsWith('api.') ? 'api' : 'rest')
+      },
+    })
+    map.set('gw', gw).set('api', toApi).set('rest', toRest)
+    const port = gw.address().port
+    client.send('api.hits:1|c\nweb.load:0.5|g\njunk\napi.ms:12|ms', port, '127.0.0.1')
+    client.send('web.users:3|s\n', port, '127.0.0.1')
+    await until(() => got.api.length === 2 && got.rest.length === 2, 5000, 'four metrics')
+    expect(got).toEqual({ api: ['api.hits:1|c', 'api.ms:12|ms'], rest: ['web.load:0.5|g', 'web.users:3|s'] })
+    await until(() => gw.stats().messagesIn === 5, 5000, 'five lines judged')
+    expect([gw.stats().redirectedEgress, gw.stats().droppedVerdict]).toEqual([4, 1])
+
+    // Length-prefixed records: each one a message; one cut by the datagram's end is dropped (droppedParser).
+    const rec = engine.sockHash({ maxEntries: 2 })
+    const bound = await engine.bindUdp({ host: '127.0.0.1', port: 0 })
+    const records: Buffer[] = []
+    bound.on('message', (m) => records.push(Buffer.from(m)))
+    rec.attach({ parser: parsers.lengthField({ lengthFieldLength: 4 }) })
+    rec.set('bound', bound)
+    client.send(
+      Buffer.concat([frame('one'), frame('two'), frame('three').subarray(0, 6)]),
+      bound.address().port,
+      '127.0.0.1',
+    )
+    client.send(frame('four'), bound.address().port, '127.0.0.1')
+    await until(() => records.length === 3, 5000, 'three records')
+    expect(records).toEqual([frame('one'), frame('two'), frame('four')])
+    await until(() => bound.stats().droppedParser === 1, 5000, 'the cut record counted')
+    expect(bound.stats().droppedBytes).toBe(6)
+    for (const s of [api, rest, client]) s.close()
   })
 })
 

@@ -101,8 +101,8 @@ export function sessionsSpec(s: unknown): { idleTimeoutMs?: number; maxSessions?
 
 /**
  * A UDP or Unix datagram socket owned by the engine (`engine.bindUdp()`, `engine.connectUdp()`). Each datagram is
- * one message: it goes to the socket's stream verdict whole (no parser), and each send or redirect to it is one
- * datagram. It goes into maps like any socket. A connected one sends to its peer; a bound one sends to the
+ * one message to the socket's stream verdict, or with a native parser in its map the messages that parser frames in
+ * it (no message spans two datagrams), and each send or redirect to it is one datagram. It goes into maps like any socket. A connected one sends to its peer; a bound one sends to the
  * address each `send()` names and passes datagrams with their sender (`'message'`'s `rinfo`); with sessions, each
  * client gets a session socket (`'session'`).
  *

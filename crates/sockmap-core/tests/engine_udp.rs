@@ -10,6 +10,7 @@ mod engine_util;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::UnixDatagram;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,7 +18,11 @@ use engine_util::stream::backend_configs;
 use engine_util::*;
 use sockmap_core::dgram::SessionConfig;
 use sockmap_core::event::frags_to_vec;
-use sockmap_core::{Addr, EngineConfig, Event, KeySource, Rule, SockId, UnixName};
+use sockmap_core::framer::{DelimiterOptions, LengthFieldOptions};
+use sockmap_core::program::{ParserKind, ParserProg, Programs, StreamVerdictProg};
+use sockmap_core::{
+    Addr, EngineConfig, Event, Key, KeySource, MapKind, Rule, SockId, UnixName, UpdateFlag,
+};
 
 fn udp_peer(host: &str) -> UdpSocket {
     let s = UdpSocket::bind((host, 0)).unwrap();
@@ -262,6 +267,112 @@ fn offloads_keep_every_datagram_whole() {
             }
             assert!(round < 49, "never segmented and coalesced: {st:?}");
         }
+        h.engine.shutdown();
+    }
+}
+
+/// A bound socket (no sessions) whose map runs `parser` and passes every
+/// message, resumed: its id and address.
+fn framing_bound(h: &Harness, parser: ParserProg) -> (SockId, SocketAddr) {
+    let m = h.h().create_map(MapKind::SockHash, 4).unwrap();
+    let progs = Programs {
+        parser: Some(Arc::new(parser)),
+        verdict: Some(Arc::new(StreamVerdictProg::rule(Rule::Pass))),
+        ..Programs::default()
+    };
+    h.h().attach(m, progs).unwrap();
+    let (bound, local) = reading_bound(h);
+    h.h()
+        .map_update(m, &Key::Num(0), bound, UpdateFlag::Any)
+        .unwrap();
+    (bound, local)
+}
+
+/// The next `n` messages a bound socket passes: their bytes and senders.
+fn passed(h: &mut Harness, bound: SockId, n: usize) -> Vec<(Vec<u8>, Addr)> {
+    (0..n)
+        .map(|_| {
+            h.wait(|e| match e {
+                Event::Datagram { sock, data, from } if *sock == bound => {
+                    Some((frags_to_vec(data), from.clone()))
+                }
+                _ => None,
+            })
+        })
+        .collect()
+}
+
+/// A length-prefixed record: a 4-byte big-endian length, then `body`.
+fn record(body: &[u8]) -> Vec<u8> {
+    let mut r = (body.len() as u32).to_be_bytes().to_vec();
+    r.extend_from_slice(body);
+    r
+}
+
+#[test]
+fn a_native_parser_frames_each_datagram_alone() {
+    for cfg in backend_configs() {
+        let mut h = Harness::with_config(cfg);
+        // Lines: several per datagram, the last one ended by the datagram's end.
+        let (lines, at) = framing_bound(
+            &h,
+            ParserProg::new(ParserKind::Delimiter(DelimiterOptions::lines())),
+        );
+        let (a, b) = (udp_peer("127.0.0.1"), udp_peer("127.0.0.1"));
+        let (from_a, from_b) = (
+            Addr::Inet(a.local_addr().unwrap()),
+            Addr::Inet(b.local_addr().unwrap()),
+        );
+        a.send_to(b"a:1|c\nbb:2|c\r\nccc:3|g", at).unwrap();
+        let got = passed(&mut h, lines, 3);
+        b.send_to(b"dd:4|ms\n", at).unwrap();
+        let got: Vec<_> = got.into_iter().chain(passed(&mut h, lines, 1)).collect();
+        let want = [
+            (&b"a:1|c"[..], &from_a),
+            (b"bb:2|c", &from_a),
+            (b"ccc:3|g", &from_a),
+            (b"dd:4|ms", &from_b),
+        ];
+        assert_eq!(
+            got,
+            want.map(|(d, f)| (d.to_vec(), f.clone())).to_vec(),
+            "lines"
+        );
+        h.stats_eq(lines, |s| (s.messages_in, s.dropped), (4, 0));
+
+        // Length-prefixed records: one cut by the datagram's end is dropped,
+        // one over the limit drops the rest of its datagram alone.
+        let mut prog = ParserProg::new(ParserKind::LengthField(LengthFieldOptions::default()));
+        prog.max_message_bytes = 64;
+        let (records, at) = framing_bound(&h, prog);
+        let cut = [
+            record(b"one"),
+            record(b"two"),
+            record(b"three")[..6].to_vec(),
+        ]
+        .concat();
+        a.send_to(&cut, at).unwrap();
+        let big = [record(b"four"), record(&[7; 100])].concat();
+        a.send_to(&big, at).unwrap();
+        a.send_to(&record(b"five"), at).unwrap();
+        let got: Vec<Vec<u8>> = passed(&mut h, records, 4)
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect();
+        let want = [b"one".as_slice(), b"two", b"four", b"five"].map(record);
+        assert_eq!(got, want.to_vec(), "records");
+        h.stats_eq(
+            records,
+            |s| {
+                (
+                    s.messages_in,
+                    s.dropped_parser,
+                    s.dropped_bytes,
+                    s.parser_errors,
+                )
+            },
+            (4, 2, 6 + 104, 1),
+        );
         h.engine.shutdown();
     }
 }

@@ -181,6 +181,12 @@ impl Delimiter {
 }
 
 impl Framer for Delimiter {
+    /// A line cut by the end of a datagram is a message, unless it is the
+    /// rest of an oversize line being discarded.
+    fn ends_at_boundary(&self) -> bool {
+        !self.discarding
+    }
+
     #[inline]
     fn parse(&mut self, data: &Chunks<'_>) -> Parse {
         match self.search(data) {

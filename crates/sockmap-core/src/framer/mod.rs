@@ -105,6 +105,13 @@ pub trait Framer: Send + 'static {
         0
     }
 
+    /// Whether the end of a datagram also ends a message it cut short, as a
+    /// delimiter would (a statsd or syslog datagram's last line has none).
+    /// Default: false, and the cut message is dropped.
+    fn ends_at_boundary(&self) -> bool {
+        false
+    }
+
     /// The reply a gateway sends in place of an upstream's when it cannot
     /// forward a request or its upstream failed (request/response pairing):
     /// a message of this framer's protocol. Default: none, and the client

@@ -2,10 +2,12 @@
 //! queues of whole datagrams, and sessions.
 //!
 //! Invariants:
-//! - a datagram is received as one message: it goes to the socket's stream
-//!   verdict whole, never through a stream parser, and a redirect or send to
-//!   a datagram socket queues exactly one datagram ([`Core::push_dgram`]):
-//!   boundaries are never merged or split;
+//! - a datagram is received as one message to the socket's stream verdict,
+//!   or, under a native parser, as the messages it frames in that datagram
+//!   alone: none spans two datagrams, and a parser error costs the rest of
+//!   its datagram, not the socket (an external parser does not run on
+//!   datagrams); a redirect or send to a datagram socket queues exactly one
+//!   datagram ([`Core::push_dgram`]): boundaries are never merged;
 //! - a datagram socket's send queue holds at most
 //!   [`EngineConfig::dgram_queue_datagrams`](crate::config::EngineConfig::dgram_queue_datagrams)
 //!   datagrams and
@@ -43,6 +45,7 @@ use crate::id::SockId;
 use crate::registry::SockState;
 use crate::sock::Addr;
 use crate::stats::DropReason;
+use crate::strparser::{Event as StrpEvent, StrParser};
 use crate::timer::Timer;
 
 /// One buffer holding a message's fragments (one datagram).
@@ -119,17 +122,113 @@ impl Core {
         }
     }
 
-    /// One datagram through the socket's verdict, as one message.
+    /// One datagram through the socket's verdict: as one message, or as the
+    /// messages its native parser frames in it.
     fn receive_dgram(&mut self, slot: SlotIdx, from: Option<Addr>, data: Bytes) {
         let p = self.at(slot);
         let len = data.len();
         p.count(|s| &s.bytes_in, len as u64);
-        if let (Some(f), Some(d)) = (from, p.dgram.as_mut()) {
-            d.rx_from.push_back(f);
-        }
         let mut out = Egress::new(slot, Bytes::new());
-        self.deliver(slot, smallvec![data], len, &MessageMeta::None, &mut out);
+        let framed = p
+            .parser
+            .prog
+            .as_ref()
+            .is_some_and(|pp| pp.external_tag().is_none());
+        match p.parser.strp.take().filter(|_| framed) {
+            Some(strp) => self.frame_dgram(slot, strp, from, data, &mut out),
+            None => self.deliver_dgram(
+                slot,
+                &from,
+                smallvec![data],
+                len,
+                &MessageMeta::None,
+                &mut out,
+            ),
+        }
         out.flush(self);
+    }
+
+    /// One message of a datagram to the socket's verdict, its sender kept
+    /// for the verdict's PASS.
+    fn deliver_dgram(
+        &mut self,
+        slot: SlotIdx,
+        from: &Option<Addr>,
+        frags: Frags,
+        len: usize,
+        meta: &MessageMeta,
+        out: &mut Egress,
+    ) {
+        if let (Some(f), Some(d)) = (from, self.at(slot).dgram.as_mut()) {
+            d.rx_from.push_back(f.clone());
+        }
+        self.deliver(slot, frags, len, meta, out);
+    }
+
+    /// Splits one datagram into the messages the socket's parser frames in
+    /// it. No message spans two datagrams: the datagram's end ends a message
+    /// it cut short when the framer says so (a delimiter's last line), else
+    /// that message is dropped (`dropped_parser`); a parser error drops the
+    /// rest of this datagram alone (`parser_errors`), and a hand-back makes
+    /// the rest one message. The next datagram starts a fresh message.
+    fn frame_dgram(
+        &mut self,
+        slot: SlotIdx,
+        mut strp: Box<StrParser>,
+        from: Option<Addr>,
+        data: Bytes,
+        out: &mut Egress,
+    ) {
+        let now = self.now;
+        // A datagram read is framed whole: nothing of it waits in the parser
+        // for the next one, so a pause (which stops reading) does not stop this.
+        let paused = strp.is_paused();
+        strp.unpause();
+        strp.handle_data(data, now);
+        loop {
+            let before = strp.buffered_bytes();
+            let Some(ev) = strp.poll_event(now) else {
+                break;
+            };
+            match ev {
+                StrpEvent::Message(m) => {
+                    self.deliver_dgram(slot, &from, m.frags, m.len, &m.meta, out)
+                }
+                StrpEvent::Skipped(n) => {
+                    let p = self.at(slot);
+                    p.count(|s| &s.skipped_frames, 1);
+                    p.count(|s| &s.skipped_bytes, n as u64);
+                }
+                StrpEvent::Handback { rest, .. } => {
+                    self.at(slot).count(|s| &s.handbacks, 1);
+                    let len = rest.iter().map(Bytes::len).sum();
+                    let frags = rest.into_iter().collect();
+                    self.deliver_dgram(slot, &from, frags, len, &MessageMeta::None, out);
+                    break;
+                }
+                StrpEvent::Error(_) => {
+                    let p = self.at(slot);
+                    p.count(|s| &s.parser_errors, 1);
+                    p.count_drops(DropReason::Parser, 1, before);
+                    break;
+                }
+            }
+        }
+        let whole = strp.ends_at_boundary();
+        let rest = strp.end_input();
+        let len: usize = rest.iter().map(Bytes::len).sum();
+        if len > 0 {
+            if whole {
+                let frags = rest.into_iter().collect();
+                self.deliver_dgram(slot, &from, frags, len, &MessageMeta::None, out);
+            } else {
+                self.at(slot).count_drops(DropReason::Parser, 1, len);
+            }
+        }
+        if paused {
+            strp.pause();
+        }
+        self.at(slot).parser.strp = Some(strp);
     }
 
     /// The sender of the oldest datagram of a bound socket whose verdict is being applied.

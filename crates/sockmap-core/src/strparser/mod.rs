@@ -637,6 +637,30 @@ impl StrParser {
         self.drain()
     }
 
+    /// Ends the input at a boundary the transport keeps (the end of a
+    /// datagram): returns the bytes of a message cut short there (none when
+    /// the input ended between messages), and restarts the framer, and the
+    /// parser after an error or a hand-back, so the next input starts a
+    /// fresh message. A `Skip` stops at the boundary; counters and pause are
+    /// kept, and a parser stopped by [`stop`](StrParser::stop) stays stopped.
+    pub fn end_input(&mut self) -> Vec<Bytes> {
+        self.framer.reset();
+        self.clear_message();
+        self.skip = 0;
+        self.deferred = None;
+        self.queued = None;
+        if self.run != Run::Stopped {
+            self.run = Run::Active;
+        }
+        self.drain()
+    }
+
+    /// Whether the end of the input ends a message cut short there
+    /// ([`Framer::ends_at_boundary`]).
+    pub fn ends_at_boundary(&self) -> bool {
+        self.framer.ends_at_boundary()
+    }
+
     /// Whether the parser waits for [`handle_deferred`](StrParser::handle_deferred).
     pub fn is_pending(&self) -> bool {
         matches!(self.run, Run::Pending(_))
