@@ -270,7 +270,13 @@ run('TLS termination (engine.listen({ tls }))', () => {
     expect(Date.now() - started).toBeLessThan(2000)
   })
 
-  it('refuses garbage instead of a ClientHello (EPROTO), other connections unaffected', async () => {
+  // Bad input in place of a ClientHello: an HTTP request, and a record whose header announces more than TLS allows
+  // (2^14 bytes plus expansion), refused from its header alone, before any of it is buffered.
+  const badHellos: Array<[string, Buffer]> = [
+    ['garbage instead of a ClientHello', Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n')],
+    ['a record larger than TLS allows', Buffer.from([0x16, 0x03, 0x01, 0x48, 0x05, 0x01, 0x00, 0x48, 0x01])],
+  ]
+  it.each(badHellos)('refuses %s (EPROTO, its alert sent), other connections unaffected', async (_, input) => {
     const engine = newEngine()
     const server = await echoServer(engine)
     const good = await tlsClient(server)
@@ -282,10 +288,10 @@ run('TLS termination (engine.listen({ tls }))', () => {
     const heard: Buffer[] = []
     bad.on('data', (d: Buffer) => heard.push(d))
     const closed = once(bad, 'close')
-    bad.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n')
+    bad.write(input)
     const [err] = await deadline(failed, 5000, 'tlsClientError')
     expect(err.code).toBe('EPROTO')
-    await deadline(closed, 5000, 'garbage client closed')
+    await deadline(closed, 5000, 'bad client closed')
     // A fatal alert record (level 2) came before the close.
     const alert = Buffer.concat(heard)
     expect([...alert.subarray(0, 6)]).toEqual([0x15, 0x03, alert[2], 0x00, 0x02, 0x02])
