@@ -270,11 +270,17 @@ run('TLS termination (engine.listen({ tls }))', () => {
     expect(Date.now() - started).toBeLessThan(2000)
   })
 
-  // Bad input in place of a ClientHello: an HTTP request, and a record whose header announces more than TLS allows
-  // (2^14 bytes plus expansion), refused from its header alone, before any of it is buffered.
+  // Bad input in place of a ClientHello: an HTTP request; a record whose header announces more than TLS allows (2^14
+  // bytes plus expansion), refused from its header alone, before any of it is buffered; a ClientHello longer than the
+  // engine takes.
   const badHellos: Array<[string, Buffer]> = [
     ['garbage instead of a ClientHello', Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n')],
     ['a record larger than TLS allows', Buffer.from([0x16, 0x03, 0x01, 0x48, 0x05, 0x01, 0x00, 0x48, 0x01])],
+    // A ClientHello of 64 KiB in a full record: rustls refuses it without an alert, the engine sends decode_error.
+    [
+      'a handshake message longer than the engine takes',
+      Buffer.concat([Buffer.from([0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x01, 0x00, 0x00]), Buffer.alloc(0x4000 - 4, 1)]),
+    ],
   ]
   it.each(badHellos)('refuses %s (EPROTO, its alert sent), other connections unaffected', async (_, input) => {
     const engine = newEngine()

@@ -97,6 +97,9 @@ impl RecordFrame {
     }
 }
 
+/// A fatal `decode_error` alert as a plaintext record (TLS 1.2 record version).
+const DECODE_ERROR_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32];
+
 /// A socket's TLS state (see the module documentation).
 pub(crate) struct Session {
     conn: rustls::Connection,
@@ -111,6 +114,8 @@ pub(crate) struct Session {
     frame: RecordFrame,
     /// The alert of a failed connection, written as the socket closes.
     farewell: Option<Bytes>,
+    /// Whether any record was made for the peer (after which alerts are rustls' to make).
+    spoke: bool,
     /// Owed to the application once the handshake finishes.
     pub(crate) announce: Option<Announce>,
     /// The handshake must finish by then.
@@ -150,6 +155,7 @@ impl Session {
             close_sent: false,
             frame: RecordFrame::default(),
             farewell: None,
+            spoke: false,
             announce: None,
             deadline,
             listener: None,
@@ -194,10 +200,15 @@ impl Session {
             let state = match self.conn.process_new_packets() {
                 Ok(s) => s,
                 Err(e) => {
-                    let clean = self.cipher.is_empty();
+                    let (clean, spoke) = (self.cipher.is_empty(), self.spoke);
                     self.pull();
                     if clean && !self.cipher.is_empty() {
                         self.farewell = Some(Bytes::from(self.cipher.to_vec()));
+                    } else if !spoke && matches!(e, rustls::Error::InvalidMessage(_)) {
+                        // rustls makes no alert for some messages it refuses (a
+                        // handshake message over its size); before any record
+                        // was sent, the alert is a plaintext record.
+                        self.farewell = Some(Bytes::from_static(&DECODE_ERROR_ALERT));
                     }
                     return Err(Failure::from_rustls(e));
                 }
@@ -246,6 +257,7 @@ impl Session {
 
     fn push_cipher(&mut self, b: Bytes, plain: usize) {
         let n = b.len();
+        self.spoke = true;
         if let Err(full) = self.cipher.push(b) {
             let merged = Bytes::from(self.cipher.to_vec());
             self.cipher.advance(merged.len());
