@@ -628,13 +628,9 @@ impl StrParser {
     /// Stops and releases everything (`strp_done`), returning the bytes not yet
     /// delivered (the partial message first). Input is dropped afterwards.
     pub fn done(&mut self) -> Vec<Bytes> {
-        self.framer.reset();
-        self.clear_message();
-        self.skip = 0;
-        self.deferred = None;
-        self.queued = None;
+        let rest = self.forget_input();
         self.run = Run::Dead;
-        self.drain()
+        rest
     }
 
     /// Ends the input at a boundary the transport keeps (the end of a
@@ -644,14 +640,20 @@ impl StrParser {
     /// fresh message. A `Skip` stops at the boundary; counters and pause are
     /// kept, and a parser stopped by [`stop`](StrParser::stop) stays stopped.
     pub fn end_input(&mut self) -> Vec<Bytes> {
+        let rest = self.forget_input();
+        if self.run != Run::Stopped {
+            self.run = Run::Active;
+        }
+        rest
+    }
+
+    /// Resets the framer and every per-message state, and returns what was buffered.
+    fn forget_input(&mut self) -> Vec<Bytes> {
         self.framer.reset();
         self.clear_message();
         self.skip = 0;
         self.deferred = None;
         self.queued = None;
-        if self.run != Run::Stopped {
-            self.run = Run::Active;
-        }
         self.drain()
     }
 
