@@ -418,3 +418,52 @@ proptest! {
         h.finish();
     }
 }
+
+/// What one datagram framed alone by [`len1`] gives: its whole messages,
+/// then the bytes of a message its end cut (or after an error, nothing).
+fn datagram_reference(d: &[u8]) -> (Vec<Vec<u8>>, Vec<u8>, bool) {
+    let (mut msgs, mut off) = (Vec::new(), 0);
+    while off < d.len() {
+        let n = d[off] as usize;
+        if n == 0 {
+            return (msgs, Vec::new(), true);
+        }
+        if off + n > d.len() {
+            return (msgs, d[off..].to_vec(), false);
+        }
+        msgs.push(d[off..off + n].to_vec());
+        off += n;
+    }
+    (msgs, Vec::new(), false)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+    /// Inputs ended by `end_input` (datagrams) are framed each alone: no
+    /// message spans two, a cut one comes back from `end_input`, and an error
+    /// costs the rest of its own input only.
+    #[test]
+    fn each_input_ended_by_end_input_is_framed_alone(
+        datagrams in prop::collection::vec(
+            prop::collection::vec(prop_oneof![4 => 1u8..9, 1 => any::<u8>()], 0..24), 1..12),
+    ) {
+        let mut p = len1();
+        let now = Instant::now();
+        for d in &datagrams {
+            let (want, want_rest, want_error) = datagram_reference(d);
+            p.handle_data(Bytes::copy_from_slice(d), now);
+            let (mut got, mut error) = (Vec::new(), false);
+            while let Some(ev) = p.poll_event(now) {
+                match ev {
+                    Event::Message(m) => got.push(m.to_vec()),
+                    Event::Error(_) => error = true,
+                    other => prop_assert!(false, "unexpected {other:?}"),
+                }
+            }
+            let rest: Vec<u8> = p.end_input().iter().flat_map(|b| b.to_vec()).collect();
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(rest, want_rest);
+            prop_assert_eq!(error, want_error);
+        }
+    }
+}
