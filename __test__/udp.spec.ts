@@ -11,7 +11,7 @@ import { existsSync } from 'node:fs'
 import net from 'node:net'
 import { describe, expect, it } from 'vitest'
 
-import { parsers, rules, type DatagramSocket, type Engine, type Socket } from '../src/index'
+import { parsers, rules, Verdict, type DatagramSocket, type Engine, type Socket } from '../src/index'
 import { clientOn, dgramFamilies, unixName } from './families'
 import { deadline, engineScope, frame, until } from './helpers'
 
@@ -215,7 +215,7 @@ describe.skipIf(dgramFamilies.length === 0)('a parser on a datagram socket', () 
       parser: parsers.lines(),
       verdict: (msg) => {
         const line = msg.data.toString()
-        if (!line.includes(':')) return msg.drop()
+        if (!line.includes(':')) return Verdict.DROP
         return msg.redirect(map, line.startsWith('api.') ? 'api' : 'rest')
       },
     })
