@@ -175,6 +175,26 @@ async function endOn(engine: Engine, peers: Engine, kind: DgramCell['from'], nea
   }
 }
 
+/** The counters that say where a socket's messages went. */
+function counts(sock: Socket): string {
+  const s = sock.stats()
+  const keys = [
+    'messagesIn',
+    'bytesIn',
+    'bytesOut',
+    'passed',
+    'redirectedEgress',
+    'redirectedIngress',
+    'droppedNoKey',
+    'droppedDeadTarget',
+    'droppedOverflow',
+    'droppedVerdict',
+    'droppedTooBig',
+    'droppedSendError',
+  ] as const
+  return keys.map((k) => `${k} ${s[k]}`).join(', ')
+}
+
 /** Runs one datagram cell: what arrived where it should, or the code a send failed with. */
 async function runDgram(
   engine: Engine,
@@ -213,7 +233,8 @@ async function runDgram(
     }
     result = await arrived
   } catch (e) {
-    result = (e as { code?: string }).code ?? String(e)
+    // A code is the cell's answer; anything else is a failure, reported with where the messages went.
+    result = (e as { code?: string }).code ?? `${String(e)}; source ${counts(src.sock)}; target ${counts(dst.sock)}`
   }
   await Promise.all([src.close(), dst.close()])
   return result

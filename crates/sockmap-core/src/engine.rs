@@ -642,7 +642,7 @@ impl EngineHandle {
         if reg.hold == 0 {
             return;
         }
-        self.shared.fan_out(&mut reg, None);
+        self.shared.fan_out(&mut reg, 0, None);
         for id in std::mem::take(&mut reg.held_relinks) {
             self.queue(id, Command::Relink(id));
         }
@@ -693,7 +693,7 @@ impl EngineHandle {
             }
             return;
         }
-        self.shared.fan_out(&mut reg, None);
+        self.shared.fan_out(&mut reg, 0, None);
         for id in relink {
             self.queue(id, Command::Relink(id));
         }

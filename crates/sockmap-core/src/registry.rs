@@ -3,8 +3,8 @@
 //! It is shared by the application's threads and the I/O thread behind one
 //! short-held mutex, so map operations return their result at once without
 //! waiting for the I/O loop. Every change to a map's entries is also
-//! recorded as a [`MapChange`], which the caller takes with
-//! [`Registry::take_changes`] before releasing the lock and sends to the I/O
+//! recorded as a [`MapChange`], which the caller sends with
+//! [`Shared::fan_out`] before releasing the lock to each I/O
 //! thread's [`MapView`](crate::map_view::MapView): the per-message path
 //! reads that view and never this lock.
 //!
@@ -14,7 +14,9 @@
 //! two changes the application made as one (a pair of partners stored under
 //! each other's ids). The registry itself changes at once: lookups, sizes and
 //! errors never wait for a hold, and a command to an I/O thread sends what
-//! is held before it.
+//! is held before it. An I/O thread that changes the maps itself (a socket
+//! it closes leaves them) sends only its own changes: the held ones wait for
+//! the hold to end, behind the commands queued before them.
 
 #[cfg(test)]
 use std::sync::atomic::AtomicU64;
@@ -154,10 +156,19 @@ impl Shared {
         let _ = self.sinks.set(sinks);
     }
 
-    /// Sends the registry's pending map changes to every shard but `except`
-    /// (whose caller applies them itself), with the registry still locked.
-    pub(crate) fn fan_out(&self, reg: &mut Registry, except: Option<usize>) -> Vec<MapChange> {
-        let changes: Vec<MapChange> = reg.take_changes().collect();
+    /// Sends the registry's pending map changes from the `from`th on to every
+    /// shard but `except` (whose caller applies them itself), with the
+    /// registry still locked. Those before `from` stay pending: an I/O thread
+    /// passes the count of pending changes it found ([`Registry::pending_changes`])
+    /// so that it sends only its own, never the application's held ones, which
+    /// it would apply ahead of the commands queued before them.
+    pub(crate) fn fan_out(
+        &self,
+        reg: &mut Registry,
+        from: usize,
+        except: Option<usize>,
+    ) -> Vec<MapChange> {
+        let changes: Vec<MapChange> = reg.changes.drain(from..).collect();
         if let Some(sinks) = self.sinks.get() {
             for (shard, sink) in sinks.iter().enumerate() {
                 if Some(shard) != except {
@@ -185,8 +196,33 @@ pub(crate) type Relink = SmallVec<[SockId; 2]>;
 
 impl Registry {
     /// Takes the changes made to the maps' entries since the last call, in order.
+    #[cfg(test)]
     pub(crate) fn take_changes(&mut self) -> std::vec::Drain<'_, MapChange> {
         self.changes.drain(..)
+    }
+
+    /// How many changes wait to be sent (those the application holds).
+    pub(crate) fn pending_changes(&self) -> usize {
+        self.changes.len()
+    }
+
+    /// `sock` closed while the first `held` pending changes were held: those
+    /// that set it become removals, so that no shard's view takes a socket
+    /// that is gone when the hold ends.
+    pub(crate) fn unset_held(&mut self, sock: SockId, held: usize) {
+        for c in &mut self.changes[..held] {
+            if let MapChange::Set {
+                map, slot, sock: s, ..
+            } = c
+            {
+                if *s == sock {
+                    *c = MapChange::Remove {
+                        map: *map,
+                        slot: slot.clone(),
+                    };
+                }
+            }
+        }
     }
 
     /// Live sockets of `shard`.

@@ -566,10 +566,12 @@ impl Core {
         p.gauge(|s| &s.pending_bytes, 0);
         let partner = {
             let mut reg = self.shared.lock();
+            let held = reg.pending_changes();
             let partner = reg.take_partner(id);
             reg.remove_links(id);
+            reg.unset_held(id, held);
             reg.set_state(id, SockState::Closed);
-            for change in self.shared.fan_out(&mut reg, Some(self.shard)) {
+            for change in self.shared.fan_out(&mut reg, held, Some(self.shard)) {
                 self.maps.apply(change);
             }
             partner
@@ -799,5 +801,77 @@ impl Core {
                 Timer::Session(id) => self.handle_session_timer(id, now),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::config::EngineConfig;
+    use crate::key::Key;
+    use crate::map::{MapKind, UpdateFlag};
+    use crate::registry::{Shared, SockState};
+    use crate::rules::DerivedKey;
+
+    /// A socket the I/O thread closes while the application holds changes
+    /// made after a command still queued (the map's creation) sends only its
+    /// own changes: the held ones reach the view when the hold ends, behind
+    /// that command, and the one naming the closed socket is a removal.
+    #[test]
+    fn a_close_under_a_hold_leaves_the_held_changes_to_the_hold() {
+        let shared = Arc::new(Shared::default());
+        // The I/O thread's command queue, which it takes when the test says.
+        let queue = Arc::new(Mutex::new(Vec::new()));
+        let q = queue.clone();
+        shared.set_sinks(vec![Box::new(move |c| q.lock().unwrap().push(c))]);
+        let mut core = Core::new(shared.clone(), EngineConfig::default(), 0, Instant::now());
+        let [old, src, dst] = {
+            let mut reg = shared.lock();
+            [0; 3].map(|_| reg.alloc(SockState::Established, 0))
+        };
+        for id in [old, src, dst] {
+            core.handle_new_socket(id, NewSock::Established, None);
+        }
+        let map = {
+            let mut reg = shared.lock();
+            let map = reg.create_map(MapKind::SockHash, 4).unwrap();
+            shared.fan_out(&mut reg, 0, None);
+            map
+        };
+        {
+            let mut reg = shared.lock();
+            reg.hold += 1;
+            for (k, s) in [(1, src), (2, dst), (3, old)] {
+                reg.update(map, &Key::Num(k), s, UpdateFlag::Any, &Default::default())
+                    .unwrap();
+            }
+        }
+        core.handle_destroy(old);
+        let take = |core: &mut Core| {
+            for c in std::mem::take(&mut *queue.lock().unwrap()) {
+                core.handle_map_change(c);
+            }
+        };
+        take(&mut core);
+        {
+            let mut reg = shared.lock();
+            reg.hold -= 1;
+            shared.fan_out(&mut reg, 0, None);
+        }
+        // What other shards take: no entry for the closed socket either.
+        let stale = queue
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| matches!(c, crate::map_view::MapChange::Set { sock, .. } if *sock == old));
+        assert!(!stale, "a held change still sets the closed socket");
+        take(&mut core);
+        let found = |k| {
+            core.maps
+                .lookup(map, DerivedKey::from_key(&Key::Num(k)).raw())
+        };
+        assert_eq!([found(1), found(2), found(3)], [Some(src), Some(dst), None]);
     }
 }
