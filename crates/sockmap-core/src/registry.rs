@@ -3,10 +3,10 @@
 //! It is shared by the application's threads and the I/O thread behind one
 //! short-held mutex, so map operations return their result at once without
 //! waiting for the I/O loop. Every change to a map's entries is also
-//! recorded as a [`MapChange`], which the caller sends with
-//! [`Shared::fan_out`] before releasing the lock to each I/O
-//! thread's [`MapView`](crate::map_view::MapView): the per-message path
-//! reads that view and never this lock.
+//! recorded as a [`MapChange`], which the caller sends to each I/O thread's
+//! [`MapView`](crate::map_view::MapView) with [`Shared::fan_out`] before
+//! releasing the lock: the per-message path reads that view and never this
+//! lock.
 //!
 //! While the application holds the changes ([`Registry::hold`] above 0),
 //! its changes and relinks stay here and reach the I/O threads together when

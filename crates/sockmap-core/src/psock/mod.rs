@@ -865,7 +865,7 @@ mod tests {
             .lock()
             .unwrap()
             .iter()
-            .any(|c| matches!(c, crate::map_view::MapChange::Set { sock, .. } if *sock == old));
+            .any(|c| matches!(c, MapChange::Set { sock, .. } if *sock == old));
         assert!(!stale, "a held change still sets the closed socket");
         take(&mut core);
         let found = |k| {
