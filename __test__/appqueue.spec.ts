@@ -15,24 +15,37 @@ function pattern(n: number): Buffer {
   return b
 }
 
+/** How long the counts must stay the same to show that the source is no longer read. */
+const SETTLED_MS = 200
+
 /**
- * Waits until the consumer's queue holds at least its bound and every byte the source read is either consumed or in
- * that queue (none on its way there), and returns both counts as seen together.
+ * Waits until the source is no longer read: every byte it read is either consumed or in the consumer's queue (none on
+ * its way there), that queue is above half its bound (where reading would go on again), and the counts stayed so for
+ * `SETTLED_MS`. Returns both counts as seen together.
+ *
+ * The queue may settle below its bound itself: reading stops once it is above, and the acknowledgement of what was
+ * consumed before the consumer stalled can arrive after that.
  */
 async function heldAtBound(
   source: Socket,
   consumer: Socket,
   consumed: () => number,
 ): Promise<{ read: number; queued: number }> {
-  let seen = { read: 0, queued: 0 }
+  let seen = { read: -1, queued: 0 }
+  let since = 0
   await until(
     () => {
-      seen = { read: source.stats().bytesIn, queued: consumer.stats().appQueuedBytes }
-      return seen.queued >= HIGH && seen.read - consumed() === seen.queued
+      const now = { read: source.stats().bytesIn, queued: consumer.stats().appQueuedBytes }
+      const held = now.queued > HIGH / 2 && now.read - consumed() === now.queued
+      if (!held || now.read !== seen.read || now.queued !== seen.queued) since = Date.now()
+      seen = now
+      return held && Date.now() - since >= SETTLED_MS
     },
     10_000,
-    'the queue at its bound, every byte read accounted for',
-  )
+    'the source no longer read, every byte it read accounted for',
+  ).catch((e: Error) => {
+    throw new Error(`${e.message}: last seen ${JSON.stringify({ ...seen, consumed: consumed() })}`)
+  })
   return seen
 }
 
