@@ -1,7 +1,9 @@
 // A TLS-terminating proxy, side by side: sockmap (engine TLS, a native redirect between paired sockets) against
 // HAProxy (OpenSSL) and a Node `tls` proxy (`pipe()`), same certificate (ECDSA P-256), same clients, same plain-TCP
 // backend, each proxy on one thread in its own process. Measured, one proxy at a time:
-//   - handshakes/s, full and resumed (TLS 1.3): `openssl s_time -new` / `-reuse` for TLS_HS_S seconds;
+//   - handshakes, full and resumed (TLS 1.3): TLS_HS_CLIENTS `openssl s_time -new` / `-reuse` processes at once for
+//     TLS_HS_S seconds: handshakes/s (their sum), and the proxy's CPU milliseconds (user + system) per handshake,
+//     the figure that does not depend on how fast the clients are (for sockmap, with its I/O threads' share);
 //   - bulk: one Node TLS client sends TLS_BULK_MB MiB through the proxy to a sink: Gbit/s, and the proxy's CPU
 //     seconds (user + system, from /proc) per GB;
 //   - latency: TLS_RTT 64-byte request/response round trips, one at a time, through the proxy to an echo: p50/p99;
@@ -10,9 +12,10 @@
 //     its upstream connection), divided by TLS_IDLE.
 // Bounded: every phase has a deadline, and the script stops its children when done.
 //
-//   npm run build && node benchmark/tls/run.mjs   (TLS_HS_S=5 TLS_BULK_MB=1024 TLS_RTT=5000 TLS_IDLE=2000)
+//   npm run build && node benchmark/tls/run.mjs   (TLS_HS_S=5 TLS_HS_CLIENTS=2 TLS_BULK_MB=1024 TLS_RTT=5000
+//   TLS_IDLE=2000)
 import { execFileSync, fork, spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -20,9 +23,12 @@ import tls from 'node:tls'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 
 const HS_S = Number(process.env.TLS_HS_S ?? 5)
+const HS_CLIENTS = Number(process.env.TLS_HS_CLIENTS ?? 2)
 const BULK_MB = Number(process.env.TLS_BULK_MB ?? 1024)
 const RTT = Number(process.env.TLS_RTT ?? 5000)
 const IDLE = Number(process.env.TLS_IDLE ?? 2000)
+/** The name sockmap gives its I/O threads. */
+const IO_THREAD = 'sockmap-io'
 const self = fileURLToPath(import.meta.url)
 const wait = (ms) => new Promise((r) => setTimeout(r, ms))
 /** Every child this script started, stopped whatever happens. */
@@ -178,23 +184,68 @@ function canConnect(port) {
   })
 }
 
-function cpuSeconds(pid) {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
-  return (Number(f[11]) + Number(f[12])) / 100
+/** User + system CPU seconds of a process, or of those of its threads whose name starts with `thread`. */
+function cpuSeconds(pid, thread) {
+  const of = (stat) => {
+    const f = readFileSync(stat, 'utf8').split(') ')[1].split(' ')
+    return (Number(f[11]) + Number(f[12])) / 100
+  }
+  if (thread === undefined) return of(`/proc/${pid}/stat`)
+  let sum = 0
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      if (readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').startsWith(thread))
+        sum += of(`/proc/${pid}/task/${tid}/stat`)
+    } catch {
+      // The thread ended meanwhile.
+    }
+  }
+  return sum
 }
 
 function rssKiB(pid) {
   return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1])
 }
 
+/** One `openssl s_time` client: the connections it made and the seconds it took. */
 function sTime(port, mode, caFile) {
-  const out = execFileSync(
-    'openssl',
-    ['s_time', '-connect', `127.0.0.1:${port}`, mode, '-time', String(HS_S), '-tls1_3', '-CAfile', caFile],
-    { encoding: 'utf8', timeout: (HS_S + 30) * 1000 },
-  )
-  const m = /(\d+) connections in ([\d.]+)s/.exec(out)
-  return m ? Math.round(Number(m[1]) / Number(m[2])) : NaN
+  return new Promise((resolve, reject) => {
+    const args = ['s_time', '-connect', `127.0.0.1:${port}`, mode, '-time', String(HS_S), '-tls1_3', '-CAfile', caFile]
+    const c = spawn('openssl', args, { stdio: ['ignore', 'pipe', 'inherit'] })
+    children.push(c)
+    let out = ''
+    c.stdout.on('data', (d) => (out += d))
+    const t = setTimeout(() => c.kill('SIGKILL'), (HS_S + 30) * 1000)
+    c.on('close', () => {
+      clearTimeout(t)
+      const m = /(\d+) connections in ([\d.]+)s/.exec(out)
+      if (m) resolve({ connections: Number(m[1]), seconds: Number(m[2]) })
+      else reject(new Error(`s_time ${mode}: no count in its output`))
+    })
+  })
+}
+
+/**
+ * HS_CLIENTS `s_time` clients at once: handshakes/s (their sum), the proxy's CPU ms per handshake, and for sockmap
+ * the share of its I/O threads (the rest is the JavaScript thread: the application's 'connection' handler).
+ */
+async function handshakes(port, mode, caFile, pid) {
+  const cpu0 = cpuSeconds(pid)
+  const io0 = cpuSeconds(pid, IO_THREAD)
+  const runs = await Promise.all(Array.from({ length: HS_CLIENTS }, () => sTime(port, mode, caFile)))
+  const cpu = cpuSeconds(pid) - cpu0
+  const io = cpuSeconds(pid, IO_THREAD) - io0
+  const connections = runs.reduce((n, r) => n + r.connections, 0)
+  return {
+    perSecond: Math.round(runs.reduce((n, r) => n + r.connections / r.seconds, 0)),
+    cpuMs: (cpu * 1000) / connections,
+    ioMs: (io * 1000) / connections,
+  }
+}
+
+/** Milliseconds per handshake, with the I/O threads' share where the proxy has them. */
+function perHandshake(h) {
+  return h.ioMs > 0 ? `${h.cpuMs.toFixed(3)} (${h.ioMs.toFixed(3)})` : h.cpuMs.toFixed(3)
 }
 
 function tlsConnect(port, ca) {
@@ -319,8 +370,8 @@ async function main() {
       if (m.backend) extra = ` (${m.backend})`
     }
     try {
-      const full = sTime(port, '-new', caFile)
-      const resumed = sTime(port, '-reuse', caFile)
+      const full = await handshakes(port, '-new', caFile, child.pid)
+      const resumed = await handshakes(port, '-reuse', caFile, child.pid)
       const cpu0 = cpuSeconds(child.pid)
       const b = await bulk(port, ca)
       const cpuPerGB = ((cpuSeconds(child.pid) - cpu0) / b.bytes) * 1e9
@@ -335,12 +386,12 @@ async function main() {
   }
   be.kill('SIGKILL')
   console.log(
-    '\n| proxy | full handshakes/s | resumed/s | bulk Gbit/s | proxy CPU s/GB | 64 B RTT p50 / p99 µs | RSS per idle TLS connection |',
+    `\n| proxy | full handshakes/s (${HS_CLIENTS} clients) | proxy CPU ms per full (I/O threads) | resumed/s | proxy CPU ms per resumed (I/O threads) | bulk Gbit/s | proxy CPU s/GB | 64 B RTT p50 / p99 µs | RSS per idle TLS connection |`,
   )
-  console.log('| --- | --- | --- | --- | --- | --- | --- |')
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |')
   for (const r of results) {
     console.log(
-      `| ${r.name} | ${r.full} | ${r.resumed} | ${r.gbits.toFixed(2)} | ${r.cpuPerGB.toFixed(2)} | ${r.p50.toFixed(0)} / ${r.p99.toFixed(0)} | ${(r.rss / 1024).toFixed(1)} KiB |`,
+      `| ${r.name} | ${r.full.perSecond} | ${perHandshake(r.full)} | ${r.resumed.perSecond} | ${perHandshake(r.resumed)} | ${r.gbits.toFixed(2)} | ${r.cpuPerGB.toFixed(2)} | ${r.p50.toFixed(0)} / ${r.p99.toFixed(0)} | ${(r.rss / 1024).toFixed(1)} KiB |`,
     )
   }
   console.log(
