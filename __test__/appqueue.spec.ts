@@ -26,7 +26,7 @@ const SETTLED_MS = 200
  * The queue may settle below its bound itself: reading stops once it is above, and the acknowledgement of what was
  * consumed before the consumer stalled can arrive after that.
  */
-async function heldAtBound(
+async function sourceStopped(
   source: Socket,
   consumer: Socket,
   consumed: () => number,
@@ -73,7 +73,7 @@ describe('bounded application queues', () => {
     src!.client.write(data)
     // A socket is paused until it has a 'message' listener: the consumer's own pause is the one to wait for.
     await until(() => pausedOnce && dst!.sock.isPaused, 10_000, 'consumer paused')
-    const { read, queued } = await heldAtBound(src!.sock, dst!.sock, () => have)
+    const { read, queued } = await sourceStopped(src!.sock, dst!.sock, () => have)
     // Reading stopped: the source read at most the consumer's queue bound (plus one read) past what was consumed.
     expect(read).toBeLessThan(TOTAL / 2)
     expect(queued).toBeLessThanOrEqual(HIGH + (512 << 10))
@@ -102,7 +102,7 @@ describe('bounded application queues', () => {
     })(a!.sock)
     a!.client.write(data)
     await until(() => got.length === 1, 10_000, 'first message')
-    const { read, queued } = await heldAtBound(a!.sock, a!.sock, () => have)
+    const { read, queued } = await sourceStopped(a!.sock, a!.sock, () => have)
     expect(read).toBeLessThan(TOTAL / 2)
     expect(queued).toBeLessThanOrEqual(HIGH + (512 << 10))
     gate!()
